@@ -1,0 +1,82 @@
+//! Small fd-relative filesystem helpers shared by the drivers and the layer writer.
+
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::Path;
+
+use rustix::fs::{AtFlags, Dir, FileType, Mode, OFlags};
+use rustix::io::Errno;
+
+/// Opens a directory (for use as a dirfd) relative to `dir`, without following a final symlink.
+pub fn open_dir_at(dir: BorrowedFd<'_>, name: impl rustix::path::Arg) -> rustix::io::Result<OwnedFd> {
+    rustix::fs::openat(
+        dir,
+        name,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+}
+
+/// Opens a directory by absolute or relative path.
+pub fn open_dir(path: &Path) -> rustix::io::Result<OwnedFd> {
+    rustix::fs::open(path, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
+}
+
+/// Removes `name` below `dir`, recursively if it is a directory. A missing entry is not an error.
+pub fn remove_all_at(dir: BorrowedFd<'_>, name: &[u8]) -> rustix::io::Result<()> {
+    let st = match rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(st) => st,
+        Err(Errno::NOENT) => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    if FileType::from_raw_mode(st.st_mode) == FileType::Directory {
+        let child = open_dir_at(dir, name)?;
+        remove_children(child.as_fd(), |_| true)?;
+        rustix::fs::unlinkat(dir, name, AtFlags::REMOVEDIR)
+    } else {
+        rustix::fs::unlinkat(dir, name, AtFlags::empty())
+    }
+}
+
+/// Removes every child of the directory `dir` for which `keep_not` returns true.
+pub fn remove_children(
+    dir: BorrowedFd<'_>,
+    mut should_remove: impl FnMut(&[u8]) -> bool,
+) -> rustix::io::Result<()> {
+    let mut names = Vec::new();
+    for entry in Dir::read_from(dir)? {
+        let entry = entry?;
+        let name = entry.file_name().to_bytes();
+        if name == b"." || name == b".." {
+            continue;
+        }
+        if should_remove(name) {
+            names.push(name.to_vec());
+        }
+    }
+    for name in names {
+        remove_all_at(dir, &name)?;
+    }
+    Ok(())
+}
+
+/// Removes a path recursively; a missing path is not an error.
+pub fn remove_all(path: &Path) -> std::io::Result<()> {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => std::fs::remove_dir_all(path),
+        Ok(_) => std::fs::remove_file(path),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// The `/proc/self/fd/N/name` path that reaches `name` inside the directory `dir` without following
+/// anything but the directory's own fd.
+pub fn proc_path(dir: BorrowedFd<'_>, name: &[u8]) -> Vec<u8> {
+    use std::os::fd::AsRawFd;
+    let mut p = format!("/proc/self/fd/{}", dir.as_raw_fd()).into_bytes();
+    if !name.is_empty() {
+        p.push(b'/');
+        p.extend_from_slice(name);
+    }
+    p
+}

@@ -1,0 +1,22 @@
+//! Layers as streams of tar entries: reading tar with its raw bytes, decompression, and the layer sink
+//! that writes tar-split, DiffID and tree in one pass.
+
+pub mod decompress;
+pub mod path;
+pub mod pipe;
+pub mod sink;
+pub mod tar_header;
+pub mod tar_stream;
+pub mod tree_writer;
+
+use std::io::Read;
+
+use storage_format::Digest;
+
+use crate::error::Result;
+
+/// Something that can open blobs by digest (an OCI layout, an archive, another store).
+pub trait BlobSource: Sync {
+    /// Opens the blob `digest` for reading from its start.
+    fn open_blob(&self, digest: &Digest) -> Result<Box<dyn Read + Send>>;
+}

@@ -1,0 +1,108 @@
+//! The layer sink: consumes an uncompressed layer tar once and, in the same pass, writes the tar-split,
+//! computes the DiffID and materializes every entry in the layer's tree.
+
+use std::collections::BTreeSet;
+use std::io::{Read, Write};
+
+use sha2::{Digest as _, Sha256};
+use storage_format::{Crc64, Digest, TarSplitWriter};
+
+use super::tar_header::EntryKind;
+use super::tar_stream::{Event, TarStream};
+use super::tree_writer::{TreeWriter, WHITEOUT_PREFIX};
+use crate::error::{Error, Result};
+
+/// Size of the copy buffer for file data.
+const COPY_BUF: usize = 256 * 1024;
+
+/// What the sink learned about a layer.
+#[derive(Debug, Clone)]
+pub struct LayerSummary {
+    /// sha256 of the uncompressed tar.
+    pub diff_id: Digest,
+    /// Length of the uncompressed tar.
+    pub diff_size: u64,
+    /// Distinct uids of the entries (whiteouts excluded).
+    pub uids: BTreeSet<u32>,
+    /// Distinct gids of the entries (whiteouts excluded).
+    pub gids: BTreeSet<u32>,
+    /// Number of entries.
+    pub entries: u64,
+}
+
+/// Streams an uncompressed layer tar from `input` into `tree` and `tar_split`.
+/// `progress` is called with the number of uncompressed bytes consumed so far.
+pub fn write_layer<R: Read, W: Write>(
+    input: R,
+    tree: &mut TreeWriter,
+    tar_split: &mut TarSplitWriter<W>,
+    mut progress: impl FnMut(u64),
+) -> Result<LayerSummary> {
+    let mut stream = TarStream::new(input);
+    let mut sha = Sha256::new();
+    let mut size: u64 = 0;
+    let mut uids = BTreeSet::new();
+    let mut gids = BTreeSet::new();
+    let mut entries = 0u64;
+    let mut buf = vec![0u8; COPY_BUF];
+    loop {
+        match stream.next_event()? {
+            Event::End => break,
+            Event::Trailer(raw) => {
+                sha.update(&raw);
+                size += raw.len() as u64;
+                tar_split.segment(&raw)?;
+            }
+            Event::Entry { raw, header } => {
+                entries += 1;
+                sha.update(&raw);
+                size += raw.len() as u64;
+                tar_split.segment(&raw)?;
+                let base = header.name.rsplit(|&b| b == b'/').find(|c| !c.is_empty()).unwrap_or(b"");
+                if header.kind != EntryKind::GlobalHeader && !base.starts_with(WHITEOUT_PREFIX) {
+                    uids.insert(u32::try_from(header.uid).unwrap_or(u32::MAX));
+                    gids.insert(u32::try_from(header.gid).unwrap_or(u32::MAX));
+                }
+                let mut crc = Crc64::new();
+                let file = tree.begin(&header)?;
+                let data_size = if header.kind == EntryKind::Regular { header.size } else { 0 };
+                let mut written = 0u64;
+                match file {
+                    Some(mut f) => {
+                        loop {
+                            let n = stream.read_data(&mut buf)?;
+                            if n == 0 {
+                                break;
+                            }
+                            let chunk = &buf[..n];
+                            sha.update(chunk);
+                            crc.update(chunk);
+                            f.file.write_all(chunk).map_err(|e| Error::read("writing layer file", e))?;
+                            written += n as u64;
+                        }
+                        tree.finish_file(f, &header)?;
+                    }
+                    None => loop {
+                        // Data of an entry we do not write (e.g. a file under a whiteout name).
+                        let n = stream.read_data(&mut buf)?;
+                        if n == 0 {
+                            break;
+                        }
+                        sha.update(&buf[..n]);
+                        crc.update(&buf[..n]);
+                        written += n as u64;
+                    },
+                }
+                if written != data_size {
+                    return Err(Error::truncated("tar entry data"));
+                }
+                size += written;
+                let crc = (written > 0).then(|| crc.finish());
+                tar_split.file(&header.name, written, crc)?;
+                progress(size);
+            }
+        }
+    }
+    let diff_id = Digest::from_sha256(sha.finalize().into());
+    Ok(LayerSummary { diff_id, diff_size: size, uids, gids, entries })
+}

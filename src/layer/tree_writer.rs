@@ -1,0 +1,405 @@
+//! Materializes tar entries in a layer's tree, safely and as c/storage's extraction does.
+//!
+//! Every path is resolved with `openat2(RESOLVE_IN_ROOT)` against the layer root, so `..` and symlinks
+//! (absolute or relative) inside the layer resolve inside it, like c/storage's chrooted extraction, and
+//! nothing is ever written outside. The last component is always created or changed with `*at` calls that
+//! do not follow it.
+
+use std::collections::HashSet;
+use std::fs::File;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags, Timestamps, XattrFlags};
+use rustix::io::Errno;
+use rustix::fs::Timespec;
+
+use super::path::{clean_components, join};
+use super::tar_header::{EntryKind, TarHeader};
+use crate::error::{Error, Result};
+use crate::fsutil::{proc_path, remove_all_at, remove_children};
+
+/// Prefix of whiteout entries.
+pub const WHITEOUT_PREFIX: &[u8] = b".wh.";
+/// Name of the opaque-directory marker.
+pub const WHITEOUT_OPAQUE: &[u8] = b".wh..wh..opq";
+/// The xattr overlayfs reads to make a directory opaque (root stores).
+pub const OVERLAY_OPAQUE_XATTR: &str = "trusted.overlay.opaque";
+
+/// How whiteouts are represented in the tree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WhiteoutStyle {
+    /// overlay: a 0:0 character device for a deleted path, an xattr for an opaque directory.
+    Overlay,
+    /// vfs: the tree is the full filesystem, so whiteouts delete.
+    Delete,
+}
+
+/// A regular file being written; finish it with [`TreeWriter::finish_file`].
+#[derive(Debug)]
+pub struct OpenFile {
+    /// The file, open for writing.
+    pub file: File,
+}
+
+/// Writes the entries of one layer into its tree.
+#[derive(Debug)]
+pub struct TreeWriter {
+    root: OwnedFd,
+    root_path: PathBuf,
+    style: WhiteoutStyle,
+    /// Directory entries whose times are set at the end (creating children changes them).
+    dirs: Vec<(Vec<u8>, Timestamps)>,
+    /// Paths written by this layer (vfs opaque handling keeps them).
+    unpacked: HashSet<Vec<u8>>,
+    /// The last parent directory we resolved.
+    cache: Option<(Vec<u8>, OwnedFd)>,
+}
+
+fn errno(what: &'static str, path: &Path, name: &[u8], e: Errno) -> Error {
+    let mut p = path.as_os_str().as_encoded_bytes().to_vec();
+    if !name.is_empty() {
+        p.push(b'/');
+        p.extend_from_slice(name);
+    }
+    Error::io(what, Path::new(&String::from_utf8_lossy(&p).into_owned()), std::io::Error::from(e))
+}
+
+fn ts(secs: i64, nsec: u32) -> Timespec {
+    // c/storage clamps times before the epoch to the epoch.
+    if secs < 0 { Timespec { tv_sec: 0, tv_nsec: 0 } } else { Timespec { tv_sec: secs, tv_nsec: i64::from(nsec) } }
+}
+
+/// The access and modification times c/storage gives an entry: atime is at least mtime.
+fn file_times(h: &TarHeader) -> Timestamps {
+    let m = ts(h.mtime, h.mtime_nsec);
+    let a = match h.atime {
+        Some((s, n)) if (s, n) > (h.mtime, h.mtime_nsec) => ts(s, n),
+        _ => m,
+    };
+    Timestamps { last_access: a, last_modification: m }
+}
+
+/// Directory times: os.Chtimes with the header's atime (the epoch when absent).
+fn dir_times(h: &TarHeader) -> Timestamps {
+    let a = h.atime.map(|(s, n)| ts(s, n)).unwrap_or(Timespec { tv_sec: 0, tv_nsec: 0 });
+    Timestamps { last_access: a, last_modification: ts(h.mtime, h.mtime_nsec) }
+}
+
+fn id(v: u64, name: &[u8]) -> Result<u32> {
+    u32::try_from(v).map_err(|_| Error::Unsafe {
+        entry: String::from_utf8_lossy(name).into_owned(),
+        reason: format!("has an owner id {v} out of range"),
+    })
+}
+
+impl TreeWriter {
+    /// Opens the layer tree at `root_path`.
+    pub fn new(root_path: &Path, style: WhiteoutStyle) -> Result<TreeWriter> {
+        let root = crate::fsutil::open_dir(root_path).map_err(|e| Error::io("opening layer tree", root_path, e))?;
+        Ok(TreeWriter {
+            root,
+            root_path: root_path.to_path_buf(),
+            style,
+            dirs: Vec::new(),
+            unpacked: HashSet::new(),
+            cache: None,
+        })
+    }
+
+    fn resolve_in_root(&self, path: &[u8]) -> rustix::io::Result<OwnedFd> {
+        if path.is_empty() {
+            return rustix::fs::openat(self.root.as_fd(), ".", OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty());
+        }
+        rustix::fs::openat2(
+            self.root.as_fd(),
+            path,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+            ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
+        )
+    }
+
+    /// Returns an fd of the parent directory, creating missing directories (0755, root-owned) as
+    /// c/storage's implied-directory creation does.
+    fn parent(&mut self, comps: &[&[u8]]) -> Result<BorrowedFd<'_>> {
+        let key = join(comps);
+        let hit = matches!(&self.cache, Some((k, _)) if *k == key);
+        if !hit {
+            let fd = match self.resolve_in_root(&key) {
+                Ok(fd) => fd,
+                Err(Errno::NOENT) => self.create_parents(comps)?,
+                Err(e) => return Err(errno("resolving", &self.root_path, &key, e)),
+            };
+            self.cache = Some((key, fd));
+        }
+        match &self.cache {
+            Some((_, fd)) => Ok(fd.as_fd()),
+            None => Err(Error::Internal("parent cache empty".into())),
+        }
+    }
+
+    fn create_parents(&mut self, comps: &[&[u8]]) -> Result<OwnedFd> {
+        let mut current = self.resolve_in_root(b"").map_err(|e| errno("opening", &self.root_path, b"", e))?;
+        for i in 0..comps.len() {
+            let prefix = join(&comps[..=i]);
+            match self.resolve_in_root(&prefix) {
+                Ok(fd) => current = fd,
+                Err(Errno::NOENT) => {
+                    match rustix::fs::mkdirat(current.as_fd(), comps[i], Mode::from_raw_mode(0o755)) {
+                        Ok(()) | Err(Errno::EXIST) => {}
+                        Err(e) => return Err(errno("creating directory", &self.root_path, &prefix, e)),
+                    }
+                    rustix::fs::chmodat(current.as_fd(), comps[i], Mode::from_raw_mode(0o755), AtFlags::empty())
+                        .map_err(|e| errno("chmod", &self.root_path, &prefix, e))?;
+                    current = self.resolve_in_root(&prefix).map_err(|e| errno("resolving", &self.root_path, &prefix, e))?;
+                }
+                Err(e) => return Err(errno("resolving", &self.root_path, &prefix, e)),
+            }
+        }
+        Ok(current)
+    }
+
+    /// Creates the entry described by `h`. For a regular file, returns the file to write its data to.
+    pub fn begin(&mut self, h: &TarHeader) -> Result<Option<OpenFile>> {
+        if h.kind == EntryKind::GlobalHeader {
+            return Ok(None);
+        }
+        let (comps, _) = clean_components(&h.name);
+        let Some((&base, parent_comps)) = comps.split_last() else {
+            // The layer root itself ("./"): c/storage does not apply it.
+            return Ok(None);
+        };
+        let parent_comps: Vec<&[u8]> = parent_comps.to_vec();
+        let full = join(&comps);
+        if base.starts_with(WHITEOUT_PREFIX) {
+            self.whiteout(&parent_comps, base, h)?;
+            return Ok(None);
+        }
+        let root_path = self.root_path.clone();
+        let style = self.style;
+        let parent = self.parent(&parent_comps)?;
+        let existing = match rustix::fs::statat(parent, base, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) => Some(FileType::from_raw_mode(st.st_mode)),
+            Err(Errno::NOENT) => None,
+            Err(e) => return Err(errno("stat", &root_path, &full, e)),
+        };
+        let mut replaced = false;
+        if let Some(t) = existing
+            && !(t == FileType::Directory && h.kind == EntryKind::Directory)
+        {
+            remove_all_at(parent, base).map_err(|e| errno("removing", &root_path, &full, e))?;
+            replaced = true;
+        }
+        let mode = Mode::from_raw_mode(h.mode);
+        let mut file = None;
+        match h.kind {
+            EntryKind::Directory => {
+                if existing != Some(FileType::Directory) {
+                    rustix::fs::mkdirat(parent, base, mode).map_err(|e| errno("creating directory", &root_path, &full, e))?;
+                }
+            }
+            EntryKind::Regular => {
+                let fd = rustix::fs::openat(
+                    parent,
+                    base,
+                    OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::from_raw_mode(0o600),
+                )
+                .map_err(|e| errno("creating file", &root_path, &full, e))?;
+                file = Some(OpenFile { file: File::from(fd) });
+            }
+            EntryKind::Symlink => {
+                rustix::fs::symlinkat(h.linkname.as_slice(), parent, base)
+                    .map_err(|e| errno("creating symlink", &root_path, &full, e))?;
+            }
+            EntryKind::CharDevice | EntryKind::BlockDevice | EntryKind::Fifo => {
+                let ft = match h.kind {
+                    EntryKind::CharDevice => FileType::CharacterDevice,
+                    EntryKind::BlockDevice => FileType::BlockDevice,
+                    _ => FileType::Fifo,
+                };
+                let dev = rustix::fs::makedev(h.devmajor, h.devminor);
+                rustix::fs::mknodat(parent, base, ft, mode, dev).map_err(|e| errno("creating device", &root_path, &full, e))?;
+            }
+            EntryKind::HardLink => {
+                let (target, escaped) = clean_components(&h.linkname);
+                let name = String::from_utf8_lossy(&h.name).into_owned();
+                if escaped {
+                    return Err(Error::Unsafe {
+                        entry: name,
+                        reason: format!("is a hardlink to {:?}, outside the layer", String::from_utf8_lossy(&h.linkname)),
+                    });
+                }
+                let Some((&tbase, tparent)) = target.split_last() else {
+                    return Err(Error::Unsafe { entry: name, reason: "is a hardlink to the layer root".into() });
+                };
+                let tparent_path = join(tparent);
+                let tdir = match self.resolve_in_root(&tparent_path) {
+                    Ok(fd) => fd,
+                    Err(_) => {
+                        return Err(Error::Unsafe {
+                            entry: name,
+                            reason: format!("is a hardlink to {:?}, which is not in the layer", String::from_utf8_lossy(&h.linkname)),
+                        });
+                    }
+                };
+                let parent = self.parent(&parent_comps)?;
+                match rustix::fs::linkat(tdir.as_fd(), tbase, parent, base, AtFlags::empty()) {
+                    Ok(()) => {}
+                    Err(Errno::NOENT) => {
+                        return Err(Error::Unsafe {
+                            entry: name,
+                            reason: format!("is a hardlink to {:?}, which is not in the layer", String::from_utf8_lossy(&h.linkname)),
+                        });
+                    }
+                    Err(e) => return Err(errno("creating hardlink", &root_path, &full, e)),
+                }
+            }
+            EntryKind::GlobalHeader => return Ok(None),
+        }
+        if replaced {
+            self.cache = None;
+        }
+        if style == WhiteoutStyle::Delete {
+            self.unpacked.insert(full);
+        }
+        if file.is_none() {
+            self.apply_metadata(&parent_comps, base, h, None)?;
+        }
+        Ok(file)
+    }
+
+    /// Sets owner, xattrs, mode and times of a regular file after its data was written.
+    pub fn finish_file(&mut self, f: OpenFile, h: &TarHeader) -> Result<()> {
+        let (comps, _) = clean_components(&h.name);
+        let Some((&base, parent_comps)) = comps.split_last() else {
+            return Ok(());
+        };
+        let parent_comps = parent_comps.to_vec();
+        self.apply_metadata(&parent_comps, base, h, Some(&f.file))
+    }
+
+    fn apply_metadata(&mut self, parent_comps: &[&[u8]], base: &[u8], h: &TarHeader, file: Option<&File>) -> Result<()> {
+        let root_path = self.root_path.clone();
+        let full = {
+            let mut c = parent_comps.to_vec();
+            c.push(base);
+            join(&c)
+        };
+        let uid = rustix::fs::Uid::from_raw(id(h.uid, &h.name)?);
+        let gid = rustix::fs::Gid::from_raw(id(h.gid, &h.name)?);
+        let mode = Mode::from_raw_mode(h.mode);
+        if let Some(f) = file {
+            rustix::fs::fchown(f, Some(uid), Some(gid)).map_err(|e| errno("chown", &root_path, &full, e))?;
+            for (k, v) in &h.xattrs {
+                match rustix::fs::fsetxattr(f, k.as_slice(), v, XattrFlags::empty()) {
+                    Ok(()) | Err(Errno::NOTSUP) | Err(Errno::PERM) => {}
+                    Err(e) => return Err(errno("setting xattr on", &root_path, &full, e)),
+                }
+            }
+            rustix::fs::fchmod(f, mode).map_err(|e| errno("chmod", &root_path, &full, e))?;
+            rustix::fs::futimens(f, &file_times(h)).map_err(|e| errno("setting times of", &root_path, &full, e))?;
+            return Ok(());
+        }
+        let parent = self.parent(parent_comps)?;
+        rustix::fs::chownat(parent, base, Some(uid), Some(gid), AtFlags::SYMLINK_NOFOLLOW)
+            .map_err(|e| errno("chown", &root_path, &full, e))?;
+        if !h.xattrs.is_empty() {
+            let p = proc_path(parent, base);
+            for (k, v) in &h.xattrs {
+                match rustix::fs::lsetxattr(p.as_slice(), k.as_slice(), v, XattrFlags::empty()) {
+                    Ok(()) | Err(Errno::NOTSUP) | Err(Errno::PERM) => {}
+                    Err(e) => return Err(errno("setting xattr on", &root_path, &full, e)),
+                }
+            }
+        }
+        let is_symlink = match h.kind {
+            EntryKind::Symlink => true,
+            EntryKind::HardLink => rustix::fs::statat(parent, base, AtFlags::SYMLINK_NOFOLLOW)
+                .map(|st| FileType::from_raw_mode(st.st_mode) == FileType::Symlink)
+                .unwrap_or(true),
+            _ => false,
+        };
+        if !is_symlink {
+            rustix::fs::chmodat(parent, base, mode, AtFlags::empty()).map_err(|e| errno("chmod", &root_path, &full, e))?;
+        }
+        match h.kind {
+            EntryKind::Directory => self.dirs.push((full, dir_times(h))),
+            _ => {
+                rustix::fs::utimensat(parent, base, &file_times(h), AtFlags::SYMLINK_NOFOLLOW)
+                    .map_err(|e| errno("setting times of", &root_path, &full, e))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn whiteout(&mut self, parent_comps: &[&[u8]], base: &[u8], h: &TarHeader) -> Result<()> {
+        let root_path = self.root_path.clone();
+        let style = self.style;
+        let parent_path = join(parent_comps);
+        if style == WhiteoutStyle::Delete {
+            let unpacked = std::mem::take(&mut self.unpacked);
+            let parent = self.parent(parent_comps)?;
+            let r = if base == WHITEOUT_OPAQUE {
+                remove_children(parent, |name| {
+                    let mut p = parent_path.clone();
+                    if !p.is_empty() {
+                        p.push(b'/');
+                    }
+                    p.extend_from_slice(name);
+                    !unpacked.contains(&p)
+                })
+            } else {
+                remove_all_at(parent, &base[WHITEOUT_PREFIX.len()..])
+            };
+            self.unpacked = unpacked;
+            self.cache = None;
+            return r.map_err(|e| errno("applying whiteout in", &root_path, &parent_path, e));
+        }
+        let parent = self.parent(parent_comps)?;
+        if base == WHITEOUT_OPAQUE {
+            let p = proc_path(parent, b"");
+            rustix::fs::lsetxattr(p.as_slice(), OVERLAY_OPAQUE_XATTR, b"y", XattrFlags::empty())
+                .map_err(|e| errno("marking opaque", &root_path, &parent_path, e))?;
+            return Ok(());
+        }
+        let orig = &base[WHITEOUT_PREFIX.len()..];
+        if orig.is_empty() || orig == b"." || orig == b".." {
+            return Err(Error::malformed_tar(format!("invalid whiteout {:?}", String::from_utf8_lossy(base))));
+        }
+        remove_all_at(parent, orig).map_err(|e| errno("removing", &root_path, orig, e))?;
+        rustix::fs::mknodat(parent, orig, FileType::CharacterDevice, Mode::empty(), rustix::fs::makedev(0, 0))
+            .map_err(|e| errno("creating whiteout", &root_path, orig, e))?;
+        let uid = rustix::fs::Uid::from_raw(id(h.uid, &h.name)?);
+        let gid = rustix::fs::Gid::from_raw(id(h.gid, &h.name)?);
+        rustix::fs::chownat(parent, orig, Some(uid), Some(gid), AtFlags::SYMLINK_NOFOLLOW)
+            .map_err(|e| errno("chown", &root_path, orig, e))
+    }
+
+    /// Applies directory times, last, as c/storage does.
+    pub fn finish(mut self) -> Result<()> {
+        self.cache = None;
+        let dirs = std::mem::take(&mut self.dirs);
+        for (path, times) in dirs {
+            let (comps, _) = clean_components(&path);
+            let Some((&base, parent_comps)) = comps.split_last() else { continue };
+            let parent_path = join(parent_comps);
+            let parent = match self.resolve_in_root(&parent_path) {
+                Ok(fd) => fd,
+                Err(Errno::NOENT) => continue,
+                Err(e) => return Err(errno("resolving", &self.root_path, &parent_path, e)),
+            };
+            match rustix::fs::utimensat(parent.as_fd(), base, &times, AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(()) | Err(Errno::NOENT) => {}
+                Err(e) => return Err(errno("setting times of", &self.root_path, &path, e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the whiteout style deletes.
+    pub fn style(&self) -> WhiteoutStyle {
+        self.style
+    }
+}

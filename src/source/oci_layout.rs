@@ -1,0 +1,181 @@
+//! `oci:DIR[:TAG]`: an OCI image layout directory. Also the layout logic shared with archives.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use storage_format::Digest;
+
+use super::OpenedSource;
+use super::oci_types::{Config, Descriptor, Index, MEDIA_DOCKER_LIST, MEDIA_INDEX, Manifest, REF_NAME, host_arch, is_layer_media_type};
+use crate::error::{Error, Result};
+use crate::layer::BlobSource;
+use crate::store::import::{ImageInput, LayerInput, read_small};
+
+/// Largest JSON document (index, manifest, config) we read.
+const JSON_LIMIT: u64 = 16 << 20;
+
+/// Access to the files of a layout, wherever it is stored.
+pub trait Layout: BlobSource {
+    /// Where the layout is, for messages.
+    fn location(&self) -> String;
+    /// Reads `index.json`.
+    fn read_index(&self) -> Result<Vec<u8>>;
+    /// Whether the blob exists, and its size.
+    fn blob_size(&self, digest: &Digest) -> Option<u64>;
+}
+
+/// A layout directory.
+#[derive(Debug, Clone)]
+pub struct LayoutDir {
+    root: PathBuf,
+}
+
+impl LayoutDir {
+    fn blob_path(&self, digest: &Digest) -> PathBuf {
+        self.root.join("blobs").join("sha256").join(digest.hex())
+    }
+}
+
+impl BlobSource for LayoutDir {
+    fn open_blob(&self, digest: &Digest) -> Result<Box<dyn Read + Send>> {
+        let p = self.blob_path(digest);
+        let f = std::fs::File::open(&p).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => Error::NotFound(format!(
+                "blob {digest} is missing from the OCI layout {}: the layout is incomplete: re-create it",
+                self.root.display()
+            )),
+            _ => Error::io("opening blob", &p, e),
+        })?;
+        Ok(Box::new(f))
+    }
+}
+
+impl Layout for LayoutDir {
+    fn location(&self) -> String {
+        format!("OCI layout {}", self.root.display())
+    }
+    fn read_index(&self) -> Result<Vec<u8>> {
+        let p = self.root.join("index.json");
+        let f = std::fs::File::open(&p).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => Error::NotFound(format!(
+                "{} is not an OCI image layout (no index.json)",
+                self.root.display()
+            )),
+            _ => Error::io("opening", &p, e),
+        })?;
+        read_small(f, JSON_LIMIT, "index.json")
+    }
+    fn blob_size(&self, digest: &Digest) -> Option<u64> {
+        std::fs::metadata(self.blob_path(digest)).ok().filter(|m| m.is_file()).map(|m| m.len())
+    }
+}
+
+/// Opens `oci:DIR[:TAG]`.
+pub fn open(dir: &Path, tag: Option<&str>) -> Result<OpenedSource> {
+    let layout = LayoutDir { root: dir.to_path_buf() };
+    let image = resolve(&layout, tag)?;
+    Ok(OpenedSource { image, blobs: Box::new(layout) })
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8], what: &str, loc: &str) -> Result<T> {
+    serde_json::from_slice(bytes).map_err(|e| Error::InvalidInput(format!("{what} in {loc} is not valid: {e}")))
+}
+
+fn parse_digest(s: &str, what: &str) -> Result<Digest> {
+    Digest::parse(s).map_err(|_| Error::InvalidInput(format!("{what} has an invalid or unsupported digest {s:?} (only sha256 is supported)")))
+}
+
+/// Reads a JSON blob named by a descriptor and checks its digest.
+fn read_verified(layout: &dyn Layout, desc: &Descriptor, what: &str) -> Result<(Vec<u8>, Digest)> {
+    let digest = parse_digest(&desc.digest, what)?;
+    let bytes = read_small(layout.open_blob(&digest)?, JSON_LIMIT, what)?;
+    let actual = Digest::of_bytes(&bytes);
+    if actual != digest {
+        return Err(Error::DigestMismatch { what: what.to_string(), expected: digest.to_string(), actual: actual.to_string() });
+    }
+    Ok((bytes, digest))
+}
+
+/// Picks the manifest descriptor for `tag` from an index.
+fn pick(index: &Index, tag: Option<&str>, loc: &str) -> Result<Descriptor> {
+    match tag {
+        Some(t) => index
+            .manifests
+            .iter()
+            .find(|d| d.annotations.get(REF_NAME).map(String::as_str) == Some(t))
+            .cloned()
+            .ok_or_else(|| {
+                let tags: Vec<&str> = index.manifests.iter().filter_map(|d| d.annotations.get(REF_NAME).map(String::as_str)).collect();
+                Error::NotFound(format!("no image tagged {t:?} in {loc}; tags there: {}", if tags.is_empty() { "none".to_string() } else { tags.join(", ") }))
+            }),
+        None => match index.manifests.as_slice() {
+            [one] => Ok(one.clone()),
+            [] => Err(Error::NotFound(format!("{loc} holds no image"))),
+            many => Err(Error::InvalidInput(format!("{loc} holds {} images: name one with :TAG", many.len()))),
+        },
+    }
+}
+
+/// Resolves the image in a layout: manifest (through nested indexes), config, layers; all checked.
+pub fn resolve(layout: &dyn Layout, tag: Option<&str>) -> Result<ImageInput> {
+    let loc = layout.location();
+    let index: Index = parse_json(&layout.read_index()?, "index.json", &loc)?;
+    let mut desc = pick(&index, tag, &loc)?;
+    // Follow nested indexes to this platform's manifest.
+    for _ in 0..4 {
+        if desc.media_type != MEDIA_INDEX && desc.media_type != MEDIA_DOCKER_LIST {
+            break;
+        }
+        let (bytes, _) = read_verified(layout, &desc, "image index")?;
+        let nested: Index = parse_json(&bytes, "image index", &loc)?;
+        desc = nested
+            .manifests
+            .iter()
+            .find(|d| d.platform.as_ref().is_some_and(|p| p.os == "linux" && p.architecture == host_arch()))
+            .cloned()
+            .ok_or_else(|| Error::NotFound(format!("no linux/{} image in the index of {loc}", host_arch())))?;
+    }
+    let (manifest_bytes, manifest_digest) = read_verified(layout, &desc, "manifest")?;
+    let manifest: Manifest = parse_json(&manifest_bytes, &format!("manifest {manifest_digest}"), &loc)?;
+    let (config_bytes, config_digest) = read_verified(layout, &manifest.config, "config")?;
+    let config: Config = parse_json(&config_bytes, &format!("config {config_digest}"), &loc)?;
+    if config.rootfs.diff_ids.len() != manifest.layers.len() {
+        return Err(Error::InvalidInput(format!(
+            "config {config_digest} lists {} DiffIDs but manifest {manifest_digest} has {} layers: the image is corrupt: rebuild it",
+            config.rootfs.diff_ids.len(),
+            manifest.layers.len()
+        )));
+    }
+    let mut layers = Vec::with_capacity(manifest.layers.len());
+    for (l, d) in manifest.layers.iter().zip(&config.rootfs.diff_ids) {
+        if !is_layer_media_type(&l.media_type) {
+            return Err(Error::Unsupported(format!("layer {} has media type {:?}", l.digest, l.media_type)));
+        }
+        let blob_digest = parse_digest(&l.digest, "layer")?;
+        match layout.blob_size(&blob_digest) {
+            None => {
+                return Err(Error::NotFound(format!(
+                    "layer blob {blob_digest} is missing from {loc}: the layout is incomplete: re-create it"
+                )));
+            }
+            Some(size) if size != l.size => {
+                return Err(Error::InvalidInput(format!(
+                    "layer blob {blob_digest} in {loc} is {size} bytes but the manifest says {}: the blob is truncated or corrupt",
+                    l.size
+                )));
+            }
+            Some(_) => {}
+        }
+        layers.push(LayerInput { blob_digest, blob_size: l.size, diff_id: parse_digest(d, "config DiffID")? });
+    }
+    let _ = manifest.media_type;
+    Ok(ImageInput {
+        manifest: manifest_bytes,
+        manifest_digest,
+        config: config_bytes,
+        config_digest,
+        created: config.created,
+        layers,
+        names: Vec::new(),
+    })
+}

@@ -1,0 +1,104 @@
+//! The few OCI/Docker JSON shapes we read: index, manifest, config.
+
+use serde::Deserialize;
+
+/// OCI image index media type.
+pub const MEDIA_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+/// Docker manifest list media type.
+pub const MEDIA_DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+/// Annotation holding a layout's tag.
+pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
+
+/// A content descriptor.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Descriptor {
+    /// Media type.
+    #[serde(rename = "mediaType", default)]
+    pub media_type: String,
+    /// Digest.
+    pub digest: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Annotations.
+    #[serde(default)]
+    pub annotations: std::collections::BTreeMap<String, String>,
+    /// Platform (in indexes).
+    #[serde(default)]
+    pub platform: Option<Platform>,
+}
+
+/// A platform.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Platform {
+    /// CPU architecture.
+    #[serde(default)]
+    pub architecture: String,
+    /// Operating system.
+    #[serde(default)]
+    pub os: String,
+}
+
+/// An image index (index.json or a nested index).
+#[derive(Debug, Clone, Deserialize)]
+pub struct Index {
+    /// The manifests.
+    #[serde(default)]
+    pub manifests: Vec<Descriptor>,
+}
+
+/// An image manifest (OCI or Docker schema 2).
+#[derive(Debug, Clone, Deserialize)]
+pub struct Manifest {
+    /// Media type, if given.
+    #[serde(rename = "mediaType", default)]
+    pub media_type: String,
+    /// The config descriptor.
+    pub config: Descriptor,
+    /// The layers, base first.
+    #[serde(default)]
+    pub layers: Vec<Descriptor>,
+}
+
+/// The parts of an image config we need.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Config {
+    /// Creation time.
+    #[serde(default)]
+    pub created: Option<String>,
+    /// The root filesystem's DiffIDs.
+    pub rootfs: RootFs,
+}
+
+/// `rootfs` of a config.
+#[derive(Debug, Clone, Deserialize)]
+pub struct RootFs {
+    /// DiffIDs, base first.
+    #[serde(default)]
+    pub diff_ids: Vec<String>,
+}
+
+/// Layer media types we can apply.
+pub fn is_layer_media_type(m: &str) -> bool {
+    matches!(
+        m,
+        "application/vnd.oci.image.layer.v1.tar"
+            | "application/vnd.oci.image.layer.v1.tar+gzip"
+            | "application/vnd.oci.image.layer.v1.tar+zstd"
+            | "application/vnd.oci.image.layer.nondistributable.v1.tar"
+            | "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip"
+            | "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd"
+            | "application/vnd.docker.image.rootfs.diff.tar.gzip"
+            | "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip"
+            | ""
+    )
+}
+
+/// The architecture name OCI uses for this machine.
+pub fn host_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "powerpc64" => "ppc64le",
+        other => other,
+    }
+}

@@ -1,0 +1,429 @@
+//! Writing an image into the store: layers (new ones streamed through the layer sink, existing ones
+//! reused), then big data, then the image record — in c/storage's order, under its locks, all or nothing.
+
+use std::collections::HashSet;
+use std::io::Read;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use storage_format::{Digest, ImageRecord, LayerRecord, TarSplitWriter, big_data_file_name, ids, now_rfc3339_nano};
+
+use super::Store;
+use super::atomic::atomic_write;
+use super::records;
+use crate::error::{Error, Result};
+use crate::layer::BlobSource;
+use crate::layer::decompress::{Compression, HashingReader, decompressor};
+use crate::layer::pipe::spawn_pump;
+use crate::layer::sink::{LayerSummary, write_layer};
+use crate::layer::tree_writer::TreeWriter;
+
+/// One layer of the image to import.
+#[derive(Debug, Clone)]
+pub struct LayerInput {
+    /// The blob's digest, as the manifest names it.
+    pub blob_digest: Digest,
+    /// The blob's size, as the manifest gives it.
+    pub blob_size: u64,
+    /// The DiffID the config declares for this layer.
+    pub diff_id: Digest,
+}
+
+/// An image to import.
+#[derive(Debug, Clone)]
+pub struct ImageInput {
+    /// The manifest, byte for byte.
+    pub manifest: Vec<u8>,
+    /// Its digest.
+    pub manifest_digest: Digest,
+    /// The config, byte for byte.
+    pub config: Vec<u8>,
+    /// Its digest.
+    pub config_digest: Digest,
+    /// The config's `created`, if any.
+    pub created: Option<String>,
+    /// Layers, base first.
+    pub layers: Vec<LayerInput>,
+    /// Names to give the image (full references).
+    pub names: Vec<String>,
+}
+
+/// Progress events of an import.
+#[derive(Debug, Clone)]
+pub enum Progress {
+    /// The plan: how many layers, how many to write.
+    Plan {
+        /// All layers of the image.
+        total: usize,
+        /// Layers that must be written.
+        to_write: usize,
+    },
+    /// Uncompressed bytes written for a layer so far.
+    Bytes {
+        /// Index of the layer.
+        index: usize,
+        /// Bytes so far.
+        bytes: u64,
+    },
+    /// A layer is done.
+    LayerDone {
+        /// Index of the layer.
+        index: usize,
+        /// Whether it already existed.
+        reused: bool,
+    },
+}
+
+/// What an import did.
+#[derive(Debug, Clone)]
+pub struct ImportReport {
+    /// The image ID.
+    pub image_id: String,
+    /// The manifest digest.
+    pub manifest_digest: Digest,
+    /// The names given.
+    pub names: Vec<String>,
+    /// Layers written.
+    pub layers_written: usize,
+    /// Layers reused.
+    pub layers_reused: usize,
+}
+
+/// Result of writing one layer.
+#[derive(Debug)]
+struct Written {
+    index: usize,
+    summary: LayerSummary,
+    compression: Compression,
+    tar_split_tmp: std::path::PathBuf,
+}
+
+impl Store {
+    /// Imports an image whose blobs come from `blobs`.
+    pub fn import_image(&self, input: &ImageInput, blobs: &dyn BlobSource, progress: &(dyn Fn(Progress) + Sync)) -> Result<ImportReport> {
+        // Layer IDs follow c/image's rule, from the config's DiffIDs.
+        let mut ids_: Vec<String> = Vec::with_capacity(input.layers.len());
+        for l in &input.layers {
+            let id = ids::layer_id(ids_.last().map(String::as_str), &l.diff_id);
+            ids_.push(id);
+        }
+        let guard = self.layers_lock().lock_write()?;
+        let layers_json = self.layers_dir().join("layers.json");
+        let (mut layers, original) = self.read_layers()?;
+        let mut to_write = Vec::new();
+        let mut seen = HashSet::new();
+        for (i, id) in ids_.iter().enumerate() {
+            if layers.get(id).is_none() && seen.insert(id.clone()) {
+                to_write.push(i);
+            }
+        }
+        progress(Progress::Plan { total: ids_.len(), to_write: to_write.len() });
+        if to_write.is_empty() {
+            for i in 0..ids_.len() {
+                progress(Progress::LayerDone { index: i, reused: true });
+            }
+            let report = self.commit_image(input, ids_.last().cloned(), &guard)?;
+            return Ok(ImportReport { layers_written: 0, layers_reused: ids_.len(), ..report });
+        }
+        // 1. Records flagged incomplete, so an interruption is cleaned up by the next opener.
+        let created = now_rfc3339_nano();
+        for &i in &to_write {
+            let mut rec = LayerRecord { id: ids_[i].clone(), created: Some(created.clone()), ..Default::default() };
+            if i > 0 {
+                rec.parent = Some(ids_[i - 1].clone());
+            }
+            rec.set_incomplete(true);
+            layers.push(rec);
+        }
+        records::write(&layers_json, &layers, &guard)?;
+        let rollback = |layers_done: &[usize], tmp: &[std::path::PathBuf]| -> Result<()> {
+            for &i in layers_done {
+                self.driver().remove(&ids_[i])?;
+            }
+            for t in tmp {
+                let _ = std::fs::remove_file(t);
+            }
+            records::write_bytes(&layers_json, original.as_deref(), &guard)
+        };
+        // 2. Driver directories and entries.
+        let result = self.write_layers(input, blobs, &ids_, &to_write, progress);
+        let written = match result {
+            Ok(w) => w,
+            Err(e) => {
+                let tmps: Vec<_> = to_write.iter().map(|&i| self.tar_split_tmp(&ids_[i])).collect();
+                rollback(&to_write, &tmps)?;
+                return Err(e);
+            }
+        };
+        let tmps: Vec<_> = written.iter().map(|w| w.tar_split_tmp.clone()).collect();
+        // 3. Make the data durable before the records say it is complete.
+        let finish = (|| -> Result<()> {
+            let root = crate::fsutil::open_dir(&self.config().graphroot)
+                .map_err(|e| Error::io("opening", &self.config().graphroot, std::io::Error::from(e)))?;
+            rustix::fs::syncfs(&root).map_err(|e| Error::io("syncing", &self.config().graphroot, std::io::Error::from(e)))?;
+            for w in &written {
+                let id = &ids_[w.index];
+                let final_path = self.tar_split_path(id);
+                std::fs::rename(&w.tar_split_tmp, &final_path).map_err(|e| Error::io("renaming", &final_path, e))?;
+                let l = &input.layers[w.index];
+                let rec = layers.get_mut(id).ok_or_else(|| Error::Internal(format!("layer {id} vanished")))?;
+                rec.set_incomplete(false);
+                rec.compressed_diff_digest = Some(l.blob_digest.to_string());
+                rec.compressed_size = Some(i64::try_from(l.blob_size).unwrap_or(i64::MAX));
+                rec.diff_digest = Some(w.summary.diff_id.to_string());
+                rec.diff_size = Some(i64::try_from(w.summary.diff_size).unwrap_or(i64::MAX));
+                let code = w.compression.storage_code();
+                rec.compression = (code != 0).then_some(code);
+                rec.uidset = w.summary.uids.iter().copied().collect();
+                rec.gidset = w.summary.gids.iter().copied().collect();
+            }
+            records::write(&layers_json, &layers, &guard)
+        })();
+        if let Err(e) = finish {
+            let mut all_tmps = tmps.clone();
+            all_tmps.extend(to_write.iter().map(|&i| self.tar_split_path(&ids_[i])));
+            rollback(&to_write, &all_tmps)?;
+            return Err(e);
+        }
+        // 4. The image: big data, then its record.
+        match self.commit_image(input, ids_.last().cloned(), &guard) {
+            Ok(report) => Ok(ImportReport { layers_written: to_write.len(), layers_reused: ids_.len() - to_write.len(), ..report }),
+            Err(e) => {
+                let finals: Vec<_> = to_write.iter().map(|&i| self.tar_split_path(&ids_[i])).collect();
+                rollback(&to_write, &finals)?;
+                Err(e)
+            }
+        }
+    }
+
+    fn tar_split_tmp(&self, id: &str) -> std::path::PathBuf {
+        self.layers_dir().join(format!("{}{id}.tar-split.gz", super::atomic::TEMP_PREFIX))
+    }
+
+    fn write_layers(
+        &self,
+        input: &ImageInput,
+        blobs: &dyn BlobSource,
+        ids_: &[String],
+        to_write: &[usize],
+        progress: &(dyn Fn(Progress) + Sync),
+    ) -> Result<Vec<Written>> {
+        let driver = self.driver();
+        // vfs copies the parent's tree, so its layers go one after another; overlay layers are independent.
+        let parallel = driver.kind() == super::DriverKind::Overlay;
+        let workers = if parallel {
+            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(to_write.len()).max(1)
+        } else {
+            1
+        };
+        let next = AtomicUsize::new(0);
+        let failed = AtomicBool::new(false);
+        let results: Mutex<Vec<Result<Written>>> = Mutex::new(Vec::new());
+        // Overlay needs the parent's link file: create every driver dir first, in order.
+        if parallel {
+            for &i in to_write {
+                driver.create(&ids_[i], (i > 0).then(|| ids_[i - 1].as_str()))?;
+            }
+        }
+        std::thread::scope(|s| {
+            for _ in 0..workers {
+                s.spawn(|| {
+                    loop {
+                        if failed.load(Ordering::SeqCst) {
+                            return;
+                        }
+                        let k = next.fetch_add(1, Ordering::SeqCst);
+                        let Some(&i) = to_write.get(k) else { return };
+                        let r = (|| {
+                            if !parallel {
+                                driver.create(&ids_[i], (i > 0).then(|| ids_[i - 1].as_str()))?;
+                            }
+                            self.write_one_layer(i, &input.layers[i], &ids_[i], blobs, progress)
+                        })();
+                        if r.is_err() {
+                            failed.store(true, Ordering::SeqCst);
+                        } else {
+                            progress(Progress::LayerDone { index: i, reused: false });
+                        }
+                        if let Ok(mut v) = results.lock() {
+                            v.push(r);
+                        }
+                    }
+                });
+            }
+        });
+        for (i, _) in ids_.iter().enumerate() {
+            if !to_write.contains(&i) {
+                progress(Progress::LayerDone { index: i, reused: true });
+            }
+        }
+        let results = results.into_inner().map_err(|_| Error::Internal("worker panicked".into()))?;
+        let mut out = Vec::new();
+        let mut first_err = None;
+        for r in results {
+            match r {
+                Ok(w) => out.push(w),
+                Err(e) => {
+                    if first_err.is_none() {
+                        first_err = Some(e);
+                    }
+                }
+            }
+        }
+        if let Some(e) = first_err {
+            for w in &out {
+                let _ = std::fs::remove_file(&w.tar_split_tmp);
+            }
+            return Err(e);
+        }
+        if out.len() != to_write.len() {
+            return Err(Error::Internal("a layer worker did not finish".into()));
+        }
+        Ok(out)
+    }
+
+    fn write_one_layer(
+        &self,
+        index: usize,
+        layer: &LayerInput,
+        id: &str,
+        blobs: &dyn BlobSource,
+        progress: &(dyn Fn(Progress) + Sync),
+    ) -> Result<Written> {
+        let blob = blobs.open_blob(&layer.blob_digest)?;
+        let (hashing, hash_state) = HashingReader::new(blob);
+        let (compression, reader) = decompressor(hashing)?;
+        let tmp = self.tar_split_tmp(id);
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)
+            .map_err(|e| Error::io("creating", &tmp, e))?;
+        let gz = flate2::write::GzEncoder::new(std::io::BufWriter::with_capacity(128 * 1024, file), flate2::Compression::fast());
+        let mut ts = TarSplitWriter::new(gz);
+        let mut tree = TreeWriter::new(&self.driver().tree_path(id), self.driver().kind().whiteouts())?;
+        let summary = std::thread::scope(|s| -> Result<LayerSummary> {
+            let pipe = spawn_pump(s, reader);
+            let summary = write_layer(pipe, &mut tree, &mut ts, |bytes| progress(Progress::Bytes { index, bytes }))?;
+            Ok(summary)
+        })?;
+        tree.finish()?;
+        let gz = ts.finish()?;
+        let buf = gz.finish().map_err(|e| Error::io("writing", &tmp, e))?;
+        let file = buf.into_inner().map_err(|e| Error::io("writing", &tmp, e.into_error()))?;
+        file.sync_data().map_err(|e| Error::io("syncing", &tmp, e))?;
+        drop(file);
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600)).map_err(|e| Error::io("chmod", &tmp, e))?;
+        }
+        let (blob_digest, blob_size) = hash_state.lock().map_err(|_| Error::Internal("hash state poisoned".into()))?.result();
+        if blob_digest != layer.blob_digest {
+            return Err(Error::DigestMismatch {
+                what: "layer blob".into(),
+                expected: layer.blob_digest.to_string(),
+                actual: blob_digest.to_string(),
+            });
+        }
+        if blob_size != layer.blob_size {
+            return Err(Error::InvalidInput(format!(
+                "layer blob {} is {blob_size} bytes but the manifest says {}: the source is corrupt: rebuild or re-fetch the image",
+                layer.blob_digest, layer.blob_size
+            )));
+        }
+        if summary.diff_id != layer.diff_id {
+            return Err(Error::DigestMismatch {
+                what: format!("layer {} (uncompressed) DiffID in the config", layer.blob_digest),
+                expected: layer.diff_id.to_string(),
+                actual: summary.diff_id.to_string(),
+            });
+        }
+        Ok(Written { index, summary, compression, tar_split_tmp: tmp })
+    }
+
+    /// Writes the big data and the image record (the layers lock is held by the caller).
+    fn commit_image(&self, input: &ImageInput, top: Option<String>, _layers: &storage_format::LockGuard<'_>) -> Result<ImportReport> {
+        let image_id = ids::image_id(&input.config_digest);
+        let dir = self.images_dir().join(&image_id);
+        let created_dir = !dir.exists();
+        if created_dir {
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new().mode(0o700).create(&dir).map_err(|e| Error::io("creating directory", &dir, e))?;
+        }
+        let config_key = input.config_digest.to_string();
+        let manifest_key = format!("manifest-{}", input.manifest_digest);
+        let items: [(&str, &[u8], &Digest); 3] = [
+            (&config_key, &input.config, &input.config_digest),
+            (&manifest_key, &input.manifest, &input.manifest_digest),
+            ("manifest", &input.manifest, &input.manifest_digest),
+        ];
+        let result = (|| -> Result<ImportReport> {
+            for (key, data, _) in &items {
+                atomic_write(&dir.join(big_data_file_name(key)), data, 0o600)?;
+            }
+            let guard = self.images_lock().lock_write()?;
+            let images_json = self.images_dir().join("images.json");
+            let (mut images, _) = self.read_images()?;
+            // Names are unique across the store.
+            let holders: Vec<String> = images
+                .iter()
+                .filter(|img| img.id != image_id && img.names.iter().any(|n| input.names.contains(n)))
+                .map(|img| img.id.clone())
+                .collect();
+            for h in holders {
+                if let Some(img) = images.get_mut(&h) {
+                    for n in &input.names {
+                        img.remove_name(n);
+                    }
+                }
+            }
+            if images.get(&image_id).is_none() {
+                let mut rec = ImageRecord {
+                    id: image_id.clone(),
+                    digest: Some(input.manifest_digest.to_string()),
+                    layer: top.clone(),
+                    metadata: Some(format!("{{\"signatures-sizes\":{{\"{}\":[]}}}}", input.manifest_digest)),
+                    created: Some(input.created.clone().unwrap_or_else(now_rfc3339_nano)),
+                    ..Default::default()
+                };
+                for n in &input.names {
+                    rec.add_name(n);
+                }
+                for (key, data, digest) in &items {
+                    rec.set_big_data(key, i64::try_from(data.len()).unwrap_or(i64::MAX), digest);
+                }
+                images.push(rec);
+            } else if let Some(rec) = images.get_mut(&image_id) {
+                for n in &input.names {
+                    rec.add_name(n);
+                }
+                for (key, data, digest) in &items {
+                    rec.set_big_data(key, i64::try_from(data.len()).unwrap_or(i64::MAX), digest);
+                }
+            }
+            records::write(&images_json, &images, &guard)?;
+            Ok(ImportReport {
+                image_id: image_id.clone(),
+                manifest_digest: input.manifest_digest.clone(),
+                names: input.names.clone(),
+                layers_written: 0,
+                layers_reused: 0,
+            })
+        })();
+        if result.is_err() && created_dir {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+        result
+    }
+}
+
+/// Reads a whole blob into memory, for small JSON blobs (manifests, configs, indexes).
+pub fn read_small(mut r: impl Read, limit: u64, what: &str) -> Result<Vec<u8>> {
+    let mut buf = Vec::new();
+    (&mut r).take(limit + 1).read_to_end(&mut buf).map_err(|e| Error::read(what.to_string(), e))?;
+    if buf.len() as u64 > limit {
+        return Err(Error::InvalidInput(format!("{what} is larger than {limit} bytes")));
+    }
+    Ok(buf)
+}

@@ -1,0 +1,176 @@
+//! The containers-storage engine: open a store, lock it as c/storage does, read and write its records.
+
+pub mod atomic;
+pub mod driver;
+pub mod import;
+pub mod records;
+pub mod tree_copy;
+
+use std::path::{Path, PathBuf};
+
+use storage_format::{ImageRecord, LayerRecord, LockFile, RecordFile, StorageConf};
+
+pub use driver::{Driver, DriverKind};
+
+use crate::error::{Error, Result};
+
+/// Where a store is and which driver it uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreConfig {
+    /// The graph root (`/var/lib/containers/storage`).
+    pub graphroot: PathBuf,
+    /// The run root (`/run/containers/storage`). We never write to it; podman needs it.
+    pub runroot: PathBuf,
+    /// The graph driver.
+    pub driver: DriverKind,
+}
+
+impl StoreConfig {
+    /// The configuration podman would use: storage.conf (or `CONTAINERS_STORAGE_CONF`), then the given
+    /// overrides, like podman's `--root`, `--runroot` and `--storage-driver`.
+    pub fn resolve(root: Option<&Path>, runroot: Option<&Path>, driver: Option<&str>) -> Result<StoreConfig> {
+        let (conf, _) = StorageConf::load()?;
+        let driver_name = driver.map(str::to_owned).unwrap_or(conf.driver);
+        let graphroot = root.map(Path::to_path_buf).unwrap_or(conf.graphroot);
+        Ok(StoreConfig {
+            driver: match driver {
+                Some(_) => DriverKind::parse(&driver_name)?,
+                None => detect_driver(&graphroot, &driver_name)?,
+            },
+            runroot: runroot.map(Path::to_path_buf).unwrap_or(conf.runroot),
+            graphroot,
+        })
+    }
+}
+
+/// With no driver named anywhere, c/storage picks the driver whose directory already exists in the
+/// graph root, else overlay.
+fn detect_driver(graphroot: &Path, configured: &str) -> Result<DriverKind> {
+    if !configured.is_empty() && configured != "overlay" {
+        return DriverKind::parse(configured);
+    }
+    if !graphroot.join("overlay-layers").exists() && graphroot.join("vfs-layers").exists() && configured.is_empty() {
+        return Ok(DriverKind::Vfs);
+    }
+    DriverKind::parse(configured)
+}
+
+/// An open store.
+#[derive(Debug)]
+pub struct Store {
+    config: StoreConfig,
+    driver: Driver,
+    layers_lock: LockFile,
+    images_lock: LockFile,
+}
+
+impl Store {
+    /// Opens (creating if needed) the store, and removes what an interrupted write left behind:
+    /// layers flagged `incomplete` and our temporary files.
+    pub fn open(config: StoreConfig) -> Result<Store> {
+        mkdir_p(&config.graphroot, 0o700)?;
+        let driver = Driver::new(config.driver, &config.graphroot);
+        let name = config.driver.name();
+        let layers_dir = config.graphroot.join(format!("{name}-layers"));
+        let images_dir = config.graphroot.join(format!("{name}-images"));
+        mkdir_p(&layers_dir, 0o700)?;
+        mkdir_p(&images_dir, 0o700)?;
+        driver.init()?;
+        let layers_lock = LockFile::open(&layers_dir.join("layers.lock"))?;
+        let images_lock = LockFile::open(&images_dir.join("images.lock"))?;
+        let store = Store { config, driver, layers_lock, images_lock };
+        store.recover()?;
+        Ok(store)
+    }
+
+    /// The store's configuration.
+    pub fn config(&self) -> &StoreConfig {
+        &self.config
+    }
+
+    /// The graph driver.
+    pub fn driver(&self) -> &Driver {
+        &self.driver
+    }
+
+    /// `<graphroot>/<driver>-layers`.
+    pub fn layers_dir(&self) -> PathBuf {
+        self.config.graphroot.join(format!("{}-layers", self.config.driver.name()))
+    }
+
+    /// `<graphroot>/<driver>-images`.
+    pub fn images_dir(&self) -> PathBuf {
+        self.config.graphroot.join(format!("{}-images", self.config.driver.name()))
+    }
+
+    /// The lock of the layer store.
+    pub fn layers_lock(&self) -> &LockFile {
+        &self.layers_lock
+    }
+
+    /// The lock of the image store.
+    pub fn images_lock(&self) -> &LockFile {
+        &self.images_lock
+    }
+
+    /// Path of a layer's tar-split file.
+    pub fn tar_split_path(&self, id: &str) -> PathBuf {
+        self.layers_dir().join(format!("{id}.tar-split.gz"))
+    }
+
+    /// Reads layers.json (the caller holds the layers lock).
+    pub fn read_layers(&self) -> Result<(RecordFile<LayerRecord>, Option<Vec<u8>>)> {
+        records::read(&self.layers_dir().join("layers.json"))
+    }
+
+    /// Reads images.json (the caller holds the images lock).
+    pub fn read_images(&self) -> Result<(RecordFile<ImageRecord>, Option<Vec<u8>>)> {
+        records::read(&self.images_dir().join("images.json"))
+    }
+
+    /// Lists the images (takes the images lock for reading).
+    pub fn images(&self) -> Result<Vec<ImageRecord>> {
+        let _g = self.images_lock.lock_read()?;
+        let (file, _) = self.read_images()?;
+        Ok(file.iter().cloned().collect())
+    }
+
+    /// Lists the layers (takes the layers lock for reading).
+    pub fn layers(&self) -> Result<Vec<LayerRecord>> {
+        let _g = self.layers_lock.lock_read()?;
+        let (file, _) = self.read_layers()?;
+        Ok(file.iter().cloned().collect())
+    }
+
+    fn recover(&self) -> Result<()> {
+        let guard = self.layers_lock.lock_write()?;
+        let (mut layers, _) = self.read_layers()?;
+        let incomplete: Vec<String> = layers.iter().filter(|l| l.is_incomplete()).map(|l| l.id.clone()).collect();
+        for id in &incomplete {
+            self.driver.remove(id)?;
+            crate::fsutil::remove_all(&self.tar_split_path(id)).map_err(|e| Error::io("removing", self.tar_split_path(id), e))?;
+            layers.remove(id);
+        }
+        if !incomplete.is_empty() {
+            records::write(&self.layers_dir().join("layers.json"), &layers, &guard)?;
+        }
+        // Our own temporary files (tar-splits and JSON being written when we were interrupted).
+        if let Ok(rd) = std::fs::read_dir(self.layers_dir()) {
+            for e in rd.flatten() {
+                if e.file_name().to_string_lossy().starts_with(atomic::TEMP_PREFIX) {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn mkdir_p(path: &Path, mode: u32) -> Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(mode)
+        .create(path)
+        .map_err(|e| Error::io("creating directory", path, e))
+}

@@ -1,0 +1,250 @@
+//! `storage.conf`: the few settings that locate a store.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+
+/// The environment variable naming the one `storage.conf` to use.
+const CONF_ENV: &str = "CONTAINERS_STORAGE_CONF";
+const DEFAULT_DRIVER: &str = "overlay";
+const DEFAULT_GRAPHROOT: &str = "/var/lib/containers/storage";
+const DEFAULT_RUNROOT: &str = "/run/containers/storage";
+
+/// The settings of `storage.conf` that say where a store is and how it is
+/// laid out. Every other key of the file is ignored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StorageConf {
+    /// Graph driver name (`[storage] driver`), `"overlay"` if unset or empty.
+    pub driver: String,
+    /// Store root (`[storage] graphroot`).
+    pub graphroot: PathBuf,
+    /// Runtime state root (`[storage] runroot`).
+    pub runroot: PathBuf,
+    /// Read-only additional image stores
+    /// (`[storage.options] additionalimagestores`).
+    pub additional_image_stores: Vec<PathBuf>,
+    /// FUSE overlay program (`[storage.options.overlay] mount_program`).
+    pub mount_program: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+struct FileConf {
+    #[serde(default)]
+    storage: StorageTable,
+}
+
+#[derive(Deserialize, Default)]
+struct StorageTable {
+    driver: Option<String>,
+    graphroot: Option<String>,
+    runroot: Option<String>,
+    #[serde(default)]
+    options: OptionsTable,
+}
+
+#[derive(Deserialize, Default)]
+struct OptionsTable {
+    additionalimagestores: Option<Vec<String>>,
+    /// Older spelling, directly under `[storage.options]`.
+    mount_program: Option<String>,
+    #[serde(default)]
+    overlay: OverlayTable,
+}
+
+#[derive(Deserialize, Default)]
+struct OverlayTable {
+    mount_program: Option<String>,
+}
+
+fn non_empty(s: Option<String>) -> Option<String> {
+    s.filter(|s| !s.is_empty())
+}
+
+impl StorageConf {
+    /// The settings used when no `storage.conf` says otherwise: driver
+    /// `overlay`, graphroot `/var/lib/containers/storage`, runroot
+    /// `/run/containers/storage`, no additional stores or mount program.
+    pub fn defaults() -> StorageConf {
+        StorageConf {
+            driver: DEFAULT_DRIVER.to_owned(),
+            graphroot: PathBuf::from(DEFAULT_GRAPHROOT),
+            runroot: PathBuf::from(DEFAULT_RUNROOT),
+            additional_image_stores: Vec::new(),
+            mount_program: None,
+        }
+    }
+
+    /// Parses the text of a `storage.conf`. Missing or empty keys take the
+    /// [`StorageConf::defaults`]; unknown keys are ignored; invalid TOML or a
+    /// known key of the wrong type is [`Error::Toml`].
+    pub fn parse(text: &str) -> Result<StorageConf> {
+        let file: FileConf = toml::from_str(text).map_err(|e| Error::Toml(e.to_string()))?;
+        let s = file.storage;
+        let d = StorageConf::defaults();
+        Ok(StorageConf {
+            driver: non_empty(s.driver).unwrap_or(d.driver),
+            graphroot: non_empty(s.graphroot).map_or(d.graphroot, PathBuf::from),
+            runroot: non_empty(s.runroot).map_or(d.runroot, PathBuf::from),
+            additional_image_stores: s
+                .options
+                .additionalimagestores
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|p| !p.is_empty())
+                .map(PathBuf::from)
+                .collect(),
+            mount_program: non_empty(s.options.overlay.mount_program)
+                .or_else(|| non_empty(s.options.mount_program)),
+        })
+    }
+
+    /// The files [`StorageConf::load`] looks at, in order: only
+    /// `$CONTAINERS_STORAGE_CONF` if that variable is set; otherwise
+    /// `/etc/containers/storage.conf` then `/usr/share/containers/storage.conf`.
+    pub fn search_paths() -> Vec<PathBuf> {
+        match std::env::var_os(CONF_ENV) {
+            Some(p) => vec![PathBuf::from(p)],
+            None => vec![
+                PathBuf::from("/etc/containers/storage.conf"),
+                PathBuf::from("/usr/share/containers/storage.conf"),
+            ],
+        }
+    }
+
+    /// Loads the first existing file of [`StorageConf::search_paths`] and
+    /// returns it with its path, or the defaults and `None` if there is none.
+    /// A `$CONTAINERS_STORAGE_CONF` that names a missing file is an error.
+    pub fn load() -> Result<(StorageConf, Option<PathBuf>)> {
+        let explicit = std::env::var_os(CONF_ENV).is_some();
+        Self::load_from(&Self::search_paths(), explicit)
+    }
+
+    fn load_from(paths: &[PathBuf], must_exist: bool) -> Result<(StorageConf, Option<PathBuf>)> {
+        for path in paths {
+            if !must_exist && !path.exists() {
+                continue;
+            }
+            let conf = Self::load_file(path)?;
+            return Ok((conf, Some(path.clone())));
+        }
+        Ok((Self::defaults(), None))
+    }
+
+    fn load_file(path: &Path) -> Result<StorageConf> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            std::io::Error::new(e.kind(), format!("reading {}: {e}", path.display()))
+        })?;
+        Self::parse(&text).map_err(|e| match e {
+            Error::Toml(msg) => Error::Toml(format!("{}: {msg}", path.display())),
+            other => other,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_table() {
+        let d = StorageConf::defaults();
+        let cases: Vec<(&str, StorageConf)> = vec![
+            ("", d.clone()),
+            ("[storage]\n", d.clone()),
+            ("[storage]\ndriver = \"\"\n", d.clone()),
+            (
+                r#"
+# A Fedora-like file.
+[storage]
+driver = "overlay"
+runroot = "/run/x"
+graphroot = "/var/x"
+rootless_storage_path = "$HOME/.local/share/containers/storage"
+transient_store = false
+
+[storage.options]
+additionalimagestores = [ "/usr/lib/containers/storage", "/ais2" ]
+pull_options = {enable_partial_images = "false", use_hard_links = "false", ostree_repos=""}
+
+[storage.options.overlay]
+mountopt = "nodev,metacopy=on"
+mount_program = "/usr/bin/fuse-overlayfs"
+
+[storage.options.thinpool]
+autoextend_percent = "20"
+"#,
+                StorageConf {
+                    driver: "overlay".into(),
+                    graphroot: "/var/x".into(),
+                    runroot: "/run/x".into(),
+                    additional_image_stores: vec![
+                        "/usr/lib/containers/storage".into(),
+                        "/ais2".into(),
+                    ],
+                    mount_program: Some("/usr/bin/fuse-overlayfs".into()),
+                },
+            ),
+            (
+                "[storage]\ndriver = \"vfs\"\n[storage.options]\nmount_program = \"/bin/fo\"\n",
+                StorageConf {
+                    driver: "vfs".into(),
+                    mount_program: Some("/bin/fo".into()),
+                    ..d.clone()
+                },
+            ),
+            (
+                "[storage.options.overlay]\nmount_program = \"\"\n[other]\nx = 1\n",
+                d.clone(),
+            ),
+        ];
+        for (text, want) in cases {
+            assert_eq!(StorageConf::parse(text).unwrap(), want, "{text}");
+        }
+    }
+
+    #[test]
+    fn parse_errors() {
+        for text in [
+            "[storage\n",
+            "[storage]\ngraphroot = 5\n",
+            "[storage.options]\nadditionalimagestores = \"/x\"\n",
+        ] {
+            assert!(
+                matches!(StorageConf::parse(text), Err(Error::Toml(_))),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn load_from_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a.conf");
+        let b = dir.path().join("b.conf");
+        std::fs::write(&b, "[storage]\ngraphroot = \"/g\"\n").unwrap();
+
+        // The first existing file wins.
+        let (conf, used) = StorageConf::load_from(&[a.clone(), b.clone()], false).unwrap();
+        assert_eq!(used.as_deref(), Some(b.as_path()));
+        assert_eq!(conf.graphroot, PathBuf::from("/g"));
+
+        // None exists: defaults.
+        let (conf, used) = StorageConf::load_from(std::slice::from_ref(&a), false).unwrap();
+        assert_eq!((conf, used), (StorageConf::defaults(), None));
+
+        // An explicit file that is missing is an error.
+        assert!(matches!(
+            StorageConf::load_from(std::slice::from_ref(&a), true),
+            Err(Error::Io(_))
+        ));
+
+        // A bad file names itself.
+        std::fs::write(&a, "[storage\n").unwrap();
+        match StorageConf::load_from(&[a.clone(), b], false) {
+            Err(Error::Toml(msg)) => assert!(msg.contains("a.conf"), "{msg}"),
+            other => panic!("{other:?}"),
+        }
+    }
+}
