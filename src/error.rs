@@ -35,7 +35,9 @@ pub enum Error {
     #[error("truncated {0}: the blob is incomplete: rebuild or re-fetch the image")]
     Truncated(String),
     /// Content does not match the digest that names it.
-    #[error("{what} {expected} does not match its content (sha256 is {actual}): the source is corrupt: rebuild or re-fetch the image")]
+    #[error(
+        "{what} {expected} does not match its content (sha256 is {actual}): the source is corrupt: rebuild or re-fetch the image"
+    )]
     DigestMismatch {
         /// What was checked.
         what: String,
@@ -71,12 +73,23 @@ pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
     /// An I/O error on a path.
-    pub fn io(what: &'static str, path: impl AsRef<Path>, source: impl Into<std::io::Error>) -> Error {
-        Error::Io { what, path: path.as_ref().to_path_buf(), source: source.into() }
+    pub fn io(
+        what: &'static str,
+        path: impl AsRef<Path>,
+        source: impl Into<std::io::Error>,
+    ) -> Error {
+        Error::Io {
+            what,
+            path: path.as_ref().to_path_buf(),
+            source: source.into(),
+        }
     }
     /// An error reading a stream.
     pub fn read(what: impl Into<String>, source: std::io::Error) -> Error {
-        Error::Read { what: what.into(), source }
+        Error::Read {
+            what: what.into(),
+            source,
+        }
     }
     /// A malformed tar.
     pub fn malformed_tar(msg: impl Into<String>) -> Error {

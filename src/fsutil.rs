@@ -7,7 +7,10 @@ use rustix::fs::{AtFlags, Dir, FileType, Mode, OFlags};
 use rustix::io::Errno;
 
 /// Opens a directory (for use as a dirfd) relative to `dir`, without following a final symlink.
-pub fn open_dir_at(dir: BorrowedFd<'_>, name: impl rustix::path::Arg) -> rustix::io::Result<OwnedFd> {
+pub fn open_dir_at(
+    dir: BorrowedFd<'_>,
+    name: impl rustix::path::Arg,
+) -> rustix::io::Result<OwnedFd> {
     rustix::fs::openat(
         dir,
         name,
@@ -18,7 +21,11 @@ pub fn open_dir_at(dir: BorrowedFd<'_>, name: impl rustix::path::Arg) -> rustix:
 
 /// Opens a directory by absolute or relative path.
 pub fn open_dir(path: &Path) -> rustix::io::Result<OwnedFd> {
-    rustix::fs::open(path, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
+    rustix::fs::open(
+        path,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
 }
 
 /// Removes `name` below `dir`, recursively if it is a directory. A missing entry is not an error.

@@ -4,8 +4,16 @@ use crate::error::{Error, Result};
 
 /// Normalizes an image name the way c/image's `reference.ParseNormalizedNamed` + `TagNameOnly` do.
 pub fn normalize(name: &str) -> Result<String> {
-    let bad = || Error::InvalidInput(format!("invalid image name {name:?}: use e.g. localhost/name:tag"));
-    if name.is_empty() || name.chars().any(|c| c.is_whitespace() || c.is_ascii_uppercase() && !name.contains('@')) {
+    let bad = || {
+        Error::InvalidInput(format!(
+            "invalid image name {name:?}: use e.g. localhost/name:tag"
+        ))
+    };
+    if name.is_empty()
+        || name
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_ascii_uppercase() && !name.contains('@'))
+    {
         // Repository names must be lowercase (tags may not contain uppercase in the repo part either).
         if name.is_empty() || name.chars().any(char::is_whitespace) {
             return Err(bad());
@@ -25,7 +33,8 @@ pub fn normalize(name: &str) -> Result<String> {
         return Err(bad());
     }
     let first = repo.split('/').next().unwrap_or("");
-    let has_domain = repo.contains('/') && (first.contains('.') || first.contains(':') || first == "localhost");
+    let has_domain =
+        repo.contains('/') && (first.contains('.') || first.contains(':') || first == "localhost");
     let mut full = if has_domain {
         repo.to_string()
     } else if repo.contains('/') {
@@ -34,7 +43,11 @@ pub fn normalize(name: &str) -> Result<String> {
         format!("docker.io/library/{repo}")
     };
     if let Some(t) = tag {
-        if t.is_empty() || !t.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c)) {
+        if t.is_empty()
+            || !t
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+        {
             return Err(bad());
         }
         full.push(':');

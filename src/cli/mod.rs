@@ -38,7 +38,11 @@ pub enum Command {
 impl Cli {
     /// The store configuration these options select.
     pub fn store_config(&self) -> anyhow::Result<StoreConfig> {
-        Ok(StoreConfig::resolve(self.root.as_deref(), self.runroot.as_deref(), self.storage_driver.as_deref())?)
+        Ok(StoreConfig::resolve(
+            self.root.as_deref(),
+            self.runroot.as_deref(),
+            self.storage_driver.as_deref(),
+        )?)
     }
 }
 
@@ -53,7 +57,11 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<()> {
                 return Ok(());
             }
             let text = e.to_string();
-            let first = text.lines().next().unwrap_or("invalid arguments").trim_start_matches("error: ");
+            let first = text
+                .lines()
+                .next()
+                .unwrap_or("invalid arguments")
+                .trim_start_matches("error: ");
             anyhow::bail!("{first} (see bootc-image --help)");
         }
     };

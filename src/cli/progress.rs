@@ -28,7 +28,13 @@ impl Reporter {
         let n = sizes.len();
         Reporter {
             tty: std::io::stderr().is_terminal(),
-            state: Mutex::new(State { bytes: vec![0; n], done: 0, total: n, to_write: n, last: Instant::now() }),
+            state: Mutex::new(State {
+                bytes: vec![0; n],
+                done: 0,
+                total: n,
+                to_write: n,
+                last: Instant::now(),
+            }),
         }
     }
 
@@ -56,7 +62,13 @@ impl Reporter {
         s.last = Instant::now();
         let mb: u64 = s.bytes.iter().sum::<u64>() >> 20;
         let mut err = std::io::stderr().lock();
-        let _ = write!(err, "\rlayers {}/{} ({} to write), {mb} MiB written   ", s.done.min(s.total), s.total, s.to_write);
+        let _ = write!(
+            err,
+            "\rlayers {}/{} ({} to write), {mb} MiB written   ",
+            s.done.min(s.total),
+            s.total,
+            s.to_write
+        );
         let _ = err.flush();
     }
 

@@ -51,7 +51,10 @@ pub struct HashState {
 impl HashState {
     /// The digest and size so far.
     pub fn result(&self) -> (Digest, u64) {
-        (Digest::from_sha256(self.sha.clone().finalize().into()), self.size)
+        (
+            Digest::from_sha256(self.sha.clone().finalize().into()),
+            self.size,
+        )
     }
 }
 
@@ -66,7 +69,13 @@ impl<R: Read> HashingReader<R> {
     /// Wraps `inner`; the returned handle yields the digest later.
     pub fn new(inner: R) -> (Self, Arc<Mutex<HashState>>) {
         let state = Arc::new(Mutex::new(HashState::default()));
-        (HashingReader { inner, state: state.clone() }, state)
+        (
+            HashingReader {
+                inner,
+                state: state.clone(),
+            },
+            state,
+        )
     }
 }
 
@@ -82,15 +91,20 @@ impl<R: Read> Read for HashingReader<R> {
 }
 
 /// Opens a decompressing reader over a blob reader, sniffing its compression.
-pub fn decompressor<R: Read + Send + 'static>(blob: R) -> Result<(Compression, Box<dyn Read + Send>)> {
+pub fn decompressor<R: Read + Send + 'static>(
+    blob: R,
+) -> Result<(Compression, Box<dyn Read + Send>)> {
     let mut buffered = BufReader::with_capacity(256 * 1024, blob);
-    let head = buffered.fill_buf().map_err(|e| Error::read("layer blob", e))?;
+    let head = buffered
+        .fill_buf()
+        .map_err(|e| Error::read("layer blob", e))?;
     let compression = Compression::sniff(head);
     let reader: Box<dyn Read + Send> = match compression {
         Compression::None => Box::new(buffered),
         Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(buffered)),
         Compression::Zstd => Box::new(
-            zstd::stream::read::Decoder::with_buffer(buffered).map_err(|e| Error::read("zstd layer blob", e))?,
+            zstd::stream::read::Decoder::with_buffer(buffered)
+                .map_err(|e| Error::read("zstd layer blob", e))?,
         ),
     };
     Ok((compression, reader))

@@ -59,7 +59,12 @@ pub fn spawn_pump<'scope, R: Read + Send + 'scope>(
             }
         }
     });
-    PipeReader { rx, current: Vec::new(), pos: 0, done: false }
+    PipeReader {
+        rx,
+        current: Vec::new(),
+        pos: 0,
+        done: false,
+    }
 }
 
 impl Read for PipeReader {

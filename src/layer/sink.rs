@@ -4,8 +4,7 @@
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
 
-use sha2::{Digest as _, Sha256};
-use storage_format::{Crc64, Digest, TarSplitWriter};
+use storage_format::{Crc64, TarSplitWriter};
 
 use super::tar_header::EntryKind;
 use super::tar_stream::{Event, TarStream};
@@ -18,8 +17,6 @@ const COPY_BUF: usize = 256 * 1024;
 /// What the sink learned about a layer.
 #[derive(Debug, Clone)]
 pub struct LayerSummary {
-    /// sha256 of the uncompressed tar.
-    pub diff_id: Digest,
     /// Length of the uncompressed tar.
     pub diff_size: u64,
     /// Distinct uids of the entries (whiteouts excluded).
@@ -32,6 +29,9 @@ pub struct LayerSummary {
 
 /// Streams an uncompressed layer tar from `input` into `tree` and `tar_split`.
 /// `progress` is called with the number of uncompressed bytes consumed so far.
+///
+/// The DiffID is not computed here: callers hash the stream where it is produced (see
+/// [`HashingReader`](super::decompress::HashingReader)), which keeps the hashing off this thread.
 pub fn write_layer<R: Read, W: Write>(
     input: R,
     tree: &mut TreeWriter,
@@ -39,7 +39,6 @@ pub fn write_layer<R: Read, W: Write>(
     mut progress: impl FnMut(u64),
 ) -> Result<LayerSummary> {
     let mut stream = TarStream::new(input);
-    let mut sha = Sha256::new();
     let mut size: u64 = 0;
     let mut uids = BTreeSet::new();
     let mut gids = BTreeSet::new();
@@ -49,23 +48,29 @@ pub fn write_layer<R: Read, W: Write>(
         match stream.next_event()? {
             Event::End => break,
             Event::Trailer(raw) => {
-                sha.update(&raw);
                 size += raw.len() as u64;
                 tar_split.segment(&raw)?;
             }
             Event::Entry { raw, header } => {
                 entries += 1;
-                sha.update(&raw);
                 size += raw.len() as u64;
                 tar_split.segment(&raw)?;
-                let base = header.name.rsplit(|&b| b == b'/').find(|c| !c.is_empty()).unwrap_or(b"");
+                let base = header
+                    .name
+                    .rsplit(|&b| b == b'/')
+                    .find(|c| !c.is_empty())
+                    .unwrap_or(b"");
                 if header.kind != EntryKind::GlobalHeader && !base.starts_with(WHITEOUT_PREFIX) {
                     uids.insert(u32::try_from(header.uid).unwrap_or(u32::MAX));
                     gids.insert(u32::try_from(header.gid).unwrap_or(u32::MAX));
                 }
                 let mut crc = Crc64::new();
                 let file = tree.begin(&header)?;
-                let data_size = if header.kind == EntryKind::Regular { header.size } else { 0 };
+                let data_size = if header.kind == EntryKind::Regular {
+                    header.size
+                } else {
+                    0
+                };
                 let mut written = 0u64;
                 match file {
                     Some(mut f) => {
@@ -75,9 +80,10 @@ pub fn write_layer<R: Read, W: Write>(
                                 break;
                             }
                             let chunk = &buf[..n];
-                            sha.update(chunk);
                             crc.update(chunk);
-                            f.file.write_all(chunk).map_err(|e| Error::read("writing layer file", e))?;
+                            f.file
+                                .write_all(chunk)
+                                .map_err(|e| Error::read("writing layer file", e))?;
                             written += n as u64;
                         }
                         tree.finish_file(f, &header)?;
@@ -88,7 +94,6 @@ pub fn write_layer<R: Read, W: Write>(
                         if n == 0 {
                             break;
                         }
-                        sha.update(&buf[..n]);
                         crc.update(&buf[..n]);
                         written += n as u64;
                     },
@@ -103,6 +108,10 @@ pub fn write_layer<R: Read, W: Write>(
             }
         }
     }
-    let diff_id = Digest::from_sha256(sha.finalize().into());
-    Ok(LayerSummary { diff_id, diff_size: size, uids, gids, entries })
+    Ok(LayerSummary {
+        diff_size: size,
+        uids,
+        gids,
+        entries,
+    })
 }

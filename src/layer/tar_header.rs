@@ -110,7 +110,8 @@ pub fn parse_numeric(field: &[u8]) -> Result<i64> {
         return i64::try_from(value).map_err(|_| Error::malformed_tar("numeric field overflows"));
     }
     let s = cstr(field);
-    let s = std::str::from_utf8(s).map_err(|_| Error::malformed_tar("numeric field is not ASCII"))?;
+    let s =
+        std::str::from_utf8(s).map_err(|_| Error::malformed_tar("numeric field is not ASCII"))?;
     let s = s.trim_matches(|c| c == ' ' || c == '\0');
     if s.is_empty() {
         return Ok(0);
@@ -183,7 +184,10 @@ impl RawHeader {
         let (devmajor, devminor) = if format == Format::V7 {
             (0, 0)
         } else {
-            (parse_numeric(&block[329..337])?, parse_numeric(&block[337..345])?)
+            (
+                parse_numeric(&block[329..337])?,
+                parse_numeric(&block[337..345])?,
+            )
         };
         let atime = if format == Format::Gnu {
             let a = parse_numeric(&block[345..357])?;
@@ -386,7 +390,10 @@ mod tests {
         let data = b"30 mtime=1700000000.123456789\n20 path=a/very/long\n";
         let r = parse_pax(data).unwrap();
         assert_eq!(r[0].0, b"mtime");
-        assert_eq!(parse_pax_time(&r[0].1).unwrap(), (1_700_000_000, 123_456_789));
+        assert_eq!(
+            parse_pax_time(&r[0].1).unwrap(),
+            (1_700_000_000, 123_456_789)
+        );
         assert_eq!(r[1].1, b"a/very/long");
         assert!(parse_pax(b"99 path=x\n").is_err());
     }

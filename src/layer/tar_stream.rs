@@ -61,7 +61,13 @@ fn read_exact_or_eof<R: Read>(r: &mut R, buf: &mut [u8]) -> Result<usize> {
 impl<R: Read> TarStream<R> {
     /// Wraps a reader of uncompressed tar bytes.
     pub fn new(inner: R) -> Self {
-        TarStream { inner, remaining: 0, padding: 0, finished: false, exhausted: false }
+        TarStream {
+            inner,
+            remaining: 0,
+            padding: 0,
+            finished: false,
+            exhausted: false,
+        }
     }
 
     fn read_block(&mut self, raw: &mut Vec<u8>) -> Result<Option<[u8; BLOCK]>> {
@@ -122,7 +128,11 @@ impl<R: Read> TarStream<R> {
             let Some(block) = self.read_block(&mut raw)? else {
                 // EOF at an entry boundary without end-of-archive blocks: Go accepts this.
                 self.finished = true;
-                return Ok(if raw.is_empty() { self.next_event()? } else { Event::Trailer(raw) });
+                return Ok(if raw.is_empty() {
+                    self.next_event()?
+                } else {
+                    Event::Trailer(raw)
+                });
             };
             if block.iter().all(|&b| b == 0) {
                 match self.read_block(&mut raw)? {
@@ -160,8 +170,15 @@ impl<R: Read> TarStream<R> {
                 }
                 _ => {
                     let header = resolve(header, ext)?;
-                    let data = if header.kind.header_only() { 0 } else { header.size };
-                    if header.kind.header_only() && header.size != 0 && header.kind != EntryKind::HardLink {
+                    let data = if header.kind.header_only() {
+                        0
+                    } else {
+                        header.size
+                    };
+                    if header.kind.header_only()
+                        && header.size != 0
+                        && header.kind != EntryKind::HardLink
+                    {
                         return Err(Error::malformed_tar(format!(
                             "{} has a size but its type carries no data",
                             String::from_utf8_lossy(&header.name)
@@ -180,7 +197,9 @@ impl<R: Read> TarStream<R> {
         if self.remaining == 0 {
             return Ok(0);
         }
-        let want = buf.len().min(usize::try_from(self.remaining).unwrap_or(usize::MAX));
+        let want = buf
+            .len()
+            .min(usize::try_from(self.remaining).unwrap_or(usize::MAX));
         let n = loop {
             match self.inner.read(&mut buf[..want]) {
                 Ok(n) => break n,

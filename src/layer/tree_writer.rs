@@ -10,9 +10,9 @@ use std::fs::File;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
+use rustix::fs::Timespec;
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags, Timestamps, XattrFlags};
 use rustix::io::Errno;
-use rustix::fs::Timespec;
 
 use super::path::{clean_components, join};
 use super::tar_header::{EntryKind, TarHeader};
@@ -62,12 +62,26 @@ fn errno(what: &'static str, path: &Path, name: &[u8], e: Errno) -> Error {
         p.push(b'/');
         p.extend_from_slice(name);
     }
-    Error::io(what, Path::new(&String::from_utf8_lossy(&p).into_owned()), std::io::Error::from(e))
+    Error::io(
+        what,
+        Path::new(&String::from_utf8_lossy(&p).into_owned()),
+        std::io::Error::from(e),
+    )
 }
 
 fn ts(secs: i64, nsec: u32) -> Timespec {
     // c/storage clamps times before the epoch to the epoch.
-    if secs < 0 { Timespec { tv_sec: 0, tv_nsec: 0 } } else { Timespec { tv_sec: secs, tv_nsec: i64::from(nsec) } }
+    if secs < 0 {
+        Timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        }
+    } else {
+        Timespec {
+            tv_sec: secs,
+            tv_nsec: i64::from(nsec),
+        }
+    }
 }
 
 /// The access and modification times c/storage gives an entry: atime is at least mtime.
@@ -77,13 +91,22 @@ fn file_times(h: &TarHeader) -> Timestamps {
         Some((s, n)) if (s, n) > (h.mtime, h.mtime_nsec) => ts(s, n),
         _ => m,
     };
-    Timestamps { last_access: a, last_modification: m }
+    Timestamps {
+        last_access: a,
+        last_modification: m,
+    }
 }
 
 /// Directory times: os.Chtimes with the header's atime (the epoch when absent).
 fn dir_times(h: &TarHeader) -> Timestamps {
-    let a = h.atime.map(|(s, n)| ts(s, n)).unwrap_or(Timespec { tv_sec: 0, tv_nsec: 0 });
-    Timestamps { last_access: a, last_modification: ts(h.mtime, h.mtime_nsec) }
+    let a = h.atime.map(|(s, n)| ts(s, n)).unwrap_or(Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    });
+    Timestamps {
+        last_access: a,
+        last_modification: ts(h.mtime, h.mtime_nsec),
+    }
 }
 
 fn id(v: u64, name: &[u8]) -> Result<u32> {
@@ -96,7 +119,8 @@ fn id(v: u64, name: &[u8]) -> Result<u32> {
 impl TreeWriter {
     /// Opens the layer tree at `root_path`.
     pub fn new(root_path: &Path, style: WhiteoutStyle) -> Result<TreeWriter> {
-        let root = crate::fsutil::open_dir(root_path).map_err(|e| Error::io("opening layer tree", root_path, e))?;
+        let root = crate::fsutil::open_dir(root_path)
+            .map_err(|e| Error::io("opening layer tree", root_path, e))?;
         Ok(TreeWriter {
             root,
             root_path: root_path.to_path_buf(),
@@ -109,7 +133,12 @@ impl TreeWriter {
 
     fn resolve_in_root(&self, path: &[u8]) -> rustix::io::Result<OwnedFd> {
         if path.is_empty() {
-            return rustix::fs::openat(self.root.as_fd(), ".", OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty());
+            return rustix::fs::openat(
+                self.root.as_fd(),
+                ".",
+                OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                Mode::empty(),
+            );
         }
         rustix::fs::openat2(
             self.root.as_fd(),
@@ -140,19 +169,31 @@ impl TreeWriter {
     }
 
     fn create_parents(&mut self, comps: &[&[u8]]) -> Result<OwnedFd> {
-        let mut current = self.resolve_in_root(b"").map_err(|e| errno("opening", &self.root_path, b"", e))?;
+        let mut current = self
+            .resolve_in_root(b"")
+            .map_err(|e| errno("opening", &self.root_path, b"", e))?;
         for i in 0..comps.len() {
             let prefix = join(&comps[..=i]);
             match self.resolve_in_root(&prefix) {
                 Ok(fd) => current = fd,
                 Err(Errno::NOENT) => {
-                    match rustix::fs::mkdirat(current.as_fd(), comps[i], Mode::from_raw_mode(0o755)) {
+                    match rustix::fs::mkdirat(current.as_fd(), comps[i], Mode::from_raw_mode(0o755))
+                    {
                         Ok(()) | Err(Errno::EXIST) => {}
-                        Err(e) => return Err(errno("creating directory", &self.root_path, &prefix, e)),
+                        Err(e) => {
+                            return Err(errno("creating directory", &self.root_path, &prefix, e));
+                        }
                     }
-                    rustix::fs::chmodat(current.as_fd(), comps[i], Mode::from_raw_mode(0o755), AtFlags::empty())
-                        .map_err(|e| errno("chmod", &self.root_path, &prefix, e))?;
-                    current = self.resolve_in_root(&prefix).map_err(|e| errno("resolving", &self.root_path, &prefix, e))?;
+                    rustix::fs::chmodat(
+                        current.as_fd(),
+                        comps[i],
+                        Mode::from_raw_mode(0o755),
+                        AtFlags::empty(),
+                    )
+                    .map_err(|e| errno("chmod", &self.root_path, &prefix, e))?;
+                    current = self
+                        .resolve_in_root(&prefix)
+                        .map_err(|e| errno("resolving", &self.root_path, &prefix, e))?;
                 }
                 Err(e) => return Err(errno("resolving", &self.root_path, &prefix, e)),
             }
@@ -196,18 +237,25 @@ impl TreeWriter {
         match h.kind {
             EntryKind::Directory => {
                 if existing != Some(FileType::Directory) {
-                    rustix::fs::mkdirat(parent, base, mode).map_err(|e| errno("creating directory", &root_path, &full, e))?;
+                    rustix::fs::mkdirat(parent, base, mode)
+                        .map_err(|e| errno("creating directory", &root_path, &full, e))?;
                 }
             }
             EntryKind::Regular => {
                 let fd = rustix::fs::openat(
                     parent,
                     base,
-                    OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    OFlags::WRONLY
+                        | OFlags::CREATE
+                        | OFlags::EXCL
+                        | OFlags::NOFOLLOW
+                        | OFlags::CLOEXEC,
                     Mode::from_raw_mode(0o600),
                 )
                 .map_err(|e| errno("creating file", &root_path, &full, e))?;
-                file = Some(OpenFile { file: File::from(fd) });
+                file = Some(OpenFile {
+                    file: File::from(fd),
+                });
             }
             EntryKind::Symlink => {
                 rustix::fs::symlinkat(h.linkname.as_slice(), parent, base)
@@ -220,7 +268,8 @@ impl TreeWriter {
                     _ => FileType::Fifo,
                 };
                 let dev = rustix::fs::makedev(h.devmajor, h.devminor);
-                rustix::fs::mknodat(parent, base, ft, mode, dev).map_err(|e| errno("creating device", &root_path, &full, e))?;
+                rustix::fs::mknodat(parent, base, ft, mode, dev)
+                    .map_err(|e| errno("creating device", &root_path, &full, e))?;
             }
             EntryKind::HardLink => {
                 let (target, escaped) = clean_components(&h.linkname);
@@ -228,11 +277,17 @@ impl TreeWriter {
                 if escaped {
                     return Err(Error::Unsafe {
                         entry: name,
-                        reason: format!("is a hardlink to {:?}, outside the layer", String::from_utf8_lossy(&h.linkname)),
+                        reason: format!(
+                            "is a hardlink to {:?}, outside the layer",
+                            String::from_utf8_lossy(&h.linkname)
+                        ),
                     });
                 }
                 let Some((&tbase, tparent)) = target.split_last() else {
-                    return Err(Error::Unsafe { entry: name, reason: "is a hardlink to the layer root".into() });
+                    return Err(Error::Unsafe {
+                        entry: name,
+                        reason: "is a hardlink to the layer root".into(),
+                    });
                 };
                 let tparent_path = join(tparent);
                 let tdir = match self.resolve_in_root(&tparent_path) {
@@ -240,7 +295,10 @@ impl TreeWriter {
                     Err(_) => {
                         return Err(Error::Unsafe {
                             entry: name,
-                            reason: format!("is a hardlink to {:?}, which is not in the layer", String::from_utf8_lossy(&h.linkname)),
+                            reason: format!(
+                                "is a hardlink to {:?}, which is not in the layer",
+                                String::from_utf8_lossy(&h.linkname)
+                            ),
                         });
                     }
                 };
@@ -250,7 +308,10 @@ impl TreeWriter {
                     Err(Errno::NOENT) => {
                         return Err(Error::Unsafe {
                             entry: name,
-                            reason: format!("is a hardlink to {:?}, which is not in the layer", String::from_utf8_lossy(&h.linkname)),
+                            reason: format!(
+                                "is a hardlink to {:?}, which is not in the layer",
+                                String::from_utf8_lossy(&h.linkname)
+                            ),
                         });
                     }
                     Err(e) => return Err(errno("creating hardlink", &root_path, &full, e)),
@@ -280,7 +341,13 @@ impl TreeWriter {
         self.apply_metadata(&parent_comps, base, h, Some(&f.file))
     }
 
-    fn apply_metadata(&mut self, parent_comps: &[&[u8]], base: &[u8], h: &TarHeader, file: Option<&File>) -> Result<()> {
+    fn apply_metadata(
+        &mut self,
+        parent_comps: &[&[u8]],
+        base: &[u8],
+        h: &TarHeader,
+        file: Option<&File>,
+    ) -> Result<()> {
         let root_path = self.root_path.clone();
         let full = {
             let mut c = parent_comps.to_vec();
@@ -291,7 +358,8 @@ impl TreeWriter {
         let gid = rustix::fs::Gid::from_raw(id(h.gid, &h.name)?);
         let mode = Mode::from_raw_mode(h.mode);
         if let Some(f) = file {
-            rustix::fs::fchown(f, Some(uid), Some(gid)).map_err(|e| errno("chown", &root_path, &full, e))?;
+            rustix::fs::fchown(f, Some(uid), Some(gid))
+                .map_err(|e| errno("chown", &root_path, &full, e))?;
             for (k, v) in &h.xattrs {
                 match rustix::fs::fsetxattr(f, k.as_slice(), v, XattrFlags::empty()) {
                     Ok(()) | Err(Errno::NOTSUP) | Err(Errno::PERM) => {}
@@ -299,12 +367,19 @@ impl TreeWriter {
                 }
             }
             rustix::fs::fchmod(f, mode).map_err(|e| errno("chmod", &root_path, &full, e))?;
-            rustix::fs::futimens(f, &file_times(h)).map_err(|e| errno("setting times of", &root_path, &full, e))?;
+            rustix::fs::futimens(f, &file_times(h))
+                .map_err(|e| errno("setting times of", &root_path, &full, e))?;
             return Ok(());
         }
         let parent = self.parent(parent_comps)?;
-        rustix::fs::chownat(parent, base, Some(uid), Some(gid), AtFlags::SYMLINK_NOFOLLOW)
-            .map_err(|e| errno("chown", &root_path, &full, e))?;
+        rustix::fs::chownat(
+            parent,
+            base,
+            Some(uid),
+            Some(gid),
+            AtFlags::SYMLINK_NOFOLLOW,
+        )
+        .map_err(|e| errno("chown", &root_path, &full, e))?;
         if !h.xattrs.is_empty() {
             let p = proc_path(parent, base);
             for (k, v) in &h.xattrs {
@@ -322,7 +397,8 @@ impl TreeWriter {
             _ => false,
         };
         if !is_symlink {
-            rustix::fs::chmodat(parent, base, mode, AtFlags::empty()).map_err(|e| errno("chmod", &root_path, &full, e))?;
+            rustix::fs::chmodat(parent, base, mode, AtFlags::empty())
+                .map_err(|e| errno("chmod", &root_path, &full, e))?;
         }
         match h.kind {
             EntryKind::Directory => self.dirs.push((full, dir_times(h))),
@@ -360,21 +436,41 @@ impl TreeWriter {
         let parent = self.parent(parent_comps)?;
         if base == WHITEOUT_OPAQUE {
             let p = proc_path(parent, b"");
-            rustix::fs::lsetxattr(p.as_slice(), OVERLAY_OPAQUE_XATTR, b"y", XattrFlags::empty())
-                .map_err(|e| errno("marking opaque", &root_path, &parent_path, e))?;
+            rustix::fs::lsetxattr(
+                p.as_slice(),
+                OVERLAY_OPAQUE_XATTR,
+                b"y",
+                XattrFlags::empty(),
+            )
+            .map_err(|e| errno("marking opaque", &root_path, &parent_path, e))?;
             return Ok(());
         }
         let orig = &base[WHITEOUT_PREFIX.len()..];
         if orig.is_empty() || orig == b"." || orig == b".." {
-            return Err(Error::malformed_tar(format!("invalid whiteout {:?}", String::from_utf8_lossy(base))));
+            return Err(Error::malformed_tar(format!(
+                "invalid whiteout {:?}",
+                String::from_utf8_lossy(base)
+            )));
         }
         remove_all_at(parent, orig).map_err(|e| errno("removing", &root_path, orig, e))?;
-        rustix::fs::mknodat(parent, orig, FileType::CharacterDevice, Mode::empty(), rustix::fs::makedev(0, 0))
-            .map_err(|e| errno("creating whiteout", &root_path, orig, e))?;
+        rustix::fs::mknodat(
+            parent,
+            orig,
+            FileType::CharacterDevice,
+            Mode::empty(),
+            rustix::fs::makedev(0, 0),
+        )
+        .map_err(|e| errno("creating whiteout", &root_path, orig, e))?;
         let uid = rustix::fs::Uid::from_raw(id(h.uid, &h.name)?);
         let gid = rustix::fs::Gid::from_raw(id(h.gid, &h.name)?);
-        rustix::fs::chownat(parent, orig, Some(uid), Some(gid), AtFlags::SYMLINK_NOFOLLOW)
-            .map_err(|e| errno("chown", &root_path, orig, e))
+        rustix::fs::chownat(
+            parent,
+            orig,
+            Some(uid),
+            Some(gid),
+            AtFlags::SYMLINK_NOFOLLOW,
+        )
+        .map_err(|e| errno("chown", &root_path, orig, e))
     }
 
     /// Applies directory times, last, as c/storage does.
@@ -383,7 +479,9 @@ impl TreeWriter {
         let dirs = std::mem::take(&mut self.dirs);
         for (path, times) in dirs {
             let (comps, _) = clean_components(&path);
-            let Some((&base, parent_comps)) = comps.split_last() else { continue };
+            let Some((&base, parent_comps)) = comps.split_last() else {
+                continue;
+            };
             let parent_path = join(parent_comps);
             let parent = match self.resolve_in_root(&parent_path) {
                 Ok(fd) => fd,

@@ -45,8 +45,14 @@ impl SourceRef {
             return Err(Error::InvalidInput(format!("source {s:?} names no path")));
         }
         match transport {
-            "oci" => Ok(SourceRef::OciDir { path: path.into(), tag }),
-            "oci-archive" => Ok(SourceRef::OciArchive { path: path.into(), tag }),
+            "oci" => Ok(SourceRef::OciDir {
+                path: path.into(),
+                tag,
+            }),
+            "oci-archive" => Ok(SourceRef::OciArchive {
+                path: path.into(),
+                tag,
+            }),
             other => Err(Error::InvalidInput(format!(
                 "unknown transport {other:?} in {s:?}: supported are oci:DIR[:TAG] and oci-archive:FILE[:TAG]"
             ))),
@@ -64,7 +70,9 @@ pub struct OpenedSource {
 
 impl std::fmt::Debug for OpenedSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("OpenedSource").field("image", &self.image).finish_non_exhaustive()
+        f.debug_struct("OpenedSource")
+            .field("image", &self.image)
+            .finish_non_exhaustive()
     }
 }
 

@@ -41,14 +41,22 @@ impl LayoutArchive {
     /// Scans the archive's members.
     pub fn scan(path: &Path) -> Result<LayoutArchive> {
         let f = std::fs::File::open(path).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => Error::NotFound(format!("OCI archive {} does not exist", path.display())),
+            std::io::ErrorKind::NotFound => {
+                Error::NotFound(format!("OCI archive {} does not exist", path.display()))
+            }
             _ => Error::io("opening", path, e),
         })?;
-        let mut stream = TarStream::new(Counting { inner: std::io::BufReader::with_capacity(1 << 20, f), pos: 0 });
+        let mut stream = TarStream::new(Counting {
+            inner: std::io::BufReader::with_capacity(1 << 20, f),
+            pos: 0,
+        });
         let mut members = HashMap::new();
         let mut buf = vec![0u8; 1 << 20];
         loop {
-            match stream.next_event().map_err(|e| Error::InvalidInput(format!("OCI archive {}: {e}", path.display())))? {
+            match stream
+                .next_event()
+                .map_err(|e| Error::InvalidInput(format!("OCI archive {}: {e}", path.display())))?
+            {
                 Event::End => break,
                 Event::Trailer(_) => {}
                 Event::Entry { header, .. } => {
@@ -61,13 +69,20 @@ impl LayoutArchive {
                 }
             }
         }
-        Ok(LayoutArchive { path: path.to_path_buf(), members })
+        Ok(LayoutArchive {
+            path: path.to_path_buf(),
+            members,
+        })
     }
 
     fn open_member(&self, name: &[u8]) -> Result<Option<Box<dyn Read + Send>>> {
-        let Some(&(offset, size)) = self.members.get(name) else { return Ok(None) };
-        let mut f = std::fs::File::open(&self.path).map_err(|e| Error::io("opening", &self.path, e))?;
-        f.seek(SeekFrom::Start(offset)).map_err(|e| Error::io("seeking in", &self.path, e))?;
+        let Some(&(offset, size)) = self.members.get(name) else {
+            return Ok(None);
+        };
+        let mut f =
+            std::fs::File::open(&self.path).map_err(|e| Error::io("opening", &self.path, e))?;
+        f.seek(SeekFrom::Start(offset))
+            .map_err(|e| Error::io("seeking in", &self.path, e))?;
         Ok(Some(Box::new(f.take(size))))
     }
 }
@@ -80,7 +95,10 @@ impl BlobSource for LayoutArchive {
     fn open_blob(&self, digest: &Digest) -> Result<Box<dyn Read + Send>> {
         let name = format!("blobs/sha256/{}", digest.hex());
         self.open_member(name.as_bytes())?.ok_or_else(|| {
-            Error::NotFound(format!("blob {digest} is missing from the OCI archive {}", self.path.display()))
+            Error::NotFound(format!(
+                "blob {digest} is missing from the OCI archive {}",
+                self.path.display()
+            ))
         })
     }
 }
@@ -90,13 +108,18 @@ impl Layout for LayoutArchive {
         format!("OCI archive {}", self.path.display())
     }
     fn read_index(&self) -> Result<Vec<u8>> {
-        let r = self
-            .open_member(b"index.json")?
-            .ok_or_else(|| Error::NotFound(format!("{} is not an OCI archive (no index.json)", self.path.display())))?;
+        let r = self.open_member(b"index.json")?.ok_or_else(|| {
+            Error::NotFound(format!(
+                "{} is not an OCI archive (no index.json)",
+                self.path.display()
+            ))
+        })?;
         read_small(r, 16 << 20, "index.json")
     }
     fn blob_size(&self, digest: &Digest) -> Option<u64> {
-        self.members.get(format!("blobs/sha256/{}", digest.hex()).as_bytes()).map(|&(_, s)| s)
+        self.members
+            .get(format!("blobs/sha256/{}", digest.hex()).as_bytes())
+            .map(|&(_, s)| s)
     }
 }
 
@@ -104,5 +127,8 @@ impl Layout for LayoutArchive {
 pub fn open(path: &Path, tag: Option<&str>) -> Result<OpenedSource> {
     let archive = LayoutArchive::scan(path)?;
     let image = resolve(&archive, tag)?;
-    Ok(OpenedSource { image, blobs: Box::new(archive) })
+    Ok(OpenedSource {
+        image,
+        blobs: Box::new(archive),
+    })
 }

@@ -6,7 +6,10 @@ use std::path::{Path, PathBuf};
 use storage_format::Digest;
 
 use super::OpenedSource;
-use super::oci_types::{Config, Descriptor, Index, MEDIA_DOCKER_LIST, MEDIA_INDEX, Manifest, REF_NAME, host_arch, is_layer_media_type};
+use super::oci_types::{
+    Config, Descriptor, Index, MEDIA_DOCKER_LIST, MEDIA_INDEX, Manifest, REF_NAME, host_arch,
+    is_layer_media_type,
+};
 use crate::error::{Error, Result};
 use crate::layer::BlobSource;
 use crate::store::import::{ImageInput, LayerInput, read_small};
@@ -66,23 +69,36 @@ impl Layout for LayoutDir {
         read_small(f, JSON_LIMIT, "index.json")
     }
     fn blob_size(&self, digest: &Digest) -> Option<u64> {
-        std::fs::metadata(self.blob_path(digest)).ok().filter(|m| m.is_file()).map(|m| m.len())
+        std::fs::metadata(self.blob_path(digest))
+            .ok()
+            .filter(|m| m.is_file())
+            .map(|m| m.len())
     }
 }
 
 /// Opens `oci:DIR[:TAG]`.
 pub fn open(dir: &Path, tag: Option<&str>) -> Result<OpenedSource> {
-    let layout = LayoutDir { root: dir.to_path_buf() };
+    let layout = LayoutDir {
+        root: dir.to_path_buf(),
+    };
     let image = resolve(&layout, tag)?;
-    Ok(OpenedSource { image, blobs: Box::new(layout) })
+    Ok(OpenedSource {
+        image,
+        blobs: Box::new(layout),
+    })
 }
 
 fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8], what: &str, loc: &str) -> Result<T> {
-    serde_json::from_slice(bytes).map_err(|e| Error::InvalidInput(format!("{what} in {loc} is not valid: {e}")))
+    serde_json::from_slice(bytes)
+        .map_err(|e| Error::InvalidInput(format!("{what} in {loc} is not valid: {e}")))
 }
 
 fn parse_digest(s: &str, what: &str) -> Result<Digest> {
-    Digest::parse(s).map_err(|_| Error::InvalidInput(format!("{what} has an invalid or unsupported digest {s:?} (only sha256 is supported)")))
+    Digest::parse(s).map_err(|_| {
+        Error::InvalidInput(format!(
+            "{what} has an invalid or unsupported digest {s:?} (only sha256 is supported)"
+        ))
+    })
 }
 
 /// Reads a JSON blob named by a descriptor and checks its digest.
@@ -91,7 +107,11 @@ fn read_verified(layout: &dyn Layout, desc: &Descriptor, what: &str) -> Result<(
     let bytes = read_small(layout.open_blob(&digest)?, JSON_LIMIT, what)?;
     let actual = Digest::of_bytes(&bytes);
     if actual != digest {
-        return Err(Error::DigestMismatch { what: what.to_string(), expected: digest.to_string(), actual: actual.to_string() });
+        return Err(Error::DigestMismatch {
+            what: what.to_string(),
+            expected: digest.to_string(),
+            actual: actual.to_string(),
+        });
     }
     Ok((bytes, digest))
 }
@@ -105,13 +125,27 @@ fn pick(index: &Index, tag: Option<&str>, loc: &str) -> Result<Descriptor> {
             .find(|d| d.annotations.get(REF_NAME).map(String::as_str) == Some(t))
             .cloned()
             .ok_or_else(|| {
-                let tags: Vec<&str> = index.manifests.iter().filter_map(|d| d.annotations.get(REF_NAME).map(String::as_str)).collect();
-                Error::NotFound(format!("no image tagged {t:?} in {loc}; tags there: {}", if tags.is_empty() { "none".to_string() } else { tags.join(", ") }))
+                let tags: Vec<&str> = index
+                    .manifests
+                    .iter()
+                    .filter_map(|d| d.annotations.get(REF_NAME).map(String::as_str))
+                    .collect();
+                Error::NotFound(format!(
+                    "no image tagged {t:?} in {loc}; tags there: {}",
+                    if tags.is_empty() {
+                        "none".to_string()
+                    } else {
+                        tags.join(", ")
+                    }
+                ))
             }),
         None => match index.manifests.as_slice() {
             [one] => Ok(one.clone()),
             [] => Err(Error::NotFound(format!("{loc} holds no image"))),
-            many => Err(Error::InvalidInput(format!("{loc} holds {} images: name one with :TAG", many.len()))),
+            many => Err(Error::InvalidInput(format!(
+                "{loc} holds {} images: name one with :TAG",
+                many.len()
+            ))),
         },
     }
 }
@@ -131,12 +165,25 @@ pub fn resolve(layout: &dyn Layout, tag: Option<&str>) -> Result<ImageInput> {
         desc = nested
             .manifests
             .iter()
-            .find(|d| d.platform.as_ref().is_some_and(|p| p.os == "linux" && p.architecture == host_arch()))
+            .find(|d| {
+                d.platform
+                    .as_ref()
+                    .is_some_and(|p| p.os == "linux" && p.architecture == host_arch())
+            })
             .cloned()
-            .ok_or_else(|| Error::NotFound(format!("no linux/{} image in the index of {loc}", host_arch())))?;
+            .ok_or_else(|| {
+                Error::NotFound(format!(
+                    "no linux/{} image in the index of {loc}",
+                    host_arch()
+                ))
+            })?;
     }
     let (manifest_bytes, manifest_digest) = read_verified(layout, &desc, "manifest")?;
-    let manifest: Manifest = parse_json(&manifest_bytes, &format!("manifest {manifest_digest}"), &loc)?;
+    let manifest: Manifest = parse_json(
+        &manifest_bytes,
+        &format!("manifest {manifest_digest}"),
+        &loc,
+    )?;
     let (config_bytes, config_digest) = read_verified(layout, &manifest.config, "config")?;
     let config: Config = parse_json(&config_bytes, &format!("config {config_digest}"), &loc)?;
     if config.rootfs.diff_ids.len() != manifest.layers.len() {
@@ -149,7 +196,10 @@ pub fn resolve(layout: &dyn Layout, tag: Option<&str>) -> Result<ImageInput> {
     let mut layers = Vec::with_capacity(manifest.layers.len());
     for (l, d) in manifest.layers.iter().zip(&config.rootfs.diff_ids) {
         if !is_layer_media_type(&l.media_type) {
-            return Err(Error::Unsupported(format!("layer {} has media type {:?}", l.digest, l.media_type)));
+            return Err(Error::Unsupported(format!(
+                "layer {} has media type {:?}",
+                l.digest, l.media_type
+            )));
         }
         let blob_digest = parse_digest(&l.digest, "layer")?;
         match layout.blob_size(&blob_digest) {
@@ -166,7 +216,11 @@ pub fn resolve(layout: &dyn Layout, tag: Option<&str>) -> Result<ImageInput> {
             }
             Some(_) => {}
         }
-        layers.push(LayerInput { blob_digest, blob_size: l.size, diff_id: parse_digest(d, "config DiffID")? });
+        layers.push(LayerInput {
+            blob_digest,
+            blob_size: l.size,
+            diff_id: parse_digest(d, "config DiffID")?,
+        });
     }
     let _ = manifest.media_type;
     Ok(ImageInput {

@@ -10,7 +10,10 @@ pub const TEMP_PREFIX: &str = ".tmp-";
 
 /// A temporary path beside `path` with a random suffix.
 pub fn temp_path_for(path: &Path) -> PathBuf {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let mut rnd = [0u8; 4];
     let _ = getrandom::fill(&mut rnd);
     path.with_file_name(format!("{TEMP_PREFIX}{name}{}", hex::encode(rnd)))
@@ -21,7 +24,11 @@ pub fn atomic_write(path: &Path, data: &[u8], mode: u32) -> Result<()> {
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let tmp = temp_path_for(path);
     let result = (|| -> std::io::Result<()> {
-        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)?;
         f.write_all(data)?;
         f.sync_data()?;
         f.set_permissions(std::fs::Permissions::from_mode(mode))?;

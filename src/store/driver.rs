@@ -56,10 +56,8 @@ pub struct Driver {
 
 fn mkdir(path: &Path, mode: u32) -> Result<()> {
     match std::fs::DirBuilder::new().mode(mode).create(path) {
-        Ok(()) => {
-            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-                .map_err(|e| Error::io("chmod", path, e))
-        }
+        Ok(()) => std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+            .map_err(|e| Error::io("chmod", path, e)),
         Err(e) => Err(Error::io("creating directory", path, e)),
     }
 }
@@ -67,7 +65,10 @@ fn mkdir(path: &Path, mode: u32) -> Result<()> {
 fn ensure_dir(path: &Path, mode: u32) -> Result<()> {
     match std::fs::symlink_metadata(path) {
         Ok(m) if m.is_dir() => Ok(()),
-        Ok(_) => Err(Error::InvalidInput(format!("{} is not a directory", path.display()))),
+        Ok(_) => Err(Error::InvalidInput(format!(
+            "{} is not a directory",
+            path.display()
+        ))),
         Err(_) => mkdir(path, mode),
     }
 }
@@ -75,7 +76,10 @@ fn ensure_dir(path: &Path, mode: u32) -> Result<()> {
 impl Driver {
     /// The driver of kind `kind` whose home is under `graphroot`.
     pub fn new(kind: DriverKind, graphroot: &Path) -> Driver {
-        Driver { kind, home: graphroot.join(kind.name()) }
+        Driver {
+            kind,
+            home: graphroot.join(kind.name()),
+        }
     }
 
     /// The driver kind.
@@ -143,7 +147,11 @@ impl Driver {
                             Err(e) => return Err(Error::io("reading", pdir.join("lower"), e)),
                         };
                         let lower = ov::lower_chain(plink.trim(), plower.as_deref().map(str::trim));
-                        crate::store::atomic::atomic_write(&dir.join("lower"), lower.as_bytes(), 0o644)?;
+                        crate::store::atomic::atomic_write(
+                            &dir.join("lower"),
+                            lower.as_bytes(),
+                            0o644,
+                        )?;
                     }
                     None => mkdir(&dir.join("empty"), 0o700)?,
                 }

@@ -3,10 +3,12 @@
 
 use std::collections::HashSet;
 use std::io::Read;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use storage_format::{Digest, ImageRecord, LayerRecord, TarSplitWriter, big_data_file_name, ids, now_rfc3339_nano};
+use storage_format::{
+    Digest, ImageRecord, LayerRecord, TarSplitWriter, big_data_file_name, ids, now_rfc3339_nano,
+};
 
 use super::Store;
 use super::atomic::atomic_write;
@@ -94,13 +96,19 @@ pub struct ImportReport {
 struct Written {
     index: usize,
     summary: LayerSummary,
+    diff_id: Digest,
     compression: Compression,
     tar_split_tmp: std::path::PathBuf,
 }
 
 impl Store {
     /// Imports an image whose blobs come from `blobs`.
-    pub fn import_image(&self, input: &ImageInput, blobs: &dyn BlobSource, progress: &(dyn Fn(Progress) + Sync)) -> Result<ImportReport> {
+    pub fn import_image(
+        &self,
+        input: &ImageInput,
+        blobs: &dyn BlobSource,
+        progress: &(dyn Fn(Progress) + Sync),
+    ) -> Result<ImportReport> {
         // Layer IDs follow c/image's rule, from the config's DiffIDs.
         let mut ids_: Vec<String> = Vec::with_capacity(input.layers.len());
         for l in &input.layers {
@@ -117,18 +125,32 @@ impl Store {
                 to_write.push(i);
             }
         }
-        progress(Progress::Plan { total: ids_.len(), to_write: to_write.len() });
+        progress(Progress::Plan {
+            total: ids_.len(),
+            to_write: to_write.len(),
+        });
         if to_write.is_empty() {
             for i in 0..ids_.len() {
-                progress(Progress::LayerDone { index: i, reused: true });
+                progress(Progress::LayerDone {
+                    index: i,
+                    reused: true,
+                });
             }
             let report = self.commit_image(input, ids_.last().cloned(), &guard)?;
-            return Ok(ImportReport { layers_written: 0, layers_reused: ids_.len(), ..report });
+            return Ok(ImportReport {
+                layers_written: 0,
+                layers_reused: ids_.len(),
+                ..report
+            });
         }
         // 1. Records flagged incomplete, so an interruption is cleaned up by the next opener.
         let created = now_rfc3339_nano();
         for &i in &to_write {
-            let mut rec = LayerRecord { id: ids_[i].clone(), created: Some(created.clone()), ..Default::default() };
+            let mut rec = LayerRecord {
+                id: ids_[i].clone(),
+                created: Some(created.clone()),
+                ..Default::default()
+            };
             if i > 0 {
                 rec.parent = Some(ids_[i - 1].clone());
             }
@@ -150,7 +172,10 @@ impl Store {
         let written = match result {
             Ok(w) => w,
             Err(e) => {
-                let tmps: Vec<_> = to_write.iter().map(|&i| self.tar_split_tmp(&ids_[i])).collect();
+                let tmps: Vec<_> = to_write
+                    .iter()
+                    .map(|&i| self.tar_split_tmp(&ids_[i]))
+                    .collect();
                 rollback(&to_write, &tmps)?;
                 return Err(e);
             }
@@ -158,19 +183,27 @@ impl Store {
         let tmps: Vec<_> = written.iter().map(|w| w.tar_split_tmp.clone()).collect();
         // 3. Make the data durable before the records say it is complete.
         let finish = (|| -> Result<()> {
-            let root = crate::fsutil::open_dir(&self.config().graphroot)
-                .map_err(|e| Error::io("opening", &self.config().graphroot, std::io::Error::from(e)))?;
-            rustix::fs::syncfs(&root).map_err(|e| Error::io("syncing", &self.config().graphroot, std::io::Error::from(e)))?;
+            if self.config().sync_filesystem {
+                let root = crate::fsutil::open_dir(&self.config().graphroot).map_err(|e| {
+                    Error::io("opening", &self.config().graphroot, std::io::Error::from(e))
+                })?;
+                rustix::fs::syncfs(&root).map_err(|e| {
+                    Error::io("syncing", &self.config().graphroot, std::io::Error::from(e))
+                })?;
+            }
             for w in &written {
                 let id = &ids_[w.index];
                 let final_path = self.tar_split_path(id);
-                std::fs::rename(&w.tar_split_tmp, &final_path).map_err(|e| Error::io("renaming", &final_path, e))?;
+                std::fs::rename(&w.tar_split_tmp, &final_path)
+                    .map_err(|e| Error::io("renaming", &final_path, e))?;
                 let l = &input.layers[w.index];
-                let rec = layers.get_mut(id).ok_or_else(|| Error::Internal(format!("layer {id} vanished")))?;
+                let rec = layers
+                    .get_mut(id)
+                    .ok_or_else(|| Error::Internal(format!("layer {id} vanished")))?;
                 rec.set_incomplete(false);
                 rec.compressed_diff_digest = Some(l.blob_digest.to_string());
                 rec.compressed_size = Some(i64::try_from(l.blob_size).unwrap_or(i64::MAX));
-                rec.diff_digest = Some(w.summary.diff_id.to_string());
+                rec.diff_digest = Some(w.diff_id.to_string());
                 rec.diff_size = Some(i64::try_from(w.summary.diff_size).unwrap_or(i64::MAX));
                 let code = w.compression.storage_code();
                 rec.compression = (code != 0).then_some(code);
@@ -187,9 +220,16 @@ impl Store {
         }
         // 4. The image: big data, then its record.
         match self.commit_image(input, ids_.last().cloned(), &guard) {
-            Ok(report) => Ok(ImportReport { layers_written: to_write.len(), layers_reused: ids_.len() - to_write.len(), ..report }),
+            Ok(report) => Ok(ImportReport {
+                layers_written: to_write.len(),
+                layers_reused: ids_.len() - to_write.len(),
+                ..report
+            }),
             Err(e) => {
-                let finals: Vec<_> = to_write.iter().map(|&i| self.tar_split_path(&ids_[i])).collect();
+                let finals: Vec<_> = to_write
+                    .iter()
+                    .map(|&i| self.tar_split_path(&ids_[i]))
+                    .collect();
                 rollback(&to_write, &finals)?;
                 Err(e)
             }
@@ -197,7 +237,8 @@ impl Store {
     }
 
     fn tar_split_tmp(&self, id: &str) -> std::path::PathBuf {
-        self.layers_dir().join(format!("{}{id}.tar-split.gz", super::atomic::TEMP_PREFIX))
+        self.layers_dir()
+            .join(format!("{}{id}.tar-split.gz", super::atomic::TEMP_PREFIX))
     }
 
     fn write_layers(
@@ -212,7 +253,11 @@ impl Store {
         // vfs copies the parent's tree, so its layers go one after another; overlay layers are independent.
         let parallel = driver.kind() == super::DriverKind::Overlay;
         let workers = if parallel {
-            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(to_write.len()).max(1)
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+                .min(to_write.len())
+                .max(1)
         } else {
             1
         };
@@ -243,7 +288,10 @@ impl Store {
                         if r.is_err() {
                             failed.store(true, Ordering::SeqCst);
                         } else {
-                            progress(Progress::LayerDone { index: i, reused: false });
+                            progress(Progress::LayerDone {
+                                index: i,
+                                reused: false,
+                            });
                         }
                         if let Ok(mut v) = results.lock() {
                             v.push(r);
@@ -254,10 +302,15 @@ impl Store {
         });
         for (i, _) in ids_.iter().enumerate() {
             if !to_write.contains(&i) {
-                progress(Progress::LayerDone { index: i, reused: true });
+                progress(Progress::LayerDone {
+                    index: i,
+                    reused: true,
+                });
             }
         }
-        let results = results.into_inner().map_err(|_| Error::Internal("worker panicked".into()))?;
+        let results = results
+            .into_inner()
+            .map_err(|_| Error::Internal("worker panicked".into()))?;
         let mut out = Vec::new();
         let mut first_err = None;
         for r in results {
@@ -300,25 +353,51 @@ impl Store {
             .truncate(true)
             .open(&tmp)
             .map_err(|e| Error::io("creating", &tmp, e))?;
-        let gz = flate2::write::GzEncoder::new(std::io::BufWriter::with_capacity(128 * 1024, file), flate2::Compression::fast());
+        let gz = flate2::write::GzEncoder::new(
+            std::io::BufWriter::with_capacity(128 * 1024, file),
+            flate2::Compression::fast(),
+        );
         let mut ts = TarSplitWriter::new(gz);
-        let mut tree = TreeWriter::new(&self.driver().tree_path(id), self.driver().kind().whiteouts())?;
+        let mut tree = TreeWriter::new(
+            &self.driver().tree_path(id),
+            self.driver().kind().whiteouts(),
+        )?;
+        // The DiffID is hashed on the decompression thread, as the bytes are produced.
+        let (tar_bytes, diff_state) = HashingReader::new(reader);
         let summary = std::thread::scope(|s| -> Result<LayerSummary> {
-            let pipe = spawn_pump(s, reader);
-            let summary = write_layer(pipe, &mut tree, &mut ts, |bytes| progress(Progress::Bytes { index, bytes }))?;
-            Ok(summary)
+            let pipe = spawn_pump(s, tar_bytes);
+            write_layer(pipe, &mut tree, &mut ts, |bytes| {
+                progress(Progress::Bytes { index, bytes })
+            })
         })?;
+        let (diff_id, diff_size) = diff_state
+            .lock()
+            .map_err(|_| Error::Internal("hash state poisoned".into()))?
+            .result();
+        if diff_size != summary.diff_size {
+            return Err(Error::Internal(format!(
+                "layer stream length {diff_size} differs from the {} bytes parsed",
+                summary.diff_size
+            )));
+        }
         tree.finish()?;
         let gz = ts.finish()?;
         let buf = gz.finish().map_err(|e| Error::io("writing", &tmp, e))?;
-        let file = buf.into_inner().map_err(|e| Error::io("writing", &tmp, e.into_error()))?;
-        file.sync_data().map_err(|e| Error::io("syncing", &tmp, e))?;
+        let file = buf
+            .into_inner()
+            .map_err(|e| Error::io("writing", &tmp, e.into_error()))?;
+        file.sync_data()
+            .map_err(|e| Error::io("syncing", &tmp, e))?;
         drop(file);
         {
             use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600)).map_err(|e| Error::io("chmod", &tmp, e))?;
+            std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))
+                .map_err(|e| Error::io("chmod", &tmp, e))?;
         }
-        let (blob_digest, blob_size) = hash_state.lock().map_err(|_| Error::Internal("hash state poisoned".into()))?.result();
+        let (blob_digest, blob_size) = hash_state
+            .lock()
+            .map_err(|_| Error::Internal("hash state poisoned".into()))?
+            .result();
         if blob_digest != layer.blob_digest {
             return Err(Error::DigestMismatch {
                 what: "layer blob".into(),
@@ -332,24 +411,41 @@ impl Store {
                 layer.blob_digest, layer.blob_size
             )));
         }
-        if summary.diff_id != layer.diff_id {
+        if diff_id != layer.diff_id {
             return Err(Error::DigestMismatch {
-                what: format!("layer {} (uncompressed) DiffID in the config", layer.blob_digest),
+                what: format!(
+                    "layer {} (uncompressed) DiffID in the config",
+                    layer.blob_digest
+                ),
                 expected: layer.diff_id.to_string(),
-                actual: summary.diff_id.to_string(),
+                actual: diff_id.to_string(),
             });
         }
-        Ok(Written { index, summary, compression, tar_split_tmp: tmp })
+        Ok(Written {
+            index,
+            summary,
+            diff_id,
+            compression,
+            tar_split_tmp: tmp,
+        })
     }
 
     /// Writes the big data and the image record (the layers lock is held by the caller).
-    fn commit_image(&self, input: &ImageInput, top: Option<String>, _layers: &storage_format::LockGuard<'_>) -> Result<ImportReport> {
+    fn commit_image(
+        &self,
+        input: &ImageInput,
+        top: Option<String>,
+        _layers: &storage_format::LockGuard<'_>,
+    ) -> Result<ImportReport> {
         let image_id = ids::image_id(&input.config_digest);
         let dir = self.images_dir().join(&image_id);
         let created_dir = !dir.exists();
         if created_dir {
             use std::os::unix::fs::DirBuilderExt;
-            std::fs::DirBuilder::new().mode(0o700).create(&dir).map_err(|e| Error::io("creating directory", &dir, e))?;
+            std::fs::DirBuilder::new()
+                .mode(0o700)
+                .create(&dir)
+                .map_err(|e| Error::io("creating directory", &dir, e))?;
         }
         let config_key = input.config_digest.to_string();
         let manifest_key = format!("manifest-{}", input.manifest_digest);
@@ -368,7 +464,9 @@ impl Store {
             // Names are unique across the store.
             let holders: Vec<String> = images
                 .iter()
-                .filter(|img| img.id != image_id && img.names.iter().any(|n| input.names.contains(n)))
+                .filter(|img| {
+                    img.id != image_id && img.names.iter().any(|n| input.names.contains(n))
+                })
                 .map(|img| img.id.clone())
                 .collect();
             for h in holders {
@@ -383,7 +481,10 @@ impl Store {
                     id: image_id.clone(),
                     digest: Some(input.manifest_digest.to_string()),
                     layer: top.clone(),
-                    metadata: Some(format!("{{\"signatures-sizes\":{{\"{}\":[]}}}}", input.manifest_digest)),
+                    metadata: Some(format!(
+                        "{{\"signatures-sizes\":{{\"{}\":[]}}}}",
+                        input.manifest_digest
+                    )),
                     created: Some(input.created.clone().unwrap_or_else(now_rfc3339_nano)),
                     ..Default::default()
                 };
@@ -421,9 +522,14 @@ impl Store {
 /// Reads a whole blob into memory, for small JSON blobs (manifests, configs, indexes).
 pub fn read_small(mut r: impl Read, limit: u64, what: &str) -> Result<Vec<u8>> {
     let mut buf = Vec::new();
-    (&mut r).take(limit + 1).read_to_end(&mut buf).map_err(|e| Error::read(what.to_string(), e))?;
+    (&mut r)
+        .take(limit + 1)
+        .read_to_end(&mut buf)
+        .map_err(|e| Error::read(what.to_string(), e))?;
     if buf.len() as u64 > limit {
-        return Err(Error::InvalidInput(format!("{what} is larger than {limit} bytes")));
+        return Err(Error::InvalidInput(format!(
+            "{what} is larger than {limit} bytes"
+        )));
     }
     Ok(buf)
 }

@@ -23,12 +23,20 @@ pub struct StoreConfig {
     pub runroot: PathBuf,
     /// The graph driver.
     pub driver: DriverKind,
+    /// Whether to `syncfs` the graph root before a layer is marked complete (c/storage's
+    /// `overlay.sync=filesystem`). Off by default, as in podman and skopeo: an interrupted process
+    /// is always recovered; this also survives power loss, at the cost of waiting for the disk.
+    pub sync_filesystem: bool,
 }
 
 impl StoreConfig {
     /// The configuration podman would use: storage.conf (or `CONTAINERS_STORAGE_CONF`), then the given
     /// overrides, like podman's `--root`, `--runroot` and `--storage-driver`.
-    pub fn resolve(root: Option<&Path>, runroot: Option<&Path>, driver: Option<&str>) -> Result<StoreConfig> {
+    pub fn resolve(
+        root: Option<&Path>,
+        runroot: Option<&Path>,
+        driver: Option<&str>,
+    ) -> Result<StoreConfig> {
         let (conf, _) = StorageConf::load()?;
         let driver_name = driver.map(str::to_owned).unwrap_or(conf.driver);
         let graphroot = root.map(Path::to_path_buf).unwrap_or(conf.graphroot);
@@ -39,6 +47,7 @@ impl StoreConfig {
             },
             runroot: runroot.map(Path::to_path_buf).unwrap_or(conf.runroot),
             graphroot,
+            sync_filesystem: false,
         })
     }
 }
@@ -49,7 +58,10 @@ fn detect_driver(graphroot: &Path, configured: &str) -> Result<DriverKind> {
     if !configured.is_empty() && configured != "overlay" {
         return DriverKind::parse(configured);
     }
-    if !graphroot.join("overlay-layers").exists() && graphroot.join("vfs-layers").exists() && configured.is_empty() {
+    if !graphroot.join("overlay-layers").exists()
+        && graphroot.join("vfs-layers").exists()
+        && configured.is_empty()
+    {
         return Ok(DriverKind::Vfs);
     }
     DriverKind::parse(configured)
@@ -78,7 +90,12 @@ impl Store {
         driver.init()?;
         let layers_lock = LockFile::open(&layers_dir.join("layers.lock"))?;
         let images_lock = LockFile::open(&images_dir.join("images.lock"))?;
-        let store = Store { config, driver, layers_lock, images_lock };
+        let store = Store {
+            config,
+            driver,
+            layers_lock,
+            images_lock,
+        };
         store.recover()?;
         Ok(store)
     }
@@ -95,12 +112,16 @@ impl Store {
 
     /// `<graphroot>/<driver>-layers`.
     pub fn layers_dir(&self) -> PathBuf {
-        self.config.graphroot.join(format!("{}-layers", self.config.driver.name()))
+        self.config
+            .graphroot
+            .join(format!("{}-layers", self.config.driver.name()))
     }
 
     /// `<graphroot>/<driver>-images`.
     pub fn images_dir(&self) -> PathBuf {
-        self.config.graphroot.join(format!("{}-images", self.config.driver.name()))
+        self.config
+            .graphroot
+            .join(format!("{}-images", self.config.driver.name()))
     }
 
     /// The lock of the layer store.
@@ -145,10 +166,15 @@ impl Store {
     fn recover(&self) -> Result<()> {
         let guard = self.layers_lock.lock_write()?;
         let (mut layers, _) = self.read_layers()?;
-        let incomplete: Vec<String> = layers.iter().filter(|l| l.is_incomplete()).map(|l| l.id.clone()).collect();
+        let incomplete: Vec<String> = layers
+            .iter()
+            .filter(|l| l.is_incomplete())
+            .map(|l| l.id.clone())
+            .collect();
         for id in &incomplete {
             self.driver.remove(id)?;
-            crate::fsutil::remove_all(&self.tar_split_path(id)).map_err(|e| Error::io("removing", self.tar_split_path(id), e))?;
+            crate::fsutil::remove_all(&self.tar_split_path(id))
+                .map_err(|e| Error::io("removing", self.tar_split_path(id), e))?;
             layers.remove(id);
         }
         if !incomplete.is_empty() {
@@ -157,7 +183,10 @@ impl Store {
         // Our own temporary files (tar-splits and JSON being written when we were interrupted).
         if let Ok(rd) = std::fs::read_dir(self.layers_dir()) {
             for e in rd.flatten() {
-                if e.file_name().to_string_lossy().starts_with(atomic::TEMP_PREFIX) {
+                if e.file_name()
+                    .to_string_lossy()
+                    .starts_with(atomic::TEMP_PREFIX)
+                {
                     let _ = std::fs::remove_file(e.path());
                 }
             }

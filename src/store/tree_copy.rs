@@ -5,8 +5,8 @@ use std::fs::File;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 
-use rustix::fs::{AtFlags, Dir, FileType, Mode, OFlags, Timestamps, XattrFlags};
 use rustix::fs::Timespec;
+use rustix::fs::{AtFlags, Dir, FileType, Mode, OFlags, Timestamps, XattrFlags};
 
 use crate::error::{Error, Result};
 use crate::fsutil::{open_dir, open_dir_at, proc_path};
@@ -20,15 +20,28 @@ pub fn copy_tree(src: &Path, dst: &Path) -> Result<()> {
     let dst_fd = open_dir(dst).map_err(io)?;
     let mut links = HashMap::new();
     let mut path = Vec::new();
-    copy_dir(src_fd.as_fd(), dst_fd.as_fd(), dst_fd.as_fd(), &mut path, &mut links).map_err(io)?;
+    copy_dir(
+        src_fd.as_fd(),
+        dst_fd.as_fd(),
+        dst_fd.as_fd(),
+        &mut path,
+        &mut links,
+    )
+    .map_err(io)?;
     copy_meta(src_fd.as_fd(), b"", dst_fd.as_fd(), b"", &st).map_err(io)?;
     Ok(())
 }
 
 fn times(st: &rustix::fs::Stat) -> Timestamps {
     Timestamps {
-        last_access: Timespec { tv_sec: st.st_atime, tv_nsec: st.st_atime_nsec as _ },
-        last_modification: Timespec { tv_sec: st.st_mtime, tv_nsec: st.st_mtime_nsec as _ },
+        last_access: Timespec {
+            tv_sec: st.st_atime,
+            tv_nsec: st.st_atime_nsec as _,
+        },
+        last_modification: Timespec {
+            tv_sec: st.st_mtime,
+            tv_nsec: st.st_mtime_nsec as _,
+        },
     }
 }
 
@@ -51,7 +64,13 @@ fn copy_xattrs(src: &[u8], dst: &[u8]) -> rustix::io::Result<()> {
 }
 
 /// Owner, xattrs, mode and times of `dst_name` in `dst_dir` from `st` and the source's xattrs.
-fn copy_meta(src_dir: BorrowedFd<'_>, src_name: &[u8], dst_dir: BorrowedFd<'_>, dst_name: &[u8], st: &rustix::fs::Stat) -> rustix::io::Result<()> {
+fn copy_meta(
+    src_dir: BorrowedFd<'_>,
+    src_name: &[u8],
+    dst_dir: BorrowedFd<'_>,
+    dst_name: &[u8],
+    st: &rustix::fs::Stat,
+) -> rustix::io::Result<()> {
     let ft = FileType::from_raw_mode(st.st_mode);
     let name: &[u8] = if dst_name.is_empty() { b"." } else { dst_name };
     rustix::fs::chownat(
@@ -63,7 +82,12 @@ fn copy_meta(src_dir: BorrowedFd<'_>, src_name: &[u8], dst_dir: BorrowedFd<'_>, 
     )?;
     copy_xattrs(&proc_path(src_dir, src_name), &proc_path(dst_dir, dst_name))?;
     if ft != FileType::Symlink {
-        rustix::fs::chmodat(dst_dir, name, Mode::from_raw_mode(st.st_mode & 0o7777), AtFlags::empty())?;
+        rustix::fs::chmodat(
+            dst_dir,
+            name,
+            Mode::from_raw_mode(st.st_mode & 0o7777),
+            AtFlags::empty(),
+        )?;
     }
     rustix::fs::utimensat(dst_dir, name, &times(st), AtFlags::SYMLINK_NOFOLLOW)
 }
@@ -91,7 +115,13 @@ fn copy_dir(
         if ft != FileType::Directory && st.st_nlink > 1 {
             let key = (st.st_dev as u64, st.st_ino as u64);
             if let Some(first) = links.get(&key) {
-                rustix::fs::linkat(dst_root, first.as_slice(), dst, name.as_slice(), AtFlags::empty())?;
+                rustix::fs::linkat(
+                    dst_root,
+                    first.as_slice(),
+                    dst,
+                    name.as_slice(),
+                    AtFlags::empty(),
+                )?;
                 path.truncate(saved);
                 continue;
             }
@@ -105,11 +135,20 @@ fn copy_dir(
                 copy_dir(s.as_fd(), d.as_fd(), dst_root, path, links)?;
             }
             FileType::RegularFile => {
-                let s = rustix::fs::openat(src, name.as_slice(), OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())?;
+                let s = rustix::fs::openat(
+                    src,
+                    name.as_slice(),
+                    OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )?;
                 let d = rustix::fs::openat(
                     dst,
                     name.as_slice(),
-                    OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    OFlags::WRONLY
+                        | OFlags::CREATE
+                        | OFlags::EXCL
+                        | OFlags::NOFOLLOW
+                        | OFlags::CLOEXEC,
                     Mode::from_raw_mode(0o600),
                 )?;
                 copy_content(&s, &d, st.st_size as u64)?;
@@ -118,8 +157,17 @@ fn copy_dir(
                 let target = rustix::fs::readlinkat(src, name.as_slice(), Vec::new())?;
                 rustix::fs::symlinkat(target.as_c_str(), dst, name.as_slice())?;
             }
-            FileType::CharacterDevice | FileType::BlockDevice | FileType::Fifo | FileType::Socket => {
-                rustix::fs::mknodat(dst, name.as_slice(), ft, Mode::from_raw_mode(st.st_mode & 0o7777), st.st_rdev)?;
+            FileType::CharacterDevice
+            | FileType::BlockDevice
+            | FileType::Fifo
+            | FileType::Socket => {
+                rustix::fs::mknodat(
+                    dst,
+                    name.as_slice(),
+                    ft,
+                    Mode::from_raw_mode(st.st_mode & 0o7777),
+                    st.st_rdev,
+                )?;
             }
             FileType::Unknown => {}
         }
@@ -140,7 +188,9 @@ pub fn copy_content(src: &OwnedFd, dst: &OwnedFd, len: u64) -> rustix::io::Resul
         match rustix::fs::copy_file_range(src, None, dst, None, chunk) {
             Ok(0) => break,
             Ok(n) => left -= n as u64,
-            Err(rustix::io::Errno::XDEV) | Err(rustix::io::Errno::NOSYS) | Err(rustix::io::Errno::INVAL) => {
+            Err(rustix::io::Errno::XDEV)
+            | Err(rustix::io::Errno::NOSYS)
+            | Err(rustix::io::Errno::INVAL) => {
                 let mut s = File::from(src.try_clone().map_err(|_| rustix::io::Errno::BADF)?);
                 let mut d = File::from(dst.try_clone().map_err(|_| rustix::io::Errno::BADF)?);
                 std::io::copy(&mut s, &mut d).map_err(|_| rustix::io::Errno::IO)?;
