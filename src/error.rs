@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A filesystem or stream operation failed.
-    #[error("{what} {}: {source}", path.display())]
+    #[error("{what} {}", path.display())]
     Io {
         /// What was being done.
         what: &'static str,
@@ -17,13 +17,22 @@ pub enum Error {
         source: std::io::Error,
     },
     /// Reading a stream failed.
-    #[error("reading {what}: {source}")]
+    #[error("reading {what}")]
     Read {
         /// The stream.
         what: String,
         /// The OS or decoder error.
         #[source]
         source: std::io::Error,
+    },
+    /// An error while writing one layer.
+    #[error("layer {digest}")]
+    Layer {
+        /// The layer blob's digest.
+        digest: String,
+        /// What went wrong.
+        #[source]
+        source: Box<Error>,
     },
     /// An on-disk record or format error.
     #[error(transparent)]

@@ -52,7 +52,7 @@ fn read_exact_or_eof<R: Read>(r: &mut R, buf: &mut [u8]) -> Result<usize> {
             Ok(0) => break,
             Ok(n) => done += n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(Error::read("layer stream", e)),
+            Err(e) => return Err(stream_error(e)),
         }
     }
     Ok(done)
@@ -204,7 +204,7 @@ impl<R: Read> TarStream<R> {
             match self.inner.read(&mut buf[..want]) {
                 Ok(n) => break n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(Error::read("layer stream", e)),
+                Err(e) => return Err(stream_error(e)),
             }
         };
         if n == 0 {
@@ -217,6 +217,15 @@ impl<R: Read> TarStream<R> {
     /// The inner reader.
     pub fn inner_ref(&self) -> &R {
         &self.inner
+    }
+}
+
+/// A read error of the (decompressed) layer stream; an early end of a compressed stream is a truncation.
+fn stream_error(e: std::io::Error) -> Error {
+    if e.kind() == std::io::ErrorKind::UnexpectedEof {
+        Error::truncated("compressed layer stream")
+    } else {
+        Error::read("layer stream", e)
     }
 }
 

@@ -284,6 +284,13 @@ impl Store {
                                 driver.create(&ids_[i], (i > 0).then(|| ids_[i - 1].as_str()))?;
                             }
                             self.write_one_layer(i, &input.layers[i], &ids_[i], blobs, progress)
+                                .map_err(|e| match e {
+                                    e @ Error::DigestMismatch { .. } => e,
+                                    e => Error::Layer {
+                                        digest: input.layers[i].blob_digest.to_string(),
+                                        source: Box::new(e),
+                                    },
+                                })
                         })();
                         if r.is_err() {
                             failed.store(true, Ordering::SeqCst);
