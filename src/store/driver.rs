@@ -119,6 +119,13 @@ impl Driver {
     /// Creates the layer's directories. For overlay this needs the parent's `link` and `lower`; for vfs
     /// the parent's tree is copied, so the parent must be complete.
     pub fn create(&self, id: &str, parent: Option<&str>) -> Result<()> {
+        self.create_with(id, parent, true)
+    }
+
+    /// Like [`create`](Self::create), but with `with_tree` false the layer's tree itself
+    /// ([`tree_path`](Self::tree_path)) is left for the caller to create, e.g. as a copy of another
+    /// store's tree.
+    pub fn create_with(&self, id: &str, parent: Option<&str>, with_tree: bool) -> Result<()> {
         let dir = self.layer_dir(id);
         match self.kind {
             DriverKind::Overlay => {
@@ -130,7 +137,9 @@ impl Driver {
                         .map_err(|e| Error::io("reading parent layer", self.tree_path(p), e))?,
                     None => 0o555,
                 };
-                mkdir(&diff, diff_mode)?;
+                if with_tree {
+                    mkdir(&diff, diff_mode)?;
+                }
                 let link = ov::new_link_id();
                 crate::store::atomic::atomic_write(&dir.join("link"), link.as_bytes(), 0o644)?;
                 let l = self.home.join(ov::LINK_DIR).join(&link);
@@ -159,6 +168,7 @@ impl Driver {
                 mkdir(&dir.join("merged"), 0o700)?;
                 Ok(())
             }
+            DriverKind::Vfs if !with_tree => Ok(()),
             DriverKind::Vfs => match parent {
                 Some(p) => copy_tree(&self.layer_dir(p), &dir),
                 None => mkdir(&dir, 0o755),

@@ -438,7 +438,7 @@ impl Store {
     }
 
     /// Writes the big data and the image record (the layers lock is held by the caller).
-    fn commit_image(
+    pub(crate) fn commit_image(
         &self,
         input: &ImageInput,
         top: Option<String>,

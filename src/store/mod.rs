@@ -1,6 +1,10 @@
 //! The containers-storage engine: open a store, lock it as c/storage does, read and write its records.
 
 pub mod atomic;
+pub mod copy;
+pub mod delete;
+pub mod lookup;
+pub mod verify;
 pub mod driver;
 pub mod import;
 pub mod records;

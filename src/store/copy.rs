@@ -1,0 +1,178 @@
+//! Store-to-store image copies without a tar round trip: each missing layer's tree is hardlinked (or
+//! reflinked, or copied) from the source store and its tar-split copied as it is, so IDs, DiffIDs and
+//! digests stay identical and the source store is never changed.
+
+use std::path::PathBuf;
+
+use storage_format::{Digest, ImageRecord, LayerRecord, big_data_file_name};
+
+use super::Store;
+use super::import::ImageInput;
+use super::records;
+use super::tree_copy::{CopyMode, CopyStats, copy_tree_with};
+use crate::error::{Error, Result};
+
+/// What a store-to-store copy did.
+#[derive(Debug, Clone)]
+pub struct CopyReport {
+    /// The image ID (the same in both stores).
+    pub image_id: String,
+    /// The manifest digest.
+    pub manifest_digest: String,
+    /// Names given in the destination.
+    pub names: Vec<String>,
+    /// Layers copied.
+    pub layers_copied: usize,
+    /// Layers the destination already had.
+    pub layers_reused: usize,
+    /// How the files got there.
+    pub stats: CopyStats,
+}
+
+/// Options of a copy.
+#[derive(Debug, Clone, Default)]
+pub struct CopyOptions {
+    /// Names to give the image in the destination; empty = the source's names.
+    pub names: Vec<String>,
+    /// Rebuild each copied layer's tar from its tar-split and files and check its DiffID first.
+    pub verify: bool,
+}
+
+fn read_big_data(store: &Store, image: &ImageRecord, key: &str) -> Result<Vec<u8>> {
+    let p = store.images_dir().join(&image.id).join(big_data_file_name(key));
+    std::fs::read(&p).map_err(|e| Error::io("reading image data", &p, e))
+}
+
+impl Store {
+    /// Copies the image `image_id` from `src` into this store.
+    pub fn copy_image_from(&self, src: &Store, image_id: &str, opts: &CopyOptions) -> Result<CopyReport> {
+        let same = std::fs::canonicalize(&src.config().graphroot).ok() == std::fs::canonicalize(&self.config().graphroot).ok();
+        if same {
+            return Err(Error::InvalidInput("source and destination are the same store".into()));
+        }
+        if src.config().driver != self.config().driver {
+            return Err(Error::Unsupported(format!(
+                "copying between a {} store and a {} store",
+                src.config().driver.name(),
+                self.config().driver.name()
+            )));
+        }
+        // Hold the source's read locks for the whole copy: nobody changes what we link to.
+        let _src_layers = src.layers_lock().lock_read()?;
+        let _src_images = src.images_lock().lock_read()?;
+        let (src_images, _) = src.read_images()?;
+        let image = src_images
+            .get(image_id)
+            .cloned()
+            .ok_or_else(|| Error::NotFound(format!("image {image_id} is not in the source store")))?;
+        let (src_layers, _) = src.read_layers()?;
+        // The layer chain, base first.
+        let mut chain: Vec<LayerRecord> = Vec::new();
+        let mut next = image.layer.clone();
+        while let Some(id) = next {
+            let l = src_layers.get(&id).cloned().ok_or_else(|| {
+                Error::NotFound(format!("layer {id} of image {image_id} is missing from the source store: the source is damaged"))
+            })?;
+            if l.is_incomplete() {
+                return Err(Error::InvalidInput(format!("layer {id} of the source store is incomplete")));
+            }
+            next = l.parent.clone();
+            chain.push(l);
+            if chain.len() > 500 {
+                return Err(Error::InvalidInput("layer chain deeper than 500".into()));
+            }
+        }
+        chain.reverse();
+        let manifest = read_big_data(src, &image, "manifest")?;
+        let manifest_digest = match &image.digest {
+            Some(d) => Digest::parse(d)?,
+            None => Digest::of_bytes(&manifest),
+        };
+        let config_digest = Digest::parse(&format!("sha256:{}", image.id))?;
+        let config = read_big_data(src, &image, config_digest.as_str())?;
+        let names = if opts.names.is_empty() { image.names.clone() } else { opts.names.clone() };
+        let input = ImageInput {
+            manifest,
+            manifest_digest,
+            config,
+            config_digest,
+            created: image.created.clone(),
+            layers: Vec::new(),
+            names: names.clone(),
+        };
+
+        let guard = self.layers_lock().lock_write()?;
+        let layers_json = self.layers_dir().join("layers.json");
+        let (mut layers, original) = self.read_layers()?;
+        let to_copy: Vec<&LayerRecord> = chain.iter().filter(|l| layers.get(&l.id).is_none()).collect();
+        if opts.verify {
+            for l in &to_copy {
+                src.verify_layer(l)?;
+            }
+        }
+        for l in &to_copy {
+            let mut rec = LayerRecord {
+                id: l.id.clone(),
+                parent: l.parent.clone(),
+                created: l.created.clone(),
+                compressed_diff_digest: l.compressed_diff_digest.clone(),
+                compressed_size: l.compressed_size,
+                diff_digest: l.diff_digest.clone(),
+                diff_size: l.diff_size,
+                compression: l.compression,
+                uidset: l.uidset.clone(),
+                gidset: l.gidset.clone(),
+                ..Default::default()
+            };
+            rec.set_incomplete(true);
+            layers.push(rec);
+        }
+        let mut stats = CopyStats::default();
+        let mut tmps: Vec<PathBuf> = Vec::new();
+        let result = (|| -> Result<()> {
+            if to_copy.is_empty() {
+                return Ok(());
+            }
+            records::write(&layers_json, &layers, &guard)?;
+            for l in &to_copy {
+                self.driver().create_with(&l.id, l.parent.as_deref(), false)?;
+                let s = copy_tree_with(&src.driver().tree_path(&l.id), &self.driver().tree_path(&l.id), CopyMode::Link)?;
+                stats.add(s);
+                let from = src.tar_split_path(&l.id);
+                let tmp = self.layers_dir().join(format!("{}{}.tar-split.gz", super::atomic::TEMP_PREFIX, l.id));
+                std::fs::copy(&from, &tmp).map_err(|e| Error::io("copying tar-split", &from, e))?;
+                tmps.push(tmp);
+            }
+            for (l, tmp) in to_copy.iter().zip(&tmps) {
+                let dst = self.tar_split_path(&l.id);
+                std::fs::rename(tmp, &dst).map_err(|e| Error::io("renaming", &dst, e))?;
+                if let Some(rec) = layers.get_mut(&l.id) {
+                    rec.set_incomplete(false);
+                }
+            }
+            records::write(&layers_json, &layers, &guard)
+        })()
+        .and_then(|()| self.commit_image(&input, image.layer.clone(), &guard).map(|_| ()));
+        if let Err(e) = result {
+            for l in &to_copy {
+                self.driver().remove(&l.id)?;
+                let _ = std::fs::remove_file(self.tar_split_path(&l.id));
+            }
+            for t in &tmps {
+                let _ = std::fs::remove_file(t);
+            }
+            if !to_copy.is_empty() {
+                records::write_bytes(&layers_json, original.as_deref(), &guard)?;
+            }
+            return Err(e);
+        }
+        Ok(CopyReport {
+            image_id: image.id.clone(),
+            manifest_digest: input.manifest_digest.to_string(),
+            names,
+            layers_copied: to_copy.len(),
+            layers_reused: chain.len() - to_copy.len(),
+            stats,
+        })
+    }
+}
