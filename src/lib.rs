@@ -10,10 +10,12 @@
 //! - [`cli`]: the `bootc-image` command line, thin over the above.
 #![forbid(unsafe_code)]
 
+pub mod bootc;
 pub mod cli;
 pub mod error;
 pub mod fsutil;
 pub mod layer;
+pub mod podman;
 pub mod reference;
 pub mod source;
 pub mod store;

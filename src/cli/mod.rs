@@ -1,7 +1,12 @@
 //! The command line: argument parsing and one module per command.
 
+mod bound_images;
+mod cmd;
 mod copy_to_storage;
+mod list;
 mod progress;
+mod pull_from_default_storage;
+mod storage;
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -23,6 +28,9 @@ pub struct Cli {
     /// Storage driver: overlay or vfs (like podman's --storage-driver). Default: from storage.conf.
     #[arg(long, global = true, value_name = "DRIVER")]
     pub storage_driver: Option<String>,
+    /// The physical root bootc manages (a booted system's `/`, or a sysroot on disk).
+    #[arg(long, global = true, value_name = "PATH", default_value = "/")]
+    pub sysroot: PathBuf,
     /// The command.
     #[command(subcommand)]
     pub command: Command,
@@ -33,9 +41,27 @@ pub struct Cli {
 pub enum Command {
     /// Copy an image into containers-storage (default target localhost/bootc).
     CopyToStorage(copy_to_storage::Args),
+    /// List the images bootc holds: host images, unified (bootc's store) and logically bound ones.
+    List(list::Args),
+    /// Copy an image from the default store (podman's) into bootc's store, sharing its files.
+    PullFromDefaultStorage(pull_from_default_storage::Args),
+    /// Run podman on bootc's store: list, build, pull or push.
+    #[command(subcommand)]
+    Cmd(cmd::CmdCommand),
+    /// Logically bound images (usr/lib/bootc/bound-images.d).
+    #[command(subcommand)]
+    BoundImages(bound_images::BoundCommand),
+    /// bootc's store: create, inspect, verify, collect garbage.
+    #[command(subcommand)]
+    Storage(storage::StorageCommand),
 }
 
 impl Cli {
+    /// The sysroot these options select.
+    pub fn sysroot(&self) -> crate::bootc::sysroot::Sysroot {
+        crate::bootc::sysroot::Sysroot::new(&self.sysroot)
+    }
+
     /// The store configuration these options select.
     pub fn store_config(&self) -> anyhow::Result<StoreConfig> {
         Ok(StoreConfig::resolve(
@@ -67,5 +93,10 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<()> {
     };
     match &cli.command {
         Command::CopyToStorage(args) => copy_to_storage::run(&cli, args),
+        Command::List(args) => list::run(&cli, args),
+        Command::PullFromDefaultStorage(args) => pull_from_default_storage::run(&cli, args),
+        Command::Cmd(c) => cmd::run(&cli, c),
+        Command::BoundImages(c) => bound_images::run(&cli, c),
+        Command::Storage(c) => storage::run(&cli, c),
     }
 }

@@ -101,6 +101,7 @@ impl Store {
             names: names.clone(),
         };
 
+        let _w = self.writer()?;
         let guard = self.layers_lock().lock_write()?;
         let layers_json = self.layers_dir().join("layers.json");
         let (mut layers, original) = self.read_layers()?;

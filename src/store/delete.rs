@@ -21,6 +21,7 @@ impl Store {
     /// Removes the images with the given IDs, then every layer no remaining image or layer (including
     /// containers' layers) uses and that is not mounted.
     pub fn delete_images(&self, ids: &[String]) -> Result<DeleteReport> {
+        let _w = self.writer()?;
         let layers_guard = self.layers_lock().lock_write()?;
         let images_guard = self.images_lock().lock_write()?;
         let (mut images, _) = self.read_images()?;

@@ -115,6 +115,7 @@ impl Store {
             let id = ids::layer_id(ids_.last().map(String::as_str), &l.diff_id);
             ids_.push(id);
         }
+        let _w = self.writer()?;
         let guard = self.layers_lock().lock_write()?;
         let layers_json = self.layers_dir().join("layers.json");
         let (mut layers, original) = self.read_layers()?;

@@ -78,6 +78,7 @@ pub struct Store {
     driver: Driver,
     layers_lock: LockFile,
     images_lock: LockFile,
+    write_mutex: std::sync::Mutex<()>,
 }
 
 impl Store {
@@ -99,6 +100,7 @@ impl Store {
             driver,
             layers_lock,
             images_lock,
+            write_mutex: std::sync::Mutex::new(()),
         };
         store.recover()?;
         Ok(store)
@@ -160,6 +162,28 @@ impl Store {
         Ok(file.iter().cloned().collect())
     }
 
+    /// Writes empty `layers.json` and `images.json` where they are missing, so the store is complete as a
+    /// read-only additional image store.
+    pub fn init_empty_records(&self) -> Result<()> {
+        let _w = self.writer()?;
+        let lg = self.layers_lock.lock_write()?;
+        let p = self.layers_dir().join("layers.json");
+        if !p.exists() {
+            records::write_bytes(&p, Some(b"[]"), &lg)?;
+        }
+        let ig = self.images_lock.lock_write()?;
+        let p = self.images_dir().join("images.json");
+        if !p.exists() {
+            records::write_bytes(&p, Some(b"[]"), &ig)?;
+        }
+        Ok(())
+    }
+
+    /// Serializes this process's writers: POSIX locks do not exclude threads of one process.
+    pub(crate) fn writer(&self) -> Result<std::sync::MutexGuard<'_, ()>> {
+        self.write_mutex.lock().map_err(|_| Error::Internal("a writer panicked".into()))
+    }
+
     /// Lists the layers (takes the layers lock for reading).
     pub fn layers(&self) -> Result<Vec<LayerRecord>> {
         let _g = self.layers_lock.lock_read()?;
@@ -168,6 +192,7 @@ impl Store {
     }
 
     fn recover(&self) -> Result<()> {
+        let _w = self.writer()?;
         let guard = self.layers_lock.lock_write()?;
         let (mut layers, _) = self.read_layers()?;
         let incomplete: Vec<String> = layers

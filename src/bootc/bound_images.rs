@@ -1,0 +1,146 @@
+//! Logically bound images: `usr/lib/bootc/bound-images.d` in a root, as upstream bootc reads it.
+//!
+//! Every entry must be a symlink named `*.image` or `*.container` pointing at a quadlet file (resolved
+//! inside the root); the file's `[Image]` or `[Container]` section names the image with `Image=`.
+
+use std::io::Read;
+use std::os::fd::AsFd;
+use std::path::Path;
+
+use rustix::fs::{Mode, OFlags, ResolveFlags};
+
+use crate::error::{Error, Result};
+
+/// The directory, relative to a root.
+pub const BOUND_IMAGE_DIR: &str = "usr/lib/bootc/bound-images.d";
+
+/// A bound image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BoundImage {
+    /// The image reference from `Image=`.
+    pub image: String,
+    /// The file that named it.
+    pub source: String,
+}
+
+fn invalid(file: &str, why: &str) -> Error {
+    Error::InvalidInput(format!("bound image {file}: {why}"))
+}
+
+/// Reads the bound images of the root filesystem at `root`, sorted by file name.
+pub fn read(root: &Path) -> Result<Vec<BoundImage>> {
+    let dir = root.join(BOUND_IMAGE_DIR);
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::io("reading", &dir, e)),
+    };
+    let root_fd = crate::fsutil::open_dir(root).map_err(|e| Error::io("opening", root, std::io::Error::from(e)))?;
+    let mut names = Vec::new();
+    for e in entries {
+        let e = e.map_err(|e| Error::io("reading", &dir, e))?;
+        names.push(e.file_name());
+    }
+    names.sort();
+    let mut out = Vec::new();
+    for os_name in names {
+        let name = os_name
+            .to_str()
+            .ok_or_else(|| invalid(&os_name.to_string_lossy(), "invalid non-UTF-8 file name"))?
+            .to_string();
+        let path = dir.join(&name);
+        let meta = std::fs::symlink_metadata(&path).map_err(|e| Error::io("reading", &path, e))?;
+        if !meta.file_type().is_symlink() {
+            return Err(invalid(&name, "Not a symlink"));
+        }
+        let section = if name.ends_with(".image") {
+            "Image"
+        } else if name.ends_with(".container") {
+            "Container"
+        } else {
+            return Err(invalid(&name, "Invalid file extension (expected .image or .container)"));
+        };
+        // Resolve the link (absolute or relative) inside the root, never outside it.
+        let rel = format!("{BOUND_IMAGE_DIR}/{name}");
+        let fd = rustix::fs::openat2(
+            root_fd.as_fd(),
+            rel.as_str(),
+            OFlags::RDONLY | OFlags::CLOEXEC,
+            Mode::empty(),
+            ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
+        )
+        .map_err(|e| invalid(&name, &format!("cannot open its target: {e}")))?;
+        let mut text = String::new();
+        std::fs::File::from(fd)
+            .take(1 << 20)
+            .read_to_string(&mut text)
+            .map_err(|e| invalid(&name, &format!("cannot read it: {e}")))?;
+        let image = parse_unit(&text, section).map_err(|why| invalid(&name, &why))?;
+        out.push(BoundImage { image, source: name });
+    }
+    Ok(out)
+}
+
+/// Extracts `Image=` from section `[section]` of a quadlet unit; refuses `AuthFile=` and specifiers.
+pub fn parse_unit(text: &str, section: &str) -> std::result::Result<String, String> {
+    let mut current = String::new();
+    let mut image = None;
+    for raw in text.lines() {
+        let line = raw.trim();
+        if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
+            continue;
+        }
+        if let Some(s) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            current = s.trim().to_string();
+            continue;
+        }
+        if current != section {
+            continue;
+        }
+        let Some((k, v)) = line.split_once('=') else { continue };
+        match k.trim() {
+            "Image" => image = Some(unescape_specifiers(v.trim())?),
+            "AuthFile" => return Err("AuthFile is not supported".into()),
+            _ => {}
+        }
+    }
+    image.ok_or_else(|| format!("missing Image= in [{section}]"))
+}
+
+/// `%%` → `%`; any other systemd specifier is refused.
+fn unescape_specifiers(v: &str) -> std::result::Result<String, String> {
+    let mut out = String::new();
+    let mut chars = v.chars();
+    while let Some(c) = chars.next() {
+        if c == '%' {
+            match chars.next() {
+                Some('%') => out.push('%'),
+                Some(x) => return Err(format!("systemd specifiers are not supported: %{x}")),
+                None => return Err("invalid trailing %".into()),
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    if out.is_empty() {
+        return Err("empty Image=".into());
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn units() {
+        assert_eq!(parse_unit("[Image]\nImage=quay.io/a/b:1\n", "Image").unwrap(), "quay.io/a/b:1");
+        assert_eq!(
+            parse_unit("[Unit]\nImage=x\n[Container]\nExec=sh\nImage = q.io/c%%d\n", "Container").unwrap(),
+            "q.io/c%d"
+        );
+        assert!(parse_unit("[Image]\nImage=a/%n\n", "Image").unwrap_err().contains("specifiers"));
+        assert!(parse_unit("[Image]\nImage=a\nAuthFile=/x\n", "Image").unwrap_err().contains("AuthFile"));
+        assert!(parse_unit("[Image]\n", "Image").unwrap_err().contains("missing Image="));
+    }
+}

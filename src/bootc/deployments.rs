@@ -1,0 +1,96 @@
+//! OSTree deployments of a sysroot: their roots and the image each was deployed from.
+
+use std::path::{Path, PathBuf};
+
+use super::sysroot::Sysroot;
+use crate::error::{Error, Result};
+
+/// One deployment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Deployment {
+    /// The stateroot (OS name).
+    pub stateroot: String,
+    /// Its directory name, `<checksum>.<serial>`.
+    pub name: String,
+    /// Its root filesystem.
+    pub root: PathBuf,
+    /// The container image reference in its origin (`container-image-reference`), if any.
+    pub image_reference: Option<String>,
+}
+
+impl Deployment {
+    /// The image name without its ostree-container transport prefix (`ostree-unverified-registry:`…).
+    pub fn image_name(&self) -> Option<String> {
+        self.image_reference.as_deref().map(strip_transport)
+    }
+}
+
+/// Strips `ostree-unverified-registry:`, `ostree-remote-image:REMOTE:`, `docker://` and similar prefixes.
+pub fn strip_transport(r: &str) -> String {
+    let mut s = r;
+    for p in ["ostree-unverified-registry:", "ostree-unverified-image:", "ostree-image-signed:"] {
+        if let Some(rest) = s.strip_prefix(p) {
+            s = rest;
+        }
+    }
+    if let Some(rest) = s.strip_prefix("ostree-remote-image:").or_else(|| s.strip_prefix("ostree-remote-registry:")) {
+        s = rest.split_once(':').map(|(_, r)| r).unwrap_or(rest);
+    }
+    for p in ["docker://", "registry:", "containers-storage:"] {
+        if let Some(rest) = s.strip_prefix(p) {
+            s = rest;
+        }
+    }
+    s.to_string()
+}
+
+fn origin_image(origin: &Path) -> Result<Option<String>> {
+    let text = match std::fs::read_to_string(origin) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io("reading", origin, e)),
+    };
+    let mut in_origin = false;
+    for line in text.lines() {
+        let line = line.trim();
+        if line.starts_with('[') {
+            in_origin = line == "[origin]";
+        } else if in_origin && let Some(v) = line.strip_prefix("container-image-reference=") {
+            return Ok(Some(v.trim().to_string()));
+        }
+    }
+    Ok(None)
+}
+
+/// Lists the deployments on disk (`ostree/deploy/<stateroot>/deploy/<checksum>.<serial>`).
+pub fn list(sysroot: &Sysroot) -> Result<Vec<Deployment>> {
+    let deploy = sysroot.path().join("ostree/deploy");
+    let mut out = Vec::new();
+    let Ok(stateroots) = std::fs::read_dir(&deploy) else { return Ok(out) };
+    for sr in stateroots.flatten() {
+        let stateroot = sr.file_name().to_string_lossy().into_owned();
+        let dir = sr.path().join("deploy");
+        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        let mut names: Vec<String> = entries
+            .flatten()
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        for name in names {
+            let root = dir.join(&name);
+            let image_reference = origin_image(&dir.join(format!("{name}.origin")))?;
+            out.push(Deployment { stateroot: stateroot.clone(), name, root, image_reference });
+        }
+    }
+    Ok(out)
+}
+
+/// The root whose bound images are "logical": the sysroot itself when it carries
+/// `usr/lib/bootc/bound-images.d` (a booted `/`), else the first deployment.
+pub fn running_root(sysroot_arg: &Path, sysroot: &Sysroot) -> Result<Option<PathBuf>> {
+    if sysroot_arg.join(super::bound_images::BOUND_IMAGE_DIR).exists() || sysroot_arg == Path::new("/") {
+        return Ok(Some(sysroot_arg.to_path_buf()));
+    }
+    Ok(list(sysroot)?.into_iter().next().map(|d| d.root))
+}

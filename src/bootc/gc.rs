@@ -1,0 +1,37 @@
+//! Garbage collection of bootc's store: keep exactly the images some deployment binds or boots.
+
+use std::collections::BTreeSet;
+
+use super::sysroot::Sysroot;
+use super::{bound_images, deployments};
+use crate::error::Result;
+use crate::store::Store;
+use crate::store::delete::DeleteReport;
+
+/// The names that keep images alive: every deployment's bound images and host image name.
+pub fn roots(sysroot: &Sysroot) -> Result<BTreeSet<String>> {
+    let mut roots = BTreeSet::new();
+    for d in deployments::list(sysroot)? {
+        for b in bound_images::read(&d.root)? {
+            roots.insert(crate::reference::normalize(&b.image).unwrap_or(b.image));
+        }
+        if let Some(name) = d.image_name() {
+            roots.insert(crate::reference::normalize(&name).unwrap_or(name));
+        }
+    }
+    Ok(roots)
+}
+
+/// Removes every image none of whose names is a root (untagged images too), and their unused layers.
+pub fn collect(store: &Store, roots: &BTreeSet<String>, dry_run: bool) -> Result<DeleteReport> {
+    let garbage: Vec<String> = store
+        .images()?
+        .into_iter()
+        .filter(|img| !img.names.iter().any(|n| roots.contains(n)))
+        .map(|img| img.id)
+        .collect();
+    if dry_run {
+        return Ok(DeleteReport { images: garbage, layers: Vec::new() });
+    }
+    store.delete_images(&garbage)
+}

@@ -1,0 +1,101 @@
+//! `bootc-image list`: the images bootc holds, in upstream's JSON and table shapes.
+
+use serde::Serialize;
+
+use super::Cli;
+use crate::bootc::{bound_images, deployments, host_images, storage, sysroot};
+
+/// Which images to list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ListType {
+    /// Everything.
+    All,
+    /// Host images in the OSTree repository.
+    Host,
+    /// Logically bound images of the running root.
+    Logical,
+    /// Images in bootc's own store.
+    Unified,
+}
+
+/// Output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// A table.
+    Table,
+    /// A JSON array.
+    Json,
+}
+
+/// Options of list.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Which images.
+    #[arg(long = "type", value_enum, default_value = "all")]
+    pub list_type: ListType,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: Format,
+}
+
+/// One row.
+#[derive(Debug, Serialize)]
+pub struct ImageOutput {
+    /// host, unified or logical.
+    pub image_type: &'static str,
+    /// The image.
+    pub image: String,
+}
+
+/// Collects the rows.
+pub fn collect(cli: &Cli, t: ListType) -> anyhow::Result<Vec<ImageOutput>> {
+    let sysroot = cli.sysroot();
+    let in_container = sysroot::running_in_container() && cli.sysroot == std::path::Path::new("/");
+    let t = if in_container && t == ListType::All { ListType::Logical } else { t };
+    if in_container && t == ListType::Host {
+        anyhow::bail!("listing host images requires a booted bootc system");
+    }
+    let mut out = Vec::new();
+    if matches!(t, ListType::All | ListType::Host) {
+        for image in host_images::list(&sysroot)? {
+            out.push(ImageOutput { image_type: "host", image });
+        }
+    }
+    if matches!(t, ListType::All | ListType::Unified)
+        && let Some(store) = storage::open_existing(&sysroot)?
+    {
+        for img in store.images()? {
+            for image in img.names {
+                out.push(ImageOutput { image_type: "unified", image });
+            }
+        }
+    }
+    if matches!(t, ListType::All | ListType::Logical)
+        && let Some(root) = deployments::running_root(&cli.sysroot, &sysroot)?
+    {
+        for b in bound_images::read(&root)? {
+            out.push(ImageOutput { image_type: "logical", image: b.image });
+        }
+    }
+    Ok(out)
+}
+
+/// Renders rows as upstream's table: columns REPOSITORY and TYPE, no borders.
+pub fn table(rows: &[ImageOutput]) -> String {
+    let w = rows.iter().map(|r| r.image.len()).max().unwrap_or(0).max("REPOSITORY".len());
+    let mut s = format!(" {:<w$}  TYPE \n", "REPOSITORY");
+    for r in rows {
+        s.push_str(&format!(" {:<w$}  {} \n", r.image, r.image_type));
+    }
+    s
+}
+
+/// Runs the command.
+pub fn run(cli: &Cli, args: &Args) -> anyhow::Result<()> {
+    let rows = collect(cli, args.list_type)?;
+    match args.format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
+        Format::Table => print!("{}", table(&rows)),
+    }
+    Ok(())
+}

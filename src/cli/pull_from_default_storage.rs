@@ -1,0 +1,66 @@
+//! `bootc-image pull-from-default-storage IMAGE`.
+
+use anyhow::Context;
+
+use super::Cli;
+use crate::bootc::storage;
+use crate::store::copy::CopyOptions;
+use crate::store::{Store, lookup};
+
+/// Options of pull-from-default-storage.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The image in the default store: a name, short name or ID.
+    pub image: String,
+    /// First rebuild each layer from its tar-split and files and check its DiffID.
+    #[arg(long)]
+    pub verify: bool,
+}
+
+/// Copies `image` from the default store into bootc's store; returns a one-line summary.
+pub fn pull(cli: &Cli, image: &str, verify: bool) -> anyhow::Result<String> {
+    let src_cfg = cli.store_config()?;
+    if !src_cfg.graphroot.exists() {
+        anyhow::bail!("the default store {} does not exist: pull the image with podman first", src_cfg.graphroot.display());
+    }
+    let src = Store::open(src_cfg.clone()).with_context(|| format!("opening the default store {}", src_cfg.graphroot.display()))?;
+    let images = src.images()?;
+    let found = lookup::find_image(&images, image).with_context(|| format!("in the default store {}", src_cfg.graphroot.display()))?;
+    let sysroot = cli.sysroot();
+    let (dst, _) = storage::ensure(&sysroot).with_context(|| format!("opening bootc's store {}", sysroot.storage_path().display()))?;
+    let names = found.names.clone();
+    let report = dst
+        .copy_image_from(&src, &found.id, &CopyOptions { names: names.clone(), verify })
+        .with_context(|| format!("copying {image} into bootc's store"))?;
+    Ok(format!(
+        "Copied {} ({} layers {}, {} reused)",
+        names.first().cloned().unwrap_or_else(|| report.image_id.clone()),
+        report.layers_copied,
+        match report.stats.method() {
+            "hardlink" => "hardlinked",
+            "reflink" => "reflinked",
+            _ => "copied",
+        },
+        report.layers_reused
+    ))
+}
+
+/// Re-runs the command in a private mount namespace when the stores' `overlay/` directories are bind
+/// mounts (podman leaves them so), so files can be hardlinked; returns the exit code if it did.
+pub fn reexec_for_links(cli: &Cli) -> anyhow::Result<Option<i32>> {
+    let src = cli.store_config()?;
+    let dirs = vec![src.graphroot.join(src.driver.name()), cli.sysroot().storage_path().join("overlay")];
+    Ok(crate::bootc::mountns::reexec_for_links(&dirs)?)
+}
+
+/// Runs the command.
+pub fn run(cli: &Cli, args: &Args) -> anyhow::Result<()> {
+    if let Some(code) = reexec_for_links(cli)? {
+        if code != 0 {
+            std::process::exit(code);
+        }
+        return Ok(());
+    }
+    println!("{}", pull(cli, &args.image, args.verify)?);
+    Ok(())
+}
