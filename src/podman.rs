@@ -22,14 +22,25 @@ pub fn podman_bin() -> OsString {
 /// `storage` bind-mounted on `/run/bootc/storage` in a private mount namespace (via `unshare`, so no unsafe
 /// code runs between fork and exec). The original `/run/bootc/storage` is opened as fd 3 first.
 pub fn command(storage: &Path, args: &[OsString]) -> Result<Command> {
-    std::fs::create_dir_all(ALIAS_DIR).map_err(|e| Error::io("creating directory", ALIAS_DIR, e))?;
+    std::fs::create_dir_all(ALIAS_DIR)
+        .map_err(|e| Error::io("creating directory", ALIAS_DIR, e))?;
     let script = r#"set -e
 exec 3<"$1"
 mount --bind "$2" "$1"
 shift 2
 exec "$@""#;
     let mut cmd = Command::new("unshare");
-    cmd.args(["--mount", "--propagation", "private", "--", "sh", "-c", script, "bootc-image-podman", ALIAS_DIR]);
+    cmd.args([
+        "--mount",
+        "--propagation",
+        "private",
+        "--",
+        "sh",
+        "-c",
+        script,
+        "bootc-image-podman",
+        ALIAS_DIR,
+    ]);
     cmd.arg(storage);
     cmd.arg(podman_bin());
     cmd.args(["--root", ALIAS_DIR, "--runroot", RUNROOT_ARG]);

@@ -35,7 +35,8 @@ pub fn read(root: &Path) -> Result<Vec<BoundImage>> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(Error::io("reading", &dir, e)),
     };
-    let root_fd = crate::fsutil::open_dir(root).map_err(|e| Error::io("opening", root, std::io::Error::from(e)))?;
+    let root_fd = crate::fsutil::open_dir(root)
+        .map_err(|e| Error::io("opening", root, std::io::Error::from(e)))?;
     let mut names = Vec::new();
     for e in entries {
         let e = e.map_err(|e| Error::io("reading", &dir, e))?;
@@ -58,7 +59,10 @@ pub fn read(root: &Path) -> Result<Vec<BoundImage>> {
         } else if name.ends_with(".container") {
             "Container"
         } else {
-            return Err(invalid(&name, "Invalid file extension (expected .image or .container)"));
+            return Err(invalid(
+                &name,
+                "Invalid file extension (expected .image or .container)",
+            ));
         };
         // Resolve the link (absolute or relative) inside the root, never outside it.
         let rel = format!("{BOUND_IMAGE_DIR}/{name}");
@@ -76,7 +80,10 @@ pub fn read(root: &Path) -> Result<Vec<BoundImage>> {
             .read_to_string(&mut text)
             .map_err(|e| invalid(&name, &format!("cannot read it: {e}")))?;
         let image = parse_unit(&text, section).map_err(|why| invalid(&name, &why))?;
-        out.push(BoundImage { image, source: name });
+        out.push(BoundImage {
+            image,
+            source: name,
+        });
     }
     Ok(out)
 }
@@ -97,7 +104,9 @@ pub fn parse_unit(text: &str, section: &str) -> std::result::Result<String, Stri
         if current != section {
             continue;
         }
-        let Some((k, v)) = line.split_once('=') else { continue };
+        let Some((k, v)) = line.split_once('=') else {
+            continue;
+        };
         match k.trim() {
             "Image" => image = Some(unescape_specifiers(v.trim())?),
             "AuthFile" => return Err("AuthFile is not supported".into()),
@@ -134,13 +143,32 @@ mod tests {
 
     #[test]
     fn units() {
-        assert_eq!(parse_unit("[Image]\nImage=quay.io/a/b:1\n", "Image").unwrap(), "quay.io/a/b:1");
         assert_eq!(
-            parse_unit("[Unit]\nImage=x\n[Container]\nExec=sh\nImage = q.io/c%%d\n", "Container").unwrap(),
+            parse_unit("[Image]\nImage=quay.io/a/b:1\n", "Image").unwrap(),
+            "quay.io/a/b:1"
+        );
+        assert_eq!(
+            parse_unit(
+                "[Unit]\nImage=x\n[Container]\nExec=sh\nImage = q.io/c%%d\n",
+                "Container"
+            )
+            .unwrap(),
             "q.io/c%d"
         );
-        assert!(parse_unit("[Image]\nImage=a/%n\n", "Image").unwrap_err().contains("specifiers"));
-        assert!(parse_unit("[Image]\nImage=a\nAuthFile=/x\n", "Image").unwrap_err().contains("AuthFile"));
-        assert!(parse_unit("[Image]\n", "Image").unwrap_err().contains("missing Image="));
+        assert!(
+            parse_unit("[Image]\nImage=a/%n\n", "Image")
+                .unwrap_err()
+                .contains("specifiers")
+        );
+        assert!(
+            parse_unit("[Image]\nImage=a\nAuthFile=/x\n", "Image")
+                .unwrap_err()
+                .contains("AuthFile")
+        );
+        assert!(
+            parse_unit("[Image]\n", "Image")
+                .unwrap_err()
+                .contains("missing Image=")
+        );
     }
 }

@@ -28,12 +28,19 @@ impl Deployment {
 /// Strips `ostree-unverified-registry:`, `ostree-remote-image:REMOTE:`, `docker://` and similar prefixes.
 pub fn strip_transport(r: &str) -> String {
     let mut s = r;
-    for p in ["ostree-unverified-registry:", "ostree-unverified-image:", "ostree-image-signed:"] {
+    for p in [
+        "ostree-unverified-registry:",
+        "ostree-unverified-image:",
+        "ostree-image-signed:",
+    ] {
         if let Some(rest) = s.strip_prefix(p) {
             s = rest;
         }
     }
-    if let Some(rest) = s.strip_prefix("ostree-remote-image:").or_else(|| s.strip_prefix("ostree-remote-registry:")) {
+    if let Some(rest) = s
+        .strip_prefix("ostree-remote-image:")
+        .or_else(|| s.strip_prefix("ostree-remote-registry:"))
+    {
         s = rest.split_once(':').map(|(_, r)| r).unwrap_or(rest);
     }
     for p in ["docker://", "registry:", "containers-storage:"] {
@@ -66,11 +73,15 @@ fn origin_image(origin: &Path) -> Result<Option<String>> {
 pub fn list(sysroot: &Sysroot) -> Result<Vec<Deployment>> {
     let deploy = sysroot.path().join("ostree/deploy");
     let mut out = Vec::new();
-    let Ok(stateroots) = std::fs::read_dir(&deploy) else { return Ok(out) };
+    let Ok(stateroots) = std::fs::read_dir(&deploy) else {
+        return Ok(out);
+    };
     for sr in stateroots.flatten() {
         let stateroot = sr.file_name().to_string_lossy().into_owned();
         let dir = sr.path().join("deploy");
-        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
         let mut names: Vec<String> = entries
             .flatten()
             .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
@@ -80,7 +91,12 @@ pub fn list(sysroot: &Sysroot) -> Result<Vec<Deployment>> {
         for name in names {
             let root = dir.join(&name);
             let image_reference = origin_image(&dir.join(format!("{name}.origin")))?;
-            out.push(Deployment { stateroot: stateroot.clone(), name, root, image_reference });
+            out.push(Deployment {
+                stateroot: stateroot.clone(),
+                name,
+                root,
+                image_reference,
+            });
         }
     }
     Ok(out)
@@ -89,7 +105,11 @@ pub fn list(sysroot: &Sysroot) -> Result<Vec<Deployment>> {
 /// The root whose bound images are "logical": the sysroot itself when it carries
 /// `usr/lib/bootc/bound-images.d` (a booted `/`), else the first deployment.
 pub fn running_root(sysroot_arg: &Path, sysroot: &Sysroot) -> Result<Option<PathBuf>> {
-    if sysroot_arg.join(super::bound_images::BOUND_IMAGE_DIR).exists() || sysroot_arg == Path::new("/") {
+    if sysroot_arg
+        .join(super::bound_images::BOUND_IMAGE_DIR)
+        .exists()
+        || sysroot_arg == Path::new("/")
+    {
         return Ok(Some(sysroot_arg.to_path_buf()));
     }
     Ok(list(sysroot)?.into_iter().next().map(|d| d.root))

@@ -31,7 +31,10 @@ pub fn collect(store: &Store, roots: &BTreeSet<String>, dry_run: bool) -> Result
         .map(|img| img.id)
         .collect();
     if dry_run {
-        return Ok(DeleteReport { images: garbage, layers: Vec::new() });
+        return Ok(DeleteReport {
+            images: garbage,
+            layers: Vec::new(),
+        });
     }
     store.delete_images(&garbage)
 }

@@ -43,7 +43,11 @@ fn walk(dir: &Path, prefix: &str, out: &mut Vec<String>) -> Result<()> {
     };
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
-        let rel = if prefix.is_empty() { name.clone() } else { format!("{prefix}/{name}") };
+        let rel = if prefix.is_empty() {
+            name.clone()
+        } else {
+            format!("{prefix}/{name}")
+        };
         if e.file_type().is_ok_and(|t| t.is_dir()) {
             walk(&e.path(), &rel, out)?;
         } else if let Some(r) = unescape_ref(&rel) {
@@ -56,7 +60,14 @@ fn walk(dir: &Path, prefix: &str, out: &mut Vec<String>) -> Result<()> {
 /// The image references of the host images in the sysroot's repository, sorted.
 pub fn list(sysroot: &Sysroot) -> Result<Vec<String>> {
     let mut out = Vec::new();
-    walk(&sysroot.repo_path().join("refs/heads").join(IMAGE_REF_PREFIX), "", &mut out)?;
+    walk(
+        &sysroot
+            .repo_path()
+            .join("refs/heads")
+            .join(IMAGE_REF_PREFIX),
+        "",
+        &mut out,
+    )?;
     out.sort();
     Ok(out)
 }

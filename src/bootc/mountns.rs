@@ -17,11 +17,16 @@ struct MountInfo {
 }
 
 fn unescape(s: &str) -> String {
-    s.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\")
+    s.replace("\\040", " ")
+        .replace("\\011", "\t")
+        .replace("\\012", "\n")
+        .replace("\\134", "\\")
 }
 
 fn mounts() -> Vec<MountInfo> {
-    let Ok(text) = std::fs::read_to_string("/proc/self/mountinfo") else { return Vec::new() };
+    let Ok(text) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return Vec::new();
+    };
     text.lines()
         .filter_map(|l| {
             let f: Vec<&str> = l.split(' ').collect();
@@ -37,9 +42,13 @@ fn mounts() -> Vec<MountInfo> {
 /// Whether `path` is a bind mount of itself (same filesystem, same directory), as podman leaves a store's
 /// `overlay/` directory.
 pub fn is_self_bind(path: &Path) -> bool {
-    let Ok(path) = std::fs::canonicalize(path) else { return false };
+    let Ok(path) = std::fs::canonicalize(path) else {
+        return false;
+    };
     let all = mounts();
-    let Some(m) = all.iter().rev().find(|m| m.mount_point == path) else { return false };
+    let Some(m) = all.iter().rev().find(|m| m.mount_point == path) else {
+        return false;
+    };
     let Some(parent) = all
         .iter()
         .rev()
@@ -48,7 +57,9 @@ pub fn is_self_bind(path: &Path) -> bool {
     else {
         return false;
     };
-    let Ok(rel) = path.strip_prefix(&parent.mount_point) else { return false };
+    let Ok(rel) = path.strip_prefix(&parent.mount_point) else {
+        return false;
+    };
     m.dev == parent.dev && m.root == parent.root.join(rel)
 }
 

@@ -31,7 +31,9 @@ pub fn ensure(sysroot: &Sysroot) -> Result<(Store, bool)> {
     let path = sysroot.storage_path();
     let mut created = false;
     if !path.exists() {
-        let parent = path.parent().ok_or_else(|| Error::Internal("storage path has no parent".into()))?;
+        let parent = path
+            .parent()
+            .ok_or_else(|| Error::Internal("storage path has no parent".into()))?;
         std::fs::create_dir_all(parent).map_err(|e| Error::io("creating directory", parent, e))?;
         let tmp: PathBuf = parent.join("storage.tmp");
         crate::fsutil::remove_all(&tmp).map_err(|e| Error::io("removing", &tmp, e))?;
@@ -74,7 +76,10 @@ pub fn label(path: &Path) -> Result<()> {
         .status()
         .map_err(|e| Error::io("running chcon on", path, e))?;
     if !status.success() {
-        return Err(Error::InvalidInput(format!("labelling {} failed: {status}", path.display())));
+        return Err(Error::InvalidInput(format!(
+            "labelling {} failed: {status}",
+            path.display()
+        )));
     }
     let stamp = path.join(LABELED_STAMP);
     std::fs::write(&stamp, b"").map_err(|e| Error::io("writing", &stamp, e))?;

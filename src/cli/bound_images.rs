@@ -52,14 +52,16 @@ pub fn run(cli: &Cli, c: &BoundCommand) -> anyhow::Result<()> {
 fn pull_all(cli: &Cli, images: &[bound_images::BoundImage]) -> anyhow::Result<()> {
     let sysroot = cli.sysroot();
     let (dst, _) = storage::ensure(&sysroot)?;
-    let before: std::collections::HashSet<String> = dst.images()?.into_iter().map(|i| i.id).collect();
+    let before: std::collections::HashSet<String> =
+        dst.images()?.into_iter().map(|i| i.id).collect();
     let mut default_store: Option<Store> = None;
     let mut added: Vec<String> = Vec::new();
     let result = (|| -> anyhow::Result<()> {
         for b in images {
             let id = if b.image.starts_with("oci:") || b.image.starts_with("oci-archive:") {
                 let r = SourceRef::parse(&b.image)?;
-                let mut opened = source::open(&r).with_context(|| format!("bound image {} ({})", b.image, b.source))?;
+                let mut opened = source::open(&r)
+                    .with_context(|| format!("bound image {} ({})", b.image, b.source))?;
                 let name = match &r {
                     SourceRef::OciDir { tag, .. } | SourceRef::OciArchive { tag, .. } => {
                         normalize(&format!("localhost/{}", tag.as_deref().unwrap_or("bound")))?
@@ -73,14 +75,28 @@ fn pull_all(cli: &Cli, images: &[bound_images::BoundImage]) -> anyhow::Result<()
                 if default_store.is_none() {
                     default_store = Some(Store::open(cli.store_config()?)?);
                 }
-                let src = default_store.as_ref().ok_or_else(|| anyhow::anyhow!("default store"))?;
+                let src = default_store
+                    .as_ref()
+                    .ok_or_else(|| anyhow::anyhow!("default store"))?;
                 let found = lookup::find_image(&src.images()?, &b.image)
-                    .with_context(|| format!("bound image {} ({}) in the default store", b.image, b.source))?
+                    .with_context(|| {
+                        format!(
+                            "bound image {} ({}) in the default store",
+                            b.image, b.source
+                        )
+                    })?
                     .clone();
                 let name = normalize(&b.image).unwrap_or_else(|_| b.image.clone());
-                dst.copy_image_from(src, &found.id, &CopyOptions { names: vec![name], verify: false })
-                    .with_context(|| format!("bound image {} ({})", b.image, b.source))?
-                    .image_id
+                dst.copy_image_from(
+                    src,
+                    &found.id,
+                    &CopyOptions {
+                        names: vec![name],
+                        verify: false,
+                    },
+                )
+                .with_context(|| format!("bound image {} ({})", b.image, b.source))?
+                .image_id
             };
             if !before.contains(&id) {
                 added.push(id);
@@ -90,7 +106,8 @@ fn pull_all(cli: &Cli, images: &[bound_images::BoundImage]) -> anyhow::Result<()
     })();
     if let Err(e) = result {
         // All or nothing: take back what this run added.
-        dst.delete_images(&added).context("removing the images this pull added")?;
+        dst.delete_images(&added)
+            .context("removing the images this pull added")?;
         return Err(e);
     }
     println!("Bound images stored: {}", images.len());

@@ -51,14 +51,21 @@ pub struct ImageOutput {
 pub fn collect(cli: &Cli, t: ListType) -> anyhow::Result<Vec<ImageOutput>> {
     let sysroot = cli.sysroot();
     let in_container = sysroot::running_in_container() && cli.sysroot == std::path::Path::new("/");
-    let t = if in_container && t == ListType::All { ListType::Logical } else { t };
+    let t = if in_container && t == ListType::All {
+        ListType::Logical
+    } else {
+        t
+    };
     if in_container && t == ListType::Host {
         anyhow::bail!("listing host images requires a booted bootc system");
     }
     let mut out = Vec::new();
     if matches!(t, ListType::All | ListType::Host) {
         for image in host_images::list(&sysroot)? {
-            out.push(ImageOutput { image_type: "host", image });
+            out.push(ImageOutput {
+                image_type: "host",
+                image,
+            });
         }
     }
     if matches!(t, ListType::All | ListType::Unified)
@@ -66,7 +73,10 @@ pub fn collect(cli: &Cli, t: ListType) -> anyhow::Result<Vec<ImageOutput>> {
     {
         for img in store.images()? {
             for image in img.names {
-                out.push(ImageOutput { image_type: "unified", image });
+                out.push(ImageOutput {
+                    image_type: "unified",
+                    image,
+                });
             }
         }
     }
@@ -74,7 +84,10 @@ pub fn collect(cli: &Cli, t: ListType) -> anyhow::Result<Vec<ImageOutput>> {
         && let Some(root) = deployments::running_root(&cli.sysroot, &sysroot)?
     {
         for b in bound_images::read(&root)? {
-            out.push(ImageOutput { image_type: "logical", image: b.image });
+            out.push(ImageOutput {
+                image_type: "logical",
+                image: b.image,
+            });
         }
     }
     Ok(out)
@@ -82,7 +95,12 @@ pub fn collect(cli: &Cli, t: ListType) -> anyhow::Result<Vec<ImageOutput>> {
 
 /// Renders rows as upstream's table: columns REPOSITORY and TYPE, no borders.
 pub fn table(rows: &[ImageOutput]) -> String {
-    let w = rows.iter().map(|r| r.image.len()).max().unwrap_or(0).max("REPOSITORY".len());
+    let w = rows
+        .iter()
+        .map(|r| r.image.len())
+        .max()
+        .unwrap_or(0)
+        .max("REPOSITORY".len());
     let mut s = format!(" {:<w$}  TYPE \n", "REPOSITORY");
     for r in rows {
         s.push_str(&format!(" {:<w$}  {} \n", r.image, r.image_type));

@@ -21,20 +21,36 @@ pub struct Args {
 pub fn pull(cli: &Cli, image: &str, verify: bool) -> anyhow::Result<String> {
     let src_cfg = cli.store_config()?;
     if !src_cfg.graphroot.exists() {
-        anyhow::bail!("the default store {} does not exist: pull the image with podman first", src_cfg.graphroot.display());
+        anyhow::bail!(
+            "the default store {} does not exist: pull the image with podman first",
+            src_cfg.graphroot.display()
+        );
     }
-    let src = Store::open(src_cfg.clone()).with_context(|| format!("opening the default store {}", src_cfg.graphroot.display()))?;
+    let src = Store::open(src_cfg.clone())
+        .with_context(|| format!("opening the default store {}", src_cfg.graphroot.display()))?;
     let images = src.images()?;
-    let found = lookup::find_image(&images, image).with_context(|| format!("in the default store {}", src_cfg.graphroot.display()))?;
+    let found = lookup::find_image(&images, image)
+        .with_context(|| format!("in the default store {}", src_cfg.graphroot.display()))?;
     let sysroot = cli.sysroot();
-    let (dst, _) = storage::ensure(&sysroot).with_context(|| format!("opening bootc's store {}", sysroot.storage_path().display()))?;
+    let (dst, _) = storage::ensure(&sysroot)
+        .with_context(|| format!("opening bootc's store {}", sysroot.storage_path().display()))?;
     let names = found.names.clone();
     let report = dst
-        .copy_image_from(&src, &found.id, &CopyOptions { names: names.clone(), verify })
+        .copy_image_from(
+            &src,
+            &found.id,
+            &CopyOptions {
+                names: names.clone(),
+                verify,
+            },
+        )
         .with_context(|| format!("copying {image} into bootc's store"))?;
     Ok(format!(
         "Copied {} ({} layers {}, {} reused)",
-        names.first().cloned().unwrap_or_else(|| report.image_id.clone()),
+        names
+            .first()
+            .cloned()
+            .unwrap_or_else(|| report.image_id.clone()),
         report.layers_copied,
         match report.stats.method() {
             "hardlink" => "hardlinked",
@@ -49,7 +65,10 @@ pub fn pull(cli: &Cli, image: &str, verify: bool) -> anyhow::Result<String> {
 /// mounts (podman leaves them so), so files can be hardlinked; returns the exit code if it did.
 pub fn reexec_for_links(cli: &Cli) -> anyhow::Result<Option<i32>> {
     let src = cli.store_config()?;
-    let dirs = vec![src.graphroot.join(src.driver.name()), cli.sysroot().storage_path().join("overlay")];
+    let dirs = vec![
+        src.graphroot.join(src.driver.name()),
+        cli.sysroot().storage_path().join("overlay"),
+    ];
     Ok(crate::bootc::mountns::reexec_for_links(&dirs)?)
 }
 

@@ -26,7 +26,9 @@ pub enum StorageCommand {
 
 /// Disk use of a tree, counting each inode once.
 fn disk_use(path: &Path, seen: &mut HashSet<(u64, u64)>) -> u64 {
-    let Ok(m) = std::fs::symlink_metadata(path) else { return 0 };
+    let Ok(m) = std::fs::symlink_metadata(path) else {
+        return 0;
+    };
     let mut total = 0;
     if seen.insert((m.dev(), m.ino())) {
         total += m.blocks() * 512;
@@ -63,15 +65,34 @@ pub fn run(cli: &Cli, c: &StorageCommand) -> anyhow::Result<()> {
                     let incomplete = layers.iter().filter(|l| l.is_incomplete()).count();
                     println!("  images:      {}", store.images()?.len());
                     println!("  layers:      {} ({incomplete} incomplete)", layers.len());
-                    println!("  disk use:    {} MiB", disk_use(&path, &mut HashSet::new()) >> 20);
-                    println!("  SELinux:     {}", if storage::selinux_enabled() { if path.join(storage::LABELED_STAMP).exists() { "labelled" } else { "not labelled" } } else { "disabled" });
+                    println!(
+                        "  disk use:    {} MiB",
+                        disk_use(&path, &mut HashSet::new()) >> 20
+                    );
+                    println!(
+                        "  SELinux:     {}",
+                        if storage::selinux_enabled() {
+                            if path.join(storage::LABELED_STAMP).exists() {
+                                "labelled"
+                            } else {
+                                "not labelled"
+                            }
+                        } else {
+                            "disabled"
+                        }
+                    );
                 }
             }
             let def = cli.store_config()?;
-            println!("default store: {} ({})", def.graphroot.display(), def.driver.name());
+            println!(
+                "default store: {} ({})",
+                def.graphroot.display(),
+                def.driver.name()
+            );
         }
         StorageCommand::Verify => {
-            let store = storage::open_existing(&sysroot)?.ok_or_else(|| anyhow::anyhow!("bootc's store does not exist"))?;
+            let store = storage::open_existing(&sysroot)?
+                .ok_or_else(|| anyhow::anyhow!("bootc's store does not exist"))?;
             let layers = store.layers()?;
             for l in &layers {
                 store.verify_layer(l)?;
@@ -90,7 +111,11 @@ pub fn run(cli: &Cli, c: &StorageCommand) -> anyhow::Result<()> {
                     println!("would remove {id}");
                 }
             } else {
-                println!("Removed {} images, {} layers", report.images.len(), report.layers.len());
+                println!(
+                    "Removed {} images, {} layers",
+                    report.images.len(),
+                    report.layers.len()
+                );
             }
         }
     }

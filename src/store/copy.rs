@@ -39,16 +39,27 @@ pub struct CopyOptions {
 }
 
 fn read_big_data(store: &Store, image: &ImageRecord, key: &str) -> Result<Vec<u8>> {
-    let p = store.images_dir().join(&image.id).join(big_data_file_name(key));
+    let p = store
+        .images_dir()
+        .join(&image.id)
+        .join(big_data_file_name(key));
     std::fs::read(&p).map_err(|e| Error::io("reading image data", &p, e))
 }
 
 impl Store {
     /// Copies the image `image_id` from `src` into this store.
-    pub fn copy_image_from(&self, src: &Store, image_id: &str, opts: &CopyOptions) -> Result<CopyReport> {
-        let same = std::fs::canonicalize(&src.config().graphroot).ok() == std::fs::canonicalize(&self.config().graphroot).ok();
+    pub fn copy_image_from(
+        &self,
+        src: &Store,
+        image_id: &str,
+        opts: &CopyOptions,
+    ) -> Result<CopyReport> {
+        let same = std::fs::canonicalize(&src.config().graphroot).ok()
+            == std::fs::canonicalize(&self.config().graphroot).ok();
         if same {
-            return Err(Error::InvalidInput("source and destination are the same store".into()));
+            return Err(Error::InvalidInput(
+                "source and destination are the same store".into(),
+            ));
         }
         if src.config().driver != self.config().driver {
             return Err(Error::Unsupported(format!(
@@ -61,10 +72,9 @@ impl Store {
         let _src_layers = src.layers_lock().lock_read()?;
         let _src_images = src.images_lock().lock_read()?;
         let (src_images, _) = src.read_images()?;
-        let image = src_images
-            .get(image_id)
-            .cloned()
-            .ok_or_else(|| Error::NotFound(format!("image {image_id} is not in the source store")))?;
+        let image = src_images.get(image_id).cloned().ok_or_else(|| {
+            Error::NotFound(format!("image {image_id} is not in the source store"))
+        })?;
         let (src_layers, _) = src.read_layers()?;
         // The layer chain, base first.
         let mut chain: Vec<LayerRecord> = Vec::new();
@@ -74,7 +84,9 @@ impl Store {
                 Error::NotFound(format!("layer {id} of image {image_id} is missing from the source store: the source is damaged"))
             })?;
             if l.is_incomplete() {
-                return Err(Error::InvalidInput(format!("layer {id} of the source store is incomplete")));
+                return Err(Error::InvalidInput(format!(
+                    "layer {id} of the source store is incomplete"
+                )));
             }
             next = l.parent.clone();
             chain.push(l);
@@ -90,7 +102,11 @@ impl Store {
         };
         let config_digest = Digest::parse(&format!("sha256:{}", image.id))?;
         let config = read_big_data(src, &image, config_digest.as_str())?;
-        let names = if opts.names.is_empty() { image.names.clone() } else { opts.names.clone() };
+        let names = if opts.names.is_empty() {
+            image.names.clone()
+        } else {
+            opts.names.clone()
+        };
         let input = ImageInput {
             manifest,
             manifest_digest,
@@ -105,7 +121,10 @@ impl Store {
         let guard = self.layers_lock().lock_write()?;
         let layers_json = self.layers_dir().join("layers.json");
         let (mut layers, original) = self.read_layers()?;
-        let to_copy: Vec<&LayerRecord> = chain.iter().filter(|l| layers.get(&l.id).is_none()).collect();
+        let to_copy: Vec<&LayerRecord> = chain
+            .iter()
+            .filter(|l| layers.get(&l.id).is_none())
+            .collect();
         if opts.verify {
             for l in &to_copy {
                 src.verify_layer(l)?;
@@ -136,11 +155,20 @@ impl Store {
             }
             records::write(&layers_json, &layers, &guard)?;
             for l in &to_copy {
-                self.driver().create_with(&l.id, l.parent.as_deref(), false)?;
-                let s = copy_tree_with(&src.driver().tree_path(&l.id), &self.driver().tree_path(&l.id), CopyMode::Link)?;
+                self.driver()
+                    .create_with(&l.id, l.parent.as_deref(), false)?;
+                let s = copy_tree_with(
+                    &src.driver().tree_path(&l.id),
+                    &self.driver().tree_path(&l.id),
+                    CopyMode::Link,
+                )?;
                 stats.add(s);
                 let from = src.tar_split_path(&l.id);
-                let tmp = self.layers_dir().join(format!("{}{}.tar-split.gz", super::atomic::TEMP_PREFIX, l.id));
+                let tmp = self.layers_dir().join(format!(
+                    "{}{}.tar-split.gz",
+                    super::atomic::TEMP_PREFIX,
+                    l.id
+                ));
                 std::fs::copy(&from, &tmp).map_err(|e| Error::io("copying tar-split", &from, e))?;
                 tmps.push(tmp);
             }
@@ -153,7 +181,10 @@ impl Store {
             }
             records::write(&layers_json, &layers, &guard)
         })()
-        .and_then(|()| self.commit_image(&input, image.layer.clone(), &guard).map(|_| ()));
+        .and_then(|()| {
+            self.commit_image(&input, image.layer.clone(), &guard)
+                .map(|_| ())
+        });
         if let Err(e) = result {
             for l in &to_copy {
                 self.driver().remove(&l.id)?;

@@ -37,7 +37,11 @@ impl Store {
             return Ok(report);
         }
         // The record goes first: a crash afterwards leaves unreferenced files, never a broken image.
-        records::write(&self.images_dir().join("images.json"), &images, &images_guard)?;
+        records::write(
+            &self.images_dir().join("images.json"),
+            &images,
+            &images_guard,
+        )?;
         for id in &report.images {
             let dir = self.images_dir().join(id);
             crate::fsutil::remove_all(&dir).map_err(|e| Error::io("removing", &dir, e))?;
@@ -93,16 +97,29 @@ impl Store {
                 report.layers.push(id);
             }
         }
-        records::write(&self.layers_dir().join("layers.json"), &layers, &layers_guard)?;
+        records::write(
+            &self.layers_dir().join("layers.json"),
+            &layers,
+            &layers_guard,
+        )?;
         drop(images_guard);
         Ok(report)
     }
 
     /// Layers podman has mounted (runroot `mountpoints.json`), which must not be removed.
     fn mounted_layers(&self) -> Vec<String> {
-        let p = self.config().runroot.join(format!("{}-layers", self.config().driver.name())).join("mountpoints.json");
-        let Ok(bytes) = std::fs::read(p) else { return Vec::new() };
-        let Ok(serde_json::Value::Array(v)) = serde_json::from_slice::<serde_json::Value>(&bytes) else { return Vec::new() };
+        let p = self
+            .config()
+            .runroot
+            .join(format!("{}-layers", self.config().driver.name()))
+            .join("mountpoints.json");
+        let Ok(bytes) = std::fs::read(p) else {
+            return Vec::new();
+        };
+        let Ok(serde_json::Value::Array(v)) = serde_json::from_slice::<serde_json::Value>(&bytes)
+        else {
+            return Vec::new();
+        };
         v.iter()
             .filter(|m| m.get("count").and_then(|c| c.as_u64()).unwrap_or(0) > 0)
             .filter_map(|m| m.get("id").and_then(|i| i.as_str()).map(str::to_owned))

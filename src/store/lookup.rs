@@ -8,9 +8,17 @@ use crate::reference::normalize;
 /// Finds the image `name` among `images`. Accepts a full or short name (`busybox`, `me/app:1`), an image
 /// ID or a unique ID prefix (at least 3 hex digits), or `name@sha256:…` by manifest digest.
 pub fn find_image<'a>(images: &'a [ImageRecord], name: &str) -> Result<&'a ImageRecord> {
-    let not_found = || Error::NotFound(format!("image {name:?} is not in the store: check `podman images` (or pull it first)"));
+    let not_found = || {
+        Error::NotFound(format!(
+            "image {name:?} is not in the store: check `podman images` (or pull it first)"
+        ))
+    };
     // ID or ID prefix.
-    let is_hex = name.len() >= 3 && name.len() <= 64 && name.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase());
+    let is_hex = name.len() >= 3
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase());
     if is_hex {
         let hits: Vec<&ImageRecord> = images.iter().filter(|i| i.id.starts_with(name)).collect();
         match hits.as_slice() {
@@ -23,7 +31,10 @@ pub fn find_image<'a>(images: &'a [ImageRecord], name: &str) -> Result<&'a Image
         let hits: Vec<&ImageRecord> = images
             .iter()
             .filter(|i| {
-                i.digest.as_deref() == Some(digest) || i.big_data_digests.values().any(|d| d.as_str() == Some(digest))
+                i.digest.as_deref() == Some(digest)
+                    || i.big_data_digests
+                        .values()
+                        .any(|d| d.as_str() == Some(digest))
             })
             .filter(|i| i.names.iter().any(|n| repo_of(n).ends_with(repo)))
             .collect();
@@ -34,14 +45,25 @@ pub fn find_image<'a>(images: &'a [ImageRecord], name: &str) -> Result<&'a Image
         };
     }
     if let Ok(full) = normalize(name)
-        && let Some(img) = images.iter().find(|i| i.names.iter().any(|n| *n == full))
+        && let Some(img) = images.iter().find(|i| i.names.contains(&full))
     {
         return Ok(img);
     }
     // A short name: match "…/NAME:TAG" for any registry, as podman does for local images.
-    let with_tag = if name.rsplit('/').next().is_some_and(|last| last.contains(':')) { name.to_string() } else { format!("{name}:latest") };
+    let with_tag = if name
+        .rsplit('/')
+        .next()
+        .is_some_and(|last| last.contains(':'))
+    {
+        name.to_string()
+    } else {
+        format!("{name}:latest")
+    };
     let suffix = format!("/{with_tag}");
-    let hits: Vec<&ImageRecord> = images.iter().filter(|i| i.names.iter().any(|n| n.ends_with(&suffix))).collect();
+    let hits: Vec<&ImageRecord> = images
+        .iter()
+        .filter(|i| i.names.iter().any(|n| n.ends_with(&suffix)))
+        .collect();
     match hits.as_slice() {
         [one] => Ok(one),
         [] => Err(not_found()),
@@ -58,8 +80,19 @@ fn repo_of(name: &str) -> &str {
 }
 
 fn ambiguous(name: &str, hits: &[&ImageRecord]) -> Error {
-    let list: Vec<String> = hits.iter().map(|i| i.names.first().cloned().unwrap_or_else(|| i.id[..12.min(i.id.len())].to_string())).collect();
-    Error::InvalidInput(format!("image name {name:?} is ambiguous: it matches {}; use the full name", list.join(", ")))
+    let list: Vec<String> = hits
+        .iter()
+        .map(|i| {
+            i.names
+                .first()
+                .cloned()
+                .unwrap_or_else(|| i.id[..12.min(i.id.len())].to_string())
+        })
+        .collect();
+    Error::InvalidInput(format!(
+        "image name {name:?} is ambiguous: it matches {}; use the full name",
+        list.join(", ")
+    ))
 }
 
 #[cfg(test)]
@@ -67,7 +100,11 @@ mod tests {
     use super::*;
 
     fn img(id: &str, names: &[&str]) -> ImageRecord {
-        ImageRecord { id: id.into(), names: names.iter().map(|s| s.to_string()).collect(), ..Default::default() }
+        ImageRecord {
+            id: id.into(),
+            names: names.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        }
     }
 
     #[test]
@@ -81,7 +118,13 @@ mod tests {
         assert_eq!(find_image(&images, "localhost/app").unwrap().id, "bbb222");
         assert_eq!(find_image(&images, "app").unwrap().id, "bbb222");
         assert_eq!(find_image(&images, "bbb").unwrap().id, "bbb222");
-        assert!(matches!(find_image(&images, "app:1"), Err(Error::InvalidInput(_))));
-        assert!(matches!(find_image(&images, "nope"), Err(Error::NotFound(_))));
+        assert!(matches!(
+            find_image(&images, "app:1"),
+            Err(Error::InvalidInput(_))
+        ));
+        assert!(matches!(
+            find_image(&images, "nope"),
+            Err(Error::NotFound(_))
+        ));
     }
 }

@@ -3,12 +3,12 @@
 pub mod atomic;
 pub mod copy;
 pub mod delete;
-pub mod lookup;
-pub mod verify;
 pub mod driver;
 pub mod import;
+pub mod lookup;
 pub mod records;
 pub mod tree_copy;
+pub mod verify;
 
 use std::path::{Path, PathBuf};
 
@@ -181,7 +181,9 @@ impl Store {
 
     /// Serializes this process's writers: POSIX locks do not exclude threads of one process.
     pub(crate) fn writer(&self) -> Result<std::sync::MutexGuard<'_, ()>> {
-        self.write_mutex.lock().map_err(|_| Error::Internal("a writer panicked".into()))
+        self.write_mutex
+            .lock()
+            .map_err(|_| Error::Internal("a writer panicked".into()))
     }
 
     /// Lists the layers (takes the layers lock for reading).

@@ -69,16 +69,28 @@ pub fn copy_tree_with(src: &Path, dst: &Path, mode: CopyMode) -> Result<CopyStat
     let st = rustix::fs::fstat(&src_fd).map_err(io)?;
     rustix::fs::mkdir(dst, Mode::from_raw_mode(0o700)).map_err(io)?;
     let dst_fd = open_dir(dst).map_err(io)?;
-    let mut c = Copier { mode, links: HashMap::new(), path: Vec::new(), stats: CopyStats::default() };
-    c.copy_dir(src_fd.as_fd(), dst_fd.as_fd(), dst_fd.as_fd()).map_err(io)?;
+    let mut c = Copier {
+        mode,
+        links: HashMap::new(),
+        path: Vec::new(),
+        stats: CopyStats::default(),
+    };
+    c.copy_dir(src_fd.as_fd(), dst_fd.as_fd(), dst_fd.as_fd())
+        .map_err(io)?;
     copy_meta(src_fd.as_fd(), b"", dst_fd.as_fd(), b"", &st).map_err(io)?;
     Ok(c.stats)
 }
 
 fn times(st: &rustix::fs::Stat) -> Timestamps {
     Timestamps {
-        last_access: Timespec { tv_sec: st.st_atime, tv_nsec: st.st_atime_nsec as _ },
-        last_modification: Timespec { tv_sec: st.st_mtime, tv_nsec: st.st_mtime_nsec as _ },
+        last_access: Timespec {
+            tv_sec: st.st_atime,
+            tv_nsec: st.st_atime_nsec as _,
+        },
+        last_modification: Timespec {
+            tv_sec: st.st_mtime,
+            tv_nsec: st.st_mtime_nsec as _,
+        },
     }
 }
 
@@ -119,7 +131,12 @@ fn copy_meta(
     )?;
     copy_xattrs(&proc_path(src_dir, src_name), &proc_path(dst_dir, dst_name))?;
     if ft != FileType::Symlink {
-        rustix::fs::chmodat(dst_dir, name, Mode::from_raw_mode(st.st_mode & 0o7777), AtFlags::empty())?;
+        rustix::fs::chmodat(
+            dst_dir,
+            name,
+            Mode::from_raw_mode(st.st_mode & 0o7777),
+            AtFlags::empty(),
+        )?;
     }
     rustix::fs::utimensat(dst_dir, name, &times(st), AtFlags::SYMLINK_NOFOLLOW)
 }
@@ -133,7 +150,12 @@ struct Copier {
 }
 
 impl Copier {
-    fn copy_dir(&mut self, src: BorrowedFd<'_>, dst: BorrowedFd<'_>, dst_root: BorrowedFd<'_>) -> rustix::io::Result<()> {
+    fn copy_dir(
+        &mut self,
+        src: BorrowedFd<'_>,
+        dst: BorrowedFd<'_>,
+        dst_root: BorrowedFd<'_>,
+    ) -> rustix::io::Result<()> {
         for entry in Dir::read_from(src)? {
             let entry = entry?;
             let name = entry.file_name().to_bytes().to_vec();
@@ -152,7 +174,13 @@ impl Copier {
         Ok(())
     }
 
-    fn copy_entry(&mut self, src: BorrowedFd<'_>, dst: BorrowedFd<'_>, dst_root: BorrowedFd<'_>, name: &[u8]) -> rustix::io::Result<()> {
+    fn copy_entry(
+        &mut self,
+        src: BorrowedFd<'_>,
+        dst: BorrowedFd<'_>,
+        dst_root: BorrowedFd<'_>,
+        name: &[u8],
+    ) -> rustix::io::Result<()> {
         let st = rustix::fs::statat(src, name, AtFlags::SYMLINK_NOFOLLOW)?;
         let ft = FileType::from_raw_mode(st.st_mode);
         if ft == FileType::Directory {
@@ -183,11 +211,20 @@ impl Copier {
         }
         match ft {
             FileType::RegularFile => {
-                let s = rustix::fs::openat(src, name, OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())?;
+                let s = rustix::fs::openat(
+                    src,
+                    name,
+                    OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )?;
                 let d = rustix::fs::openat(
                     dst,
                     name,
-                    OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    OFlags::WRONLY
+                        | OFlags::CREATE
+                        | OFlags::EXCL
+                        | OFlags::NOFOLLOW
+                        | OFlags::CLOEXEC,
                     Mode::from_raw_mode(0o600),
                 )?;
                 if copy_content(&s, &d, st.st_size as u64)? {
@@ -201,8 +238,17 @@ impl Copier {
                 rustix::fs::symlinkat(target.as_c_str(), dst, name)?;
                 self.stats.copied += 1;
             }
-            FileType::CharacterDevice | FileType::BlockDevice | FileType::Fifo | FileType::Socket => {
-                rustix::fs::mknodat(dst, name, ft, Mode::from_raw_mode(st.st_mode & 0o7777), st.st_rdev)?;
+            FileType::CharacterDevice
+            | FileType::BlockDevice
+            | FileType::Fifo
+            | FileType::Socket => {
+                rustix::fs::mknodat(
+                    dst,
+                    name,
+                    ft,
+                    Mode::from_raw_mode(st.st_mode & 0o7777),
+                    st.st_rdev,
+                )?;
                 self.stats.copied += 1;
             }
             FileType::Directory | FileType::Unknown => {}

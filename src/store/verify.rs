@@ -27,9 +27,12 @@ impl Store {
         };
         let ts_path = self.tar_split_path(&layer.id);
         let f = std::fs::File::open(&ts_path).map_err(|e| Error::io("opening", &ts_path, e))?;
-        let reader = TarSplitReader::new(BufReader::new(flate2::read::MultiGzDecoder::new(BufReader::new(f))));
+        let reader = TarSplitReader::new(BufReader::new(flate2::read::MultiGzDecoder::new(
+            BufReader::new(f),
+        )));
         let tree = self.driver().tree_path(&layer.id);
-        let root = crate::fsutil::open_dir(&tree).map_err(|e| Error::io("opening", &tree, std::io::Error::from(e)))?;
+        let root = crate::fsutil::open_dir(&tree)
+            .map_err(|e| Error::io("opening", &tree, std::io::Error::from(e)))?;
         let mut sha = Sha256::new();
         let mut size: u64 = 0;
         let mut buf = vec![0u8; 256 * 1024];
@@ -39,7 +42,11 @@ impl Store {
                     sha.update(&bytes);
                     size += bytes.len() as u64;
                 }
-                TarSplitEntry::File { name, size: fsize, crc } => {
+                TarSplitEntry::File {
+                    name,
+                    size: fsize,
+                    crc,
+                } => {
                     if fsize == 0 {
                         continue;
                     }
@@ -55,7 +62,9 @@ impl Store {
                     let mut c = Crc64::new();
                     let mut got = 0u64;
                     loop {
-                        let n = file.read(&mut buf).map_err(|e| Error::read(String::from_utf8_lossy(&name).into_owned(), e))?;
+                        let n = file.read(&mut buf).map_err(|e| {
+                            Error::read(String::from_utf8_lossy(&name).into_owned(), e)
+                        })?;
                         if n == 0 {
                             break;
                         }
@@ -68,10 +77,16 @@ impl Store {
                         }
                     }
                     if got != fsize {
-                        return Err(bad(format!("{} is shorter than recorded", String::from_utf8_lossy(&name))));
+                        return Err(bad(format!(
+                            "{} is shorter than recorded",
+                            String::from_utf8_lossy(&name)
+                        )));
                     }
                     if crc.is_some_and(|crc| crc != c.finish()) {
-                        return Err(bad(format!("{} does not match its checksum", String::from_utf8_lossy(&name))));
+                        return Err(bad(format!(
+                            "{} does not match its checksum",
+                            String::from_utf8_lossy(&name)
+                        )));
                     }
                     size += fsize;
                 }
