@@ -50,7 +50,9 @@ pub fn remove_children(
     mut should_remove: impl FnMut(&[u8]) -> bool,
 ) -> rustix::io::Result<()> {
     let mut names = Vec::new();
-    for entry in Dir::read_from(dir)? {
+    // `dir` may be an O_PATH descriptor, which cannot be listed: open the directory itself.
+    let listable = rustix::fs::openat(dir, ".", OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())?;
+    for entry in Dir::read_from(&listable)? {
         let entry = entry?;
         let name = entry.file_name().to_bytes();
         if name == b"." || name == b".." {
@@ -80,10 +82,9 @@ pub fn remove_all(path: &Path) -> std::io::Result<()> {
 /// anything but the directory's own fd.
 pub fn proc_path(dir: BorrowedFd<'_>, name: &[u8]) -> Vec<u8> {
     use std::os::fd::AsRawFd;
-    let mut p = format!("/proc/self/fd/{}", dir.as_raw_fd()).into_bytes();
-    if !name.is_empty() {
-        p.push(b'/');
-        p.extend_from_slice(name);
-    }
+    // With an empty name, "/." keeps the last component from being the magic link itself, which
+    // l*xattr calls would act on instead of the directory.
+    let mut p = format!("/proc/self/fd/{}/", dir.as_raw_fd()).into_bytes();
+    p.extend_from_slice(if name.is_empty() { b"." } else { name });
     p
 }

@@ -208,7 +208,10 @@ impl TreeWriter {
         }
         let (comps, _) = clean_components(&h.name);
         let Some((&base, parent_comps)) = comps.split_last() else {
-            // The layer root itself ("./"): c/storage does not apply it.
+            // The layer root itself ("./"): c/storage's overlay ignores it; its vfs applies it.
+            if self.style == WhiteoutStyle::Delete && h.kind == EntryKind::Directory {
+                self.apply_root_metadata(h)?;
+            }
             return Ok(None);
         };
         let parent_comps: Vec<&[u8]> = parent_comps.to_vec();
@@ -329,6 +332,22 @@ impl TreeWriter {
             self.apply_metadata(&parent_comps, base, h, None)?;
         }
         Ok(file)
+    }
+
+    fn apply_root_metadata(&mut self, h: &TarHeader) -> Result<()> {
+        let uid = rustix::fs::Uid::from_raw(id(h.uid, &h.name)?);
+        let gid = rustix::fs::Gid::from_raw(id(h.gid, &h.name)?);
+        let e = |what, err| errno(what, &self.root_path, b"", err);
+        rustix::fs::fchown(&self.root, Some(uid), Some(gid)).map_err(|err| e("chown", err))?;
+        for (k, v) in &h.xattrs {
+            match rustix::fs::fsetxattr(&self.root, k.as_slice(), v, XattrFlags::empty()) {
+                Ok(()) | Err(Errno::NOTSUP) | Err(Errno::PERM) => {}
+                Err(err) => return Err(e("setting xattr on", err)),
+            }
+        }
+        rustix::fs::fchmod(&self.root, Mode::from_raw_mode(h.mode)).map_err(|err| e("chmod", err))?;
+        self.dirs.push((Vec::new(), dir_times(h)));
+        Ok(())
     }
 
     /// Sets owner, xattrs, mode and times of a regular file after its data was written.
@@ -480,6 +499,8 @@ impl TreeWriter {
         for (path, times) in dirs {
             let (comps, _) = clean_components(&path);
             let Some((&base, parent_comps)) = comps.split_last() else {
+                rustix::fs::futimens(&self.root, &times)
+                    .map_err(|e| errno("setting times of", &self.root_path, b"", e))?;
                 continue;
             };
             let parent_path = join(parent_comps);

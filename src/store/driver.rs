@@ -69,7 +69,11 @@ fn ensure_dir(path: &Path, mode: u32) -> Result<()> {
             "{} is not a directory",
             path.display()
         ))),
-        Err(_) => mkdir(path, mode),
+        Err(_) => match mkdir(path, mode) {
+            // Another process created it first (concurrent openers of a new store).
+            Err(_) if path.is_dir() && !path.is_symlink() => Ok(()),
+            r => r,
+        },
     }
 }
 
@@ -171,7 +175,8 @@ impl Driver {
             DriverKind::Vfs if !with_tree => Ok(()),
             DriverKind::Vfs => match parent {
                 Some(p) => copy_tree(&self.layer_dir(p), &dir),
-                None => mkdir(&dir, 0o755),
+                // c/storage's vfs gives a base layer's root 0555 (a "./" entry may change it).
+                None => mkdir(&dir, 0o555),
             },
         }
     }

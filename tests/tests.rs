@@ -1,0 +1,24 @@
+//! Integration tests of `bootc-image copy-to-storage` against podman 4.3 and skopeo 1.9.3.
+//!
+//! One test binary (to keep link time down); the modules live in `tests/suite/`:
+//! `util` (throw-away stores, podman/skopeo/bootc-image runners, tree walking), `fixture`
+//! (deterministic OCI layouts, including broken ones), and the tests in `interop`, `errors` and
+//! `locking`. The tests need root, podman and skopeo.
+
+#[path = "suite/util.rs"]
+mod util;
+
+#[path = "suite/fixture.rs"]
+mod fixture;
+
+#[path = "suite/interop.rs"]
+mod interop;
+
+#[path = "suite/errors.rs"]
+mod errors;
+
+#[path = "suite/locking.rs"]
+mod locking;
+
+#[path = "suite/selfcheck.rs"]
+mod selfcheck;
