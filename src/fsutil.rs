@@ -51,7 +51,12 @@ pub fn remove_children(
 ) -> rustix::io::Result<()> {
     let mut names = Vec::new();
     // `dir` may be an O_PATH descriptor, which cannot be listed: open the directory itself.
-    let listable = rustix::fs::openat(dir, ".", OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())?;
+    let listable = rustix::fs::openat(
+        dir,
+        ".",
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
     for entry in Dir::read_from(&listable)? {
         let entry = entry?;
         let name = entry.file_name().to_bytes();

@@ -345,7 +345,8 @@ impl TreeWriter {
                 Err(err) => return Err(e("setting xattr on", err)),
             }
         }
-        rustix::fs::fchmod(&self.root, Mode::from_raw_mode(h.mode)).map_err(|err| e("chmod", err))?;
+        rustix::fs::fchmod(&self.root, Mode::from_raw_mode(h.mode))
+            .map_err(|err| e("chmod", err))?;
         self.dirs.push((Vec::new(), dir_times(h)));
         Ok(())
     }
