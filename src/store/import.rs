@@ -394,8 +394,12 @@ impl Store {
         let file = buf
             .into_inner()
             .map_err(|e| Error::io("writing", &tmp, e.into_error()))?;
-        file.sync_data()
-            .map_err(|e| Error::io("syncing", &tmp, e))?;
+        // Durable only together with the tree (syncfs below), as in c/storage 1.43, which does not sync
+        // tar-splits at all: a lone fsync here would cost a disk wait per layer and guarantee nothing.
+        if self.config().sync_filesystem {
+            file.sync_data()
+                .map_err(|e| Error::io("syncing", &tmp, e))?;
+        }
         drop(file);
         {
             use std::os::unix::fs::PermissionsExt;
