@@ -2,8 +2,9 @@
 //!
 //! One test binary (to keep link time down); the modules live in `tests/suite/`:
 //! `util` (throw-away stores, podman/skopeo/bootc-image runners, tree walking), `fixture`
-//! (deterministic OCI layouts, including broken ones), and the tests in `interop`, `errors` and
-//! `locking`. The tests need root, podman and skopeo.
+//! (deterministic OCI layouts, including broken ones), and the tests in `interop`, `errors`,
+//! `locking` and `bootc_storage` (bootc's own store and the `bootc image` commands). The tests
+//! need root, podman and skopeo.
 
 #[path = "suite/util.rs"]
 mod util;
@@ -22,3 +23,6 @@ mod locking;
 
 #[path = "suite/selfcheck.rs"]
 mod selfcheck;
+
+#[path = "suite/bootc_storage.rs"]
+mod bootc_storage;
