@@ -26,3 +26,6 @@ mod selfcheck;
 
 #[path = "suite/bootc_storage.rs"]
 mod bootc_storage;
+
+#[path = "suite/recovery.rs"]
+mod recovery;
