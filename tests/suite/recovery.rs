@@ -43,7 +43,9 @@ fn assert_consistent(store: &TestStore, no_temp: bool) {
     for img in store.image_records() {
         let mut next = img["layer"].as_str().map(str::to_owned);
         while let Some(id) = next {
-            let rec = layers.iter().find(|l| l["id"] == Value::from(id.clone()));
+            let rec = layers
+                .iter()
+                .find(|l| l["id"].as_str() == Some(id.as_str()));
             let rec =
                 rec.unwrap_or_else(|| panic!("image {} points at missing layer {id}", img["id"]));
             next = rec["parent"].as_str().map(str::to_owned);
