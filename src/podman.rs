@@ -48,13 +48,38 @@ exec "$@""#;
     Ok(cmd)
 }
 
-/// Runs podman as [`command`] builds it, with inherited stdio; fails with podman's exit status.
-pub fn run(storage: &Path, args: &[OsString]) -> Result<()> {
-    let status = command(storage, args)?
+/// The bootc/ostree global auth file, as upstream finds it.
+pub fn global_auth_file() -> Option<std::path::PathBuf> {
+    [
+        "/run/ostree/auth.json",
+        "/etc/ostree/auth.json",
+        "/usr/lib/ostree/auth.json",
+    ]
+    .iter()
+    .map(std::path::PathBuf::from)
+    .find(|p| p.is_file())
+}
+
+/// Runs podman as [`command`] builds it, with inherited stdio, and returns its exit code. As upstream,
+/// podman gets `REGISTRY_AUTH_FILE`: the bootc/ostree global auth file, else an empty `{}` one, so it
+/// never falls back to a user's credentials.
+pub fn run(storage: &Path, args: &[OsString]) -> Result<i32> {
+    let mut cmd = command(storage, args)?;
+    let empty;
+    match global_auth_file() {
+        Some(p) => {
+            cmd.env("REGISTRY_AUTH_FILE", p);
+        }
+        None => {
+            empty = tempfile::NamedTempFile::new()
+                .map_err(|e| Error::io("creating", "an empty auth file", e))?;
+            std::fs::write(empty.path(), b"{}")
+                .map_err(|e| Error::io("writing", empty.path(), e))?;
+            cmd.env("REGISTRY_AUTH_FILE", empty.path());
+        }
+    }
+    let status = cmd
         .status()
         .map_err(|e| Error::io("running podman for", storage, e))?;
-    if !status.success() {
-        return Err(Error::InvalidInput(format!("podman failed ({status})")));
-    }
-    Ok(())
+    Ok(status.code().unwrap_or(1))
 }

@@ -88,6 +88,34 @@ pub fn read(root: &Path) -> Result<Vec<BoundImage>> {
     Ok(out)
 }
 
+/// The name a bound image has in bootc's store: its normalized reference, or for an
+/// `oci:DIR[:TAG]` / `oci-archive:FILE[:TAG]` reference `localhost/TAG` (the file name without a tag).
+pub fn store_name(image: &str) -> String {
+    if let Ok(r) = crate::source::SourceRef::parse(image) {
+        let (path, tag) = match &r {
+            crate::source::SourceRef::OciDir { path, tag }
+            | crate::source::SourceRef::OciArchive { path, tag } => (path, tag),
+        };
+        let base = tag.clone().unwrap_or_else(|| {
+            path.file_stem()
+                .map(|s| s.to_string_lossy().to_lowercase())
+                .unwrap_or_else(|| "bound".into())
+        });
+        let clean: String = base
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                    c
+                } else {
+                    '-'
+                }
+            })
+            .collect();
+        return crate::reference::normalize(&format!("localhost/{clean}")).unwrap_or(clean);
+    }
+    crate::reference::normalize(image).unwrap_or_else(|_| image.to_string())
+}
+
 /// Extracts `Image=` from section `[section]` of a quadlet unit; refuses `AuthFile=` and specifiers.
 pub fn parse_unit(text: &str, section: &str) -> std::result::Result<String, String> {
     let mut current = String::new();

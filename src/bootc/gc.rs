@@ -13,7 +13,7 @@ pub fn roots(sysroot: &Sysroot) -> Result<BTreeSet<String>> {
     let mut roots = BTreeSet::new();
     for d in deployments::list(sysroot)? {
         for b in bound_images::read(&d.root)? {
-            roots.insert(crate::reference::normalize(&b.image).unwrap_or(b.image));
+            roots.insert(bound_images::store_name(&b.image));
         }
         if let Some(name) = d.image_name() {
             roots.insert(crate::reference::normalize(&name).unwrap_or(name));

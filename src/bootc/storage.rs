@@ -34,6 +34,13 @@ pub fn ensure(sysroot: &Sysroot) -> Result<(Store, bool)> {
         let parent = path
             .parent()
             .ok_or_else(|| Error::Internal("storage path has no parent".into()))?;
+        // On composefs systems `ostree/bootc` is a symlink to `../composefs/bootc`: create its target.
+        if let Ok(target) = std::fs::read_link(parent)
+            && !parent.exists()
+        {
+            let t = parent.parent().unwrap_or(parent).join(target);
+            std::fs::create_dir_all(&t).map_err(|e| Error::io("creating directory", &t, e))?;
+        }
         std::fs::create_dir_all(parent).map_err(|e| Error::io("creating directory", parent, e))?;
         let tmp: PathBuf = parent.join("storage.tmp");
         crate::fsutil::remove_all(&tmp).map_err(|e| Error::io("removing", &tmp, e))?;

@@ -37,13 +37,10 @@ impl Sysroot {
         self.path.join(STORAGE_SUBPATH)
     }
 
-    /// The run root for bootc's store.
+    /// The run root for bootc's store: always `/run/bootc/storage`, which is what podman gets (as
+    /// `/proc/self/fd/3`) from `bootc-image cmd`, whatever the sysroot.
     pub fn runroot(&self) -> PathBuf {
-        if self.path == Path::new("/sysroot") || self.path == Path::new("/") {
-            PathBuf::from(RUNROOT)
-        } else {
-            self.path.join("run/bootc/storage")
-        }
+        PathBuf::from(RUNROOT)
     }
 
     /// The ostree repository.

@@ -4,7 +4,6 @@ use anyhow::Context;
 
 use super::Cli;
 use crate::bootc::{bound_images, deployments, storage};
-use crate::reference::normalize;
 use crate::source::{self, SourceRef};
 use crate::store::copy::CopyOptions;
 use crate::store::{Store, lookup};
@@ -62,18 +61,13 @@ fn pull_all(cli: &Cli, images: &[bound_images::BoundImage]) -> anyhow::Result<()
                 let r = SourceRef::parse(&b.image)?;
                 let mut opened = source::open(&r)
                     .with_context(|| format!("bound image {} ({})", b.image, b.source))?;
-                let name = match &r {
-                    SourceRef::OciDir { tag, .. } | SourceRef::OciArchive { tag, .. } => {
-                        normalize(&format!("localhost/{}", tag.as_deref().unwrap_or("bound")))?
-                    }
-                };
-                opened.image.names = vec![name];
+                opened.image.names = vec![bound_images::store_name(&b.image)];
                 dst.import_image(&opened.image, opened.blobs.as_ref(), &|_| {})
                     .with_context(|| format!("bound image {} ({})", b.image, b.source))?
                     .image_id
             } else {
                 if default_store.is_none() {
-                    default_store = Some(Store::open(cli.store_config()?)?);
+                    default_store = Some(Store::open_read_only(cli.store_config()?)?);
                 }
                 let src = default_store
                     .as_ref()
@@ -86,7 +80,7 @@ fn pull_all(cli: &Cli, images: &[bound_images::BoundImage]) -> anyhow::Result<()
                         )
                     })?
                     .clone();
-                let name = normalize(&b.image).unwrap_or_else(|_| b.image.clone());
+                let name = bound_images::store_name(&b.image);
                 dst.copy_image_from(
                     src,
                     &found.id,

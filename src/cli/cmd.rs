@@ -45,13 +45,21 @@ pub fn run(cli: &Cli, c: &CmdCommand) -> anyhow::Result<()> {
         CmdCommand::Push { args } => ("push", args.clone()),
         CmdCommand::Pull { images } => {
             for img in images {
-                crate::podman::run(&path, &["image".into(), "pull".into(), img.clone()])?;
+                let code =
+                    crate::podman::run(&path, &["image".into(), "pull".into(), img.clone()])?;
+                if code != 0 {
+                    std::process::exit(code);
+                }
             }
             return Ok(());
         }
     };
     let mut full: Vec<OsString> = vec!["image".into(), verb.into()];
     full.extend(args);
-    crate::podman::run(&path, &full)?;
+    // podman printed its own error; pass its exit code on.
+    let code = crate::podman::run(&path, &full)?;
+    if code != 0 {
+        std::process::exit(code);
+    }
     Ok(())
 }

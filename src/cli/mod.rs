@@ -83,12 +83,14 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<()> {
                 return Ok(());
             }
             let text = e.to_string();
-            let first = text
+            // One line: clap's message up to its usage section.
+            let msg: Vec<&str> = text
                 .lines()
-                .next()
-                .unwrap_or("invalid arguments")
-                .trim_start_matches("error: ");
-            anyhow::bail!("{first} (see bootc-image --help)");
+                .take_while(|l| !l.starts_with("Usage:"))
+                .map(|l| l.trim().trim_start_matches("error: "))
+                .filter(|l| !l.is_empty())
+                .collect();
+            anyhow::bail!("{} (see bootc-image --help)", msg.join(" "));
         }
     };
     match &cli.command {

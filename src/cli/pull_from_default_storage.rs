@@ -17,16 +17,33 @@ pub struct Args {
     pub verify: bool,
 }
 
+/// The names the copy gets: the name the user typed (as podman's `image push IMG …IMG` keeps it), or
+/// all of the source's names when the image was named by ID.
+fn names_for(found: &storage_format::ImageRecord, typed: &str) -> Vec<String> {
+    if let Ok(full) = crate::reference::normalize(typed)
+        && found.names.contains(&full)
+    {
+        return vec![full];
+    }
+    let with_tag = if typed.rsplit('/').next().is_some_and(|l| l.contains(':')) {
+        typed.to_string()
+    } else {
+        format!("{typed}:latest")
+    };
+    match found
+        .names
+        .iter()
+        .find(|n| n.ends_with(&format!("/{with_tag}")))
+    {
+        Some(n) => vec![n.clone()],
+        None => found.names.clone(),
+    }
+}
+
 /// Copies `image` from the default store into bootc's store; returns a one-line summary.
 pub fn pull(cli: &Cli, image: &str, verify: bool) -> anyhow::Result<String> {
     let src_cfg = cli.store_config()?;
-    if !src_cfg.graphroot.exists() {
-        anyhow::bail!(
-            "the default store {} does not exist: pull the image with podman first",
-            src_cfg.graphroot.display()
-        );
-    }
-    let src = Store::open(src_cfg.clone())
+    let src = Store::open_read_only(src_cfg.clone())
         .with_context(|| format!("opening the default store {}", src_cfg.graphroot.display()))?;
     let images = src.images()?;
     let found = lookup::find_image(&images, image)
@@ -34,30 +51,32 @@ pub fn pull(cli: &Cli, image: &str, verify: bool) -> anyhow::Result<String> {
     let sysroot = cli.sysroot();
     let (dst, _) = storage::ensure(&sysroot)
         .with_context(|| format!("opening bootc's store {}", sysroot.storage_path().display()))?;
-    let names = found.names.clone();
+    let names = names_for(found, image);
+    let opts = CopyOptions {
+        names: names.clone(),
+        verify,
+    };
     let report = dst
-        .copy_image_from(
-            &src,
-            &found.id,
-            &CopyOptions {
-                names: names.clone(),
-                verify,
-            },
-        )
+        .copy_image_from(&src, &found.id, &opts)
         .with_context(|| format!("copying {image} into bootc's store"))?;
+    let shown = names
+        .first()
+        .cloned()
+        .unwrap_or_else(|| report.image_id.clone());
+    if report.layers_copied == 0 {
+        return Ok(format!(
+            "Copied {shown} (all {} layers already present)",
+            report.layers_reused
+        ));
+    }
+    let how = match report.stats.method() {
+        "hardlink" => "hardlinked",
+        "reflink" => "reflinked",
+        _ => "copied",
+    };
     Ok(format!(
-        "Copied {} ({} layers {}, {} reused)",
-        names
-            .first()
-            .cloned()
-            .unwrap_or_else(|| report.image_id.clone()),
-        report.layers_copied,
-        match report.stats.method() {
-            "hardlink" => "hardlinked",
-            "reflink" => "reflinked",
-            _ => "copied",
-        },
-        report.layers_reused
+        "Copied {shown} ({} layers {how}, {} reused)",
+        report.layers_copied, report.layers_reused
     ))
 }
 

@@ -63,16 +63,23 @@ impl HashState {
 pub struct HashingReader<R> {
     inner: R,
     state: Arc<Mutex<HashState>>,
+    enabled: bool,
 }
 
 impl<R: Read> HashingReader<R> {
     /// Wraps `inner`; the returned handle yields the digest later.
     pub fn new(inner: R) -> (Self, Arc<Mutex<HashState>>) {
+        Self::with_hashing(inner, true)
+    }
+
+    /// Like [`new`](Self::new); with `enabled` false only the size is counted.
+    pub fn with_hashing(inner: R, enabled: bool) -> (Self, Arc<Mutex<HashState>>) {
         let state = Arc::new(Mutex::new(HashState::default()));
         (
             HashingReader {
                 inner,
                 state: state.clone(),
+                enabled,
             },
             state,
         )
@@ -83,7 +90,9 @@ impl<R: Read> Read for HashingReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
         if let Ok(mut s) = self.state.lock() {
-            s.sha.update(&buf[..n]);
+            if self.enabled {
+                s.sha.update(&buf[..n]);
+            }
             s.size += n as u64;
         }
         Ok(n)

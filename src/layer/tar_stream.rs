@@ -118,10 +118,19 @@ impl<R: Read> TarStream<R> {
         let mut raw = vec![0u8; self.padding];
         if self.padding > 0 {
             let n = read_exact_or_eof(&mut self.inner, &mut raw)?;
-            if n != self.padding {
-                return Err(Error::truncated("tar entry padding"));
-            }
             self.padding = 0;
+            if n != raw.len() {
+                // The stream ends inside the last entry's padding: Go's reader (and so skopeo)
+                // takes this as the end of the archive; the DiffID still covers every byte.
+                raw.truncate(n);
+                self.finished = true;
+                self.exhausted = true;
+                return Ok(if raw.is_empty() {
+                    Event::End
+                } else {
+                    Event::Trailer(raw)
+                });
+            }
         }
         let mut ext = Extensions::default();
         loop {

@@ -63,7 +63,7 @@ impl Store {
         }
         if src.config().driver != self.config().driver {
             return Err(Error::Unsupported(format!(
-                "copying between a {} store and a {} store",
+                "copying between stores of different drivers ({} and {})",
                 src.config().driver.name(),
                 self.config().driver.name()
             )));

@@ -370,18 +370,29 @@ impl Store {
             &self.driver().tree_path(id),
             self.driver().kind().whiteouts(),
         )?;
-        // The DiffID is hashed on the decompression thread, as the bytes are produced.
-        let (tar_bytes, diff_state) = HashingReader::new(reader);
-        let summary = std::thread::scope(|s| -> Result<LayerSummary> {
-            let pipe = spawn_pump(s, tar_bytes);
-            write_layer(pipe, &mut tree, &mut ts, |bytes| {
+        // Decompression runs on its own thread; the DiffID is hashed on this one, which balances the
+        // two cores (inflate alone keeps one busy). An uncompressed blob's DiffID is its own digest.
+        let hashed = compression != Compression::None;
+        let (summary, diff_state) = std::thread::scope(|s| -> Result<_> {
+            let pipe = spawn_pump(s, reader);
+            let (tar_bytes, diff_state) = HashingReader::with_hashing(pipe, hashed);
+            let summary = write_layer(tar_bytes, &mut tree, &mut ts, |bytes| {
                 progress(Progress::Bytes { index, bytes })
-            })
+            })?;
+            Ok((summary, diff_state))
         })?;
-        let (diff_id, diff_size) = diff_state
+        let (blob_digest, blob_size) = hash_state
             .lock()
             .map_err(|_| Error::Internal("hash state poisoned".into()))?
             .result();
+        let (diff_id, diff_size) = if hashed {
+            diff_state
+                .lock()
+                .map_err(|_| Error::Internal("hash state poisoned".into()))?
+                .result()
+        } else {
+            (blob_digest.clone(), blob_size)
+        };
         if diff_size != summary.diff_size {
             return Err(Error::Internal(format!(
                 "layer stream length {diff_size} differs from the {} bytes parsed",
@@ -406,10 +417,6 @@ impl Store {
             std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))
                 .map_err(|e| Error::io("chmod", &tmp, e))?;
         }
-        let (blob_digest, blob_size) = hash_state
-            .lock()
-            .map_err(|_| Error::Internal("hash state poisoned".into()))?
-            .result();
         if blob_digest != layer.blob_digest {
             return Err(Error::DigestMismatch {
                 what: "layer blob".into(),

@@ -106,6 +106,39 @@ impl Store {
         Ok(store)
     }
 
+    /// Opens an existing store only to read from it: nothing is created, nothing is recovered (an
+    /// incomplete layer is simply not used), so the store is never changed.
+    pub fn open_read_only(config: StoreConfig) -> Result<Store> {
+        let name = config.driver.name();
+        let layers_dir = config.graphroot.join(format!("{name}-layers"));
+        let images_dir = config.graphroot.join(format!("{name}-images"));
+        if !layers_dir.join("layers.lock").exists() || !images_dir.join("images.lock").exists() {
+            let other = ["overlay", "vfs"]
+                .into_iter()
+                .find(|d| *d != name && config.graphroot.join(format!("{d}-layers")).exists());
+            return Err(Error::NotFound(match other {
+                Some(d) => format!(
+                    "the store {} has no {name} layers but has {d} ones: use --storage-driver {d}",
+                    config.graphroot.display()
+                ),
+                None => format!(
+                    "there is no {name} store at {}: pull the image with podman first, or name the store with --root",
+                    config.graphroot.display()
+                ),
+            }));
+        }
+        let driver = Driver::new(config.driver, &config.graphroot);
+        let layers_lock = LockFile::open_read_only(&layers_dir.join("layers.lock"))?;
+        let images_lock = LockFile::open_read_only(&images_dir.join("images.lock"))?;
+        Ok(Store {
+            config,
+            driver,
+            layers_lock,
+            images_lock,
+            write_mutex: std::sync::Mutex::new(()),
+        })
+    }
+
     /// The store's configuration.
     pub fn config(&self) -> &StoreConfig {
         &self.config

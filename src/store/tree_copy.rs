@@ -34,6 +34,8 @@ pub struct CopyStats {
     pub copied: u64,
     /// Directories created.
     pub dirs: u64,
+    /// Symlinks, devices and FIFOs made anew (they have no content to share).
+    pub recreated: u64,
 }
 
 impl CopyStats {
@@ -43,6 +45,7 @@ impl CopyStats {
         self.reflinked += o.reflinked;
         self.copied += o.copied;
         self.dirs += o.dirs;
+        self.recreated += o.recreated;
     }
 
     /// A word for the method that dominated: "hardlink", "reflink" or "copy".
@@ -236,7 +239,7 @@ impl Copier {
             FileType::Symlink => {
                 let target = rustix::fs::readlinkat(src, name, Vec::new())?;
                 rustix::fs::symlinkat(target.as_c_str(), dst, name)?;
-                self.stats.copied += 1;
+                self.stats.recreated += 1;
             }
             FileType::CharacterDevice
             | FileType::BlockDevice
@@ -249,7 +252,7 @@ impl Copier {
                     Mode::from_raw_mode(st.st_mode & 0o7777),
                     st.st_rdev,
                 )?;
-                self.stats.copied += 1;
+                self.stats.recreated += 1;
             }
             FileType::Directory | FileType::Unknown => {}
         }

@@ -17,7 +17,7 @@ impl Store {
     pub fn verify_layer(&self, layer: &LayerRecord) -> Result<()> {
         let bad = |why: String| {
             Error::InvalidInput(format!(
-                "layer {} does not verify: {why}; the store is damaged: remove the image (podman rmi) and copy it again",
+                "layer {} does not verify: {why}; the store is damaged: remove the image and copy it again",
                 layer.id
             ))
         };
@@ -48,6 +48,21 @@ impl Store {
                     crc,
                 } => {
                     if fsize == 0 {
+                        // Entries without data (directories, links, devices) must still exist;
+                        // whiteouts are stored under another name and the root is the tree itself.
+                        let (comps, _) = crate::layer::path::clean_components(&name);
+                        let is_whiteout = comps.last().is_some_and(|b| b.starts_with(b".wh."));
+                        if !comps.is_empty() && !is_whiteout {
+                            let path = crate::layer::path::join(&comps);
+                            rustix::fs::openat2(
+                                root.as_fd(),
+                                path.as_slice(),
+                                OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                                Mode::empty(),
+                                ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
+                            )
+                            .map_err(|e| bad(format!("{}: {e}", String::from_utf8_lossy(&name))))?;
+                        }
                         continue;
                     }
                     let fd = rustix::fs::openat2(

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# The whole suite, as CI runs it: packages, formatting, lints, the bench's build, shellcheck,
+# then every test of the workspace (they drive real podman and skopeo, so run as root).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+./scripts/install-deps.sh
+
+echo "== cargo fmt"
+cargo fmt --all --check
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets -- -D warnings
+echo "== cargo bench --no-run"
+cargo bench --no-run
+echo "== shellcheck"
+shellcheck scripts/*.sh .ci/run
+
+echo "== cargo test"
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+status=0
+cargo test --workspace 2>&1 | tee "$log" || status=$?
+
+# One closing line for the whole workspace (cargo prints one "test result:" per test binary).
+awk '/^test result:/ {
+        for (i = 1; i <= NF; i++) {
+            if ($(i + 1) ~ /^passed/) p += $i
+            if ($(i + 1) ~ /^failed/) f += $i
+            if ($(i + 1) ~ /^ignored/) s += $i
+        }
+    }
+    END { printf "tests: %d passed, %d failed, %d skipped\n", p, f, s }' "$log"
+exit "$status"
