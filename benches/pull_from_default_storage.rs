@@ -1,0 +1,2 @@
+//! Placeholder: replaced by the pull-from-default-storage benchmark.
+fn main() {}
