@@ -62,6 +62,14 @@ fn mkdir(path: &Path, mode: u32) -> Result<()> {
     }
 }
 
+/// Writes a small driver file (`link`, `lower`, mode 0644) as c/storage does: plainly, since the layer
+/// record is still flagged incomplete while they are written.
+fn write_small(path: &Path, data: &[u8]) -> Result<()> {
+    std::fs::write(path, data).map_err(|e| Error::io("writing", path, e))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644))
+        .map_err(|e| Error::io("chmod", path, e))
+}
+
 fn ensure_dir(path: &Path, mode: u32) -> Result<()> {
     match std::fs::symlink_metadata(path) {
         Ok(m) if m.is_dir() => Ok(()),
@@ -145,7 +153,7 @@ impl Driver {
                     mkdir(&diff, diff_mode)?;
                 }
                 let link = ov::new_link_id();
-                crate::store::atomic::atomic_write(&dir.join("link"), link.as_bytes(), 0o644)?;
+                write_small(&dir.join("link"), link.as_bytes())?;
                 let l = self.home.join(ov::LINK_DIR).join(&link);
                 std::os::unix::fs::symlink(format!("../{id}/diff"), &l)
                     .map_err(|e| Error::io("creating link", &l, e))?;
@@ -160,11 +168,7 @@ impl Driver {
                             Err(e) => return Err(Error::io("reading", pdir.join("lower"), e)),
                         };
                         let lower = ov::lower_chain(plink.trim(), plower.as_deref().map(str::trim));
-                        crate::store::atomic::atomic_write(
-                            &dir.join("lower"),
-                            lower.as_bytes(),
-                            0o644,
-                        )?;
+                        write_small(&dir.join("lower"), lower.as_bytes())?;
                     }
                     None => mkdir(&dir.join("empty"), 0o700)?,
                 }
