@@ -9,15 +9,8 @@ pub fn normalize(name: &str) -> Result<String> {
             "invalid image name {name:?}: use e.g. localhost/name:tag"
         ))
     };
-    if name.is_empty()
-        || name
-            .chars()
-            .any(|c| c.is_whitespace() || c.is_ascii_uppercase() && !name.contains('@'))
-    {
-        // Repository names must be lowercase (tags may not contain uppercase in the repo part either).
-        if name.is_empty() || name.chars().any(char::is_whitespace) {
-            return Err(bad());
-        }
+    if name.is_empty() || name.chars().any(char::is_whitespace) {
+        return Err(bad());
     }
     let (rest, digest) = match name.split_once('@') {
         Some((r, d)) => (r, Some(d)),
