@@ -10,17 +10,18 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::io::{BufRead as _, BufReader};
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
 
 use crate::fixture::{self, BuiltImage, Compression, ImageSpec, OciDir};
-use crate::util::{BIN, Driver, TestStore, describe, mounts_below, read_json_array, run, run_ok};
+use crate::util::{
+    BIN, Driver, LockHolder, TestStore, describe, mounts_below, read_json_array, run, run_ok,
+};
 
 /// The fixture images: (tag in the layout, name in the default store, small layers base first).
 /// `a`, `b` and `e` share their base layer (small layer 1).
@@ -745,58 +746,6 @@ fn pull_ambiguous_short_name_fails() {
             vec!["quay.io/b/app:1".to_string()]
         )])
     );
-}
-
-/// A python3 child takes `lockf(LOCK_EX)` (an fcntl record lock, as c/storage takes it) and holds
-/// it until its stdin closes.
-const HOLD_LOCK: &str = r#"
-import fcntl, sys
-f = open(sys.argv[1], "a+")
-fcntl.lockf(f, fcntl.LOCK_EX)
-print("locked", flush=True)
-sys.stdin.read()
-"#;
-
-/// A child process holding an exclusive fcntl lock on a file until released or dropped.
-struct LockHolder {
-    child: Child,
-    stdin: Option<ChildStdin>,
-}
-
-impl LockHolder {
-    /// Takes the lock on `path` in a python3 child and waits until it holds it.
-    fn hold(path: &Path) -> Self {
-        let mut child = Command::new("python3")
-            .args(["-c", HOLD_LOCK])
-            .arg(path)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("start python3 lock holder");
-        let stdin = child.stdin.take();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("holder stdout"))
-            .read_line(&mut line)
-            .expect("read from lock holder");
-        assert_eq!(line.trim(), "locked", "lock holder on {}", path.display());
-        LockHolder { child, stdin }
-    }
-
-    /// Releases the lock and waits for the child.
-    fn release(mut self) {
-        drop(self.stdin.take());
-        let status = self.child.wait().expect("wait for lock holder");
-        assert!(status.success(), "lock holder: {status}");
-    }
-}
-
-impl Drop for LockHolder {
-    fn drop(&mut self) {
-        if self.stdin.is_some() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
 }
 
 /// While another process holds bootc's `overlay-layers/layers.lock`, the pull waits; once it is

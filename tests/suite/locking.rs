@@ -4,76 +4,13 @@
 //! it is killed while waiting.
 
 use std::collections::BTreeSet;
-use std::fs;
-use std::io::{BufRead as _, BufReader};
-use std::path::Path;
-use std::process::{Child, ChildStdin, Command, Output, Stdio};
+use std::process::{Child, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 use crate::fixture::{self, BuiltImage, Compression, ImageSpec, OciDir};
-use crate::util::{Driver, TestStore, describe};
-
-/// A Python child takes `lockf(LOCK_EX)` (an fcntl record lock, as c/storage takes it) and holds
-/// it until its stdin closes.
-const HOLD_LOCK: &str = r#"
-import fcntl, sys
-f = open(sys.argv[1], "a+")
-fcntl.lockf(f, fcntl.LOCK_EX)
-print("locked", flush=True)
-sys.stdin.read()
-"#;
-
-/// A child process holding an exclusive fcntl lock on a file until released or dropped.
-#[derive(Debug)]
-struct LockHolder {
-    child: Child,
-    stdin: Option<ChildStdin>,
-}
-
-impl LockHolder {
-    /// Creates the parent dirs of `path`, takes the lock in a python3 child and waits until it
-    /// holds it.
-    fn hold(path: &Path) -> Self {
-        fs::create_dir_all(path.parent().expect("lock file parent")).expect("create lock dir");
-        let mut child = Command::new("python3")
-            .args(["-c", HOLD_LOCK])
-            .arg(path)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("start python3 lock holder");
-        let stdin = child.stdin.take();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("holder stdout"))
-            .read_line(&mut line)
-            .expect("read from lock holder");
-        assert_eq!(
-            line.trim(),
-            "locked",
-            "the lock holder did not get {}",
-            path.display()
-        );
-        LockHolder { child, stdin }
-    }
-
-    /// Releases the lock (closes the child's stdin, so it exits) and waits for the child.
-    fn release(mut self) {
-        drop(self.stdin.take());
-        let status = self.child.wait().expect("wait for lock holder");
-        assert!(status.success(), "lock holder: {status}");
-    }
-}
-
-impl Drop for LockHolder {
-    fn drop(&mut self) {
-        if self.stdin.is_some() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
+use crate::util::{Driver, LockHolder, TestStore, describe};
 
 /// Starts `bootc-image copy-to-storage --source SRC` on `store` without waiting.
 fn spawn_copy(store: &TestStore, src: &str, target: &str) -> Child {

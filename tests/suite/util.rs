@@ -7,9 +7,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
+use std::io::{BufRead as _, BufReader};
 use std::os::unix::fs::{FileTypeExt as _, MetadataExt as _};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, ChildStdin, Command, Output, Stdio};
 use std::sync::OnceLock;
 
 use serde_json::Value;
@@ -623,4 +624,64 @@ pub fn unique_tmp_path(tag: &str) -> PathBuf {
     let p = dir.path().to_path_buf();
     drop(dir);
     p
+}
+
+/// A Python child takes `lockf(LOCK_EX)` (an fcntl record lock, as c/storage takes it) and holds
+/// it until its stdin closes.
+const HOLD_LOCK: &str = r#"
+import fcntl, sys
+f = open(sys.argv[1], "a+")
+fcntl.lockf(f, fcntl.LOCK_EX)
+print("locked", flush=True)
+sys.stdin.read()
+"#;
+
+/// A child process holding an exclusive fcntl lock on a file until released or dropped.
+#[derive(Debug)]
+pub struct LockHolder {
+    child: Child,
+    stdin: Option<ChildStdin>,
+}
+
+impl LockHolder {
+    /// Creates the parent dirs of `path`, takes the lock in a python3 child and waits until it
+    /// holds it.
+    pub fn hold(path: &Path) -> Self {
+        fs::create_dir_all(path.parent().expect("lock file parent")).expect("create lock dir");
+        let mut child = Command::new("python3")
+            .args(["-c", HOLD_LOCK])
+            .arg(path)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start python3 lock holder");
+        let stdin = child.stdin.take();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("holder stdout"))
+            .read_line(&mut line)
+            .expect("read from lock holder");
+        assert_eq!(
+            line.trim(),
+            "locked",
+            "the lock holder did not get {}",
+            path.display()
+        );
+        LockHolder { child, stdin }
+    }
+
+    /// Releases the lock (closes the child's stdin, so it exits) and waits for the child.
+    pub fn release(mut self) {
+        drop(self.stdin.take());
+        let status = self.child.wait().expect("wait for lock holder");
+        assert!(status.success(), "lock holder: {status}");
+    }
+}
+
+impl Drop for LockHolder {
+    fn drop(&mut self) {
+        if self.stdin.is_some() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
 }
