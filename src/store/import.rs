@@ -91,6 +91,107 @@ pub struct ImportReport {
     pub layers_reused: usize,
 }
 
+/// Where a layer's tar-split goes: gzip over a buffered file.
+pub type TarSplitOut = flate2::write::GzEncoder<std::io::BufWriter<std::fs::File>>;
+
+/// What producing a layer yields.
+#[derive(Debug)]
+pub struct Produced {
+    /// What the sink learned.
+    pub summary: LayerSummary,
+    /// The DiffID of the tar stream produced.
+    pub diff_id: Digest,
+    /// The compression of the source blob (recorded in the layer record).
+    pub compression: Compression,
+}
+
+/// Produces layers: streams layer `index` into its tree and tar-split, in one pass.
+pub trait LayerProducer: Sync {
+    /// Writes layer `index` (described by `layer`) into `tree` and `tar_split`; `progress` gets the
+    /// uncompressed bytes so far.
+    fn produce(
+        &self,
+        index: usize,
+        layer: &LayerInput,
+        tree: &mut TreeWriter,
+        tar_split: &mut TarSplitWriter<TarSplitOut>,
+        progress: &dyn Fn(u64),
+    ) -> Result<Produced>;
+}
+
+/// Layers that come as (compressed) tar blobs: `oci:` layouts and archives.
+#[derive(Debug, Clone, Copy)]
+pub struct BlobLayers<'a> {
+    /// Where the blobs are.
+    pub blobs: &'a dyn BlobSource,
+}
+
+impl std::fmt::Debug for dyn BlobSource + '_ {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BlobSource")
+    }
+}
+
+impl LayerProducer for BlobLayers<'_> {
+    fn produce(
+        &self,
+        _index: usize,
+        layer: &LayerInput,
+        tree: &mut TreeWriter,
+        tar_split: &mut TarSplitWriter<TarSplitOut>,
+        progress: &dyn Fn(u64),
+    ) -> Result<Produced> {
+        let blob = self.blobs.open_blob(&layer.blob_digest)?;
+        let (hashing, hash_state) = HashingReader::new(blob);
+        let (compression, reader) = decompressor(hashing)?;
+        // Decompression runs on its own thread; the DiffID is hashed on this one, which balances the
+        // two cores (inflate alone keeps one busy). An uncompressed blob's DiffID is its own digest.
+        let hashed = compression != Compression::None;
+        let (summary, diff_state) = std::thread::scope(|s| -> Result<_> {
+            let pipe = spawn_pump(s, reader);
+            let (tar_bytes, diff_state) = HashingReader::with_hashing(pipe, hashed);
+            let summary = write_layer(tar_bytes, tree, tar_split, progress)?;
+            Ok((summary, diff_state))
+        })?;
+        let (blob_digest, blob_size) = hash_state
+            .lock()
+            .map_err(|_| Error::Internal("hash state poisoned".into()))?
+            .result();
+        let (diff_id, diff_size) = if hashed {
+            diff_state
+                .lock()
+                .map_err(|_| Error::Internal("hash state poisoned".into()))?
+                .result()
+        } else {
+            (blob_digest.clone(), blob_size)
+        };
+        if diff_size != summary.diff_size {
+            return Err(Error::Internal(format!(
+                "layer stream length {diff_size} differs from the {} bytes parsed",
+                summary.diff_size
+            )));
+        }
+        if blob_digest != layer.blob_digest {
+            return Err(Error::DigestMismatch {
+                what: "layer blob".into(),
+                expected: layer.blob_digest.to_string(),
+                actual: blob_digest.to_string(),
+            });
+        }
+        if blob_size != layer.blob_size {
+            return Err(Error::InvalidInput(format!(
+                "layer blob {} is {blob_size} bytes but the manifest says {}: the source is corrupt: rebuild or re-fetch the image",
+                layer.blob_digest, layer.blob_size
+            )));
+        }
+        Ok(Produced {
+            summary,
+            diff_id,
+            compression,
+        })
+    }
+}
+
 /// Result of writing one layer.
 #[derive(Debug)]
 struct Written {
@@ -107,6 +208,16 @@ impl Store {
         &self,
         input: &ImageInput,
         blobs: &dyn BlobSource,
+        progress: &(dyn Fn(Progress) + Sync),
+    ) -> Result<ImportReport> {
+        self.import_with(input, &BlobLayers { blobs }, progress)
+    }
+
+    /// Imports an image whose layers `producer` writes; `input.layers` must carry their DiffIDs.
+    pub fn import_with(
+        &self,
+        input: &ImageInput,
+        producer: &dyn LayerProducer,
         progress: &(dyn Fn(Progress) + Sync),
     ) -> Result<ImportReport> {
         // Layer IDs follow c/image's rule, from the config's DiffIDs.
@@ -169,7 +280,7 @@ impl Store {
             records::write_bytes(&layers_json, original.as_deref(), &guard)
         };
         // 2. Driver directories and entries.
-        let result = self.write_layers(input, blobs, &ids_, &to_write, progress);
+        let result = self.write_layers(input, producer, &ids_, &to_write, progress);
         let written = match result {
             Ok(w) => w,
             Err(e) => {
@@ -245,7 +356,7 @@ impl Store {
     fn write_layers(
         &self,
         input: &ImageInput,
-        blobs: &dyn BlobSource,
+        producer: &dyn LayerProducer,
         ids_: &[String],
         to_write: &[usize],
         progress: &(dyn Fn(Progress) + Sync),
@@ -284,7 +395,7 @@ impl Store {
                             if !parallel {
                                 driver.create(&ids_[i], (i > 0).then(|| ids_[i - 1].as_str()))?;
                             }
-                            self.write_one_layer(i, &input.layers[i], &ids_[i], blobs, progress)
+                            self.write_one_layer(i, &input.layers[i], &ids_[i], producer, progress)
                                 .map_err(|e| match e {
                                     e @ Error::DigestMismatch { .. } => e,
                                     e => Error::Layer {
@@ -348,12 +459,9 @@ impl Store {
         index: usize,
         layer: &LayerInput,
         id: &str,
-        blobs: &dyn BlobSource,
+        producer: &dyn LayerProducer,
         progress: &(dyn Fn(Progress) + Sync),
     ) -> Result<Written> {
-        let blob = blobs.open_blob(&layer.blob_digest)?;
-        let (hashing, hash_state) = HashingReader::new(blob);
-        let (compression, reader) = decompressor(hashing)?;
         let tmp = self.tar_split_tmp(id);
         let file = std::fs::OpenOptions::new()
             .write(true)
@@ -370,35 +478,9 @@ impl Store {
             &self.driver().tree_path(id),
             self.driver().kind().whiteouts(),
         )?;
-        // Decompression runs on its own thread; the DiffID is hashed on this one, which balances the
-        // two cores (inflate alone keeps one busy). An uncompressed blob's DiffID is its own digest.
-        let hashed = compression != Compression::None;
-        let (summary, diff_state) = std::thread::scope(|s| -> Result<_> {
-            let pipe = spawn_pump(s, reader);
-            let (tar_bytes, diff_state) = HashingReader::with_hashing(pipe, hashed);
-            let summary = write_layer(tar_bytes, &mut tree, &mut ts, |bytes| {
-                progress(Progress::Bytes { index, bytes })
-            })?;
-            Ok((summary, diff_state))
+        let produced = producer.produce(index, layer, &mut tree, &mut ts, &|bytes| {
+            progress(Progress::Bytes { index, bytes })
         })?;
-        let (blob_digest, blob_size) = hash_state
-            .lock()
-            .map_err(|_| Error::Internal("hash state poisoned".into()))?
-            .result();
-        let (diff_id, diff_size) = if hashed {
-            diff_state
-                .lock()
-                .map_err(|_| Error::Internal("hash state poisoned".into()))?
-                .result()
-        } else {
-            (blob_digest.clone(), blob_size)
-        };
-        if diff_size != summary.diff_size {
-            return Err(Error::Internal(format!(
-                "layer stream length {diff_size} differs from the {} bytes parsed",
-                summary.diff_size
-            )));
-        }
         tree.finish()?;
         let gz = ts.finish()?;
         let buf = gz.finish().map_err(|e| Error::io("writing", &tmp, e))?;
@@ -417,34 +499,21 @@ impl Store {
             std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))
                 .map_err(|e| Error::io("chmod", &tmp, e))?;
         }
-        if blob_digest != layer.blob_digest {
-            return Err(Error::DigestMismatch {
-                what: "layer blob".into(),
-                expected: layer.blob_digest.to_string(),
-                actual: blob_digest.to_string(),
-            });
-        }
-        if blob_size != layer.blob_size {
-            return Err(Error::InvalidInput(format!(
-                "layer blob {} is {blob_size} bytes but the manifest says {}: the source is corrupt: rebuild or re-fetch the image",
-                layer.blob_digest, layer.blob_size
-            )));
-        }
-        if diff_id != layer.diff_id {
+        if produced.diff_id != layer.diff_id {
             return Err(Error::DigestMismatch {
                 what: format!(
                     "layer {} (uncompressed) DiffID in the config",
                     layer.blob_digest
                 ),
                 expected: layer.diff_id.to_string(),
-                actual: diff_id.to_string(),
+                actual: produced.diff_id.to_string(),
             });
         }
         Ok(Written {
             index,
-            summary,
-            diff_id,
-            compression,
+            summary: produced.summary,
+            diff_id: produced.diff_id,
+            compression: produced.compression,
             tar_split_tmp: tmp,
         })
     }
