@@ -1,0 +1,463 @@
+#!/usr/bin/env bash
+# Checks, with podman 5 and skopeo 1.18 from a Debian 13 (trixie) chroot, that the
+# containers-storage stores bootc-image writes are right: `copy-to-storage` into an overlay and a
+# vfs store, and `pull-from-default-storage` into bootc's store. Docs: docs/podman5.md.
+#
+# Needs root, debootstrap, umoci, jq, unshare and a reachable Debian mirror the first time (the
+# chroot is then reused). Exits non-zero if any check fails. Usage:
+#   scripts/podman5-check.sh
+# Environment: P5_CHROOT (default /var/tmp/trixie), P5_BASE (default /var/tmp/p5; wiped at start),
+#   P5_MIRROR (default http://deb.debian.org/debian).
+#
+# The script also runs itself in two internal modes: `__ns` (inside `unshare -m`: mounts /proc,
+# /sys, /dev, a tmpfs /run and P5_BASE at the same path into the chroot, then chroots) and
+# `__chroot PHASE` (the podman 5 / skopeo 1.18 steps, run inside the chroot from a copy of this
+# file in P5_BASE). Results go to P5_BASE/results, one `PASS name` or `FAIL name` per line.
+set -euo pipefail
+
+chroot_dir=${P5_CHROOT:-/var/tmp/trixie}
+base=${P5_BASE:-/var/tmp/p5}
+mirror=${P5_MIRROR:-http://deb.debian.org/debian}
+results=$base/results
+oci=$base/oci
+tag=p5
+image=localhost/p5
+bootc_store=$base/sysroot/ostree/bootc/storage
+drivers=(overlay vfs)
+
+# ---------------------------------------------------------------------------------------- helpers
+
+say() { printf '\n== %s\n' "$*"; }
+
+record() { # STATUS NAME
+    printf '%s %s\n' "$1" "$2" >>"$results"
+    printf -- '-> %s: %s\n' "$1" "$2"
+}
+
+# check NAME CMD...: runs CMD, shows it, records PASS or FAIL (never stops the script).
+check() {
+    local name=$1 rc=0
+    shift
+    printf '\n-- %s\n$ %s\n' "$name" "$*"
+    "$@" || rc=$?
+    if ((rc == 0)); then
+        record PASS "$name"
+    else
+        record FAIL "$name (exit $rc)"
+    fi
+    return 0
+}
+
+# Unmount everything mounted at or below $1, deepest first.
+unmount_under() {
+    findmnt -rn -o TARGET | awk -v p="$1" '$0 == p || index($0, p "/") == 1' | sort -r |
+        while read -r m; do umount -l "$m" || true; done
+}
+
+# A listing of the tree under $1 that does not depend on the filesystem it is on: type, mode,
+# owner, size of regular files, symlink target and a content hash of regular files.
+tree_listing() {
+    (
+        cd "$1" || exit 1
+        find . -printf '%p\t%y %m %U:%G %l\n' | LC_ALL=C sort >"$2.meta"
+        find . -type f -print0 | LC_ALL=C sort -z | xargs -0r sha256sum >"$2.sums"
+        cat "$2.meta" "$2.sums" >"$2"
+        rm -f "$2.meta" "$2.sums"
+    )
+}
+
+# ------------------------------------------------------------------ inside the chroot (podman 5)
+
+p5() { # DRIVER ROOT RUNROOT ARGS...: podman 5 on one store
+    local driver=$1 root=$2 runroot=$3
+    shift 3
+    podman --root "$root" --runroot "$runroot" --storage-driver "$driver" \
+        --cgroup-manager cgroupfs --events-backend file "$@"
+}
+
+# podman system check, its output printed; fails on a non-zero exit or any output that reports
+# damage (podman prints nothing for a clean store).
+system_check() {
+    local out rc=0
+    out=$(p5 "$@" system check 2>&1) || rc=$?
+    printf '%s\n' "${out:-(no output: no damage found)}"
+    [[ $rc -eq 0 ]] || return "$rc"
+    ! grep -qiE 'damage|error' <<<"$out"
+}
+
+# The mounted tree must equal the one umoci unpacks from the same OCI image, except for the
+# mode of the root directory (c/storage's overlay driver ignores a layer's "./" entry and gives a
+# base layer's root 0555, skopeo 1.9 and 1.18 alike, where umoci applies the entry: 0755); it must
+# equal, root included, the tree of the same image in the store skopeo 1.18 wrote (when that one
+# was listed already); and the hardlink pair must share an inode.
+compare_tree() { # MOUNTPOINT LABEL DRIVER
+    local mnt=$1 got=$base/trees/$2.list ref=$base/trees/ref-$3-image.list rc=0
+    echo "tree at $mnt:"
+    (cd "$mnt" && find . -printf '%M %4U:%-4G %6s %i %p %l\n' | LC_ALL=C sort -k6) || return 1
+    tree_listing "$mnt" "$got" || return 1
+    echo "root directory: $(grep -P '^\.\t' "$got")"
+    if diff -u <(grep -vP '^\.\t' "$base/trees/expected.list") <(grep -vP '^\.\t' "$got"); then
+        echo "tree below the root matches umoci's unpack of the same image"
+    else
+        echo "tree differs from umoci's unpack of the same image (diff above)"
+        rc=1
+    fi
+    if [[ $got != "$ref" && -e $ref ]]; then
+        if diff -u "$ref" "$got"; then
+            echo "whole tree, root included, matches the same image in skopeo 1.18's $3 store"
+        else
+            echo "tree differs from the same image in skopeo 1.18's $3 store (diff above)"
+            rc=1
+        fi
+    fi
+    if [[ $(stat -c %i "$mnt/data/file") != "$(stat -c %i "$mnt/data/hard")" ]]; then
+        echo "data/file and data/hard are not one inode"
+        rc=1
+    fi
+    return "$rc"
+}
+
+image_mount_tree() { # DRIVER ROOT RUNROOT LABEL [podman args...]
+    local driver=$1 root=$2 runroot=$3 label=$4 mnt rc=0
+    shift 4
+    mnt=$(p5 "$driver" "$root" "$runroot" "$@" image mount "$image") || return 1
+    compare_tree "$mnt" "$label" "$driver" || rc=1
+    p5 "$driver" "$root" "$runroot" "$@" image unmount "$image" >/dev/null || rc=1
+    return "$rc"
+}
+
+container_cycle() { # DRIVER ROOT RUNROOT LABEL [podman args...]
+    local driver=$1 root=$2 runroot=$3 label=$4 ctr mnt rc=0
+    shift 4
+    local s=("$driver" "$root" "$runroot" "$@")
+    ctr=$(p5 "${s[@]}" create --network none --name p5-ctr "$image" /bin/tool) || return 1
+    echo "created $ctr"
+    if mnt=$(p5 "${s[@]}" mount "$ctr"); then
+        echo "mounted at $mnt"
+        compare_tree "$mnt" "$label" "$driver" || rc=1
+        p5 "${s[@]}" umount "$ctr" >/dev/null || rc=1
+    else
+        rc=1
+    fi
+    p5 "${s[@]}" rm "$ctr" || rc=1
+    return "$rc"
+}
+
+# After `podman rmi`: no image, no layer record, no layer directory left.
+store_empty() { # DRIVER ROOT RUNROOT
+    local driver=$1 root=$2 left rc=0
+    p5 "$@" images -a
+    for f in "$root/$driver-layers/layers.json" "$root/$driver-layers/volatile-layers.json" \
+        "$root/$driver-images/images.json"; do
+        [[ -e $f ]] || continue
+        printf '%s: %s\n' "$f" "$(tr -d '\n' <"$f" | cut -c1-200)"
+        if grep -q '"id"' "$f"; then
+            echo "records left in $f"
+            rc=1
+        fi
+    done
+    if [[ $driver == overlay ]]; then
+        # (overlay/.has-mount-program is c/storage's marker file, not a layer)
+        left=$(find "$root/overlay" -mindepth 1 -maxdepth 1 -type d ! -name l)
+        left+=$(find "$root/overlay/l" -mindepth 1)
+    else
+        left=$(find "$root/vfs/dir" -mindepth 1 -maxdepth 1)
+    fi
+    if [[ -n $left ]]; then
+        printf 'layer directories left:\n%s\n' "$left"
+        rc=1
+    fi
+    ((rc == 0)) && echo "store has no images, no layer records, no layer directories"
+    return "$rc"
+}
+
+phase_versions_and_reference() {
+    say "podman 5 and skopeo 1.18 in the chroot"
+    check "podman 5 version" podman version
+    check "skopeo version" skopeo --version
+    say "reference stores written by skopeo 1.18 from the same OCI image"
+    local driver
+    for driver in "${drivers[@]}"; do
+        check "skopeo 1.18 copy into a $driver store (reference)" \
+            skopeo copy -q "oci:$oci:$tag" \
+            "containers-storage:[$driver@$base/ref-$driver+/run/p5-ref-$driver]$image"
+    done
+}
+
+phase_podman5() {
+    local driver root runroot
+    for driver in "${drivers[@]}"; do
+        root=$base/$driver runroot=/run/p5-$driver
+        local s=("$driver" "$root" "$runroot") r=("$driver" "$base/ref-$driver" "/run/p5-ref-$driver")
+        say "podman 5 on the $driver store skopeo 1.18 wrote (baseline)"
+        check "$driver reference: podman system check" system_check "${r[@]}"
+        check "$driver reference: podman image mount + tree" \
+            image_mount_tree "${r[@]}" "ref-$driver-image"
+
+        say "podman 5 on the $driver store bootc-image wrote: $root"
+        check "$driver: podman images" p5 "${s[@]}" images
+        check "$driver: podman image inspect" p5 "${s[@]}" image inspect "$image"
+        check "$driver: podman system check" system_check "${s[@]}"
+        check "$driver: podman image mount + tree" image_mount_tree "${s[@]}" "$driver-image"
+        check "$driver: podman create + mount + rm" container_cycle "${s[@]}" "$driver-container"
+        check "$driver: podman rmi" p5 "${s[@]}" rmi "$image"
+        check "$driver: store empty after rmi" store_empty "${s[@]}"
+        check "$driver: podman system check after rmi" system_check "${s[@]}"
+    done
+
+    say "podman 5 on bootc's store (pull-from-default-storage; the default store's copy is gone)"
+    local b=(overlay "$bootc_store" /run/p5-bootc)
+    check "bootc store: podman images" p5 "${b[@]}" images
+    check "bootc store: podman system check" system_check "${b[@]}"
+    check "bootc store: podman image mount + tree" image_mount_tree "${b[@]}" bootc-image
+    local e=(overlay "$base/empty" /run/p5-empty --storage-opt "additionalimagestore=$bootc_store")
+    check "bootc store as additionalimagestore: podman images" p5 "${e[@]}" images
+    check "bootc store as additionalimagestore: podman image inspect" \
+        p5 "${e[@]}" image inspect --format '{{.Id}} {{.Digest}} {{.RepoTags}}' "$image"
+    # (podman refuses `image mount` of an image in a read-only store; a container works)
+    check "bootc store as additionalimagestore: podman create + mount + rm" \
+        container_cycle "${e[@]:0:3}" bootc-additional-container "${e[@]:3}"
+    check "bootc store: podman system check after use as additionalimagestore" \
+        system_check "${b[@]}"
+}
+
+# --------------------------------------------------------------- on the host: records compared
+
+# The fields of a store's layer and image records, minus what differs from run to run.
+records() { # STORE DRIVER
+    jq -S 'map(del(.created)) | sort_by(.id)' "$1/$2-layers/layers.json"
+    jq -S 'map(del(.created)) | sort_by(.id)' "$1/$2-images/images.json"
+}
+
+# The identity of an image in a store: layer IDs, parents, DiffIDs, compressed digests, sizes,
+# ID sets, tar-split contents; image ID, digest(s), names, big-data names/sizes/digests.
+identity() { # STORE DRIVER
+    local l
+    jq -S 'map({id, parent, "diff-digest", "diff-size", "compressed-diff-digest",
+                "compressed-size", uidset, gidset}) | sort_by(.id)' "$1/$2-layers/layers.json"
+    jq -S 'map({id, digest, digests, names, layer, "big-data-names", "big-data-sizes",
+                "big-data-digests"}) | sort_by(.id)' "$1/$2-images/images.json"
+    for l in $(jq -r '.[].id' "$1/$2-layers/layers.json" | sort); do
+        printf 'tar-split %s %s\n' "$l" "$(zcat "$1/$2-layers/$l.tar-split.gz" | sha256sum)"
+    done
+}
+
+compare_with_reference() { # OURS DRIVER REF
+    local ours=$1 driver=$2 ref=$3 rc=0
+    echo "full records, 'created' dropped (- skopeo 1.18, + ours):"
+    diff -u <(records "$ref" "$driver") <(records "$ours" "$driver") && echo "(identical)"
+    echo "identity fields and tar-splits (- skopeo 1.18, + ours):"
+    if diff -u <(identity "$ref" "$driver") <(identity "$ours" "$driver"); then
+        echo "(identical)"
+    else
+        rc=1
+    fi
+    return "$rc"
+}
+
+# ------------------------------------------------------------------------- on the host: setup
+
+ensure_chroot() {
+    if [[ -x $chroot_dir/usr/bin/podman && -x $chroot_dir/usr/bin/skopeo ]]; then
+        echo "reusing $chroot_dir ($(cat "$chroot_dir/.p5-debootstrap" 2>/dev/null ||
+            echo 'made elsewhere'))"
+        return
+    fi
+    command -v debootstrap >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y debootstrap
+    local start secs
+    start=$(date +%s)
+    rm -rf "$chroot_dir.partial"
+    echo "debootstrap --variant=minbase --include=podman,skopeo trixie $chroot_dir ($mirror)"
+    debootstrap --variant=minbase --include=podman,skopeo trixie "$chroot_dir.partial" "$mirror" \
+        >"$base.debootstrap.log" 2>&1 || {
+        tail -20 "$base.debootstrap.log"
+        echo "debootstrap failed; full log: $base.debootstrap.log" >&2
+        exit 1
+    }
+    mv "$chroot_dir.partial" "$chroot_dir"
+    secs=$(($(date +%s) - start))
+    echo "debootstrap took ${secs}s on $(date -u +%FT%TZ)" | tee "$chroot_dir/.p5-debootstrap"
+}
+
+# The test image: layer 1 has files, an executable, a symlink, a hardlink, a file and a 0750
+# directory (data/) owned by 1000:1000 and a directory tree; layer 2 deletes data/gone.txt with a
+# whiteout and no entry for data/; layer 3 (umoci) replaces opq/ by rm -rf + mkdir, which umoci
+# writes as per-entry whiteouts (.wh.a, .wh.sub); layer 4 makes opq/ opaque (.wh..wh..opq) and
+# adds opq/d. All mtimes are in 2020.
+# Appends a layer made by GNU tar of the ENTRIES (in that order, no recursion) of DIR, owned by
+# root, all with the same old mtime.
+add_tar_layer() { # DIR ENTRIES...
+    local dir=$1
+    shift
+    find "$dir" -exec touch -h -d @1577836800 {} +
+    tar -C "$dir" --format=ustar --owner=0 --group=0 --numeric-owner --no-recursion \
+        -cf "$dir.tar" "$@"
+    umoci raw add-layer --image "$oci:$tag" "$dir.tar"
+}
+
+make_image() {
+    local work=$base/work r
+    mkdir -p "$work"
+    umoci init --layout "$oci"
+    umoci new --image "$oci:$tag"
+
+    umoci unpack --image "$oci:$tag" "$work/b" >/dev/null
+    r=$work/b/rootfs
+    mkdir -p "$r/etc" "$r/bin" "$r/data/keep" "$r/opq/sub"
+    echo hello >"$r/etc/hello.txt"
+    printf '#!/bin/sh\necho hi\n' >"$r/bin/tool"
+    chmod 755 "$r/bin/tool"
+    ln -s ../etc/hello.txt "$r/bin/hello-link"
+    echo "some data" >"$r/data/file"
+    ln "$r/data/file" "$r/data/hard"
+    echo owned >"$r/data/owned"
+    chown 1000:1000 "$r/data/owned"
+    echo gone >"$r/data/gone.txt"
+    echo o1 >"$r/opq/a"
+    echo o2 >"$r/opq/sub/b"
+    chown 1000:1000 "$r/data"
+    chmod 750 "$r/data"
+    # Old mtimes, so that extraction never happens within the same second as the times in the
+    # layers (a directory that a store recreates "now" then shows up in `podman system check`).
+    find "$r" -exec touch -h -d @1577836800 {} +
+    umoci repack --image "$oci:$tag" "$work/b" >/dev/null
+    rm -rf "$work/b"
+
+    # Layer 2, by hand: only the whiteout, no entry for its directory data/ (as umoci writes it
+    # when data/'s mtime did not change). The store must then recreate data/ in the layer.
+    mkdir -p "$work/l2/data"
+    : >"$work/l2/data/.wh.gone.txt"
+    add_tar_layer "$work/l2" data/.wh.gone.txt
+
+    umoci unpack --image "$oci:$tag" "$work/b" >/dev/null
+    rm -rf "$work/b/rootfs/opq"
+    mkdir "$work/b/rootfs/opq"
+    echo c >"$work/b/rootfs/opq/c"
+    # (fixed times here too: umoci then always writes entries for ./ and opq/)
+    touch -h -d @1609459200 "$work/b/rootfs" "$work/b/rootfs/opq" "$work/b/rootfs/opq/c"
+    umoci repack --image "$oci:$tag" "$work/b" >/dev/null
+    rm -rf "$work/b"
+
+    # Layer 4, by hand: opq/ made opaque (.wh..wh..opq) with one new file.
+    mkdir -p "$work/l4/opq"
+    : >"$work/l4/opq/.wh..wh..opq"
+    echo d >"$work/l4/opq/d"
+    add_tar_layer "$work/l4" opq opq/.wh..wh..opq opq/d
+    umoci config --image "$oci:$tag" --config.cmd /bin/tool
+    umoci gc --layout "$oci"
+
+    local manifest
+    manifest=$(jq -r '.manifests[0].digest' "$oci/index.json")
+    echo "OCI layout $oci, tag $tag, manifest $manifest; layers:"
+    for l in $(jq -r '.layers[].digest' "$oci/blobs/sha256/${manifest#sha256:}"); do
+        echo "  $l"
+        zcat "$oci/blobs/sha256/${l#sha256:}" | tar -tvf - | sed 's/^/    /'
+    done
+
+    # What the image's tree must be: umoci applies the layers, whiteouts and opaque marker.
+    umoci unpack --image "$oci:$tag" "$work/expect" >/dev/null
+    mkdir -p "$base/trees"
+    tree_listing "$work/expect/rootfs" "$base/trees/expected.list"
+    echo "expected tree:"
+    sed 's/^/    /' "$base/trees/expected.list"
+}
+
+# Runs this script's copy in P5_BASE inside the chroot, in a private mount namespace.
+in_chroot() { # PHASE
+    unshare -m --propagation private -- bash "$base/podman5-check.sh" __ns "$@"
+}
+
+# ------------------------------------------------------------------------------------ the modes
+
+if [[ ${1:-} == __ns ]]; then
+    shift
+    # The chroot's / must be a mount point: c/storage's chrooted layer extraction remounts it.
+    mount --bind "$chroot_dir" "$chroot_dir"
+    mount -t proc proc "$chroot_dir/proc"
+    mount -t sysfs sysfs "$chroot_dir/sys" 2>/dev/null || mount --rbind /sys "$chroot_dir/sys"
+    mount --rbind /dev "$chroot_dir/dev"
+    mount -t tmpfs tmpfs "$chroot_dir/run"
+    mkdir -p "$chroot_dir$base"
+    mount --bind "$base" "$chroot_dir$base"
+    exec chroot "$chroot_dir" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root \
+        PODMAN_IGNORE_CGROUPSV1_WARNING=1 P5_BASE="$base" \
+        /bin/bash "$base/podman5-check.sh" __chroot "$@"
+fi
+
+if [[ ${1:-} == __chroot ]]; then
+    case ${2:-} in
+    reference) phase_versions_and_reference ;;
+    podman5) phase_podman5 ;;
+    *)
+        echo "unknown phase ${2:-}" >&2
+        exit 2
+        ;;
+    esac
+    exit 0
+fi
+
+if [[ $# -gt 0 ]]; then
+    sed -n '2,10p' "$0" >&2
+    exit 2
+fi
+
+[[ $(id -u) -eq 0 ]] || {
+    echo "run as root" >&2
+    exit 1
+}
+cd "$(dirname "$0")/.."
+bin=$PWD/target/debug/bootc-image
+
+cleanup() {
+    unmount_under "$base"
+    local d
+    for d in proc sys dev run "${base#/}"; do unmount_under "$chroot_dir/$d"; done
+}
+trap cleanup EXIT
+
+say "a fresh $base"
+cleanup
+rm -rf "$base"
+mkdir -p "$base/empty"
+: >"$results"
+cp "$0" "$base/podman5-check.sh"
+
+say "the trixie chroot: $chroot_dir"
+ensure_chroot
+
+say "building bootc-image"
+cargo build
+"$bin" --version
+
+say "the OCI test image"
+make_image
+
+for driver in "${drivers[@]}"; do
+    say "bootc-image copy-to-storage, $driver"
+    check "$driver: bootc-image copy-to-storage" \
+        "$bin" --root "$base/$driver" --runroot "/run/p5-$driver" --storage-driver "$driver" \
+        copy-to-storage --source "oci:$oci:$tag" --target "$image"
+done
+say "bootc-image pull-from-default-storage (from the overlay store)"
+check "overlay: bootc-image pull-from-default-storage" \
+    "$bin" --root "$base/overlay" --runroot /run/p5-overlay --storage-driver overlay \
+    --sysroot "$base/sysroot" pull-from-default-storage "$image"
+
+in_chroot reference
+
+say "our records against skopeo 1.18's (same OCI image)"
+for driver in "${drivers[@]}"; do
+    check "$driver: records match skopeo 1.18's" \
+        compare_with_reference "$base/$driver" "$driver" "$base/ref-$driver"
+done
+check "bootc store: records match skopeo 1.18's" \
+    compare_with_reference "$bootc_store" overlay "$base/ref-overlay"
+
+in_chroot podman5
+
+say "summary"
+cat "$results"
+passed=$(grep -c '^PASS' "$results" || true)
+failed=$(grep -c '^FAIL' "$results" || true)
+echo "podman5-check: $passed passed, $failed failed"
+((failed == 0))
