@@ -11,7 +11,8 @@ use crate::store::Store;
 /// Options of copy-to-storage.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The image to copy: oci:DIR[:TAG] or oci-archive:FILE[:TAG].
+    /// The image to copy: oci:DIR[:TAG], oci-archive:FILE[:TAG], or a host image stored in the
+    /// sysroot's OSTree repository (e.g. docker://quay.io/org/os:tag). Default: the booted image.
     #[arg(long, value_name = "SRC")]
     pub source: Option<String>,
     /// The name to give it in the store.
@@ -25,17 +26,20 @@ pub struct Args {
 
 /// Runs the command.
 pub fn run(cli: &Cli, args: &Args) -> anyhow::Result<()> {
-    let Some(src) = args.source.as_deref() else {
-        anyhow::bail!(
-            "copying the booted host image is not supported yet: name an image with --source oci:DIR[:TAG] or oci-archive:FILE[:TAG]"
-        );
-    };
-    let source_ref = SourceRef::parse(src)?;
     let name = normalize(&args.target)?;
-    let mut opened = source::open(&source_ref).with_context(|| format!("reading {src}"))?;
-    opened.image.names = vec![name.clone()];
     let mut config = cli.store_config()?;
     config.sync_filesystem = args.sync;
+    let is_oci = args
+        .source
+        .as_deref()
+        .is_some_and(|s| s.starts_with("oci:") || s.starts_with("oci-archive:"));
+    if !is_oci {
+        return host(cli, args.source.as_deref(), name, config);
+    }
+    let src = args.source.as_deref().unwrap_or_default();
+    let source_ref = SourceRef::parse(src)?;
+    let mut opened = source::open(&source_ref).with_context(|| format!("reading {src}"))?;
+    opened.image.names = vec![name.clone()];
     let store = Store::open(config.clone())
         .with_context(|| format!("opening the store at {}", config.graphroot.display()))?;
     let reporter = Reporter::new(opened.image.layers.iter().map(|l| l.blob_size).collect());
@@ -49,4 +53,63 @@ pub fn run(cli: &Cli, args: &Args) -> anyhow::Result<()> {
     );
     println!("Digest: {}", report.manifest_digest);
     Ok(())
+}
+
+/// The booted (or named) OSTree host image.
+#[cfg(feature = "ostree")]
+fn host(
+    cli: &Cli,
+    source: Option<&str>,
+    name: String,
+    config: crate::store::StoreConfig,
+) -> anyhow::Result<()> {
+    use crate::source::ostree_host::{HostImage, HostLayers, LinkCounts};
+    if let Some(s) = source {
+        crate::source::ostree_host::imgref::image_reference(s)?;
+    }
+    let sysroot = cli.sysroot().path().to_path_buf();
+    let what = source.unwrap_or("the deployed host image");
+    let image = HostImage::open(&sysroot, source, vec![name.clone()])
+        .with_context(|| format!("reading {what} in {}", sysroot.display()))?;
+    let store = Store::open(config.clone())
+        .with_context(|| format!("opening the store at {}", config.graphroot.display()))?;
+    let reporter = Reporter::new(image.input.layers.iter().map(|l| l.blob_size).collect());
+    let producer = HostLayers {
+        image: &image,
+        counts: LinkCounts::default(),
+    };
+    let report = store
+        .import_with(&image.input, &producer, &|p| reporter.event(p))
+        .with_context(|| format!("copying {} to {name}", image.imgref))?;
+    reporter.finish();
+    let linked = producer
+        .counts
+        .linked
+        .load(std::sync::atomic::Ordering::Relaxed);
+    let written = producer
+        .counts
+        .written
+        .load(std::sync::atomic::Ordering::Relaxed);
+    println!(
+        "Stored {} from {} ({} layers written, {} reused; {linked} files hardlinked from the repository, {written} written)",
+        name, image.imgref, report.layers_written, report.layers_reused
+    );
+    println!("Digest: {}", report.manifest_digest);
+    Ok(())
+}
+
+/// Without the `ostree` feature there are no host images.
+#[cfg(not(feature = "ostree"))]
+fn host(
+    _: &Cli,
+    source: Option<&str>,
+    _: String,
+    _: crate::store::StoreConfig,
+) -> anyhow::Result<()> {
+    match source {
+        Some(s) => Ok(SourceRef::parse(s).map(|_| ())?),
+        None => anyhow::bail!(
+            "this build has no OSTree support: name an image with --source oci:DIR[:TAG]"
+        ),
+    }
 }

@@ -5,6 +5,7 @@ pub mod decompress;
 pub mod path;
 pub mod pipe;
 pub mod sink;
+pub mod synth;
 pub mod tar_header;
 pub mod tar_stream;
 pub mod tree_writer;

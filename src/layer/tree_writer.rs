@@ -35,6 +35,26 @@ pub enum WhiteoutStyle {
     Delete,
 }
 
+/// Whether [`TreeWriter::begin_linked`] linked the source, or opened a file for its bytes.
+#[derive(Debug)]
+pub enum Linked {
+    /// The entry is a hardlink to the source.
+    Yes,
+    /// Write the content into this file, then call [`TreeWriter::finish_file`].
+    No(OpenFile),
+}
+
+/// Whether an inode already has the owner, mode and mtime a header gives.
+fn metadata_matches(st: &rustix::fs::Stat, h: &TarHeader) -> bool {
+    let symlink = FileType::from_raw_mode(st.st_mode) == FileType::Symlink;
+    u64::from(st.st_uid) == h.uid
+        && u64::from(st.st_gid) == h.gid
+        && (symlink || st.st_mode & 0o7777 == h.mode)
+        && st.st_mtime == h.mtime.max(0)
+        && (h.mtime < 0 || st.st_mtime_nsec as i64 == i64::from(h.mtime_nsec))
+        && h.xattrs.is_empty()
+}
+
 /// A regular file being written; finish it with [`TreeWriter::finish_file`].
 #[derive(Debug)]
 pub struct OpenFile {
@@ -351,6 +371,54 @@ impl TreeWriter {
         Ok(())
     }
 
+    /// Creates a regular file entry as a hardlink to `src` when `src` already has exactly the entry's
+    /// metadata (owner, mode, mtime; the entry carries no xattrs), so nothing about `src` changes;
+    /// otherwise (or across filesystems) creates it as [`begin`](Self::begin) does, for its bytes.
+    pub fn begin_linked(&mut self, h: &TarHeader, src: &Path) -> Result<Linked> {
+        let fallback = |w: &mut TreeWriter| -> Result<Linked> {
+            match w.begin(h)? {
+                Some(f) => Ok(Linked::No(f)),
+                None => Err(Error::Internal("a regular entry opened no file".into())),
+            }
+        };
+        let usable = h.kind == EntryKind::Regular
+            && h.xattrs.is_empty()
+            && rustix::fs::lstat(src).is_ok_and(|st| {
+                FileType::from_raw_mode(st.st_mode) == FileType::RegularFile
+                    && metadata_matches(&st, h)
+            });
+        let (comps, _) = clean_components(&h.name);
+        let Some((&base, parent_comps)) = comps.split_last() else {
+            return fallback(self);
+        };
+        if !usable || base.starts_with(WHITEOUT_PREFIX) {
+            return fallback(self);
+        }
+        let parent_comps: Vec<&[u8]> = parent_comps.to_vec();
+        let full = join(&comps);
+        let root_path = self.root_path.clone();
+        let parent = self.parent(&parent_comps)?;
+        match rustix::fs::statat(parent, base, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(_) => {
+                remove_all_at(parent, base).map_err(|e| errno("removing", &root_path, &full, e))?;
+                self.cache = None;
+            }
+            Err(Errno::NOENT) => {}
+            Err(e) => return Err(errno("stat", &root_path, &full, e)),
+        }
+        let parent = self.parent(&parent_comps)?;
+        match rustix::fs::linkat(rustix::fs::CWD, src, parent, base, AtFlags::empty()) {
+            Ok(()) => {
+                if self.style == WhiteoutStyle::Delete {
+                    self.unpacked.insert(full);
+                }
+                Ok(Linked::Yes)
+            }
+            Err(Errno::XDEV) | Err(Errno::PERM) | Err(Errno::MLINK) => fallback(self),
+            Err(e) => Err(errno("linking", &root_path, &full, e)),
+        }
+    }
+
     /// Sets owner, xattrs, mode and times of a regular file after its data was written.
     pub fn finish_file(&mut self, f: OpenFile, h: &TarHeader) -> Result<()> {
         let (comps, _) = clean_components(&h.name);
@@ -377,6 +445,16 @@ impl TreeWriter {
         let uid = rustix::fs::Uid::from_raw(id(h.uid, &h.name)?);
         let gid = rustix::fs::Gid::from_raw(id(h.gid, &h.name)?);
         let mode = Mode::from_raw_mode(h.mode);
+        if h.kind == EntryKind::HardLink && file.is_none() {
+            // A hardlink's header is applied to the shared inode; when it already matches (an OSTree
+            // object linked in), leave the inode alone: it may belong to a repository.
+            let parent = self.parent(parent_comps)?;
+            if let Ok(st) = rustix::fs::statat(parent, base, AtFlags::SYMLINK_NOFOLLOW)
+                && metadata_matches(&st, h)
+            {
+                return Ok(());
+            }
+        }
         if let Some(f) = file {
             rustix::fs::fchown(f, Some(uid), Some(gid))
                 .map_err(|e| errno("chown", &root_path, &full, e))?;

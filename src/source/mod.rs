@@ -3,6 +3,8 @@
 pub mod oci_archive;
 pub mod oci_layout;
 pub mod oci_types;
+#[cfg(feature = "ostree")]
+pub mod ostree_host;
 
 use std::path::PathBuf;
 

@@ -1,0 +1,461 @@
+//! The booted (or any stored) OSTree host image as a source: its layers are synthesized from the
+//! repository in ostree-ext's export layout — the ostree commit layer, the chunk layers, the derived
+//! layers — straight into the store, with content objects hardlinked from a bare repository.
+
+pub mod imgref;
+pub mod tar_layout;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use ostree::gio;
+use ostree::glib;
+use serde_json::{Value, json};
+use storage_format::{Digest, TarSplitWriter};
+
+use crate::error::{Error, Result};
+use crate::layer::decompress::Compression;
+use crate::layer::sink::write_layer;
+use crate::layer::synth::{DigestSink, EntrySink, TreeSink};
+use crate::layer::tree_writer::TreeWriter;
+use crate::store::import::{ImageInput, LayerInput, LayerProducer, Produced, TarSplitOut};
+use tar_layout::{ChunkContent, LayoutWriter, commit_objects, layer_commit_objects};
+
+/// The config label naming the last layer that belongs to the ostree commit.
+const DIFFID_LABEL: &str = "ostree.final-diffid";
+/// The annotation of component layers.
+const CONTENT_ANNOTATION: &str = "ostree.components";
+
+fn gerr(what: &str, e: glib::Error) -> Error {
+    Error::InvalidInput(format!("{what}: {e}"))
+}
+
+/// One layer of the export.
+#[derive(Debug, Clone)]
+enum Plan {
+    /// The ostree layer: the commit's structure plus the objects no chunk took.
+    Final(ChunkContent),
+    /// A component (chunk) layer.
+    Chunk(ChunkContent),
+    /// A derived layer, exported as a plain tar by `ostree export`.
+    Derived(String),
+}
+
+/// A host image opened for copying.
+#[derive(Debug)]
+pub struct HostImage {
+    repo_path: PathBuf,
+    /// The reference it is stored under (`docker://…`).
+    pub imgref: String,
+    base_commit: String,
+    plan: Vec<Plan>,
+    /// What to import (manifest, config, layers with their DiffIDs).
+    pub input: ImageInput,
+}
+
+fn open_repo(path: &Path) -> Result<ostree::Repo> {
+    let repo = ostree::Repo::new_for_path(path);
+    repo.open(gio::Cancellable::NONE).map_err(|e| {
+        gerr(
+            &format!("opening the OSTree repository {}", path.display()),
+            e,
+        )
+    })?;
+    Ok(repo)
+}
+
+/// The image reference of the booted deployment (or, on a sysroot that is not booted, the default one).
+pub fn deployed_reference(sysroot: &Path) -> Result<String> {
+    let sr = ostree::Sysroot::new(Some(&gio::File::for_path(sysroot)));
+    sr.load(gio::Cancellable::NONE)
+        .map_err(|e| gerr(&format!("loading the sysroot {}", sysroot.display()), e))?;
+    let dep = sr
+        .booted_deployment()
+        .or_else(|| sr.deployments().into_iter().next())
+        .ok_or_else(|| {
+            Error::NotFound(format!(
+                "no deployment in the sysroot {}: name an image with --source",
+                sysroot.display()
+            ))
+        })?;
+    let origin = dep
+        .origin()
+        .ok_or_else(|| Error::NotFound(format!("deployment {} has no origin", dep.csum())))?;
+    let r = origin.string("origin", "container-image-reference").map_err(|_| {
+        Error::NotFound(format!(
+            "deployment {} was not deployed from a container image (no container-image-reference in its origin)",
+            dep.csum()
+        ))
+    })?;
+    Ok(r.to_string())
+}
+
+fn lookup_str(dict: &glib::VariantDict, key: &str) -> Option<String> {
+    dict.lookup_value(key, None)
+        .and_then(|v| v.str().map(str::to_owned))
+}
+
+/// The DiffID and size of a derived layer: `ostree export` of its commit, hashed.
+fn derived_digest(repo_path: &Path, layer_ref: &str) -> Result<(Digest, u64)> {
+    let mut child = export_command(repo_path, layer_ref)
+        .spawn()
+        .map_err(|e| Error::io("running", "ostree export", e))?;
+    let mut out = child
+        .stdout
+        .take()
+        .ok_or_else(|| Error::Internal("ostree export has no stdout".into()))?;
+    let (mut hashing, state) = crate::layer::decompress::HashingReader::new(&mut out);
+    std::io::copy(&mut hashing, &mut std::io::sink())
+        .map_err(|e| Error::read("ostree export", e))?;
+    drop(hashing);
+    let status = child
+        .wait()
+        .map_err(|e| Error::io("running", "ostree export", e))?;
+    if !status.success() {
+        return Err(Error::InvalidInput(format!(
+            "ostree export {layer_ref} failed ({status})"
+        )));
+    }
+    let r = state
+        .lock()
+        .map_err(|_| Error::Internal("hash state poisoned".into()))?
+        .result();
+    Ok(r)
+}
+
+fn export_command(repo_path: &Path, layer_ref: &str) -> Command {
+    let mut c = Command::new("ostree");
+    c.arg(format!("--repo={}", repo_path.display()))
+        .args(["export", layer_ref])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped());
+    c
+}
+
+impl HostImage {
+    /// Opens the image `imgref` (any form `image_reference` accepts; `None` = the deployed one) in the
+    /// repository of `sysroot`, plans its layers and computes their DiffIDs (a first, read-only pass).
+    pub fn open(sysroot: &Path, imgref: Option<&str>, names: Vec<String>) -> Result<HostImage> {
+        let given = match imgref {
+            Some(r) => r.to_string(),
+            None => deployed_reference(sysroot)?,
+        };
+        let imgref = imgref::image_reference(&given)?;
+        let repo_path = sysroot.join("ostree/repo");
+        let repo = open_repo(&repo_path)?;
+        let image_ref = imgref::image_ref(&imgref);
+        let merge = repo
+            .resolve_rev(&image_ref, true)
+            .map_err(|e| gerr(&format!("resolving {image_ref}"), e))?
+            .ok_or_else(|| {
+                Error::NotFound(format!(
+                    "no host image {imgref} in {}: `bootc-image list --type host` shows the stored ones",
+                    repo_path.display()
+                ))
+            })?;
+        let (commit_v, _) = repo
+            .load_commit(&merge)
+            .map_err(|e| gerr(&format!("loading commit {merge}"), e))?;
+        let meta = glib::VariantDict::new(Some(&commit_v.child_value(0)));
+        let not_image = |k: &str| {
+            Error::InvalidInput(format!(
+                "commit {merge} ({imgref}) is not a container image: it has no {k} metadata"
+            ))
+        };
+        let manifest_text =
+            lookup_str(&meta, "ostree.manifest").ok_or_else(|| not_image("ostree.manifest"))?;
+        let config_text = lookup_str(&meta, "ostree.container.image-config")
+            .ok_or_else(|| not_image("ostree.container.image-config"))?;
+        let manifest: Value = serde_json::from_str(&manifest_text).map_err(|e| {
+            Error::InvalidInput(format!(
+                "the manifest stored for {imgref} is not valid JSON: {e}"
+            ))
+        })?;
+        let mut config: Value = serde_json::from_str(&config_text).map_err(|e| {
+            Error::InvalidInput(format!(
+                "the config stored for {imgref} is not valid JSON: {e}"
+            ))
+        })?;
+        let layers = manifest["layers"].as_array().cloned().unwrap_or_default();
+        let digests: Vec<String> = layers
+            .iter()
+            .filter_map(|l| l["digest"].as_str().map(str::to_owned))
+            .collect();
+        if digests.is_empty() || digests.len() != layers.len() {
+            return Err(Error::InvalidInput(format!(
+                "the manifest stored for {imgref} has no valid layers"
+            )));
+        }
+        // ostree-ext's split: the first layer is the ostree commit; up to the final-diffid layer come the
+        // component layers; after it, derived layers.
+        let final_diffid = config["config"]["Labels"][DIFFID_LABEL]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| {
+                Error::InvalidInput(format!(
+                    "{imgref} has no {DIFFID_LABEL} label: it is not an ostree-encapsulated image"
+                ))
+            })?;
+        let diff_ids: Vec<String> = config["rootfs"]["diff_ids"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|v| v.as_str().map(str::to_owned))
+            .collect();
+        let target = diff_ids
+            .iter()
+            .position(|d| *d == final_diffid)
+            .and_then(|i| digests.get(i).cloned())
+            .ok_or_else(|| {
+                Error::InvalidInput(format!("{imgref}: no layer has the DiffID {final_diffid}"))
+            })?;
+        let mut components = Vec::new();
+        let mut derived = Vec::new();
+        let mut after = false;
+        for (i, d) in digests.iter().enumerate() {
+            if *d == target {
+                after = true;
+                if i != 0 {
+                    components.push(d.clone());
+                }
+            } else if !after {
+                if i != 0 {
+                    components.push(d.clone());
+                }
+            } else {
+                derived.push(d.clone());
+            }
+        }
+        let base_ref = imgref::layer_ref(&digests[0]);
+        let base_commit = repo
+            .require_rev(&base_ref)
+            .map_err(|e| {
+                gerr(
+                    &format!("the ostree layer of {imgref} ({base_ref}) is missing"),
+                    e,
+                )
+            })?
+            .to_string();
+        // Rebuild the object → chunk assignment from the layer commits, as ostree-ext does.
+        let mut remainder = commit_objects(&repo, &base_commit)?;
+        let mut plan = Vec::new();
+        let mut chunks = Vec::new();
+        for d in &components {
+            let mut chunk = ChunkContent::new();
+            for name in layer_commit_objects(&repo, &imgref::layer_ref(d))? {
+                if let Some(paths) = remainder.remove(&name) {
+                    chunk.insert(name, paths);
+                }
+            }
+            chunks.push(Plan::Chunk(chunk));
+        }
+        plan.push(Plan::Final(remainder));
+        plan.extend(chunks);
+        plan.extend(derived.iter().map(|d| Plan::Derived(imgref::layer_ref(d))));
+
+        // First pass: each layer's DiffID, by hashing the stream it will be.
+        let mut layer_inputs = Vec::new();
+        for p in &plan {
+            let (diff_id, size) = match p {
+                Plan::Final(rem) => {
+                    let mut sink = DigestSink::default();
+                    let mut w = LayoutWriter::new(&repo, &repo_path, &base_commit)?;
+                    w.write_commit(&mut sink, true)?;
+                    w.write_chunk(&mut sink, rem)?;
+                    sink.finish()
+                }
+                Plan::Chunk(c) => {
+                    let mut sink = DigestSink::default();
+                    let mut w = LayoutWriter::new(&repo, &repo_path, &base_commit)?;
+                    w.write_repo_structure(&mut sink)?;
+                    w.write_chunk(&mut sink, c)?;
+                    sink.finish()
+                }
+                Plan::Derived(r) => derived_digest(&repo_path, r)?,
+            };
+            layer_inputs.push(LayerInput {
+                blob_digest: diff_id.clone(),
+                blob_size: size,
+                diff_id,
+            });
+        }
+
+        // The image upstream's export writes: manifest and config cloned, layers replaced (uncompressed,
+        // as for a containers-storage destination), DiffIDs set (not appended), history per layer.
+        let created = now_secs();
+        let mut new_layers = Vec::new();
+        let mut history = Vec::new();
+        let old_history = config["history"].as_array().cloned().unwrap_or_default();
+        for (i, (p, l)) in plan.iter().zip(&layer_inputs).enumerate() {
+            let mut desc = json!({
+                "mediaType": "application/vnd.oci.image.layer.v1.tar",
+                "digest": l.diff_id.to_string(),
+                "size": l.blob_size,
+            });
+            let description = match p {
+                Plan::Final(_) => String::new(),
+                Plan::Chunk(_) => {
+                    desc["annotations"] = json!({ CONTENT_ANNOTATION: "" });
+                    String::new()
+                }
+                Plan::Derived(_) => {
+                    // Upstream copies annotations and history comments by the derived layer's own index.
+                    let k = i - (1 + components.len());
+                    if let Some(a) = layers.get(k).and_then(|l| l.get("annotations")) {
+                        desc["annotations"] = a.clone();
+                    }
+                    old_history
+                        .get(k)
+                        .and_then(|h| h["comment"].as_str())
+                        .unwrap_or_default()
+                        .to_string()
+                }
+            };
+            new_layers.push(desc);
+            history.push(json!({ "created": created, "created_by": description }));
+        }
+        config["rootfs"] = json!({
+            "type": "layers",
+            "diff_ids": layer_inputs.iter().map(|l| l.diff_id.to_string()).collect::<Vec<_>>(),
+        });
+        config["history"] = Value::Array(history);
+        let config_bytes =
+            serde_json::to_vec(&config).map_err(|e| Error::Internal(e.to_string()))?;
+        let config_digest = Digest::of_bytes(&config_bytes);
+        let mut new_manifest = manifest.clone();
+        new_manifest["layers"] = Value::Array(new_layers);
+        new_manifest["config"] = json!({
+            "mediaType": "application/vnd.oci.image.config.v1+json",
+            "digest": config_digest.to_string(),
+            "size": config_bytes.len(),
+        });
+        if new_manifest.get("mediaType").is_none() {
+            new_manifest["mediaType"] = json!("application/vnd.oci.image.manifest.v1+json");
+        }
+        let manifest_bytes =
+            serde_json::to_vec(&new_manifest).map_err(|e| Error::Internal(e.to_string()))?;
+        let input = ImageInput {
+            manifest_digest: Digest::of_bytes(&manifest_bytes),
+            manifest: manifest_bytes,
+            config: config_bytes,
+            config_digest,
+            created: config["created"].as_str().map(str::to_owned),
+            layers: layer_inputs,
+            names,
+        };
+        Ok(HostImage {
+            repo_path,
+            imgref,
+            base_commit,
+            plan,
+            input,
+        })
+    }
+
+    /// Number of layers.
+    pub fn layer_count(&self) -> usize {
+        self.plan.len()
+    }
+}
+
+fn now_secs() -> String {
+    let t = storage_format::now_rfc3339_nano();
+    // RFC 3339 with whole seconds, as ocidir writes history.
+    match t.split_once('.') {
+        Some((s, _)) => format!("{s}Z"),
+        None => t,
+    }
+}
+
+/// Counts of how content reached the tree.
+#[derive(Debug, Default)]
+pub struct LinkCounts {
+    /// Files hardlinked from the repository.
+    pub linked: std::sync::atomic::AtomicU64,
+    /// Files whose bytes were written.
+    pub written: std::sync::atomic::AtomicU64,
+}
+
+/// Writes a [`HostImage`]'s layers (the second pass).
+#[derive(Debug)]
+pub struct HostLayers<'a> {
+    /// The image.
+    pub image: &'a HostImage,
+    /// How files got there.
+    pub counts: LinkCounts,
+}
+
+impl LayerProducer for HostLayers<'_> {
+    fn produce(
+        &self,
+        index: usize,
+        _layer: &LayerInput,
+        tree: &mut TreeWriter,
+        tar_split: &mut TarSplitWriter<TarSplitOut>,
+        progress: &dyn Fn(u64),
+    ) -> Result<Produced> {
+        let img = self.image;
+        let plan = img
+            .plan
+            .get(index)
+            .ok_or_else(|| Error::Internal(format!("no layer {index}")))?;
+        if let Plan::Derived(r) = plan {
+            let mut child = export_command(&img.repo_path, r)
+                .spawn()
+                .map_err(|e| Error::io("running", "ostree export", e))?;
+            let out = child
+                .stdout
+                .take()
+                .ok_or_else(|| Error::Internal("ostree export has no stdout".into()))?;
+            let (hashing, state) = crate::layer::decompress::HashingReader::new(out);
+            let summary = write_layer(hashing, tree, tar_split, progress)?;
+            let status = child
+                .wait()
+                .map_err(|e| Error::io("running", "ostree export", e))?;
+            if !status.success() {
+                return Err(Error::InvalidInput(format!(
+                    "ostree export {r} failed ({status})"
+                )));
+            }
+            let (diff_id, _) = state
+                .lock()
+                .map_err(|_| Error::Internal("hash state poisoned".into()))?
+                .result();
+            return Ok(Produced {
+                summary,
+                diff_id,
+                compression: Compression::None,
+            });
+        }
+        // glib objects are not shared across threads: each layer opens the repository itself.
+        let repo = open_repo(&img.repo_path)?;
+        let mut sink = TreeSink::new(tree, tar_split);
+        {
+            let mut w = LayoutWriter::new(&repo, &img.repo_path, &img.base_commit)?;
+            let s: &mut dyn EntrySink = &mut sink;
+            match plan {
+                Plan::Final(rem) => {
+                    w.write_commit(s, true)?;
+                    w.write_chunk(s, rem)?;
+                }
+                Plan::Chunk(c) => {
+                    w.write_repo_structure(s)?;
+                    w.write_chunk(s, c)?;
+                }
+                Plan::Derived(_) => {}
+            }
+        }
+        use std::sync::atomic::Ordering;
+        self.counts.linked.fetch_add(sink.linked, Ordering::Relaxed);
+        self.counts
+            .written
+            .fetch_add(sink.written, Ordering::Relaxed);
+        let (summary, diff_id) = sink.finish()?;
+        progress(summary.diff_size);
+        Ok(Produced {
+            summary,
+            diff_id,
+            compression: Compression::None,
+        })
+    }
+}
