@@ -3,6 +3,13 @@
 # containers-storage stores bootc-image writes are right: `copy-to-storage` into an overlay and a
 # vfs store, and `pull-from-default-storage` into bootc's store. Docs: docs/podman5.md.
 #
+# Two test images (one OCI layout): localhost/p5, which every store must hold with no damage
+# reported by `podman system check`; and localhost/p5-implied, whose second layer deletes a file
+# without an entry for the file's directory. c/storage (skopeo 1.9 and 1.18 alike) recreates that
+# directory in the layer with the current time (overlay: also as root 0755), and podman 5's own
+# check then reports the layer as damaged; for it the check is that our stores are exactly what
+# skopeo 1.18 writes.
+#
 # Needs root, debootstrap, umoci, jq, unshare and a reachable Debian mirror the first time (the
 # chroot is then reused). Exits non-zero if any check fails. Usage:
 #   scripts/podman5-check.sh
@@ -22,6 +29,8 @@ results=$base/results
 oci=$base/oci
 tag=p5
 image=localhost/p5
+implied_tag=p5-implied
+implied_image=localhost/p5-implied
 bootc_store=$base/sysroot/ostree/bootc/storage
 drivers=(overlay vfs)
 
@@ -92,8 +101,7 @@ system_check() {
 # was listed already); and the hardlink pair must share an inode.
 compare_tree() { # MOUNTPOINT LABEL DRIVER
     local mnt=$1 got=$base/trees/$2.list ref=$base/trees/ref-$3-image.list rc=0
-    echo "tree at $mnt:"
-    (cd "$mnt" && find . -printf '%M %4U:%-4G %6s %i %p %l\n' | LC_ALL=C sort -k6) || return 1
+    show_tree "$mnt"
     tree_listing "$mnt" "$got" || return 1
     echo "root directory: $(grep -P '^\.\t' "$got")"
     if diff -u <(grep -vP '^\.\t' "$base/trees/expected.list") <(grep -vP '^\.\t' "$got"); then
@@ -115,6 +123,11 @@ compare_tree() { # MOUNTPOINT LABEL DRIVER
         rc=1
     fi
     return "$rc"
+}
+
+show_tree() { # DIR
+    echo "tree at $1:"
+    (cd "$1" && find . -printf '%M %4U:%-4G %6s %i %TF %p %l\n' | LC_ALL=C sort -k7)
 }
 
 image_mount_tree() { # DRIVER ROOT RUNROOT LABEL [podman args...]
@@ -171,6 +184,56 @@ store_empty() { # DRIVER ROOT RUNROOT
     return "$rc"
 }
 
+# For localhost/p5-implied in one store: `podman system check` (output printed, and saved with
+# the extraction times replaced by "(now)" and the lines sorted) and the image's tree.
+implied_probe() { # DRIVER ROOT RUNROOT OUT
+    local s=("$1" "$2" "$3") out=$4 mnt rc=0 text
+    text=$(p5 "${s[@]}" system check 2>&1) || rc=$?
+    printf '%s\n(exit %s)\n' "${text:-(no output: no damage found)}" "$rc"
+    printf '%s\nexit %s\n' "$text" "$rc" |
+        sed -E 's/(mtime:0x[0-9a-f]+)[^0-9]+0x[0-9a-f]+/\1 -> (now)/g' | LC_ALL=C sort >"$out.check"
+    mnt=$(p5 "${s[@]}" image mount "$implied_image") || return 1
+    show_tree "$mnt"
+    tree_listing "$mnt" "$out.list"
+    p5 "${s[@]}" image unmount "$implied_image" >/dev/null
+}
+
+# localhost/p5-implied: our store must give the same `podman system check` report and the same
+# tree as skopeo 1.18's store (both differ from umoci's unpack; see the header).
+implied_case() { # DRIVER
+    local driver=$1 t=$base/trees rc=0
+    echo "skopeo 1.18's store:"
+    implied_probe "$driver" "$base/ref-implied-$driver" "/run/p5-ref-implied-$driver" \
+        "$t/ref-implied-$driver" || return 1
+    echo "our store:"
+    implied_probe "$driver" "$base/implied-$driver" "/run/p5-implied-$driver" \
+        "$t/implied-$driver" || return 1
+    echo "the tree against umoci's unpack of the same image (- umoci, + skopeo 1.18):"
+    diff -u "$t/expected-implied.list" "$t/ref-implied-$driver.list" || true
+    if diff -u "$t/ref-implied-$driver.check" "$t/implied-$driver.check"; then
+        echo "same podman system check report as skopeo 1.18's store"
+    else
+        echo "podman system check reports differ (- skopeo 1.18, + ours)"
+        rc=1
+    fi
+    if diff -u "$t/ref-implied-$driver.list" "$t/implied-$driver.list"; then
+        echo "same tree as skopeo 1.18's store"
+    else
+        echo "trees differ (- skopeo 1.18, + ours)"
+        rc=1
+    fi
+    return "$rc"
+}
+
+# The check must be able to fail: in a copy of ours where etc/hello.txt of the base layer was
+# changed (same size) after the copy, podman system check must report that file.
+corrupt_check() {
+    local out rc=0
+    out=$(p5 overlay "$base/corrupt" /run/p5-corrupt system check 2>&1) || rc=$?
+    printf '%s\n(exit %s)\n' "$out" "$rc"
+    ((rc != 0)) && grep -q 'etc/hello.txt' <<<"$out"
+}
+
 phase_versions_and_reference() {
     say "podman 5 and skopeo 1.18 in the chroot"
     check "podman 5 version" podman version
@@ -181,6 +244,9 @@ phase_versions_and_reference() {
         check "skopeo 1.18 copy into a $driver store (reference)" \
             skopeo copy -q "oci:$oci:$tag" \
             "containers-storage:[$driver@$base/ref-$driver+/run/p5-ref-$driver]$image"
+        check "skopeo 1.18 copy of $implied_image into a $driver store (reference)" \
+            skopeo copy -q "oci:$oci:$implied_tag" \
+            "containers-storage:[$driver@$base/ref-implied-$driver+/run/p5-ref-implied-$driver]$implied_image"
     done
 }
 
@@ -203,7 +269,14 @@ phase_podman5() {
         check "$driver: podman rmi" p5 "${s[@]}" rmi "$image"
         check "$driver: store empty after rmi" store_empty "${s[@]}"
         check "$driver: podman system check after rmi" system_check "${s[@]}"
+
+        say "$implied_image ($driver): ours against skopeo 1.18's"
+        check "$driver: $implied_image same check report and tree as skopeo 1.18" \
+            implied_case "$driver"
     done
+
+    say "negative control: a store of ours with one file changed after the copy"
+    check "podman system check reports the changed file" corrupt_check
 
     say "podman 5 on bootc's store (pull-from-default-storage; the default store's copy is gone)"
     local b=(overlay "$bootc_store" /run/p5-bootc)
@@ -263,7 +336,10 @@ ensure_chroot() {
             echo 'made elsewhere'))"
         return
     fi
-    command -v debootstrap >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y debootstrap
+    if ! command -v debootstrap >/dev/null; then
+        apt-get update
+        DEBIAN_FRONTEND=noninteractive apt-get install -y debootstrap
+    fi
     local start secs
     start=$(date +%s)
     rm -rf "$chroot_dir.partial"
@@ -279,22 +355,22 @@ ensure_chroot() {
     echo "debootstrap took ${secs}s on $(date -u +%FT%TZ)" | tee "$chroot_dir/.p5-debootstrap"
 }
 
-# The test image: layer 1 has files, an executable, a symlink, a hardlink, a file and a 0750
-# directory (data/) owned by 1000:1000 and a directory tree; layer 2 deletes data/gone.txt with a
-# whiteout and no entry for data/; layer 3 (umoci) replaces opq/ by rm -rf + mkdir, which umoci
-# writes as per-entry whiteouts (.wh.a, .wh.sub); layer 4 makes opq/ opaque (.wh..wh..opq) and
-# adds opq/d. All mtimes are in 2020.
-# Appends a layer made by GNU tar of the ENTRIES (in that order, no recursion) of DIR, owned by
-# root, all with the same old mtime.
-add_tar_layer() { # DIR ENTRIES...
-    local dir=$1
-    shift
+# Appends to the image TAG a layer made by GNU tar of the ENTRIES (in that order, no recursion)
+# of DIR, all with the same old mtime.
+add_tar_layer() { # TAG DIR ENTRIES...
+    local t=$1 dir=$2
+    shift 2
     find "$dir" -exec touch -h -d @1577836800 {} +
-    tar -C "$dir" --format=ustar --owner=0 --group=0 --numeric-owner --no-recursion \
-        -cf "$dir.tar" "$@"
-    umoci raw add-layer --image "$oci:$tag" "$dir.tar"
+    tar -C "$dir" --format=ustar --numeric-owner --no-recursion -cf "$dir.tar" "$@"
+    umoci raw add-layer --image "$oci:$t" "$dir.tar"
 }
 
+# The test images. localhost/p5: layer 1 (umoci) has files, an executable, a symlink, a hardlink,
+# a file and a 0750 directory (data/) owned by 1000:1000, a directory tree and a "./" entry;
+# layer 2 (tar) has data/ unchanged and the whiteout data/.wh.gone.txt; layer 3 (umoci) replaces
+# opq/ by rm -rf + mkdir, which umoci writes as "./", opq/ and per-entry whiteouts (.wh.a,
+# .wh.sub); layer 4 (tar) makes opq/ opaque (.wh..wh..opq) and adds opq/d. localhost/p5-implied:
+# layer 1, then a layer with only data/.wh.gone.txt. All mtimes are in 2020 or 2021.
 make_image() {
     local work=$base/work r
     mkdir -p "$work"
@@ -323,11 +399,20 @@ make_image() {
     umoci repack --image "$oci:$tag" "$work/b" >/dev/null
     rm -rf "$work/b"
 
-    # Layer 2, by hand: only the whiteout, no entry for its directory data/ (as umoci writes it
-    # when data/'s mtime did not change). The store must then recreate data/ in the layer.
+    # localhost/p5-implied: layer 1, then a layer with only the whiteout and no entry for its
+    # directory data/ (umoci writes such a layer when data/'s mtime did not change).
+    umoci tag --image "$oci:$tag" "$implied_tag"
+    mkdir -p "$work/l2i/data"
+    : >"$work/l2i/data/.wh.gone.txt"
+    add_tar_layer "$implied_tag" "$work/l2i" data/.wh.gone.txt
+
+    # Layer 2: the whiteout, after an entry for data/ with its attributes unchanged (as build
+    # tools write it).
     mkdir -p "$work/l2/data"
+    chown 1000:1000 "$work/l2/data"
+    chmod 750 "$work/l2/data"
     : >"$work/l2/data/.wh.gone.txt"
-    add_tar_layer "$work/l2" data/.wh.gone.txt
+    add_tar_layer "$tag" "$work/l2" data data/.wh.gone.txt
 
     umoci unpack --image "$oci:$tag" "$work/b" >/dev/null
     rm -rf "$work/b/rootfs/opq"
@@ -342,29 +427,52 @@ make_image() {
     mkdir -p "$work/l4/opq"
     : >"$work/l4/opq/.wh..wh..opq"
     echo d >"$work/l4/opq/d"
-    add_tar_layer "$work/l4" opq opq/.wh..wh..opq opq/d
+    add_tar_layer "$tag" "$work/l4" opq opq/.wh..wh..opq opq/d
     umoci config --image "$oci:$tag" --config.cmd /bin/tool
+
+    umoci config --image "$oci:$implied_tag" --config.cmd /bin/tool
     umoci gc --layout "$oci"
 
-    local manifest
-    manifest=$(jq -r '.manifests[0].digest' "$oci/index.json")
-    echo "OCI layout $oci, tag $tag, manifest $manifest; layers:"
-    for l in $(jq -r '.layers[].digest' "$oci/blobs/sha256/${manifest#sha256:}"); do
-        echo "  $l"
-        zcat "$oci/blobs/sha256/${l#sha256:}" | tar -tvf - | sed 's/^/    /'
+    local t manifest
+    for t in "$tag" "$implied_tag"; do
+        manifest=$(jq -r --arg t "$t" \
+            '.manifests[] | select(.annotations["org.opencontainers.image.ref.name"] == $t)
+             | .digest' "$oci/index.json")
+        echo "OCI layout $oci, tag $t, manifest $manifest; layers:"
+        for l in $(jq -r '.layers[].digest' "$oci/blobs/sha256/${manifest#sha256:}"); do
+            echo "  $l"
+            zcat "$oci/blobs/sha256/${l#sha256:}" | tar --numeric-owner -tvf - | sed 's/^/    /'
+        done
     done
 
-    # What the image's tree must be: umoci applies the layers, whiteouts and opaque marker.
-    umoci unpack --image "$oci:$tag" "$work/expect" >/dev/null
+    # What the images' trees must be: umoci applies the layers, whiteouts and opaque marker.
     mkdir -p "$base/trees"
+    umoci unpack --image "$oci:$tag" "$work/expect" >/dev/null
     tree_listing "$work/expect/rootfs" "$base/trees/expected.list"
-    echo "expected tree:"
+    echo "expected tree of $image:"
     sed 's/^/    /' "$base/trees/expected.list"
+    umoci unpack --image "$oci:$implied_tag" "$work/expect-implied" >/dev/null
+    tree_listing "$work/expect-implied/rootfs" "$base/trees/expected-implied.list"
 }
 
-# Runs this script's copy in P5_BASE inside the chroot, in a private mount namespace.
+# A store of ours whose base layer's etc/hello.txt is then changed (same size).
+make_corrupt_store() {
+    local layer f
+    "$bin" --root "$base/corrupt" --runroot /run/p5-corrupt --storage-driver overlay \
+        copy-to-storage --source "oci:$oci:$tag" --target "$image" || return 1
+    layer=$(jq -r '.[] | select(.parent == null) | .id' "$base/corrupt/overlay-layers/layers.json")
+    f=$base/corrupt/overlay/$layer/diff/etc/hello.txt
+    [[ -n $layer && -f $f ]] || return 1
+    echo jello >"$f"
+    echo "changed $f: hello -> jello"
+}
+
+# Runs this script's copy in P5_BASE inside the chroot, in a private mount namespace. A failure
+# of the namespace or chroot setup is recorded as a failed check.
 in_chroot() { # PHASE
-    unshare -m --propagation private -- bash "$base/podman5-check.sh" __ns "$@"
+    local rc=0
+    unshare -m --propagation private -- bash "$base/podman5-check.sh" __ns "$@" || rc=$?
+    ((rc == 0)) || record FAIL "chroot phase $1 (exit $rc)"
 }
 
 # ------------------------------------------------------------------------------------ the modes
@@ -397,7 +505,7 @@ if [[ ${1:-} == __chroot ]]; then
 fi
 
 if [[ $# -gt 0 ]]; then
-    sed -n '2,10p' "$0" >&2
+    awk 'NR > 1 && !/^#/ { exit } NR > 1' "$0" >&2
     exit 2
 fi
 
@@ -405,6 +513,12 @@ fi
     echo "run as root" >&2
     exit 1
 }
+for tool in umoci jq unshare findmnt cargo; do
+    command -v "$tool" >/dev/null || {
+        echo "$tool is missing (scripts/install-deps.sh installs the packages)" >&2
+        exit 1
+    }
+done
 cd "$(dirname "$0")/.."
 bin=$PWD/target/debug/bootc-image
 
@@ -437,7 +551,14 @@ for driver in "${drivers[@]}"; do
     check "$driver: bootc-image copy-to-storage" \
         "$bin" --root "$base/$driver" --runroot "/run/p5-$driver" --storage-driver "$driver" \
         copy-to-storage --source "oci:$oci:$tag" --target "$image"
+    check "$driver: bootc-image copy-to-storage $implied_image" \
+        "$bin" --root "$base/implied-$driver" --runroot "/run/p5-implied-$driver" \
+        --storage-driver "$driver" copy-to-storage --source "oci:$oci:$implied_tag" \
+        --target "$implied_image"
 done
+say "negative control: $base/corrupt, a copy of ours with one file changed afterwards"
+check "overlay: bootc-image copy-to-storage + change a file (negative control)" make_corrupt_store
+
 say "bootc-image pull-from-default-storage (from the overlay store)"
 check "overlay: bootc-image pull-from-default-storage" \
     "$bin" --root "$base/overlay" --runroot /run/p5-overlay --storage-driver overlay \
@@ -452,6 +573,10 @@ for driver in "${drivers[@]}"; do
 done
 check "bootc store: records match skopeo 1.18's" \
     compare_with_reference "$bootc_store" overlay "$base/ref-overlay"
+for driver in "${drivers[@]}"; do
+    check "$driver: $implied_image records match skopeo 1.18's" \
+        compare_with_reference "$base/implied-$driver" "$driver" "$base/ref-implied-$driver"
+done
 
 in_chroot podman5
 
