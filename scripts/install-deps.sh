@@ -10,6 +10,7 @@ packages=(
     jq attr zstd python3 busybox-static               # fixtures, demo, lock tests
     time util-linux e2fsprogs                         # bench: GNU time, losetup/mount, mkfs.ext4
     shellcheck                                        # lint of scripts/ and .ci/run
+    debootstrap                                       # podman 5 check: a Debian 13 chroot
 )
 
 missing=()

@@ -21,8 +21,12 @@ trap 'rm -f "$log"' EXIT
 status=0
 cargo test --workspace 2>&1 | tee "$log" || status=$?
 
+# podman 5 (Debian 13 chroot, built on first use) reads, checks, mounts and removes what we wrote.
+echo "== podman 5 check"
+./scripts/podman5-check.sh 2>&1 | tee -a "$log" || status=1
+
 # One closing line for the whole workspace (cargo prints one "test result:" per test binary).
-awk '/^test result:/ {
+awk '/^test result:/ || /^podman5-check: [0-9]+ passed/ {
         for (i = 1; i <= NF; i++) {
             if ($(i + 1) ~ /^passed/) p += $i
             if ($(i + 1) ~ /^failed/) f += $i
