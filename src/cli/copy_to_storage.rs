@@ -67,6 +67,15 @@ fn host(
     if let Some(s) = source {
         crate::source::ostree_host::imgref::image_reference(s)?;
     }
+    // podman leaves the store's driver directory bind-mounted onto itself, and link() does not cross
+    // mounts: re-run in a private mount namespace without that mount (see bootc::mountns).
+    let home = config.graphroot.join(config.driver.name());
+    if let Some(code) = crate::bootc::mountns::reexec_for_links(&[home])? {
+        if code != 0 {
+            std::process::exit(code);
+        }
+        return Ok(());
+    }
     let sysroot = cli.sysroot().path().to_path_buf();
     let what = source.unwrap_or("the deployed host image");
     let image = HostImage::open(&sysroot, source, vec![name.clone()])

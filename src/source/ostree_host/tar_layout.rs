@@ -38,7 +38,9 @@ fn object_path(checksum: &str, suffix: &str) -> String {
 /// `/usr/etc` goes back to `/etc` in the tar stream (v0 paths with `./`).
 fn map_path_v0(p: &str) -> String {
     match p.strip_prefix("./usr/etc") {
-        Some(r) if r.is_empty() || r.starts_with('/') => format!("./etc{r}"),
+        // Path::join with an empty remainder leaves a trailing '/': upstream writes "./etc/".
+        Some("") => "./etc/".to_string(),
+        Some(r) if r.starts_with('/') => format!("./etc{r}"),
         _ => p.to_string(),
     }
 }
