@@ -253,6 +253,19 @@ impl HostImage {
         plan.extend(chunks);
         plan.extend(derived.iter().map(|d| Plan::Derived(imgref::layer_ref(d))));
 
+        // Every content object must match its checksum: they are hardlinked as they are.
+        for p in &plan {
+            if let Plan::Final(c) | Plan::Chunk(c) = p {
+                for csum in c.keys() {
+                    repo.fsck_object(ostree::ObjectType::File, csum, gio::Cancellable::NONE).map_err(|e| {
+                        Error::InvalidInput(format!(
+                            "object {csum} in {} is damaged ({e}): run `ostree fsck --delete` and pull the image again",
+                            repo_path.display()
+                        ))
+                    })?;
+                }
+            }
+        }
         // First pass: each layer's DiffID, by hashing the stream it will be.
         let mut layer_inputs = Vec::new();
         for p in &plan {
