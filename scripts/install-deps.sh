@@ -5,7 +5,7 @@ set -euo pipefail
 
 packages=(
     build-essential pkg-config zlib1g-dev libzstd-dev # the C parts of the zstd/zlib crates
-    libostree-dev libglib2.0-dev ostree               # the ostree feature (host images) and its tests
+    libostree-dev libglib2.0-dev ostree libssl-dev    # the ostree feature (host images), its tests and fixture tool
     podman skopeo umoci                               # the peers the tests and the bench compare with
     jq attr zstd python3 busybox-static               # fixtures, demo, lock tests
     time util-linux e2fsprogs                         # bench: GNU time, losetup/mount, mkfs.ext4

@@ -15,6 +15,9 @@ cargo bench --no-run
 echo "== shellcheck"
 shellcheck scripts/*.sh .ci/run
 
+echo "== build the OSTree fixture tool (ostree-ext 0.15, its own workspace)"
+cargo build --release --manifest-path tests/ostree-fixture/Cargo.toml
+
 echo "== cargo test"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT

@@ -29,3 +29,6 @@ mod bootc_storage;
 
 #[path = "suite/recovery.rs"]
 mod recovery;
+
+#[path = "suite/ostree_host.rs"]
+mod ostree_host;

@@ -158,10 +158,17 @@ pub struct TestStore {
 impl TestStore {
     /// Creates an empty store in a fresh `/tmp/bt-XXXXXX` dir.
     pub fn new(driver: Driver) -> Self {
+        Self::new_in(driver, Path::new("/tmp"))
+    }
+
+    /// Creates an empty store in a fresh `PARENT/bt-XXXXXX` dir (keep `PARENT` short: the
+    /// runroot must stay under 50 characters). For hardlink tests whose source must be on the
+    /// store's filesystem.
+    pub fn new_in(driver: Driver, parent: &Path) -> Self {
         require_tools();
         let dir = tempfile::Builder::new()
             .prefix("bt-")
-            .tempdir_in("/tmp")
+            .tempdir_in(parent)
             .expect("create temp dir")
             .keep();
         let store = TestStore {
