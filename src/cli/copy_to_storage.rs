@@ -22,6 +22,11 @@ pub struct Args {
     /// survives a power loss. Slower: it waits for every byte to reach the disk.
     #[arg(long)]
     pub sync: bool,
+    /// Host images: check every OSTree object against its checksum and compute every DiffID from
+    /// content before writing (slower). Without it the image's own DiffIDs are used and checked while
+    /// writing; a mismatch falls back to this.
+    #[arg(long)]
+    pub verify: bool,
 }
 
 /// Runs the command.
@@ -34,7 +39,7 @@ pub fn run(cli: &Cli, args: &Args) -> anyhow::Result<()> {
         .as_deref()
         .is_some_and(|s| s.starts_with("oci:") || s.starts_with("oci-archive:"));
     if !is_oci {
-        return host(cli, args.source.as_deref(), name, config);
+        return host(cli, args.source.as_deref(), name, config, args.verify);
     }
     let src = args.source.as_deref().unwrap_or_default();
     let source_ref = SourceRef::parse(src)?;
@@ -62,6 +67,7 @@ fn host(
     source: Option<&str>,
     name: String,
     config: crate::store::StoreConfig,
+    args_verify: bool,
 ) -> anyhow::Result<()> {
     use crate::source::ostree_host::{HostImage, HostLayers, LinkCounts};
     if let Some(s) = source {
@@ -78,18 +84,31 @@ fn host(
     }
     let sysroot = cli.sysroot().path().to_path_buf();
     let what = source.unwrap_or("the deployed host image");
-    let image = HostImage::open(&sysroot, source, vec![name.clone()])
-        .with_context(|| format!("reading {what} in {}", sysroot.display()))?;
+    let open = |verify: bool| {
+        HostImage::open(&sysroot, source, vec![name.clone()], verify)
+            .with_context(|| format!("reading {what} in {}", sysroot.display()))
+    };
     let store = Store::open(config.clone())
         .with_context(|| format!("opening the store at {}", config.graphroot.display()))?;
+    // Fast path: DiffIDs from the image's config, checked while writing. If one does not match (an
+    // object is damaged, or the image was encapsulated differently), the copy was rolled back:
+    // check every object and compute every DiffID from content, then write again.
+    let mut image = open(args_verify)?;
     let reporter = Reporter::new(image.input.layers.iter().map(|l| l.blob_size).collect());
-    let producer = HostLayers {
+    let mut producer = HostLayers {
         image: &image,
         counts: LinkCounts::default(),
     };
-    let report = store
-        .import_with(&image.input, &producer, &|p| reporter.event(p))
-        .with_context(|| format!("copying {} to {name}", image.imgref))?;
+    let mut result = store.import_with(&image.input, &producer, &|p| reporter.event(p));
+    if !args_verify && matches!(result, Err(crate::Error::DigestMismatch { .. })) {
+        image = open(true)?;
+        producer = HostLayers {
+            image: &image,
+            counts: LinkCounts::default(),
+        };
+        result = store.import_with(&image.input, &producer, &|p| reporter.event(p));
+    }
+    let report = result.with_context(|| format!("copying {} to {name}", image.imgref))?;
     reporter.finish();
     let linked = producer
         .counts
@@ -114,6 +133,7 @@ fn host(
     source: Option<&str>,
     _: String,
     _: crate::store::StoreConfig,
+    _: bool,
 ) -> anyhow::Result<()> {
     match source {
         Some(s) => Ok(SourceRef::parse(s).map(|_| ())?),

@@ -16,7 +16,7 @@ use storage_format::{Digest, TarSplitWriter};
 use crate::error::{Error, Result};
 use crate::layer::decompress::Compression;
 use crate::layer::sink::write_layer;
-use crate::layer::synth::{DigestSink, EntrySink, TreeSink};
+use crate::layer::synth::{DigestSink, EntrySink, SizeSink, TreeSink};
 use crate::layer::tree_writer::TreeWriter;
 use crate::store::import::{ImageInput, LayerInput, LayerProducer, Produced, TarSplitOut};
 use tar_layout::{ChunkContent, LayoutWriter, commit_objects, layer_commit_objects};
@@ -135,7 +135,18 @@ fn export_command(repo_path: &Path, layer_ref: &str) -> Command {
 impl HostImage {
     /// Opens the image `imgref` (any form `image_reference` accepts; `None` = the deployed one) in the
     /// repository of `sysroot`, plans its layers and computes their DiffIDs (a first, read-only pass).
-    pub fn open(sysroot: &Path, imgref: Option<&str>, names: Vec<String>) -> Result<HostImage> {
+    ///
+    /// With `verify` false (the fast path), the ostree layers' DiffIDs are taken from the image's own
+    /// config — ostree-ext's layout is deterministic, so its export gives the DiffIDs the image was
+    /// built with — and only their lengths are computed (from metadata, without reading content);
+    /// the writing pass checks every DiffID and a mismatch rolls the copy back. With `verify` true,
+    /// every content object is checked against its checksum and every DiffID computed from content.
+    pub fn open(
+        sysroot: &Path,
+        imgref: Option<&str>,
+        names: Vec<String>,
+        verify: bool,
+    ) -> Result<HostImage> {
         let given = match imgref {
             Some(r) => r.to_string(),
             None => deployed_reference(sysroot)?,
@@ -253,38 +264,60 @@ impl HostImage {
         plan.extend(chunks);
         plan.extend(derived.iter().map(|d| Plan::Derived(imgref::layer_ref(d))));
 
-        // Every content object must match its checksum: they are hardlinked as they are.
-        for p in &plan {
-            if let Plan::Final(c) | Plan::Chunk(c) = p {
-                for csum in c.keys() {
-                    repo.fsck_object(ostree::ObjectType::File, csum, gio::Cancellable::NONE).map_err(|e| {
-                        Error::InvalidInput(format!(
-                            "object {csum} in {} is damaged ({e}): run `ostree fsck --delete` and pull the image again",
-                            repo_path.display()
-                        ))
-                    })?;
+        if verify {
+            // Every content object must match its checksum: they are hardlinked as they are.
+            for p in &plan {
+                if let Plan::Final(c) | Plan::Chunk(c) = p {
+                    for csum in c.keys() {
+                        repo.fsck_object(ostree::ObjectType::File, csum, gio::Cancellable::NONE).map_err(|e| {
+                            Error::InvalidInput(format!(
+                                "object {csum} in {} is damaged ({e}): run `ostree fsck --delete` and pull the image again",
+                                repo_path.display()
+                            ))
+                        })?;
+                    }
                 }
             }
         }
-        // First pass: each layer's DiffID, by hashing the stream it will be.
+        // First pass: each layer's DiffID and length.
         let mut layer_inputs = Vec::new();
-        for p in &plan {
-            let (diff_id, size) = match p {
-                Plan::Final(rem) => {
+        for (i, p) in plan.iter().enumerate() {
+            let known = if verify {
+                None
+            } else {
+                diff_ids.get(i).and_then(|d| Digest::parse(d).ok())
+            };
+            let (diff_id, size) = match (p, known) {
+                (Plan::Final(rem), Some(d)) => {
+                    let mut sink = SizeSink::default();
+                    let mut w = LayoutWriter::new(&repo, &repo_path, &base_commit)?;
+                    w.write_commit(&mut sink, true)?;
+                    w.write_chunk(&mut sink, rem)?;
+                    (d, sink.finish())
+                }
+                (Plan::Chunk(c), Some(d)) => {
+                    let mut sink = SizeSink::default();
+                    let mut w = LayoutWriter::new(&repo, &repo_path, &base_commit)?;
+                    w.write_repo_structure(&mut sink)?;
+                    w.write_chunk(&mut sink, c)?;
+                    (d, sink.finish())
+                }
+                (Plan::Final(rem), None) => {
                     let mut sink = DigestSink::default();
                     let mut w = LayoutWriter::new(&repo, &repo_path, &base_commit)?;
                     w.write_commit(&mut sink, true)?;
                     w.write_chunk(&mut sink, rem)?;
                     sink.finish()
                 }
-                Plan::Chunk(c) => {
+                (Plan::Chunk(c), None) => {
                     let mut sink = DigestSink::default();
                     let mut w = LayoutWriter::new(&repo, &repo_path, &base_commit)?;
                     w.write_repo_structure(&mut sink)?;
                     w.write_chunk(&mut sink, c)?;
                     sink.finish()
                 }
-                Plan::Derived(r) => derived_digest(&repo_path, r)?,
+                // Derived layers are re-exported by `ostree export`, with new mtimes: always hashed.
+                (Plan::Derived(r), _) => derived_digest(&repo_path, r)?,
             };
             layer_inputs.push(LayerInput {
                 blob_digest: diff_id.clone(),
@@ -402,7 +435,7 @@ impl LayerProducer for HostLayers<'_> {
     fn produce(
         &self,
         index: usize,
-        _layer: &LayerInput,
+        layer: &LayerInput,
         tree: &mut TreeWriter,
         tar_split: &mut TarSplitWriter<TarSplitOut>,
         progress: &dyn Fn(u64),
@@ -464,6 +497,17 @@ impl LayerProducer for HostLayers<'_> {
             .written
             .fetch_add(sink.written, Ordering::Relaxed);
         let (summary, diff_id) = sink.finish()?;
+        if summary.diff_size != layer.blob_size {
+            // The planned length was wrong: treat it like a DiffID mismatch (the caller re-plans).
+            return Err(Error::DigestMismatch {
+                what: format!(
+                    "length of layer {index} ({} bytes planned)",
+                    layer.blob_size
+                ),
+                expected: layer.diff_id.to_string(),
+                actual: format!("{diff_id} ({} bytes)", summary.diff_size),
+            });
+        }
         progress(summary.diff_size);
         Ok(Produced {
             summary,
