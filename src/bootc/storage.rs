@@ -66,6 +66,14 @@ pub fn open_existing(sysroot: &Sysroot) -> Result<Option<Store>> {
     Store::open(config(sysroot)).map(Some)
 }
 
+/// Opens bootc's store only to read it, if it exists: nothing is created or recovered.
+pub fn open_existing_read_only(sysroot: &Sysroot) -> Result<Option<Store>> {
+    if !sysroot.storage_path().exists() {
+        return Ok(None);
+    }
+    Store::open_read_only(config(sysroot)).map(Some)
+}
+
 /// Labels the store as if it lived at /var/lib/containers/storage when SELinux is enabled (once,
 /// recorded by the stamp file); does nothing when it is not.
 pub fn label(path: &Path) -> Result<()> {

@@ -39,7 +39,10 @@ pub fn run(cli: &Cli, args: &Args) -> anyhow::Result<()> {
         .as_deref()
         .is_some_and(|s| s.starts_with("oci:") || s.starts_with("oci-archive:"));
     if !is_oci {
-        return host(cli, args.source.as_deref(), name, config, args.verify);
+        if let Some(s) = args.source.as_deref() {
+            host_reference_check(s)?;
+        }
+        return exec_host_helper();
     }
     let src = args.source.as_deref().unwrap_or_default();
     let source_ref = SourceRef::parse(src)?;
@@ -58,6 +61,45 @@ pub fn run(cli: &Cli, args: &Args) -> anyhow::Result<()> {
     );
     println!("Digest: {}", report.manifest_digest);
     Ok(())
+}
+
+/// Checks a host image reference before handing it to the helper.
+fn host_reference_check(s: &str) -> anyhow::Result<()> {
+    #[cfg(feature = "ostree")]
+    crate::source::ostree_host::imgref::image_reference(s)?;
+    #[cfg(not(feature = "ostree"))]
+    SourceRef::parse(s)?;
+    Ok(())
+}
+
+/// Host images are copied by `bootc-image-ostree`, installed next to this binary: only it links
+/// libostree. Runs it with our arguments and exits with its status.
+fn exec_host_helper() -> anyhow::Result<()> {
+    let exe = std::env::current_exe().context("finding this executable")?;
+    let helper = exe.with_file_name("bootc-image-ostree");
+    if !helper.exists() {
+        anyhow::bail!(
+            "copying OSTree host images needs {} (built with the `ostree` feature); for OCI sources use --source oci:DIR[:TAG]",
+            helper.display()
+        );
+    }
+    let status = std::process::Command::new(&helper)
+        .args(std::env::args_os().skip(1))
+        .status()
+        .with_context(|| format!("running {}", helper.display()))?;
+    if !status.success() {
+        std::process::exit(status.code().unwrap_or(1));
+    }
+    Ok(())
+}
+
+/// `copy-to-storage` of a host image, in `bootc-image-ostree`.
+#[cfg(feature = "ostree")]
+pub fn run_host(cli: &Cli, args: &Args) -> anyhow::Result<()> {
+    let name = normalize(&args.target)?;
+    let mut config = cli.store_config()?;
+    config.sync_filesystem = args.sync;
+    host(cli, args.source.as_deref(), name, config, args.verify)
 }
 
 /// The booted (or named) OSTree host image.
@@ -124,21 +166,4 @@ fn host(
     );
     println!("Digest: {}", report.manifest_digest);
     Ok(())
-}
-
-/// Without the `ostree` feature there are no host images.
-#[cfg(not(feature = "ostree"))]
-fn host(
-    _: &Cli,
-    source: Option<&str>,
-    _: String,
-    _: crate::store::StoreConfig,
-    _: bool,
-) -> anyhow::Result<()> {
-    match source {
-        Some(s) => Ok(SourceRef::parse(s).map(|_| ())?),
-        None => anyhow::bail!(
-            "this build has no OSTree support: name an image with --source oci:DIR[:TAG]"
-        ),
-    }
 }

@@ -69,7 +69,7 @@ pub fn collect(cli: &Cli, t: ListType) -> anyhow::Result<Vec<ImageOutput>> {
         }
     }
     if matches!(t, ListType::All | ListType::Unified)
-        && let Some(store) = storage::open_existing(&sysroot)?
+        && let Some(store) = storage::open_existing_read_only(&sysroot)?
     {
         for img in store.images()? {
             for image in img.names {

@@ -74,13 +74,40 @@ impl Cli {
 
 /// Parses `args` and runs the command.
 pub fn run(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<()> {
-    let cli = match Cli::try_parse_from(args) {
-        Ok(c) => c,
+    let cli = parse(args)?;
+    let Some(cli) = cli else { return Ok(()) };
+    match &cli.command {
+        Command::CopyToStorage(args) => copy_to_storage::run(&cli, args),
+        Command::List(args) => list::run(&cli, args),
+        Command::PullFromDefaultStorage(args) => pull_from_default_storage::run(&cli, args),
+        Command::Cmd(c) => cmd::run(&cli, c),
+        Command::BoundImages(c) => bound_images::run(&cli, c),
+        Command::Storage(c) => storage::run(&cli, c),
+    }
+}
+
+/// The entry point of `bootc-image-ostree`, the helper that copies OSTree host images: it is the only
+/// binary linked with libostree, so the other commands start in a millisecond instead of paying for
+/// loading libostree, glib and their dependencies.
+#[cfg(feature = "ostree")]
+pub fn run_host(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<()> {
+    let Some(cli) = parse(args)? else {
+        return Ok(());
+    };
+    match &cli.command {
+        Command::CopyToStorage(args) => copy_to_storage::run_host(&cli, args),
+        _ => anyhow::bail!("bootc-image-ostree only copies host images: use bootc-image"),
+    }
+}
+
+/// Parses arguments; `None` when clap printed help or the version.
+fn parse(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<Option<Cli>> {
+    match Cli::try_parse_from(args) {
         Err(e) => {
             // --help and --version are not errors.
             if !e.use_stderr() {
                 e.print()?;
-                return Ok(());
+                return Ok(None);
             }
             let text = e.to_string();
             // One line: clap's message up to its usage section.
@@ -92,13 +119,6 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<()> {
                 .collect();
             anyhow::bail!("{} (see bootc-image --help)", msg.join(" "));
         }
-    };
-    match &cli.command {
-        Command::CopyToStorage(args) => copy_to_storage::run(&cli, args),
-        Command::List(args) => list::run(&cli, args),
-        Command::PullFromDefaultStorage(args) => pull_from_default_storage::run(&cli, args),
-        Command::Cmd(c) => cmd::run(&cli, c),
-        Command::BoundImages(c) => bound_images::run(&cli, c),
-        Command::Storage(c) => storage::run(&cli, c),
+        Ok(c) => Ok(Some(c)),
     }
 }

@@ -58,7 +58,7 @@ pub fn run(cli: &Cli, c: &StorageCommand) -> anyhow::Result<()> {
         StorageCommand::Status => {
             let path = sysroot.storage_path();
             println!("bootc store:   {}", path.display());
-            match storage::open_existing(&sysroot)? {
+            match storage::open_existing_read_only(&sysroot)? {
                 None => println!("  (not created yet: `bootc-image storage init`)"),
                 Some(store) => {
                     let layers = store.layers()?;
@@ -91,7 +91,7 @@ pub fn run(cli: &Cli, c: &StorageCommand) -> anyhow::Result<()> {
             );
         }
         StorageCommand::Verify => {
-            let store = storage::open_existing(&sysroot)?
+            let store = storage::open_existing_read_only(&sysroot)?
                 .ok_or_else(|| anyhow::anyhow!("bootc's store does not exist"))?;
             let layers = store.layers()?;
             for l in &layers {

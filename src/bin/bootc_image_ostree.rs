@@ -1,0 +1,13 @@
+//! `bootc-image-ostree`: copies OSTree host images into containers-storage. `bootc-image` runs it for
+//! `copy-to-storage` of a host image; it is the only binary linked with libostree.
+
+fn main() -> std::process::ExitCode {
+    match bootc_image::cli::run_host(std::env::args_os()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            let msg = format!("{e:#}").replace('\n', " ");
+            eprintln!("error: {msg}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
