@@ -274,7 +274,9 @@ fn run_ours(
     if verify {
         args.push("--verify".into());
     }
-    settle_warm(warned, &[&s.ours]);
+    // `bootc-image` runs `bootc-image-ostree` (beside it) for host images: warm both.
+    let helper = s.ours.with_file_name("bootc-image-ostree");
+    settle_warm(warned, &[&s.ours, &helper]);
     let mut diff_ids = None;
     let r = measure_capture(&s.ours, &args, &s.scratch)?.and_then(|(sample, stdout)| {
         let linked = hardlinked(&stdout)
