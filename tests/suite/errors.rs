@@ -9,21 +9,26 @@ use crate::fixture::{self, Breakage, Compression, ImageSpec, OciDir, write_broke
 use crate::util::{Driver, TestStore, describe, diff_trees, unique_tmp_path, walk_tree};
 
 /// The image every error test puts into the store first (with skopeo).
-const SEED: &str = "localhost/seed:latest";
+pub(crate) const SEED: &str = "localhost/seed:latest";
 
 /// A store that already holds [`SEED`] and has been used by podman.
 fn seeded_store(driver: Driver) -> TestStore {
     let store = TestStore::new(driver);
+    seed(&store);
+    store
+}
+
+/// Puts [`SEED`] into `store` with skopeo and checks podman lists it.
+pub(crate) fn seed(store: &TestStore) {
     let mut oci = OciDir::create(&store.scratch("seed"));
     let spec = ImageSpec::from_tars("seed", &[fixture::small_tar(1)], Compression::Gzip);
     oci.add_image(Some("seed"), &spec);
     store.skopeo_copy_in(&oci.source(Some("seed")), SEED);
-    assert_seed_listed(&store);
-    store
+    assert_seed_listed(store);
 }
 
 /// `podman images` works and lists the seed image.
-fn assert_seed_listed(store: &TestStore) {
+pub(crate) fn assert_seed_listed(store: &TestStore) {
     let names: Vec<String> = store
         .images()
         .iter()

@@ -27,8 +27,9 @@ use std::time::Instant;
 
 use serde_json::Value;
 
-use crate::fixture::{self, Compression, ImageSpec, OciDir, decompress_any, digest_hex};
+use crate::errors::assert_seed_listed;
 use crate::fixture::{REF_NAME, sha256_digest};
+use crate::fixture::{decompress_any, digest_hex};
 use crate::util::{
     Driver, Node, TestStore, Tree, describe, diff_trees, require_tools, run, run_ok, walk_tree,
 };
@@ -944,32 +945,12 @@ fn list() {
 // ---------------------------------------------------------------------------------------------
 // Errors: non-zero exit, one `error: ` line, the store unchanged.
 
-/// The image every error test puts into its store first (with skopeo).
-const SEED: &str = "localhost/seed:latest";
-
-/// A store on the fixture's filesystem holding [`SEED`] (sharing no layer with the host images).
+/// A store on the fixture's filesystem holding the error tests' seed image (sharing no layer with
+/// the host images).
 fn seeded_store() -> TestStore {
     let store = host_store();
-    let mut oci = OciDir::create(&store.scratch("seed"));
-    let spec = ImageSpec::from_tars("seed", &[fixture::small_tar(1)], Compression::Gzip);
-    oci.add_image(Some("seed"), &spec);
-    store.skopeo_copy_in(&oci.source(Some("seed")), SEED);
-    assert_seed_listed(&store);
+    crate::errors::seed(&store);
     store
-}
-
-/// `podman images` works and lists the seed image.
-fn assert_seed_listed(store: &TestStore) {
-    let names: Vec<String> = store
-        .images()
-        .iter()
-        .flat_map(|i| i["Names"].as_array().cloned().unwrap_or_default())
-        .filter_map(|n| n.as_str().map(str::to_string))
-        .collect();
-    assert!(
-        names.iter().any(|n| n == SEED),
-        "podman images should list {SEED}: {names:?}"
-    );
 }
 
 /// Runs a copy from `sysroot` that must fail: non-zero exit, exactly one stderr line starting
