@@ -54,6 +54,12 @@ mod host_fs;
     reason = "shared with copy_to_storage; this bench uses a part"
 )]
 mod measure;
+#[path = "common/storefs.rs"]
+#[allow(
+    dead_code,
+    reason = "shared with copy_to_storage; this bench uses its mount helpers"
+)]
+mod storefs;
 
 use anyhow::{Context, Result, anyhow, bail, ensure};
 use bootc_image::layer::synth::DigestSink;
@@ -65,8 +71,8 @@ use bootc_image::store::{Store, StoreConfig};
 use host_fixture::{CHUNKS, HOST_IMAGE, HostFixture, build_fixture_tool, ensure_host_fixture};
 use host_fs::HostFs;
 use measure::{
-    Sample, ToolResult, fmt_opt, load_average, runs_from_env, settle_warm, small_from_env,
-    version_of,
+    Sample, ToolResult, fmt_opt, load_average, measure_capture, runs_from_env, settle_warm,
+    small_from_env, version_of,
 };
 use ostree::{gio, glib};
 use serde_json::Value;
@@ -86,63 +92,6 @@ const RSS_TARGET_MB: f64 = 32.0;
 const MOUNT_DIR: &str = "/tmp/bb-host";
 /// Its image file in the target directory, and its size (sparse).
 const FS_IMAGE: (&str, &str) = ("bench-fs-host.img", "20G");
-
-/// Runs `program args…` under GNU `time` like `measure::measure`, and also returns its stdout.
-fn measure_capture(
-    program: &Path,
-    args: &[String],
-    scratch: &Path,
-) -> Result<Result<(Sample, String), String>> {
-    let rss_file = scratch.join("bench-host-rss.txt");
-    let _ = fs::remove_file(&rss_file);
-    let mut cmd = Command::new("/usr/bin/time");
-    cmd.arg("-f")
-        .arg("%M %U %S")
-        .arg("-o")
-        .arg(&rss_file)
-        .arg(program)
-        .args(args)
-        .stdin(Stdio::null());
-    let start = Instant::now();
-    let out = cmd
-        .output()
-        .with_context(|| format!("starting {} under /usr/bin/time", program.display()))?;
-    let secs = start.elapsed().as_secs_f64();
-    if !out.status.success() {
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        let last = stderr
-            .lines()
-            .rev()
-            .find(|l| !l.trim().is_empty() && !l.starts_with("Command exited"))
-            .unwrap_or("(no stderr)");
-        return Ok(Err(format!(
-            "{} ({}): {last}",
-            out.status,
-            program.display()
-        )));
-    }
-    let usage: Vec<f64> = fs::read_to_string(&rss_file)
-        .ok()
-        .and_then(|s| s.lines().last().map(str::to_owned))
-        .map(|l| {
-            l.split_whitespace()
-                .filter_map(|t| t.parse().ok())
-                .collect()
-        })
-        .unwrap_or_default();
-    let (rss_mb, cpu_secs) = match usage.as_slice() {
-        [kib, user, sys] => (Some(kib * 1024.0 / 1e6), Some(user + sys)),
-        _ => (None, None),
-    };
-    Ok(Ok((
-        Sample {
-            secs,
-            rss_mb,
-            cpu_secs,
-        },
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-    )))
-}
 
 /// `N` in our "… N files hardlinked from the repository …" line.
 fn hardlinked(stdout: &str) -> Option<u64> {

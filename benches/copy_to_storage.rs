@@ -26,6 +26,7 @@
 #[path = "common/fixtures.rs"]
 mod fixtures;
 #[path = "common/measure.rs"]
+#[allow(dead_code, reason = "shared between the benches; each uses a part")]
 mod measure;
 #[path = "common/storefs.rs"]
 mod storefs;

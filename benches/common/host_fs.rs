@@ -9,23 +9,8 @@
 use anyhow::{Context, Result, anyhow, bail};
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
-/// Mount points under `prefix` (itself included), deepest first.
-pub fn mounts_under(prefix: &Path) -> Vec<PathBuf> {
-    let Ok(info) = fs::read_to_string("/proc/self/mountinfo") else {
-        return Vec::new();
-    };
-    let mut out: Vec<PathBuf> = info
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .map(|m| PathBuf::from(m.replace("\\040", " ")))
-        .filter(|m| m.starts_with(prefix))
-        .collect();
-    out.sort_by_key(|m| std::cmp::Reverse(m.as_os_str().len()));
-    out.dedup();
-    out
-}
+use crate::storefs::{mounts_under, run_cmd};
 
 /// Unmounts everything strictly below `dir` (podman leaves a store's `overlay/` bind-mounted
 /// onto itself).
@@ -39,23 +24,6 @@ pub fn unmount_below(dir: &Path) {
             let _ = rustix::mount::unmount(&m, rustix::mount::UnmountFlags::DETACH);
         }
     }
-}
-
-/// Runs a setup command; fails with its stderr.
-pub fn run_cmd(program: &str, args: &[&str]) -> Result<String> {
-    let out = Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .with_context(|| format!("running {program}"))?;
-    if !out.status.success() {
-        bail!(
-            "{program} {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
 /// The loop-mounted ext4 of the host-image bench.

@@ -76,6 +76,25 @@ pub fn measure_in(
     cwd: Option<&Path>,
     scratch: &Path,
 ) -> Result<Result<Sample, String>> {
+    Ok(measure_in_capture(program, args, cwd, scratch)?.map(|(sample, _)| sample))
+}
+
+/// [`measure`], also returning the command's stdout.
+pub fn measure_capture(
+    program: &Path,
+    args: &[String],
+    scratch: &Path,
+) -> Result<Result<(Sample, String), String>> {
+    measure_in_capture(program, args, None, scratch)
+}
+
+/// [`measure_in`], also returning the command's stdout.
+pub fn measure_in_capture(
+    program: &Path,
+    args: &[String],
+    cwd: Option<&Path>,
+    scratch: &Path,
+) -> Result<Result<(Sample, String), String>> {
     let gnu_time = Path::new("/usr/bin/time");
     let rss_file = scratch.join("bench-rss.txt");
     let _ = fs::remove_file(&rss_file);
@@ -126,11 +145,14 @@ pub fn measure_in(
         [kib, user, sys] => (Some(kib * 1024.0 / 1e6), Some(user + sys)),
         _ => (None, None),
     };
-    Ok(Ok(Sample {
-        secs,
-        rss_mb,
-        cpu_secs,
-    }))
+    Ok(Ok((
+        Sample {
+            secs,
+            rss_mb,
+            cpu_secs,
+        },
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )))
 }
 
 /// Median of a non-empty slice.
