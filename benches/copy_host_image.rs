@@ -719,12 +719,7 @@ fn ostree_version() -> String {
 fn run() -> Result<bool> {
     let ours = PathBuf::from(env!("CARGO_BIN_EXE_bootc-image"));
     let manifest_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    // target/<profile>/bootc-image → target/
-    let target_dir = ours
-        .parent()
-        .and_then(Path::parent)
-        .ok_or_else(|| anyhow!("unexpected binary path {}", ours.display()))?
-        .to_path_buf();
+    let target_dir = measure::target_dir_of(&ours)?;
     let small = small_from_env();
     let runs = runs_from_env()?;
     let do_breakdown = std::env::var("BENCH_BREAKDOWN").map_or(true, |v| v != "0");

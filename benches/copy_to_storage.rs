@@ -122,12 +122,7 @@ fn render_table(rows: &[Row]) -> String {
 /// Runs the whole benchmark; `Ok(false)` when some measurement failed.
 fn run() -> Result<bool> {
     let ours = PathBuf::from(env!("CARGO_BIN_EXE_bootc-image"));
-    // target/<profile>/bootc-image → target/
-    let target_dir = ours
-        .parent()
-        .and_then(Path::parent)
-        .ok_or_else(|| anyhow!("unexpected binary path {}", ours.display()))?
-        .to_path_buf();
+    let target_dir = measure::target_dir_of(&ours)?;
     let small = small_from_env();
     let runs = runs_from_env()?;
     let only: Option<Vec<String>> = std::env::var("BENCH_FIXTURES")

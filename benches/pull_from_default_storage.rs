@@ -871,12 +871,7 @@ fn render_table(p: &PullResults, l: &ListResults, info: &FixtureInfo) -> String 
 /// Runs the whole benchmark; `Ok(false)` when some measurement or check failed.
 fn run() -> Result<bool> {
     let ours = PathBuf::from(env!("CARGO_BIN_EXE_bootc-image"));
-    // target/<profile>/bootc-image → target/
-    let target_dir = ours
-        .parent()
-        .and_then(Path::parent)
-        .ok_or_else(|| anyhow!("unexpected binary path {}", ours.display()))?
-        .to_path_buf();
+    let target_dir = measure::target_dir_of(&ours)?;
     let small = small_from_env();
     let runs = runs_from_env()?;
     if !rustix::process::geteuid().is_root() {

@@ -155,6 +155,15 @@ pub fn measure_in_capture(
     )))
 }
 
+/// The cargo target directory of a built binary (`target/<profile>/bootc-image` → `target/`).
+pub fn target_dir_of(binary: &Path) -> Result<std::path::PathBuf> {
+    binary
+        .parent()
+        .and_then(Path::parent)
+        .map(Path::to_path_buf)
+        .ok_or_else(|| anyhow::anyhow!("unexpected binary path {}", binary.display()))
+}
+
 /// Median of a non-empty slice.
 pub fn median(values: &mut [f64]) -> f64 {
     values.sort_by(f64::total_cmp);
