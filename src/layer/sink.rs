@@ -6,7 +6,7 @@ use std::io::{Read, Write};
 
 use storage_format::{Crc64, TarSplitWriter};
 
-use super::tar_header::EntryKind;
+use super::tar_header::{EntryKind, TarHeader};
 use super::tar_stream::{Event, TarStream};
 use super::tree_writer::{TreeWriter, WHITEOUT_PREFIX};
 use crate::error::{Error, Result};
@@ -25,6 +25,20 @@ pub struct LayerSummary {
     pub gids: BTreeSet<u32>,
     /// Number of entries.
     pub entries: u64,
+}
+
+/// Adds an entry's owner to a layer's uid/gid sets, as c/storage does: every entry but global
+/// headers and whiteouts.
+pub fn record_owner(h: &TarHeader, uids: &mut BTreeSet<u32>, gids: &mut BTreeSet<u32>) {
+    let base = h
+        .name
+        .rsplit(|&b| b == b'/')
+        .find(|c| !c.is_empty())
+        .unwrap_or(b"");
+    if h.kind != EntryKind::GlobalHeader && !base.starts_with(WHITEOUT_PREFIX) {
+        uids.insert(u32::try_from(h.uid).unwrap_or(u32::MAX));
+        gids.insert(u32::try_from(h.gid).unwrap_or(u32::MAX));
+    }
 }
 
 /// Streams an uncompressed layer tar from `input` into `tree` and `tar_split`.
@@ -55,15 +69,7 @@ pub fn write_layer<R: Read, W: Write>(
                 entries += 1;
                 size += raw.len() as u64;
                 tar_split.segment(&raw)?;
-                let base = header
-                    .name
-                    .rsplit(|&b| b == b'/')
-                    .find(|c| !c.is_empty())
-                    .unwrap_or(b"");
-                if header.kind != EntryKind::GlobalHeader && !base.starts_with(WHITEOUT_PREFIX) {
-                    uids.insert(u32::try_from(header.uid).unwrap_or(u32::MAX));
-                    gids.insert(u32::try_from(header.gid).unwrap_or(u32::MAX));
-                }
+                record_owner(&header, &mut uids, &mut gids);
                 let mut crc = Crc64::new();
                 let file = tree.begin(&header)?;
                 let data_size = if header.kind == EntryKind::Regular {

@@ -10,10 +10,10 @@ use std::path::Path;
 use sha2::{Digest as _, Sha256};
 use storage_format::{Crc64, Digest, TarSplitWriter};
 
-use super::sink::LayerSummary;
+use super::sink::{LayerSummary, record_owner};
 use super::tar_header::{BLOCK, EntryKind, TarHeader};
 use super::tar_stream::{Event, TarStream};
-use super::tree_writer::{Linked, TreeWriter, WHITEOUT_PREFIX};
+use super::tree_writer::{Linked, TreeWriter};
 use crate::error::{Error, Result};
 
 /// Where an entry's data comes from.
@@ -182,6 +182,34 @@ impl EntrySink for SizeSink {
     }
 }
 
+/// Copies `limit` bytes of `r` into `out`, hashing them into `sha` and `crc`; read errors go
+/// through `read_err`.
+fn copy_to_file(
+    r: &mut impl Read,
+    limit: u64,
+    buf: &mut [u8],
+    sha: &mut Sha256,
+    crc: &mut Crc64,
+    out: &mut std::fs::File,
+    read_err: impl FnOnce(std::io::Error) -> Error,
+) -> Result<u64> {
+    let mut werr = None;
+    let got = copy_hashing(r, limit, buf, |c| {
+        sha.update(c);
+        crc.update(c);
+        if werr.is_none()
+            && let Err(e) = out.write_all(c)
+        {
+            werr = Some(e);
+        }
+    })
+    .map_err(read_err)?;
+    if let Some(e) = werr {
+        return Err(Error::read("writing layer file", e));
+    }
+    Ok(got)
+}
+
 /// Second pass: writes the entries into the layer's tree and tar-split.
 #[derive(Debug)]
 pub struct TreeSink<'a, W: Write> {
@@ -255,17 +283,7 @@ impl<W: Write> EntrySink for TreeSink<'_, W> {
         self.segment(&seg)?;
         let header = parse_header(raw)?;
         self.entries += 1;
-        let base = header
-            .name
-            .rsplit(|&b| b == b'/')
-            .find(|c| !c.is_empty())
-            .unwrap_or(b"");
-        if header.kind != EntryKind::GlobalHeader && !base.starts_with(WHITEOUT_PREFIX) {
-            self.uids
-                .insert(u32::try_from(header.uid).unwrap_or(u32::MAX));
-            self.gids
-                .insert(u32::try_from(header.gid).unwrap_or(u32::MAX));
-        }
+        record_owner(&header, &mut self.uids, &mut self.gids);
         let mut crc = Crc64::new();
         let mut buf = std::mem::take(&mut self.buf);
         let result = (|| -> Result<u64> {
@@ -288,20 +306,15 @@ impl<W: Write> EntrySink for TreeSink<'_, W> {
                         }
                         Linked::No(mut out) => {
                             self.written += 1;
-                            let mut werr = None;
-                            let got = copy_hashing(&mut f, size, &mut buf, |c| {
-                                self.sha.update(c);
-                                crc.update(c);
-                                if werr.is_none()
-                                    && let Err(e) = out.file.write_all(c)
-                                {
-                                    werr = Some(e);
-                                }
-                            })
-                            .map_err(|e| read_error(path, e))?;
-                            if let Some(e) = werr {
-                                return Err(Error::read("writing layer file", e));
-                            }
+                            let got = copy_to_file(
+                                &mut f,
+                                size,
+                                &mut buf,
+                                &mut self.sha,
+                                &mut crc,
+                                &mut out.file,
+                                |e| read_error(path, e),
+                            )?;
                             self.tree.finish_file(out, &header)?;
                             Ok(got)
                         }
@@ -325,20 +338,15 @@ impl<W: Write> EntrySink for TreeSink<'_, W> {
                     match file {
                         Some(mut out) => {
                             self.written += 1;
-                            let mut werr = None;
-                            let got = copy_hashing(&mut reader, data, &mut buf, |c| {
-                                self.sha.update(c);
-                                crc.update(c);
-                                if werr.is_none()
-                                    && let Err(e) = out.file.write_all(c)
-                                {
-                                    werr = Some(e);
-                                }
-                            })
-                            .map_err(|e| Error::read("layer content", e))?;
-                            if let Some(e) = werr {
-                                return Err(Error::read("writing layer file", e));
-                            }
+                            let got = copy_to_file(
+                                &mut reader,
+                                data,
+                                &mut buf,
+                                &mut self.sha,
+                                &mut crc,
+                                &mut out.file,
+                                |e| Error::read("layer content", e),
+                            )?;
                             self.tree.finish_file(out, &header)?;
                             Ok(got)
                         }
