@@ -61,12 +61,9 @@ mod measure;
 )]
 mod storefs;
 
-use anyhow::{Context, Result, anyhow, bail, ensure};
-use bootc_image::layer::synth::DigestSink;
-use bootc_image::source::ostree_host::tar_layout::{
-    ChunkContent, LayoutWriter, commit_objects, layer_commit_objects,
-};
-use bootc_image::source::ostree_host::{HostImage, HostLayers, LinkCounts, imgref};
+use anyhow::{Context, Result, bail, ensure};
+use bootc_image::source::ostree_host::tar_layout::commit_objects;
+use bootc_image::source::ostree_host::{HostImage, HostLayers, LinkCounts};
 use bootc_image::store::{Store, StoreConfig};
 use host_fixture::{CHUNKS, HOST_IMAGE, HostFixture, build_fixture_tool, ensure_host_fixture};
 use host_fs::HostFs;
@@ -74,7 +71,7 @@ use measure::{
     Sample, ToolResult, fmt_opt, load_average, measure_capture, runs_from_env, settle_warm,
     small_from_env, version_of,
 };
-use ostree::{gio, glib};
+use ostree::gio;
 use serde_json::Value;
 use std::fmt::Write as _;
 use std::fs;
@@ -417,7 +414,7 @@ fn open_repo(path: &Path) -> Result<ostree::Repo> {
 /// The fsck `HostImage::open` starts with: every content object of the commit, checksummed.
 fn phase_fsck(fx: &HostFixture) -> Result<usize> {
     let repo = open_repo(&fx.repo())?;
-    let objects = commit_objects(&repo, &fx.base_commit)?;
+    let objects = commit_objects(&repo, &fx.repo(), &fx.base_commit)?;
     for csum in objects.keys() {
         repo.fsck_object(ostree::ObjectType::File, csum, gio::Cancellable::NONE)
             .with_context(|| format!("fsck of {csum}"))?;
@@ -425,72 +422,21 @@ fn phase_fsck(fx: &HostFixture) -> Result<usize> {
     Ok(objects.len())
 }
 
-/// The DiffID first pass of `HostImage::open`, rebuilt from the public layout API: the same plan
-/// (the commit layer with the objects no chunk took, then each chunk layer), each layer's tar
-/// stream hashed. Returns the DiffIDs.
+/// The DiffID first pass of `HostImage::open` with `verify`: the image planned (fast open), then
+/// every ostree layer's tar stream hashed from content. Returns the DiffIDs.
 fn phase_diff_ids(fx: &HostFixture) -> Result<Vec<String>> {
-    let repo_path = fx.repo();
-    let repo = open_repo(&repo_path)?;
-    let image_ref = imgref::image_ref(&imgref::image_reference(&format!("docker://{HOST_IMAGE}"))?);
-    let merge = repo
-        .resolve_rev(&image_ref, false)?
-        .ok_or_else(|| anyhow!("{image_ref} missing"))?;
-    let (commit_v, _) = repo.load_commit(&merge)?;
-    let meta = glib::VariantDict::new(Some(&commit_v.child_value(0)));
-    let text = |k: &str| -> Result<Value> {
-        let s = meta
-            .lookup_value(k, None)
-            .and_then(|v| v.str().map(str::to_owned))
-            .ok_or_else(|| anyhow!("merge commit without {k}"))?;
-        Ok(serde_json::from_str(&s)?)
-    };
-    let manifest = text("ostree.manifest")?;
-    let config = text("ostree.container.image-config")?;
-    let digests: Vec<&str> = manifest["layers"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|l| l["digest"].as_str())
-        .collect();
-    let final_diffid = config["config"]["Labels"]["ostree.final-diffid"]
-        .as_str()
-        .ok_or_else(|| anyhow!("no ostree.final-diffid label"))?;
-    let last = config["rootfs"]["diff_ids"]
-        .as_array()
-        .and_then(|d| d.iter().position(|x| x.as_str() == Some(final_diffid)))
-        .ok_or_else(|| anyhow!("no layer has the final DiffID"))?;
+    let image = HostImage::open(
+        &fx.sysroot,
+        Some(&format!("docker://{HOST_IMAGE}")),
+        vec![],
+        false,
+    )?;
+    let ids = image.ostree_diff_ids_from_content()?;
     ensure!(
-        last + 1 == digests.len(),
+        image.layer_count() == ids.len(),
         "the fixture image has derived layers; this breakdown expects none"
     );
-    let base_commit = repo
-        .require_rev(&imgref::layer_ref(digests[0]))?
-        .to_string();
-    let mut remainder = commit_objects(&repo, &base_commit)?;
-    let mut chunks: Vec<ChunkContent> = Vec::new();
-    for d in &digests[1..] {
-        let mut chunk = ChunkContent::new();
-        for name in layer_commit_objects(&repo, &imgref::layer_ref(d))? {
-            if let Some(paths) = remainder.remove(&name) {
-                chunk.insert(name, paths);
-            }
-        }
-        chunks.push(chunk);
-    }
-    let mut out = Vec::new();
-    let mut sink = DigestSink::default();
-    let mut w = LayoutWriter::new(&repo, &repo_path, &base_commit)?;
-    w.write_commit(&mut sink, true)?;
-    w.write_chunk(&mut sink, &remainder)?;
-    out.push(sink.finish().0.to_string());
-    for c in &chunks {
-        let mut sink = DigestSink::default();
-        let mut w = LayoutWriter::new(&repo, &repo_path, &base_commit)?;
-        w.write_repo_structure(&mut sink)?;
-        w.write_chunk(&mut sink, c)?;
-        out.push(sink.finish().0.to_string());
-    }
-    Ok(out)
+    Ok(ids.iter().map(ToString::to_string).collect())
 }
 
 /// Our writing pass: `HostImage`'s layers into a fresh store `name`; returns the files hardlinked.
@@ -532,9 +478,14 @@ fn breakdown(s: &Setup, warned: &mut bool) -> Result<Vec<Phase>> {
     }
     let mut ids = None;
     for cold in [true, false] {
-        ids = timed(p, warned, "DiffID first pass", cold, true, || {
-            phase_diff_ids(&s.fx)
-        });
+        ids = timed(
+            p,
+            warned,
+            "plan + DiffID pass from content",
+            cold,
+            true,
+            || phase_diff_ids(&s.fx),
+        );
     }
     let source = format!("docker://{HOST_IMAGE}");
     let open = |verify: bool| {

@@ -4,6 +4,7 @@
 pub mod decompress;
 pub mod path;
 pub mod pipe;
+pub mod read_ahead;
 pub mod sink;
 pub mod synth;
 pub mod tar_header;

@@ -154,34 +154,6 @@ fn copy_hashing(
     Ok(got)
 }
 
-/// The length of the tar stream the entries make, from their headers alone (no content is read).
-#[derive(Debug, Default)]
-pub struct SizeSink {
-    size: u64,
-    pad: usize,
-}
-
-impl SizeSink {
-    /// The stream's length, padding and end-of-archive blocks included.
-    pub fn finish(self) -> u64 {
-        self.size + self.pad as u64 + ZEROS.len() as u64
-    }
-}
-
-impl EntrySink for SizeSink {
-    fn entry(&mut self, raw: &[u8], _content: Content<'_>) -> Result<()> {
-        let header = parse_header(raw)?;
-        let data = if header.kind == EntryKind::Regular {
-            header.size
-        } else {
-            0
-        };
-        self.size += self.pad as u64 + raw.len() as u64 + data;
-        self.pad = padding(data);
-        Ok(())
-    }
-}
-
 /// Copies `limit` bytes of `r` into `out`, hashing them into `sha` and `crc`; read errors go
 /// through `read_err`.
 fn copy_to_file(

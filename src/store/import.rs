@@ -117,6 +117,14 @@ pub trait LayerProducer: Sync {
         tar_split: &mut TarSplitWriter<TarSplitOut>,
         progress: &dyn Fn(u64),
     ) -> Result<Produced>;
+
+    /// The image to record once its layers exist, given each layer's uncompressed length (written
+    /// now, or read from the layer already in the store). A producer that learns its layers' lengths
+    /// only by writing them (a synthesized layer) returns its manifest here; the default keeps `input`.
+    fn complete_image(&self, input: &ImageInput, diff_sizes: &[u64]) -> Result<Option<ImageInput>> {
+        let _ = (input, diff_sizes);
+        Ok(None)
+    }
 }
 
 /// Layers that come as (compressed) tar blobs: `oci:` layouts and archives.
@@ -192,6 +200,28 @@ impl LayerProducer for BlobLayers<'_> {
     }
 }
 
+/// Each layer's uncompressed length: from `written`, else from its record in `layers`.
+fn diff_sizes(
+    ids_: &[String],
+    layers: &storage_format::RecordFile<storage_format::LayerRecord>,
+    written: &[Written],
+) -> Result<Vec<u64>> {
+    ids_.iter()
+        .map(|id| {
+            if let Some(w) = written.iter().find(|w| ids_[w.index] == *id) {
+                return Ok(w.summary.diff_size);
+            }
+            layers
+                .get(id)
+                .and_then(|r| r.diff_size)
+                .and_then(|n| u64::try_from(n).ok())
+                .ok_or_else(|| {
+                    Error::Internal(format!("layer {id} has no recorded uncompressed size"))
+                })
+        })
+        .collect()
+}
+
 /// Result of writing one layer.
 #[derive(Debug)]
 struct Written {
@@ -248,6 +278,9 @@ impl Store {
                     reused: true,
                 });
             }
+            let sizes = diff_sizes(&ids_, &layers, &[])?;
+            let completed = producer.complete_image(input, &sizes)?;
+            let input = completed.as_ref().unwrap_or(input);
             let report = self.commit_image(input, ids_.last().cloned(), &guard)?;
             return Ok(ImportReport {
                 layers_written: 0,
@@ -293,6 +326,18 @@ impl Store {
             }
         };
         let tmps: Vec<_> = written.iter().map(|w| w.tar_split_tmp.clone()).collect();
+        let completed = diff_sizes(&ids_, &layers, &written)
+            .and_then(|sizes| producer.complete_image(input, &sizes));
+        let completed = match completed {
+            Ok(c) => c,
+            Err(e) => {
+                let mut all_tmps = tmps.clone();
+                all_tmps.extend(to_write.iter().map(|&i| self.tar_split_path(&ids_[i])));
+                rollback(&to_write, &all_tmps)?;
+                return Err(e);
+            }
+        };
+        let input = completed.as_ref().unwrap_or(input);
         // 3. Make the data durable before the records say it is complete.
         let finish = (|| -> Result<()> {
             if self.config().sync_filesystem {

@@ -2,7 +2,9 @@
 //! repository in ostree-ext's export layout — the ostree commit layer, the chunk layers, the derived
 //! layers — straight into the store, with content objects hardlinked from a bare repository.
 
+pub mod gvariant;
 pub mod imgref;
+pub mod objects;
 pub mod tar_layout;
 
 use std::path::{Path, PathBuf};
@@ -15,10 +17,12 @@ use storage_format::{Digest, TarSplitWriter};
 
 use crate::error::{Error, Result};
 use crate::layer::decompress::Compression;
+use crate::layer::read_ahead::{ReadAhead, StopOnDrop};
 use crate::layer::sink::write_layer;
-use crate::layer::synth::{DigestSink, EntrySink, SizeSink, TreeSink};
+use crate::layer::synth::{DigestSink, EntrySink, TreeSink};
 use crate::layer::tree_writer::TreeWriter;
 use crate::store::import::{ImageInput, LayerInput, LayerProducer, Produced, TarSplitOut};
+use objects::ObjectInfos;
 use tar_layout::{ChunkContent, LayoutWriter, commit_objects, layer_commit_objects};
 
 /// The config label naming the last layer that belongs to the ostree commit.
@@ -49,6 +53,10 @@ pub struct HostImage {
     pub imgref: String,
     base_commit: String,
     plan: Vec<Plan>,
+    objects: ObjectInfos,
+    /// The manifest without its layers, and the layer descriptors (sizes set by `set_manifest`).
+    manifest_base: Value,
+    layer_descs: Vec<Value>,
     /// What to import (manifest, config, layers with their DiffIDs).
     pub input: ImageInput,
 }
@@ -248,12 +256,12 @@ impl HostImage {
             })?
             .to_string();
         // Rebuild the object → chunk assignment from the layer commits, as ostree-ext does.
-        let mut remainder = commit_objects(&repo, &base_commit)?;
+        let mut remainder = commit_objects(&repo, &repo_path, &base_commit)?;
         let mut plan = Vec::new();
         let mut chunks = Vec::new();
         for d in &components {
             let mut chunk = ChunkContent::new();
-            for name in layer_commit_objects(&repo, &imgref::layer_ref(d))? {
+            for name in layer_commit_objects(&repo, &repo_path, &imgref::layer_ref(d))? {
                 if let Some(paths) = remainder.remove(&name) {
                     chunk.insert(name, paths);
                 }
@@ -279,7 +287,18 @@ impl HostImage {
                 }
             }
         }
-        // First pass: each layer's DiffID and length.
+        let objects = ObjectInfos::load(
+            &repo,
+            &repo_path,
+            plan.iter()
+                .flat_map(|p| match p {
+                    Plan::Final(c) | Plan::Chunk(c) => Some(c.keys()),
+                    Plan::Derived(_) => None,
+                })
+                .flatten(),
+        )?;
+        // First pass: each layer's DiffID, and its length where that takes no more work (the fast path
+        // learns the ostree layers' lengths by writing them: `complete_image` gives the manifest).
         let mut layer_inputs = Vec::new();
         for (i, p) in plan.iter().enumerate() {
             let known = if verify {
@@ -288,33 +307,16 @@ impl HostImage {
                 diff_ids.get(i).and_then(|d| Digest::parse(d).ok())
             };
             let (diff_id, size) = match (p, known) {
-                (Plan::Final(rem), Some(d)) => {
-                    let mut sink = SizeSink::default();
-                    let mut w = LayoutWriter::new(&repo, &repo_path, &base_commit)?;
-                    w.write_commit(&mut sink, true)?;
-                    w.write_chunk(&mut sink, rem)?;
-                    (d, sink.finish())
+                (Plan::Final(c) | Plan::Chunk(c), Some(d)) => {
+                    // An estimate (the content alone), for progress until the layer is written.
+                    let content: u64 = c
+                        .keys()
+                        .filter_map(|k| objects.get(k).ok().map(|o| o.size))
+                        .sum();
+                    (d, content)
                 }
-                (Plan::Chunk(c), Some(d)) => {
-                    let mut sink = SizeSink::default();
-                    let mut w = LayoutWriter::new(&repo, &repo_path, &base_commit)?;
-                    w.write_repo_structure(&mut sink)?;
-                    w.write_chunk(&mut sink, c)?;
-                    (d, sink.finish())
-                }
-                (Plan::Final(rem), None) => {
-                    let mut sink = DigestSink::default();
-                    let mut w = LayoutWriter::new(&repo, &repo_path, &base_commit)?;
-                    w.write_commit(&mut sink, true)?;
-                    w.write_chunk(&mut sink, rem)?;
-                    sink.finish()
-                }
-                (Plan::Chunk(c), None) => {
-                    let mut sink = DigestSink::default();
-                    let mut w = LayoutWriter::new(&repo, &repo_path, &base_commit)?;
-                    w.write_repo_structure(&mut sink)?;
-                    w.write_chunk(&mut sink, c)?;
-                    sink.finish()
+                (Plan::Final(_) | Plan::Chunk(_), None) => {
+                    content_diff_id(&repo, &repo_path, &objects, &base_commit, p)?
                 }
                 // Derived layers are re-exported by `ostree export`, with new mtimes: always hashed.
                 (Plan::Derived(r), _) => derived_digest(&repo_path, r)?,
@@ -368,32 +370,33 @@ impl HostImage {
         let config_bytes =
             serde_json::to_vec(&config).map_err(|e| Error::Internal(e.to_string()))?;
         let config_digest = Digest::of_bytes(&config_bytes);
-        let mut new_manifest = manifest.clone();
-        new_manifest["layers"] = Value::Array(new_layers);
-        new_manifest["config"] = json!({
+        let mut manifest_base = manifest.clone();
+        manifest_base["config"] = json!({
             "mediaType": "application/vnd.oci.image.config.v1+json",
             "digest": config_digest.to_string(),
             "size": config_bytes.len(),
         });
-        if new_manifest.get("mediaType").is_none() {
-            new_manifest["mediaType"] = json!("application/vnd.oci.image.manifest.v1+json");
+        if manifest_base.get("mediaType").is_none() {
+            manifest_base["mediaType"] = json!("application/vnd.oci.image.manifest.v1+json");
         }
-        let manifest_bytes =
-            serde_json::to_vec(&new_manifest).map_err(|e| Error::Internal(e.to_string()))?;
-        let input = ImageInput {
-            manifest_digest: Digest::of_bytes(&manifest_bytes),
-            manifest: manifest_bytes,
+        let mut input = ImageInput {
+            manifest_digest: Digest::of_bytes(b""),
+            manifest: Vec::new(),
             config: config_bytes,
             config_digest,
             created: config["created"].as_str().map(str::to_owned),
             layers: layer_inputs,
             names,
         };
+        set_manifest(&mut input, &manifest_base, &new_layers)?;
         Ok(HostImage {
             repo_path,
             imgref,
             base_commit,
             plan,
+            objects,
+            manifest_base,
+            layer_descs: new_layers,
             input,
         })
     }
@@ -402,6 +405,63 @@ impl HostImage {
     pub fn layer_count(&self) -> usize {
         self.plan.len()
     }
+
+    /// The DiffIDs of the ostree layers (the commit layer, then the chunks) computed from content,
+    /// as `open` with `verify` does; derived layers are left out.
+    pub fn ostree_diff_ids_from_content(&self) -> Result<Vec<Digest>> {
+        let repo = open_repo(&self.repo_path)?;
+        self.plan
+            .iter()
+            .filter(|p| !matches!(p, Plan::Derived(_)))
+            .map(|p| {
+                content_diff_id(&repo, &self.repo_path, &self.objects, &self.base_commit, p)
+                    .map(|(d, _)| d)
+            })
+            .collect()
+    }
+}
+
+/// The DiffID and length of an ostree layer, from its content: the layer's tar stream, hashed.
+fn content_diff_id(
+    repo: &ostree::Repo,
+    repo_path: &Path,
+    objects: &ObjectInfos,
+    base_commit: &str,
+    plan: &Plan,
+) -> Result<(Digest, u64)> {
+    let mut sink = DigestSink::default();
+    let mut w = LayoutWriter::new(repo, repo_path, objects, base_commit)?;
+    match plan {
+        Plan::Final(rem) => {
+            w.write_commit(&mut sink, true)?;
+            w.write_chunk(&mut sink, rem)?;
+        }
+        Plan::Chunk(c) => {
+            w.write_repo_structure(&mut sink)?;
+            w.write_chunk(&mut sink, c)?;
+        }
+        Plan::Derived(_) => return Err(Error::Internal("derived layer planned as ostree".into())),
+    }
+    Ok(sink.finish())
+}
+
+/// Sets the manifest of `input` from `base` and `descs` with the layer sizes of `input`.
+fn set_manifest(input: &mut ImageInput, base: &Value, descs: &[Value]) -> Result<()> {
+    let mut manifest = base.clone();
+    manifest["layers"] = Value::Array(
+        descs
+            .iter()
+            .zip(&input.layers)
+            .map(|(d, l)| {
+                let mut d = d.clone();
+                d["size"] = json!(l.blob_size);
+                d
+            })
+            .collect(),
+    );
+    input.manifest = serde_json::to_vec(&manifest).map_err(|e| Error::Internal(e.to_string()))?;
+    input.manifest_digest = Digest::of_bytes(&input.manifest);
+    Ok(())
 }
 
 fn now_secs() -> String {
@@ -412,6 +472,9 @@ fn now_secs() -> String {
         None => t,
     }
 }
+
+/// How far (in bytes of object content) the read-ahead helper may run ahead of the writer.
+const READ_AHEAD_LEAD: u64 = 32 << 20;
 
 /// Counts of how content reached the tree.
 #[derive(Debug, Default)]
@@ -435,7 +498,7 @@ impl LayerProducer for HostLayers<'_> {
     fn produce(
         &self,
         index: usize,
-        layer: &LayerInput,
+        _layer: &LayerInput,
         tree: &mut TreeWriter,
         tar_split: &mut TarSplitWriter<TarSplitOut>,
         progress: &dyn Fn(u64),
@@ -476,43 +539,65 @@ impl LayerProducer for HostLayers<'_> {
         // glib objects are not shared across threads: each layer opens the repository itself.
         let repo = open_repo(&img.repo_path)?;
         let mut sink = TreeSink::new(tree, tar_split);
-        {
-            let mut w = LayoutWriter::new(&repo, &img.repo_path, &img.base_commit)?;
-            let s: &mut dyn EntrySink = &mut sink;
-            match plan {
-                Plan::Final(rem) => {
-                    w.write_commit(s, true)?;
-                    w.write_chunk(s, rem)?;
-                }
-                Plan::Chunk(c) => {
-                    w.write_repo_structure(s)?;
-                    w.write_chunk(s, c)?;
-                }
-                Plan::Derived(_) => {}
+        let chunk = match plan {
+            Plan::Final(c) | Plan::Chunk(c) => c,
+            Plan::Derived(_) => {
+                return Err(Error::Internal("derived layer planned as ostree".into()));
             }
-        }
+        };
+        // Object files are read in checksum order: a helper asks the kernel for the next ones while
+        // this thread hashes and links.
+        let ra = ReadAhead::new(READ_AHEAD_LEAD);
+        let objects = &img.objects;
+        let files = chunk.keys().filter_map(|csum| {
+            let info = objects.get(csum).ok()?;
+            info.symlink
+                .is_none()
+                .then(|| (objects::object_file(&img.repo_path, csum), info.size))
+        });
+        std::thread::scope(|s| -> Result<()> {
+            if objects.bare() {
+                s.spawn(|| ra.run(files));
+            }
+            let _stop = StopOnDrop(&ra);
+            let mut w = LayoutWriter::new(&repo, &img.repo_path, objects, &img.base_commit)?
+                .with_read_ahead(&ra);
+            let s: &mut dyn EntrySink = &mut sink;
+            if let Plan::Final(_) = plan {
+                w.write_commit(s, true)?;
+            } else {
+                w.write_repo_structure(s)?;
+            }
+            w.write_chunk(s, chunk)
+        })?;
         use std::sync::atomic::Ordering;
         self.counts.linked.fetch_add(sink.linked, Ordering::Relaxed);
         self.counts
             .written
             .fetch_add(sink.written, Ordering::Relaxed);
         let (summary, diff_id) = sink.finish()?;
-        if summary.diff_size != layer.blob_size {
-            // The planned length was wrong: treat it like a DiffID mismatch (the caller re-plans).
-            return Err(Error::DigestMismatch {
-                what: format!(
-                    "length of layer {index} ({} bytes planned)",
-                    layer.blob_size
-                ),
-                expected: layer.diff_id.to_string(),
-                actual: format!("{diff_id} ({} bytes)", summary.diff_size),
-            });
-        }
         progress(summary.diff_size);
         Ok(Produced {
             summary,
             diff_id,
             compression: Compression::None,
         })
+    }
+
+    /// The manifest with the layers' real lengths (the fast path only estimated them).
+    fn complete_image(&self, input: &ImageInput, diff_sizes: &[u64]) -> Result<Option<ImageInput>> {
+        if diff_sizes.len() != input.layers.len() {
+            return Err(Error::Internal("layer count changed".into()));
+        }
+        let mut done = input.clone();
+        for (l, &size) in done.layers.iter_mut().zip(diff_sizes) {
+            l.blob_size = size;
+        }
+        set_manifest(
+            &mut done,
+            &self.image.manifest_base,
+            &self.image.layer_descs,
+        )?;
+        Ok(Some(done))
     }
 }

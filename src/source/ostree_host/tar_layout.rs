@@ -4,13 +4,16 @@
 //! as upstream builds them, so each header is byte-identical; content is never copied into a tar.
 
 use std::collections::{BTreeMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use ostree::gio;
 use ostree::glib;
 use ostree::prelude::*;
 
+use super::gvariant::{DirMeta, DirTree, parse_dirmeta, parse_dirtree};
+use super::objects::{ObjectInfos, object_file};
 use crate::error::{Error, Result};
+use crate::layer::read_ahead::ReadAhead;
 use crate::layer::synth::{Content, EntrySink};
 
 /// Where the repository lives in the tar stream.
@@ -68,6 +71,8 @@ fn join(dir: &str, name: &str) -> String {
 pub struct LayoutWriter<'a> {
     repo: &'a ostree::Repo,
     repo_path: &'a Path,
+    objects: &'a ObjectInfos,
+    read_ahead: Option<&'a ReadAhead>,
     bare: bool,
     commit: String,
     commit_v: glib::Variant,
@@ -90,14 +95,21 @@ impl std::fmt::Debug for LayoutWriter<'_> {
 }
 
 impl<'a> LayoutWriter<'a> {
-    /// A writer for one layer of `commit`.
-    pub fn new(repo: &'a ostree::Repo, repo_path: &'a Path, commit: &str) -> Result<Self> {
+    /// A writer for one layer of `commit`, whose content objects are described by `objects`.
+    pub fn new(
+        repo: &'a ostree::Repo,
+        repo_path: &'a Path,
+        objects: &'a ObjectInfos,
+        commit: &str,
+    ) -> Result<Self> {
         let (commit_v, _) = repo
             .load_commit(commit)
             .map_err(|e| gerr(&format!("loading commit {commit}"), e))?;
         Ok(LayoutWriter {
             repo,
             repo_path,
+            objects,
+            read_ahead: None,
             bare: repo.mode() == ostree::RepoMode::Bare,
             commit: commit.to_string(),
             commit_v,
@@ -110,6 +122,12 @@ impl<'a> LayoutWriter<'a> {
             wrote_content: HashSet::new(),
             wrote_xattrs: HashSet::new(),
         })
+    }
+
+    /// Reports every object file read to `ra`, whose helper reads ahead of this writer.
+    pub fn with_read_ahead(mut self, ra: &'a ReadAhead) -> Self {
+        self.read_ahead = Some(ra);
+        self
     }
 
     /// The header bytes `append_data` writes (extension entries included), without data.
@@ -207,10 +225,8 @@ impl<'a> LayoutWriter<'a> {
         Ok(())
     }
 
-    fn variant(&self, t: ostree::ObjectType, csum: &str) -> Result<glib::Variant> {
-        self.repo
-            .load_variant(t, csum)
-            .map_err(|e| gerr(&format!("loading object {csum}"), e))
+    fn meta_object(&self, t: ostree::ObjectType, csum: &str) -> Result<Vec<u8>> {
+        meta_object_bytes(self.repo, self.repo_path, t, csum)
     }
 
     fn append_object(
@@ -218,7 +234,7 @@ impl<'a> LayoutWriter<'a> {
         sink: &mut dyn EntrySink,
         t: ostree::ObjectType,
         csum: &str,
-        v: &glib::Variant,
+        data: &[u8],
     ) -> Result<()> {
         let (set, suffix) = match t {
             ostree::ObjectType::Commit => (None, "commit"),
@@ -231,31 +247,24 @@ impl<'a> LayoutWriter<'a> {
         {
             return Ok(());
         }
-        let data = v.data_as_bytes();
-        self.default_data(sink, &object_path(csum, suffix), data.as_ref())
+        self.default_data(sink, &object_path(csum, suffix), data)
     }
 
-    fn append_dir(
-        &mut self,
-        sink: &mut dyn EntrySink,
-        path: &str,
-        meta: &ostree::DirMetaParsed,
-    ) -> Result<()> {
+    fn append_dir(&mut self, sink: &mut dyn EntrySink, path: &str, meta: &DirMeta) -> Result<()> {
         let mut h = tar::Header::new_gnu();
         h.set_entry_type(tar::EntryType::Directory);
         h.set_size(0);
         h.set_uid(u64::from(meta.uid));
         h.set_gid(u64::from(meta.gid));
-        h.set_mode(meta.mode & !libc_s_ifmt());
+        h.set_mode(meta.mode & !S_IFMT);
         let raw = self.header_bytes(&mut h, path)?;
         sink.entry(&raw, Content::None)
     }
 
-    fn dirmeta(&mut self, sink: &mut dyn EntrySink, csum: &str) -> Result<ostree::DirMetaParsed> {
-        let v = self.variant(ostree::ObjectType::DirMeta, csum)?;
-        self.append_object(sink, ostree::ObjectType::DirMeta, csum, &v)?;
-        ostree::DirMetaParsed::from_variant(&v)
-            .map_err(|e| Error::InvalidInput(format!("dirmeta {csum}: {e}")))
+    fn dirmeta(&mut self, sink: &mut dyn EntrySink, csum: &str) -> Result<DirMeta> {
+        let data = self.meta_object(ostree::ObjectType::DirMeta, csum)?;
+        self.append_object(sink, ostree::ObjectType::DirMeta, csum, &data)?;
+        parse_dirmeta(&data, &format!("dirmeta {csum}"))
     }
 
     /// The whole commit structure (root dir, repo structure, commit object, every dirtree/dirmeta and
@@ -273,22 +282,31 @@ impl<'a> LayoutWriter<'a> {
             })?;
         let tree = hex::encode(tree);
         let meta = hex::encode(meta);
-        let meta_v = self.variant(ostree::ObjectType::DirMeta, &meta)?;
-        let parsed = ostree::DirMetaParsed::from_variant(&meta_v)
-            .map_err(|e| Error::InvalidInput(format!("dirmeta {meta}: {e}")))?;
+        let meta_data = self.meta_object(ostree::ObjectType::DirMeta, &meta)?;
+        let parsed = parse_dirmeta(&meta_data, &format!("dirmeta {meta}"))?;
         self.append_dir(sink, "./", &parsed)?;
         self.write_repo_structure(sink)?;
         let commit = self.commit.clone();
         let commit_v = self.commit_v.clone();
-        self.append_object(sink, ostree::ObjectType::Commit, &commit, &commit_v)?;
+        self.append_object(
+            sink,
+            ostree::ObjectType::Commit,
+            &commit,
+            commit_v.data_as_bytes().as_ref(),
+        )?;
         if let Some(detached) = self
             .repo
             .read_commit_detached_metadata(&commit, gio::Cancellable::NONE)
             .map_err(|e| gerr("reading detached metadata", e))?
         {
-            self.append_object(sink, ostree::ObjectType::CommitMeta, &commit, &detached)?;
+            self.append_object(
+                sink,
+                ostree::ObjectType::CommitMeta,
+                &commit,
+                detached.data_as_bytes().as_ref(),
+            )?;
         }
-        self.append_object(sink, ostree::ObjectType::DirMeta, &meta, &meta_v)?;
+        self.append_object(sink, ostree::ObjectType::DirMeta, &meta, &meta_data)?;
         self.append_dirtree(sink, "./", &tree, true)?;
         if !self.wrote_vartmp {
             let mut h = tar::Header::new_gnu();
@@ -311,30 +329,28 @@ impl<'a> LayoutWriter<'a> {
         csum: &str,
         is_root: bool,
     ) -> Result<()> {
-        let v = self.variant(ostree::ObjectType::DirTree, csum)?;
-        self.append_object(sink, ostree::ObjectType::DirTree, csum, &v)?;
-        let (files, dirs) = v
-            .get::<ostree::TreeVariantType>()
-            .ok_or_else(|| Error::InvalidInput(format!("dirtree {csum} is not valid")))?;
+        let data = self.meta_object(ostree::ObjectType::DirTree, csum)?;
+        self.append_object(sink, ostree::ObjectType::DirTree, csum, &data)?;
+        let DirTree { files, dirs } = parse_dirtree(&data, &format!("dirtree {csum}"))?;
+        drop(data);
         if !self.structure_only {
-            for (name, fcsum) in files {
-                let fcsum = hex::encode(fcsum);
-                let (objpath, h) = self.append_content(sink, &fcsum)?;
-                let sub = map_path_v0(&join(dirpath, &name));
+            for f in files {
+                let (objpath, h) = self.append_content(sink, &f.checksum)?;
+                let sub = map_path_v0(&join(dirpath, &f.name));
                 self.append_content_hardlink(sink, &objpath, h, &sub)?;
             }
         }
         if dirpath == "var/tmp" {
             self.wrote_vartmp = true;
         }
-        for (name, tcsum, mcsum) in dirs {
-            let meta = self.dirmeta(sink, &hex::encode(mcsum))?;
-            if is_root && name == "sysroot" {
+        for d in dirs {
+            let meta = self.dirmeta(sink, &d.meta)?;
+            if is_root && d.name == "sysroot" {
                 continue;
             }
-            let sub = map_path_v0(&join(dirpath, &name));
+            let sub = map_path_v0(&join(dirpath, &d.name));
             self.append_dir(sink, &sub, &meta)?;
-            self.append_dirtree(sink, &sub, &hex::encode(tcsum), false)?;
+            self.append_dirtree(sink, &sub, &d.tree, false)?;
         }
         Ok(())
     }
@@ -347,44 +363,30 @@ impl<'a> LayoutWriter<'a> {
         csum: &str,
     ) -> Result<(String, tar::Header)> {
         let path = object_path(csum, "file");
-        let (stream, info, xattrs) = self
-            .repo
-            .load_file(csum, gio::Cancellable::NONE)
-            .map_err(|e| gerr(&format!("loading file object {csum} (the repository may be damaged: run ostree fsck)"), e))?;
+        let info = self.objects.get(csum)?;
         let mut h = tar::Header::new_gnu();
-        h.set_uid(u64::from(info.attribute_uint32("unix::uid")));
-        h.set_gid(u64::from(info.attribute_uint32("unix::gid")));
-        h.set_mode(info.attribute_uint32("unix::mode") & !libc_s_ifmt());
-        let size = u64::try_from(info.size()).unwrap_or(0);
-        if stream.is_some() {
-            h.set_size(size);
+        h.set_uid(u64::from(info.uid));
+        h.set_gid(u64::from(info.gid));
+        h.set_mode(info.mode);
+        if info.symlink.is_none() {
+            h.set_size(info.size);
         }
         if self.wrote_content.insert(csum.to_string()) {
             // xattrs objects go before the content that refers to them.
-            let xdata = xattrs.data_as_bytes();
-            let xcsum = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(xdata.as_ref()));
+            let xcsum = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&info.xattrs));
             let xpath = object_path(&xcsum, "file-xattrs");
             if self.wrote_xattrs.insert(xcsum) {
-                self.default_data(sink, &xpath, xdata.as_ref())?;
+                self.default_data(sink, &xpath, &info.xattrs)?;
             }
             self.default_hardlink(sink, &object_path(csum, "file-xattrs-link"), &xpath)?;
-            match stream {
-                Some(stream) => {
-                    if info.file_type() != gio::FileType::Regular {
-                        return Err(Error::InvalidInput(format!(
-                            "object {csum} has content but is not a regular file"
-                        )));
-                    }
+            match &info.symlink {
+                None => {
+                    let size = info.size;
                     h.set_entry_type(tar::EntryType::Regular);
                     h.set_size(size);
                     let raw = self.header_bytes(&mut h, &path)?;
                     if self.bare {
-                        let file = self.repo_path.join(format!(
-                            "objects/{}/{}.file",
-                            &csum[..2],
-                            &csum[2..]
-                        ));
-                        drop(stream);
+                        let file = object_file(self.repo_path, csum);
                         sink.entry(
                             &raw,
                             Content::File {
@@ -393,35 +395,28 @@ impl<'a> LayoutWriter<'a> {
                                 linkable: true,
                             },
                         )?;
+                        if let Some(ra) = self.read_ahead {
+                            ra.consumed(size);
+                        }
                     } else {
-                        let reader = stream.into_read();
-                        sink.entry(&raw, Content::Stream(Box::new(reader)))?;
+                        let (stream, _, _) = self
+                            .repo
+                            .load_file(csum, gio::Cancellable::NONE)
+                            .map_err(|e| gerr(&format!("loading file object {csum} (the repository may be damaged: run ostree fsck)"), e))?;
+                        let stream = stream.ok_or_else(|| {
+                            Error::InvalidInput(format!("object {csum} has no content"))
+                        })?;
+                        sink.entry(&raw, Content::Stream(Box::new(stream.into_read())))?;
                     }
                 }
-                None => {
-                    if info.file_type() != gio::FileType::SymbolicLink {
-                        return Err(Error::InvalidInput(format!(
-                            "object {csum} is neither a file nor a symlink"
-                        )));
-                    }
-                    let target = info.symlink_target().ok_or_else(|| {
-                        Error::InvalidInput(format!("symlink object {csum} has no target"))
-                    })?;
-                    let target = target
-                        .to_str()
-                        .ok_or_else(|| {
-                            Error::InvalidInput(format!(
-                                "symlink object {csum} has a non-UTF-8 target"
-                            ))
-                        })?
-                        .to_string();
+                Some(target) => {
                     h.set_entry_type(tar::EntryType::Symlink);
                     h.set_size(0);
                     let raw = if target.contains("//") {
-                        h.set_link_name_literal(&target).map_err(tar_err)?;
+                        h.set_link_name_literal(target).map_err(tar_err)?;
                         self.header_bytes(&mut h, &path)?
                     } else {
-                        self.link_header_bytes(&mut h, &path, &target)?
+                        self.link_header_bytes(&mut h, &path, target)?
                     };
                     sink.entry(&raw, Content::None)?;
                 }
@@ -464,13 +459,36 @@ impl<'a> LayoutWriter<'a> {
 }
 
 /// `S_IFMT`: ostree modes carry the file type, tar modes do not.
-const fn libc_s_ifmt() -> u32 {
-    0o170000
+const S_IFMT: u32 = 0o170000;
+
+/// The bytes of a metadata object (dirtree, dirmeta): read from its file, as every repository mode
+/// stores them; through libostree when the file is elsewhere (a parent repository).
+pub fn meta_object_bytes(
+    repo: &ostree::Repo,
+    repo_path: &Path,
+    t: ostree::ObjectType,
+    csum: &str,
+) -> Result<Vec<u8>> {
+    let suffix = match t {
+        ostree::ObjectType::DirTree => "dirtree",
+        ostree::ObjectType::DirMeta => "dirmeta",
+        _ => "commit",
+    };
+    let (first, rest) = csum.split_at(2.min(csum.len()));
+    let path = repo_path.join(format!("objects/{first}/{rest}.{suffix}"));
+    match std::fs::read(&path) {
+        Ok(b) => Ok(b),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let v = repo
+                .load_variant(t, csum)
+                .map_err(|e| gerr(&format!("loading object {csum}"), e))?;
+            Ok(v.data_as_bytes().to_vec())
+        }
+        Err(e) => Err(Error::io("reading", &path, e)),
+    }
 }
 
-/// Walks a commit: every content object with its absolute paths (in walk order), as ostree-ext's
-/// chunking starts from.
-pub fn commit_objects(repo: &ostree::Repo, commit: &str) -> Result<ChunkContent> {
+fn commit_tree(repo: &ostree::Repo, commit: &str) -> Result<String> {
     let (commit_v, _) = repo
         .load_commit(commit)
         .map_err(|e| gerr(&format!("loading commit {commit}"), e))?;
@@ -478,51 +496,57 @@ pub fn commit_objects(repo: &ostree::Repo, commit: &str) -> Result<ChunkContent>
         commit_v.get::<ostree::CommitVariantType>().ok_or_else(|| {
             Error::InvalidInput(format!("commit {commit} is not a valid commit object"))
         })?;
+    Ok(hex::encode(tree))
+}
+
+/// Walks a commit: every content object with its absolute paths (in walk order), as ostree-ext's
+/// chunking starts from.
+pub fn commit_objects(repo: &ostree::Repo, repo_path: &Path, commit: &str) -> Result<ChunkContent> {
+    let tree = commit_tree(repo, commit)?;
     let mut out = ChunkContent::new();
-    walk(repo, &hex::encode(tree), &mut PathBuf::from("/"), &mut out)?;
+    walk(repo, repo_path, &tree, &mut String::from("/"), &mut out)?;
     Ok(out)
 }
 
-fn walk(repo: &ostree::Repo, csum: &str, path: &mut PathBuf, out: &mut ChunkContent) -> Result<()> {
-    let v = repo
-        .load_variant(ostree::ObjectType::DirTree, csum)
-        .map_err(|e| gerr(&format!("loading dirtree {csum}"), e))?;
-    let (files, dirs) = v
-        .get::<ostree::TreeVariantType>()
-        .ok_or_else(|| Error::InvalidInput(format!("dirtree {csum} is not valid")))?;
-    for (name, fcsum) in files {
-        let p = path.join(&name);
-        out.entry(hex::encode(fcsum))
-            .or_default()
-            .push(p.to_string_lossy().into_owned());
+fn walk(
+    repo: &ostree::Repo,
+    repo_path: &Path,
+    csum: &str,
+    path: &mut String,
+    out: &mut ChunkContent,
+) -> Result<()> {
+    let data = meta_object_bytes(repo, repo_path, ostree::ObjectType::DirTree, csum)?;
+    let tree = parse_dirtree(&data, &format!("dirtree {csum}"))?;
+    drop(data);
+    let len = path.len();
+    for f in tree.files {
+        path.push_str(&f.name);
+        out.entry(f.checksum).or_default().push(path.clone());
+        path.truncate(len);
     }
-    for (name, tcsum, _) in dirs {
-        path.push(&name);
-        walk(repo, &hex::encode(tcsum), path, out)?;
-        path.pop();
+    for d in tree.dirs {
+        path.push_str(&d.name);
+        path.push('/');
+        walk(repo, repo_path, &d.tree, path, out)?;
+        path.truncate(len);
     }
     Ok(())
 }
 
 /// The names of a layer commit's root entries: ostree-ext stores chunk layers as commits whose files are
 /// named by the object checksums they carry.
-pub fn layer_commit_objects(repo: &ostree::Repo, layer_ref: &str) -> Result<Vec<String>> {
+pub fn layer_commit_objects(
+    repo: &ostree::Repo,
+    repo_path: &Path,
+    layer_ref: &str,
+) -> Result<Vec<String>> {
     let rev = repo
         .require_rev(layer_ref)
         .map_err(|e| gerr(&format!("resolving {layer_ref}"), e))?;
-    let (commit_v, _) = repo
-        .load_commit(&rev)
-        .map_err(|e| gerr(&format!("loading commit {rev}"), e))?;
-    let (_, _, _, _, _, _, tree, _) = commit_v
-        .get::<ostree::CommitVariantType>()
-        .ok_or_else(|| Error::InvalidInput(format!("commit {rev} is not a valid commit object")))?;
-    let v = repo
-        .load_variant(ostree::ObjectType::DirTree, &hex::encode(tree))
-        .map_err(|e| gerr("loading dirtree", e))?;
-    let (files, dirs) = v
-        .get::<ostree::TreeVariantType>()
-        .ok_or_else(|| Error::InvalidInput("dirtree is not valid".into()))?;
-    let mut names: Vec<String> = files.into_iter().map(|(n, _)| n).collect();
-    names.extend(dirs.into_iter().map(|(n, _, _)| n));
+    let tree = commit_tree(repo, &rev)?;
+    let data = meta_object_bytes(repo, repo_path, ostree::ObjectType::DirTree, &tree)?;
+    let parsed = parse_dirtree(&data, &format!("dirtree {tree}"))?;
+    let mut names: Vec<String> = parsed.files.into_iter().map(|f| f.name).collect();
+    names.extend(parsed.dirs.into_iter().map(|d| d.name));
     Ok(names)
 }
