@@ -62,7 +62,8 @@ mod measure;
 mod storefs;
 
 use anyhow::{Context, Result, bail, ensure};
-use bootc_image::source::ostree_host::tar_layout::commit_objects;
+use bootc_image::source::ostree_host::meta_objects::MetaObjects;
+use bootc_image::source::ostree_host::tar_layout::{commit_objects, commit_root};
 use bootc_image::source::ostree_host::{HostImage, HostLayers, LinkCounts};
 use bootc_image::store::{Store, StoreConfig};
 use host_fixture::{CHUNKS, HOST_IMAGE, HostFixture, build_fixture_tool, ensure_host_fixture};
@@ -414,7 +415,9 @@ fn open_repo(path: &Path) -> Result<ostree::Repo> {
 /// The fsck `HostImage::open` starts with: every content object of the commit, checksummed.
 fn phase_fsck(fx: &HostFixture) -> Result<usize> {
     let repo = open_repo(&fx.repo())?;
-    let objects = commit_objects(&repo, &fx.repo(), &fx.base_commit)?;
+    let (tree, dirmeta) = commit_root(&repo, &fx.base_commit)?;
+    let meta = MetaObjects::load(&repo, &fx.repo(), &tree, &dirmeta)?;
+    let objects = commit_objects(&repo, &fx.repo(), &meta, &fx.base_commit)?;
     for csum in objects.keys() {
         repo.fsck_object(ostree::ObjectType::File, csum, gio::Cancellable::NONE)
             .with_context(|| format!("fsck of {csum}"))?;

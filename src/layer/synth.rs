@@ -266,7 +266,7 @@ impl<W: Write> EntrySink for TreeSink<'_, W> {
                     linkable,
                 } if linkable && header.kind == EntryKind::Regular => {
                     let mut f = std::fs::File::open(path).map_err(|e| read_error(path, e))?;
-                    match self.tree.begin_linked(&header, path)? {
+                    match self.tree.begin_linked(&header, &f, path)? {
                         Linked::Yes => {
                             self.linked += 1;
                             let got = copy_hashing(&mut f, size, &mut buf, |c| {

@@ -5,10 +5,11 @@
 //! nothing is ever written outside. The last component is always created or changed with `*at` calls that
 //! do not follow it.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use rustix::fs::Timespec;
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags, Timestamps, XattrFlags};
@@ -72,8 +73,52 @@ pub struct TreeWriter {
     dirs: Vec<(Vec<u8>, Timestamps)>,
     /// Paths written by this layer (vfs opaque handling keeps them).
     unpacked: HashSet<Vec<u8>>,
-    /// The last parent directory we resolved.
-    cache: Option<(Vec<u8>, OwnedFd)>,
+    /// Directories resolved so far (see [`DirCache`]).
+    cache: DirCache,
+    /// Whether `linkat(AT_EMPTY_PATH)` from an open file works here (it needs CAP_DAC_READ_SEARCH).
+    link_by_fd: bool,
+}
+
+/// Directory fds by path (relative to the layer root), so entries that alternate between directories
+/// do not resolve their parents again and again. Emptied whenever anything is removed from the tree
+/// (a cached directory may be gone) and when full; its size follows the process's fd limit.
+#[derive(Debug)]
+struct DirCache {
+    map: HashMap<Vec<u8>, Arc<OwnedFd>>,
+    cap: usize,
+}
+
+impl DirCache {
+    fn new() -> DirCache {
+        let soft = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+            .current
+            .unwrap_or(u64::MAX);
+        // Two writers run at once; leave most descriptors to everything else.
+        let cap = usize::try_from(soft / 8)
+            .unwrap_or(usize::MAX)
+            .clamp(8, 1024);
+        DirCache {
+            map: HashMap::new(),
+            cap,
+        }
+    }
+
+    fn get(&self, key: &[u8]) -> Option<Arc<OwnedFd>> {
+        self.map.get(key).cloned()
+    }
+
+    fn insert(&mut self, key: Vec<u8>, fd: OwnedFd) -> Arc<OwnedFd> {
+        if self.map.len() >= self.cap {
+            self.map.clear();
+        }
+        let fd = Arc::new(fd);
+        self.map.insert(key, fd.clone());
+        fd
+    }
+
+    fn clear(&mut self) {
+        self.map.clear();
+    }
 }
 
 fn errno(what: &'static str, path: &Path, name: &[u8], e: Errno) -> Error {
@@ -147,7 +192,8 @@ impl TreeWriter {
             style,
             dirs: Vec::new(),
             unpacked: HashSet::new(),
-            cache: None,
+            cache: DirCache::new(),
+            link_by_fd: true,
         })
     }
 
@@ -171,21 +217,26 @@ impl TreeWriter {
 
     /// Returns an fd of the parent directory, creating missing directories (0755, root-owned) as
     /// c/storage's implied-directory creation does.
-    fn parent(&mut self, comps: &[&[u8]]) -> Result<BorrowedFd<'_>> {
+    fn parent(&mut self, comps: &[&[u8]]) -> Result<Arc<OwnedFd>> {
         let key = join(comps);
-        let hit = matches!(&self.cache, Some((k, _)) if *k == key);
-        if !hit {
-            let fd = match self.resolve_in_root(&key) {
-                Ok(fd) => fd,
-                Err(Errno::NOENT) => self.create_parents(comps)?,
-                Err(e) => return Err(errno("resolving", &self.root_path, &key, e)),
-            };
-            self.cache = Some((key, fd));
+        if let Some(fd) = self.cache.get(&key) {
+            return Ok(fd);
         }
-        match &self.cache {
-            Some((_, fd)) => Ok(fd.as_fd()),
-            None => Err(Error::Internal("parent cache empty".into())),
+        let fd = match self.resolve_in_root(&key) {
+            Ok(fd) => fd,
+            Err(Errno::NOENT) => self.create_parents(comps)?,
+            Err(e) => return Err(errno("resolving", &self.root_path, &key, e)),
+        };
+        Ok(self.cache.insert(key, fd))
+    }
+
+    /// An existing directory of the layer (nothing is created).
+    fn existing_dir(&mut self, path: &[u8]) -> rustix::io::Result<Arc<OwnedFd>> {
+        if let Some(fd) = self.cache.get(path) {
+            return Ok(fd);
         }
+        let fd = self.resolve_in_root(path)?;
+        Ok(self.cache.insert(path.to_vec(), fd))
     }
 
     fn create_parents(&mut self, comps: &[&[u8]]) -> Result<OwnedFd> {
@@ -242,31 +293,50 @@ impl TreeWriter {
         }
         let root_path = self.root_path.clone();
         let style = self.style;
-        let parent = self.parent(&parent_comps)?;
-        let existing = match rustix::fs::statat(parent, base, AtFlags::SYMLINK_NOFOLLOW) {
-            Ok(st) => Some(FileType::from_raw_mode(st.st_mode)),
-            Err(Errno::NOENT) => None,
-            Err(e) => return Err(errno("stat", &root_path, &full, e)),
+        let name = String::from_utf8_lossy(&h.name).into_owned();
+        let not_in_layer = || Error::Unsafe {
+            entry: name.clone(),
+            reason: format!(
+                "is a hardlink to {:?}, which is not in the layer",
+                String::from_utf8_lossy(&h.linkname)
+            ),
         };
-        let mut replaced = false;
-        if let Some(t) = existing
-            && !(t == FileType::Directory && h.kind == EntryKind::Directory)
-        {
-            remove_all_at(parent, base).map_err(|e| errno("removing", &root_path, &full, e))?;
-            replaced = true;
-        }
+        // A hardlink's target directory, resolved inside the layer (never created).
+        let link_target = if h.kind == EntryKind::HardLink {
+            let (target, escaped) = clean_components(&h.linkname);
+            if escaped {
+                return Err(Error::Unsafe {
+                    entry: name,
+                    reason: format!(
+                        "is a hardlink to {:?}, outside the layer",
+                        String::from_utf8_lossy(&h.linkname)
+                    ),
+                });
+            }
+            let Some((&tbase, tparent)) = target.split_last() else {
+                return Err(Error::Unsafe {
+                    entry: name,
+                    reason: "is a hardlink to the layer root".into(),
+                });
+            };
+            let tdir = self
+                .existing_dir(&join(tparent))
+                .map_err(|_| not_in_layer())?;
+            Some((tdir, tbase.to_vec()))
+        } else {
+            None
+        };
+        let mut parent = self.parent(&parent_comps)?;
         let mode = Mode::from_raw_mode(h.mode);
         let mut file = None;
-        match h.kind {
-            EntryKind::Directory => {
-                if existing != Some(FileType::Directory) {
-                    rustix::fs::mkdirat(parent, base, mode)
-                        .map_err(|e| errno("creating directory", &root_path, &full, e))?;
-                }
-            }
-            EntryKind::Regular => {
-                let fd = rustix::fs::openat(
-                    parent,
+        // Create first; only when the name is taken look at what is there (c/storage replaces
+        // anything but a directory over a directory).
+        let mut replaced = false;
+        loop {
+            let created = match h.kind {
+                EntryKind::Directory => rustix::fs::mkdirat(&*parent, base, mode),
+                EntryKind::Regular => rustix::fs::openat(
+                    &*parent,
                     base,
                     OFlags::WRONLY
                         | OFlags::CREATE
@@ -275,75 +345,63 @@ impl TreeWriter {
                         | OFlags::CLOEXEC,
                     Mode::from_raw_mode(0o600),
                 )
-                .map_err(|e| errno("creating file", &root_path, &full, e))?;
-                file = Some(OpenFile {
-                    file: File::from(fd),
-                });
-            }
-            EntryKind::Symlink => {
-                rustix::fs::symlinkat(h.linkname.as_slice(), parent, base)
-                    .map_err(|e| errno("creating symlink", &root_path, &full, e))?;
-            }
-            EntryKind::CharDevice | EntryKind::BlockDevice | EntryKind::Fifo => {
-                let ft = match h.kind {
-                    EntryKind::CharDevice => FileType::CharacterDevice,
-                    EntryKind::BlockDevice => FileType::BlockDevice,
-                    _ => FileType::Fifo,
-                };
-                let dev = rustix::fs::makedev(h.devmajor, h.devminor);
-                rustix::fs::mknodat(parent, base, ft, mode, dev)
-                    .map_err(|e| errno("creating device", &root_path, &full, e))?;
-            }
-            EntryKind::HardLink => {
-                let (target, escaped) = clean_components(&h.linkname);
-                let name = String::from_utf8_lossy(&h.name).into_owned();
-                if escaped {
-                    return Err(Error::Unsafe {
-                        entry: name,
-                        reason: format!(
-                            "is a hardlink to {:?}, outside the layer",
-                            String::from_utf8_lossy(&h.linkname)
-                        ),
+                .map(|fd| {
+                    file = Some(OpenFile {
+                        file: File::from(fd),
                     });
+                }),
+                EntryKind::Symlink => rustix::fs::symlinkat(h.linkname.as_slice(), &*parent, base),
+                EntryKind::CharDevice | EntryKind::BlockDevice | EntryKind::Fifo => {
+                    let ft = match h.kind {
+                        EntryKind::CharDevice => FileType::CharacterDevice,
+                        EntryKind::BlockDevice => FileType::BlockDevice,
+                        _ => FileType::Fifo,
+                    };
+                    let dev = rustix::fs::makedev(h.devmajor, h.devminor);
+                    rustix::fs::mknodat(&*parent, base, ft, mode, dev)
                 }
-                let Some((&tbase, tparent)) = target.split_last() else {
-                    return Err(Error::Unsafe {
-                        entry: name,
-                        reason: "is a hardlink to the layer root".into(),
-                    });
-                };
-                let tparent_path = join(tparent);
-                let tdir = match self.resolve_in_root(&tparent_path) {
-                    Ok(fd) => fd,
-                    Err(_) => {
-                        return Err(Error::Unsafe {
-                            entry: name,
-                            reason: format!(
-                                "is a hardlink to {:?}, which is not in the layer",
-                                String::from_utf8_lossy(&h.linkname)
-                            ),
-                        });
+                EntryKind::HardLink => match &link_target {
+                    Some((tdir, tbase)) => rustix::fs::linkat(
+                        &**tdir,
+                        tbase.as_slice(),
+                        &*parent,
+                        base,
+                        AtFlags::empty(),
+                    ),
+                    None => return Err(Error::Internal("hardlink without a target".into())),
+                },
+                EntryKind::GlobalHeader => return Ok(None),
+            };
+            match created {
+                Ok(()) => break,
+                Err(Errno::EXIST) if !replaced => {
+                    let st = rustix::fs::statat(&*parent, base, AtFlags::SYMLINK_NOFOLLOW)
+                        .map_err(|e| errno("stat", &root_path, &full, e))?;
+                    if FileType::from_raw_mode(st.st_mode) == FileType::Directory
+                        && h.kind == EntryKind::Directory
+                    {
+                        break;
                     }
-                };
-                let parent = self.parent(&parent_comps)?;
-                match rustix::fs::linkat(tdir.as_fd(), tbase, parent, base, AtFlags::empty()) {
-                    Ok(()) => {}
-                    Err(Errno::NOENT) => {
-                        return Err(Error::Unsafe {
-                            entry: name,
-                            reason: format!(
-                                "is a hardlink to {:?}, which is not in the layer",
-                                String::from_utf8_lossy(&h.linkname)
-                            ),
-                        });
-                    }
-                    Err(e) => return Err(errno("creating hardlink", &root_path, &full, e)),
+                    remove_all_at(parent.as_fd(), base)
+                        .map_err(|e| errno("removing", &root_path, &full, e))?;
+                    self.cache.clear();
+                    replaced = true;
+                    parent = self.parent(&parent_comps)?;
+                }
+                Err(Errno::NOENT) if h.kind == EntryKind::HardLink => {
+                    return Err(not_in_layer());
+                }
+                Err(e) => {
+                    let what = match h.kind {
+                        EntryKind::Directory => "creating directory",
+                        EntryKind::Regular => "creating file",
+                        EntryKind::Symlink => "creating symlink",
+                        EntryKind::HardLink => "creating hardlink",
+                        _ => "creating device",
+                    };
+                    return Err(errno(what, &root_path, &full, e));
                 }
             }
-            EntryKind::GlobalHeader => return Ok(None),
-        }
-        if replaced {
-            self.cache = None;
         }
         if style == WhiteoutStyle::Delete {
             self.unpacked.insert(full);
@@ -371,10 +429,11 @@ impl TreeWriter {
         Ok(())
     }
 
-    /// Creates a regular file entry as a hardlink to `src` when `src` already has exactly the entry's
-    /// metadata (owner, mode, mtime; the entry carries no xattrs), so nothing about `src` changes;
-    /// otherwise (or across filesystems) creates it as [`begin`](Self::begin) does, for its bytes.
-    pub fn begin_linked(&mut self, h: &TarHeader, src: &Path) -> Result<Linked> {
+    /// Creates a regular file entry as a hardlink to `src` (open, at `src_path`) when `src` already
+    /// has exactly the entry's metadata (owner, mode, mtime; the entry carries no xattrs), so nothing
+    /// about `src` changes; otherwise (or across filesystems) creates it as [`begin`](Self::begin)
+    /// does, for its bytes.
+    pub fn begin_linked(&mut self, h: &TarHeader, src: &File, src_path: &Path) -> Result<Linked> {
         let fallback = |w: &mut TreeWriter| -> Result<Linked> {
             match w.begin(h)? {
                 Some(f) => Ok(Linked::No(f)),
@@ -383,7 +442,7 @@ impl TreeWriter {
         };
         let usable = h.kind == EntryKind::Regular
             && h.xattrs.is_empty()
-            && rustix::fs::lstat(src).is_ok_and(|st| {
+            && rustix::fs::fstat(src).is_ok_and(|st| {
                 FileType::from_raw_mode(st.st_mode) == FileType::RegularFile
                     && metadata_matches(&st, h)
             });
@@ -397,25 +456,38 @@ impl TreeWriter {
         let parent_comps: Vec<&[u8]> = parent_comps.to_vec();
         let full = join(&comps);
         let root_path = self.root_path.clone();
-        let parent = self.parent(&parent_comps)?;
-        match rustix::fs::statat(parent, base, AtFlags::SYMLINK_NOFOLLOW) {
-            Ok(_) => {
-                remove_all_at(parent, base).map_err(|e| errno("removing", &root_path, &full, e))?;
-                self.cache = None;
-            }
-            Err(Errno::NOENT) => {}
-            Err(e) => return Err(errno("stat", &root_path, &full, e)),
-        }
-        let parent = self.parent(&parent_comps)?;
-        match rustix::fs::linkat(rustix::fs::CWD, src, parent, base, AtFlags::empty()) {
-            Ok(()) => {
-                if self.style == WhiteoutStyle::Delete {
-                    self.unpacked.insert(full);
+        let mut parent = self.parent(&parent_comps)?;
+        let mut replaced = false;
+        loop {
+            let mut linked = Err(Errno::NOENT);
+            if self.link_by_fd {
+                linked = rustix::fs::linkat(src, "", &*parent, base, AtFlags::EMPTY_PATH);
+                if matches!(linked, Err(Errno::NOENT) | Err(Errno::PERM)) {
+                    // Not allowed without CAP_DAC_READ_SEARCH: link by path from now on.
+                    self.link_by_fd = false;
                 }
-                Ok(Linked::Yes)
             }
-            Err(Errno::XDEV) | Err(Errno::PERM) | Err(Errno::MLINK) => fallback(self),
-            Err(e) => Err(errno("linking", &root_path, &full, e)),
+            if !self.link_by_fd {
+                linked =
+                    rustix::fs::linkat(rustix::fs::CWD, src_path, &*parent, base, AtFlags::empty());
+            }
+            match linked {
+                Ok(()) => {
+                    if self.style == WhiteoutStyle::Delete {
+                        self.unpacked.insert(full);
+                    }
+                    return Ok(Linked::Yes);
+                }
+                Err(Errno::EXIST) if !replaced => {
+                    remove_all_at(parent.as_fd(), base)
+                        .map_err(|e| errno("removing", &root_path, &full, e))?;
+                    self.cache.clear();
+                    replaced = true;
+                    parent = self.parent(&parent_comps)?;
+                }
+                Err(Errno::XDEV) | Err(Errno::PERM) | Err(Errno::MLINK) => return fallback(self),
+                Err(e) => return Err(errno("linking", &root_path, &full, e)),
+            }
         }
     }
 
@@ -449,7 +521,7 @@ impl TreeWriter {
             // A hardlink's header is applied to the shared inode; when it already matches (an OSTree
             // object linked in), leave the inode alone: it may belong to a repository.
             let parent = self.parent(parent_comps)?;
-            if let Ok(st) = rustix::fs::statat(parent, base, AtFlags::SYMLINK_NOFOLLOW)
+            if let Ok(st) = rustix::fs::statat(&*parent, base, AtFlags::SYMLINK_NOFOLLOW)
                 && metadata_matches(&st, h)
             {
                 return Ok(());
@@ -471,7 +543,7 @@ impl TreeWriter {
         }
         let parent = self.parent(parent_comps)?;
         rustix::fs::chownat(
-            parent,
+            &*parent,
             base,
             Some(uid),
             Some(gid),
@@ -479,7 +551,7 @@ impl TreeWriter {
         )
         .map_err(|e| errno("chown", &root_path, &full, e))?;
         if !h.xattrs.is_empty() {
-            let p = proc_path(parent, base);
+            let p = proc_path(parent.as_fd(), base);
             for (k, v) in &h.xattrs {
                 match rustix::fs::lsetxattr(p.as_slice(), k.as_slice(), v, XattrFlags::empty()) {
                     Ok(()) | Err(Errno::NOTSUP) | Err(Errno::PERM) => {}
@@ -489,19 +561,19 @@ impl TreeWriter {
         }
         let is_symlink = match h.kind {
             EntryKind::Symlink => true,
-            EntryKind::HardLink => rustix::fs::statat(parent, base, AtFlags::SYMLINK_NOFOLLOW)
+            EntryKind::HardLink => rustix::fs::statat(&*parent, base, AtFlags::SYMLINK_NOFOLLOW)
                 .map(|st| FileType::from_raw_mode(st.st_mode) == FileType::Symlink)
                 .unwrap_or(true),
             _ => false,
         };
         if !is_symlink {
-            rustix::fs::chmodat(parent, base, mode, AtFlags::empty())
+            rustix::fs::chmodat(&*parent, base, mode, AtFlags::empty())
                 .map_err(|e| errno("chmod", &root_path, &full, e))?;
         }
         match h.kind {
             EntryKind::Directory => self.dirs.push((full, dir_times(h))),
             _ => {
-                rustix::fs::utimensat(parent, base, &file_times(h), AtFlags::SYMLINK_NOFOLLOW)
+                rustix::fs::utimensat(&*parent, base, &file_times(h), AtFlags::SYMLINK_NOFOLLOW)
                     .map_err(|e| errno("setting times of", &root_path, &full, e))?;
             }
         }
@@ -516,7 +588,7 @@ impl TreeWriter {
             let unpacked = std::mem::take(&mut self.unpacked);
             let parent = self.parent(parent_comps)?;
             let r = if base == WHITEOUT_OPAQUE {
-                remove_children(parent, |name| {
+                remove_children(parent.as_fd(), |name| {
                     let mut p = parent_path.clone();
                     if !p.is_empty() {
                         p.push(b'/');
@@ -525,15 +597,15 @@ impl TreeWriter {
                     !unpacked.contains(&p)
                 })
             } else {
-                remove_all_at(parent, &base[WHITEOUT_PREFIX.len()..])
+                remove_all_at(parent.as_fd(), &base[WHITEOUT_PREFIX.len()..])
             };
             self.unpacked = unpacked;
-            self.cache = None;
+            self.cache.clear();
             return r.map_err(|e| errno("applying whiteout in", &root_path, &parent_path, e));
         }
         let parent = self.parent(parent_comps)?;
         if base == WHITEOUT_OPAQUE {
-            let p = proc_path(parent, b"");
+            let p = proc_path(parent.as_fd(), b"");
             rustix::fs::lsetxattr(
                 p.as_slice(),
                 OVERLAY_OPAQUE_XATTR,
@@ -550,9 +622,9 @@ impl TreeWriter {
                 String::from_utf8_lossy(base)
             )));
         }
-        remove_all_at(parent, orig).map_err(|e| errno("removing", &root_path, orig, e))?;
+        remove_all_at(parent.as_fd(), orig).map_err(|e| errno("removing", &root_path, orig, e))?;
         rustix::fs::mknodat(
-            parent,
+            &*parent,
             orig,
             FileType::CharacterDevice,
             Mode::empty(),
@@ -562,7 +634,7 @@ impl TreeWriter {
         let uid = rustix::fs::Uid::from_raw(id(h.uid, &h.name)?);
         let gid = rustix::fs::Gid::from_raw(id(h.gid, &h.name)?);
         rustix::fs::chownat(
-            parent,
+            &*parent,
             orig,
             Some(uid),
             Some(gid),
@@ -573,7 +645,7 @@ impl TreeWriter {
 
     /// Applies directory times, last, as c/storage does.
     pub fn finish(mut self) -> Result<()> {
-        self.cache = None;
+        self.cache.clear();
         let dirs = std::mem::take(&mut self.dirs);
         for (path, times) in dirs {
             let (comps, _) = clean_components(&path);
@@ -583,12 +655,12 @@ impl TreeWriter {
                 continue;
             };
             let parent_path = join(parent_comps);
-            let parent = match self.resolve_in_root(&parent_path) {
+            let parent = match self.existing_dir(&parent_path) {
                 Ok(fd) => fd,
                 Err(Errno::NOENT) => continue,
                 Err(e) => return Err(errno("resolving", &self.root_path, &parent_path, e)),
             };
-            match rustix::fs::utimensat(parent.as_fd(), base, &times, AtFlags::SYMLINK_NOFOLLOW) {
+            match rustix::fs::utimensat(&*parent, base, &times, AtFlags::SYMLINK_NOFOLLOW) {
                 Ok(()) | Err(Errno::NOENT) => {}
                 Err(e) => return Err(errno("setting times of", &self.root_path, &path, e)),
             }

@@ -4,6 +4,7 @@
 
 pub mod gvariant;
 pub mod imgref;
+pub mod meta_objects;
 pub mod objects;
 pub mod tar_layout;
 
@@ -22,8 +23,9 @@ use crate::layer::sink::write_layer;
 use crate::layer::synth::{DigestSink, EntrySink, TreeSink};
 use crate::layer::tree_writer::TreeWriter;
 use crate::store::import::{ImageInput, LayerInput, LayerProducer, Produced, TarSplitOut};
+use meta_objects::MetaObjects;
 use objects::ObjectInfos;
-use tar_layout::{ChunkContent, LayoutWriter, commit_objects, layer_commit_objects};
+use tar_layout::{ChunkContent, LayoutWriter, commit_objects, commit_root, layer_commit_objects};
 
 /// The config label naming the last layer that belongs to the ostree commit.
 const DIFFID_LABEL: &str = "ostree.final-diffid";
@@ -54,6 +56,7 @@ pub struct HostImage {
     base_commit: String,
     plan: Vec<Plan>,
     objects: ObjectInfos,
+    meta: MetaObjects,
     /// The manifest without its layers, and the layer descriptors (sizes set by `set_manifest`).
     manifest_base: Value,
     layer_descs: Vec<Value>,
@@ -256,7 +259,9 @@ impl HostImage {
             })?
             .to_string();
         // Rebuild the object → chunk assignment from the layer commits, as ostree-ext does.
-        let mut remainder = commit_objects(&repo, &repo_path, &base_commit)?;
+        let (root_tree, root_meta) = commit_root(&repo, &base_commit)?;
+        let meta = MetaObjects::load(&repo, &repo_path, &root_tree, &root_meta)?;
+        let mut remainder = commit_objects(&repo, &repo_path, &meta, &base_commit)?;
         let mut plan = Vec::new();
         let mut chunks = Vec::new();
         for d in &components {
@@ -316,7 +321,7 @@ impl HostImage {
                     (d, content)
                 }
                 (Plan::Final(_) | Plan::Chunk(_), None) => {
-                    content_diff_id(&repo, &repo_path, &objects, &base_commit, p)?
+                    content_diff_id(&repo, &repo_path, &objects, &meta, &base_commit, p)?
                 }
                 // Derived layers are re-exported by `ostree export`, with new mtimes: always hashed.
                 (Plan::Derived(r), _) => derived_digest(&repo_path, r)?,
@@ -395,6 +400,7 @@ impl HostImage {
             base_commit,
             plan,
             objects,
+            meta,
             manifest_base,
             layer_descs: new_layers,
             input,
@@ -414,8 +420,15 @@ impl HostImage {
             .iter()
             .filter(|p| !matches!(p, Plan::Derived(_)))
             .map(|p| {
-                content_diff_id(&repo, &self.repo_path, &self.objects, &self.base_commit, p)
-                    .map(|(d, _)| d)
+                content_diff_id(
+                    &repo,
+                    &self.repo_path,
+                    &self.objects,
+                    &self.meta,
+                    &self.base_commit,
+                    p,
+                )
+                .map(|(d, _)| d)
             })
             .collect()
     }
@@ -426,11 +439,12 @@ fn content_diff_id(
     repo: &ostree::Repo,
     repo_path: &Path,
     objects: &ObjectInfos,
+    meta: &MetaObjects,
     base_commit: &str,
     plan: &Plan,
 ) -> Result<(Digest, u64)> {
     let mut sink = DigestSink::default();
-    let mut w = LayoutWriter::new(repo, repo_path, objects, base_commit)?;
+    let mut w = LayoutWriter::new(repo, repo_path, objects, meta, base_commit)?;
     match plan {
         Plan::Final(rem) => {
             w.write_commit(&mut sink, true)?;
@@ -560,8 +574,9 @@ impl LayerProducer for HostLayers<'_> {
                 s.spawn(|| ra.run(files));
             }
             let _stop = StopOnDrop(&ra);
-            let mut w = LayoutWriter::new(&repo, &img.repo_path, objects, &img.base_commit)?
-                .with_read_ahead(&ra);
+            let mut w =
+                LayoutWriter::new(&repo, &img.repo_path, objects, &img.meta, &img.base_commit)?
+                    .with_read_ahead(&ra);
             let s: &mut dyn EntrySink = &mut sink;
             if let Plan::Final(_) = plan {
                 w.write_commit(s, true)?;

@@ -3,6 +3,7 @@
 //! object once, and every real path as a hardlink to its object. Headers are built with the `tar` crate,
 //! as upstream builds them, so each header is byte-identical; content is never copied into a tar.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 
@@ -11,6 +12,7 @@ use ostree::glib;
 use ostree::prelude::*;
 
 use super::gvariant::{DirMeta, DirTree, parse_dirmeta, parse_dirtree};
+use super::meta_objects::MetaObjects;
 use super::objects::{ObjectInfos, object_file};
 use crate::error::{Error, Result};
 use crate::layer::read_ahead::ReadAhead;
@@ -72,6 +74,7 @@ pub struct LayoutWriter<'a> {
     repo: &'a ostree::Repo,
     repo_path: &'a Path,
     objects: &'a ObjectInfos,
+    meta: &'a MetaObjects,
     read_ahead: Option<&'a ReadAhead>,
     bare: bool,
     commit: String,
@@ -100,6 +103,7 @@ impl<'a> LayoutWriter<'a> {
         repo: &'a ostree::Repo,
         repo_path: &'a Path,
         objects: &'a ObjectInfos,
+        meta: &'a MetaObjects,
         commit: &str,
     ) -> Result<Self> {
         let (commit_v, _) = repo
@@ -109,6 +113,7 @@ impl<'a> LayoutWriter<'a> {
             repo,
             repo_path,
             objects,
+            meta,
             read_ahead: None,
             bare: repo.mode() == ostree::RepoMode::Bare,
             commit: commit.to_string(),
@@ -225,8 +230,8 @@ impl<'a> LayoutWriter<'a> {
         Ok(())
     }
 
-    fn meta_object(&self, t: ostree::ObjectType, csum: &str) -> Result<Vec<u8>> {
-        meta_object_bytes(self.repo, self.repo_path, t, csum)
+    fn meta_object(&self, t: ostree::ObjectType, csum: &str) -> Result<Cow<'a, [u8]>> {
+        cached_meta_object(self.repo, self.repo_path, self.meta, t, csum)
     }
 
     fn append_object(
@@ -488,34 +493,62 @@ pub fn meta_object_bytes(
     }
 }
 
-fn commit_tree(repo: &ostree::Repo, commit: &str) -> Result<String> {
+/// A commit's root dirtree and dirmeta checksums.
+pub fn commit_root(repo: &ostree::Repo, commit: &str) -> Result<(String, String)> {
     let (commit_v, _) = repo
         .load_commit(commit)
         .map_err(|e| gerr(&format!("loading commit {commit}"), e))?;
-    let (_, _, _, _, _, _, tree, _) =
+    let (_, _, _, _, _, _, tree, meta) =
         commit_v.get::<ostree::CommitVariantType>().ok_or_else(|| {
             Error::InvalidInput(format!("commit {commit} is not a valid commit object"))
         })?;
-    Ok(hex::encode(tree))
+    Ok((hex::encode(tree), hex::encode(meta)))
+}
+
+/// A metadata object from `meta`, else from the repository.
+fn cached_meta_object<'m>(
+    repo: &ostree::Repo,
+    repo_path: &Path,
+    meta: &'m MetaObjects,
+    t: ostree::ObjectType,
+    csum: &str,
+) -> Result<Cow<'m, [u8]>> {
+    match meta.get(t == ostree::ObjectType::DirTree, csum) {
+        Some(b) => Ok(Cow::Borrowed(b)),
+        None => meta_object_bytes(repo, repo_path, t, csum).map(Cow::Owned),
+    }
 }
 
 /// Walks a commit: every content object with its absolute paths (in walk order), as ostree-ext's
-/// chunking starts from.
-pub fn commit_objects(repo: &ostree::Repo, repo_path: &Path, commit: &str) -> Result<ChunkContent> {
-    let tree = commit_tree(repo, commit)?;
+/// chunking starts from. Directory objects come from `meta` where it has them.
+pub fn commit_objects(
+    repo: &ostree::Repo,
+    repo_path: &Path,
+    meta: &MetaObjects,
+    commit: &str,
+) -> Result<ChunkContent> {
+    let (tree, _) = commit_root(repo, commit)?;
     let mut out = ChunkContent::new();
-    walk(repo, repo_path, &tree, &mut String::from("/"), &mut out)?;
+    walk(
+        repo,
+        repo_path,
+        meta,
+        &tree,
+        &mut String::from("/"),
+        &mut out,
+    )?;
     Ok(out)
 }
 
 fn walk(
     repo: &ostree::Repo,
     repo_path: &Path,
+    meta: &MetaObjects,
     csum: &str,
     path: &mut String,
     out: &mut ChunkContent,
 ) -> Result<()> {
-    let data = meta_object_bytes(repo, repo_path, ostree::ObjectType::DirTree, csum)?;
+    let data = cached_meta_object(repo, repo_path, meta, ostree::ObjectType::DirTree, csum)?;
     let tree = parse_dirtree(&data, &format!("dirtree {csum}"))?;
     drop(data);
     let len = path.len();
@@ -527,7 +560,7 @@ fn walk(
     for d in tree.dirs {
         path.push_str(&d.name);
         path.push('/');
-        walk(repo, repo_path, &d.tree, path, out)?;
+        walk(repo, repo_path, meta, &d.tree, path, out)?;
         path.truncate(len);
     }
     Ok(())
@@ -543,7 +576,7 @@ pub fn layer_commit_objects(
     let rev = repo
         .require_rev(layer_ref)
         .map_err(|e| gerr(&format!("resolving {layer_ref}"), e))?;
-    let tree = commit_tree(repo, &rev)?;
+    let (tree, _) = commit_root(repo, &rev)?;
     let data = meta_object_bytes(repo, repo_path, ostree::ObjectType::DirTree, &tree)?;
     let parsed = parse_dirtree(&data, &format!("dirtree {tree}"))?;
     let mut names: Vec<String> = parsed.files.into_iter().map(|f| f.name).collect();
