@@ -189,6 +189,8 @@ struct Results {
     upstream: ToolResult,
     /// The hardlink checkout.
     floor: ToolResult,
+    /// `cp -al` of the layer trees we wrote: the directories and links of ostree-ext's layout alone.
+    layout_floor: ToolResult,
 }
 
 /// (a) ours, into a fresh store (with `--verify` when `verify`); returns the sorted DiffIDs it
@@ -240,12 +242,16 @@ fn run_ours(
         .linked
         .map(|n| format!(", {n} files hardlinked"))
         .unwrap_or_default();
+    let ok = r.is_ok();
     if verify {
         report_run("ours -v", run, runs, &r, &extra);
         res.ours_verify.record(r);
     } else {
         report_run("ours", run, runs, &r, &extra);
         res.ours.record(r);
+        if ok {
+            run_layout_floor(s, res, warned, &root, run, runs)?;
+        }
     }
     s.fs.clean("ou")?;
     Ok(diff_ids)
@@ -313,6 +319,50 @@ fn run_upstream(
     report_run("upstream", run, runs, &r, &extra);
     res.upstream.record(r);
     s.fs.clean("up")?;
+    Ok(())
+}
+
+/// (d) the layout floor: `cp -al` of every layer directory of the store `root` we just wrote —
+/// the same directories and hardlinks, without reading content, hashing or tar-splits. ostree-ext's
+/// layout has many more entries than a checkout (each layer repeats the repository structure and
+/// its 256 object directories, and every file is an object plus a hardlink), so this is the least
+/// any writer of that layout spends.
+fn run_layout_floor(
+    s: &Setup,
+    res: &mut Results,
+    warned: &mut bool,
+    root: &Path,
+    run: usize,
+    runs: usize,
+) -> Result<()> {
+    s.fs.clean("lf")?;
+    // podman leaves the store's `overlay` bind-mounted onto itself, and links do not cross mounts.
+    host_fs::unmount_below(root);
+    let dest = s.fs.dir("lf");
+    fs::create_dir_all(&dest)?;
+    // One shell runs one `cp -al` per layer (each layer tree goes to its own directory).
+    let mut script = String::from("set -e\n");
+    let mut n = 0;
+    for e in fs::read_dir(root.join("overlay"))? {
+        let e = e?;
+        let diff = e.path().join("diff");
+        if diff.is_dir() {
+            let target = dest.join(e.file_name());
+            fs::create_dir_all(&target)?;
+            script.push_str(&format!(
+                "cp -al '{}' '{}/'\n",
+                diff.display(),
+                target.display()
+            ));
+            n += 1;
+        }
+    }
+    settle_warm(warned, &[Path::new("cp")]);
+    let sh_args = vec!["-c".to_string(), script];
+    let r = measure_capture(Path::new("sh"), &sh_args, &s.scratch)?.map(|(sample, _)| sample);
+    report_run("layout floor", run, runs, &r, &format!(", {n} layer trees"));
+    res.layout_floor.record(r);
+    s.fs.clean("lf")?;
     Ok(())
 }
 
@@ -601,6 +651,10 @@ fn render(res: &Results, phases: &[Phase]) -> String {
             &res.upstream,
         ),
         ("floor: `ostree checkout -H`", &res.floor),
+        (
+            "layout floor: `cp -al` of the layer trees we wrote",
+            &res.layout_floor,
+        ),
     ] {
         let _ = writeln!(
             s,
@@ -626,6 +680,11 @@ fn render(res: &Results, phases: &[Phase]) -> String {
         "| ours / floor | {} | ≤ {FLOOR_TARGET:.0}× | {} |",
         ratio(of),
         verdict(of.map(|x| x <= FLOOR_TARGET))
+    );
+    let _ = writeln!(
+        s,
+        "| ours / layout floor | {} | (no target) | |",
+        ratio(ours.zip(res.layout_floor.secs()).map(|(a, b)| a / b))
     );
     let _ = writeln!(
         s,
@@ -767,6 +826,7 @@ fn run() -> Result<bool> {
         || res.ours_verify.error.is_some()
         || res.upstream.error.is_some()
         || res.floor.error.is_some()
+        || res.layout_floor.error.is_some()
         || phases.iter().any(|p| p.secs.is_err());
     Ok(!failed)
 }

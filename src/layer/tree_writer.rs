@@ -293,9 +293,9 @@ impl TreeWriter {
         }
         let root_path = self.root_path.clone();
         let style = self.style;
-        let name = String::from_utf8_lossy(&h.name).into_owned();
+        let name = || String::from_utf8_lossy(&h.name).into_owned();
         let not_in_layer = || Error::Unsafe {
-            entry: name.clone(),
+            entry: name(),
             reason: format!(
                 "is a hardlink to {:?}, which is not in the layer",
                 String::from_utf8_lossy(&h.linkname)
@@ -306,7 +306,7 @@ impl TreeWriter {
             let (target, escaped) = clean_components(&h.linkname);
             if escaped {
                 return Err(Error::Unsafe {
-                    entry: name,
+                    entry: name(),
                     reason: format!(
                         "is a hardlink to {:?}, outside the layer",
                         String::from_utf8_lossy(&h.linkname)
@@ -315,7 +315,7 @@ impl TreeWriter {
             }
             let Some((&tbase, tparent)) = target.split_last() else {
                 return Err(Error::Unsafe {
-                    entry: name,
+                    entry: name(),
                     reason: "is a hardlink to the layer root".into(),
                 });
             };

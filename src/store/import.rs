@@ -92,7 +92,7 @@ pub struct ImportReport {
 }
 
 /// Where a layer's tar-split goes: gzip over a buffered file.
-pub type TarSplitOut = flate2::write::GzEncoder<std::io::BufWriter<std::fs::File>>;
+pub type TarSplitOut = super::gzip_out::GzipOut<std::io::BufWriter<std::fs::File>>;
 
 /// What producing a layer yields.
 #[derive(Debug)]
@@ -514,10 +514,8 @@ impl Store {
             .truncate(true)
             .open(&tmp)
             .map_err(|e| Error::io("creating", &tmp, e))?;
-        let gz = flate2::write::GzEncoder::new(
-            std::io::BufWriter::with_capacity(128 * 1024, file),
-            flate2::Compression::fast(),
-        );
+        let gz = super::gzip_out::GzipOut::new(std::io::BufWriter::with_capacity(128 * 1024, file))
+            .map_err(|e| Error::io("writing", &tmp, e))?;
         let mut ts = TarSplitWriter::new(gz);
         let mut tree = TreeWriter::new(
             &self.driver().tree_path(id),

@@ -4,6 +4,7 @@ pub mod atomic;
 pub mod copy;
 pub mod delete;
 pub mod driver;
+pub mod gzip_out;
 pub mod import;
 pub mod lookup;
 pub mod records;

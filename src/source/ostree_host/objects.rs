@@ -60,17 +60,18 @@ impl ObjectInfos {
         csums: impl IntoIterator<Item = &'c String>,
     ) -> Result<ObjectInfos> {
         let bare = repo.mode() == ostree::RepoMode::Bare;
-        let mut map = HashMap::new();
-        for csum in csums {
-            if map.contains_key(csum) {
-                continue;
-            }
-            let native = if bare {
-                load_bare(repo_path, csum)?
-            } else {
-                None
-            };
-            let info = match native {
+        let mut seen = std::collections::HashSet::new();
+        let csums: Vec<&String> = csums.into_iter().filter(|c| seen.insert(*c)).collect();
+        // A bare repository's objects are lstat'ed by several threads at once (a cold disk then
+        // serves many inode reads together); the rest goes through libostree, on this thread.
+        let native: Vec<Option<ObjectInfo>> = if bare {
+            stat_all(repo_path, &csums)?
+        } else {
+            vec![None; csums.len()]
+        };
+        let mut map = HashMap::with_capacity(csums.len());
+        for (csum, info) in csums.into_iter().zip(native) {
+            let info = match info {
                 Some(i) => i,
                 None => load_libostree(repo, csum)?,
             };
@@ -100,6 +101,34 @@ impl ObjectInfos {
     pub fn is_empty(&self) -> bool {
         self.map.is_empty()
     }
+}
+
+/// How many threads lstat objects.
+const STATTERS: usize = 8;
+
+/// [`load_bare`] of every object, by [`STATTERS`] threads; results in order.
+fn stat_all(repo_path: &Path, csums: &[&String]) -> Result<Vec<Option<ObjectInfo>>> {
+    let per = csums.len().div_ceil(STATTERS).max(1);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = csums
+            .chunks(per)
+            .map(|part| {
+                s.spawn(move || {
+                    part.iter()
+                        .map(|c| load_bare(repo_path, c))
+                        .collect::<Result<Vec<_>>>()
+                })
+            })
+            .collect();
+        let mut out = Vec::with_capacity(csums.len());
+        for h in handles {
+            let part = h
+                .join()
+                .map_err(|_| Error::Internal("an object reader panicked".into()))??;
+            out.extend(part);
+        }
+        Ok(out)
+    })
 }
 
 /// A bare-repository object from its own inode; `None` when it has xattrs (libostree then
