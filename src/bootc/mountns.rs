@@ -14,6 +14,7 @@ struct MountInfo {
     dev: String,
     root: PathBuf,
     mount_point: PathBuf,
+    read_only: bool,
 }
 
 fn unescape(s: &str) -> String {
@@ -30,10 +31,11 @@ fn mounts() -> Vec<MountInfo> {
     text.lines()
         .filter_map(|l| {
             let f: Vec<&str> = l.split(' ').collect();
-            (f.len() > 4).then(|| MountInfo {
+            (f.len() > 5).then(|| MountInfo {
                 dev: f[2].to_string(),
                 root: PathBuf::from(unescape(f[3])),
                 mount_point: PathBuf::from(unescape(f[4])),
+                read_only: f[5].split(',').any(|o| o == "ro"),
             })
         })
         .collect()
@@ -63,17 +65,84 @@ pub fn is_self_bind(path: &Path) -> bool {
     m.dev == parent.dev && m.root == parent.root.join(rel)
 }
 
-/// If any of `dirs` is a self-bind mount and we are not yet in our private namespace, re-runs this
-/// command there and returns its exit code; inside it, detaches those mounts and returns `None`.
-pub fn reexec_for_links(dirs: &[PathBuf]) -> Result<Option<i32>> {
+/// `path` made absolute and free of symlinks, as far as it exists (a missing tail is appended).
+fn canonical_prefix(path: &Path) -> Option<PathBuf> {
+    let mut existing = path.to_path_buf();
+    let mut tail = Vec::new();
+    loop {
+        if let Ok(c) = std::fs::canonicalize(&existing) {
+            let mut out = c;
+            for t in tail.iter().rev() {
+                out.push(t);
+            }
+            return Some(out);
+        }
+        tail.push(existing.file_name()?.to_os_string());
+        existing = existing.parent()?.to_path_buf();
+    }
+}
+
+/// The mount holding the canonical `path`: the longest mount point above it, the topmost of a stack.
+fn mount_of<'a>(all: &'a [MountInfo], path: &Path) -> Option<&'a MountInfo> {
+    all.iter()
+        .filter(|m| path.starts_with(&m.mount_point))
+        .max_by_key(|m| m.mount_point.as_os_str().len())
+}
+
+/// `target` as reached through the mount that holds `anchor`, when they are different mounts of one
+/// filesystem and the anchor's mount shows the target's directory — as on a booted OSTree system,
+/// where `/var` is the stateroot's `var` under `/sysroot` mounted on its own. link() refuses to cross
+/// mount points even within one filesystem; through one mount it works. `None` when both are on one
+/// mount already, on different filesystems, or the target is not under the anchor mount's root.
+pub fn path_through_mount_of(anchor: &Path, target: &Path) -> Option<PathBuf> {
+    let anchor = canonical_prefix(anchor)?;
+    let target = canonical_prefix(target)?;
+    let all = mounts();
+    let a = mount_of(&all, &anchor)?;
+    let t = mount_of(&all, &target)?;
+    if a.mount_point == t.mount_point || a.dev != t.dev {
+        return None;
+    }
+    // Where the target is inside the filesystem, then where that is under the anchor's mount.
+    let in_fs = t.root.join(target.strip_prefix(&t.mount_point).ok()?);
+    let under = in_fs.strip_prefix(&a.root).ok()?;
+    let through = a.mount_point.join(under);
+    through.exists().then_some(through)
+}
+
+/// The mount point of the mount holding `path`, if that mount is read-only (as `/sysroot` is on a
+/// booted OSTree system).
+pub fn read_only_mount_of(path: &Path) -> Option<PathBuf> {
+    let path = canonical_prefix(path)?;
+    let all = mounts();
+    mount_of(&all, &path)
+        .filter(|m| m.read_only)
+        .map(|m| m.mount_point.clone())
+}
+
+/// If any of `dirs` is a self-bind mount, or any of `remount_rw` must be made writable, and we are
+/// not yet in our private namespace, re-runs this command there and returns its exit code; inside
+/// it, detaches those bind mounts, remounts those mounts read-write (that mount only, as bootc does
+/// for `/sysroot`) and returns `None`. Nothing changes outside the namespace.
+pub fn reexec_for_links(dirs: &[PathBuf], remount_rw: &[PathBuf]) -> Result<Option<i32>> {
     let binds: Vec<&PathBuf> = dirs.iter().filter(|d| is_self_bind(d)).collect();
-    if binds.is_empty() {
+    if binds.is_empty() && remount_rw.is_empty() {
         return Ok(None);
     }
     if std::env::var_os(PRIVATE_NS_ENV).is_some() {
         for b in binds {
             rustix::mount::unmount(b.as_path(), rustix::mount::UnmountFlags::DETACH)
                 .map_err(|e| Error::io("detaching the bind mount", b, std::io::Error::from(e)))?;
+        }
+        for m in remount_rw {
+            rustix::mount::mount_remount(m.as_path(), rustix::mount::MountFlags::BIND, "")
+                .map_err(|e| {
+                    Error::io(
+                        "remounting read-write (in a private mount namespace)",
+                        m,
+                        std::io::Error::from(e),
+                    )
+                })?;
         }
         return Ok(None);
     }

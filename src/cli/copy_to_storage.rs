@@ -115,16 +115,36 @@ fn host(
     if let Some(s) = source {
         crate::source::ostree_host::imgref::image_reference(s)?;
     }
-    // podman leaves the store's driver directory bind-mounted onto itself, and link() does not cross
-    // mounts: re-run in a private mount namespace without that mount (see bootc::mountns).
+    use crate::bootc::mountns;
+    let sysroot = cli.sysroot().path().to_path_buf();
+    // link() does not cross mount points, even within one filesystem. On a booted system the store
+    // (under /var) and the repository (under /sysroot) are two mounts of one filesystem: reach the
+    // store through the repository's mount (the stateroot's var), made writable in a private mount
+    // namespace if it is read-only, as bootc does. podman also leaves the store's driver directory
+    // bind-mounted onto itself: that mount is detached there too (see bootc::mountns).
+    let mut config = config;
+    let original_root = config.graphroot.clone();
+    let mut remount = Vec::new();
+    if let Some(through) =
+        mountns::path_through_mount_of(&sysroot.join("ostree/repo"), &config.graphroot)
+    {
+        remount.extend(mountns::read_only_mount_of(&through));
+        config.graphroot = through;
+    }
     let home = config.graphroot.join(config.driver.name());
-    if let Some(code) = crate::bootc::mountns::reexec_for_links(&[home])? {
+    if let Some(code) = mountns::reexec_for_links(&[home], &remount)? {
         if code != 0 {
             std::process::exit(code);
         }
         return Ok(());
     }
-    let sysroot = cli.sysroot().path().to_path_buf();
+    if config.graphroot != original_root {
+        println!(
+            "Reaching the store {} through {}, on the repository's mount, so files can be hardlinked",
+            original_root.display(),
+            config.graphroot.display()
+        );
+    }
     let what = source.unwrap_or("the deployed host image");
     let open = |verify: bool| {
         HostImage::open(&sysroot, source, vec![name.clone()], verify)

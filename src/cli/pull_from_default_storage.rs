@@ -42,7 +42,7 @@ fn names_for(found: &storage_format::ImageRecord, typed: &str) -> Vec<String> {
 
 /// Copies `image` from the default store into bootc's store; returns a one-line summary.
 pub fn pull(cli: &Cli, image: &str, verify: bool) -> anyhow::Result<String> {
-    let src_cfg = cli.store_config()?;
+    let src_cfg = source_config(cli)?;
     let src = Store::open_read_only(src_cfg.clone())
         .with_context(|| format!("opening the default store {}", src_cfg.graphroot.display()))?;
     let images = src.images()?;
@@ -80,15 +80,30 @@ pub fn pull(cli: &Cli, image: &str, verify: bool) -> anyhow::Result<String> {
     ))
 }
 
+/// The default store's configuration, its root reached through the mount of bootc's store when the
+/// two are different mounts of one filesystem (a booted system's `/var` and `/sysroot`), so layers
+/// can be hardlinked (see [`crate::bootc::mountns::path_through_mount_of`]).
+fn source_config(cli: &Cli) -> anyhow::Result<crate::store::StoreConfig> {
+    let mut src = cli.store_config()?;
+    if let Some(through) =
+        crate::bootc::mountns::path_through_mount_of(&cli.sysroot().storage_path(), &src.graphroot)
+    {
+        src.graphroot = through;
+    }
+    Ok(src)
+}
+
 /// Re-runs the command in a private mount namespace when the stores' `overlay/` directories are bind
-/// mounts (podman leaves them so), so files can be hardlinked; returns the exit code if it did.
+/// mounts (podman leaves them so), or bootc's store is on a read-only mount (`/sysroot` on a booted
+/// system), so files can be hardlinked and bootc's store written; returns the exit code if it did.
 pub fn reexec_for_links(cli: &Cli) -> anyhow::Result<Option<i32>> {
-    let src = cli.store_config()?;
-    let dirs = vec![
-        src.graphroot.join(src.driver.name()),
-        cli.sysroot().storage_path().join("overlay"),
-    ];
-    Ok(crate::bootc::mountns::reexec_for_links(&dirs)?)
+    let src = source_config(cli)?;
+    let dst = cli.sysroot().storage_path();
+    let dirs = vec![src.graphroot.join(src.driver.name()), dst.join("overlay")];
+    let remount: Vec<_> = crate::bootc::mountns::read_only_mount_of(&dst)
+        .into_iter()
+        .collect();
+    Ok(crate::bootc::mountns::reexec_for_links(&dirs, &remount)?)
 }
 
 /// Runs the command.

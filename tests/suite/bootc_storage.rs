@@ -1374,3 +1374,81 @@ fn bootc_commands_exist() {
         assert!(out.contains(c), "--help lacks {c}:\n{out}");
     }
 }
+
+/// A booted system's mounts: the sysroot mounted read-only and its stateroot's `var` mounted on its
+/// own, the default store under that `var`. The pull reaches the default store through the sysroot's
+/// mount (link() does not cross mounts) and writes bootc's store there, made writable in its private
+/// namespace only; the layers are hardlinked.
+#[test]
+fn pull_on_booted_mounts() {
+    let (def, fx) = default_store(&[]);
+    let sys = Sys::new(&def, "p");
+    let var = sys.path.join("ostree/deploy/os/var");
+    let inner = TestStore {
+        dir: def.dir.clone(),
+        root: var.join("lib/containers/storage"),
+        runroot: def.runroot.clone(),
+        tmpdir: def.tmpdir.clone(),
+        driver: Driver::Overlay,
+    };
+    fs::create_dir_all(&inner.root).expect("create the default store under var");
+    fx.put(&inner, "a");
+    let booted = def.scratch("b");
+    fs::create_dir_all(booted.join("sysroot")).expect("mkdir");
+    fs::create_dir_all(booted.join("var")).expect("mkdir");
+    let script = r#"set -e
+mount --bind "$1" "$3/sysroot"
+mount -o remount,bind,ro "$3/sysroot"
+mount --bind "$2" "$3/var"
+shift 3
+exec "$@""#;
+    let out = run(Command::new("unshare")
+        .args([
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            script,
+            "sh",
+        ])
+        .arg(&sys.path)
+        .arg(&var)
+        .arg(&booted)
+        .arg(BIN)
+        .arg("--root")
+        .arg(booted.join("var/lib/containers/storage"))
+        .arg("--runroot")
+        .arg(&def.runroot)
+        .args(["--storage-driver", "overlay", "--sysroot"])
+        .arg(booted.join("sysroot"))
+        .args(["pull-from-default-storage", name_of("a")]));
+    assert!(
+        out.status.success(),
+        "pull on booted mounts\n{}",
+        describe(&out)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "Copied quay.io/test/a:1 (2 layers hardlinked, 0 reused)",
+        "pull on booted mounts"
+    );
+    let top = layer_id_by_diff(&sys.layer_records(), &fx.image("a").diff_ids[1]);
+    let rel = format!("overlay/{top}/diff/layer2/file");
+    let (ms, md) = (
+        fs::metadata(inner.root.join(&rel)).expect("stat source file"),
+        fs::metadata(sys.storage().join(&rel)).expect("stat bootc file"),
+    );
+    assert_eq!(
+        (ms.dev(), ms.ino()),
+        (md.dev(), md.ino()),
+        "{rel} hardlinked"
+    );
+    let listed: Vec<Value> =
+        serde_json::from_str(&sys.podman_ok(&["images", "--format", "json"])).expect("JSON");
+    assert_eq!(
+        listed.len(),
+        1,
+        "podman images on bootc's store: {listed:?}"
+    );
+}

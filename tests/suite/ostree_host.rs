@@ -1094,3 +1094,90 @@ fn error_ref_not_an_image() {
         &["notimage"],
     );
 }
+
+/// A booted system's mounts: the sysroot mounted read-only, and its stateroot's `var` mounted on its
+/// own (two mounts of one filesystem, as ostree-prepare-root leaves them), the store under that
+/// `var`. link() does not cross mounts, so the copy must reach the store through the sysroot's mount
+/// (made writable in its private namespace only) and say so; the objects are then hardlinked, and
+/// podman lists the image in the store at its real path.
+#[test]
+fn booted_mounts_link_through_the_sysroot() {
+    let store = host_store();
+    let sysroot = private_sysroot(&store);
+    let deploy = sysroot.join("ostree/deploy");
+    let stateroot = fs::read_dir(&deploy)
+        .expect("read ostree/deploy")
+        .map(|e| e.expect("entry").path())
+        .find(|p| p.join("var").is_dir())
+        .unwrap_or_else(|| panic!("no stateroot with a var under {}", deploy.display()));
+    let var = stateroot.join("var");
+    let graph = var.join("lib/containers/storage");
+    fs::create_dir_all(&graph).expect("create the store dir under the stateroot's var");
+    let booted = store.scratch("booted");
+    fs::create_dir_all(booted.join("sysroot")).expect("mkdir");
+    fs::create_dir_all(booted.join("var")).expect("mkdir");
+    let script = r#"set -e
+mount --bind "$1" "$3/sysroot"
+mount -o remount,bind,ro "$3/sysroot"
+mount --bind "$2" "$3/var"
+if touch "$3/sysroot/.rw-probe" 2>/dev/null; then echo "sysroot mount is writable" >&2; exit 9; fi
+shift 3
+exec "$@""#;
+    let out = run(Command::new("unshare")
+        .args([
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            script,
+            "sh",
+        ])
+        .arg(&sysroot)
+        .arg(&var)
+        .arg(&booted)
+        .arg(crate::util::BIN)
+        .arg("--root")
+        .arg(booted.join("var/lib/containers/storage"))
+        .arg("--runroot")
+        .arg(&store.runroot)
+        .args(["--storage-driver", "overlay", "--sysroot"])
+        .arg(booted.join("sysroot"))
+        .args(["copy-to-storage", "--source", BASE, "--target", NAME]));
+    assert!(
+        out.status.success(),
+        "booted-layout copy failed\n{}",
+        describe(&out)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("through"),
+        "the copy should say it reached the store through the sysroot's mount: {stdout}"
+    );
+    let c = counts(&stdout);
+    assert!(c.files_linked > 0, "no file hardlinked: {stdout}");
+    // The store at its real path: the diff's file is the repository's object.
+    let real = TestStore {
+        dir: store.dir.clone(),
+        root: graph.clone(),
+        runroot: store.runroot.clone(),
+        tmpdir: store.tmpdir.clone(),
+        driver: Driver::Overlay,
+    };
+    let ours = one_in_diffs(&real, SMALL_FILE);
+    assert!(
+        object_with_inode(&sysroot.join("ostree/repo"), &ours).is_some(),
+        "{} is not hardlinked to an object of the repository",
+        ours.display()
+    );
+    assert!(
+        real.podman_ok(&["images", "--format", "{{.Repository}}:{{.Tag}}"])
+            .contains(NAME.trim_start_matches("docker://")),
+        "podman does not list {NAME} in {}",
+        graph.display()
+    );
+    assert!(
+        !sysroot.join(".rw-probe").exists(),
+        "the probe must not have been created"
+    );
+}
