@@ -46,6 +46,22 @@ fn disk_use(path: &Path, seen: &mut HashSet<(u64, u64)>) -> u64 {
 /// Runs the command.
 pub fn run(cli: &Cli, c: &StorageCommand) -> anyhow::Result<()> {
     let sysroot = cli.sysroot();
+    // A booted system mounts /sysroot read-only: the commands that write bootc's store run in a
+    // private mount namespace where that mount is read-write, as bootc does (nothing changes outside).
+    if matches!(
+        c,
+        StorageCommand::Init | StorageCommand::Gc { dry_run: false }
+    ) {
+        let remount: Vec<_> = crate::bootc::mountns::read_only_mount_of(&sysroot.storage_path())
+            .into_iter()
+            .collect();
+        if let Some(code) = crate::bootc::mountns::reexec_for_links(&[], &remount)? {
+            if code != 0 {
+                std::process::exit(code);
+            }
+            return Ok(());
+        }
+    }
     match c {
         StorageCommand::Init => {
             let (store, created) = storage::ensure(&sysroot)?;

@@ -77,6 +77,17 @@ pub struct TreeWriter {
     cache: DirCache,
     /// Whether `linkat(AT_EMPTY_PATH)` from an open file works here (it needs CAP_DAC_READ_SEARCH).
     link_by_fd: bool,
+    /// Regular files of this layer whose inode has exactly their header's metadata (written or
+    /// linked in by this writer), by path: a hardlink to one of them with the same metadata needs no
+    /// `stat`. Emptied whenever an inode may have changed otherwise.
+    known: HashMap<Vec<u8>, Meta>,
+}
+
+/// Owner, mode and mtime of a header: what a hardlink entry applies to the shared inode.
+type Meta = (u64, u64, u32, i64, u32);
+
+fn meta_of(h: &TarHeader) -> Meta {
+    (h.uid, h.gid, h.mode, h.mtime, h.mtime_nsec)
 }
 
 /// Directory fds by path (relative to the layer root), so entries that alternate between directories
@@ -194,6 +205,7 @@ impl TreeWriter {
             unpacked: HashSet::new(),
             cache: DirCache::new(),
             link_by_fd: true,
+            known: HashMap::new(),
         })
     }
 
@@ -222,12 +234,11 @@ impl TreeWriter {
         if let Some(fd) = self.cache.get(&key) {
             return Ok(fd);
         }
-        let fd = match self.resolve_in_root(&key) {
-            Ok(fd) => fd,
-            Err(Errno::NOENT) => self.create_parents(comps)?,
-            Err(e) => return Err(errno("resolving", &self.root_path, &key, e)),
-        };
-        Ok(self.cache.insert(key, fd))
+        match self.resolve_in_root(&key) {
+            Ok(fd) => Ok(self.cache.insert(key, fd)),
+            Err(Errno::NOENT) => self.create_parents(comps),
+            Err(e) => Err(errno("resolving", &self.root_path, &key, e)),
+        }
     }
 
     /// An existing directory of the layer (nothing is created).
@@ -239,35 +250,59 @@ impl TreeWriter {
         Ok(self.cache.insert(path.to_vec(), fd))
     }
 
-    fn create_parents(&mut self, comps: &[&[u8]]) -> Result<OwnedFd> {
-        let mut current = self
-            .resolve_in_root(b"")
-            .map_err(|e| errno("opening", &self.root_path, b"", e))?;
-        for i in 0..comps.len() {
-            let prefix = join(&comps[..=i]);
+    /// Creates the missing directories of `comps` (0755, as c/storage's implied directories), from
+    /// the deepest one that exists; every directory on the way goes into the cache.
+    fn create_parents(&mut self, comps: &[&[u8]]) -> Result<Arc<OwnedFd>> {
+        let root_path = self.root_path.clone();
+        // The deepest existing prefix (the whole path is known to be missing).
+        let mut depth = comps.len();
+        let mut current = loop {
+            if depth == 0 {
+                break self
+                    .existing_dir(b"")
+                    .map_err(|e| errno("opening", &root_path, b"", e))?;
+            }
+            depth -= 1;
+            if depth == 0 {
+                continue;
+            }
+            let prefix = join(&comps[..depth]);
+            if let Some(fd) = self.cache.get(&prefix) {
+                break fd;
+            }
             match self.resolve_in_root(&prefix) {
-                Ok(fd) => current = fd,
-                Err(Errno::NOENT) => {
-                    match rustix::fs::mkdirat(current.as_fd(), comps[i], Mode::from_raw_mode(0o755))
-                    {
-                        Ok(()) | Err(Errno::EXIST) => {}
-                        Err(e) => {
-                            return Err(errno("creating directory", &self.root_path, &prefix, e));
-                        }
-                    }
+                Ok(fd) => break self.cache.insert(prefix, fd),
+                Err(Errno::NOENT) => {}
+                Err(e) => return Err(errno("resolving", &root_path, &prefix, e)),
+            }
+        };
+        for i in depth..comps.len() {
+            let prefix = join(&comps[..=i]);
+            let fd = match rustix::fs::mkdirat(&*current, comps[i], Mode::from_raw_mode(0o755)) {
+                Ok(()) => {
                     rustix::fs::chmodat(
-                        current.as_fd(),
+                        &*current,
                         comps[i],
                         Mode::from_raw_mode(0o755),
                         AtFlags::empty(),
                     )
-                    .map_err(|e| errno("chmod", &self.root_path, &prefix, e))?;
-                    current = self
-                        .resolve_in_root(&prefix)
-                        .map_err(|e| errno("resolving", &self.root_path, &prefix, e))?;
+                    .map_err(|e| errno("chmod", &root_path, &prefix, e))?;
+                    // Just created as a directory: open it where it is, never following a link.
+                    rustix::fs::openat(
+                        &*current,
+                        comps[i],
+                        OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                        Mode::empty(),
+                    )
+                    .map_err(|e| errno("opening", &root_path, &prefix, e))?
                 }
-                Err(e) => return Err(errno("resolving", &self.root_path, &prefix, e)),
-            }
+                // Something is there after all (a symlink, resolved inside the layer).
+                Err(Errno::EXIST) => self
+                    .resolve_in_root(&prefix)
+                    .map_err(|e| errno("resolving", &root_path, &prefix, e))?,
+                Err(e) => return Err(errno("creating directory", &root_path, &prefix, e)),
+            };
+            current = self.cache.insert(prefix, fd);
         }
         Ok(current)
     }
@@ -385,6 +420,7 @@ impl TreeWriter {
                     remove_all_at(parent.as_fd(), base)
                         .map_err(|e| errno("removing", &root_path, &full, e))?;
                     self.cache.clear();
+                    self.known.clear();
                     replaced = true;
                     parent = self.parent(&parent_comps)?;
                 }
@@ -473,6 +509,7 @@ impl TreeWriter {
             }
             match linked {
                 Ok(()) => {
+                    self.known.insert(full.clone(), meta_of(h));
                     if self.style == WhiteoutStyle::Delete {
                         self.unpacked.insert(full);
                     }
@@ -482,6 +519,7 @@ impl TreeWriter {
                     remove_all_at(parent.as_fd(), base)
                         .map_err(|e| errno("removing", &root_path, &full, e))?;
                     self.cache.clear();
+                    self.known.clear();
                     replaced = true;
                     parent = self.parent(&parent_comps)?;
                 }
@@ -498,7 +536,11 @@ impl TreeWriter {
             return Ok(());
         };
         let parent_comps = parent_comps.to_vec();
-        self.apply_metadata(&parent_comps, base, h, Some(&f.file))
+        self.apply_metadata(&parent_comps, base, h, Some(&f.file))?;
+        if h.kind == EntryKind::Regular && h.xattrs.is_empty() {
+            self.known.insert(join(&comps), meta_of(h));
+        }
+        Ok(())
     }
 
     fn apply_metadata(
@@ -520,12 +562,20 @@ impl TreeWriter {
         if h.kind == EntryKind::HardLink && file.is_none() {
             // A hardlink's header is applied to the shared inode; when it already matches (an OSTree
             // object linked in), leave the inode alone: it may belong to a repository.
+            if h.xattrs.is_empty() {
+                let (target, _) = clean_components(&h.linkname);
+                if self.known.get(&join(&target)) == Some(&meta_of(h)) {
+                    return Ok(());
+                }
+            }
             let parent = self.parent(parent_comps)?;
             if let Ok(st) = rustix::fs::statat(&*parent, base, AtFlags::SYMLINK_NOFOLLOW)
                 && metadata_matches(&st, h)
             {
                 return Ok(());
             }
+            // The shared inode changes below: what is known of any path may be stale now.
+            self.known.clear();
         }
         if let Some(f) = file {
             rustix::fs::fchown(f, Some(uid), Some(gid))
@@ -581,6 +631,7 @@ impl TreeWriter {
     }
 
     fn whiteout(&mut self, parent_comps: &[&[u8]], base: &[u8], h: &TarHeader) -> Result<()> {
+        self.known.clear();
         let root_path = self.root_path.clone();
         let style = self.style;
         let parent_path = join(parent_comps);

@@ -1452,3 +1452,51 @@ exec "$@""#;
         "podman images on bootc's store: {listed:?}"
     );
 }
+
+/// `storage init` on a read-only sysroot mount (a booted system's `/sysroot`): the command makes
+/// that mount writable in its own private namespace only, and the store appears.
+#[test]
+fn storage_init_on_read_only_sysroot() {
+    let def = TestStore::new(Driver::Overlay);
+    let sys = Sys::new(&def, "s");
+    let ro = def.scratch("ro");
+    fs::create_dir_all(&ro).expect("mkdir");
+    let script = r#"set -e
+mount --bind "$1" "$2"
+mount -o remount,bind,ro "$2"
+shift 2
+"$@"
+if touch "$0.probe" 2>/dev/null; then :; fi
+"#;
+    let probe_base = ro.join("after");
+    let out = run(Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", script])
+        .arg(&probe_base)
+        .arg(&sys.path)
+        .arg(&ro)
+        .arg(BIN)
+        .arg("--root")
+        .arg(&def.root)
+        .arg("--runroot")
+        .arg(&def.runroot)
+        .arg("--sysroot")
+        .arg(&ro)
+        .args(["storage", "init"]));
+    assert!(
+        out.status.success(),
+        "storage init on a read-only mount\n{}",
+        describe(&out)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("Created {}", ro.join("ostree/bootc/storage").display()),
+        "storage init output"
+    );
+    for f in ["overlay-images/images.lock", "overlay-layers/layers.lock"] {
+        assert!(sys.storage().join(f).is_file(), "{f} missing");
+    }
+    assert!(
+        !sys.path.join("after.probe").exists(),
+        "the sysroot mount must stay read-only for the script after our command"
+    );
+}

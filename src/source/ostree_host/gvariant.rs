@@ -168,6 +168,28 @@ pub fn parse_dirmeta(data: &[u8], what: &str) -> Result<DirMeta> {
     }
 }
 
+/// The root dirtree and dirmeta checksums (hex) of a commit object's bytes
+/// (`(a{sv}aya(say)sstayay)`: metadata, parent, related, subject, body, timestamp, root tree, root
+/// meta). `None` when malformed.
+pub fn parse_commit_root(data: &[u8]) -> Option<(String, String)> {
+    let n = data.len();
+    let osz = offset_size(n);
+    // Six variable-size members precede the last one; their ends are stored last-first at the end.
+    let end_of = |k: usize| read_offset(data, n.checked_sub(osz * (k + 1))?, osz);
+    let body_end = end_of(4)?;
+    // The timestamp (`t`) is 8-aligned and 8 bytes long; the root tree follows it.
+    let tree_start = body_end.checked_add(7)? / 8 * 8 + 8;
+    let tree_end = end_of(5)?;
+    let meta_end = n.checked_sub(osz * 6)?;
+    if tree_start > tree_end || tree_end > meta_end {
+        return None;
+    }
+    Some((
+        checksum(&data[tree_start..tree_end])?,
+        checksum(&data[tree_end..meta_end])?,
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -231,6 +253,40 @@ mod tests {
                 mode: 0o40755
             }
         );
+    }
+
+    /// A commit glib serialized: our reader finds the root tree and meta.
+    #[test]
+    fn commit_root_matches_glib() {
+        for (subject, body, meta_entries) in
+            [("", "", 0usize), ("s", "a longer body", 3), ("x", "", 40)]
+        {
+            let dict = ostree::glib::VariantDict::new(None);
+            for i in 0..meta_entries {
+                dict.insert_value(&format!("key{i}"), &"value".repeat(i + 1).to_variant());
+            }
+            let related: Vec<(String, Vec<u8>)> = vec![("r".into(), sum(9).to_vec())];
+            let v = ostree::glib::Variant::tuple_from_iter([
+                dict.end(),
+                sum(1).to_vec().to_variant(),
+                related.to_variant(),
+                subject.to_variant(),
+                body.to_variant(),
+                1_700_000_000u64.to_be().to_variant(),
+                sum(2).to_vec().to_variant(),
+                sum(3).to_vec().to_variant(),
+            ]);
+            assert_eq!(v.type_().as_str(), "(a{sv}aya(say)sstayay)");
+            assert_eq!(
+                parse_commit_root(v.data()),
+                Some((hex::encode(sum(2)), hex::encode(sum(3)))),
+                "subject {subject:?}, body {body:?}, {meta_entries} metadata entries"
+            );
+            let d = v.data();
+            for cut in 0..d.len() {
+                let _ = parse_commit_root(&d[..cut]);
+            }
+        }
     }
 
     /// Truncated or garbled bytes are errors, never panics.

@@ -13,7 +13,7 @@ use super::tar_layout::meta_object_bytes;
 use crate::error::{Error, Result};
 
 /// How many files are read at once.
-const READERS: usize = 4;
+const READERS: usize = 16;
 
 /// Dirtree and dirmeta bytes by checksum.
 #[derive(Debug, Default)]

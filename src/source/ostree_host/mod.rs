@@ -25,7 +25,7 @@ use crate::layer::tree_writer::TreeWriter;
 use crate::store::import::{ImageInput, LayerInput, LayerProducer, Produced, TarSplitOut};
 use meta_objects::MetaObjects;
 use objects::ObjectInfos;
-use tar_layout::{ChunkContent, LayoutWriter, commit_objects, commit_root, layer_commit_objects};
+use tar_layout::{ChunkContent, LayoutWriter, commit_objects, commit_root, layer_commits_objects};
 
 /// The config label naming the last layer that belongs to the ostree commit.
 const DIFFID_LABEL: &str = "ostree.final-diffid";
@@ -55,7 +55,6 @@ pub struct HostImage {
     pub imgref: String,
     base_commit: String,
     plan: Vec<Plan>,
-    objects: ObjectInfos,
     meta: MetaObjects,
     /// The manifest without its layers, and the layer descriptors (sizes set by `set_manifest`).
     manifest_base: Value,
@@ -264,9 +263,10 @@ impl HostImage {
         let mut remainder = commit_objects(&repo, &repo_path, &meta, &base_commit)?;
         let mut plan = Vec::new();
         let mut chunks = Vec::new();
-        for d in &components {
+        let layer_refs: Vec<String> = components.iter().map(|d| imgref::layer_ref(d)).collect();
+        for names in layer_commits_objects(&repo, &repo_path, &layer_refs)? {
             let mut chunk = ChunkContent::new();
-            for name in layer_commit_objects(&repo, &repo_path, &imgref::layer_ref(d))? {
+            for name in names {
                 if let Some(paths) = remainder.remove(&name) {
                     chunk.insert(name, paths);
                 }
@@ -292,16 +292,6 @@ impl HostImage {
                 }
             }
         }
-        let objects = ObjectInfos::load(
-            &repo,
-            &repo_path,
-            plan.iter()
-                .flat_map(|p| match p {
-                    Plan::Final(c) | Plan::Chunk(c) => Some(c.keys()),
-                    Plan::Derived(_) => None,
-                })
-                .flatten(),
-        )?;
         // First pass: each layer's DiffID, and its length where that takes no more work (the fast path
         // learns the ostree layers' lengths by writing them: `complete_image` gives the manifest).
         let mut layer_inputs = Vec::new();
@@ -312,16 +302,10 @@ impl HostImage {
                 diff_ids.get(i).and_then(|d| Digest::parse(d).ok())
             };
             let (diff_id, size) = match (p, known) {
-                (Plan::Final(c) | Plan::Chunk(c), Some(d)) => {
-                    // An estimate (the content alone), for progress until the layer is written.
-                    let content: u64 = c
-                        .keys()
-                        .filter_map(|k| objects.get(k).ok().map(|o| o.size))
-                        .sum();
-                    (d, content)
-                }
+                // The length is learnt while writing (0 until then).
+                (Plan::Final(_) | Plan::Chunk(_), Some(d)) => (d, 0),
                 (Plan::Final(_) | Plan::Chunk(_), None) => {
-                    content_diff_id(&repo, &repo_path, &objects, &meta, &base_commit, p)?
+                    content_diff_id(&repo, &repo_path, &meta, &base_commit, p)?
                 }
                 // Derived layers are re-exported by `ostree export`, with new mtimes: always hashed.
                 (Plan::Derived(r), _) => derived_digest(&repo_path, r)?,
@@ -399,7 +383,6 @@ impl HostImage {
             imgref,
             base_commit,
             plan,
-            objects,
             meta,
             manifest_base,
             layer_descs: new_layers,
@@ -420,15 +403,8 @@ impl HostImage {
             .iter()
             .filter(|p| !matches!(p, Plan::Derived(_)))
             .map(|p| {
-                content_diff_id(
-                    &repo,
-                    &self.repo_path,
-                    &self.objects,
-                    &self.meta,
-                    &self.base_commit,
-                    p,
-                )
-                .map(|(d, _)| d)
+                content_diff_id(&repo, &self.repo_path, &self.meta, &self.base_commit, p)
+                    .map(|(d, _)| d)
             })
             .collect()
     }
@@ -438,13 +414,17 @@ impl HostImage {
 fn content_diff_id(
     repo: &ostree::Repo,
     repo_path: &Path,
-    objects: &ObjectInfos,
     meta: &MetaObjects,
     base_commit: &str,
     plan: &Plan,
 ) -> Result<(Digest, u64)> {
+    let chunk = match plan {
+        Plan::Final(c) | Plan::Chunk(c) => c,
+        Plan::Derived(_) => return Err(Error::Internal("derived layer planned as ostree".into())),
+    };
+    let objects = ObjectInfos::load(repo, repo_path, chunk.keys())?;
     let mut sink = DigestSink::default();
-    let mut w = LayoutWriter::new(repo, repo_path, objects, meta, base_commit)?;
+    let mut w = LayoutWriter::new(repo, repo_path, &objects, meta, base_commit)?;
     match plan {
         Plan::Final(rem) => {
             w.write_commit(&mut sink, true)?;
@@ -562,7 +542,8 @@ impl LayerProducer for HostLayers<'_> {
         // Object files are read in checksum order: a helper asks the kernel for the next ones while
         // this thread hashes and links.
         let ra = ReadAhead::new(READ_AHEAD_LEAD);
-        let objects = &img.objects;
+        // Each layer reads its own objects' metadata (in parallel with the other writer).
+        let objects = &ObjectInfos::load(&repo, &img.repo_path, chunk.keys())?;
         let files = chunk.keys().filter_map(|csum| {
             let info = objects.get(csum).ok()?;
             info.symlink

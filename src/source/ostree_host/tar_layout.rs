@@ -11,7 +11,7 @@ use ostree::gio;
 use ostree::glib;
 use ostree::prelude::*;
 
-use super::gvariant::{DirMeta, DirTree, parse_dirmeta, parse_dirtree};
+use super::gvariant::{DirMeta, DirTree, parse_commit_root, parse_dirmeta, parse_dirtree};
 use super::meta_objects::MetaObjects;
 use super::objects::{ObjectInfos, object_file};
 use crate::error::{Error, Result};
@@ -564,6 +564,54 @@ fn walk(
         path.truncate(len);
     }
     Ok(())
+}
+
+/// [`layer_commit_objects`] of every ref of `layer_refs`, read several at a time straight from the
+/// repository's files (ref, commit object, root dirtree); a layer whose files are not all where a
+/// plain repository keeps them goes through libostree (which also words any error).
+pub fn layer_commits_objects(
+    repo: &ostree::Repo,
+    repo_path: &Path,
+    layer_refs: &[String],
+) -> Result<Vec<Vec<String>>> {
+    const READERS: usize = 4;
+    let native = |r: &String| -> Option<Vec<String>> {
+        let rev = std::fs::read_to_string(repo_path.join("refs/heads").join(r)).ok()?;
+        let rev = rev.trim();
+        if rev.len() != 64 || !rev.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        let commit =
+            std::fs::read(repo_path.join(format!("objects/{}/{}.commit", &rev[..2], &rev[2..])))
+                .ok()?;
+        let (tree, _) = parse_commit_root(&commit)?;
+        let data =
+            std::fs::read(repo_path.join(format!("objects/{}/{}.dirtree", &tree[..2], &tree[2..])))
+                .ok()?;
+        let parsed = parse_dirtree(&data, "dirtree").ok()?;
+        let mut names: Vec<String> = parsed.files.into_iter().map(|f| f.name).collect();
+        names.extend(parsed.dirs.into_iter().map(|d| d.name));
+        Some(names)
+    };
+    let per = layer_refs.len().div_ceil(READERS).max(1);
+    let found: Vec<Option<Vec<String>>> = std::thread::scope(|s| {
+        let handles: Vec<_> = layer_refs
+            .chunks(per)
+            .map(|part| s.spawn(move || part.iter().map(native).collect::<Vec<_>>()))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_default())
+            .collect()
+    });
+    layer_refs
+        .iter()
+        .enumerate()
+        .map(|(i, r)| match found.get(i) {
+            Some(Some(names)) => Ok(names.clone()),
+            _ => layer_commit_objects(repo, repo_path, r),
+        })
+        .collect()
 }
 
 /// The names of a layer commit's root entries: ostree-ext stores chunk layers as commits whose files are
