@@ -1,7 +1,9 @@
 //! Read-ahead for files a layer writer will read one after another: a helper thread asks the kernel
 //! (`posix_fadvise(WILLNEED)`) to start reading the next files while the writer hashes the current
 //! one, so a cold disk sees many requests at once instead of one file at a time. It stays at most
-//! `lead` bytes ahead of what the writer reports consumed; it never reads data itself.
+//! `lead` bytes ahead of what the writer reports consumed; when it is that far ahead it sleeps until
+//! the writer has caught up by half, so the two threads switch a few times per layer instead of once
+//! per file. It never reads data itself.
 
 use std::path::PathBuf;
 use std::sync::{Condvar, Mutex};
@@ -19,6 +21,10 @@ pub struct ReadAhead {
 #[derive(Debug, Default)]
 struct State {
     consumed: u64,
+    /// Bytes announced by the helper so far.
+    announced: u64,
+    /// Whether the helper sleeps until the writer catches up.
+    waiting: bool,
     stopped: bool,
 }
 
@@ -36,7 +42,10 @@ impl ReadAhead {
     pub fn consumed(&self, bytes: u64) {
         if let Ok(mut s) = self.state.lock() {
             s.consumed += bytes;
-            self.moved.notify_all();
+            if s.waiting && s.announced.saturating_sub(s.consumed) <= self.lead / 2 {
+                s.waiting = false;
+                self.moved.notify_all();
+            }
         }
     }
 
@@ -44,6 +53,7 @@ impl ReadAhead {
     pub fn stop(&self) {
         if let Ok(mut s) = self.state.lock() {
             s.stopped = true;
+            s.waiting = false;
             self.moved.notify_all();
         }
     }
@@ -52,24 +62,26 @@ impl ReadAhead {
     /// all were announced or [`stop`](Self::stop) was called. Failures (a missing file) are ignored:
     /// the writer meets them itself and reports them properly.
     pub fn run(&self, files: impl IntoIterator<Item = (PathBuf, u64)>) {
-        let mut announced = 0u64;
         for (path, size) in files {
             {
                 let Ok(mut s) = self.state.lock() else { return };
-                while !s.stopped && announced.saturating_sub(s.consumed) > self.lead {
-                    s = match self.moved.wait(s) {
-                        Ok(s) => s,
-                        Err(_) => return,
-                    };
+                if s.announced.saturating_sub(s.consumed) > self.lead {
+                    s.waiting = true;
+                    while !s.stopped && s.waiting {
+                        s = match self.moved.wait(s) {
+                            Ok(s) => s,
+                            Err(_) => return,
+                        };
+                    }
                 }
                 if s.stopped {
                     return;
                 }
+                s.announced += size;
             }
             if size == 0 {
                 continue;
             }
-            announced += size;
             if let Ok(fd) = rustix::fs::open(
                 &path,
                 OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NOATIME,
