@@ -15,6 +15,7 @@ pub mod cli;
 pub mod error;
 pub mod fsutil;
 pub mod layer;
+pub mod parallel;
 pub mod podman;
 pub mod reference;
 pub mod source;

@@ -241,6 +241,23 @@ impl TreeWriter {
         }
     }
 
+    /// Removes what is at `base` under `parent` (the directory `parent_comps`), which an entry
+    /// replaces, as in c/storage; cached directories and known inodes may be gone with it. Returns
+    /// the parent again.
+    fn remove_existing(
+        &mut self,
+        parent: &OwnedFd,
+        parent_comps: &[&[u8]],
+        base: &[u8],
+        full: &[u8],
+    ) -> Result<Arc<OwnedFd>> {
+        remove_all_at(parent.as_fd(), base)
+            .map_err(|e| errno("removing", &self.root_path, full, e))?;
+        self.cache.clear();
+        self.known.clear();
+        self.parent(parent_comps)
+    }
+
     /// An existing directory of the layer (nothing is created).
     fn existing_dir(&mut self, path: &[u8]) -> rustix::io::Result<Arc<OwnedFd>> {
         if let Some(fd) = self.cache.get(path) {
@@ -417,12 +434,8 @@ impl TreeWriter {
                     {
                         break;
                     }
-                    remove_all_at(parent.as_fd(), base)
-                        .map_err(|e| errno("removing", &root_path, &full, e))?;
-                    self.cache.clear();
-                    self.known.clear();
+                    parent = self.remove_existing(&parent, &parent_comps, base, &full)?;
                     replaced = true;
-                    parent = self.parent(&parent_comps)?;
                 }
                 Err(Errno::NOENT) if h.kind == EntryKind::HardLink => {
                     return Err(not_in_layer());
@@ -516,12 +529,8 @@ impl TreeWriter {
                     return Ok(Linked::Yes);
                 }
                 Err(Errno::EXIST) if !replaced => {
-                    remove_all_at(parent.as_fd(), base)
-                        .map_err(|e| errno("removing", &root_path, &full, e))?;
-                    self.cache.clear();
-                    self.known.clear();
+                    parent = self.remove_existing(&parent, &parent_comps, base, &full)?;
                     replaced = true;
-                    parent = self.parent(&parent_comps)?;
                 }
                 Err(Errno::XDEV) | Err(Errno::PERM) | Err(Errno::MLINK) => return fallback(self),
                 Err(e) => return Err(errno("linking", &root_path, &full, e)),

@@ -198,6 +198,29 @@ impl Sys {
             .collect()
     }
 
+    /// The number of images podman lists in bootc's store.
+    fn podman_image_count(&self) -> usize {
+        let listed: Vec<Value> =
+            serde_json::from_str(&self.podman_ok(&["images", "--format", "json"])).expect("JSON");
+        listed.len()
+    }
+
+    /// Asserts that `layer2/file` of the layer with DiffID `diff_id` is one inode in the store
+    /// `src_root` and in bootc's store (hardlinked).
+    fn assert_shares_file(&self, src_root: &Path, diff_id: &str) {
+        let top = layer_id_by_diff(&self.layer_records(), diff_id);
+        let rel = format!("overlay/{top}/diff/layer2/file");
+        let (ms, md) = (
+            fs::metadata(src_root.join(&rel)).expect("stat source file"),
+            fs::metadata(self.storage().join(&rel)).expect("stat bootc file"),
+        );
+        assert_eq!(
+            (ms.dev(), ms.ino()),
+            (md.dev(), md.ino()),
+            "{rel} hardlinked"
+        );
+    }
+
     /// Makes `<S>/usr/lib/bootc/bound-images.d/FILE` a link to a quadlet naming `image`.
     fn bind(&self, file: &str, image: &str) {
         bind_image(&self.path, file, image, true);
@@ -615,25 +638,13 @@ fn pull_through_self_bind_mounts() {
     after.sort();
     assert_eq!(after, before, "mounts outside the command");
 
-    let top = layer_id_by_diff(&sys.layer_records(), &fx.image("a").diff_ids[1]);
-    let rel = format!("overlay/{top}/diff/layer2/file");
-    let (ms, md) = (
-        fs::metadata(def.root.join(&rel)).expect("stat source file"),
-        fs::metadata(sys.storage().join(&rel)).expect("stat bootc file"),
-    );
-    assert_eq!(
-        (ms.dev(), ms.ino()),
-        (md.dev(), md.ino()),
-        "{rel} hardlinked"
-    );
+    sys.assert_shares_file(&def.root, &fx.image("a").diff_ids[1]);
     let out = sys.ours_ok(&def, &["storage", "verify"]);
     assert_eq!(out.trim(), "3 layers verified");
-    let listed: Vec<Value> =
-        serde_json::from_str(&sys.podman_ok(&["images", "--format", "json"])).expect("JSON");
     assert_eq!(
-        listed.len(),
+        sys.podman_image_count(),
         2,
-        "podman images on bootc's store: {listed:?}"
+        "podman images on bootc's store"
     );
 }
 
@@ -1394,27 +1405,7 @@ fn pull_on_booted_mounts() {
     fs::create_dir_all(&inner.root).expect("create the default store under var");
     fx.put(&inner, "a");
     let booted = def.scratch("b");
-    fs::create_dir_all(booted.join("sysroot")).expect("mkdir");
-    fs::create_dir_all(booted.join("var")).expect("mkdir");
-    let script = r#"set -e
-mount --bind "$1" "$3/sysroot"
-mount -o remount,bind,ro "$3/sysroot"
-mount --bind "$2" "$3/var"
-shift 3
-exec "$@""#;
-    let out = run(Command::new("unshare")
-        .args([
-            "--mount",
-            "--propagation",
-            "private",
-            "sh",
-            "-c",
-            script,
-            "sh",
-        ])
-        .arg(&sys.path)
-        .arg(&var)
-        .arg(&booted)
+    let out = run(crate::util::booted_mounts_cmd(&sys.path, &var, &booted)
         .arg(BIN)
         .arg("--root")
         .arg(booted.join("var/lib/containers/storage"))
@@ -1433,23 +1424,11 @@ exec "$@""#;
         "Copied quay.io/test/a:1 (2 layers hardlinked, 0 reused)",
         "pull on booted mounts"
     );
-    let top = layer_id_by_diff(&sys.layer_records(), &fx.image("a").diff_ids[1]);
-    let rel = format!("overlay/{top}/diff/layer2/file");
-    let (ms, md) = (
-        fs::metadata(inner.root.join(&rel)).expect("stat source file"),
-        fs::metadata(sys.storage().join(&rel)).expect("stat bootc file"),
-    );
+    sys.assert_shares_file(&inner.root, &fx.image("a").diff_ids[1]);
     assert_eq!(
-        (ms.dev(), ms.ino()),
-        (md.dev(), md.ino()),
-        "{rel} hardlinked"
-    );
-    let listed: Vec<Value> =
-        serde_json::from_str(&sys.podman_ok(&["images", "--format", "json"])).expect("JSON");
-    assert_eq!(
-        listed.len(),
+        sys.podman_image_count(),
         1,
-        "podman images on bootc's store: {listed:?}"
+        "podman images on bootc's store"
     );
 }
 
@@ -1460,27 +1439,16 @@ fn storage_init_on_read_only_sysroot() {
     let def = TestStore::new(Driver::Overlay);
     let sys = Sys::new(&def, "s");
     let ro = def.scratch("ro");
-    fs::create_dir_all(&ro).expect("mkdir");
-    let script = r#"set -e
-mount --bind "$1" "$2"
-mount -o remount,bind,ro "$2"
-shift 2
-"$@"
-if touch "$0.probe" 2>/dev/null; then :; fi
-"#;
-    let probe_base = ro.join("after");
-    let out = run(Command::new("unshare")
-        .args(["--mount", "--propagation", "private", "sh", "-c", script])
-        .arg(&probe_base)
-        .arg(&sys.path)
-        .arg(&ro)
+    let var = def.scratch("ro-var");
+    fs::create_dir_all(&var).expect("mkdir");
+    let out = run(crate::util::booted_mounts_cmd(&sys.path, &var, &ro)
         .arg(BIN)
         .arg("--root")
         .arg(&def.root)
         .arg("--runroot")
         .arg(&def.runroot)
         .arg("--sysroot")
-        .arg(&ro)
+        .arg(ro.join("sysroot"))
         .args(["storage", "init"]));
     assert!(
         out.status.success(),
@@ -1489,14 +1457,13 @@ if touch "$0.probe" 2>/dev/null; then :; fi
     );
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),
-        format!("Created {}", ro.join("ostree/bootc/storage").display()),
+        format!(
+            "Created {}",
+            ro.join("sysroot/ostree/bootc/storage").display()
+        ),
         "storage init output"
     );
     for f in ["overlay-images/images.lock", "overlay-layers/layers.lock"] {
         assert!(sys.storage().join(f).is_file(), "{f} missing");
     }
-    assert!(
-        !sys.path.join("after.probe").exists(),
-        "the sysroot mount must stay read-only for the script after our command"
-    );
 }

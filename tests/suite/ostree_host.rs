@@ -1114,28 +1114,7 @@ fn booted_mounts_link_through_the_sysroot() {
     let graph = var.join("lib/containers/storage");
     fs::create_dir_all(&graph).expect("create the store dir under the stateroot's var");
     let booted = store.scratch("booted");
-    fs::create_dir_all(booted.join("sysroot")).expect("mkdir");
-    fs::create_dir_all(booted.join("var")).expect("mkdir");
-    let script = r#"set -e
-mount --bind "$1" "$3/sysroot"
-mount -o remount,bind,ro "$3/sysroot"
-mount --bind "$2" "$3/var"
-if touch "$3/sysroot/.rw-probe" 2>/dev/null; then echo "sysroot mount is writable" >&2; exit 9; fi
-shift 3
-exec "$@""#;
-    let out = run(Command::new("unshare")
-        .args([
-            "--mount",
-            "--propagation",
-            "private",
-            "sh",
-            "-c",
-            script,
-            "sh",
-        ])
-        .arg(&sysroot)
-        .arg(&var)
-        .arg(&booted)
+    let out = run(crate::util::booted_mounts_cmd(&sysroot, &var, &booted)
         .arg(crate::util::BIN)
         .arg("--root")
         .arg(booted.join("var/lib/containers/storage"))

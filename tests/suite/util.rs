@@ -692,3 +692,31 @@ impl Drop for LockHolder {
         }
     }
 }
+
+/// `unshare --mount` (private propagation) running a command on a booted OSTree system's mounts,
+/// made from plain directories: `sysroot` bound read-only at `<dir>/sysroot` and `var` (its
+/// stateroot's `var`) bound at `<dir>/var` — two mounts of one filesystem, as ostree-prepare-root
+/// leaves them. After the command, the script checks that `<dir>/sysroot` is still read-only (a
+/// command may make it writable only in a namespace of its own) and exits with the command's status
+/// (97 if the mount became writable). Append the command and its arguments.
+pub fn booted_mounts_cmd(sysroot: &Path, var: &Path, dir: &Path) -> Command {
+    for d in ["sysroot", "var"] {
+        fs::create_dir_all(dir.join(d)).expect("create a mount point");
+    }
+    let script = r#"set -e
+mount --bind "$1" "$0/sysroot"
+mount -o remount,bind,ro "$0/sysroot"
+mount --bind "$2" "$0/var"
+shift 2
+set +e
+"$@"
+rc=$?
+if touch "$0/sysroot/.rw-probe" 2>/dev/null; then echo "the sysroot mount became writable" >&2; exit 97; fi
+exit $rc"#;
+    let mut c = Command::new("unshare");
+    c.args(["--mount", "--propagation", "private", "sh", "-c", script])
+        .arg(dir)
+        .arg(sysroot)
+        .arg(var);
+    c
+}

@@ -5,10 +5,9 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::gvariant::parse_dirtree;
+use super::objects::object_path;
 use super::tar_layout::meta_object_bytes;
 use crate::error::{Error, Result};
 
@@ -22,37 +21,9 @@ pub struct MetaObjects {
     dirmetas: HashMap<String, Vec<u8>>,
 }
 
-fn object_path(repo_path: &Path, csum: &str, suffix: &str) -> PathBuf {
-    let (first, rest) = csum.split_at(2.min(csum.len()));
-    repo_path.join(format!("objects/{first}/{rest}.{suffix}"))
-}
-
-/// Reads `paths` with up to [`READERS`] threads; results in the same order.
+/// Reads `paths`, [`READERS`] at a time; results in order.
 fn read_all(paths: &[PathBuf]) -> Vec<std::io::Result<Vec<u8>>> {
-    let next = AtomicUsize::new(0);
-    let out: Mutex<Vec<Option<std::io::Result<Vec<u8>>>>> =
-        Mutex::new((0..paths.len()).map(|_| None).collect());
-    std::thread::scope(|s| {
-        for _ in 0..READERS.min(paths.len()) {
-            s.spawn(|| {
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(p) = paths.get(i) else { return };
-                    let r = std::fs::read(p);
-                    if let Ok(mut o) = out.lock()
-                        && let Some(slot) = o.get_mut(i)
-                    {
-                        *slot = Some(r);
-                    }
-                }
-            });
-        }
-    });
-    out.into_inner()
-        .unwrap_or_default()
-        .into_iter()
-        .map(|r| r.unwrap_or_else(|| Err(std::io::Error::other("not read"))))
-        .collect()
+    crate::parallel::map_in_order(paths, READERS, |p| std::fs::read(p))
 }
 
 impl MetaObjects {

@@ -546,9 +546,12 @@ impl LayerProducer for HostLayers<'_> {
         let objects = &ObjectInfos::load(&repo, &img.repo_path, chunk.keys())?;
         let files = chunk.keys().filter_map(|csum| {
             let info = objects.get(csum).ok()?;
-            info.symlink
-                .is_none()
-                .then(|| (objects::object_file(&img.repo_path, csum), info.size))
+            info.symlink.is_none().then(|| {
+                (
+                    objects::object_path(&img.repo_path, csum, "file"),
+                    info.size,
+                )
+            })
         });
         std::thread::scope(|s| -> Result<()> {
             if objects.bare() {

@@ -41,10 +41,10 @@ pub struct ObjectInfos {
 /// `S_IFMT`: ostree modes carry the file type, tar modes do not.
 const S_IFMT: u32 = 0o170000;
 
-/// `objects/xx/rest.file` inside a repository.
-pub fn object_file(repo_path: &Path, csum: &str) -> PathBuf {
+/// `objects/xx/rest.SUFFIX` inside a repository (`file`, `dirtree`, `dirmeta`, `commit`).
+pub fn object_path(repo_path: &Path, csum: &str, suffix: &str) -> PathBuf {
     let (first, rest) = csum.split_at(2.min(csum.len()));
-    repo_path.join(format!("objects/{first}/{rest}.file"))
+    repo_path.join(format!("objects/{first}/{rest}.{suffix}"))
 }
 
 /// The binary form of a hex checksum.
@@ -117,33 +117,15 @@ const STATTERS: usize = 4;
 
 /// [`load_bare`] of every object, by [`STATTERS`] threads; results in order.
 fn stat_all(repo_path: &Path, csums: &[&String]) -> Result<Vec<Option<ObjectInfo>>> {
-    let per = csums.len().div_ceil(STATTERS).max(1);
-    std::thread::scope(|s| {
-        let handles: Vec<_> = csums
-            .chunks(per)
-            .map(|part| {
-                s.spawn(move || {
-                    part.iter()
-                        .map(|c| load_bare(repo_path, c))
-                        .collect::<Result<Vec<_>>>()
-                })
-            })
-            .collect();
-        let mut out = Vec::with_capacity(csums.len());
-        for h in handles {
-            let part = h
-                .join()
-                .map_err(|_| Error::Internal("an object reader panicked".into()))??;
-            out.extend(part);
-        }
-        Ok(out)
-    })
+    crate::parallel::map_in_order(csums, STATTERS, |c| load_bare(repo_path, c))
+        .into_iter()
+        .collect()
 }
 
 /// A bare-repository object from its own inode; `None` when it has xattrs (libostree then
 /// serializes them, so the `.file-xattrs` bytes are exactly upstream's).
 fn load_bare(repo_path: &Path, csum: &str) -> Result<Option<ObjectInfo>> {
-    let path = object_file(repo_path, csum);
+    let path = object_path(repo_path, csum, "file");
     let st = rustix::fs::statat(rustix::fs::CWD, &path, AtFlags::SYMLINK_NOFOLLOW).map_err(
         |e| match e {
             Errno::NOENT => damaged(csum, "no such object"),

@@ -13,7 +13,7 @@ use ostree::prelude::*;
 
 use super::gvariant::{DirMeta, DirTree, parse_commit_root, parse_dirmeta, parse_dirtree};
 use super::meta_objects::MetaObjects;
-use super::objects::{ObjectInfos, object_file};
+use super::objects::{ObjectInfos, object_path as repo_object_path};
 use crate::error::{Error, Result};
 use crate::layer::read_ahead::ReadAhead;
 use crate::layer::synth::{Content, EntrySink};
@@ -391,7 +391,7 @@ impl<'a> LayoutWriter<'a> {
                     h.set_size(size);
                     let raw = self.header_bytes(&mut h, &path)?;
                     if self.bare {
-                        let file = object_file(self.repo_path, csum);
+                        let file = repo_object_path(self.repo_path, csum, "file");
                         sink.entry(
                             &raw,
                             Content::File {
@@ -479,8 +479,7 @@ pub fn meta_object_bytes(
         ostree::ObjectType::DirMeta => "dirmeta",
         _ => "commit",
     };
-    let (first, rest) = csum.split_at(2.min(csum.len()));
-    let path = repo_path.join(format!("objects/{first}/{rest}.{suffix}"));
+    let path = repo_object_path(repo_path, csum, suffix);
     match std::fs::read(&path) {
         Ok(b) => Ok(b),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -581,29 +580,15 @@ pub fn layer_commits_objects(
         if rev.len() != 64 || !rev.bytes().all(|b| b.is_ascii_hexdigit()) {
             return None;
         }
-        let commit =
-            std::fs::read(repo_path.join(format!("objects/{}/{}.commit", &rev[..2], &rev[2..])))
-                .ok()?;
+        let commit = std::fs::read(repo_object_path(repo_path, rev, "commit")).ok()?;
         let (tree, _) = parse_commit_root(&commit)?;
-        let data =
-            std::fs::read(repo_path.join(format!("objects/{}/{}.dirtree", &tree[..2], &tree[2..])))
-                .ok()?;
+        let data = std::fs::read(repo_object_path(repo_path, &tree, "dirtree")).ok()?;
         let parsed = parse_dirtree(&data, "dirtree").ok()?;
         let mut names: Vec<String> = parsed.files.into_iter().map(|f| f.name).collect();
         names.extend(parsed.dirs.into_iter().map(|d| d.name));
         Some(names)
     };
-    let per = layer_refs.len().div_ceil(READERS).max(1);
-    let found: Vec<Option<Vec<String>>> = std::thread::scope(|s| {
-        let handles: Vec<_> = layer_refs
-            .chunks(per)
-            .map(|part| s.spawn(move || part.iter().map(native).collect::<Vec<_>>()))
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().unwrap_or_default())
-            .collect()
-    });
+    let found = crate::parallel::map_in_order(layer_refs, READERS, native);
     layer_refs
         .iter()
         .enumerate()
