@@ -107,7 +107,9 @@ pub fn path_through_mount_of(anchor: &Path, target: &Path) -> Option<PathBuf> {
     let in_fs = t.root.join(target.strip_prefix(&t.mount_point).ok()?);
     let under = in_fs.strip_prefix(&a.root).ok()?;
     let through = a.mount_point.join(under);
-    through.exists().then_some(through)
+    // Nothing else may be mounted on the way (it would hide the directory).
+    let shown = mount_of(&all, &through).is_some_and(|m| m.mount_point == a.mount_point);
+    shown.then_some(through)
 }
 
 /// The mount point of the mount holding `path`, if that mount is read-only (as `/sysroot` is on a

@@ -591,10 +591,10 @@ pub fn layer_commits_objects(
     let found = crate::parallel::map_in_order(layer_refs, READERS, native);
     layer_refs
         .iter()
-        .enumerate()
-        .map(|(i, r)| match found.get(i) {
-            Some(Some(names)) => Ok(names.clone()),
-            _ => layer_commit_objects(repo, repo_path, r),
+        .zip(found)
+        .map(|(r, names)| match names {
+            Some(names) => Ok(names),
+            None => layer_commit_objects(repo, repo_path, r),
         })
         .collect()
 }
