@@ -16,9 +16,10 @@
 //! 4. for each run, with `sync` + dropped page cache before each timed command:
 //!    (a) ours: `bootc-image --sysroot S --root R --runroot RR copy-to-storage --source
 //!    docker://localhost/bench-host:latest` into a fresh store, once as it is (the image's own
-//!    DiffIDs, checked while writing) and once with `--verify` (an fsck of every object and a
+//!    DiffIDs, checked while writing) and once with `--verify` (a checksum of every object and a
 //!    DiffID pass over the content first); checks that files were hardlinked and that
-//!    `podman images` lists the image;
+//!    `podman images` lists the image; after the default run, (d) the layout floor: `cp -al` of
+//!    the layer trees it wrote;
 //!    (b) upstream: `ostree-fixture export --dest containers-storage:[overlay@R+RR]NAME`, i.e.
 //!    ostree-ext's `container::store::export`, which writes a temporary OCI layout under
 //!    `/var/tmp` and runs `skopeo copy` from it. It runs in a private mount namespace where
@@ -27,8 +28,8 @@
 //!    that its layers' DiffIDs are ours;
 //!    (c) floor: `ostree checkout -H --repo=S/ostree/repo BASE_COMMIT DEST`;
 //!    each under GNU `time` (peak RSS, CPU);
-//! 5. a breakdown of our time, in process (one run each, wall clock and CPU): the fsck of every
-//!    content object and the DiffID first pass, each cold then warm; `HostImage::open`, fast and
+//! 5. a breakdown of our time, in process (one run each, wall clock and CPU): libostree's fsck and
+//!    our checksum of every content object, and the plan + DiffID pass, each cold then warm; `HostImage::open`, fast and
 //!    verifying (cold), each followed by the writing pass as in the command; and the first half
 //!    of upstream's path alone (`export --oci`: the temporary copy, cold);
 //! 6. prints the table (medians over `BENCH_RUNS`, default 1) with the targets, and writes it as
@@ -62,6 +63,7 @@ mod measure;
 mod storefs;
 
 use anyhow::{Context, Result, bail, ensure};
+use bootc_image::source::ostree_host::checksum::verify_objects;
 use bootc_image::source::ostree_host::meta_objects::MetaObjects;
 use bootc_image::source::ostree_host::tar_layout::{commit_objects, commit_root};
 use bootc_image::source::ostree_host::{HostImage, HostLayers, LinkCounts};
@@ -463,14 +465,18 @@ fn open_repo(path: &Path) -> Result<ostree::Repo> {
 }
 
 /// The fsck `HostImage::open` starts with: every content object of the commit, checksummed.
-fn phase_fsck(fx: &HostFixture) -> Result<usize> {
+fn phase_fsck(fx: &HostFixture, ours: bool) -> Result<usize> {
     let repo = open_repo(&fx.repo())?;
     let (tree, dirmeta) = commit_root(&repo, &fx.base_commit)?;
     let meta = MetaObjects::load(&repo, &fx.repo(), &tree, &dirmeta)?;
     let objects = commit_objects(&repo, &fx.repo(), &meta, &fx.base_commit)?;
-    for csum in objects.keys() {
-        repo.fsck_object(ostree::ObjectType::File, csum, gio::Cancellable::NONE)
-            .with_context(|| format!("fsck of {csum}"))?;
+    if ours {
+        verify_objects(&repo, &fx.repo(), objects.keys())?;
+    } else {
+        for csum in objects.keys() {
+            repo.fsck_object(ostree::ObjectType::File, csum, gio::Cancellable::NONE)
+                .with_context(|| format!("fsck of {csum}"))?;
+        }
     }
     Ok(objects.len())
 }
@@ -516,17 +522,15 @@ fn write_pass(s: &Setup, image: &HostImage, name: &str) -> Result<u64> {
 fn breakdown(s: &Setup, warned: &mut bool) -> Result<Vec<Phase>> {
     let mut phases = Vec::new();
     let p = &mut phases;
-    for cold in [true, false] {
-        let n = timed(
-            p,
-            warned,
-            "fsck of every content object",
-            cold,
-            true,
-            || phase_fsck(&s.fx),
-        );
-        if let (true, Some(n)) = (cold, n) {
-            println!("breakdown: the fsck checked {n} content objects");
+    for (ours, name) in [
+        (false, "libostree's fsck_object of every content object"),
+        (true, "our checksum of every content object (as --verify)"),
+    ] {
+        for cold in [true, false] {
+            let n = timed(p, warned, name, cold, true, || phase_fsck(&s.fx, ours));
+            if let (true, Some(n)) = (cold, n) {
+                println!("breakdown: {n} content objects checked");
+            }
         }
     }
     let mut ids = None;

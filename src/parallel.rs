@@ -1,32 +1,42 @@
 //! Running a function over a list on a few threads at once, keeping the list's order: for reads of
-//! many small files, where a cold disk serves several requests together.
+//! many small files, where a cold disk serves several requests together, and for CPU work split by
+//! layer.
 
-/// `f` of every item of `items`, in order, computed by up to `threads` scoped threads (each takes
-/// one contiguous part of the list).
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// `f` of every item of `items`, in order, computed by up to `threads` scoped threads; each thread
+/// takes the next item not yet taken, so uneven items still keep every thread busy.
 pub fn map_in_order<T: Sync, R: Send>(
     items: &[T],
     threads: usize,
     f: impl Fn(&T) -> R + Sync,
 ) -> Vec<R> {
-    if items.is_empty() {
-        return Vec::new();
-    }
-    let per = items.len().div_ceil(threads.max(1));
-    let f = &f;
+    let next = AtomicUsize::new(0);
+    let slots: Mutex<Vec<Option<R>>> = Mutex::new(items.iter().map(|_| None).collect());
     std::thread::scope(|s| {
-        let parts: Vec<_> = items
-            .chunks(per)
-            .map(|part| s.spawn(move || part.iter().map(f).collect::<Vec<R>>()))
-            .collect();
-        parts
-            .into_iter()
-            .flat_map(|h| match h.join() {
-                Ok(v) => v,
-                // A panic in `f` is a bug: carry it on to the caller.
-                Err(p) => std::panic::resume_unwind(p),
-            })
-            .collect()
-    })
+        for _ in 0..threads.clamp(1, items.len().max(1)) {
+            s.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(item) = items.get(i) else { return };
+                    let r = f(item);
+                    if let Ok(mut slots) = slots.lock()
+                        && let Some(slot) = slots.get_mut(i)
+                    {
+                        *slot = Some(r);
+                    }
+                }
+            });
+        }
+    });
+    // A panic in `f` propagates out of the scope above, so every slot is filled here.
+    slots
+        .into_inner()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .into_iter()
+        .flatten()
+        .collect()
 }
 
 #[cfg(test)]

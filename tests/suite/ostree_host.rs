@@ -1207,3 +1207,30 @@ fn other_repo_modes_copy_bytes() {
         );
     }
 }
+
+/// `--verify`: every content object is checked against its checksum (xattrs and symlinks
+/// included) and every DiffID computed from content before writing; the image is the same.
+#[test]
+fn verify_checks_every_object() {
+    let fx = host_fixture();
+    let oracle = oracle("derived", DERIVED_LAYERS);
+    let store = host_store();
+    let out = run(store.ours_cmd().arg("--sysroot").arg(&fx.sysroot).args([
+        "copy-to-storage",
+        "--verify",
+        "--source",
+        DERIVED,
+        "--target",
+        NAME,
+    ]));
+    assert!(
+        out.status.success(),
+        "copy --verify failed\n{}",
+        describe(&out)
+    );
+    assert_eq!(
+        strings(&store.inspect(NAME)["RootFS"]["Layers"]),
+        oracle.blob_diff_ids,
+        "RootFS.Layers with --verify vs the oracle's"
+    );
+}

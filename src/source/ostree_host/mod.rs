@@ -2,6 +2,7 @@
 //! repository in ostree-ext's export layout — the ostree commit layer, the chunk layers, the derived
 //! layers — straight into the store, with content objects hardlinked from a bare repository.
 
+pub mod checksum;
 pub mod gvariant;
 pub mod imgref;
 pub mod meta_objects;
@@ -279,33 +280,45 @@ impl HostImage {
 
         if verify {
             // Every content object must match its checksum: they are hardlinked as they are.
-            for p in &plan {
-                if let Plan::Final(c) | Plan::Chunk(c) = p {
-                    for csum in c.keys() {
-                        repo.fsck_object(ostree::ObjectType::File, csum, gio::Cancellable::NONE).map_err(|e| {
-                            Error::InvalidInput(format!(
-                                "object {csum} in {} is damaged ({e}): run `ostree fsck --delete` and pull the image again",
-                                repo_path.display()
-                            ))
-                        })?;
-                    }
-                }
-            }
+            checksum::verify_objects(
+                &repo,
+                &repo_path,
+                plan.iter()
+                    .filter_map(|p| match p {
+                        Plan::Final(c) | Plan::Chunk(c) => Some(c.keys()),
+                        Plan::Derived(_) => None,
+                    })
+                    .flatten(),
+            )?;
         }
         // First pass: each layer's DiffID, and its length where that takes no more work (the fast path
         // learns the ostree layers' lengths by writing them: `complete_image` gives the manifest).
+        // Computed from content (`verify`), two layers at a time, each thread with its own repository
+        // handle (libostree's are not shared across threads).
+        let from_content: Vec<Option<Result<(Digest, u64)>>> = if verify {
+            crate::parallel::map_in_order(&plan, 2, |p| match p {
+                Plan::Final(_) | Plan::Chunk(_) => Some(
+                    open_repo(&repo_path)
+                        .and_then(|r| content_diff_id(&r, &repo_path, &meta, &base_commit, p)),
+                ),
+                Plan::Derived(_) => None,
+            })
+        } else {
+            Vec::new()
+        };
+        let mut from_content = from_content.into_iter();
         let mut layer_inputs = Vec::new();
         for (i, p) in plan.iter().enumerate() {
-            let known = if verify {
-                None
-            } else {
-                diff_ids.get(i).and_then(|d| Digest::parse(d).ok())
-            };
-            let (diff_id, size) = match (p, known) {
-                // The length is learnt while writing (0 until then).
-                (Plan::Final(_) | Plan::Chunk(_), Some(d)) => (d, 0),
+            let computed = from_content.next().flatten();
+            let (diff_id, size) = match (p, computed) {
+                (Plan::Final(_) | Plan::Chunk(_), Some(r)) => r?,
+                // The config's DiffID; the length is learnt while writing (0 until then). Without a
+                // usable DiffID there, from content.
                 (Plan::Final(_) | Plan::Chunk(_), None) => {
-                    content_diff_id(&repo, &repo_path, &meta, &base_commit, p)?
+                    match diff_ids.get(i).and_then(|d| Digest::parse(d).ok()) {
+                        Some(d) => (d, 0),
+                        None => content_diff_id(&repo, &repo_path, &meta, &base_commit, p)?,
+                    }
                 }
                 // Derived layers are re-exported by `ostree export`, with new mtimes: always hashed.
                 (Plan::Derived(r), _) => derived_digest(&repo_path, r)?,
