@@ -280,16 +280,12 @@ impl HostImage {
 
         if verify {
             // Every content object must match its checksum: they are hardlinked as they are.
-            checksum::verify_objects(
-                &repo,
-                &repo_path,
-                plan.iter()
-                    .filter_map(|p| match p {
-                        Plan::Final(c) | Plan::Chunk(c) => Some(c.keys()),
-                        Plan::Derived(_) => None,
-                    })
-                    .flatten(),
-            )?;
+            // Layer by layer: only one layer's object metadata is held at a time.
+            for p in &plan {
+                if let Plan::Final(c) | Plan::Chunk(c) = p {
+                    checksum::verify_objects(&repo, &repo_path, c.keys())?;
+                }
+            }
         }
         // First pass: each layer's DiffID, and its length where that takes no more work (the fast path
         // learns the ostree layers' lengths by writing them: `complete_image` gives the manifest).
