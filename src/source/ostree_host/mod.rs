@@ -145,13 +145,14 @@ fn export_command(repo_path: &Path, layer_ref: &str) -> Command {
 
 impl HostImage {
     /// Opens the image `imgref` (any form `image_reference` accepts; `None` = the deployed one) in the
-    /// repository of `sysroot`, plans its layers and computes their DiffIDs (a first, read-only pass).
+    /// repository of `sysroot`, plans its layers and finds their DiffIDs.
     ///
     /// With `verify` false (the fast path), the ostree layers' DiffIDs are taken from the image's own
     /// config — ostree-ext's layout is deterministic, so its export gives the DiffIDs the image was
-    /// built with — and only their lengths are computed (from metadata, without reading content);
-    /// the writing pass checks every DiffID and a mismatch rolls the copy back. With `verify` true,
-    /// every content object is checked against its checksum and every DiffID computed from content.
+    /// built with — and nothing is read beyond the commit's directory objects; the writing pass
+    /// checks every DiffID (a mismatch rolls the copy back) and learns each layer's length, which
+    /// [`HostLayers`]' `complete_image` puts into the manifest. With `verify` true, every content
+    /// object is checked against its checksum and every DiffID computed from content first.
     pub fn open(
         sysroot: &Path,
         imgref: Option<&str>,
