@@ -5,7 +5,6 @@
 //! instructions (libostree 2022.7 on Debian uses GLib's portable SHA-256, 5× slower) and reads the
 //! objects several at a time.
 
-use std::io::Read;
 use std::path::Path;
 
 use sha2::{Digest as _, Sha256};
@@ -61,14 +60,7 @@ fn object_checksum(repo_path: &Path, csum: &str, info: &ObjectInfo) -> std::io::
     sha.update(&header);
     if info.symlink.is_none() {
         let mut f = std::fs::File::open(object_path(repo_path, csum, "file"))?;
-        let mut buf = vec![0u8; 128 * 1024];
-        loop {
-            let n = f.read(&mut buf)?;
-            if n == 0 {
-                break;
-            }
-            sha.update(&buf[..n]);
-        }
+        std::io::copy(&mut f, &mut sha)?;
     }
     Ok(hex::encode(sha.finalize()))
 }
