@@ -152,15 +152,7 @@ fn podman_lists(root: &Path, runroot: &Path) -> Result<(), String> {
 
 /// Prints one run's outcome.
 fn report_run(what: &str, run: usize, runs: usize, r: &Result<Sample, String>, extra: &str) {
-    match r {
-        Ok(s) => println!(
-            "{what:9} run {run}/{runs}: {:7.2} s, CPU {} s, peak RSS {} MB{extra}",
-            s.secs,
-            fmt_opt(s.cpu_secs, 2),
-            fmt_opt(s.rss_mb, 1)
-        ),
-        Err(e) => println!("{what:9} run {run}/{runs}: FAILED: {e}"),
-    }
+    measure::report_run(&format!("{what:9}"), run, runs, r, 2, extra);
 }
 
 /// Everything the timed runs need.
@@ -836,15 +828,5 @@ fn run() -> Result<bool> {
 }
 
 fn main() -> ExitCode {
-    match run() {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => {
-            eprintln!("bench: some runs failed (see above)");
-            ExitCode::FAILURE
-        }
-        Err(e) => {
-            eprintln!("bench error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    measure::exit_code(run())
 }

@@ -251,27 +251,9 @@ fn run() -> Result<bool> {
 
 /// Prints one run's outcome as it happens.
 fn report_run(fixture: &str, tool: &str, run: usize, runs: usize, r: &Result<Sample, String>) {
-    match r {
-        Ok(s) => println!(
-            "{fixture:8} {tool:6} run {run}/{runs}: {:7.2} s, CPU {} s, peak RSS {} MB",
-            s.secs,
-            fmt_opt(s.cpu_secs, 2),
-            fmt_opt(s.rss_mb, 1)
-        ),
-        Err(e) => println!("{fixture:8} {tool:6} run {run}/{runs}: FAILED: {e}"),
-    }
+    measure::report_run(&format!("{fixture:8} {tool:6}"), run, runs, r, 2, "");
 }
 
 fn main() -> ExitCode {
-    match run() {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => {
-            eprintln!("bench: some runs failed (see the table)");
-            ExitCode::FAILURE
-        }
-        Err(e) => {
-            eprintln!("bench error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    measure::exit_code(run())
 }

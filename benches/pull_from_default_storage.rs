@@ -249,15 +249,7 @@ fn check_podman_lists(root: &Path, runroot: &Path) -> Result<(), String> {
 
 /// Prints one run's outcome as it happens.
 fn report_run(what: &str, run: usize, runs: usize, r: &Result<Sample, String>) {
-    match r {
-        Ok(s) => println!(
-            "{what:16} run {run}/{runs}: {:7.3} s, CPU {} s, peak RSS {} MB",
-            s.secs,
-            fmt_opt(s.cpu_secs, 2),
-            fmt_opt(s.rss_mb, 1)
-        ),
-        Err(e) => println!("{what:16} run {run}/{runs}: FAILED: {e}"),
-    }
+    measure::report_run(&format!("{what:16}"), run, runs, r, 3, "");
 }
 
 /// Wall-clock milliseconds of one run of `program args…`, checked by `check` on its stdout.
@@ -958,15 +950,5 @@ fn run() -> Result<bool> {
 }
 
 fn main() -> ExitCode {
-    match run() {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => {
-            eprintln!("bench: some runs failed (see the table)");
-            ExitCode::FAILURE
-        }
-        Err(e) => {
-            eprintln!("bench error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    measure::exit_code(run())
 }

@@ -248,3 +248,39 @@ pub fn version_of(program: &str) -> Option<String> {
             .to_owned()
     })
 }
+
+/// Prints one run's outcome as it happens: `LABEL run i/n: S s, CPU C s, peak RSS M MB EXTRA`, the
+/// seconds with `decimals` digits (the label comes padded as the bench wants its column).
+pub fn report_run(
+    label: &str,
+    run: usize,
+    runs: usize,
+    r: &std::result::Result<Sample, String>,
+    decimals: usize,
+    extra: &str,
+) {
+    match r {
+        Ok(s) => println!(
+            "{label} run {run}/{runs}: {:7.decimals$} s, CPU {} s, peak RSS {} MB{extra}",
+            s.secs,
+            fmt_opt(s.cpu_secs, 2),
+            fmt_opt(s.rss_mb, 1)
+        ),
+        Err(e) => println!("{label} run {run}/{runs}: FAILED: {e}"),
+    }
+}
+
+/// The exit status of a bench's `run`: success only when every run and check passed.
+pub fn exit_code(outcome: Result<bool>) -> std::process::ExitCode {
+    match outcome {
+        Ok(true) => std::process::ExitCode::SUCCESS,
+        Ok(false) => {
+            eprintln!("bench: some runs failed (see above)");
+            std::process::ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("bench error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
