@@ -311,44 +311,26 @@ fn add_host_ref(sys: &Sys, escaped: &str, n: u32) {
 /// for regular files, size and sha256; symlinks with their target.
 fn content_snapshot(root: &Path) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
-    snapshot_into(root, root, &mut out);
-    out
-}
-
-/// Adds `dir`'s entries (recursively) to `out`.
-fn snapshot_into(base: &Path, dir: &Path, out: &mut BTreeMap<String, String>) {
-    let Ok(rd) = fs::read_dir(dir) else { return };
-    for e in rd {
-        let e = e.expect("read_dir entry");
-        let path = e.path();
-        let rel = path
-            .strip_prefix(base)
-            .expect("below base")
-            .to_string_lossy()
-            .into_owned();
-        let ft = e.file_type().expect("file type");
-        if (ft.is_file() && rel.ends_with(".lock"))
-            || rel == "libpod/bolt_state.db"
-            || rel == "db.sql"
-        {
-            continue;
+    crate::util::visit_below(root, &mut |rel, path, ft| {
+        if rel == "libpod/bolt_state.db" || rel == "db.sql" {
+            return;
         }
         let desc = if ft.is_dir() {
-            snapshot_into(base, &path, out);
             "d".to_string()
         } else if ft.is_symlink() {
             format!(
                 "l {}",
-                fs::read_link(&path).expect("readlink").to_string_lossy()
+                fs::read_link(path).expect("readlink").to_string_lossy()
             )
         } else if ft.is_file() {
-            let data = fs::read(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+            let data = fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
             format!("- {} {}", data.len(), hex::encode(Sha256::digest(&data)))
         } else {
             "other".to_string()
         };
-        out.insert(rel, desc);
-    }
+        out.insert(rel.to_string(), desc);
+    });
+    out
 }
 
 /// Differences between two [`content_snapshot`]s.

@@ -339,7 +339,9 @@ impl TestStore {
     /// Snapshot of the graphroot for "left unchanged" checks.
     pub fn snapshot(&self) -> StoreSnapshot {
         let mut paths = BTreeSet::new();
-        list_paths(&self.root, &self.root, &mut paths);
+        visit_below(&self.root, &mut |rel, _, ft| {
+            paths.insert(format!("{} {rel}", type_letter(ft)));
+        });
         let read = |p: PathBuf| fs::read_to_string(p).unwrap_or_default();
         StoreSnapshot {
             paths,
@@ -411,26 +413,30 @@ impl StoreSnapshot {
     }
 }
 
-/// Adds `<type letter> <relative path>` of everything below `dir` (not following symlinks).
-fn list_paths(base: &Path, dir: &Path, out: &mut BTreeSet<String>) {
-    let Ok(rd) = fs::read_dir(dir) else { return };
-    for e in rd {
-        let e = e.expect("read_dir entry");
-        let path = e.path();
-        let rel = path
-            .strip_prefix(base)
-            .expect("below base")
-            .to_string_lossy()
-            .into_owned();
-        let ft = e.file_type().expect("file type");
-        if ft.is_file() && rel.ends_with(".lock") {
-            continue;
-        }
-        out.insert(format!("{} {rel}", type_letter(ft)));
-        if ft.is_dir() {
-            list_paths(base, &path, out);
+/// Calls `f(relative path, path, file type)` for everything below `root`, not following symlinks,
+/// each directory before its entries; lock files (`*.lock`, rewritten by every reader) are left out.
+pub fn visit_below(root: &Path, f: &mut dyn FnMut(&str, &Path, fs::FileType)) {
+    fn walk(base: &Path, dir: &Path, f: &mut dyn FnMut(&str, &Path, fs::FileType)) {
+        let Ok(rd) = fs::read_dir(dir) else { return };
+        for e in rd {
+            let e = e.expect("read_dir entry");
+            let path = e.path();
+            let rel = path
+                .strip_prefix(base)
+                .expect("below base")
+                .to_string_lossy()
+                .into_owned();
+            let ft = e.file_type().expect("file type");
+            if ft.is_file() && rel.ends_with(".lock") {
+                continue;
+            }
+            f(&rel, &path, ft);
+            if ft.is_dir() {
+                walk(base, &path, f);
+            }
         }
     }
+    walk(root, root, f);
 }
 
 /// One letter for a file type (`ls -l` style).
