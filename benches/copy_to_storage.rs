@@ -29,6 +29,7 @@ mod fixtures;
 #[allow(dead_code, reason = "shared between the benches; each uses a part")]
 mod measure;
 #[path = "common/storefs.rs"]
+#[allow(dead_code, reason = "shared between the benches; each uses a part")]
 mod storefs;
 
 use anyhow::{Result, anyhow, bail};

@@ -6,25 +6,12 @@
 //!
 //! Used by `copy_host_image` through `#[path = "common/host_fs.rs"] mod host_fs;`.
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Result, anyhow, bail};
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use crate::storefs::{mounts_under, run_cmd};
-
-/// Unmounts everything strictly below `dir` (podman leaves a store's `overlay/` bind-mounted
-/// onto itself).
-pub fn unmount_below(dir: &Path) {
-    for _ in 0..4 {
-        let mounts: Vec<PathBuf> = mounts_under(dir).into_iter().filter(|m| m != dir).collect();
-        if mounts.is_empty() {
-            return;
-        }
-        for m in mounts {
-            let _ = rustix::mount::unmount(&m, rustix::mount::UnmountFlags::DETACH);
-        }
-    }
-}
+pub use crate::storefs::unmount_below;
+use crate::storefs::{mounts_under, remove_store_dir, run_cmd, store_paths};
 
 /// The loop-mounted ext4 of the host-image bench.
 #[derive(Debug)]
@@ -98,18 +85,12 @@ impl HostFs {
 
     /// Root and runroot of the store named `name` (short: podman wants runroots < 50 chars).
     pub fn store(&self, name: &str) -> (PathBuf, PathBuf) {
-        let dir = self.dir(name);
-        (dir.join("root"), dir.join("run"))
+        store_paths(&self.base, name)
     }
 
-    /// Unmounts what is mounted below `base/name` and deletes it.
+    /// Unmounts what is mounted at or below `base/name` and deletes it.
     pub fn clean(&self, name: &str) -> Result<()> {
-        let dir = self.dir(name);
-        unmount_below(&dir);
-        if dir.exists() {
-            fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
-        }
-        Ok(())
+        remove_store_dir(&self.base, name)
     }
 }
 

@@ -27,8 +27,20 @@ pub fn mounts_under(prefix: &Path) -> Vec<PathBuf> {
 
 /// Unmounts `dir` and everything under it (podman leaves `overlay/` bind-mounted onto itself).
 pub fn unmount_under(dir: &Path) {
+    unmount_matching(dir, false);
+}
+
+/// Unmounts everything strictly below `dir`, leaving `dir` itself mounted (a bench filesystem).
+pub fn unmount_below(dir: &Path) {
+    unmount_matching(dir, true);
+}
+
+fn unmount_matching(dir: &Path, keep_dir: bool) {
     for _ in 0..4 {
-        let mounts = mounts_under(dir);
+        let mounts: Vec<PathBuf> = mounts_under(dir)
+            .into_iter()
+            .filter(|m| !(keep_dir && m == dir))
+            .collect();
         if mounts.is_empty() {
             return;
         }
@@ -36,6 +48,23 @@ pub fn unmount_under(dir: &Path) {
             let _ = rustix::mount::unmount(&m, rustix::mount::UnmountFlags::DETACH);
         }
     }
+}
+
+/// The root and runroot of the store named `name` under `base` (kept short for podman's runroot
+/// limit).
+pub fn store_paths(base: &Path, name: &str) -> (PathBuf, PathBuf) {
+    let dir = base.join(name);
+    (dir.join("root"), dir.join("run"))
+}
+
+/// Unmounts and deletes `base/name`.
+pub fn remove_store_dir(base: &Path, name: &str) -> Result<()> {
+    let dir = base.join(name);
+    unmount_under(&dir);
+    if dir.exists() {
+        fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
+    }
+    Ok(())
 }
 
 /// Runs a setup command; fails with its stderr.
@@ -170,18 +199,12 @@ impl StoreFs {
 
     /// The root and runroot of the store named `name` (kept short for podman's runroot limit).
     pub fn store(&self, name: &str) -> (PathBuf, PathBuf) {
-        let dir = self.dir(name);
-        (dir.join("root"), dir.join("run"))
+        store_paths(&self.base, name)
     }
 
     /// Unmounts and deletes the store named `name`.
     pub fn clean(&self, name: &str) -> Result<()> {
-        let dir = self.base.join(name);
-        unmount_under(&dir);
-        if dir.exists() {
-            fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
-        }
-        Ok(())
+        remove_store_dir(&self.base, name)
     }
 }
 
