@@ -198,11 +198,9 @@ impl Sys {
             .collect()
     }
 
-    /// The number of images podman lists in bootc's store.
-    fn podman_image_count(&self) -> usize {
-        let listed: Vec<Value> =
-            serde_json::from_str(&self.podman_ok(&["images", "--format", "json"])).expect("JSON");
-        listed.len()
+    /// What `podman images --format json` lists in bootc's store.
+    fn podman_images(&self) -> Vec<Value> {
+        serde_json::from_str(&self.podman_ok(&["images", "--format", "json"])).expect("JSON")
     }
 
     /// Asserts that `layer2/file` of the layer with DiffID `diff_id` is one inode in the store
@@ -573,8 +571,7 @@ fn pull_from_default_storage_shares_files() {
         "bootc store images"
     );
     assert_eq!(sys.layer_ids().len(), 3, "layers: shared base + two tops");
-    let listed: Vec<Value> =
-        serde_json::from_str(&sys.podman_ok(&["images", "--format", "json"])).expect("JSON");
+    let listed = sys.podman_images();
     assert_eq!(
         listed.len(),
         2,
@@ -623,10 +620,11 @@ fn pull_through_self_bind_mounts() {
     sys.assert_shares_file(&def.root, &fx.image("a").diff_ids[1]);
     let out = sys.ours_ok(&def, &["storage", "verify"]);
     assert_eq!(out.trim(), "3 layers verified");
+    let listed = sys.podman_images();
     assert_eq!(
-        sys.podman_image_count(),
+        listed.len(),
         2,
-        "podman images on bootc's store"
+        "podman images on bootc's store: {listed:?}"
     );
 }
 
@@ -689,8 +687,7 @@ fn pull_verify_detects_corrupted_source() {
     let d = snapshot_diff(&before, &content_snapshot(&sys.storage()));
     assert!(d.is_empty(), "bootc's store changed:\n{}", d.join("\n"));
     assert_eq!(sys.images(), records);
-    let listed: Vec<Value> =
-        serde_json::from_str(&sys.podman_ok(&["images", "--format", "json"])).expect("JSON");
+    let listed = sys.podman_images();
     assert_eq!(
         listed.len(),
         1,
@@ -1077,8 +1074,7 @@ fn bound_images_pull_from_default_store() {
     // Idempotent.
     sys.ours_ok(&def, &["bound-images", "pull"]);
     assert_eq!(sys.images().len(), 2);
-    let listed: Vec<Value> =
-        serde_json::from_str(&sys.podman_ok(&["images", "--format", "json"])).expect("JSON");
+    let listed = sys.podman_images();
     assert_eq!(
         listed.len(),
         2,
@@ -1107,8 +1103,7 @@ fn bound_images_pull_all_or_nothing() {
     );
     assert_eq!(sys.images(), images, "images after the failed pull");
     assert_eq!(sys.layer_ids(), layers, "layers after the failed pull");
-    let listed: Vec<Value> =
-        serde_json::from_str(&sys.podman_ok(&["images", "--format", "json"])).expect("JSON");
+    let listed = sys.podman_images();
     assert_eq!(
         listed.len(),
         1,
@@ -1407,10 +1402,11 @@ fn pull_on_booted_mounts() {
         "pull on booted mounts"
     );
     sys.assert_shares_file(&inner.root, &fx.image("a").diff_ids[1]);
+    let listed = sys.podman_images();
     assert_eq!(
-        sys.podman_image_count(),
+        listed.len(),
         1,
-        "podman images on bootc's store"
+        "podman images on bootc's store: {listed:?}"
     );
 }
 
