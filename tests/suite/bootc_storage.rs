@@ -20,7 +20,8 @@ use sha2::{Digest as _, Sha256};
 
 use crate::fixture::{self, BuiltImage, Compression, ImageSpec, OciDir};
 use crate::util::{
-    BIN, Driver, LockHolder, TestStore, describe, mounts_below, read_json_array, run, run_ok,
+    BIN, Driver, LockHolder, TestStore, assert_clean_failure, describe, mounts_below,
+    read_json_array, run, run_ok,
 };
 
 /// The fixture images: (tag in the layout, name in the default store, small layers base first).
@@ -347,30 +348,6 @@ fn snapshot_diff(a: &BTreeMap<String, String>, b: &BTreeMap<String, String>) -> 
         }
     }
     d
-}
-
-/// Asserts the failure contract: non-zero exit, exactly one stderr line starting with `error: `,
-/// which contains every string of `mentions`.
-fn assert_clean_failure(out: &Output, what: &str, mentions: &[&str]) {
-    assert!(
-        !out.status.success(),
-        "{what}: expected a failure\n{}",
-        describe(out)
-    );
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
-    assert!(
-        lines.len() == 1 && lines[0].starts_with("error: "),
-        "{what}: stderr must be one line starting with `error: `\n{}",
-        describe(out)
-    );
-    for m in mentions {
-        assert!(
-            lines[0].contains(m),
-            "{what}: the error should mention {m:?}\n{}",
-            describe(out)
-        );
-    }
 }
 
 /// The ID of the layer with DiffID `diff_id` in layers.json `records`.

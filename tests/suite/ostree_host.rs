@@ -965,30 +965,12 @@ fn expect_host_failure(
     let before = store.snapshot();
     let out = host_copy(store, sysroot, source, Some("localhost/broken:latest"));
     let after = store.snapshot();
-    assert!(
-        !out.status.success(),
-        "{what}: expected a failure\n{}",
-        describe(&out)
-    );
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
-    assert!(
-        lines.len() == 1 && lines[0].starts_with("error: "),
-        "{what}: stderr must be one line starting with `error: `\n{}",
-        describe(&out)
-    );
-    for m in mentions {
-        assert!(
-            lines[0].contains(m),
-            "{what}: the error should mention {m:?}: {}",
-            lines[0]
-        );
-    }
+    let line = crate::util::assert_clean_failure(&out, what, mentions);
     let d = before.diff(&after);
     assert!(d.is_empty(), "{what}: the store changed:\n{}", d.join("\n"));
     assert_seed_listed(store);
-    eprintln!("{what}: {}", lines[0]);
-    lines[0].to_string()
+    eprintln!("{what}: {line}");
+    line
 }
 
 /// An image the repository does not hold.

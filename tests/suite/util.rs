@@ -726,3 +726,28 @@ exit $rc"#;
         .arg(var);
     c
 }
+
+/// Asserts the failure contract: non-zero exit, exactly one stderr line starting with `error: `,
+/// which contains every string of `mentions`. Returns that line.
+pub fn assert_clean_failure(out: &Output, what: &str, mentions: &[&str]) -> String {
+    assert!(
+        !out.status.success(),
+        "{what}: expected a failure\n{}",
+        describe(out)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(
+        lines.len() == 1 && lines[0].starts_with("error: "),
+        "{what}: stderr must be one line starting with `error: `\n{}",
+        describe(out)
+    );
+    for m in mentions {
+        assert!(
+            lines[0].contains(m),
+            "{what}: the error should mention {m:?}\n{}",
+            describe(out)
+        );
+    }
+    lines[0].to_string()
+}
