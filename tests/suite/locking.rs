@@ -127,6 +127,12 @@ fn killed_while_waiting_leaves_usable_store() {
     store.ours_copy_ok(&oci.source(Some("t")), Some("localhost/killed:latest"));
     let v = store.inspect("localhost/killed:latest");
     assert_eq!(v["Id"], Value::from(built.image_id()));
+    let ids = layer_ids_once(&store);
+    assert_eq!(ids.len(), 4, "seed layer + 3 layers: {ids:?}");
+}
+
+/// The IDs of the store's layer records, asserting that none is recorded twice.
+fn layer_ids_once(store: &TestStore) -> Vec<String> {
     let ids: Vec<String> = store
         .layer_records()
         .iter()
@@ -134,7 +140,7 @@ fn killed_while_waiting_leaves_usable_store() {
         .collect();
     let unique: BTreeSet<&String> = ids.iter().collect();
     assert_eq!(ids.len(), unique.len(), "duplicate layer records: {ids:?}");
-    assert_eq!(ids.len(), 4, "seed layer + 3 layers: {ids:?}");
+    ids
 }
 
 /// Three of our copies and one skopeo copy of images sharing layers, all started at once on an
@@ -170,13 +176,7 @@ fn concurrent_writers_share_layers() {
         assert!(mnt.join("layer30/file").is_file(), "image {name} mounts");
         store.image_umount(&name);
     }
-    let ids: Vec<String> = store
-        .layer_records()
-        .iter()
-        .map(|r| r["id"].as_str().expect("layer id").to_string())
-        .collect();
-    let unique: BTreeSet<&String> = ids.iter().collect();
-    assert_eq!(ids.len(), unique.len(), "duplicate layer records: {ids:?}");
+    let ids = layer_ids_once(&store);
     // Layer IDs depend on DiffIDs only (not on the blob compression): 4 layers in all.
     assert_eq!(ids.len(), 4, "layers: {ids:?}");
     assert_eq!(
