@@ -71,8 +71,8 @@ use bootc_image::store::{Store, StoreConfig};
 use host_fixture::{CHUNKS, HOST_IMAGE, HostFixture, build_fixture_tool, ensure_host_fixture};
 use host_fs::HostFs;
 use measure::{
-    Sample, ToolResult, fmt_opt, load_average, measure_capture, runs_from_env, settle_warm,
-    small_from_env, version_of,
+    Sample, ToolResult, fmt_opt, load_average, measure_capture, overlay_store_args, runs_from_env,
+    settle_warm, small_from_env, version_of,
 };
 use ostree::gio;
 use serde_json::Value;
@@ -199,21 +199,15 @@ fn run_ours(
 ) -> Result<Option<Vec<String>>> {
     s.fs.clean("ou")?;
     let (root, runroot) = s.fs.store("ou");
-    let mut args: Vec<String> = vec![
-        "--sysroot".into(),
-        s.fx.sysroot.display().to_string(),
-        "--root".into(),
-        root.display().to_string(),
-        "--runroot".into(),
-        runroot.display().to_string(),
-        "--storage-driver".into(),
-        "overlay".into(),
+    let mut args: Vec<String> = vec!["--sysroot".into(), s.fx.sysroot.display().to_string()];
+    args.extend(overlay_store_args(&root, &runroot));
+    args.extend([
         "copy-to-storage".into(),
         "--source".into(),
         format!("docker://{HOST_IMAGE}"),
         "--target".into(),
         HOST_IMAGE.into(),
-    ];
+    ]);
     if verify {
         args.push("--verify".into());
     }

@@ -35,8 +35,8 @@ mod storefs;
 use anyhow::{Result, anyhow, bail};
 use fixtures::{FIXTURES, FixtureInfo, FixtureSpec, IMAGE_NAME, TAG, check_store, ensure_fixtures};
 use measure::{
-    Sample, ToolResult, fmt_opt, load_average, measure, runs_from_env, settle, small_from_env,
-    version_of,
+    Sample, ToolResult, fmt_opt, load_average, measure, overlay_store_args, runs_from_env, settle,
+    small_from_env, version_of,
 };
 use std::fmt::Write as _;
 use std::fs;
@@ -190,19 +190,14 @@ fn run() -> Result<bool> {
             store_fs.clean("ou")?;
             let (root, runroot) = store_fs.store("ou");
             settle(&mut warned, &ours);
-            let args = vec![
-                "--root".into(),
-                root.display().to_string(),
-                "--runroot".into(),
-                runroot.display().to_string(),
-                "--storage-driver".into(),
-                "overlay".into(),
+            let mut args = overlay_store_args(&root, &runroot);
+            args.extend([
                 "copy-to-storage".into(),
                 "--source".into(),
                 source.clone(),
                 "--target".into(),
                 IMAGE_NAME.into(),
-            ];
+            ]);
             let r = measure(&ours, &args, &scratch)?
                 .and_then(|s| check_store(&root, &info).map(|()| s));
             report_run(spec.name, "ours", run, runs, &r);

@@ -55,8 +55,8 @@ mod storefs;
 use anyhow::{Context, Result, anyhow, bail};
 use fixtures::{FixtureInfo, IMAGE_NAME, TAG, check_store, ensure_fixtures, write_blob};
 use measure::{
-    Sample, ToolResult, fmt_opt, load_average, measure, measure_in, median, runs_from_env, settle,
-    settle_warm, small_from_env, version_of,
+    Sample, ToolResult, fmt_opt, load_average, measure, measure_in, median, overlay_store_args,
+    runs_from_env, settle, settle_warm, small_from_env, version_of,
 };
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
@@ -226,17 +226,12 @@ fn check_links(src: &Path, dst: &Path, samples: &[(String, PathBuf)]) -> Result<
 
 /// Checks that `podman images` on the store at `root` lists [`IMAGE_NAME`].
 fn check_podman_lists(root: &Path, runroot: &Path) -> Result<(), String> {
-    let args: Vec<String> = vec![
-        "--root".into(),
-        root.display().to_string(),
-        "--runroot".into(),
-        runroot.display().to_string(),
-        "--storage-driver".into(),
-        "overlay".into(),
+    let mut args = overlay_store_args(root, runroot);
+    args.extend([
         "images".into(),
         "--format".into(),
         "{{.Repository}}:{{.Tag}}".into(),
-    ];
+    ]);
     let out = run_quiet(Path::new("podman"), &args)?;
     if out.lines().any(|l| l.trim() == IMAGE_NAME) {
         Ok(())
@@ -703,17 +698,8 @@ fn bench_list(ctx: &Ctx) -> Result<ListResults> {
         "--format".into(),
         "json".into(),
     ];
-    let podman_args: Vec<String> = vec![
-        "--root".into(),
-        bootc_store.display().to_string(),
-        "--runroot".into(),
-        ctx.store_fs.dir(names::LIST_RUN).display().to_string(),
-        "--storage-driver".into(),
-        "overlay".into(),
-        "images".into(),
-        "--format".into(),
-        "json".into(),
-    ];
+    let mut podman_args = overlay_store_args(&bootc_store, &ctx.store_fs.dir(names::LIST_RUN));
+    podman_args.extend(["images".into(), "--format".into(), "json".into()]);
     let count = |out: &str, what: &str| -> Result<(), String> {
         let v: Value = serde_json::from_str(out).map_err(|e| format!("{what}: {e}"))?;
         let n = v.as_array().map_or(0, Vec::len);

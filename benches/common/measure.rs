@@ -284,3 +284,16 @@ pub fn exit_code(outcome: Result<bool>) -> std::process::ExitCode {
         }
     }
 }
+
+/// `--root ROOT --runroot RUNROOT --storage-driver overlay`: the global options that point podman
+/// or bootc-image at a bench store.
+pub fn overlay_store_args(root: &Path, runroot: &Path) -> Vec<String> {
+    vec![
+        "--root".into(),
+        root.display().to_string(),
+        "--runroot".into(),
+        runroot.display().to_string(),
+        "--storage-driver".into(),
+        "overlay".into(),
+    ]
+}
