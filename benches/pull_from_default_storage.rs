@@ -53,7 +53,10 @@ mod measure;
 mod storefs;
 
 use anyhow::{Context, Result, anyhow, bail};
-use fixtures::{FixtureInfo, IMAGE_NAME, TAG, check_store, ensure_fixtures, write_blob};
+use fixtures::{
+    FixtureInfo, IMAGE_NAME, TAG, check_store, ensure_fixtures, write_blob,
+    write_config_and_manifest,
+};
 use measure::{
     Sample, ToolResult, fmt_opt, load_average, measure, measure_in, median, overlay_store_args,
     runs_from_env, settle, settle_warm, small_from_env, version_of,
@@ -337,22 +340,7 @@ fn write_small_layouts(dir: &Path, count: usize) -> Result<Vec<String>> {
             "rootfs": {"type": "layers", "diff_ids": [diff_id]},
             "history": [{"created": SMALL_CREATED, "created_by": format!("bench: {tag}")}],
         });
-        let config = write_blob(
-            dir,
-            "application/vnd.oci.image.config.v1+json",
-            &serde_json::to_vec(&config)?,
-        )?;
-        let manifest = json!({
-            "schemaVersion": 2,
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "config": config.to_json(),
-            "layers": [layer.to_json()],
-        });
-        let manifest = write_blob(
-            dir,
-            "application/vnd.oci.image.manifest.v1+json",
-            &serde_json::to_vec(&manifest)?,
-        )?;
+        let (_, manifest) = write_config_and_manifest(dir, &config, vec![layer.to_json()])?;
         let mut entry = manifest.to_json();
         entry["annotations"] = json!({"org.opencontainers.image.ref.name": tag});
         manifests.push(entry);

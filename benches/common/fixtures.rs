@@ -1223,6 +1223,32 @@ impl FixtureInfo {
     }
 }
 
+/// Writes `config` and an OCI manifest naming it and `layers` (descriptors) as blobs of `layout`;
+/// returns their descriptors.
+pub fn write_config_and_manifest(
+    layout: &Path,
+    config: &Value,
+    layers: Vec<Value>,
+) -> Result<(Desc, Desc)> {
+    let config = write_blob(
+        layout,
+        "application/vnd.oci.image.config.v1+json",
+        &serde_json::to_vec(config)?,
+    )?;
+    let manifest = json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": config.to_json(),
+        "layers": layers,
+    });
+    let manifest = write_blob(
+        layout,
+        "application/vnd.oci.image.manifest.v1+json",
+        &serde_json::to_vec(&manifest)?,
+    )?;
+    Ok((config, manifest))
+}
+
 /// Writes config, manifest, `index.json` (tag [`TAG`]) and `oci-layout` for the given layers.
 fn write_image(layout: &Path, layers: &[(WrittenLayer, Desc)]) -> Result<FixtureInfo> {
     let diff_ids: Vec<&str> = layers.iter().map(|(l, _)| l.diff_id.as_str()).collect();
@@ -1237,22 +1263,8 @@ fn write_image(layout: &Path, layers: &[(WrittenLayer, Desc)]) -> Result<Fixture
         "rootfs": {"type": "layers", "diff_ids": diff_ids},
         "history": history,
     });
-    let config = write_blob(
-        layout,
-        "application/vnd.oci.image.config.v1+json",
-        &serde_json::to_vec(&config)?,
-    )?;
-    let manifest = json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": config.to_json(),
-        "layers": layers.iter().map(|(_, d)| d.to_json()).collect::<Vec<_>>(),
-    });
-    let manifest = write_blob(
-        layout,
-        "application/vnd.oci.image.manifest.v1+json",
-        &serde_json::to_vec(&manifest)?,
-    )?;
+    let layer_descs: Vec<Value> = layers.iter().map(|(_, d)| d.to_json()).collect();
+    let (config, manifest) = write_config_and_manifest(layout, &config, layer_descs)?;
     let mut index_entry = manifest.to_json();
     index_entry["annotations"] = json!({"org.opencontainers.image.ref.name": TAG});
     let index = json!({"schemaVersion": 2, "manifests": [index_entry]});
