@@ -30,6 +30,10 @@ pub fn open_dir(path: &Path) -> rustix::io::Result<OwnedFd> {
 
 /// Removes `name` below `dir`, recursively if it is a directory. A missing entry is not an error.
 pub fn remove_all_at(dir: BorrowedFd<'_>, name: &[u8]) -> rustix::io::Result<()> {
+    // Only a child of `dir`: never the directory itself, its parent, or a path through others.
+    if name.is_empty() || name == b"." || name == b".." || name.contains(&b'/') {
+        return Err(Errno::INVAL);
+    }
     let st = match rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
         Ok(st) => st,
         Err(Errno::NOENT) => return Ok(()),

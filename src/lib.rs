@@ -12,6 +12,7 @@
 
 pub mod bootc;
 pub mod cli;
+pub mod crashpoint;
 pub mod error;
 pub mod fsutil;
 pub mod layer;

@@ -89,8 +89,9 @@ pub fn read(root: &Path) -> Result<Vec<BoundImage>> {
 }
 
 /// The name a bound image has in bootc's store: its normalized reference, or for an
-/// `oci:DIR[:TAG]` / `oci-archive:FILE[:TAG]` reference `localhost/TAG` (the file name without a tag).
-pub fn store_name(image: &str) -> String {
+/// `oci:DIR[:TAG]` / `oci-archive:FILE[:TAG]` reference `localhost/TAG` (the file name without a tag),
+/// made a valid name component. A reference podman could not parse is an error.
+pub fn store_name(image: &str) -> Result<String> {
     if let Ok(r) = crate::source::SourceRef::parse(image) {
         let (path, tag) = match &r {
             crate::source::SourceRef::OciDir { path, tag }
@@ -98,10 +99,11 @@ pub fn store_name(image: &str) -> String {
         };
         let base = tag.clone().unwrap_or_else(|| {
             path.file_stem()
-                .map(|s| s.to_string_lossy().to_lowercase())
+                .map(|s| s.to_string_lossy().into_owned())
                 .unwrap_or_else(|| "bound".into())
         });
-        let clean: String = base
+        let base = base.to_lowercase();
+        let keep: String = base
             .chars()
             .map(|c| {
                 if c.is_ascii_alphanumeric() || "._-".contains(c) {
@@ -111,9 +113,19 @@ pub fn store_name(image: &str) -> String {
                 }
             })
             .collect();
-        return crate::reference::normalize(&format!("localhost/{clean}")).unwrap_or(clean);
+        if let Ok(name) = crate::reference::normalize(&format!("localhost/{keep}")) {
+            return Ok(name);
+        }
+        // Only dashes between letters and digits: always a valid component.
+        let dashed: String = keep
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+            .collect();
+        let dashed = dashed.trim_matches('-');
+        let dashed = if dashed.is_empty() { "bound" } else { dashed };
+        return crate::reference::normalize(&format!("localhost/{dashed}"));
     }
-    crate::reference::normalize(image).unwrap_or_else(|_| image.to_string())
+    crate::reference::normalize(image)
 }
 
 /// Extracts `Image=` from section `[section]` of a quadlet unit; refuses `AuthFile=` and specifiers.

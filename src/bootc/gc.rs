@@ -13,7 +13,8 @@ pub fn roots(sysroot: &Sysroot) -> Result<BTreeSet<String>> {
     let mut roots = BTreeSet::new();
     for d in deployments::list(sysroot)? {
         for b in bound_images::read(&d.root)? {
-            roots.insert(bound_images::store_name(&b.image));
+            // A name podman could not parse names no stored image.
+            roots.extend(bound_images::store_name(&b.image).ok());
         }
         if let Some(name) = d.image_name() {
             roots.insert(crate::reference::normalize(&name).unwrap_or(name));
@@ -36,5 +37,5 @@ pub fn collect(store: &Store, roots: &BTreeSet<String>, dry_run: bool) -> Result
             layers: Vec::new(),
         });
     }
-    store.delete_images(&garbage)
+    store.collect_garbage(&garbage)
 }

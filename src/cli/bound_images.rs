@@ -61,7 +61,10 @@ fn pull_all(cli: &Cli, images: &[bound_images::BoundImage]) -> anyhow::Result<()
                 let r = SourceRef::parse(&b.image)?;
                 let mut opened = source::open(&r)
                     .with_context(|| format!("bound image {} ({})", b.image, b.source))?;
-                opened.image.names = vec![bound_images::store_name(&b.image)];
+                opened.image.names = vec![
+                    bound_images::store_name(&b.image)
+                        .with_context(|| format!("bound image {}", b.source))?,
+                ];
                 dst.import_image(&opened.image, opened.blobs.as_ref(), &|_| {})
                     .with_context(|| format!("bound image {} ({})", b.image, b.source))?
                     .image_id
@@ -80,7 +83,8 @@ fn pull_all(cli: &Cli, images: &[bound_images::BoundImage]) -> anyhow::Result<()
                         )
                     })?
                     .clone();
-                let name = bound_images::store_name(&b.image);
+                let name = bound_images::store_name(&b.image)
+                    .with_context(|| format!("bound image {}", b.source))?;
                 dst.copy_image_from(
                     src,
                     &found.id,

@@ -644,6 +644,16 @@ impl TreeWriter {
         let root_path = self.root_path.clone();
         let style = self.style;
         let parent_path = join(parent_comps);
+        // `.wh.`, `.wh..` and `.wh...` would name the directory itself or its parent: on vfs that
+        // would delete outside the entry's directory (up to every other layer), so refuse them
+        // before any style acts, as c/storage refuses a path out of the layer.
+        let orig = &base[WHITEOUT_PREFIX.len()..];
+        if base != WHITEOUT_OPAQUE && (orig.is_empty() || orig == b"." || orig == b"..") {
+            return Err(Error::malformed_tar(format!(
+                "invalid whiteout {:?}",
+                String::from_utf8_lossy(&h.name)
+            )));
+        }
         if style == WhiteoutStyle::Delete {
             let unpacked = std::mem::take(&mut self.unpacked);
             let parent = self.parent(parent_comps)?;
@@ -657,7 +667,7 @@ impl TreeWriter {
                     !unpacked.contains(&p)
                 })
             } else {
-                remove_all_at(parent.as_fd(), &base[WHITEOUT_PREFIX.len()..])
+                remove_all_at(parent.as_fd(), orig)
             };
             self.unpacked = unpacked;
             self.cache.clear();
@@ -674,13 +684,6 @@ impl TreeWriter {
             )
             .map_err(|e| errno("marking opaque", &root_path, &parent_path, e))?;
             return Ok(());
-        }
-        let orig = &base[WHITEOUT_PREFIX.len()..];
-        if orig.is_empty() || orig == b"." || orig == b".." {
-            return Err(Error::malformed_tar(format!(
-                "invalid whiteout {:?}",
-                String::from_utf8_lossy(base)
-            )));
         }
         remove_all_at(parent.as_fd(), orig).map_err(|e| errno("removing", &root_path, orig, e))?;
         rustix::fs::mknodat(

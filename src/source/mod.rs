@@ -1,5 +1,6 @@
 //! Image sources: each yields a manifest, a config and layer blobs.
 
+pub mod manifest_rules;
 pub mod oci_archive;
 pub mod oci_layout;
 pub mod oci_types;

@@ -179,12 +179,14 @@ pub fn resolve(layout: &dyn Layout, tag: Option<&str>) -> Result<ImageInput> {
             })?;
     }
     let (manifest_bytes, manifest_digest) = read_verified(layout, &desc, "manifest")?;
+    super::manifest_rules::check_manifest(&manifest_bytes, &manifest_digest)?;
     let manifest: Manifest = parse_json(
         &manifest_bytes,
         &format!("manifest {manifest_digest}"),
         &loc,
     )?;
     let (config_bytes, config_digest) = read_verified(layout, &manifest.config, "config")?;
+    super::manifest_rules::check_config(&config_bytes, &config_digest)?;
     let config: Config = parse_json(&config_bytes, &format!("config {config_digest}"), &loc)?;
     if config.rootfs.diff_ids.len() != manifest.layers.len() {
         return Err(Error::InvalidInput(format!(
@@ -222,7 +224,6 @@ pub fn resolve(layout: &dyn Layout, tag: Option<&str>) -> Result<ImageInput> {
             diff_id: parse_digest(d, "config DiffID")?,
         });
     }
-    let _ = manifest.media_type;
     Ok(ImageInput {
         manifest: manifest_bytes,
         manifest_digest,

@@ -54,6 +54,7 @@ impl Store {
         image_id: &str,
         opts: &CopyOptions,
     ) -> Result<CopyReport> {
+        crate::reference::check_stored_names(&opts.names)?;
         let same = std::fs::canonicalize(&src.config().graphroot).ok()
             == std::fs::canonicalize(&self.config().graphroot).ok();
         if same {

@@ -1,12 +1,40 @@
-//! Removing images, and the layers only they used, under the store's locks.
+//! Removing images, and the layers only they used, under the store's locks — crash-safe.
+//!
+//! The order is c/storage's, so that a kill at any point leaves a store every reader accepts and the
+//! next open finishes the job:
+//!
+//! 1. a journal (`bootc-image-deleting.json` in the layers directory) names the images and layers
+//!    about to go;
+//! 2. `images.json` without the images (nothing visible points at what follows any more), then the
+//!    images' big-data directories;
+//! 3. `layers.json` with the doomed layers flagged `incomplete` — from here on podman and we treat
+//!    them as half-written and delete them at the next open;
+//! 4. the layers' driver data and tar-splits;
+//! 5. `layers.json` without them, then the journal goes.
+//!
+//! Recovery at open ([`Store::finish_interrupted_delete`]) reads the journal: layers it names that no
+//! image, container, child layer or mount uses are flagged and removed, image directories it names
+//! whose image is not in `images.json` are removed. A kill before step 2 thus deletes nothing
+//! visible; a kill after it completes the delete.
 
 use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
-use storage_format::LayerRecord;
+use serde::{Deserialize, Serialize};
+use storage_format::{ImageRecord, LayerRecord, LockGuard, RecordFile};
 
 use super::Store;
 use super::records;
+use crate::crashpoint::hit;
 use crate::error::{Error, Result};
+
+/// The journal of a delete in progress, in the layers directory.
+pub const JOURNAL: &str = "bootc-image-deleting.json";
+
+/// Unused layers younger than this are left alone by a sweep: another tool may be pulling an image
+/// whose layers are committed one by one before its image record.
+pub const SWEEP_GRACE: Duration = Duration::from_secs(10 * 60);
 
 /// What a removal did.
 #[derive(Debug, Clone, Default)]
@@ -17,37 +45,209 @@ pub struct DeleteReport {
     pub layers: Vec<String>,
 }
 
+/// Which layers a removal considers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sweep {
+    /// Only the removed images' own layer chains (as `podman rmi`).
+    Chains,
+    /// Also every other layer nothing uses (GC), if older than [`SWEEP_GRACE`].
+    Unused,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Journal {
+    images: Vec<String>,
+    layers: Vec<String>,
+}
+
 impl Store {
-    /// Removes the images with the given IDs, then every layer no remaining image or layer (including
-    /// containers' layers) uses and that is not mounted.
+    /// Removes the images with the given IDs, then every layer of their chains that no remaining
+    /// image, container or mount uses.
     pub fn delete_images(&self, ids: &[String]) -> Result<DeleteReport> {
+        self.remove_images(ids, Sweep::Chains)
+    }
+
+    /// Removes the images with the given IDs and every layer nothing uses, including layers
+    /// orphaned earlier (by an interrupted delete of another tool, say).
+    pub fn collect_garbage(&self, ids: &[String]) -> Result<DeleteReport> {
+        self.remove_images(ids, Sweep::Unused)
+    }
+
+    /// The layers that [`Store::collect_garbage`] with no image would remove now.
+    pub fn unused_layers(&self) -> Result<Vec<String>> {
+        let _g = self.layers_lock().lock_read()?;
+        let _i = self.images_lock().lock_read()?;
+        let (layers, _) = self.read_layers()?;
+        let (images, _) = self.read_images()?;
+        let candidates = self.sweep_candidates(&layers);
+        Ok(self.doomed_layers(&layers, &images, candidates)?)
+    }
+
+    fn remove_images(&self, ids: &[String], sweep: Sweep) -> Result<DeleteReport> {
         let _w = self.writer()?;
         let layers_guard = self.layers_lock().lock_write()?;
         let images_guard = self.images_lock().lock_write()?;
         let (mut images, _) = self.read_images()?;
+        let (mut layers, _) = self.read_layers()?;
         let mut report = DeleteReport::default();
-        let mut tops = Vec::new();
+        let mut candidates: HashSet<String> = HashSet::new();
         for id in ids {
             if let Some(img) = images.remove(id) {
                 report.images.push(id.clone());
-                tops.extend(img.layer);
+                // The image's own chain.
+                let mut next = img.layer;
+                while let Some(id) = next {
+                    next = layers.get(&id).and_then(|l| l.parent.clone());
+                    if !candidates.insert(id) {
+                        break;
+                    }
+                }
             }
         }
-        if report.images.is_empty() {
+        if sweep == Sweep::Unused {
+            candidates.extend(self.sweep_candidates(&layers));
+        }
+        let doomed = self.doomed_layers(&layers, &images, candidates)?;
+        if report.images.is_empty() && doomed.is_empty() {
             return Ok(report);
         }
-        // The record goes first: a crash afterwards leaves unreferenced files, never a broken image.
-        records::write(
-            &self.images_dir().join("images.json"),
-            &images,
-            &images_guard,
-        )?;
-        for id in &report.images {
-            let dir = self.images_dir().join(id);
-            crate::fsutil::remove_all(&dir).map_err(|e| Error::io("removing", &dir, e))?;
+        let journal = Journal {
+            images: report.images.clone(),
+            layers: doomed.clone(),
+        };
+        self.write_journal(&journal)?;
+        hit("delete:journal");
+        if !report.images.is_empty() {
+            records::write(
+                &self.images_dir().join("images.json"),
+                &images,
+                &images_guard,
+            )?;
+            hit("delete:images-record");
+            for id in &report.images {
+                let dir = self.images_dir().join(id);
+                crate::fsutil::remove_all(&dir).map_err(|e| Error::io("removing", &dir, e))?;
+            }
+            hit("delete:image-dirs");
         }
-        let (mut layers, _) = self.read_layers()?;
-        let mounted = self.mounted_layers();
+        self.remove_layers(&mut layers, &doomed, &layers_guard)?;
+        self.remove_journal()?;
+        report.layers = doomed;
+        drop(images_guard);
+        Ok(report)
+    }
+
+    /// Flags `doomed` incomplete and writes that, removes their data, then their records.
+    fn remove_layers(
+        &self,
+        layers: &mut RecordFile<LayerRecord>,
+        doomed: &[String],
+        guard: &LockGuard<'_>,
+    ) -> Result<()> {
+        if doomed.is_empty() {
+            return Ok(());
+        }
+        let path = self.layers_dir().join("layers.json");
+        for id in doomed {
+            if let Some(l) = layers.get_mut(id) {
+                l.set_incomplete(true);
+            }
+        }
+        records::write(&path, layers, guard)?;
+        hit("delete:layers-flagged");
+        for id in doomed {
+            self.driver().remove(id)?;
+            hit("delete:layer-data");
+            let ts = self.tar_split_path(id);
+            crate::fsutil::remove_all(&ts).map_err(|e| Error::io("removing", &ts, e))?;
+            hit("delete:layer-tar-split");
+        }
+        for id in doomed {
+            layers.remove(id);
+        }
+        records::write(&path, layers, guard)?;
+        hit("delete:layers-record");
+        Ok(())
+    }
+
+    fn journal_path(&self) -> PathBuf {
+        self.layers_dir().join(JOURNAL)
+    }
+
+    fn write_journal(&self, journal: &Journal) -> Result<()> {
+        let bytes = serde_json::to_vec(journal)
+            .map_err(|e| Error::Internal(format!("encoding the delete journal: {e}")))?;
+        super::atomic::atomic_write(&self.journal_path(), &bytes, 0o600)
+    }
+
+    fn remove_journal(&self) -> Result<()> {
+        let p = self.journal_path();
+        match std::fs::remove_file(&p) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io("removing", &p, e)),
+        }
+    }
+
+    /// Finishes a delete that was interrupted (the journal is there). The caller holds the layers
+    /// lock; this takes the images lock. `layers` is updated and written.
+    pub(crate) fn finish_interrupted_delete(
+        &self,
+        layers: &mut RecordFile<LayerRecord>,
+        layers_guard: &LockGuard<'_>,
+    ) -> Result<()> {
+        let p = self.journal_path();
+        let bytes = match std::fs::read(&p) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(Error::io("reading", &p, e)),
+        };
+        // A journal we cannot read names nothing we can act on safely: drop it.
+        let journal: Journal = serde_json::from_slice(&bytes).unwrap_or_default();
+        let images_guard = self.images_lock().lock_write()?;
+        let (images, _) = self.read_images()?;
+        for id in &journal.images {
+            if images.get(id).is_none() && storage_format::is_valid_id(id) {
+                let dir = self.images_dir().join(id);
+                crate::fsutil::remove_all(&dir).map_err(|e| Error::io("removing", &dir, e))?;
+            }
+        }
+        let candidates = journal.layers.iter().cloned().collect();
+        let doomed = self.doomed_layers(layers, &images, candidates)?;
+        self.remove_layers(layers, &doomed, layers_guard)?;
+        drop(images_guard);
+        self.remove_journal()
+    }
+
+    /// Complete layers old enough to be swept if nothing uses them.
+    fn sweep_candidates(&self, layers: &RecordFile<LayerRecord>) -> HashSet<String> {
+        let now = SystemTime::now();
+        layers
+            .iter()
+            .filter(|l| !l.is_incomplete())
+            .filter(|l| {
+                let age = |p: &Path| {
+                    std::fs::symlink_metadata(p)
+                        .and_then(|m| m.modified())
+                        .ok()
+                        .and_then(|t| now.duration_since(t).ok())
+                };
+                let age = age(&self.tar_split_path(&l.id))
+                    .or_else(|| age(&self.driver().tree_path(&l.id)));
+                age.is_none_or(|a| a >= SWEEP_GRACE)
+            })
+            .map(|l| l.id.clone())
+            .collect()
+    }
+
+    /// Of `candidates`, the layers to remove: repeatedly the leaves that no image, container, mount
+    /// or name keeps, in removal order (children before parents).
+    fn doomed_layers(
+        &self,
+        layers: &RecordFile<LayerRecord>,
+        images: &RecordFile<ImageRecord>,
+        candidates: HashSet<String>,
+    ) -> Result<Vec<String>> {
         let mut keep: HashSet<String> = HashSet::new();
         for img in images.iter() {
             keep.extend(img.layer.iter().cloned());
@@ -55,74 +255,85 @@ impl Store {
                 keep.extend(m.iter().filter_map(|v| v.as_str().map(str::to_owned)));
             }
         }
-        keep.extend(mounted);
-        // Only the removed images' own layer chains are candidates.
-        let mut candidates: HashSet<String> = HashSet::new();
-        for top in tops {
-            let mut next = Some(top);
-            while let Some(id) = next {
-                next = layers.get(&id).and_then(|l| l.parent.clone());
-                if !candidates.insert(id) {
-                    break;
-                }
-            }
-        }
-        // Repeatedly remove leaf layers nobody keeps.
+        keep.extend(self.mounted_layers()?);
+        keep.extend(self.container_layers()?);
+        let mut alive: HashMap<&str, &LayerRecord> =
+            layers.iter().map(|l| (l.id.as_str(), l)).collect();
+        let mut doomed = Vec::new();
         loop {
-            let all: Vec<LayerRecord> = layers.iter().cloned().collect();
             let mut children: HashMap<&str, usize> = HashMap::new();
-            for l in &all {
+            for l in alive.values() {
                 if let Some(p) = &l.parent {
                     *children.entry(p.as_str()).or_default() += 1;
                 }
             }
-            let doomed: Vec<String> = all
-                .iter()
+            let mut leaves: Vec<&str> = alive
+                .values()
                 .filter(|l| {
                     candidates.contains(&l.id)
                         && !keep.contains(&l.id)
                         && !children.contains_key(l.id.as_str())
                         && l.names.is_empty()
                 })
-                .map(|l| l.id.clone())
+                .map(|l| l.id.as_str())
                 .collect();
-            if doomed.is_empty() {
+            if leaves.is_empty() {
                 break;
             }
-            for id in doomed {
-                layers.remove(&id);
-                self.driver().remove(&id)?;
-                let ts = self.tar_split_path(&id);
-                crate::fsutil::remove_all(&ts).map_err(|e| Error::io("removing", &ts, e))?;
-                report.layers.push(id);
+            leaves.sort_unstable();
+            for id in leaves {
+                alive.remove(id);
+                doomed.push(id.to_string());
             }
         }
-        records::write(
-            &self.layers_dir().join("layers.json"),
-            &layers,
-            &layers_guard,
-        )?;
-        drop(images_guard);
-        Ok(report)
+        Ok(doomed)
     }
 
     /// Layers podman has mounted (runroot `mountpoints.json`), which must not be removed.
-    fn mounted_layers(&self) -> Vec<String> {
+    fn mounted_layers(&self) -> Result<Vec<String>> {
         let p = self
             .config()
             .runroot
             .join(format!("{}-layers", self.config().driver.name()))
             .join("mountpoints.json");
-        let Ok(bytes) = std::fs::read(p) else {
-            return Vec::new();
-        };
-        let Ok(serde_json::Value::Array(v)) = serde_json::from_slice::<serde_json::Value>(&bytes)
-        else {
-            return Vec::new();
-        };
-        v.iter()
-            .filter(|m| m.get("count").and_then(|c| c.as_u64()).unwrap_or(0) > 0)
-            .filter_map(|m| m.get("id").and_then(|i| i.as_str()).map(str::to_owned))
-            .collect()
+        json_ids(&p, |m| {
+            m.get("count").and_then(|c| c.as_u64()).unwrap_or(0) > 0
+        }, "id")
+    }
+
+    /// The read-write layers of podman's containers (`<driver>-containers/containers.json`).
+    fn container_layers(&self) -> Result<Vec<String>> {
+        let p = self
+            .config()
+            .graphroot
+            .join(format!("{}-containers", self.config().driver.name()))
+            .join("containers.json");
+        json_ids(&p, |_| true, "layer")
+    }
+}
+
+/// The string `field` of every object of the JSON array in `path` that `pick` accepts; nothing if
+/// the file is missing. A file we cannot read or parse is an error: what it protects is unknown.
+fn json_ids(
+    path: &Path,
+    pick: impl Fn(&serde_json::Value) -> bool,
+    field: &str,
+) -> Result<Vec<String>> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::io("reading", path, e)),
+    };
+    match serde_json::from_slice::<serde_json::Value>(&bytes) {
+        Ok(serde_json::Value::Array(v)) => Ok(v
+            .iter()
+            .filter(|m| pick(m))
+            .filter_map(|m| m.get(field).and_then(|i| i.as_str()).map(str::to_owned))
+            .collect()),
+        _ if bytes.iter().all(u8::is_ascii_whitespace) => Ok(Vec::new()),
+        _ => Err(Error::InvalidInput(format!(
+            "{} is not a JSON list: nothing is removed while it cannot be read; check it with podman",
+            path.display()
+        ))),
     }
 }

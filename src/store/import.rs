@@ -250,6 +250,7 @@ impl Store {
         producer: &dyn LayerProducer,
         progress: &(dyn Fn(Progress) + Sync),
     ) -> Result<ImportReport> {
+        crate::reference::check_stored_names(&input.names)?;
         // Layer IDs follow c/image's rule, from the config's DiffIDs.
         let mut ids_: Vec<String> = Vec::with_capacity(input.layers.len());
         for l in &input.layers {

@@ -231,6 +231,8 @@ impl Store {
         let _w = self.writer()?;
         let guard = self.layers_lock.lock_write()?;
         let (mut layers, _) = self.read_layers()?;
+        // A delete that was interrupted: finish it (its layers become incomplete ones).
+        self.finish_interrupted_delete(&mut layers, &guard)?;
         let incomplete: Vec<String> = layers
             .iter()
             .filter(|l| l.is_incomplete())

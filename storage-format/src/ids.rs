@@ -82,3 +82,9 @@ mod tests {
         assert_eq!(image_id(&cfg), ABC);
     }
 }
+
+/// Whether `id` has the form of a layer or image ID (64 lowercase hex digits), so it is safe as a
+/// file name in the store.
+pub fn is_valid_id(id: &str) -> bool {
+    id.len() == 64 && id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}

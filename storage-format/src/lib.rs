@@ -29,7 +29,7 @@ pub use bigdata::{big_data_file_name, big_data_key_from_file_name};
 pub use conf::StorageConf;
 pub use digest::Digest;
 pub use error::{Error, Result};
-pub use ids::{image_id, layer_id};
+pub use ids::{image_id, is_valid_id, layer_id};
 pub use lockfile::{LockFile, LockGuard, new_token};
 pub use overlay::{LINK_DIR, lower_chain, new_link_id, parse_lower};
 pub use records::{ImageRecord, LayerRecord, Record, RecordFile};
