@@ -32,3 +32,6 @@ mod recovery;
 
 #[path = "suite/ostree_host.rs"]
 mod ostree_host;
+
+#[path = "suite/store_safety.rs"]
+mod store_safety;

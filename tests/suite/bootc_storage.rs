@@ -1254,6 +1254,120 @@ fn gc_keeps_exactly_referenced_images() {
     assert_eq!(out.trim(), "Removed 0 images, 0 layers");
 }
 
+/// Every image of bootc's store has its whole layer chain: each layer has a record and, unless
+/// the record is flagged incomplete (which every reader deletes), its `diff/` directory.
+fn assert_no_image_lacks_data(sys: &Sys, when: &str) {
+    let layers = sys.layer_records();
+    for img in sys.image_records() {
+        let mut next = img["layer"].as_str().map(str::to_owned);
+        while let Some(id) = next {
+            let rec = layers
+                .iter()
+                .find(|l| l["id"].as_str() == Some(id.as_str()))
+                .unwrap_or_else(|| panic!("{when}: image {} points at missing layer {id}", img["id"]));
+            assert!(
+                rec["flags"]["incomplete"].as_bool() != Some(true),
+                "{when}: image {} uses layer {id}, flagged incomplete",
+                img["id"]
+            );
+            assert!(
+                sys.storage().join(format!("overlay/{id}/diff")).is_dir(),
+                "{when}: complete layer {id} of image {} has no data",
+                img["id"]
+            );
+            next = rec["parent"].as_str().map(str::to_owned);
+        }
+    }
+}
+
+/// `storage gc` killed (SIGKILL) at each point of its delete sequence: podman still lists and
+/// inspects every image, no image lacks data, and the next run finishes the delete (no orphaned
+/// layer, directory or tar-split left). Regression test for complete records without data that
+/// a later pull reused.
+#[test]
+fn gc_killed_at_every_point_recovers() {
+    use std::os::unix::process::ExitStatusExt as _;
+    let (def, fx) = default_store(&["a", "b", "c", "e"]);
+    let points = [
+        "delete:journal",
+        "delete:images-record",
+        "delete:image-dirs",
+        "delete:layers-flagged",
+        "delete:layer-data:1",
+        "delete:layer-data:3",
+        "delete:layer-tar-split:2",
+        "delete:layers-record",
+    ];
+    for (i, point) in points.iter().enumerate() {
+        let sys = Sys::new(&def, &format!("k{i}"));
+        let d = add_deployment(&sys, "os", 1, 0, None);
+        bind_image(&d, "a.image", name_of("a"), true);
+        for t in ["a", "b", "c", "e"] {
+            sys.pull(&def, name_of(t));
+        }
+        let out = run(
+            sys.ours(&def)
+                .args(["storage", "gc"])
+                .env("BOOTC_IMAGE_CRASH_AT", point),
+        );
+        assert_eq!(
+            out.status.signal(),
+            Some(9),
+            "gc should have been killed at {point}\n{}",
+            describe(&out)
+        );
+        // podman reads the interrupted store: every listed image inspects.
+        let listed = sys.podman_images();
+        for img in &listed {
+            let id = img["Id"].as_str().expect("Id");
+            sys.podman_ok(&["image", "inspect", id]);
+        }
+        assert_no_image_lacks_data(&sys, point);
+        // The next run finishes the job.
+        sys.ours_ok(&def, &["storage", "gc"]);
+        let ids: BTreeSet<String> = sys.images().into_iter().map(|(id, _)| id).collect();
+        assert_eq!(
+            ids,
+            BTreeSet::from([fx.image("a").image_id()]),
+            "{point}: images after the second gc"
+        );
+        let records = sys.layer_records();
+        let kept: BTreeSet<String> = fx
+            .image("a")
+            .diff_ids
+            .iter()
+            .map(|d| layer_id_by_diff(&records, d))
+            .collect();
+        assert_eq!(sys.layer_ids(), kept, "{point}: layers after the second gc");
+        let dirs: BTreeSet<String> = fs::read_dir(sys.storage().join("overlay"))
+            .expect("read overlay/")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .filter(|n| n.len() == 64)
+            .collect();
+        assert_eq!(dirs, kept, "{point}: layer directories after the second gc");
+        let leftovers: Vec<String> = fs::read_dir(sys.storage().join("overlay-layers"))
+            .expect("read overlay-layers/")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .filter(|n| {
+                n.ends_with(".tar-split.gz") && !kept.contains(n.trim_end_matches(".tar-split.gz"))
+                    || n.starts_with("bootc-image-")
+            })
+            .collect();
+        assert!(leftovers.is_empty(), "{point}: left behind {leftovers:?}");
+        let image_dirs = fs::read_dir(sys.storage().join("overlay-images"))
+            .expect("read overlay-images/")
+            .filter(|e| e.as_ref().is_ok_and(|e| e.path().is_dir()))
+            .count();
+        assert_eq!(image_dirs, 1, "{point}: image directories after the second gc");
+        assert_eq!(sys.podman_images().len(), 1, "{point}: podman images");
+        // A pull of a removed image works again (no stale record is reused).
+        sys.pull(&def, name_of("b"));
+        let mnt = PathBuf::from(sys.podman_ok(&["image", "mount", name_of("b")]).trim());
+        assert!(mnt.join("layer3/file").is_file(), "{point}: b mounts");
+        sys.podman_ok(&["image", "umount", name_of("b")]);
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // 7. storage init / status
 // ---------------------------------------------------------------------------------------------

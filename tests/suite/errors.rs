@@ -44,7 +44,7 @@ pub(crate) fn assert_seed_listed(store: &TestStore) {
 
 /// Runs our copy of `src` on a seeded store and checks the failure contract and that the store
 /// did not change.
-fn expect_failure_on(driver: Driver, what: &str, src: impl FnOnce(&Path) -> String) {
+pub(crate) fn expect_failure_on(driver: Driver, what: &str, src: impl FnOnce(&Path) -> String) {
     let store = seeded_store(driver);
     let src = src(&store.dir);
     let before = store.snapshot();
