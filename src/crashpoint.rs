@@ -57,6 +57,7 @@ pub fn hit(name: &'static str) {
         *c
     };
     if count == *nth {
-        let _ = rustix::process::kill_process(rustix::process::getpid(), rustix::process::Signal::KILL);
+        let _ =
+            rustix::process::kill_process(rustix::process::getpid(), rustix::process::Signal::KILL);
     }
 }

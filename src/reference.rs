@@ -83,7 +83,11 @@ fn is_domain(s: &str) -> bool {
         let Some((v6, after)) = rest.split_once(']') else {
             return false;
         };
-        if v6.is_empty() || !v6.bytes().all(|c| c.is_ascii_hexdigit() || c == b':' || c == b'.') {
+        if v6.is_empty()
+            || !v6
+                .bytes()
+                .all(|c| c.is_ascii_hexdigit() || c == b':' || c == b'.')
+        {
             return false;
         }
         match after {
@@ -180,10 +184,7 @@ pub fn parse(name: &str) -> Result<Reference> {
     // The tag is after a ':' that follows the last '/'.
     let last_slash = rest.rfind('/').map(|i| i + 1).unwrap_or(0);
     let (repo, tag) = match rest[last_slash..].find(':') {
-        Some(i) => (
-            &rest[..last_slash + i],
-            Some(&rest[last_slash + i + 1..]),
-        ),
+        Some(i) => (&rest[..last_slash + i], Some(&rest[last_slash + i + 1..])),
         None => (rest, None),
     };
     if let Some(t) = tag
@@ -276,7 +277,10 @@ mod tests {
             ("docker.io/busybox", "docker.io/library/busybox:latest"),
             ("index.docker.io/a/b", "docker.io/a/b:latest"),
             ("Registry.Example/a", "Registry.Example/a:latest"),
-            ("[::1]:5000/a_b__c-d--e.f", "[::1]:5000/a_b__c-d--e.f:latest"),
+            (
+                "[::1]:5000/a_b__c-d--e.f",
+                "[::1]:5000/a_b__c-d--e.f:latest",
+            ),
             (
                 &format!("a@sha256:{}", "0".repeat(64)),
                 &format!("docker.io/library/a@sha256:{}", "0".repeat(64)),

@@ -35,3 +35,6 @@ mod ostree_host;
 
 #[path = "suite/store_safety.rs"]
 mod store_safety;
+
+#[path = "suite/tar_parity.rs"]
+mod tar_parity;

@@ -247,7 +247,18 @@ pub fn parse_pax(data: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
             .iter()
             .position(|&b| b == b'=')
             .ok_or_else(|| Error::malformed_tar("PAX record without '='"))?;
-        records.push((record[..eq].to_vec(), record[eq + 1..].to_vec()));
+        let (key, value) = (&record[..eq], &record[eq + 1..]);
+        // Go's validPAXRecord: a key, without NUL; names without NUL in their values.
+        let names_a_path = matches!(key, b"path" | b"linkpath" | b"uname" | b"gname");
+        if key.is_empty() || key.contains(&0) || (names_a_path && value.contains(&0)) {
+            return Err(Error::malformed_tar(format!(
+                "invalid PAX record {:?}",
+                String::from_utf8_lossy(key)
+            )));
+        }
+        // Go keeps records in a map: a repeated key replaces the earlier value.
+        records.retain(|(k, _): &(Vec<u8>, Vec<u8>)| k.as_slice() != key);
+        records.push((key.to_vec(), value.to_vec()));
         rest = &rest[len..];
     }
     Ok(records)
@@ -296,13 +307,12 @@ pub fn resolve(raw: RawHeader, ext: Extensions) -> Result<TarHeader> {
     let mut mtime = (raw.mtime, 0u32);
     let mut atime = raw.atime.map(|a| (a, 0u32));
     let mut xattrs = Vec::new();
-    if let Some(n) = ext.long_name {
-        name = n;
-    }
-    if let Some(l) = ext.long_link {
-        linkname = l;
-    }
     for (k, v) in ext.pax {
+        // Go's mergePAX: an empty value keeps the header's own (ustar) value, and an empty
+        // xattr is not an xattr.
+        if v.is_empty() {
+            continue;
+        }
         match k.as_slice() {
             b"path" => name = v,
             b"linkpath" => linkname = v,
@@ -321,6 +331,13 @@ pub fn resolve(raw: RawHeader, ext: Extensions) -> Result<TarHeader> {
             }
             _ => {}
         }
+    }
+    // Go applies the GNU long name and link after the PAX records.
+    if let Some(n) = ext.long_name.filter(|n| !n.is_empty()) {
+        name = n;
+    }
+    if let Some(l) = ext.long_link.filter(|l| !l.is_empty()) {
+        linkname = l;
     }
     let kind = match raw.typeflag {
         b'0' | b'\0' | b'7' => {

@@ -156,7 +156,8 @@ impl<R: Read> TarStream<R> {
             match header.typeflag {
                 b'x' => {
                     let data = self.read_extension(header.size, &mut raw)?;
-                    ext.pax.extend(parse_pax(&data)?);
+                    // As Go's reader: a later extended header replaces an earlier one.
+                    ext.pax = parse_pax(&data)?;
                 }
                 b'L' => {
                     let data = self.read_extension(header.size, &mut raw)?;
@@ -168,13 +169,20 @@ impl<R: Read> TarStream<R> {
                 }
                 b'g' => {
                     // A global header is reported as an entry of its own with no data.
+                    // It applies to no other entry (c/storage ignores it), but Go reports its
+                    // `path` record as its name, which tar-split then records.
                     let data = self.read_extension(header.size, &mut raw)?;
                     let records = parse_pax(&data)?;
                     let mut h = resolve(header, Extensions::default())?;
+                    if let Some((_, path)) = records
+                        .into_iter()
+                        .find(|(k, v)| k.as_slice() == b"path" && !v.is_empty())
+                    {
+                        h.name = path;
+                    }
                     h.size = 0;
                     h.kind = EntryKind::GlobalHeader;
                     h.xattrs.clear();
-                    let _ = records;
                     return Ok(Event::Entry { raw, header: h });
                 }
                 _ => {
@@ -238,9 +246,10 @@ fn stream_error(e: std::io::Error) -> Error {
     }
 }
 
+/// A GNU long name or link: up to its first NUL, as Go's `parseString`.
 fn trim_nul(mut v: Vec<u8>) -> Vec<u8> {
-    while v.last() == Some(&0) {
-        v.pop();
+    if let Some(n) = v.iter().position(|&b| b == 0) {
+        v.truncate(n);
     }
     v
 }

@@ -81,6 +81,23 @@ pub struct TreeWriter {
     /// linked in by this writer), by path: a hardlink to one of them with the same metadata needs no
     /// `stat`. Emptied whenever an inode may have changed otherwise.
     known: HashMap<Vec<u8>, Meta>,
+    /// Paths this layer whited out (and did not create again): a hardlink to one is refused, as
+    /// c/storage cannot export such a layer.
+    whited_out: HashSet<Vec<u8>>,
+}
+
+/// Longest path c/storage can create or export: its paths are strings below the layer directory,
+/// and the kernel refuses those of `PATH_MAX` (4096) bytes or more.
+const PATH_MAX: usize = 4096;
+
+/// Whether an xattr of a tar entry reaches the tree. c/storage never applies `security.selinux`
+/// (the store's labels come from the mount), and overlayfs' own control attributes
+/// (`trusted.overlay.*`, `user.overlay.*` in userxattr mode) would be interpreted by overlayfs: a
+/// `metacopy` or `redirect` from a layer could make files unreadable or point elsewhere.
+pub fn applied_xattr(name: &[u8]) -> bool {
+    !(name == b"security.selinux"
+        || name.starts_with(b"trusted.overlay.")
+        || name.starts_with(b"user.overlay."))
 }
 
 /// Owner, mode and mtime of a header: what a hardlink entry applies to the shared inode.
@@ -146,8 +163,10 @@ fn errno(what: &'static str, path: &Path, name: &[u8], e: Errno) -> Error {
 }
 
 fn ts(secs: i64, nsec: u32) -> Timespec {
-    // c/storage clamps times before the epoch to the epoch.
-    if secs < 0 {
+    // c/storage's Chtimes sets times before the epoch, or after the last one a Go time.Duration
+    // holds (1<<63-1 ns: 2262-04-11), to the epoch.
+    const MAX: (i64, u32) = (9_223_372_036, 854_775_807);
+    if secs < 0 || (secs, nsec) > MAX {
         Timespec {
             tv_sec: 0,
             tv_nsec: 0,
@@ -206,6 +225,7 @@ impl TreeWriter {
             cache: DirCache::new(),
             link_by_fd: true,
             known: HashMap::new(),
+            whited_out: HashSet::new(),
         })
     }
 
@@ -326,10 +346,18 @@ impl TreeWriter {
 
     /// Creates the entry described by `h`. For a regular file, returns the file to write its data to.
     pub fn begin(&mut self, h: &TarHeader) -> Result<Option<OpenFile>> {
+        let (comps, _) = clean_components(&h.name);
         if h.kind == EntryKind::GlobalHeader {
+            // c/storage ignores a global header, but first creates the implied parent
+            // directories of its name, as for every entry.
+            if let Some((_, parent_comps)) = comps.split_last()
+                && !parent_comps.is_empty()
+            {
+                let parent_comps = parent_comps.to_vec();
+                self.parent(&parent_comps)?;
+            }
             return Ok(None);
         }
-        let (comps, _) = clean_components(&h.name);
         let Some((&base, parent_comps)) = comps.split_last() else {
             // The layer root itself ("./"): c/storage's overlay ignores it; its vfs applies it.
             if self.style == WhiteoutStyle::Delete && h.kind == EntryKind::Directory {
@@ -339,10 +367,21 @@ impl TreeWriter {
         };
         let parent_comps: Vec<&[u8]> = parent_comps.to_vec();
         let full = join(&comps);
+        let too_long = |p: &[u8]| self.root_path.as_os_str().len() + 1 + p.len() >= PATH_MAX;
+        if too_long(&full) || (h.kind == EntryKind::HardLink && too_long(&h.linkname)) {
+            return Err(Error::Unsafe {
+                entry: String::from_utf8_lossy(&h.name).chars().take(200).collect(),
+                reason: format!(
+                    "is a path too long for containers-storage to write or export ({} bytes within the layer)",
+                    full.len().max(h.linkname.len())
+                ),
+            });
+        }
         if base.starts_with(WHITEOUT_PREFIX) {
             self.whiteout(&parent_comps, base, h)?;
             return Ok(None);
         }
+        self.whited_out.remove(&full);
         let root_path = self.root_path.clone();
         let style = self.style;
         let name = || String::from_utf8_lossy(&h.name).into_owned();
@@ -371,6 +410,15 @@ impl TreeWriter {
                     reason: "is a hardlink to the layer root".into(),
                 });
             };
+            if self.whited_out.contains(&join(&target)) {
+                return Err(Error::Unsafe {
+                    entry: name(),
+                    reason: format!(
+                        "is a hardlink to {:?}, which this layer whites out",
+                        String::from_utf8_lossy(&h.linkname)
+                    ),
+                });
+            }
             let tdir = self
                 .existing_dir(&join(tparent))
                 .map_err(|_| not_in_layer())?;
@@ -466,7 +514,7 @@ impl TreeWriter {
         let gid = rustix::fs::Gid::from_raw(id(h.gid, &h.name)?);
         let e = |what, err| errno(what, &self.root_path, b"", err);
         rustix::fs::fchown(&self.root, Some(uid), Some(gid)).map_err(|err| e("chown", err))?;
-        for (k, v) in &h.xattrs {
+        for (k, v) in h.xattrs.iter().filter(|(k, _)| applied_xattr(k)) {
             match rustix::fs::fsetxattr(&self.root, k.as_slice(), v, XattrFlags::empty()) {
                 Ok(()) | Err(Errno::NOTSUP) | Err(Errno::PERM) => {}
                 Err(err) => return Err(e("setting xattr on", err)),
@@ -589,7 +637,7 @@ impl TreeWriter {
         if let Some(f) = file {
             rustix::fs::fchown(f, Some(uid), Some(gid))
                 .map_err(|e| errno("chown", &root_path, &full, e))?;
-            for (k, v) in &h.xattrs {
+            for (k, v) in h.xattrs.iter().filter(|(k, _)| applied_xattr(k)) {
                 match rustix::fs::fsetxattr(f, k.as_slice(), v, XattrFlags::empty()) {
                     Ok(()) | Err(Errno::NOTSUP) | Err(Errno::PERM) => {}
                     Err(e) => return Err(errno("setting xattr on", &root_path, &full, e)),
@@ -611,7 +659,7 @@ impl TreeWriter {
         .map_err(|e| errno("chown", &root_path, &full, e))?;
         if !h.xattrs.is_empty() {
             let p = proc_path(parent.as_fd(), base);
-            for (k, v) in &h.xattrs {
+            for (k, v) in h.xattrs.iter().filter(|(k, _)| applied_xattr(k)) {
                 match rustix::fs::lsetxattr(p.as_slice(), k.as_slice(), v, XattrFlags::empty()) {
                     Ok(()) | Err(Errno::NOTSUP) | Err(Errno::PERM) => {}
                     Err(e) => return Err(errno("setting xattr on", &root_path, &full, e)),
@@ -653,6 +701,14 @@ impl TreeWriter {
                 "invalid whiteout {:?}",
                 String::from_utf8_lossy(&h.name)
             )));
+        }
+        if base != WHITEOUT_OPAQUE {
+            let mut p = parent_path.clone();
+            if !p.is_empty() {
+                p.push(b'/');
+            }
+            p.extend_from_slice(orig);
+            self.whited_out.insert(p);
         }
         if style == WhiteoutStyle::Delete {
             let unpacked = std::mem::take(&mut self.unpacked);

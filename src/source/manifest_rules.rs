@@ -133,7 +133,9 @@ pub fn check_config(bytes: &[u8], digest: &Digest) -> Result<()> {
     };
     match str_field(rootfs, "type") {
         Some("layers") => Ok(()),
-        other => Err(bad(&format!("has a rootfs of type {other:?}, not \"layers\""))),
+        other => Err(bad(&format!(
+            "has a rootfs of type {other:?}, not \"layers\""
+        ))),
     }
 }
 
@@ -154,7 +156,11 @@ mod tests {
 
     #[test]
     fn accepts_image_manifests() {
-        let m = manifest("", r#""mediaType":"application/vnd.oci.image.manifest.v1+json","#, MEDIA_OCI_CONFIG);
+        let m = manifest(
+            "",
+            r#""mediaType":"application/vnd.oci.image.manifest.v1+json","#,
+            MEDIA_OCI_CONFIG,
+        );
         assert_eq!(check_manifest(&m, &d()).ok(), Some(MEDIA_OCI_MANIFEST));
         let m = manifest("", "", MEDIA_OCI_CONFIG);
         assert_eq!(check_manifest(&m, &d()).ok(), Some(MEDIA_OCI_MANIFEST));
@@ -163,17 +169,29 @@ mod tests {
     #[test]
     fn refuses_what_podman_cannot_read() {
         let cases = [
-            manifest("", r#""mediaType":"application/vnd.oci.image.index.v1+json","#, MEDIA_OCI_CONFIG),
+            manifest(
+                "",
+                r#""mediaType":"application/vnd.oci.image.index.v1+json","#,
+                MEDIA_OCI_CONFIG,
+            ),
             manifest(r#","manifests":[]"#, "", MEDIA_OCI_CONFIG),
             manifest(r#","Manifests":[]"#, "", MEDIA_OCI_CONFIG),
             manifest(r#","history":[]"#, "", MEDIA_OCI_CONFIG),
             manifest("", "", "application/vnd.example.artifact"),
-            manifest("", r#""mediaType":"application/vnd.docker.distribution.manifest.v2+json","#, MEDIA_OCI_CONFIG),
+            manifest(
+                "",
+                r#""mediaType":"application/vnd.docker.distribution.manifest.v2+json","#,
+                MEDIA_OCI_CONFIG,
+            ),
             br#"{"schemaVersion":1,"config":{}}"#.to_vec(),
             b"[]".to_vec(),
         ];
         for m in cases {
-            assert!(check_manifest(&m, &d()).is_err(), "{}", String::from_utf8_lossy(&m));
+            assert!(
+                check_manifest(&m, &d()).is_err(),
+                "{}",
+                String::from_utf8_lossy(&m)
+            );
         }
     }
 

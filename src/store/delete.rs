@@ -80,7 +80,7 @@ impl Store {
         let (layers, _) = self.read_layers()?;
         let (images, _) = self.read_images()?;
         let candidates = self.sweep_candidates(&layers);
-        Ok(self.doomed_layers(&layers, &images, candidates)?)
+        self.doomed_layers(&layers, &images, candidates)
     }
 
     fn remove_images(&self, ids: &[String], sweep: Sweep) -> Result<DeleteReport> {
@@ -296,9 +296,11 @@ impl Store {
             .runroot
             .join(format!("{}-layers", self.config().driver.name()))
             .join("mountpoints.json");
-        json_ids(&p, |m| {
-            m.get("count").and_then(|c| c.as_u64()).unwrap_or(0) > 0
-        }, "id")
+        json_ids(
+            &p,
+            |m| m.get("count").and_then(|c| c.as_u64()).unwrap_or(0) > 0,
+            "id",
+        )
     }
 
     /// The read-write layers of podman's containers (`<driver>-containers/containers.json`).

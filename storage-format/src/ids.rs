@@ -29,6 +29,15 @@ pub fn image_id(config_digest: &Digest) -> String {
     config_digest.hex().to_owned()
 }
 
+/// Whether `id` has the form of a layer or image ID (64 lowercase hex digits), so it is safe as a
+/// file name in the store.
+pub fn is_valid_id(id: &str) -> bool {
+    id.len() == 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -81,10 +90,4 @@ mod tests {
         let cfg = Digest::of_bytes(b"abc");
         assert_eq!(image_id(&cfg), ABC);
     }
-}
-
-/// Whether `id` has the form of a layer or image ID (64 lowercase hex digits), so it is safe as a
-/// file name in the store.
-pub fn is_valid_id(id: &str) -> bool {
-    id.len() == 64 && id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }

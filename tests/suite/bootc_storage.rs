@@ -1264,7 +1264,9 @@ fn assert_no_image_lacks_data(sys: &Sys, when: &str) {
             let rec = layers
                 .iter()
                 .find(|l| l["id"].as_str() == Some(id.as_str()))
-                .unwrap_or_else(|| panic!("{when}: image {} points at missing layer {id}", img["id"]));
+                .unwrap_or_else(|| {
+                    panic!("{when}: image {} points at missing layer {id}", img["id"])
+                });
             assert!(
                 rec["flags"]["incomplete"].as_bool() != Some(true),
                 "{when}: image {} uses layer {id}, flagged incomplete",
@@ -1305,11 +1307,10 @@ fn gc_killed_at_every_point_recovers() {
         for t in ["a", "b", "c", "e"] {
             sys.pull(&def, name_of(t));
         }
-        let out = run(
-            sys.ours(&def)
-                .args(["storage", "gc"])
-                .env("BOOTC_IMAGE_CRASH_AT", point),
-        );
+        let out = run(sys
+            .ours(&def)
+            .args(["storage", "gc"])
+            .env("BOOTC_IMAGE_CRASH_AT", point));
         assert_eq!(
             out.status.signal(),
             Some(9),
@@ -1358,7 +1359,10 @@ fn gc_killed_at_every_point_recovers() {
             .expect("read overlay-images/")
             .filter(|e| e.as_ref().is_ok_and(|e| e.path().is_dir()))
             .count();
-        assert_eq!(image_dirs, 1, "{point}: image directories after the second gc");
+        assert_eq!(
+            image_dirs, 1,
+            "{point}: image directories after the second gc"
+        );
         assert_eq!(sys.podman_images().len(), 1, "{point}: podman images");
         // A pull of a removed image works again (no stale record is reused).
         sys.pull(&def, name_of("b"));

@@ -194,7 +194,7 @@ impl Entry {
 }
 
 /// One PAX record `"<len> key=value\n"`, where len counts the whole record.
-fn pax_record(key: &str, value: &[u8]) -> Vec<u8> {
+pub fn pax_record(key: &str, value: &[u8]) -> Vec<u8> {
     let rest = 3 + key.len() + value.len(); // ' ' + '=' + '\n'
     let mut len = rest + 1;
     while len != rest + len.to_string().len() {
@@ -217,13 +217,13 @@ fn push_padded(out: &mut Vec<u8>, data: &[u8]) {
 }
 
 /// Copies up to `field.len()` bytes of `value` into a header field (no NUL when it is full).
-fn set_field(field: &mut [u8], value: &[u8]) {
+pub fn set_field(field: &mut [u8], value: &[u8]) {
     let n = value.len().min(field.len());
     field[..n].copy_from_slice(&value[..n]);
 }
 
 /// Appends one raw header + data.
-fn push_header(out: &mut Vec<u8>, mut header: tar::Header, data: &[u8]) {
+pub fn push_header(out: &mut Vec<u8>, mut header: tar::Header, data: &[u8]) {
     header.set_size(data.len() as u64);
     header.set_cksum();
     out.extend_from_slice(header.as_bytes());
@@ -231,7 +231,7 @@ fn push_header(out: &mut Vec<u8>, mut header: tar::Header, data: &[u8]) {
 }
 
 /// A GNU `././@LongLink` entry of type `L` or `K` carrying `name` plus a NUL.
-fn push_gnu_long(out: &mut Vec<u8>, ty: tar::EntryType, name: &[u8]) {
+pub fn push_gnu_long(out: &mut Vec<u8>, ty: tar::EntryType, name: &[u8]) {
     let mut h = tar::Header::new_gnu();
     set_field(&mut h.as_old_mut().name, b"././@LongLink");
     h.set_mode(0o644);

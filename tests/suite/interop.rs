@@ -10,10 +10,7 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use crate::fixture::{
-    self, BuiltImage, Compression, ImageSpec, OciDir, UNDEFINED_MTIME_PATHS, decompress_any,
-    digest_hex, sha256_digest,
-};
+use crate::fixture::{self, BuiltImage, Compression, ImageSpec, OciDir, UNDEFINED_MTIME_PATHS};
 use crate::util::{Driver, TestStore, diff_trees, run_ok, walk_tree};
 
 /// The name both stores use for the image under comparison.
@@ -87,34 +84,8 @@ fn assert_trees_equal(reference: &TestStore, ours: &TestStore, name: &str, skip_
 
 /// Exports `NAME` from `store` with skopeo and checks the DiffIDs of config and layers.
 fn assert_skopeo_exports(store: &TestStore, built: &BuiltImage) {
-    let out = store.scratch("export");
-    store.skopeo_copy_out(NAME, &out);
-    let blob = |d: &str| fs::read(out.join("blobs/sha256").join(digest_hex(d))).expect("blob");
-    let index: Value = serde_json::from_slice(&fs::read(out.join("index.json")).expect("index"))
-        .expect("index JSON");
-    let mdigest = index["manifests"][0]["digest"]
-        .as_str()
-        .expect("manifest digest");
-    let manifest: Value = serde_json::from_slice(&blob(mdigest)).expect("manifest JSON");
-    let config: Value = serde_json::from_slice(&blob(
-        manifest["config"]["digest"].as_str().expect("config"),
-    ))
-    .expect("config JSON");
-    assert_eq!(
-        config["rootfs"]["diff_ids"],
-        Value::from(built.diff_ids.clone()),
-        "exported config"
-    );
-    let layers: Vec<String> = manifest["layers"]
-        .as_array()
-        .expect("layers")
-        .iter()
-        .map(|l| {
-            sha256_digest(&decompress_any(&blob(
-                l["digest"].as_str().expect("digest"),
-            )))
-        })
-        .collect();
+    let (config, layers) = store.exported_diff_ids(NAME, "export");
+    assert_eq!(config, built.diff_ids, "exported config");
     assert_eq!(
         layers, built.diff_ids,
         "exported layers must decompress to the original DiffIDs"

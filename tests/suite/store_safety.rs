@@ -86,9 +86,10 @@ fn manifests_podman_cannot_read_are_refused() {
             c["mediaType"] = json!("application/vnd.example.artifact.v1+json");
             json!({"schemaVersion": 2, "mediaType": MANIFEST_MEDIA_TYPE, "config": c, "layers": l})
         }),
-        ("schemaVersion 1", |c, l| {
-            json!({"schemaVersion": 1, "mediaType": MANIFEST_MEDIA_TYPE, "config": c, "layers": l})
-        }),
+        (
+            "schemaVersion 1",
+            |c, l| json!({"schemaVersion": 1, "mediaType": MANIFEST_MEDIA_TYPE, "config": c, "layers": l}),
+        ),
         ("docker manifest with an OCI config", |c, l| {
             json!({"schemaVersion": 2,
                    "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
@@ -128,7 +129,11 @@ fn names_podman_cannot_parse_are_refused() {
         let out = store.ours_copy(&src, Some(bad));
         assert_clean_failure(&out, &format!("--target {bad:?}"), &["invalid image name"]);
         let d = before.diff(&store.snapshot());
-        assert!(d.is_empty(), "{bad:?}: the store changed:\n{}", d.join("\n"));
+        assert!(
+            d.is_empty(),
+            "{bad:?}: the store changed:\n{}",
+            d.join("\n")
+        );
     }
     assert_seed_listed(&store);
     store.ours_copy_ok(&src, Some("localhost:5000/a_b__c-d/e.f:v1.0-x"));

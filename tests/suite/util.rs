@@ -257,6 +257,45 @@ impl TestStore {
         ]));
     }
 
+    /// Exports `name` with skopeo into `<dir>/<label>` and returns (the config's DiffIDs, the
+    /// DiffIDs of the exported layer blobs as decompressed): what c/storage rebuilds from our
+    /// tar-splits and files.
+    pub fn exported_diff_ids(&self, name: &str, label: &str) -> (Vec<String>, Vec<String>) {
+        let out = self.scratch(label);
+        self.skopeo_copy_out(name, &out);
+        let blob = |d: &str| {
+            let hex = d.strip_prefix("sha256:").unwrap_or(d);
+            fs::read(out.join("blobs/sha256").join(hex)).expect("read exported blob")
+        };
+        let json = |b: Vec<u8>| -> Value { serde_json::from_slice(&b).expect("exported JSON") };
+        let index = json(fs::read(out.join("index.json")).expect("read exported index.json"));
+        let manifest = json(blob(
+            index["manifests"][0]["digest"]
+                .as_str()
+                .expect("manifest digest"),
+        ));
+        let config = json(blob(manifest["config"]["digest"].as_str().expect("config")));
+        let strings = |v: &Value| -> Vec<String> {
+            v.as_array()
+                .expect("a list")
+                .iter()
+                .map(|s| s.as_str().expect("a string").to_string())
+                .collect()
+        };
+        let layers = manifest["layers"]
+            .as_array()
+            .expect("layers")
+            .iter()
+            .map(|l| {
+                let data = crate::fixture::decompress_any(&blob(
+                    l["digest"].as_str().expect("layer digest"),
+                ));
+                crate::fixture::sha256_digest(&data)
+            })
+            .collect();
+        (strings(&config["rootfs"]["diff_ids"]), layers)
+    }
+
     /// A `bootc-image` command with this store's global options.
     pub fn ours_cmd(&self) -> Command {
         let mut c = Command::new(BIN);

@@ -1,0 +1,278 @@
+//! Tar parity with Go's `archive/tar`, the parser c/storage and skopeo use: a corpus of
+//! adversarial layer tars goes through skopeo (c/storage) into one store and through us into
+//! another. Both must refuse, or both accept with the same mounted tree; every layer we accept must
+//! be exported again by skopeo with its DiffID; no overlayfs control xattr reaches our tree.
+
+use crate::fixture::{self, Compression, ImageSpec, OciDir, pax_record, push_gnu_long, set_field};
+use crate::util::{Driver, TestStore, describe, diff_trees, walk_tree};
+
+/// Raw tar blocks, written by hand so that every header form can be produced.
+#[derive(Default)]
+struct RawTar(Vec<u8>);
+
+impl RawTar {
+    /// A ustar header block of type `ty` for `name` whose size field says `size`, then `data`
+    /// padded to a block; `edit` may change the header before its checksum is set.
+    fn header(
+        &mut self,
+        name: &[u8],
+        ty: tar::EntryType,
+        data: &[u8],
+        edit: impl FnOnce(&mut tar::Header),
+    ) -> &mut Self {
+        let mut h = tar::Header::new_ustar();
+        set_field(&mut h.as_old_mut().name, name);
+        h.set_mode(if ty == tar::EntryType::Directory {
+            0o755
+        } else {
+            0o644
+        });
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(fixture::EPOCH);
+        h.set_entry_type(ty);
+        h.set_size(data.len() as u64);
+        h.set_device_major(0).expect("major");
+        h.set_device_minor(0).expect("minor");
+        edit(&mut h);
+        h.set_cksum();
+        self.0.extend_from_slice(h.as_bytes());
+        self.0.extend_from_slice(data);
+        let rem = data.len() % 512;
+        if rem != 0 {
+            self.0.resize(self.0.len() + 512 - rem, 0);
+        }
+        self
+    }
+
+    /// A regular file.
+    fn file(&mut self, name: &str, data: &[u8]) -> &mut Self {
+        self.header(name.as_bytes(), tar::EntryType::Regular, data, |_| {})
+    }
+
+    /// A PAX extended (`x`) or global (`g`) header with these records.
+    fn pax(&mut self, ty: tar::EntryType, records: &[(&str, &[u8])]) -> &mut Self {
+        let data: Vec<u8> = records.iter().flat_map(|(k, v)| pax_record(k, v)).collect();
+        self.header(b"PaxHeaders/x", ty, &data, |_| {})
+    }
+
+    /// An `x` header.
+    fn x(&mut self, records: &[(&str, &[u8])]) -> &mut Self {
+        self.pax(tar::EntryType::XHeader, records)
+    }
+
+    /// The end-of-archive blocks.
+    fn end(&mut self) -> Vec<u8> {
+        self.0.resize(self.0.len() + 1024, 0);
+        std::mem::take(&mut self.0)
+    }
+}
+
+/// Sets the mtime field to GNU base-256 `bytes` (12 bytes, top bit marking the form).
+fn base256_mtime(bytes: [u8; 12]) -> impl FnOnce(&mut tar::Header) {
+    move |h| h.as_old_mut().mtime = bytes
+}
+
+/// The one input where we deliberately differ: skopeo (as root) writes `trusted.overlay.metacopy`
+/// into the layer, and the mounted file then fails to `lstat` (EIO). We drop overlayfs' control
+/// xattrs, so our tree is compared with nothing but must be readable and exported exactly.
+const OVERLAY_XATTRS: &str = "overlayfs control xattrs";
+
+/// The corpus: (name, layer tar). One `base` entry file in each keeps the layer non-empty.
+fn corpus() -> Vec<(&'static str, Vec<u8>)> {
+    let mut c = Vec::new();
+    let mut t = RawTar::default();
+    c.push((
+        "two x headers: the second replaces the first",
+        t.x(&[("path", b"first"), ("uid", b"7")])
+            .x(&[("path", b"second")])
+            .file("ustar-name", b"data\n")
+            .end(),
+    ));
+    c.push((
+        "a repeated key in one x header: the last wins",
+        t.x(&[("path", b"a"), ("path", b"b")])
+            .file("ustar-name", b"data\n")
+            .end(),
+    ));
+    c.push((
+        "empty PAX path, uid and size keep the ustar values",
+        t.x(&[("path", b""), ("uid", b""), ("size", b"")])
+            .header(b"ustar-name", tar::EntryType::Regular, b"hello\n", |h| {
+                h.set_uid(42);
+            })
+            .end(),
+    ));
+    c.push((
+        "a global header with path= names no entry",
+        t.pax(tar::EntryType::XGlobalHeader, &[("path", b"global-evil")])
+            .file("real", b"real\n")
+            .end(),
+    ));
+    c.push((
+        "an x header before a global header is lost",
+        t.x(&[("path", b"lost")])
+            .pax(tar::EntryType::XGlobalHeader, &[("comment", b"g")])
+            .file("kept", b"kept\n")
+            .end(),
+    ));
+    c.push((
+        "empty and non-empty user xattrs",
+        t.x(&[
+            ("SCHILY.xattr.user.empty", b""),
+            ("SCHILY.xattr.user.full", b"v"),
+        ])
+        .file("x", b"x\n")
+        .end(),
+    ));
+    c.push((
+        OVERLAY_XATTRS,
+        t.x(&[
+            ("SCHILY.xattr.trusted.overlay.metacopy", b"y"),
+            ("SCHILY.xattr.trusted.overlay.redirect", b"/etc"),
+            ("SCHILY.xattr.user.overlay.opaque", b"y"),
+            ("SCHILY.xattr.user.kept", b"1"),
+        ])
+        .file("m", b"m\n")
+        .end(),
+    ));
+    c.push(("a GNU long name overrides a PAX path", {
+        t.x(&[("path", b"pax-name")]);
+        push_gnu_long(&mut t.0, tar::EntryType::GNULongName, b"gnu-name");
+        t.file("short", b"s\n").end()
+    }));
+    c.push(("a GNU long name ends at its first NUL", {
+        push_gnu_long(&mut t.0, tar::EntryType::GNULongName, b"abc\0def");
+        t.file("short", b"s\n").end()
+    }));
+    // 0x10 << 40 seconds: far past 2262, well within an int64.
+    let mut far = [0u8; 12];
+    far[0] = 0x80;
+    far[6] = 0x10;
+    c.push((
+        "a base-256 mtime past 2262 (c/storage sets the epoch)",
+        t.header(b"far", tar::EntryType::Regular, b"f\n", base256_mtime(far))
+            .end(),
+    ));
+    let mut huge = [0xffu8; 12];
+    huge[0] = 0x80 | 0x3f;
+    c.push((
+        "a base-256 mtime beyond int64",
+        t.header(
+            b"huge",
+            tar::EntryType::Regular,
+            b"h\n",
+            base256_mtime(huge),
+        )
+        .end(),
+    ));
+    c.push((
+        "a PAX path with a NUL",
+        t.x(&[("path", b"a\0b")]).file("nul", b"n\n").end(),
+    ));
+    c.push((
+        "a negative PAX size",
+        t.x(&[("size", b"-5")]).file("neg", b"").end(),
+    ));
+    c.push((
+        "a whiteout, then a hardlink to the whited-out name",
+        t.file("victim", b"v\n")
+            .file(".wh.victim", b"")
+            .header(b"link", tar::EntryType::Link, b"", |h| {
+                set_field(&mut h.as_old_mut().linkname, b"victim");
+            })
+            .end(),
+    ));
+    let deep = "d/".repeat(2000) + "f";
+    c.push((
+        "a path 2000 directories deep",
+        t.x(&[("path", deep.as_bytes())]).file("deep", b"d\n").end(),
+    ));
+    c
+}
+
+/// Copies each corpus layer with skopeo and with us and compares the outcomes.
+#[test]
+fn adversarial_tars_match_skopeo() {
+    let reference = TestStore::new(Driver::Overlay);
+    let ours = TestStore::new(Driver::Overlay);
+    let mut oci = OciDir::create(&reference.scratch("corpus"));
+    let cases = corpus();
+    let mut divergences = Vec::new();
+    for (i, (what, tar)) in cases.iter().enumerate() {
+        let tag = format!("c{i}");
+        let spec = ImageSpec::from_tars(what, std::slice::from_ref(tar), Compression::Gzip);
+        let built = oci.add_image(Some(&tag), &spec);
+        let name = format!("localhost/corpus:{tag}");
+        let src = oci.source(Some(&tag));
+        let theirs = reference.skopeo_copy_in_output(&src, &name);
+        let mine = ours.ours_copy(&src, Some(&name));
+        match (theirs.status.success(), mine.status.success()) {
+            (false, false) => continue,
+            (true, true) => {}
+            (t, m) => {
+                divergences.push(format!(
+                    "{what}: skopeo {}, ours {}\nskopeo: {}\nours: {}",
+                    if t { "accepts" } else { "refuses" },
+                    if m { "accepts" } else { "refuses" },
+                    describe(&theirs),
+                    describe(&mine)
+                ));
+                continue;
+            }
+        }
+        let tb = walk_tree(&ours.image_mount(&name));
+        ours.image_umount(&name);
+        if *what == OVERLAY_XATTRS {
+            if !tb.nodes.contains_key("m") {
+                divergences.push(format!("{what}: our tree lacks m: {:?}", tb.nodes.keys()));
+            }
+        } else {
+            let ta = walk_tree(&reference.image_mount(&name));
+            reference.image_umount(&name);
+            // Implied directories get the time of extraction.
+            let d = diff_trees(&ta, &tb, &["", "PaxHeaders"]);
+            if !d.is_empty() {
+                divergences.push(format!("{what}: trees differ:\n{}", d.join("\n")));
+            }
+        }
+        let (_, exported) = ours.exported_diff_ids(&name, &format!("export{i}"));
+        if exported != built.diff_ids {
+            divergences.push(format!(
+                "{what}: skopeo exports our layer as {exported:?}, not {:?}",
+                built.diff_ids
+            ));
+        }
+        // No overlayfs control xattr on any file of our layer.
+        let record = ours
+            .image_records()
+            .into_iter()
+            .find(|r| r["names"][0] == name.as_str())
+            .expect("our image record");
+        let diff = ours.root.join(format!(
+            "overlay/{}/diff",
+            record["layer"].as_str().expect("top layer")
+        ));
+        for entry in std::fs::read_dir(&diff).expect("read diff") {
+            let p = entry.expect("entry").path();
+            let mut buf = vec![0u8; 4096];
+            let n = rustix::fs::llistxattr(&p, &mut buf[..]).unwrap_or(0);
+            for x in buf[..n].split(|&b| b == 0).filter(|x| !x.is_empty()) {
+                if x.starts_with(b"trusted.overlay.") || x.starts_with(b"user.overlay.") {
+                    divergences.push(format!(
+                        "{what}: {} carries {}",
+                        p.display(),
+                        String::from_utf8_lossy(x)
+                    ));
+                }
+            }
+        }
+    }
+    assert!(
+        divergences.is_empty(),
+        "{} of {} inputs diverge from skopeo:\n\n{}",
+        divergences.len(),
+        cases.len(),
+        divergences.join("\n\n")
+    );
+}
