@@ -97,3 +97,35 @@ pub fn proc_path(dir: BorrowedFd<'_>, name: &[u8]) -> Vec<u8> {
     p.extend_from_slice(if name.is_empty() { b"." } else { name });
     p
 }
+
+/// Opens an input file for reading only if it is a regular file: `O_NONBLOCK` so that a FIFO or
+/// device cannot block the open, then `fstat`. With `beneath`, `path` is resolved below that
+/// directory and may not leave it (no `..` or symlink out of it). A non-regular file is
+/// `ErrorKind::InvalidInput`.
+pub fn open_regular(beneath: Option<&Path>, path: &Path) -> std::io::Result<std::fs::File> {
+    use rustix::fs::ResolveFlags;
+    let flags = OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY;
+    let fd = match beneath {
+        Some(dir) => {
+            let dirfd = open_dir(dir)?;
+            rustix::fs::openat2(
+                &dirfd,
+                path,
+                flags,
+                Mode::empty(),
+                ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS,
+            )?
+        }
+        None => rustix::fs::open(path, flags, Mode::empty())?,
+    };
+    let st = rustix::fs::fstat(&fd)?;
+    if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    // Regular files never block; clear the flag so reads behave as usual.
+    rustix::fs::fcntl_setfl(&fd, OFlags::empty())?;
+    Ok(std::fs::File::from(fd))
+}

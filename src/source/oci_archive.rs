@@ -40,10 +40,14 @@ pub struct LayoutArchive {
 impl LayoutArchive {
     /// Scans the archive's members.
     pub fn scan(path: &Path) -> Result<LayoutArchive> {
-        let f = std::fs::File::open(path).map_err(|e| match e.kind() {
+        let f = crate::fsutil::open_regular(None, path).map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => {
                 Error::NotFound(format!("OCI archive {} does not exist", path.display()))
             }
+            std::io::ErrorKind::InvalidInput => Error::InvalidInput(format!(
+                "OCI archive {} is not a regular file: write the archive to a file first",
+                path.display()
+            )),
             _ => Error::io("opening", path, e),
         })?;
         let mut stream = TarStream::new(Counting {
@@ -62,8 +66,25 @@ impl LayoutArchive {
                 Event::Entry { header, .. } => {
                     let (comps, _) = clean_components(&header.name);
                     let offset = stream_pos(&stream);
-                    if header.kind == EntryKind::Regular {
-                        members.insert(join(&comps), (offset, header.size));
+                    let bad = |why: &str| {
+                        Error::InvalidInput(format!(
+                            "OCI archive {}: member {:?} {why}: the archive is not a plain OCI layout; re-create it with skopeo or podman save",
+                            path.display(),
+                            String::from_utf8_lossy(&header.name)
+                        ))
+                    };
+                    // A member's name is its place in the layout: `..` (which would make a later
+                    // member stand for another file) and names given twice are refused, as skopeo
+                    // refuses them.
+                    if header.name.split(|&b| b == b'/').any(|c| c == b"..") {
+                        return Err(bad("has a '..' component"));
+                    }
+                    if header.kind == EntryKind::Regular
+                        && members
+                            .insert(join(&comps), (offset, header.size))
+                            .is_some()
+                    {
+                        return Err(bad("appears twice"));
                     }
                     while stream.read_data(&mut buf)? > 0 {}
                 }
@@ -79,8 +100,8 @@ impl LayoutArchive {
         let Some(&(offset, size)) = self.members.get(name) else {
             return Ok(None);
         };
-        let mut f =
-            std::fs::File::open(&self.path).map_err(|e| Error::io("opening", &self.path, e))?;
+        let mut f = crate::fsutil::open_regular(None, &self.path)
+            .map_err(|e| Error::io("opening", &self.path, e))?;
         f.seek(SeekFrom::Start(offset))
             .map_err(|e| Error::io("seeking in", &self.path, e))?;
         Ok(Some(Box::new(f.take(size))))

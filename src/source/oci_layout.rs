@@ -34,20 +34,52 @@ pub struct LayoutDir {
 }
 
 impl LayoutDir {
-    fn blob_path(&self, digest: &Digest) -> PathBuf {
-        self.root.join("blobs").join("sha256").join(digest.hex())
+    fn blob_rel(digest: &Digest) -> PathBuf {
+        Path::new("blobs/sha256").join(digest.hex())
     }
+
+    /// Opens a file of the layout: a regular file, reached without leaving the layout.
+    fn open_file(&self, rel: &Path) -> std::io::Result<std::fs::File> {
+        crate::fsutil::open_regular(Some(&self.root), rel)
+    }
+
+    /// The error for a layout file that cannot be opened.
+    fn open_error(&self, rel: &Path, e: std::io::Error, missing: Error) -> Error {
+        let p = self.root.join(rel);
+        match e.kind() {
+            std::io::ErrorKind::NotFound => missing,
+            std::io::ErrorKind::InvalidInput => Error::InvalidInput(format!(
+                "{} in the OCI layout {} is not a regular file: replace it with the real file",
+                rel.display(),
+                self.root.display()
+            )),
+            _ if e.raw_os_error() == Some(libc_exdev()) => Error::InvalidInput(format!(
+                "{} leads out of the OCI layout {} (a symlink or '..'): copy the file into the layout",
+                p.display(),
+                self.root.display()
+            )),
+            _ => Error::io("opening", &p, e),
+        }
+    }
+}
+
+/// `EXDEV`: what `openat2(RESOLVE_BENEATH)` returns for a path that leaves the directory.
+fn libc_exdev() -> i32 {
+    rustix::io::Errno::XDEV.raw_os_error()
 }
 
 impl BlobSource for LayoutDir {
     fn open_blob(&self, digest: &Digest) -> Result<Box<dyn Read + Send>> {
-        let p = self.blob_path(digest);
-        let f = std::fs::File::open(&p).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => Error::NotFound(format!(
-                "blob {digest} is missing from the OCI layout {}: the layout is incomplete: re-create it",
-                self.root.display()
-            )),
-            _ => Error::io("opening blob", &p, e),
+        let rel = Self::blob_rel(digest);
+        let f = self.open_file(&rel).map_err(|e| {
+            self.open_error(
+                &rel,
+                e,
+                Error::NotFound(format!(
+                    "blob {digest} is missing from the OCI layout {}: the layout is incomplete: re-create it",
+                    self.root.display()
+                )),
+            )
         })?;
         Ok(Box::new(f))
     }
@@ -58,20 +90,23 @@ impl Layout for LayoutDir {
         format!("OCI layout {}", self.root.display())
     }
     fn read_index(&self) -> Result<Vec<u8>> {
-        let p = self.root.join("index.json");
-        let f = std::fs::File::open(&p).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => Error::NotFound(format!(
-                "{} is not an OCI image layout (no index.json)",
-                self.root.display()
-            )),
-            _ => Error::io("opening", &p, e),
+        let rel = Path::new("index.json");
+        let f = self.open_file(rel).map_err(|e| {
+            self.open_error(
+                rel,
+                e,
+                Error::NotFound(format!(
+                    "{} is not an OCI image layout (no index.json)",
+                    self.root.display()
+                )),
+            )
         })?;
         read_small(f, JSON_LIMIT, "index.json")
     }
     fn blob_size(&self, digest: &Digest) -> Option<u64> {
-        std::fs::metadata(self.blob_path(digest))
+        self.open_file(&Self::blob_rel(digest))
+            .and_then(|f| f.metadata())
             .ok()
-            .filter(|m| m.is_file())
             .map(|m| m.len())
     }
 }
@@ -206,6 +241,8 @@ pub fn resolve(layout: &dyn Layout, tag: Option<&str>) -> Result<ImageInput> {
         let blob_digest = parse_digest(&l.digest, "layer")?;
         match layout.blob_size(&blob_digest) {
             None => {
+                // Say why when it is there but cannot be used (not a regular file, out of the layout).
+                layout.open_blob(&blob_digest)?;
                 return Err(Error::NotFound(format!(
                     "layer blob {blob_digest} is missing from {loc}: the layout is incomplete: re-create it"
                 )));

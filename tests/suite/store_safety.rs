@@ -148,3 +148,164 @@ fn names_podman_cannot_parse_are_refused() {
     let names: usize = store.images().len();
     assert!(names >= 2, "podman images lists {names} images");
 }
+
+/// Packs `dir` (an OCI layout) as a tar at `file`, then appends `extra` members given as (raw
+/// name, content), names written as they are.
+fn archive_with_members(dir: &std::path::Path, file: &std::path::Path, extra: &[(&[u8], &[u8])]) {
+    let mut out = Vec::new();
+    let mut members: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+    for name in ["oci-layout", "index.json"] {
+        members.push((
+            name.as_bytes().to_vec(),
+            std::fs::read(dir.join(name)).expect("read layout file"),
+        ));
+    }
+    let mut blobs: Vec<_> = std::fs::read_dir(dir.join("blobs/sha256"))
+        .expect("read blobs")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    blobs.sort();
+    for b in blobs {
+        let name = format!(
+            "blobs/sha256/{}",
+            b.file_name().expect("name").to_string_lossy()
+        );
+        members.push((name.into_bytes(), std::fs::read(&b).expect("read blob")));
+    }
+    members.extend(extra.iter().map(|(n, c)| (n.to_vec(), c.to_vec())));
+    for (name, data) in members {
+        let mut h = tar::Header::new_ustar();
+        fixture::set_field(&mut h.as_old_mut().name, &name);
+        h.set_mode(0o644);
+        h.set_mtime(fixture::EPOCH);
+        h.set_entry_type(tar::EntryType::Regular);
+        fixture::push_header(&mut out, h, &data);
+    }
+    out.resize(out.len() + 1024, 0);
+    std::fs::write(file, out).expect("write archive");
+}
+
+/// An oci-archive whose later member `blobs/sha256/../../index.json` would replace the real
+/// `index.json` (so another image than the one named would be stored): refused, as skopeo does.
+/// A member given twice is refused too.
+#[test]
+fn archive_members_that_replace_others_are_refused() {
+    for (what, member) in [
+        ("a '..' member", &b"blobs/sha256/../../index.json"[..]),
+        ("a repeated member", &b"index.json"[..]),
+    ] {
+        expect_failure_on(Driver::Overlay, what, |dir| {
+            let mut oci = OciDir::create(&dir.join("arch"));
+            for n in [103, 104] {
+                let spec =
+                    ImageSpec::from_tars("arch", &[fixture::small_tar(n)], Compression::Gzip);
+                oci.add_image(Some(&format!("t{n}")), &spec);
+            }
+            // The other index names only t104, as t103.
+            let index: serde_json::Value = serde_json::from_slice(
+                &std::fs::read(oci.path.join("index.json")).expect("read index"),
+            )
+            .expect("index json");
+            let mut other = index.clone();
+            other["manifests"] = json!([index["manifests"][1].clone()]);
+            other["manifests"][0]["annotations"]["org.opencontainers.image.ref.name"] =
+                json!("t103");
+            let other = serde_json::to_vec(&other).expect("json");
+            let file = dir.join("arch.tar");
+            archive_with_members(&oci.path, &file, &[(member, &other)]);
+            format!("oci-archive:{}:t103", file.display())
+        });
+    }
+}
+
+/// Runs our copy with a deadline: inputs that are not regular files must fail at once, never block.
+fn copy_within(store: &TestStore, src: &str, secs: u64) -> std::process::Output {
+    let mut child = store
+        .ours_cmd()
+        .args([
+            "copy-to-storage",
+            "--source",
+            src,
+            "--target",
+            "localhost/x",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn bootc-image");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while child.try_wait().expect("wait").is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("copy of {src} still running after {secs} s: it blocked on its input");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    child.wait_with_output().expect("output")
+}
+
+/// Inputs that are not regular files — a FIFO as index.json or as a blob, a FIFO as the archive,
+/// a blob that is a symlink out of the layout — are refused at open with one line; nothing blocks.
+#[test]
+fn inputs_that_are_not_regular_files_are_refused() {
+    let store = TestStore::new(Driver::Overlay);
+    seed(&store);
+    let before = store.snapshot();
+    let mk = |name: &str| {
+        let mut oci = OciDir::create(&store.scratch(name));
+        let spec = ImageSpec::from_tars(name, &[fixture::small_tar(105)], Compression::Gzip);
+        let built = oci.add_image(Some("t"), &spec);
+        (oci, built)
+    };
+    let fifo = |p: &std::path::Path| {
+        let _ = std::fs::remove_file(p);
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            p,
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o644),
+            0,
+        )
+        .expect("mkfifo");
+    };
+    let mut cases = Vec::new();
+    let (oci, _) = mk("fifo-index");
+    fifo(&oci.path.join("index.json"));
+    cases.push((
+        "index.json a FIFO",
+        oci.source(Some("t")),
+        "not a regular file",
+    ));
+    let (oci, built) = mk("fifo-blob");
+    fifo(&oci.blob_path(&built.layer_digests[0]));
+    cases.push((
+        "layer blob a FIFO",
+        oci.source(Some("t")),
+        "not a regular file",
+    ));
+    let (oci, built) = mk("link-blob");
+    let outside = store.scratch("outside-blob");
+    let blob = oci.blob_path(&built.layer_digests[0]);
+    std::fs::rename(&blob, &outside).expect("move blob out");
+    std::os::unix::fs::symlink(&outside, &blob).expect("symlink blob");
+    cases.push((
+        "layer blob a symlink out of the layout",
+        oci.source(Some("t")),
+        "out of the OCI layout",
+    ));
+    let archive = store.scratch("fifo.tar");
+    fifo(&archive);
+    cases.push((
+        "archive a FIFO",
+        format!("oci-archive:{}", archive.display()),
+        "not a regular file",
+    ));
+    for (what, src, mention) in cases {
+        let out = copy_within(&store, &src, 30);
+        assert_clean_failure(&out, what, &[mention]);
+    }
+    let d = before.diff(&store.snapshot());
+    assert!(d.is_empty(), "the store changed:\n{}", d.join("\n"));
+    assert_seed_listed(&store);
+}
