@@ -63,6 +63,16 @@ pub enum Error {
         /// Why.
         reason: String,
     },
+    /// Data in the store does not match its records.
+    #[error(
+        "{what} does not verify: {detail}; the store is damaged: remove the image and copy it again"
+    )]
+    Damaged {
+        /// What (e.g. `layer <id>`).
+        what: String,
+        /// What is wrong.
+        detail: String,
+    },
     /// The user's input is invalid.
     #[error("{0}")]
     InvalidInput(String),

@@ -14,14 +14,35 @@ pub enum StorageCommand {
     Init,
     /// Where the stores are, what they hold, disk use, anything incomplete.
     Status,
-    /// Rebuild every layer of bootc's store from its tar-split and files and check its DiffID.
-    Verify,
+    /// Check a store: rebuild every layer from its tar-split and files and check its DiffID, check
+    /// every image's layers and data, find orphaned files. With --repair, remove what is damaged.
+    Verify {
+        /// Remove damaged images and layers (and the layers above them) and orphaned files,
+        /// crash-safely, and say what was removed.
+        #[arg(long)]
+        repair: bool,
+        /// Print the findings (and what was removed) as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Which store: bootc's own (under --sysroot), or the default one (podman's, or --root).
+        #[arg(long, value_enum, default_value_t = WhichStore::Bootc)]
+        store: WhichStore,
+    },
     /// Remove images no deployment binds or boots, and the layers only they used.
     Gc {
         /// Only print what would be removed.
         #[arg(long)]
         dry_run: bool,
     },
+}
+
+/// The store a command works on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum WhichStore {
+    /// bootc's store, `<sysroot>/ostree/bootc/storage`.
+    Bootc,
+    /// The default store: podman's, or the one named by --root / storage.conf.
+    Default,
 }
 
 /// Disk use of a tree, counting each inode once.
@@ -50,7 +71,13 @@ pub fn run(cli: &Cli, c: &StorageCommand) -> anyhow::Result<()> {
     // private mount namespace where that mount is read-write, as bootc does (nothing changes outside).
     if matches!(
         c,
-        StorageCommand::Init | StorageCommand::Gc { dry_run: false }
+        StorageCommand::Init
+            | StorageCommand::Gc { dry_run: false }
+            | StorageCommand::Verify {
+                repair: true,
+                store: WhichStore::Bootc,
+                ..
+            }
     ) {
         let remount: Vec<_> = crate::bootc::mountns::read_only_mount_of(&sysroot.storage_path())
             .into_iter()
@@ -106,15 +133,11 @@ pub fn run(cli: &Cli, c: &StorageCommand) -> anyhow::Result<()> {
                 def.driver.name()
             );
         }
-        StorageCommand::Verify => {
-            let store = storage::open_existing_read_only(&sysroot)?
-                .ok_or_else(|| anyhow::anyhow!("bootc's store does not exist"))?;
-            let layers = store.layers()?;
-            for l in &layers {
-                store.verify_layer(l)?;
-            }
-            println!("{} layers verified", layers.len());
-        }
+        StorageCommand::Verify {
+            repair,
+            json,
+            store,
+        } => verify(cli, *store, *repair, *json)?,
         StorageCommand::Gc { dry_run } => {
             let Some(store) = storage::open_existing(&sysroot)? else {
                 println!("Removed 0 images, 0 layers");
@@ -134,6 +157,98 @@ pub fn run(cli: &Cli, c: &StorageCommand) -> anyhow::Result<()> {
                 );
             }
         }
+    }
+    Ok(())
+}
+
+/// `storage verify [--repair] [--json] [--store bootc|default]`.
+fn verify(cli: &Cli, which: WhichStore, repair: bool, json: bool) -> anyhow::Result<()> {
+    use crate::store::Store;
+    let sysroot = cli.sysroot();
+    let config = match which {
+        WhichStore::Bootc => storage::config(&sysroot),
+        WhichStore::Default => cli.store_config()?,
+    };
+    let path = config.graphroot.clone();
+    let open = |rw: bool| -> anyhow::Result<Store> {
+        let exists = path
+            .join(format!("{}-layers", config.driver.name()))
+            .exists();
+        if !exists {
+            anyhow::bail!(
+                "there is no {} store at {}: nothing to verify",
+                config.driver.name(),
+                path.display()
+            );
+        }
+        Ok(if rw {
+            Store::open(config.clone())?
+        } else {
+            Store::open_read_only(config.clone())?
+        })
+    };
+    let (report, repaired) = if repair {
+        let (r, fixed) = open(true)?.repair()?;
+        (r, Some(fixed))
+    } else {
+        (open(false)?.check()?, None)
+    };
+    let remaining = match &repaired {
+        Some(r) => r.kept_for_containers.len(),
+        None => report.problems.len(),
+    };
+    if json {
+        let v = serde_json::json!({
+            "store": path,
+            "layers_checked": report.layers_checked,
+            "images_checked": report.images_checked,
+            "problems": report.problems,
+            "removed": repaired,
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        for p in &report.problems {
+            println!("{p}");
+        }
+        match &repaired {
+            None if report.problems.is_empty() => {
+                println!("{} layers verified", report.layers_checked);
+                println!("{} images verified", report.images_checked);
+            }
+            None => {}
+            Some(r) => {
+                for id in &r.images {
+                    println!("removed image {id}");
+                }
+                for id in &r.layers {
+                    println!("removed layer {id}");
+                }
+                for p in &r.orphans {
+                    println!("removed {}", p.display());
+                }
+                for id in &r.kept_for_containers {
+                    println!("kept damaged layer {id}: a container uses it");
+                }
+                println!(
+                    "Repaired: removed {} images, {} layers, {} orphaned files",
+                    r.images.len(),
+                    r.layers.len(),
+                    r.orphans.len()
+                );
+            }
+        }
+    }
+    if remaining > 0 {
+        if repaired.is_some() {
+            anyhow::bail!(
+                "{remaining} damaged layers of {} are used by containers: remove those containers with podman, then repair again",
+                path.display()
+            );
+        }
+        anyhow::bail!(
+            "the store at {} has {remaining} problems: `bootc-image storage verify --repair` removes the damaged images and layers (pull them again afterwards)",
+            path.display()
+        );
     }
     Ok(())
 }

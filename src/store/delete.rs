@@ -111,30 +111,49 @@ impl Store {
         if report.images.is_empty() && doomed.is_empty() {
             return Ok(report);
         }
+        self.remove_in_order(
+            &mut layers,
+            &images,
+            &report.images,
+            &doomed,
+            (&layers_guard, &images_guard),
+        )?;
+        report.layers = doomed;
+        drop(images_guard);
+        Ok(report)
+    }
+
+    /// Removes, in the crash-safe order, the images `image_ids` (already taken out of `images`) and
+    /// the layers `doomed` (children before parents). The caller holds both locks (`guards`).
+    pub(crate) fn remove_in_order(
+        &self,
+        layers: &mut RecordFile<LayerRecord>,
+        images: &RecordFile<ImageRecord>,
+        image_ids: &[String],
+        doomed: &[String],
+        guards: (&LockGuard<'_>, &LockGuard<'_>),
+    ) -> Result<()> {
+        if image_ids.is_empty() && doomed.is_empty() {
+            return Ok(());
+        }
+        let (layers_guard, images_guard) = guards;
         let journal = Journal {
-            images: report.images.clone(),
-            layers: doomed.clone(),
+            images: image_ids.to_vec(),
+            layers: doomed.to_vec(),
         };
         self.write_journal(&journal)?;
         hit("delete:journal");
-        if !report.images.is_empty() {
-            records::write(
-                &self.images_dir().join("images.json"),
-                &images,
-                &images_guard,
-            )?;
+        if !image_ids.is_empty() {
+            records::write(&self.images_dir().join("images.json"), images, images_guard)?;
             hit("delete:images-record");
-            for id in &report.images {
+            for id in image_ids {
                 let dir = self.images_dir().join(id);
                 crate::fsutil::remove_all(&dir).map_err(|e| Error::io("removing", &dir, e))?;
             }
             hit("delete:image-dirs");
         }
-        self.remove_layers(&mut layers, &doomed, &layers_guard)?;
-        self.remove_journal()?;
-        report.layers = doomed;
-        drop(images_guard);
-        Ok(report)
+        self.remove_layers(layers, doomed, layers_guard)?;
+        self.remove_journal()
     }
 
     /// Flags `doomed` incomplete and writes that, removes their data, then their records.
@@ -304,7 +323,7 @@ impl Store {
     }
 
     /// The read-write layers of podman's containers (`<driver>-containers/containers.json`).
-    fn container_layers(&self) -> Result<Vec<String>> {
+    pub(crate) fn container_layers(&self) -> Result<Vec<String>> {
         let p = self
             .config()
             .graphroot

@@ -1,6 +1,7 @@
 //! The containers-storage engine: open a store, lock it as c/storage does, read and write its records.
 
 pub mod atomic;
+pub mod check;
 pub mod copy;
 pub mod delete;
 pub mod driver;

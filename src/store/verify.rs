@@ -15,11 +15,9 @@ use crate::error::{Error, Result};
 impl Store {
     /// Checks that the layer's tar-split and tree rebuild a tar whose sha256 is its `diff-digest`.
     pub fn verify_layer(&self, layer: &LayerRecord) -> Result<()> {
-        let bad = |why: String| {
-            Error::InvalidInput(format!(
-                "layer {} does not verify: {why}; the store is damaged: remove the image and copy it again",
-                layer.id
-            ))
+        let bad = |why: String| Error::Damaged {
+            what: format!("layer {}", layer.id),
+            detail: why,
         };
         let expected = match &layer.diff_digest {
             Some(d) => Digest::parse(d)?,

@@ -309,3 +309,141 @@ fn inputs_that_are_not_regular_files_are_refused() {
     assert!(d.is_empty(), "the store changed:\n{}", d.join("\n"));
     assert_seed_listed(&store);
 }
+
+/// `storage verify --store default` finds what is damaged in a podman store (a layer file changed,
+/// an image's config gone, a layer whose data is gone, orphaned files) without changing anything;
+/// `--repair` removes exactly the damaged images and layers and the orphans, and podman then lists,
+/// inspects and mounts everything that is left; the removed images can be copied again.
+#[test]
+fn verify_finds_damage_and_repair_removes_it() {
+    let store = TestStore::new(Driver::Overlay);
+    let mut oci = OciDir::create(&store.scratch("vr"));
+    let mut built = std::collections::BTreeMap::new();
+    for (tag, n) in [("p", 201), ("q", 202), ("r", 203), ("w", 204)] {
+        let spec = ImageSpec::from_tars(tag, &[fixture::small_tar(n)], Compression::Gzip);
+        built.insert(tag, oci.add_image(Some(tag), &spec));
+    }
+    let name = |t: &str| format!("localhost/vr-{t}:latest");
+    store.ours_copy_ok(&oci.source(Some("p")), Some(&name("p")));
+    store.ours_copy_ok(&oci.source(Some("q")), Some(&name("q")));
+    store.skopeo_copy_in(&oci.source(Some("r")), &name("r"));
+    store.skopeo_copy_in(&oci.source(Some("w")), &name("w"));
+    let verify = |extra: &[&str]| {
+        let mut c = store.ours_cmd();
+        c.args(["storage", "verify", "--store", "default"])
+            .args(extra);
+        crate::util::run(&mut c)
+    };
+    let out = verify(&[]);
+    assert!(
+        out.status.success(),
+        "clean store: {}",
+        crate::util::describe(&out)
+    );
+    let top = |t: &str| -> String {
+        store
+            .image_records()
+            .into_iter()
+            .find(|r| r["id"] == built[t].image_id().as_str())
+            .and_then(|r| r["layer"].as_str().map(str::to_string))
+            .expect("top layer")
+    };
+    // p: a file of its layer changed. q: a big-data file is gone. r: its layer data is gone
+    // (which also leaves its overlay short link dangling).
+    let (tp, tr) = (top("p"), top("r"));
+    std::fs::write(
+        store.root.join(format!("overlay/{tp}/diff/layer201/file")),
+        "changed content of small layer 201\n",
+    )
+    .expect("damage p");
+    let qdir = store.images_dir().join(built["q"].image_id());
+    let data_file = std::fs::read_dir(&qdir)
+        .expect("read q's dir")
+        .map(|e| e.expect("entry").path())
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with('='))
+        })
+        .expect("a big-data file of q");
+    std::fs::remove_file(&data_file).expect("remove q's data");
+    std::fs::remove_dir_all(store.root.join(format!("overlay/{tr}/diff"))).expect("damage r");
+    let orphan_dir = store.root.join(format!("overlay/{}", "e".repeat(64)));
+    std::fs::create_dir_all(orphan_dir.join("diff")).expect("orphan dir");
+    let orphan_ts = store
+        .layers_dir()
+        .join(format!("{}.tar-split.gz", "f".repeat(64)));
+    std::fs::write(&orphan_ts, b"").expect("orphan tar-split");
+
+    let before = store.snapshot();
+    let out = verify(&[]);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_clean_failure(&out, "verify of a damaged store", &["--repair"]);
+    for want in [
+        format!("damaged layer {tp}"),
+        format!("damaged image {}", built["p"].image_id()),
+        format!("damaged image {}", built["q"].image_id()),
+        format!("damaged layer {tr}"),
+        format!("damaged image {}", built["r"].image_id()),
+        format!("orphan {}", orphan_dir.display()),
+        format!("orphan {}", orphan_ts.display()),
+    ] {
+        assert!(
+            stdout.contains(&want),
+            "verify should report {want:?}:\n{stdout}"
+        );
+    }
+    assert!(
+        !stdout.contains(&built["w"].image_id()),
+        "w is sound:\n{stdout}"
+    );
+    let out = verify(&["--json"]);
+    let v: serde_json::Value =
+        serde_json::from_slice(&out.stdout).expect("verify --json prints JSON");
+    assert_eq!(
+        v["problems"].as_array().map(Vec::len),
+        Some(8),
+        "{v:#}\n{}",
+        crate::util::describe(&out)
+    );
+    assert!(
+        before.diff(&store.snapshot()).is_empty(),
+        "verify changed the store"
+    );
+
+    let out = verify(&["--repair"]);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "repair: {}",
+        crate::util::describe(&out)
+    );
+    assert!(
+        stdout.contains("Repaired: removed 3 images, 2 layers, 3 orphaned files"),
+        "{stdout}"
+    );
+    assert!(!orphan_dir.exists() && !orphan_ts.exists(), "orphans left");
+    let out = verify(&[]);
+    assert!(
+        out.status.success(),
+        "after repair: {}",
+        crate::util::describe(&out)
+    );
+    let listed = store.images();
+    assert_eq!(listed.len(), 1, "podman images after repair: {listed:?}");
+    // q's layer is sound and still there; w mounts; the removed images copy again.
+    let mnt = store.image_mount(&name("w"));
+    assert!(mnt.join("layer204/file").is_file());
+    store.image_umount(&name("w"));
+    for t in ["p", "q", "r"] {
+        store.ours_copy_ok(&oci.source(Some(t)), Some(&name(t)));
+        let mnt = store.image_mount(&name(t));
+        assert!(
+            mnt.join(format!(
+                "layer{}/file",
+                200 + "pqr".find(t).unwrap_or(0) + 1
+            ))
+            .is_file()
+        );
+        store.image_umount(&name(t));
+    }
+}
