@@ -129,3 +129,13 @@ pub fn open_regular(beneath: Option<&Path>, path: &Path) -> std::io::Result<std:
     rustix::fs::fcntl_setfl(&fd, OFlags::empty())?;
     Ok(std::fs::File::from(fd))
 }
+
+/// The exit code a shell would report for a child's status: its code, or 128 + the signal that
+/// killed it.
+pub fn exit_code(status: &std::process::ExitStatus) -> i32 {
+    use std::os::unix::process::ExitStatusExt;
+    status
+        .code()
+        .or_else(|| status.signal().map(|s| 128 + s))
+        .unwrap_or(1)
+}

@@ -81,5 +81,5 @@ pub fn run(storage: &Path, args: &[OsString]) -> Result<i32> {
     let status = cmd
         .status()
         .map_err(|e| Error::io("running podman for", storage, e))?;
-    Ok(status.code().unwrap_or(1))
+    Ok(crate::fsutil::exit_code(&status))
 }

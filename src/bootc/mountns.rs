@@ -156,5 +156,5 @@ pub fn reexec_for_links(dirs: &[PathBuf], remount_rw: &[PathBuf]) -> Result<Opti
         .env(PRIVATE_NS_ENV, "1")
         .status()
         .map_err(|e| Error::io("running", "unshare", e))?;
-    Ok(Some(status.code().unwrap_or(1)))
+    Ok(Some(crate::fsutil::exit_code(&status)))
 }

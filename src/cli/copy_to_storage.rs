@@ -88,7 +88,7 @@ fn exec_host_helper() -> anyhow::Result<()> {
         .status()
         .with_context(|| format!("running {}", helper.display()))?;
     if !status.success() {
-        std::process::exit(status.code().unwrap_or(1));
+        std::process::exit(crate::fsutil::exit_code(&status));
     }
     Ok(())
 }

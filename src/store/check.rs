@@ -234,15 +234,18 @@ impl Store {
             super::DriverKind::Overlay => self.config().graphroot.join("overlay"),
             super::DriverKind::Vfs => self.config().graphroot.join("vfs/dir"),
         };
+        // Layers c/storage keeps elsewhere (volatile and transient container layers) are not orphans.
+        let mut known: HashSet<String> = layers.iter().map(|l| l.id.clone()).collect();
+        known.extend(self.volatile_layer_ids()?);
         for (name, path) in ids(&driver_dir) {
-            if is_valid_id(&name) && layers.get(&name).is_none() {
+            if is_valid_id(&name) && !known.contains(&name) {
                 out.push(path);
             }
         }
         for (name, path) in ids(&self.layers_dir()) {
             if let Some(id) = name.strip_suffix(".tar-split.gz")
                 && is_valid_id(id)
-                && layers.get(id).is_none()
+                && !known.contains(id)
             {
                 out.push(path);
             }
@@ -260,6 +263,19 @@ impl Store {
             }
         }
         Ok(out)
+    }
+
+    /// IDs of the layers recorded in c/storage's `volatile-layers.json` files (graph root and run
+    /// root) and used by containers.
+    fn volatile_layer_ids(&self) -> Result<Vec<String>> {
+        let mut ids = self.container_layers()?;
+        let name = format!("{}-layers", self.config().driver.name());
+        for dir in [self.layers_dir(), self.config().runroot.join(&name)] {
+            let p = dir.join("volatile-layers.json");
+            let (file, _) = super::records::read::<LayerRecord>(&p)?;
+            ids.extend(file.iter().map(|l| l.id.clone()));
+        }
+        Ok(ids)
     }
 
     /// Checks the store and removes what is damaged, crash-safely: damaged images first, then

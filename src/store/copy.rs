@@ -10,6 +10,7 @@ use super::Store;
 use super::import::ImageInput;
 use super::records;
 use super::tree_copy::{CopyMode, CopyStats, copy_tree_with};
+use crate::crashpoint::hit;
 use crate::error::{Error, Result};
 
 /// What a store-to-store copy did.
@@ -155,6 +156,7 @@ impl Store {
                 return Ok(());
             }
             records::write(&layers_json, &layers, &guard)?;
+            hit("copy:layers-incomplete");
             for l in &to_copy {
                 self.driver()
                     .create_with(&l.id, l.parent.as_deref(), false)?;
@@ -164,6 +166,7 @@ impl Store {
                     CopyMode::Link,
                 )?;
                 stats.add(s);
+                hit("copy:layer-tree");
                 let from = src.tar_split_path(&l.id);
                 let tmp = self.layers_dir().join(format!(
                     "{}{}.tar-split.gz",
@@ -180,22 +183,25 @@ impl Store {
                     rec.set_incomplete(false);
                 }
             }
-            records::write(&layers_json, &layers, &guard)
+            records::write(&layers_json, &layers, &guard)?;
+            hit("copy:layers-complete");
+            Ok(())
         })()
         .and_then(|()| {
             self.commit_image(&input, image.layer.clone(), &guard)
                 .map(|_| ())
         });
         if let Err(e) = result {
+            // The records as they were first, then the data (see import).
+            if !to_copy.is_empty() {
+                records::write_bytes(&layers_json, original.as_deref(), &guard)?;
+            }
             for l in &to_copy {
                 self.driver().remove(&l.id)?;
                 let _ = std::fs::remove_file(self.tar_split_path(&l.id));
             }
             for t in &tmps {
                 let _ = std::fs::remove_file(t);
-            }
-            if !to_copy.is_empty() {
-                records::write_bytes(&layers_json, original.as_deref(), &guard)?;
             }
             return Err(e);
         }

@@ -13,6 +13,7 @@ use storage_format::{
 use super::Store;
 use super::atomic::atomic_write;
 use super::records;
+use crate::crashpoint::hit;
 use crate::error::{Error, Result};
 use crate::layer::BlobSource;
 use crate::layer::decompress::{Compression, HashingReader, decompressor};
@@ -304,14 +305,18 @@ impl Store {
             layers.push(rec);
         }
         records::write(&layers_json, &layers, &guard)?;
+        hit("import:layers-incomplete");
+        // The records as they were first, then the data: no record ever names missing data (if
+        // restoring fails, the data stays with records that still describe it).
         let rollback = |layers_done: &[usize], tmp: &[std::path::PathBuf]| -> Result<()> {
+            records::write_bytes(&layers_json, original.as_deref(), &guard)?;
             for &i in layers_done {
                 self.driver().remove(&ids_[i])?;
             }
             for t in tmp {
                 let _ = std::fs::remove_file(t);
             }
-            records::write_bytes(&layers_json, original.as_deref(), &guard)
+            Ok(())
         };
         // 2. Driver directories and entries.
         let result = self.write_layers(input, producer, &ids_, &to_write, progress);
@@ -326,6 +331,7 @@ impl Store {
                 return Err(e);
             }
         };
+        hit("import:layers-written");
         let tmps: Vec<_> = written.iter().map(|w| w.tar_split_tmp.clone()).collect();
         let completed = diff_sizes(&ids_, &layers, &written)
             .and_then(|sizes| producer.complete_image(input, &sizes));
@@ -354,6 +360,7 @@ impl Store {
                 let final_path = self.tar_split_path(id);
                 std::fs::rename(&w.tar_split_tmp, &final_path)
                     .map_err(|e| Error::io("renaming", &final_path, e))?;
+                hit("import:tar-split-renamed");
                 let l = &input.layers[w.index];
                 let rec = layers
                     .get_mut(id)
@@ -368,7 +375,9 @@ impl Store {
                 rec.uidset = w.summary.uids.iter().copied().collect();
                 rec.gidset = w.summary.gids.iter().copied().collect();
             }
-            records::write(&layers_json, &layers, &guard)
+            records::write(&layers_json, &layers, &guard)?;
+            hit("import:layers-complete");
+            Ok(())
         })();
         if let Err(e) = finish {
             let mut all_tmps = tmps.clone();
@@ -589,6 +598,7 @@ impl Store {
         let result = (|| -> Result<ImportReport> {
             for (key, data, _) in &items {
                 atomic_write(&dir.join(big_data_file_name(key)), data, 0o600)?;
+                hit("image:big-data");
             }
             let guard = self.images_lock().lock_write()?;
             let images_json = self.images_dir().join("images.json");
@@ -636,6 +646,7 @@ impl Store {
                 }
             }
             records::write(&images_json, &images, &guard)?;
+            hit("image:record");
             Ok(ImportReport {
                 image_id: image_id.clone(),
                 manifest_digest: input.manifest_digest.clone(),

@@ -248,6 +248,9 @@ impl Store {
         if !incomplete.is_empty() {
             records::write(&self.layers_dir().join("layers.json"), &layers, &guard)?;
         }
+        // Image directories without a record: a copy killed between its big data and images.json
+        // (c/storage creates an image's record before its directory, under the images lock).
+        self.remove_orphan_image_dirs()?;
         // Our own temporary files (tar-splits and JSON being written when we were interrupted).
         if let Ok(rd) = std::fs::read_dir(self.layers_dir()) {
             for e in rd.flatten() {
@@ -257,6 +260,32 @@ impl Store {
                 {
                     let _ = std::fs::remove_file(e.path());
                 }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Store {
+    /// Removes `<images>/<id>` directories that images.json does not name (the caller holds the
+    /// layers lock; this takes the images lock). Nothing is done without an images.json.
+    fn remove_orphan_image_dirs(&self) -> Result<()> {
+        let _g = self.images_lock.lock_write()?;
+        let (images, original) = self.read_images()?;
+        if original.is_none() {
+            return Ok(());
+        }
+        let Ok(rd) = std::fs::read_dir(self.images_dir()) else {
+            return Ok(());
+        };
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if storage_format::is_valid_id(&name)
+                && images.get(&name).is_none()
+                && e.file_type().is_ok_and(|t| t.is_dir())
+            {
+                crate::fsutil::remove_all(&e.path())
+                    .map_err(|err| Error::io("removing", e.path(), err))?;
             }
         }
         Ok(())
