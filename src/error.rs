@@ -25,6 +25,15 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// Writing a file failed.
+    #[error("writing {what}")]
+    Write {
+        /// The file.
+        what: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
     /// An error while writing one layer.
     #[error("layer {digest}")]
     Layer {

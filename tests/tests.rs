@@ -38,3 +38,6 @@ mod store_safety;
 
 #[path = "suite/tar_parity.rs"]
 mod tar_parity;
+
+#[path = "suite/full_disk.rs"]
+mod full_disk;

@@ -5,8 +5,7 @@ fn main() -> std::process::ExitCode {
     match bootc_image::cli::run_host(std::env::args_os()) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            let msg = format!("{e:#}").replace('\n', " ");
-            eprintln!("error: {msg}");
+            eprintln!("error: {}", bootc_image::cli::error_line(&e));
             std::process::ExitCode::FAILURE
         }
     }

@@ -56,6 +56,33 @@ pub enum Command {
     Storage(storage::StorageCommand),
 }
 
+/// The one line printed for a failed command: the error's chain, and for errors of the file system
+/// under the store a remedy.
+pub fn error_line(e: &anyhow::Error) -> String {
+    let mut msg = format!("{e:#}").replace('\n', " ");
+    let os = e.chain().find_map(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::raw_os_error)
+    });
+    let remedy = match os.map(rustix::io::Errno::from_raw_os_error) {
+        Some(rustix::io::Errno::NOSPC) | Some(rustix::io::Errno::DQUOT) => {
+            Some("free space on that file system and run again (nothing was stored)")
+        }
+        Some(rustix::io::Errno::ROFS) => Some(
+            "that file system is read-only: remount it read-write, or name another store with --root",
+        ),
+        Some(rustix::io::Errno::ACCESS) | Some(rustix::io::Errno::PERM) => {
+            Some("run as root, or name a store you own with --root")
+        }
+        _ => None,
+    };
+    if let Some(r) = remedy {
+        msg.push_str(": ");
+        msg.push_str(r);
+    }
+    msg
+}
+
 impl Cli {
     /// The sysroot these options select.
     pub fn sysroot(&self) -> crate::bootc::sysroot::Sysroot {

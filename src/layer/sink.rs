@@ -87,9 +87,13 @@ pub fn write_layer<R: Read, W: Write>(
                             }
                             let chunk = &buf[..n];
                             crc.update(chunk);
-                            f.file
-                                .write_all(chunk)
-                                .map_err(|e| Error::read("writing layer file", e))?;
+                            f.file.write_all(chunk).map_err(|e| Error::Write {
+                                what: format!(
+                                    "{} into the layer",
+                                    String::from_utf8_lossy(&header.name)
+                                ),
+                                source: e,
+                            })?;
                             written += n as u64;
                         }
                         tree.finish_file(f, &header)?;

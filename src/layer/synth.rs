@@ -177,7 +177,10 @@ fn copy_to_file(
     })
     .map_err(read_err)?;
     if let Some(e) = werr {
-        return Err(Error::read("writing layer file", e));
+        return Err(Error::Write {
+            what: "a file into the layer".into(),
+            source: e,
+        });
     }
     Ok(got)
 }

@@ -192,8 +192,15 @@ impl Store {
                 .map(|_| ())
         });
         if let Err(e) = result {
-            // The records as they were first, then the data (see import).
-            if !to_copy.is_empty() {
+            // As in import: data first while the records say incomplete, records first once
+            // they say complete.
+            let on_disk = self.read_layers().map(|(l, _)| l);
+            let complete = on_disk.is_ok_and(|l| {
+                to_copy
+                    .iter()
+                    .any(|c| l.get(&c.id).is_some_and(|r| !r.is_incomplete()))
+            });
+            if complete {
                 records::write_bytes(&layers_json, original.as_deref(), &guard)?;
             }
             for l in &to_copy {
@@ -202,6 +209,9 @@ impl Store {
             }
             for t in &tmps {
                 let _ = std::fs::remove_file(t);
+            }
+            if !complete && !to_copy.is_empty() {
+                records::write_bytes(&layers_json, original.as_deref(), &guard)?;
             }
             return Err(e);
         }

@@ -306,17 +306,23 @@ impl Store {
         }
         records::write(&layers_json, &layers, &guard)?;
         hit("import:layers-incomplete");
-        // The records as they were first, then the data: no record ever names missing data (if
-        // restoring fails, the data stays with records that still describe it).
-        let rollback = |layers_done: &[usize], tmp: &[std::path::PathBuf]| -> Result<()> {
-            records::write_bytes(&layers_json, original.as_deref(), &guard)?;
+        // While the new records say `incomplete`, their data goes first (freeing the space that
+        // restoring layers.json may need on a full disk); once they say complete, the records as
+        // they were go first. Either way no complete record ever names missing data.
+        let rollback = |layers_done: &[usize], tmp: &[std::path::PathBuf], complete: bool| {
+            if complete {
+                records::write_bytes(&layers_json, original.as_deref(), &guard)?;
+            }
             for &i in layers_done {
                 self.driver().remove(&ids_[i])?;
             }
             for t in tmp {
                 let _ = std::fs::remove_file(t);
             }
-            Ok(())
+            if !complete {
+                records::write_bytes(&layers_json, original.as_deref(), &guard)?;
+            }
+            Ok::<(), Error>(())
         };
         // 2. Driver directories and entries.
         let result = self.write_layers(input, producer, &ids_, &to_write, progress);
@@ -327,7 +333,7 @@ impl Store {
                     .iter()
                     .map(|&i| self.tar_split_tmp(&ids_[i]))
                     .collect();
-                rollback(&to_write, &tmps)?;
+                rollback(&to_write, &tmps, false)?;
                 return Err(e);
             }
         };
@@ -340,7 +346,7 @@ impl Store {
             Err(e) => {
                 let mut all_tmps = tmps.clone();
                 all_tmps.extend(to_write.iter().map(|&i| self.tar_split_path(&ids_[i])));
-                rollback(&to_write, &all_tmps)?;
+                rollback(&to_write, &all_tmps, false)?;
                 return Err(e);
             }
         };
@@ -382,7 +388,7 @@ impl Store {
         if let Err(e) = finish {
             let mut all_tmps = tmps.clone();
             all_tmps.extend(to_write.iter().map(|&i| self.tar_split_path(&ids_[i])));
-            rollback(&to_write, &all_tmps)?;
+            rollback(&to_write, &all_tmps, false)?;
             return Err(e);
         }
         // 4. The image: big data, then its record.
@@ -397,7 +403,7 @@ impl Store {
                     .iter()
                     .map(|&i| self.tar_split_path(&ids_[i]))
                     .collect();
-                rollback(&to_write, &finals)?;
+                rollback(&to_write, &finals, true)?;
                 Err(e)
             }
         }
