@@ -41,3 +41,6 @@ mod tar_parity;
 
 #[path = "suite/full_disk.rs"]
 mod full_disk;
+
+#[path = "suite/fuzz_smoke.rs"]
+mod fuzz_smoke;

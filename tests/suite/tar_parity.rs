@@ -79,7 +79,7 @@ fn base256_mtime(bytes: [u8; 12]) -> impl FnOnce(&mut tar::Header) {
 const OVERLAY_XATTRS: &str = "overlayfs control xattrs";
 
 /// The corpus: (name, layer tar). One `base` entry file in each keeps the layer non-empty.
-fn corpus() -> Vec<(&'static str, Vec<u8>)> {
+pub(crate) fn corpus() -> Vec<(&'static str, Vec<u8>)> {
     let mut c = Vec::new();
     let mut t = RawTar::default();
     c.push((

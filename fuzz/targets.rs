@@ -1,0 +1,166 @@
+//! The fuzz targets: one function per parser, taking arbitrary bytes. Each must return (never
+//! panic, never hang, never allocate without bound) whatever the input, and checks the invariant
+//! its parser promises. Shared by the libFuzzer binaries (`fuzz/fuzz_targets/`, run by
+//! `scripts/fuzz.sh`) and the test suite's time-boxed mutation run (`tests/suite/fuzz_smoke.rs`).
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bootc_image::layer::sink::write_layer;
+use bootc_image::layer::tar_stream::{Event, TarStream};
+use bootc_image::layer::tree_writer::{TreeWriter, WhiteoutStyle};
+use storage_format::{Digest, ImageRecord, LayerRecord, RecordFile, TarSplitReader, TarSplitWriter};
+
+/// Every target, by name.
+pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+    ("tar_stream", tar_stream),
+    ("tar_layer", tar_layer),
+    ("tar_split", tar_split),
+    ("records", records),
+    ("manifest", manifest),
+    ("reference", reference),
+    ("storage_conf", storage_conf),
+];
+
+/// The tar reader: entry after entry, data read to the end, until the end or an error.
+pub fn tar_stream(data: &[u8]) {
+    let mut s = TarStream::new(data);
+    let mut buf = vec![0u8; 4096];
+    for _ in 0..100_000 {
+        match s.next_event() {
+            Ok(Event::End) | Err(_) => return,
+            Ok(Event::Trailer(_)) => {}
+            Ok(Event::Entry { header, .. }) => {
+                assert!(header.mode <= 0o7777, "mode {:o}", header.mode);
+                loop {
+                    match s.read_data(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(_) => {}
+                    }
+                }
+            }
+        }
+    }
+    panic!("100000 events from {} bytes", data.len());
+}
+
+static SERIAL: AtomicU64 = AtomicU64::new(0);
+
+/// A scratch directory with `layer/` (the layer root) and `outside/` (must stay empty).
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new() -> Scratch {
+        let p = std::env::temp_dir().join(format!(
+            "bootc-image-fuzz-{}-{}",
+            std::process::id(),
+            SERIAL.fetch_add(1, Ordering::Relaxed)
+        ));
+        for d in ["layer", "outside"] {
+            std::fs::create_dir_all(p.join(d)).expect("scratch dirs");
+        }
+        Scratch(p)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn is_empty_dir(p: &Path) -> bool {
+    std::fs::read_dir(p).map(|mut d| d.next().is_none()).unwrap_or(false)
+}
+
+/// The whole layer sink into a real directory (overlay or vfs whiteouts, by the first byte): it
+/// may fail, but never writes outside the layer root, and a tar-split it completes reads back.
+pub fn tar_layer(data: &[u8]) {
+    let Some((&first, tar)) = data.split_first() else {
+        return;
+    };
+    let scratch = Scratch::new();
+    let style = if first & 1 == 0 {
+        WhiteoutStyle::Overlay
+    } else {
+        WhiteoutStyle::Delete
+    };
+    let Ok(mut tree) = TreeWriter::new(&scratch.0.join("layer"), style) else {
+        return;
+    };
+    let mut ts = TarSplitWriter::new(Vec::new());
+    let ok = write_layer(tar, &mut tree, &mut ts, |_| {}).is_ok() && tree.finish().is_ok();
+    assert!(
+        is_empty_dir(&scratch.0.join("outside")),
+        "the layer wrote outside its root"
+    );
+    let parent_entries: Vec<_> = std::fs::read_dir(&scratch.0)
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert_eq!(parent_entries.len(), 2, "entries beside the layer root: {parent_entries:?}");
+    if ok && let Ok(bytes) = ts.finish() {
+        for e in TarSplitReader::new(bytes.as_slice()) {
+            e.expect("a tar-split we wrote reads back");
+        }
+    }
+}
+
+/// The tar-split reader (JSON lines).
+pub fn tar_split(data: &[u8]) {
+    for (i, e) in TarSplitReader::new(data).enumerate() {
+        if e.is_err() || i > 100_000 {
+            return;
+        }
+    }
+}
+
+/// layers.json / images.json: what parses writes back, and what is written parses to the same.
+pub fn records(data: &[u8]) {
+    fn round_trip<T: storage_format::Record>(data: &[u8]) {
+        if let Ok(f) = RecordFile::<T>::parse(data) {
+            let out = f.to_bytes().expect("a parsed record file serializes");
+            let again = RecordFile::<T>::parse(&out).expect("what we write parses");
+            assert_eq!(
+                again.to_bytes().expect("serializes"),
+                out,
+                "record files are stable"
+            );
+        }
+    }
+    round_trip::<LayerRecord>(data);
+    round_trip::<ImageRecord>(data);
+}
+
+/// The manifest and config rules: no panic; an accepted manifest is a JSON object.
+pub fn manifest(data: &[u8]) {
+    let d = Digest::of_bytes(data);
+    if bootc_image::source::manifest_rules::check_manifest(data, &d).is_ok() {
+        let v: serde_json::Value = serde_json::from_slice(data).expect("accepted is JSON");
+        assert!(v.is_object());
+    }
+    let _ = bootc_image::source::manifest_rules::check_config(data, &d);
+}
+
+/// Image names: a name we accept normalizes to itself again and is at most 255 + tag + digest.
+pub fn reference(data: &[u8]) {
+    let Ok(s) = std::str::from_utf8(data) else {
+        return;
+    };
+    if let Ok(n) = bootc_image::reference::normalize(s) {
+        assert_eq!(
+            bootc_image::reference::normalize(&n).ok().as_deref(),
+            Some(n.as_str()),
+            "normalizing {s:?} twice"
+        );
+        bootc_image::reference::check_stored_names(&[n.clone()]).expect("stored names check");
+        assert!(n.is_ascii() && !n.contains(char::is_whitespace), "{n:?}");
+    }
+}
+
+/// storage.conf.
+pub fn storage_conf(data: &[u8]) {
+    if let Ok(s) = std::str::from_utf8(data) {
+        let _ = storage_format::StorageConf::parse(s);
+    }
+}
+
