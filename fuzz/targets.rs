@@ -9,7 +9,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use bootc_image::layer::sink::write_layer;
 use bootc_image::layer::tar_stream::{Event, TarStream};
 use bootc_image::layer::tree_writer::{TreeWriter, WhiteoutStyle};
-use storage_format::{Digest, ImageRecord, LayerRecord, RecordFile, TarSplitReader, TarSplitWriter};
+use storage_format::{
+    Digest, ImageRecord, LayerRecord, RecordFile, TarSplitReader, TarSplitWriter,
+};
 
 /// Every target, by name.
 pub const TARGETS: &[(&str, fn(&[u8]))] = &[
@@ -70,7 +72,9 @@ impl Drop for Scratch {
 }
 
 fn is_empty_dir(p: &Path) -> bool {
-    std::fs::read_dir(p).map(|mut d| d.next().is_none()).unwrap_or(false)
+    std::fs::read_dir(p)
+        .map(|mut d| d.next().is_none())
+        .unwrap_or(false)
 }
 
 /// The whole layer sink into a real directory (overlay or vfs whiteouts, by the first byte): it
@@ -97,7 +101,11 @@ pub fn tar_layer(data: &[u8]) {
     let parent_entries: Vec<_> = std::fs::read_dir(&scratch.0)
         .map(|d| d.flatten().map(|e| e.file_name()).collect())
         .unwrap_or_default();
-    assert_eq!(parent_entries.len(), 2, "entries beside the layer root: {parent_entries:?}");
+    assert_eq!(
+        parent_entries.len(),
+        2,
+        "entries beside the layer root: {parent_entries:?}"
+    );
     if ok && let Ok(bytes) = ts.finish() {
         for e in TarSplitReader::new(bytes.as_slice()) {
             e.expect("a tar-split we wrote reads back");
@@ -163,4 +171,3 @@ pub fn storage_conf(data: &[u8]) {
         let _ = storage_format::StorageConf::parse(s);
     }
 }
-

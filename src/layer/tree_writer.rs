@@ -81,9 +81,20 @@ pub struct TreeWriter {
     /// linked in by this writer), by path: a hardlink to one of them with the same metadata needs no
     /// `stat`. Emptied whenever an inode may have changed otherwise.
     known: HashMap<Vec<u8>, Meta>,
-    /// Paths this layer whited out (and did not create again): a hardlink to one is refused, as
-    /// c/storage cannot export such a layer.
-    whited_out: HashSet<Vec<u8>>,
+}
+
+/// Whether a failure to set an xattr is ignored, as c/storage ignores it: ENOTSUP always (the file
+/// system has no xattrs), EPERM only in a user namespace (where root may not set `trusted.*`). As
+/// real root, EPERM (e.g. a `user.*` xattr on a symlink) fails the layer, as it fails skopeo.
+fn xattr_error_ignored(e: Errno) -> bool {
+    static IN_USERNS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    e == Errno::NOTSUP
+        || (e == Errno::PERM
+            && *IN_USERNS.get_or_init(|| {
+                std::fs::read_to_string("/proc/self/uid_map").map_or(true, |m| {
+                    m.split_whitespace().collect::<Vec<_>>() != ["0", "0", "4294967295"]
+                })
+            }))
 }
 
 /// Longest path c/storage can create or export: its paths are strings below the layer directory,
@@ -225,7 +236,6 @@ impl TreeWriter {
             cache: DirCache::new(),
             link_by_fd: true,
             known: HashMap::new(),
-            whited_out: HashSet::new(),
         })
     }
 
@@ -381,7 +391,7 @@ impl TreeWriter {
             self.whiteout(&parent_comps, base, h)?;
             return Ok(None);
         }
-        self.whited_out.remove(&full);
+
         let root_path = self.root_path.clone();
         let style = self.style;
         let name = || String::from_utf8_lossy(&h.name).into_owned();
@@ -410,15 +420,7 @@ impl TreeWriter {
                     reason: "is a hardlink to the layer root".into(),
                 });
             };
-            if self.whited_out.contains(&join(&target)) {
-                return Err(Error::Unsafe {
-                    entry: name(),
-                    reason: format!(
-                        "is a hardlink to {:?}, which this layer whites out",
-                        String::from_utf8_lossy(&h.linkname)
-                    ),
-                });
-            }
+
             let tdir = self
                 .existing_dir(&join(tparent))
                 .map_err(|_| not_in_layer())?;
@@ -516,7 +518,8 @@ impl TreeWriter {
         rustix::fs::fchown(&self.root, Some(uid), Some(gid)).map_err(|err| e("chown", err))?;
         for (k, v) in h.xattrs.iter().filter(|(k, _)| applied_xattr(k)) {
             match rustix::fs::fsetxattr(&self.root, k.as_slice(), v, XattrFlags::empty()) {
-                Ok(()) | Err(Errno::NOTSUP) | Err(Errno::PERM) => {}
+                Ok(()) => {}
+                Err(e) if xattr_error_ignored(e) => {}
                 Err(err) => return Err(e("setting xattr on", err)),
             }
         }
@@ -639,7 +642,8 @@ impl TreeWriter {
                 .map_err(|e| errno("chown", &root_path, &full, e))?;
             for (k, v) in h.xattrs.iter().filter(|(k, _)| applied_xattr(k)) {
                 match rustix::fs::fsetxattr(f, k.as_slice(), v, XattrFlags::empty()) {
-                    Ok(()) | Err(Errno::NOTSUP) | Err(Errno::PERM) => {}
+                    Ok(()) => {}
+                    Err(e) if xattr_error_ignored(e) => {}
                     Err(e) => return Err(errno("setting xattr on", &root_path, &full, e)),
                 }
             }
@@ -661,7 +665,8 @@ impl TreeWriter {
             let p = proc_path(parent.as_fd(), base);
             for (k, v) in h.xattrs.iter().filter(|(k, _)| applied_xattr(k)) {
                 match rustix::fs::lsetxattr(p.as_slice(), k.as_slice(), v, XattrFlags::empty()) {
-                    Ok(()) | Err(Errno::NOTSUP) | Err(Errno::PERM) => {}
+                    Ok(()) => {}
+                    Err(e) if xattr_error_ignored(e) => {}
                     Err(e) => return Err(errno("setting xattr on", &root_path, &full, e)),
                 }
             }
@@ -702,15 +707,19 @@ impl TreeWriter {
                 String::from_utf8_lossy(&h.name)
             )));
         }
-        if base != WHITEOUT_OPAQUE {
-            let mut p = parent_path.clone();
-            if !p.is_empty() {
-                p.push(b'/');
-            }
-            p.extend_from_slice(orig);
-            self.whited_out.insert(p);
-        }
         if style == WhiteoutStyle::Delete {
+            // c/storage walks the opaque directory by its name without following it: when the
+            // name is a symlink, nothing is removed.
+            if base == WHITEOUT_OPAQUE
+                && let Some((&last, above)) = parent_comps.split_last()
+            {
+                let above = self.parent(above)?;
+                if rustix::fs::statat(&*above, last, AtFlags::SYMLINK_NOFOLLOW)
+                    .is_ok_and(|st| FileType::from_raw_mode(st.st_mode) == FileType::Symlink)
+                {
+                    return Ok(());
+                }
+            }
             let unpacked = std::mem::take(&mut self.unpacked);
             let parent = self.parent(parent_comps)?;
             let r = if base == WHITEOUT_OPAQUE {
@@ -729,7 +738,17 @@ impl TreeWriter {
             self.cache.clear();
             return r.map_err(|e| errno("applying whiteout in", &root_path, &parent_path, e));
         }
-        let parent = self.parent(parent_comps)?;
+        let parent = match self.parent(parent_comps) {
+            Ok(p) => p,
+            // c/storage ignores ENOTDIR here: `.wh.foo` then `foo/.wh.bar` (foo is a whiteout).
+            Err(Error::Io { source, .. })
+                if base != WHITEOUT_OPAQUE
+                    && source.raw_os_error() == Some(Errno::NOTDIR.raw_os_error()) =>
+            {
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
         if base == WHITEOUT_OPAQUE {
             let p = proc_path(parent.as_fd(), b"");
             rustix::fs::lsetxattr(
@@ -741,7 +760,8 @@ impl TreeWriter {
             .map_err(|e| errno("marking opaque", &root_path, &parent_path, e))?;
             return Ok(());
         }
-        remove_all_at(parent.as_fd(), orig).map_err(|e| errno("removing", &root_path, orig, e))?;
+        // An overlay layer's tree starts empty: whatever is already at the name, this layer
+        // created. c/storage's whiteout conversion then fails (EEXIST) and so do we.
         rustix::fs::mknodat(
             &*parent,
             orig,
@@ -749,7 +769,14 @@ impl TreeWriter {
             Mode::empty(),
             rustix::fs::makedev(0, 0),
         )
-        .map_err(|e| errno("creating whiteout", &root_path, orig, e))?;
+        .map_err(|e| match e {
+            Errno::EXIST => Error::malformed_tar(format!(
+                "{} whites out {:?}, which the same layer creates",
+                String::from_utf8_lossy(&h.name),
+                String::from_utf8_lossy(orig)
+            )),
+            e => errno("creating whiteout", &root_path, orig, e),
+        })?;
         let uid = rustix::fs::Uid::from_raw(id(h.uid, &h.name)?);
         let gid = rustix::fs::Gid::from_raw(id(h.gid, &h.name)?);
         rustix::fs::chownat(
@@ -768,21 +795,24 @@ impl TreeWriter {
         let dirs = std::mem::take(&mut self.dirs);
         for (path, times) in dirs {
             let (comps, _) = clean_components(&path);
-            let Some((&base, parent_comps)) = comps.split_last() else {
+            if comps.is_empty() {
                 rustix::fs::futimens(&self.root, &times)
                     .map_err(|e| errno("setting times of", &self.root_path, b"", e))?;
                 continue;
-            };
-            let parent_path = join(parent_comps);
-            let parent = match self.existing_dir(&parent_path) {
-                Ok(fd) => fd,
-                Err(Errno::NOENT) => continue,
-                Err(e) => return Err(errno("resolving", &self.root_path, &parent_path, e)),
-            };
-            match rustix::fs::utimensat(&*parent, base, &times, AtFlags::SYMLINK_NOFOLLOW) {
-                Ok(()) | Err(Errno::NOENT) => {}
-                Err(e) => return Err(errno("setting times of", &self.root_path, &path, e)),
             }
+            // As c/storage's Chtimes in its chroot: the name is followed (inside the layer), and a
+            // directory that a later entry removed fails the layer.
+            let fd = rustix::fs::openat2(
+                &self.root,
+                join(&comps).as_slice(),
+                OFlags::PATH | OFlags::CLOEXEC,
+                Mode::empty(),
+                ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
+            )
+            .map_err(|e| errno("setting times of", &self.root_path, &path, e))?;
+            let p = proc_path(fd.as_fd(), b"");
+            rustix::fs::utimensat(rustix::fs::CWD, p.as_slice(), &times, AtFlags::empty())
+                .map_err(|e| errno("setting times of", &self.root_path, &path, e))?;
         }
         Ok(())
     }

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use crate::fixture::{self, Compression, ImageSpec, OciDir};
 
 /// xorshift64*: deterministic from its seed, which is printed.
-struct Rng(u64);
+pub(crate) struct Rng(pub(crate) u64);
 
 impl Rng {
     fn next(&mut self) -> u64 {
@@ -22,7 +22,7 @@ impl Rng {
         self.0 ^= self.0 >> 27;
         self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
     }
-    fn below(&mut self, n: usize) -> usize {
+    pub(crate) fn below(&mut self, n: usize) -> usize {
         (self.next() % n.max(1) as u64) as usize
     }
 }
@@ -43,7 +43,9 @@ fn fix_checksums(data: &mut [u8]) {
 /// One mutation of `input` (with `other` for splices).
 fn mutate(rng: &mut Rng, input: &[u8], other: &[u8]) -> Vec<u8> {
     let mut d = input.to_vec();
-    const INTERESTING: &[u8] = &[0, 0xff, 0x80, b'/', b'.', b'0', b'7', b'x', b'g', b'L', b' ', b'='];
+    const INTERESTING: &[u8] = &[
+        0, 0xff, 0x80, b'/', b'.', b'0', b'7', b'x', b'g', b'L', b' ', b'=',
+    ];
     for _ in 0..1 + rng.below(4) {
         if d.is_empty() {
             d.extend_from_slice(&other[..other.len().min(512)]);
@@ -177,5 +179,8 @@ fn fuzz_targets_survive_mutations() {
         }
         report.push(format!("{name}: {execs}"));
     }
-    eprintln!("fuzz smoke (seed {seed}, {budget} s each): {}", report.join(", "));
+    eprintln!(
+        "fuzz smoke (seed {seed}, {budget} s each): {}",
+        report.join(", ")
+    );
 }
