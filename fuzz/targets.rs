@@ -13,8 +13,11 @@ use storage_format::{
     Digest, ImageRecord, LayerRecord, RecordFile, TarSplitReader, TarSplitWriter,
 };
 
+/// A fuzz target.
+pub type Target = fn(&[u8]);
+
 /// Every target, by name.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("tar_stream", tar_stream),
     ("tar_layer", tar_layer),
     ("tar_split", tar_split),
@@ -160,7 +163,7 @@ pub fn reference(data: &[u8]) {
             Some(n.as_str()),
             "normalizing {s:?} twice"
         );
-        bootc_image::reference::check_stored_names(&[n.clone()]).expect("stored names check");
+        bootc_image::reference::check_stored_names(std::slice::from_ref(&n)).expect("stored names check");
         assert!(n.is_ascii() && !n.contains(char::is_whitespace), "{n:?}");
     }
 }
