@@ -163,7 +163,8 @@ pub fn reference(data: &[u8]) {
             Some(n.as_str()),
             "normalizing {s:?} twice"
         );
-        bootc_image::reference::check_stored_names(std::slice::from_ref(&n)).expect("stored names check");
+        bootc_image::reference::check_stored_names(std::slice::from_ref(&n))
+            .expect("stored names check");
         assert!(n.is_ascii() && !n.contains(char::is_whitespace), "{n:?}");
     }
 }

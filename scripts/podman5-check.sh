@@ -234,6 +234,22 @@ corrupt_check() {
     ((rc != 0)) && grep -q 'etc/hello.txt' <<<"$out"
 }
 
+# podman 5's `system check --repair` on one copy of the damaged store; our `storage verify
+# --repair` ran on another on the host. Both must leave a store podman 5 finds clean, holding the
+# same images.
+repair_compare() {
+    local mine=(overlay "$base/corrupt-ours" /run/p5-corrupt-ours)
+    local theirs=(overlay "$base/corrupt-p5" /run/p5-corrupt-p5)
+    p5 "${theirs[@]}" system check --repair || return 1
+    system_check "${theirs[@]}" || return 1
+    system_check "${mine[@]}" || return 1
+    local a b
+    a=$(p5 "${mine[@]}" images -a --format '{{.ID}}' | sort)
+    b=$(p5 "${theirs[@]}" images -a --format '{{.ID}}' | sort)
+    printf 'images after our repair: [%s]; after podman 5 system check --repair: [%s]\n' "$a" "$b"
+    [[ $a == "$b" ]]
+}
+
 phase_versions_and_reference() {
     say "podman 5 and skopeo 1.18 in the chroot"
     check "podman 5 version" podman version
@@ -277,6 +293,8 @@ phase_podman5() {
 
     say "negative control: a store of ours with one file changed after the copy"
     check "podman system check reports the changed file" corrupt_check
+    check "podman 5 system check --repair and bootc-image storage verify --repair agree" \
+        repair_compare
 
     say "podman 5 on bootc's store (pull-from-default-storage; the default store's copy is gone)"
     local b=(overlay "$bootc_store" /run/p5-bootc)
@@ -467,6 +485,15 @@ make_corrupt_store() {
     echo "changed $f: hello -> jello"
 }
 
+# Our check of the damaged store must fail and name the changed file, like podman 5's.
+verify_reports() {
+    local out rc=0
+    out=$("$bin" --root "$base/corrupt" --runroot /run/p5-corrupt --storage-driver overlay \
+        storage verify --store default 2>&1) || rc=$?
+    printf '%s\n(exit %s)\n' "$out" "$rc"
+    ((rc != 0)) && grep -q 'etc/hello.txt' <<<"$out"
+}
+
 # Runs this script's copy in P5_BASE inside the chroot, in a private mount namespace. A failure
 # of the namespace or chroot setup is recorded as a failed check.
 in_chroot() { # PHASE
@@ -558,6 +585,14 @@ for driver in "${drivers[@]}"; do
 done
 say "negative control: $base/corrupt, a copy of ours with one file changed afterwards"
 check "overlay: bootc-image copy-to-storage + change a file (negative control)" make_corrupt_store
+
+say "bootc-image storage verify on the damaged store, and --repair on a copy of it"
+check "bootc-image storage verify reports the changed file" verify_reports
+cp -a "$base/corrupt" "$base/corrupt-ours"
+cp -a "$base/corrupt" "$base/corrupt-p5"
+check "bootc-image storage verify --repair" \
+    "$bin" --root "$base/corrupt-ours" --runroot /run/p5-corrupt-ours --storage-driver overlay \
+    storage verify --store default --repair
 
 say "bootc-image pull-from-default-storage (from the overlay store)"
 check "overlay: bootc-image pull-from-default-storage" \

@@ -227,7 +227,8 @@ impl TestStore {
 
     /// `skopeo copy SRC containers-storage:[…]NAME`, returning the output whatever happened.
     pub fn skopeo_copy_in_output(&self, src: &str, name: &str) -> Output {
-        run(Command::new("skopeo").args([
+        // c/image's temporary files (left behind when a layer fails) go to the store's temp dir.
+        run(Command::new("skopeo").env("TMPDIR", &self.tmpdir).args([
             "copy",
             "--quiet",
             "--insecure-policy",
