@@ -291,6 +291,14 @@ phase_podman5() {
             implied_case "$driver"
     done
 
+    say "podman 5 on stores where our copy was killed"
+    local point k
+    for point in import:layers-written image:big-data:2; do
+        k=(overlay "$base/killed-${point//:/-}" "/run/p5-killed-${point//:/-}")
+        check "killed at $point: podman images" p5 "${k[@]}" images
+        check "killed at $point: podman system check" system_check "${k[@]}"
+    done
+
     say "negative control: a store of ours with one file changed after the copy"
     check "podman system check reports the changed file" corrupt_check
     check "podman 5 system check --repair and bootc-image storage verify --repair agree" \
@@ -485,6 +493,15 @@ make_corrupt_store() {
     echo "changed $f: hello -> jello"
 }
 
+# A copy that kills itself at write event $1 into $base/killed-<event>: it must die by SIGKILL.
+killed_copy() { # POINT
+    local rc=0
+    BOOTC_IMAGE_CRASH_AT=$1 "$bin" --root "$base/killed-${1//:/-}" --runroot "/run/p5-killed" \
+        --storage-driver overlay copy-to-storage --source "oci:$oci:$tag" --target "$image" || rc=$?
+    echo "(exit $rc)"
+    ((rc == 137))
+}
+
 # Our check of the damaged store must fail and name the changed file, like podman 5's.
 verify_reports() {
     local out rc=0
@@ -593,6 +610,11 @@ cp -a "$base/corrupt" "$base/corrupt-p5"
 check "bootc-image storage verify --repair" \
     "$bin" --root "$base/corrupt-ours" --runroot /run/p5-corrupt-ours --storage-driver overlay \
     storage verify --store default --repair
+
+say "bootc-image copy-to-storage killed (SIGKILL) at two write events"
+for point in import:layers-written image:big-data:2; do
+    check "overlay: bootc-image copy-to-storage killed at $point" killed_copy "$point"
+done
 
 say "bootc-image pull-from-default-storage (from the overlay store)"
 check "overlay: bootc-image pull-from-default-storage" \
