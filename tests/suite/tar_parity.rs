@@ -191,6 +191,31 @@ pub(crate) fn corpus() -> Vec<(&'static str, Vec<u8>)> {
     c
 }
 
+/// How skopeo and we took one input.
+enum Outcome {
+    BothRefuse,
+    BothAccept,
+    /// One accepted, the other refused: what each said.
+    Differ(String),
+}
+
+/// Copies `src` as `name` with skopeo into `reference` and with us into `ours`.
+fn copy_both(reference: &TestStore, ours: &TestStore, src: &str, name: &str) -> Outcome {
+    let theirs = reference.skopeo_copy_in_output(src, name);
+    let mine = ours.ours_copy(src, Some(name));
+    match (theirs.status.success(), mine.status.success()) {
+        (false, false) => Outcome::BothRefuse,
+        (true, true) => Outcome::BothAccept,
+        (t, m) => Outcome::Differ(format!(
+            "skopeo {}, ours {}\nskopeo: {}\nours: {}",
+            if t { "accepts" } else { "refuses" },
+            if m { "accepts" } else { "refuses" },
+            describe(&theirs),
+            describe(&mine)
+        )),
+    }
+}
+
 /// Copies each corpus layer with skopeo and with us and compares the outcomes.
 #[test]
 fn adversarial_tars_match_skopeo() {
@@ -205,19 +230,11 @@ fn adversarial_tars_match_skopeo() {
         let built = oci.add_image(Some(&tag), &spec);
         let name = format!("localhost/corpus:{tag}");
         let src = oci.source(Some(&tag));
-        let theirs = reference.skopeo_copy_in_output(&src, &name);
-        let mine = ours.ours_copy(&src, Some(&name));
-        match (theirs.status.success(), mine.status.success()) {
-            (false, false) => continue,
-            (true, true) => {}
-            (t, m) => {
-                divergences.push(format!(
-                    "{what}: skopeo {}, ours {}\nskopeo: {}\nours: {}",
-                    if t { "accepts" } else { "refuses" },
-                    if m { "accepts" } else { "refuses" },
-                    describe(&theirs),
-                    describe(&mine)
-                ));
+        match copy_both(&reference, &ours, &src, &name) {
+            Outcome::BothRefuse => continue,
+            Outcome::BothAccept => {}
+            Outcome::Differ(d) => {
+                divergences.push(format!("{what}: {d}"));
                 continue;
             }
         }
@@ -413,21 +430,12 @@ fn generated_tars_match_skopeo() {
             let built = oci.add_image(Some(&tag), &spec);
             let name = format!("localhost/gen:{tag}");
             let src = oci.source(Some(&tag));
-            let theirs = reference.skopeo_copy_in_output(&src, &name);
-            let mine = ours.ours_copy(&src, Some(&name));
             let what = format!("{driver:?} seed {seed} layer {i}");
-            match (theirs.status.success(), mine.status.success()) {
-                (false, false) => continue,
-                (true, true) => accepted += 1,
-                (t, _) => {
-                    divergences.push(format!(
-                        "{what}: skopeo {}, ours {}\nskopeo: {}\nours: {}\ntar: {:02x?}",
-                        if t { "accepts" } else { "refuses" },
-                        if t { "refuses" } else { "accepts" },
-                        describe(&theirs),
-                        describe(&mine),
-                        tar
-                    ));
+            match copy_both(&reference, &ours, &src, &name) {
+                Outcome::BothRefuse => continue,
+                Outcome::BothAccept => accepted += 1,
+                Outcome::Differ(d) => {
+                    divergences.push(format!("{what}: {d}\ntar: {tar:02x?}"));
                     continue;
                 }
             }
