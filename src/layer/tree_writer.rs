@@ -81,6 +81,9 @@ pub struct TreeWriter {
     /// linked in by this writer), by path: a hardlink to one of them with the same metadata needs no
     /// `stat`. Emptied whenever an inode may have changed otherwise.
     known: HashMap<Vec<u8>, Meta>,
+    /// Whether anything was removed from the tree (an entry replaced, a vfs whiteout): only then
+    /// may a directory entry be gone or replaced by the time its times are set.
+    removed: bool,
 }
 
 /// Whether a failure to set an xattr is ignored, as c/storage ignores it: ENOTSUP always (the file
@@ -236,6 +239,7 @@ impl TreeWriter {
             cache: DirCache::new(),
             link_by_fd: true,
             known: HashMap::new(),
+            removed: false,
         })
     }
 
@@ -281,6 +285,7 @@ impl TreeWriter {
         base: &[u8],
         full: &[u8],
     ) -> Result<Arc<OwnedFd>> {
+        self.removed = true;
         remove_all_at(parent.as_fd(), base)
             .map_err(|e| errno("removing", &self.root_path, full, e))?;
         self.cache.clear();
@@ -720,6 +725,7 @@ impl TreeWriter {
                     return Ok(());
                 }
             }
+            self.removed = true;
             let unpacked = std::mem::take(&mut self.unpacked);
             let parent = self.parent(parent_comps)?;
             let r = if base == WHITEOUT_OPAQUE {
@@ -798,6 +804,19 @@ impl TreeWriter {
             if comps.is_empty() {
                 rustix::fs::futimens(&self.root, &times)
                     .map_err(|e| errno("setting times of", &self.root_path, b"", e))?;
+                continue;
+            }
+            if !self.removed {
+                // Nothing was removed: every directory is still where its entry made it.
+                let Some((&base, parent_comps)) = comps.split_last() else {
+                    continue;
+                };
+                let parent_path = join(parent_comps);
+                let parent = self
+                    .existing_dir(&parent_path)
+                    .map_err(|e| errno("resolving", &self.root_path, &parent_path, e))?;
+                rustix::fs::utimensat(&*parent, base, &times, AtFlags::SYMLINK_NOFOLLOW)
+                    .map_err(|e| errno("setting times of", &self.root_path, &path, e))?;
                 continue;
             }
             // As c/storage's Chtimes in its chroot: the name is followed (inside the layer), and a
