@@ -82,6 +82,17 @@ pub enum Error {
         /// What is wrong.
         detail: String,
     },
+    /// A store cannot be used as it is (missing, damaged, misconfigured).
+    #[error("{0}")]
+    Store(String),
+    /// An external program (ostree, unshare, chcon, podman) failed or is missing.
+    #[error("{tool} failed: {detail}")]
+    External {
+        /// The program.
+        tool: String,
+        /// What happened.
+        detail: String,
+    },
     /// The user's input is invalid.
     #[error("{0}")]
     InvalidInput(String),
@@ -96,10 +107,54 @@ pub enum Error {
     Internal(String),
 }
 
+/// What kind of failure an error is: the command line maps each class to its exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ErrorClass {
+    /// The image or a name: missing, invalid, corrupt, unsafe, unsupported.
+    Image,
+    /// The store or its file system: missing, damaged, full, read-only, not permitted.
+    Storage,
+    /// An external program failed or is missing.
+    External,
+    /// A bug of ours.
+    Internal,
+}
+
 /// Result with [`Error`].
 pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
+    /// The class of this error.
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            Error::Layer { source, .. } => source.class(),
+            Error::Read { .. }
+            | Error::MalformedTar(_)
+            | Error::Truncated(_)
+            | Error::DigestMismatch { .. }
+            | Error::Unsafe { .. }
+            | Error::InvalidInput(_)
+            | Error::NotFound(_)
+            | Error::Unsupported(_) => ErrorClass::Image,
+            Error::Io { .. }
+            | Error::Write { .. }
+            | Error::Format(_)
+            | Error::Damaged { .. }
+            | Error::Store(_) => ErrorClass::Storage,
+            Error::External { .. } => ErrorClass::External,
+            Error::Internal(_) => ErrorClass::Internal,
+        }
+    }
+
+    /// An external program that could not be run or failed.
+    pub fn external(tool: impl Into<String>, detail: impl std::fmt::Display) -> Error {
+        Error::External {
+            tool: tool.into(),
+            detail: detail.to_string(),
+        }
+    }
+
     /// An I/O error on a path.
     pub fn io(
         what: &'static str,

@@ -5,7 +5,7 @@ fn main() -> std::process::ExitCode {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {}", bootc_image::cli::error_line(&e));
-            std::process::ExitCode::FAILURE
+            std::process::ExitCode::from(bootc_image::cli::exit::code_of(&e))
         }
     }
 }

@@ -80,6 +80,6 @@ pub fn run(storage: &Path, args: &[OsString]) -> Result<i32> {
     }
     let status = cmd
         .status()
-        .map_err(|e| Error::io("running podman for", storage, e))?;
+        .map_err(|e| Error::external("podman (through unshare)", e))?;
     Ok(crate::fsutil::exit_code(&status))
 }

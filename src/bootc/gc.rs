@@ -32,10 +32,7 @@ pub fn collect(store: &Store, roots: &BTreeSet<String>, dry_run: bool) -> Result
         .map(|img| img.id)
         .collect();
     if dry_run {
-        return Ok(DeleteReport {
-            images: garbage,
-            layers: Vec::new(),
-        });
+        return store.garbage_plan(&garbage);
     }
     store.collect_garbage(&garbage)
 }

@@ -155,6 +155,6 @@ pub fn reexec_for_links(dirs: &[PathBuf], remount_rw: &[PathBuf]) -> Result<Opti
         .args(std::env::args_os().skip(1))
         .env(PRIVATE_NS_ENV, "1")
         .status()
-        .map_err(|e| Error::io("running", "unshare", e))?;
+        .map_err(|e| Error::external("unshare", e))?;
     Ok(Some(crate::fsutil::exit_code(&status)))
 }

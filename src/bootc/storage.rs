@@ -89,12 +89,12 @@ pub fn label(path: &Path) -> Result<()> {
         .arg(format!("--reference={}", reference.display()))
         .arg(path)
         .status()
-        .map_err(|e| Error::io("running chcon on", path, e))?;
+        .map_err(|e| Error::external("chcon", e))?;
     if !status.success() {
-        return Err(Error::InvalidInput(format!(
-            "labelling {} failed: {status}",
-            path.display()
-        )));
+        return Err(Error::external(
+            "chcon",
+            format!("labelling {}: {status}", path.display()),
+        ));
     }
     let stamp = path.join(LABELED_STAMP);
     std::fs::write(&stamp, b"").map_err(|e| Error::io("writing", &stamp, e))?;

@@ -4,8 +4,8 @@ use anyhow::Context;
 
 use super::Cli;
 use super::progress::Reporter;
-use crate::reference::normalize;
-use crate::source::{self, SourceRef};
+use crate::reference::parse_storage_reference;
+use crate::source::{self, SourceKind, SourceRef};
 use crate::store::Store;
 
 /// Options of copy-to-storage.
@@ -31,14 +31,26 @@ pub struct Args {
 
 /// Runs the command.
 pub fn run(cli: &Cli, args: &Args) -> anyhow::Result<()> {
-    let name = normalize(&args.target)?;
-    let mut config = cli.store_config()?;
+    let (name, mut config) = target(cli, &args.target)?;
     config.sync_filesystem = args.sync;
-    let is_oci = args
-        .source
-        .as_deref()
-        .is_some_and(|s| s.starts_with("oci:") || s.starts_with("oci-archive:"));
-    if !is_oci {
+    let kind = match args.source.as_deref() {
+        Some(s) => source::classify(s)?,
+        None => {
+            let repo = cli.sysroot().path().join("ostree/repo");
+            if !repo.is_dir() {
+                return Err(super::exit::fail(
+                    super::exit::Code::Image,
+                    format!(
+                        "no --source given, and {} is not a bootc host (no {}): name the image with --source oci:DIR[:TAG] or oci-archive:FILE[:TAG], or a sysroot on disk with --sysroot DIR",
+                        cli.sysroot().path().display(),
+                        repo.display()
+                    ),
+                ));
+            }
+            SourceKind::Host
+        }
+    };
+    if kind == SourceKind::Host {
         if let Some(s) = args.source.as_deref() {
             host_reference_check(s)?;
         }
@@ -63,6 +75,30 @@ pub fn run(cli: &Cli, args: &Args) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The name and store `--target` selects: `NAME`, `containers-storage:NAME`, or
+/// `containers-storage:[driver@root+runroot]NAME`, which names the store as skopeo's transport does
+/// (and so may not be combined with --root/--runroot/--storage-driver).
+pub fn target(cli: &Cli, t: &str) -> anyhow::Result<(String, crate::store::StoreConfig)> {
+    let r = parse_storage_reference(t)?;
+    let Some(spec) = r.store else {
+        return Ok((r.name, cli.store_config()?));
+    };
+    if cli.root.is_some() || cli.runroot.is_some() || cli.storage_driver.is_some() {
+        return Err(super::exit::fail(
+            super::exit::Code::Usage,
+            format!(
+                "--target {t:?} names a store, and so do --root/--runroot/--storage-driver: name it once"
+            ),
+        ));
+    }
+    let config = crate::store::StoreConfig::resolve(
+        Some(&spec.graphroot),
+        spec.runroot.as_deref(),
+        spec.driver.as_deref(),
+    )?;
+    Ok((r.name, config))
+}
+
 /// Checks a host image reference before handing it to the helper.
 fn host_reference_check(s: &str) -> anyhow::Result<()> {
     #[cfg(feature = "ostree")]
@@ -78,10 +114,13 @@ fn exec_host_helper() -> anyhow::Result<()> {
     let exe = std::env::current_exe().context("finding this executable")?;
     let helper = exe.with_file_name("bootc-image-ostree");
     if !helper.exists() {
-        anyhow::bail!(
-            "copying OSTree host images needs {} (built with the `ostree` feature); for OCI sources use --source oci:DIR[:TAG]",
-            helper.display()
-        );
+        return Err(super::exit::fail(
+            super::exit::Code::External,
+            format!(
+                "copying OSTree host images needs {} (built with the `ostree` feature); for OCI sources use --source oci:DIR[:TAG]",
+                helper.display()
+            ),
+        ));
     }
     let status = std::process::Command::new(&helper)
         .args(std::env::args_os().skip(1))
@@ -96,8 +135,7 @@ fn exec_host_helper() -> anyhow::Result<()> {
 /// `copy-to-storage` of a host image, in `bootc-image-ostree`.
 #[cfg(feature = "ostree")]
 pub fn run_host(cli: &Cli, args: &Args) -> anyhow::Result<()> {
-    let name = normalize(&args.target)?;
-    let mut config = cli.store_config()?;
+    let (name, mut config) = target(cli, &args.target)?;
     config.sync_filesystem = args.sync;
     host(cli, args.source.as_deref(), name, config, args.verify)
 }

@@ -57,7 +57,10 @@ pub fn collect(cli: &Cli, t: ListType) -> anyhow::Result<Vec<ImageOutput>> {
         t
     };
     if in_container && t == ListType::Host {
-        anyhow::bail!("listing host images requires a booted bootc system");
+        return Err(super::exit::fail(
+            super::exit::Code::Image,
+            "listing host images requires a booted bootc system: use --type logical here, or --sysroot DIR",
+        ));
     }
     let mut out = Vec::new();
     if matches!(t, ListType::All | ListType::Host) {

@@ -3,6 +3,7 @@
 mod bound_images;
 mod cmd;
 mod copy_to_storage;
+pub mod exit;
 mod list;
 mod progress;
 mod pull_from_default_storage;
@@ -123,7 +124,10 @@ pub fn run_host(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<()> 
     };
     match &cli.command {
         Command::CopyToStorage(args) => copy_to_storage::run_host(&cli, args),
-        _ => anyhow::bail!("bootc-image-ostree only copies host images: use bootc-image"),
+        _ => Err(exit::fail(
+            exit::Code::Usage,
+            "bootc-image-ostree only copies host images: use bootc-image",
+        )),
     }
 }
 
@@ -131,10 +135,18 @@ pub fn run_host(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<()> 
 fn parse(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<Option<Cli>> {
     match Cli::try_parse_from(args) {
         Err(e) => {
-            // --help and --version are not errors.
+            // --help and --version are not errors (and a closed pipe while printing them is none).
             if !e.use_stderr() {
-                e.print()?;
+                let _ = e.print();
                 return Ok(None);
+            }
+            if e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+                || e.kind() == clap::error::ErrorKind::MissingSubcommand
+            {
+                return Err(exit::fail(
+                    exit::Code::Usage,
+                    "a command is needed, e.g. bootc-image copy-to-storage --source oci:DIR (see bootc-image --help)",
+                ));
             }
             let text = e.to_string();
             // One line: clap's message up to its usage section.
@@ -144,7 +156,10 @@ fn parse(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<Option<Cli>
                 .map(|l| l.trim().trim_start_matches("error: "))
                 .filter(|l| !l.is_empty())
                 .collect();
-            anyhow::bail!("{} (see bootc-image --help)", msg.join(" "));
+            Err(exit::fail(
+                exit::Code::Usage,
+                format!("{} (see bootc-image --help)", msg.join(" ")),
+            ))
         }
         Ok(c) => Ok(Some(c)),
     }

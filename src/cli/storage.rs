@@ -33,6 +33,9 @@ pub enum StorageCommand {
         /// Only print what would be removed.
         #[arg(long)]
         dry_run: bool,
+        /// Collect even when the sysroot has no deployment (then every image is garbage).
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -72,7 +75,7 @@ pub fn run(cli: &Cli, c: &StorageCommand) -> anyhow::Result<()> {
     if matches!(
         c,
         StorageCommand::Init
-            | StorageCommand::Gc { dry_run: false }
+            | StorageCommand::Gc { dry_run: false, .. }
             | StorageCommand::Verify {
                 repair: true,
                 store: WhichStore::Bootc,
@@ -138,24 +141,38 @@ pub fn run(cli: &Cli, c: &StorageCommand) -> anyhow::Result<()> {
             json,
             store,
         } => verify(cli, *store, *repair, *json)?,
-        StorageCommand::Gc { dry_run } => {
+        StorageCommand::Gc { dry_run, force } => {
+            if !*force && crate::bootc::deployments::list(&sysroot)?.is_empty() {
+                return Err(super::exit::fail(
+                    super::exit::Code::Storage,
+                    format!(
+                        "no deployment under {}: every image of bootc's store would be garbage; check --sysroot, or pass --force to remove them all",
+                        sysroot.path().join("ostree/deploy").display()
+                    ),
+                ));
+            }
             let Some(store) = storage::open_existing(&sysroot)? else {
                 println!("Removed 0 images, 0 layers");
                 return Ok(());
             };
             let roots = gc::roots(&sysroot)?;
             let report = gc::collect(&store, &roots, *dry_run)?;
-            if *dry_run {
-                for id in &report.images {
-                    println!("would remove {id}");
-                }
+            let (each, total) = if *dry_run {
+                ("would remove", "Would remove")
             } else {
-                println!(
-                    "Removed {} images, {} layers",
-                    report.images.len(),
-                    report.layers.len()
-                );
+                ("removed", "Removed")
+            };
+            for id in &report.images {
+                println!("{each} image {id}");
             }
+            for id in &report.layers {
+                println!("{each} layer {id}");
+            }
+            println!(
+                "{total} {} images, {} layers",
+                report.images.len(),
+                report.layers.len()
+            );
         }
     }
     Ok(())
@@ -175,11 +192,14 @@ fn verify(cli: &Cli, which: WhichStore, repair: bool, json: bool) -> anyhow::Res
             .join(format!("{}-layers", config.driver.name()))
             .exists();
         if !exists {
-            anyhow::bail!(
-                "there is no {} store at {}: nothing to verify",
-                config.driver.name(),
-                path.display()
-            );
+            return Err(super::exit::fail(
+                super::exit::Code::Storage,
+                format!(
+                    "there is no {} store at {}: nothing to verify",
+                    config.driver.name(),
+                    path.display()
+                ),
+            ));
         }
         Ok(if rw {
             Store::open(config.clone())?
@@ -239,16 +259,18 @@ fn verify(cli: &Cli, which: WhichStore, repair: bool, json: bool) -> anyhow::Res
         }
     }
     if remaining > 0 {
-        if repaired.is_some() {
-            anyhow::bail!(
+        let message = if repaired.is_some() {
+            format!(
                 "{remaining} damaged layers of {} are used by containers: remove those containers with podman, then repair again",
                 path.display()
-            );
-        }
-        anyhow::bail!(
-            "the store at {} has {remaining} problems: `bootc-image storage verify --repair` removes the damaged images and layers (pull them again afterwards)",
-            path.display()
-        );
+            )
+        } else {
+            format!(
+                "the store at {} has {remaining} problems: `bootc-image storage verify --repair` removes the damaged images and layers (pull them again afterwards)",
+                path.display()
+            )
+        };
+        return Err(super::exit::fail(super::exit::Code::Storage, message));
     }
     Ok(())
 }

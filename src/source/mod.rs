@@ -63,6 +63,70 @@ impl SourceRef {
     }
 }
 
+/// Where a `--source` leads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceKind {
+    /// `oci:` or `oci-archive:`: read here, natively.
+    Layout,
+    /// A host image stored in the sysroot's OSTree repository (`docker://…`, `ostree-…:`, or a bare
+    /// image name).
+    Host,
+}
+
+/// Routes a `--source` by its transport. Transports we cannot read yet, and paths without a
+/// transport, are refused with what to do instead.
+pub fn classify(s: &str) -> Result<SourceKind> {
+    if s.starts_with("oci:") || s.starts_with("oci-archive:") {
+        return Ok(SourceKind::Layout);
+    }
+    const HOST: [&str; 7] = [
+        "docker://",
+        "registry:",
+        "ostree-unverified-registry:",
+        "ostree-unverified-image:",
+        "ostree-image-signed:",
+        "ostree-remote-registry:",
+        "ostree-remote-image:",
+    ];
+    if HOST.iter().any(|p| s.starts_with(p)) {
+        return Ok(SourceKind::Host);
+    }
+    if s.starts_with('/') || s.starts_with("./") || s.starts_with("../") || s == "." {
+        return Err(Error::InvalidInput(format!(
+            "--source {s:?} is a path: name its format, oci:{s}[:TAG] for an OCI layout directory or oci-archive:{s}[:TAG] for an archive"
+        )));
+    }
+    if let Some((t, _)) = s.split_once(':') {
+        let other = [
+            "dir",
+            "docker-archive",
+            "docker-daemon",
+            "containers-storage",
+            "sif",
+            "tarball",
+            "ostree",
+        ];
+        if other.contains(&t) {
+            let hint = if t == "containers-storage" {
+                "copy from one store to another with `podman save --format oci-archive -o /var/tmp/img.tar NAME`, or into bootc's store with `bootc-image pull-from-default-storage NAME`".to_string()
+            } else {
+                format!(
+                    "convert it first: `skopeo copy {s} oci:/var/tmp/img:tag`, then --source oci:/var/tmp/img:tag"
+                )
+            };
+            return Err(Error::Unsupported(format!(
+                "the {t}: transport as a source (supported: oci:, oci-archive: and host images such as docker://…); {hint}"
+            )));
+        }
+        if !t.contains(['/', '.']) && t != "localhost" && !s[t.len() + 1..].starts_with(|c: char| c.is_ascii_digit()) {
+            return Err(Error::InvalidInput(format!(
+                "unknown transport {t:?} in {s:?}: supported are oci:DIR[:TAG], oci-archive:FILE[:TAG] and host images (docker://…, ostree-unverified-registry:…)"
+            )));
+        }
+    }
+    Ok(SourceKind::Host)
+}
+
 /// An opened source image: what to import and where its blobs are.
 pub struct OpenedSource {
     /// Manifest, config and layer list, checked against their digests.

@@ -319,7 +319,7 @@ impl Store {
                 .cloned()
                 .collect();
             if leaves.is_empty() {
-                return Err(Error::InvalidInput(
+                return Err(Error::Store(
                     "the store's layers form a loop: it cannot be repaired".into(),
                 ));
             }

@@ -59,7 +59,7 @@ impl Store {
         let same = std::fs::canonicalize(&src.config().graphroot).ok()
             == std::fs::canonicalize(&self.config().graphroot).ok();
         if same {
-            return Err(Error::InvalidInput(
+            return Err(Error::Store(
                 "source and destination are the same store".into(),
             ));
         }
@@ -83,7 +83,7 @@ impl Store {
         let mut next = image.layer.clone();
         while let Some(id) = next {
             let l = src_layers.get(&id).cloned().ok_or_else(|| {
-                Error::NotFound(format!("layer {id} of image {image_id} is missing from the source store: the source is damaged"))
+                Error::Store(format!("layer {id} of image {image_id} is missing from the source store: the source is damaged"))
             })?;
             if l.is_incomplete() {
                 return Err(Error::InvalidInput(format!(

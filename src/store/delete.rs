@@ -73,6 +73,30 @@ impl Store {
         self.remove_images(ids, Sweep::Unused)
     }
 
+    /// What [`Store::collect_garbage`] would remove now, without removing anything.
+    pub fn garbage_plan(&self, ids: &[String]) -> Result<DeleteReport> {
+        let _g = self.layers_lock().lock_read()?;
+        let _i = self.images_lock().lock_read()?;
+        let (layers, _) = self.read_layers()?;
+        let (mut images, _) = self.read_images()?;
+        let mut report = DeleteReport::default();
+        let mut candidates = self.sweep_candidates(&layers);
+        for id in ids {
+            if let Some(img) = images.remove(id) {
+                report.images.push(id.clone());
+                let mut next = img.layer;
+                while let Some(id) = next {
+                    next = layers.get(&id).and_then(|l| l.parent.clone());
+                    if !candidates.insert(id) {
+                        break;
+                    }
+                }
+            }
+        }
+        report.layers = self.doomed_layers(&layers, &images, candidates)?;
+        Ok(report)
+    }
+
     /// The layers that [`Store::collect_garbage`] with no image would remove now.
     pub fn unused_layers(&self) -> Result<Vec<String>> {
         let _g = self.layers_lock().lock_read()?;
@@ -352,7 +376,7 @@ fn json_ids(
             .filter_map(|m| m.get(field).and_then(|i| i.as_str()).map(str::to_owned))
             .collect()),
         _ if bytes.iter().all(u8::is_ascii_whitespace) => Ok(Vec::new()),
-        _ => Err(Error::InvalidInput(format!(
+        _ => Err(Error::Store(format!(
             "{} is not a JSON list: nothing is removed while it cannot be read; check it with podman",
             path.display()
         ))),

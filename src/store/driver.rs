@@ -73,7 +73,7 @@ fn write_small(path: &Path, data: &[u8]) -> Result<()> {
 fn ensure_dir(path: &Path, mode: u32) -> Result<()> {
     match std::fs::symlink_metadata(path) {
         Ok(m) if m.is_dir() => Ok(()),
-        Ok(_) => Err(Error::InvalidInput(format!(
+        Ok(_) => Err(Error::Store(format!(
             "{} is not a directory",
             path.display()
         ))),

@@ -118,7 +118,7 @@ impl Store {
             let other = ["overlay", "vfs"]
                 .into_iter()
                 .find(|d| *d != name && config.graphroot.join(format!("{d}-layers")).exists());
-            return Err(Error::NotFound(match other {
+            return Err(Error::Store(match other {
                 Some(d) => format!(
                     "the store {} has no {name} layers but has {d} ones: use --storage-driver {d}",
                     config.graphroot.display()

@@ -1184,7 +1184,7 @@ fn gc_keeps_exactly_referenced_images() {
     let out = sys.ours_ok(&def, &["storage", "gc", "--dry-run"]);
     let would: BTreeSet<&str> = out
         .lines()
-        .map(|l| l.strip_prefix("would remove ").unwrap_or(l))
+        .filter_map(|l| l.strip_prefix("would remove image "))
         .collect();
     let e_id = fx.image("e").image_id();
     let f_id = fx.image("f").image_id();
@@ -1192,6 +1192,16 @@ fn gc_keeps_exactly_referenced_images() {
         would,
         BTreeSet::from([e_id.as_str(), f_id.as_str()]),
         "gc --dry-run output:\n{out}"
+    );
+    let would_layers: BTreeSet<String> = out
+        .lines()
+        .filter_map(|l| l.strip_prefix("would remove layer ").map(str::to_owned))
+        .collect();
+    assert_eq!(would_layers, removed_layers, "gc --dry-run layers:\n{out}");
+    assert_eq!(
+        out.lines().last(),
+        Some("Would remove 2 images, 2 layers"),
+        "{out}"
     );
     let d = snapshot_diff(&before, &content_snapshot(&sys.storage()));
     assert!(
@@ -1201,7 +1211,14 @@ fn gc_keeps_exactly_referenced_images() {
     );
 
     let out = sys.ours_ok(&def, &["storage", "gc"]);
-    assert_eq!(out.trim(), "Removed 2 images, 2 layers");
+    assert_eq!(
+        out.lines().last(),
+        Some("Removed 2 images, 2 layers"),
+        "{out}"
+    );
+    for id in &removed_layers {
+        assert!(out.contains(&format!("removed layer {id}")), "{out}");
+    }
     let ids: BTreeSet<String> = sys.images().into_iter().map(|(id, _)| id).collect();
     let expected: BTreeSet<String> = kept_tags.iter().map(|t| fx.image(t).image_id()).collect();
     assert_eq!(ids, expected, "images after gc");
@@ -1252,6 +1269,25 @@ fn gc_keeps_exactly_referenced_images() {
     // A second gc has nothing to do.
     let out = sys.ours_ok(&def, &["storage", "gc"]);
     assert_eq!(out.trim(), "Removed 0 images, 0 layers");
+}
+
+/// A sysroot without deployments: gc refuses (storage class, exit 4) and removes nothing; with
+/// `--force` it removes every image.
+#[test]
+fn gc_without_deployments_needs_force() {
+    let (def, _fx) = default_store(&["a", "c"]);
+    let sys = Sys::new(&def, "s");
+    sys.pull(&def, name_of("a"));
+    sys.pull(&def, name_of("c"));
+    let before = content_snapshot(&sys.storage());
+    let out = sys.ours_out(&def, &["storage", "gc"]);
+    assert_clean_failure(&out, "gc without deployments", &["--force", "no deployment"]);
+    assert_eq!(out.status.code(), Some(4), "{}", describe(&out));
+    let d = snapshot_diff(&before, &content_snapshot(&sys.storage()));
+    assert!(d.is_empty(), "gc without deployments changed the store:\n{}", d.join("\n"));
+    let out = sys.ours_ok(&def, &["storage", "gc", "--force"]);
+    assert_eq!(out.lines().last(), Some("Removed 2 images, 3 layers"), "{out}");
+    assert!(sys.podman_images().is_empty());
 }
 
 /// `pull-from-default-storage` and `bound-images pull` killed (SIGKILL) at each of their write

@@ -110,7 +110,7 @@ fn lookup_str(dict: &glib::VariantDict, key: &str) -> Option<String> {
 fn derived_digest(repo_path: &Path, layer_ref: &str) -> Result<(Digest, u64)> {
     let mut child = export_command(repo_path, layer_ref)
         .spawn()
-        .map_err(|e| Error::io("running", "ostree export", e))?;
+        .map_err(|e| Error::external("ostree export", e))?;
     let mut out = child
         .stdout
         .take()
@@ -121,11 +121,12 @@ fn derived_digest(repo_path: &Path, layer_ref: &str) -> Result<(Digest, u64)> {
     drop(hashing);
     let status = child
         .wait()
-        .map_err(|e| Error::io("running", "ostree export", e))?;
+        .map_err(|e| Error::external("ostree export", e))?;
     if !status.success() {
-        return Err(Error::InvalidInput(format!(
-            "ostree export {layer_ref} failed ({status})"
-        )));
+        return Err(Error::external(
+            format!("ostree export {layer_ref}"),
+            status,
+        ));
     }
     let r = state
         .lock()
@@ -515,7 +516,7 @@ impl LayerProducer for HostLayers<'_> {
         if let Plan::Derived(r) = plan {
             let mut child = export_command(&img.repo_path, r)
                 .spawn()
-                .map_err(|e| Error::io("running", "ostree export", e))?;
+                .map_err(|e| Error::external("ostree export", e))?;
             let out = child
                 .stdout
                 .take()
@@ -524,11 +525,9 @@ impl LayerProducer for HostLayers<'_> {
             let summary = write_layer(hashing, tree, tar_split, progress)?;
             let status = child
                 .wait()
-                .map_err(|e| Error::io("running", "ostree export", e))?;
+                .map_err(|e| Error::external("ostree export", e))?;
             if !status.success() {
-                return Err(Error::InvalidInput(format!(
-                    "ostree export {r} failed ({status})"
-                )));
+                return Err(Error::external(format!("ostree export {r}"), status));
             }
             let (diff_id, _) = state
                 .lock()

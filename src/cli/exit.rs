@@ -1,0 +1,64 @@
+//! Exit codes: one per class of failure, as `bootc image`'s error handling distinguishes image,
+//! storage and external errors. Documented in docs/cli.md.
+
+use crate::error::ErrorClass;
+
+/// The exit code of each class.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Code {
+    /// The command line is wrong (clap's convention).
+    Usage = 2,
+    /// The image or a name: missing, invalid, corrupt, unsafe, unsupported.
+    Image = 3,
+    /// The store or its file system: missing, damaged, full, read-only, not permitted.
+    Storage = 4,
+    /// An external program (podman, ostree, unshare, chcon, the OSTree helper) failed or is missing.
+    External = 5,
+    /// A bug of ours.
+    Internal = 6,
+}
+
+/// A failure the command line itself finds, with its class.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct Failure {
+    /// The class.
+    pub code: Code,
+    /// The one-line message, naming the thing and a remedy.
+    pub message: String,
+}
+
+/// A [`Failure`] as an error.
+pub fn fail(code: Code, message: impl Into<String>) -> anyhow::Error {
+    Failure {
+        code,
+        message: message.into(),
+    }
+    .into()
+}
+
+/// The exit code for an error: the class of the first classified error in its chain.
+pub fn code_of(e: &anyhow::Error) -> u8 {
+    for cause in e.chain() {
+        if let Some(f) = cause.downcast_ref::<Failure>() {
+            return f.code as u8;
+        }
+        if let Some(err) = cause.downcast_ref::<crate::Error>() {
+            return match err.class() {
+                ErrorClass::Image => Code::Image,
+                ErrorClass::Storage => Code::Storage,
+                ErrorClass::External => Code::External,
+                _ => Code::Internal,
+            } as u8;
+        }
+        if cause.downcast_ref::<storage_format::Error>().is_some()
+            || cause.downcast_ref::<std::io::Error>().is_some()
+        {
+            return Code::Storage as u8;
+        }
+        if cause.downcast_ref::<serde_json::Error>().is_some() {
+            return Code::Internal as u8;
+        }
+    }
+    Code::Internal as u8
+}
