@@ -297,7 +297,9 @@ pub fn parse_storage_reference(s: &str) -> Result<StorageReference> {
         None => (None, spec),
     };
     if roots.contains(':') {
-        return Err(bad("store options are not supported (set them in storage.conf)"));
+        return Err(bad(
+            "store options are not supported (set them in storage.conf)",
+        ));
     }
     let (graphroot, runroot) = match roots.split_once('+') {
         Some((g, r)) => (g, Some(r)),
@@ -363,14 +365,24 @@ mod tests {
     #[test]
     fn storage_references() {
         use super::parse_storage_reference as p;
-        assert_eq!(p("containers-storage:localhost/x").unwrap().name, "localhost/x:latest");
+        assert_eq!(
+            p("containers-storage:localhost/x").unwrap().name,
+            "localhost/x:latest"
+        );
         let r = p("containers-storage:[vfs@/s/root+/s/run]localhost/x:1").unwrap();
         assert_eq!(r.name, "localhost/x:1");
         let st = r.store.unwrap();
         assert_eq!(st.driver.as_deref(), Some("vfs"));
         assert_eq!(st.graphroot, std::path::PathBuf::from("/s/root"));
         assert_eq!(st.runroot, Some(std::path::PathBuf::from("/s/run")));
-        assert!(p("containers-storage:[/s/root]x").unwrap().store.unwrap().runroot.is_none());
+        assert!(
+            p("containers-storage:[/s/root]x")
+                .unwrap()
+                .store
+                .unwrap()
+                .runroot
+                .is_none()
+        );
         for bad in [
             "docker://x",
             "containers-storage:[rel+/r]x",

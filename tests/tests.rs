@@ -44,3 +44,6 @@ mod full_disk;
 
 #[path = "suite/fuzz_smoke.rs"]
 mod fuzz_smoke;
+
+#[path = "suite/cli.rs"]
+mod cli;

@@ -118,7 +118,10 @@ pub fn classify(s: &str) -> Result<SourceKind> {
                 "the {t}: transport as a source (supported: oci:, oci-archive: and host images such as docker://…); {hint}"
             )));
         }
-        if !t.contains(['/', '.']) && t != "localhost" && !s[t.len() + 1..].starts_with(|c: char| c.is_ascii_digit()) {
+        if !t.contains(['/', '.'])
+            && t != "localhost"
+            && !s[t.len() + 1..].starts_with(|c: char| c.is_ascii_digit())
+        {
             return Err(Error::InvalidInput(format!(
                 "unknown transport {t:?} in {s:?}: supported are oci:DIR[:TAG], oci-archive:FILE[:TAG] and host images (docker://…, ostree-unverified-registry:…)"
             )));

@@ -1281,12 +1281,24 @@ fn gc_without_deployments_needs_force() {
     sys.pull(&def, name_of("c"));
     let before = content_snapshot(&sys.storage());
     let out = sys.ours_out(&def, &["storage", "gc"]);
-    assert_clean_failure(&out, "gc without deployments", &["--force", "no deployment"]);
+    assert_clean_failure(
+        &out,
+        "gc without deployments",
+        &["--force", "no deployment"],
+    );
     assert_eq!(out.status.code(), Some(4), "{}", describe(&out));
     let d = snapshot_diff(&before, &content_snapshot(&sys.storage()));
-    assert!(d.is_empty(), "gc without deployments changed the store:\n{}", d.join("\n"));
+    assert!(
+        d.is_empty(),
+        "gc without deployments changed the store:\n{}",
+        d.join("\n")
+    );
     let out = sys.ours_ok(&def, &["storage", "gc", "--force"]);
-    assert_eq!(out.lines().last(), Some("Removed 2 images, 3 layers"), "{out}");
+    assert_eq!(
+        out.lines().last(),
+        Some("Removed 2 images, 3 layers"),
+        "{out}"
+    );
     assert!(sys.podman_images().is_empty());
 }
 

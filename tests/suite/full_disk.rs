@@ -124,6 +124,7 @@ fn enospc_leaves_the_store_unchanged() {
             failures += 1;
             let what = format!("{driver:?}, {leave} bytes free");
             let line = assert_clean_failure(&out, &what, &["No space left on device"]);
+            assert_eq!(out.status.code(), Some(4), "{what}: storage class");
             eprintln!("{what}: {line}");
             let d = before.diff(&store.snapshot());
             assert!(d.is_empty(), "{what}: the store changed:\n{}", d.join("\n"));
@@ -157,6 +158,7 @@ fn read_only_and_unwritable_stores_fail_cleanly() {
     let before = store.snapshot();
     let out = store.ours_copy(&src, Some("localhost/ro:latest"));
     assert_clean_failure(&out, "read-only store", &["Read-only file system"]);
+    assert_eq!(out.status.code(), Some(4), "read-only store: storage class");
     assert!(
         before.diff(&store.snapshot()).is_empty(),
         "the read-only store changed"
@@ -183,6 +185,11 @@ fn read_only_and_unwritable_stores_fail_cleanly() {
         .args(["--target", "localhost/eacces:latest"]);
     let out = run(&mut cmd);
     assert_clean_failure(&out, "unwritable store", &["Permission denied"]);
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "unwritable store: storage class"
+    );
     assert!(
         before.diff(&store.snapshot()).is_empty(),
         "the unwritable store changed: {}",
