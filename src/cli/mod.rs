@@ -102,6 +102,7 @@ impl Cli {
 
 /// Parses `args` and runs the command.
 pub fn run(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<()> {
+    storage_format::set_wait_notice(lock_wait_notice);
     let cli = parse(args)?;
     let Some(cli) = cli else { return Ok(()) };
     match &cli.command {
@@ -119,6 +120,7 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<()> {
 /// loading libostree, glib and their dependencies.
 #[cfg(feature = "ostree")]
 pub fn run_host(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<()> {
+    storage_format::set_wait_notice(lock_wait_notice);
     let Some(cli) = parse(args)? else {
         return Ok(());
     };
@@ -129,6 +131,21 @@ pub fn run_host(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<()> 
             "bootc-image-ostree only copies host images: use bootc-image",
         )),
     }
+}
+
+/// Says once, on stderr, that a store lock is held by another process and we wait for it.
+fn lock_wait_notice(path: &std::path::Path, holder: Option<u32>) {
+    let who = match holder {
+        Some(pid) => {
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            format!("process {pid} ({})", comm.trim())
+        }
+        None => "another process".to_string(),
+    };
+    eprintln!(
+        "Waiting for the lock {}, held by {who} (podman, skopeo or another copy); it is released when that finishes",
+        path.display()
+    );
 }
 
 /// Parses arguments; `None` when clap printed help or the version.

@@ -30,7 +30,7 @@ pub use conf::StorageConf;
 pub use digest::Digest;
 pub use error::{Error, Result};
 pub use ids::{image_id, is_valid_id, layer_id};
-pub use lockfile::{LockFile, LockGuard, new_token};
+pub use lockfile::{LockFile, LockGuard, WaitNotice, new_token, set_wait_notice};
 pub use overlay::{LINK_DIR, lower_chain, new_link_id, parse_lower};
 pub use records::{ImageRecord, LayerRecord, Record, RecordFile};
 pub use tarsplit::{Crc64, TarSplitEntry, TarSplitReader, TarSplitWriter};

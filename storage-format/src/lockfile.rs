@@ -59,6 +59,17 @@ fn sys_err(e: Errno, action: &str, path: &Path) -> crate::error::Error {
     std::io::Error::new(e.kind(), format!("{action} {}: {e}", path.display())).into()
 }
 
+/// What to call when a lock has been waited for a second: the lock file and the holder's PID.
+pub type WaitNotice = fn(&Path, Option<u32>);
+
+static WAIT_NOTICE: std::sync::OnceLock<WaitNotice> = std::sync::OnceLock::new();
+
+/// Sets (once per process) the function told when a lock is still held by another process after a
+/// second of trying; the lock is then waited for as before. The library itself prints nothing.
+pub fn set_wait_notice(notice: WaitNotice) {
+    let _ = WAIT_NOTICE.set(notice);
+}
+
 /// An open lock file. The file descriptor stays open for the value's
 /// lifetime; dropping it closes the fd, which releases this process's locks
 /// on the file.
@@ -105,9 +116,51 @@ impl LockFile {
     }
 
     fn lock(&self, op: FlockOperation) -> Result<LockGuard<'_>> {
+        // Try for a second without blocking; then tell the waiting notice (once) who holds the
+        // lock, and wait as c/storage does.
+        let try_op = match op {
+            FlockOperation::LockShared => FlockOperation::NonBlockingLockShared,
+            _ => FlockOperation::NonBlockingLockExclusive,
+        };
+        let start = std::time::Instant::now();
+        loop {
+            match rustix::fs::fcntl_lock(self.fd.as_fd(), try_op) {
+                Ok(()) => return Ok(LockGuard { file: self }),
+                Err(Errno::AGAIN | Errno::ACCESS | Errno::INTR) => {}
+                Err(e) => return Err(sys_err(e, "locking", &self.path)),
+            }
+            if start.elapsed() >= std::time::Duration::from_secs(1) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        if let Some(notice) = WAIT_NOTICE.get() {
+            notice(&self.path, self.holder());
+        }
         retry_eintr(|| rustix::fs::fcntl_lock(self.fd.as_fd(), op))
             .map_err(|e| sys_err(e, "locking", &self.path))?;
         Ok(LockGuard { file: self })
+    }
+
+    /// The PID of a process holding a POSIX lock on this file, from `/proc/locks`.
+    pub fn holder(&self) -> Option<u32> {
+        let st = rustix::fs::fstat(&self.fd).ok()?;
+        let (major, minor) = (rustix::fs::major(st.st_dev), rustix::fs::minor(st.st_dev));
+        let me = std::process::id();
+        let locks = std::fs::read_to_string("/proc/locks").ok()?;
+        locks.lines().find_map(|l| {
+            // "1: POSIX  ADVISORY  WRITE 1234 08:01:5678 0 EOF"
+            let f: Vec<&str> = l.split_whitespace().collect();
+            if f.get(1) != Some(&"POSIX") {
+                return None;
+            }
+            let pid: u32 = f.get(4)?.parse().ok()?;
+            let mut id = f.get(5)?.split(':');
+            let maj = u32::from_str_radix(id.next()?, 16).ok()?;
+            let min = u32::from_str_radix(id.next()?, 16).ok()?;
+            let ino: u64 = id.next()?.parse().ok()?;
+            (pid != me && maj == major && min == minor && ino == st.st_ino).then_some(pid)
+        })
     }
 
     /// Takes the exclusive lock on the whole file, waiting for other

@@ -79,6 +79,18 @@ fn copy_waits_for_layers_lock() {
         "copy after the lock was released\n{}",
         describe(&out)
     );
+    // It said once, after a second, which lock it waits for and who holds it.
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let waiting: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("Waiting for the lock"))
+        .collect();
+    assert_eq!(waiting.len(), 1, "one waiting line:\n{stderr}");
+    assert!(
+        waiting[0].contains("layers.lock") && waiting[0].contains("(python3)"),
+        "the lock and its holder: {}",
+        waiting[0]
+    );
     let v = store.inspect("localhost/bootc:latest");
     assert_eq!(v["Id"], Value::from(built.image_id()));
     assert_eq!(store.images().len(), 1);

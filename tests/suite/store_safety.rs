@@ -103,7 +103,8 @@ fn manifests_podman_cannot_read_are_refused() {
 
 /// Target names podman cannot parse (each once made `podman images` fail for the whole store)
 /// are refused with one line naming the name; the store is unchanged. A valid but unusual name
-/// is stored as podman would normalize it.
+/// is stored as podman would normalize it (`containers-storage:NAME` is skopeo's transport
+/// around a name: see cli.rs).
 #[test]
 fn names_podman_cannot_parse_are_refused() {
     let store = TestStore::new(Driver::Overlay);
@@ -119,7 +120,7 @@ fn names_podman_cannot_parse_are_refused() {
         long_repo.as_str(),
         "x:t1:t2",
         long_tag.as_str(),
-        "containers-storage:x",
+        "containers-storage:containers-storage:x",
         "docker://x",
         "Upper/Case",
         "localhost/x:-dash",
