@@ -6,6 +6,8 @@ use crate::error::ErrorClass;
 /// The exit code of each class.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Code {
+    /// `image exists`: the image is not there (nothing is printed).
+    Absent = 1,
     /// The command line is wrong (clap's convention).
     Usage = 2,
     /// The image or a name: missing, invalid, corrupt, unsafe, unsupported.

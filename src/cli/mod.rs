@@ -4,6 +4,7 @@ mod bound_images;
 mod cmd;
 mod copy_to_storage;
 pub mod exit;
+mod image;
 mod list;
 mod progress;
 mod pull_from_default_storage;
@@ -52,6 +53,9 @@ pub enum Command {
     /// Logically bound images (usr/lib/bootc/bound-images.d).
     #[command(subcommand)]
     BoundImages(bound_images::BoundCommand),
+    /// Image commands as podman's, natively: exists, rm, tag.
+    #[command(subcommand)]
+    Image(image::ImageCommand),
     /// bootc's store: create, inspect, verify, collect garbage.
     #[command(subcommand)]
     Storage(storage::StorageCommand),
@@ -112,6 +116,7 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<()> {
         Command::Cmd(c) => cmd::run(&cli, c),
         Command::BoundImages(c) => bound_images::run(&cli, c),
         Command::Storage(c) => storage::run(&cli, c),
+        Command::Image(c) => image::run(&cli, c),
     }
 }
 

@@ -71,6 +71,26 @@ pub fn find_image<'a>(images: &'a [ImageRecord], name: &str) -> Result<&'a Image
     }
 }
 
+/// The full name of `img` that `typed` (as [`find_image`] took it) stands for; `None` when it
+/// named the image by ID or digest.
+pub fn matched_name(img: &ImageRecord, typed: &str) -> Option<String> {
+    if typed.contains('@') || img.id.starts_with(typed) {
+        return None;
+    }
+    if let Ok(full) = normalize(typed)
+        && img.names.contains(&full)
+    {
+        return Some(full);
+    }
+    let with_tag = if typed.rsplit('/').next().is_some_and(|l| l.contains(':')) {
+        typed.to_string()
+    } else {
+        format!("{typed}:latest")
+    };
+    let suffix = format!("/{with_tag}");
+    img.names.iter().find(|n| n.ends_with(&suffix)).cloned()
+}
+
 fn repo_of(name: &str) -> &str {
     let last_slash = name.rfind('/').map(|i| i + 1).unwrap_or(0);
     match name[last_slash..].find(':') {

@@ -8,6 +8,7 @@ pub mod driver;
 pub mod gzip_out;
 pub mod import;
 pub mod lookup;
+pub mod names;
 pub mod records;
 pub mod tree_copy;
 pub mod verify;

@@ -164,3 +164,101 @@ fn storage_and_external_errors() {
     assert_eq!(out.status.code(), Some(5), "{}", describe(&out));
     assert!(before.diff(&store.snapshot()).is_empty());
 }
+
+/// The layer IDs and image IDs of a store, for comparing two stores.
+fn ids(store: &TestStore) -> (Vec<String>, Vec<String>) {
+    let get = |v: Vec<serde_json::Value>| {
+        let mut ids: Vec<String> = v
+            .iter()
+            .filter_map(|r| r["id"].as_str().map(str::to_owned))
+            .collect();
+        ids.sort();
+        ids
+    };
+    (get(store.layer_records()), get(store.image_records()))
+}
+
+/// `image exists` (0/1, silent), `image tag` (podman sees the name) and `image rm` (untags a name
+/// of an image with others; removes the image and only its own layers, leaving what `podman rmi`
+/// leaves on an identical store; refuses an image a container uses).
+#[test]
+fn image_exists_tag_rm_agree_with_podman() {
+    let mut stores = Vec::new();
+    for _ in 0..2 {
+        let store = TestStore::new(Driver::Overlay);
+        let mut oci = OciDir::create(&store.scratch("img"));
+        for (tag, n) in [("a", 311), ("b", 312)] {
+            let spec = ImageSpec::from_tars(
+                tag,
+                &[fixture::small_tar(310), fixture::small_tar(n)],
+                Compression::Gzip,
+            );
+            oci.add_image(Some(tag), &spec);
+        }
+        store.skopeo_copy_in(&oci.source(Some("a")), "localhost/a:latest");
+        store.skopeo_copy_in(&oci.source(Some("b")), "localhost/b:latest");
+        stores.push(store);
+    }
+    let (ours, theirs) = (&stores[0], &stores[1]);
+    let image = |s: &TestStore, args: &[&str]| run(s.ours_cmd().arg("image").args(args));
+    // exists
+    for name in [
+        "localhost/a:latest",
+        "localhost/a",
+        "a",
+        &ours.inspect("a")["Id"].as_str().expect("Id")[..12],
+    ] {
+        let out = image(ours, &["exists", name]);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "exists {name}: {}",
+            describe(&out)
+        );
+    }
+    let out = image(ours, &["exists", "localhost/nope"]);
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    assert!(
+        out.stderr.is_empty() && out.stdout.is_empty(),
+        "{}",
+        describe(&out)
+    );
+    // tag: podman sees it; rm of that name only untags.
+    let out = image(ours, &["tag", "a", "localhost/a2:1", "quay.io/x/a:2"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let tags = ours.inspect("localhost/a2:1")["RepoTags"].clone();
+    for want in ["localhost/a:latest", "localhost/a2:1", "quay.io/x/a:2"] {
+        assert!(
+            tags.as_array().expect("tags").iter().any(|t| t == want),
+            "{tags}"
+        );
+    }
+    let out = image(ours, &["rm", "localhost/a2:1", "quay.io/x/a:2"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(
+        ours.inspect("localhost/a")["RepoTags"],
+        serde_json::json!(["localhost/a:latest"])
+    );
+    // rm of the last name: what podman rmi leaves (the shared base layer stays for b).
+    let out = image(ours, &["rm", "localhost/a"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Deleted: "));
+    theirs.podman_ok(&["rmi", "localhost/a"]);
+    assert_eq!(ids(ours), ids(theirs), "ours vs podman rmi");
+    assert_eq!(ours.images().len(), 1);
+    // An image a container uses is refused; podman still has the container.
+    ours.podman_ok(&["create", "--name", "c1", "localhost/b", "true"]);
+    let before = ours.snapshot();
+    let out = image(ours, &["rm", "localhost/b"]);
+    assert_clean_failure(&out, "rm of an image in use", &["in use by container"]);
+    assert_eq!(out.status.code(), Some(3), "{}", describe(&out));
+    assert!(
+        before.diff(&ours.snapshot()).is_empty(),
+        "rm of an image in use changed the store"
+    );
+    ours.podman_ok(&["rm", "c1"]);
+    let out = image(ours, &["rm", "b"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    theirs.podman_ok(&["rmi", "localhost/b"]);
+    assert_eq!(ids(ours), ids(theirs), "ours vs podman rmi, last image");
+}

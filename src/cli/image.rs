@@ -1,0 +1,143 @@
+//! `bootc-image image exists|rm|tag`: podman's image commands, natively, on the default store
+//! (or `--root`) or on bootc's store (`--store bootc`, under `--sysroot`).
+
+use super::Cli;
+use super::exit::{Code, fail};
+use super::storage::WhichStore;
+use crate::bootc::storage;
+use crate::store::Store;
+use crate::store::lookup::{find_image, matched_name};
+
+/// Image commands.
+#[derive(Debug, clap::Subcommand)]
+pub enum ImageCommand {
+    /// Exit 0 if the image is in the store and 1 if it is not, printing nothing (as
+    /// `podman image exists`).
+    Exists {
+        /// Name, short name, ID or ID prefix.
+        name: String,
+        /// Which store: the default one (podman's, or --root) or bootc's (under --sysroot).
+        #[arg(long, value_enum, default_value_t = WhichStore::Default)]
+        store: WhichStore,
+    },
+    /// Remove images, as `podman rmi`: a name of an image that has other names is only untagged;
+    /// its last name, or its ID, removes the image and the layers no other image uses.
+    Rm {
+        /// Names, short names, IDs or ID prefixes.
+        #[arg(required = true)]
+        images: Vec<String>,
+        /// Which store: the default one (podman's, or --root) or bootc's (under --sysroot).
+        #[arg(long, value_enum, default_value_t = WhichStore::Default)]
+        store: WhichStore,
+    },
+    /// Add names to an image, as `podman tag` (a name another image had moves to this one).
+    Tag {
+        /// The image: name, short name, ID or ID prefix.
+        image: String,
+        /// The new names.
+        #[arg(required = true)]
+        names: Vec<String>,
+        /// Which store: the default one (podman's, or --root) or bootc's (under --sysroot).
+        #[arg(long, value_enum, default_value_t = WhichStore::Default)]
+        store: WhichStore,
+    },
+}
+
+/// Opens the chosen store for writing; `None` when it does not exist.
+fn open(cli: &Cli, which: WhichStore) -> anyhow::Result<Option<Store>> {
+    match which {
+        WhichStore::Bootc => Ok(storage::open_existing(&cli.sysroot())?),
+        WhichStore::Default => {
+            let config = cli.store_config()?;
+            if !config
+                .graphroot
+                .join(format!("{}-layers", config.driver.name()))
+                .exists()
+            {
+                return Ok(None);
+            }
+            Ok(Some(Store::open(config)?))
+        }
+    }
+}
+
+/// Runs the command.
+pub fn run(cli: &Cli, c: &ImageCommand) -> anyhow::Result<()> {
+    match c {
+        ImageCommand::Exists { name, store } => {
+            let found = match open(cli, *store)? {
+                Some(s) => find_image(&s.images()?, name).is_ok(),
+                None => false,
+            };
+            if !found {
+                return Err(fail(Code::Absent, ""));
+            }
+        }
+        ImageCommand::Rm { images, store } => {
+            let Some(s) = open(cli, *store)? else {
+                return Err(fail(
+                    Code::Image,
+                    format!(
+                        "image {:?} is not in the store: there is no store",
+                        images[0]
+                    ),
+                ));
+            };
+            for typed in images {
+                let all = s.images()?;
+                let img = find_image(&all, typed)?.clone();
+                match matched_name(&img, typed) {
+                    Some(name) if img.names.len() > 1 => {
+                        s.untag_image(&img.id, &name)?;
+                        println!("Untagged: {name}");
+                        continue;
+                    }
+                    None if img.names.len() > 1 => {
+                        return Err(fail(
+                            Code::Image,
+                            format!(
+                                "image {typed:?} has several names ({}): remove them by name",
+                                img.names.join(", ")
+                            ),
+                        ));
+                    }
+                    _ => {}
+                }
+                let users = s.containers_of_image(&img.id)?;
+                if !users.is_empty() {
+                    return Err(fail(
+                        Code::Image,
+                        format!(
+                            "image {typed:?} is in use by container {}: remove the container first (podman rm)",
+                            users.join(", ")
+                        ),
+                    ));
+                }
+                s.delete_images(std::slice::from_ref(&img.id))?;
+                for n in &img.names {
+                    println!("Untagged: {n}");
+                }
+                println!("Deleted: {}", img.id);
+            }
+        }
+        ImageCommand::Tag {
+            image,
+            names,
+            store,
+        } => {
+            let Some(s) = open(cli, *store)? else {
+                return Err(fail(
+                    Code::Image,
+                    format!("image {image:?} is not in the store: there is no store"),
+                ));
+            };
+            let img = find_image(&s.images()?, image)?.clone();
+            let full: Vec<String> = names
+                .iter()
+                .map(|n| crate::reference::normalize(n))
+                .collect::<Result<_, _>>()?;
+            s.tag_image(&img.id, &full)?;
+        }
+    }
+    Ok(())
+}

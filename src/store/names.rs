@@ -1,0 +1,73 @@
+//! Image names: tagging and untagging under the images lock, names unique across the store.
+
+use super::Store;
+use super::records;
+use crate::error::{Error, Result};
+
+impl Store {
+    /// Adds `names` (each already normalized) to the image `id`; an image that had one of them loses
+    /// it, as with `podman tag`.
+    pub fn tag_image(&self, id: &str, names: &[String]) -> Result<()> {
+        crate::reference::check_stored_names(names)?;
+        let _w = self.writer()?;
+        let guard = self.images_lock().lock_write()?;
+        let (mut images, _) = self.read_images()?;
+        if images.get(id).is_none() {
+            return Err(Error::NotFound(format!("image {id} is not in the store")));
+        }
+        let holders: Vec<String> = images
+            .iter()
+            .filter(|i| i.id != id && i.names.iter().any(|n| names.contains(n)))
+            .map(|i| i.id.clone())
+            .collect();
+        for h in holders {
+            if let Some(img) = images.get_mut(&h) {
+                for n in names {
+                    img.remove_name(n);
+                }
+            }
+        }
+        if let Some(img) = images.get_mut(id) {
+            for n in names {
+                img.add_name(n);
+            }
+        }
+        records::write(&self.images_dir().join("images.json"), &images, &guard)
+    }
+
+    /// Removes `name` from the image `id`'s names (the image stays, as with `podman untag`).
+    pub fn untag_image(&self, id: &str, name: &str) -> Result<()> {
+        let _w = self.writer()?;
+        let guard = self.images_lock().lock_write()?;
+        let (mut images, _) = self.read_images()?;
+        let Some(img) = images.get_mut(id) else {
+            return Err(Error::NotFound(format!("image {id} is not in the store")));
+        };
+        img.remove_name(name);
+        records::write(&self.images_dir().join("images.json"), &images, &guard)
+    }
+
+    /// The containers (their IDs) whose image is `id`, from `<driver>-containers/containers.json`.
+    pub fn containers_of_image(&self, id: &str) -> Result<Vec<String>> {
+        let p = self
+            .config()
+            .graphroot
+            .join(format!("{}-containers", self.config().driver.name()))
+            .join("containers.json");
+        let bytes = match std::fs::read(&p) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(Error::io("reading", &p, e)),
+        };
+        let v: serde_json::Value = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::Store(format!("{} is not valid JSON: {e}", p.display())))?;
+        Ok(v.as_array()
+            .map(|a| {
+                a.iter()
+                    .filter(|c| c.get("image").and_then(|i| i.as_str()) == Some(id))
+                    .filter_map(|c| c.get("id").and_then(|i| i.as_str()).map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+}
