@@ -47,3 +47,6 @@ mod fuzz_smoke;
 
 #[path = "suite/cli.rs"]
 mod cli;
+
+#[path = "suite/package.rs"]
+mod package;

@@ -112,7 +112,21 @@ fn host_reference_check(s: &str) -> anyhow::Result<()> {
 /// libostree. Runs it with our arguments and exits with its status.
 fn exec_host_helper() -> anyhow::Result<()> {
     let exe = std::env::current_exe().context("finding this executable")?;
-    let helper = exe.with_file_name("bootc-image-ostree");
+    // Beside us in a build tree; in libexec when installed (the Debian package).
+    let beside = exe.with_file_name("bootc-image-ostree");
+    let candidates = [
+        beside.clone(),
+        exe.parent()
+            .and_then(|d| d.parent())
+            .map(|p| p.join("libexec/bootc-image/bootc-image-ostree"))
+            .unwrap_or_default(),
+        std::path::PathBuf::from("/usr/libexec/bootc-image/bootc-image-ostree"),
+    ];
+    let helper = candidates
+        .iter()
+        .find(|p| p.is_file())
+        .cloned()
+        .unwrap_or(beside);
     if !helper.exists() {
         return Err(super::exit::fail(
             super::exit::Code::External,

@@ -4,6 +4,7 @@ mod bound_images;
 mod cmd;
 mod copy_to_storage;
 pub mod exit;
+mod generate;
 mod image;
 mod list;
 mod progress;
@@ -56,6 +57,17 @@ pub enum Command {
     /// Image commands as podman's, natively: exists, rm, tag.
     #[command(subcommand)]
     Image(image::ImageCommand),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completion {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Write the man pages (one per command) into a directory (for packaging).
+    #[command(hide = true)]
+    GenerateMan {
+        /// The directory.
+        dir: std::path::PathBuf,
+    },
     /// bootc's store: create, inspect, verify, collect garbage.
     #[command(subcommand)]
     Storage(storage::StorageCommand),
@@ -117,6 +129,16 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<()> {
         Command::BoundImages(c) => bound_images::run(&cli, c),
         Command::Storage(c) => storage::run(&cli, c),
         Command::Image(c) => image::run(&cli, c),
+        Command::Completion { shell } => {
+            generate::completion(*shell);
+            Ok(())
+        }
+        Command::GenerateMan { dir } => {
+            for f in generate::man_pages(dir)? {
+                println!("{}", dir.join(f).display());
+            }
+            Ok(())
+        }
     }
 }
 

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Builds the Debian package: target/package/bootc-image_<version>_<arch>.deb, with
+#   /usr/bin/bootc-image, /usr/libexec/bootc-image/bootc-image-ostree (stripped; their debug info
+#   split off into target/package/debug/), man pages for every command, bash/zsh/fish completions,
+#   and the licenses. Needs the build packages of scripts/install-deps.sh and dpkg-deb.
+# Usage: scripts/package.sh            (prints the path of the .deb)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+version=$(awk -F'"' '/^version = /{print $2; exit}' Cargo.toml)
+arch=$(dpkg --print-architecture)
+out=target/package
+root=$out/root
+rm -rf "$root" "$out/debug"
+mkdir -p "$root/DEBIAN" "$root/usr/bin" "$root/usr/libexec/bootc-image" "$out/debug" \
+    "$root/usr/share/man/man1" "$root/usr/share/bash-completion/completions" \
+    "$root/usr/share/zsh/vendor-completions" "$root/usr/share/fish/vendor_completions.d" \
+    "$root/usr/share/doc/bootc-image"
+
+cargo build --release --features ostree --bin bootc-image --bin bootc-image-ostree >&2
+install -m 0755 target/release/bootc-image "$root/usr/bin/bootc-image"
+install -m 0755 target/release/bootc-image-ostree "$root/usr/libexec/bootc-image/bootc-image-ostree"
+for bin in "$root/usr/bin/bootc-image" "$root/usr/libexec/bootc-image/bootc-image-ostree"; do
+    name=$(basename "$bin")
+    objcopy --only-keep-debug "$bin" "$out/debug/$name.debug"
+    strip --strip-unneeded "$bin"
+    objcopy --add-gnu-debuglink="$out/debug/$name.debug" "$bin"
+done
+
+tool=target/release/bootc-image
+"$tool" generate-man "$root/usr/share/man/man1" >/dev/null
+gzip -9n "$root"/usr/share/man/man1/*.1
+"$tool" completion bash >"$root/usr/share/bash-completion/completions/bootc-image"
+"$tool" completion zsh >"$root/usr/share/zsh/vendor-completions/_bootc-image"
+"$tool" completion fish >"$root/usr/share/fish/vendor_completions.d/bootc-image.fish"
+cat LICENSE-MIT LICENSE-APACHE >"$root/usr/share/doc/bootc-image/copyright"
+
+cat >"$root/DEBIAN/control" <<CONTROL
+Package: bootc-image
+Version: $version
+Architecture: $arch
+Maintainer: bootc-image developers <bootc-image@localhost>
+Depends: libc6, libglib2.0-0, libostree-1-1, util-linux
+Recommends: podman
+Suggests: skopeo
+Section: admin
+Priority: optional
+Description: container images in containers-storage, natively (the bootc image commands)
+ Reads and writes container images directly in containers-storage, the store
+ podman, skopeo and buildah share: copy-to-storage (OCI layouts, archives, the
+ OSTree host image), pull-from-default-storage, bound images, image
+ exists/rm/tag, storage init/status/verify/gc.
+CONTROL
+
+deb=$out/bootc-image_${version}_${arch}.deb
+dpkg-deb --root-owner-group --build "$root" "$deb" >&2
+echo "$deb"
