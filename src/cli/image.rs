@@ -1,4 +1,4 @@
-//! `bootc-image image exists|rm|tag`: podman's image commands, natively, on the default store
+//! `bootc-image image exists|inspect|rm|tag`: podman's image commands, natively, on the default store
 //! (or `--root`) or on bootc's store (`--store bootc`, under `--sysroot`).
 
 use super::Cli;
@@ -23,6 +23,15 @@ pub enum ImageCommand {
     /// Remove images, as `podman rmi`: a name of an image that has other names is only untagged;
     /// its last name, or its ID, removes the image and the layers no other image uses.
     Rm {
+        /// Names, short names, IDs or ID prefixes.
+        #[arg(required = true)]
+        images: Vec<String>,
+        /// Which store: the default one (podman's, or --root) or bootc's (under --sysroot).
+        #[arg(long, value_enum, default_value_t = WhichStore::Default)]
+        store: WhichStore,
+    },
+    /// Print images as `podman image inspect` does (a JSON list, podman's field names and values).
+    Inspect {
         /// Names, short names, IDs or ID prefixes.
         #[arg(required = true)]
         images: Vec<String>,
@@ -119,6 +128,28 @@ pub fn run(cli: &Cli, c: &ImageCommand) -> anyhow::Result<()> {
                 }
                 println!("Deleted: {}", img.id);
             }
+        }
+        ImageCommand::Inspect { images, store } => {
+            let Some(s) = open(cli, *store)? else {
+                return Err(fail(
+                    Code::Image,
+                    format!(
+                        "image {:?} is not in the store: there is no store",
+                        images[0]
+                    ),
+                ));
+            };
+            let all = s.images()?;
+            let mut out = Vec::new();
+            for typed in images {
+                out.push(s.inspect_image(find_image(&all, typed)?)?);
+            }
+            // podman indents with five spaces.
+            let mut buf = Vec::new();
+            let fmt = serde_json::ser::PrettyFormatter::with_indent(b"     ");
+            let mut ser = serde_json::Serializer::with_formatter(&mut buf, fmt);
+            serde::Serialize::serialize(&out, &mut ser)?;
+            println!("{}", String::from_utf8_lossy(&buf));
         }
         ImageCommand::Tag {
             image,

@@ -54,7 +54,7 @@ pub enum Command {
     /// Logically bound images (usr/lib/bootc/bound-images.d).
     #[command(subcommand)]
     BoundImages(bound_images::BoundCommand),
-    /// Image commands as podman's, natively: exists, rm, tag.
+    /// Image commands as podman's, natively: exists, inspect, rm, tag.
     #[command(subcommand)]
     Image(image::ImageCommand),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).

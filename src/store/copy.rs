@@ -39,7 +39,8 @@ pub struct CopyOptions {
     pub verify: bool,
 }
 
-fn read_big_data(store: &Store, image: &ImageRecord, key: &str) -> Result<Vec<u8>> {
+/// Reads one big-data item (config, manifest …) of an image.
+pub fn read_big_data(store: &Store, image: &ImageRecord, key: &str) -> Result<Vec<u8>> {
     let p = store
         .images_dir()
         .join(&image.id)

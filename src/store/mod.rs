@@ -7,6 +7,7 @@ pub mod delete;
 pub mod driver;
 pub mod gzip_out;
 pub mod import;
+pub mod inspect;
 pub mod lookup;
 pub mod names;
 pub mod records;

@@ -262,3 +262,32 @@ fn image_exists_tag_rm_agree_with_podman() {
     theirs.podman_ok(&["rmi", "localhost/b"]);
     assert_eq!(ids(ours), ids(theirs), "ours vs podman rmi, last image");
 }
+
+/// `image inspect` prints what `podman image inspect` prints, for images we wrote and images
+/// skopeo wrote, on overlay and vfs, with several names and layers.
+#[test]
+fn image_inspect_matches_podman() {
+    for driver in [Driver::Overlay, Driver::Vfs] {
+        let store = TestStore::new(driver);
+        let mut oci = OciDir::create(&store.scratch("insp"));
+        oci.add_image(Some("rich"), &fixture::rich_image(Compression::Gzip));
+        let spec = ImageSpec::from_tars("small", &[fixture::small_tar(320)], Compression::Zstd);
+        oci.add_image(Some("small"), &spec);
+        store.ours_copy_ok(&oci.source(Some("rich")), Some("localhost/rich:1"));
+        store.skopeo_copy_in(&oci.source(Some("small")), "quay.io/x/small:2");
+        store.podman_ok(&["tag", "localhost/rich:1", "localhost/rich:latest"]);
+        for name in ["localhost/rich:1", "quay.io/x/small:2"] {
+            let ours: serde_json::Value = serde_json::from_str(&crate::util::run_ok(
+                store.ours_cmd().args(["image", "inspect", name]),
+            ))
+            .expect("our JSON");
+            let theirs: serde_json::Value =
+                serde_json::from_str(&store.podman_ok(&["image", "inspect", name]))
+                    .expect("podman JSON");
+            assert_eq!(
+                ours, theirs,
+                "{driver:?} {name}: ours vs podman image inspect"
+            );
+        }
+    }
+}
