@@ -36,6 +36,7 @@ pub enum CmdCommand {
 
 /// Runs the command.
 pub fn run(cli: &Cli, c: &CmdCommand) -> anyhow::Result<()> {
+    cli.note_store_options_unused("bootc-image cmd");
     let (store, _) = storage::ensure(&cli.sysroot())?;
     let path = store.config().graphroot.clone();
     drop(store);

@@ -71,8 +71,14 @@ pub fn collect(cli: &Cli, t: ListType) -> anyhow::Result<Vec<ImageOutput>> {
             });
         }
     }
+    // With --root (or --runroot/--storage-driver), the store named is listed instead of bootc's.
+    let store = if cli.names_a_store() {
+        Some(crate::store::Store::open_read_only(cli.store_config()?)?)
+    } else {
+        storage::open_existing_read_only(&sysroot)?
+    };
     if matches!(t, ListType::All | ListType::Unified)
-        && let Some(store) = storage::open_existing_read_only(&sysroot)?
+        && let Some(store) = store
     {
         for img in store.images()? {
             for image in img.names {

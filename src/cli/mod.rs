@@ -106,6 +106,21 @@ impl Cli {
         crate::bootc::sysroot::Sysroot::new(&self.sysroot)
     }
 
+    /// Whether --root, --runroot or --storage-driver was given.
+    pub fn names_a_store(&self) -> bool {
+        self.root.is_some() || self.runroot.is_some() || self.storage_driver.is_some()
+    }
+
+    /// Says (on stderr) that --root/--runroot/--storage-driver do not apply to a command that
+    /// works on bootc's store only.
+    pub fn note_store_options_unused(&self, command: &str) {
+        if self.names_a_store() {
+            eprintln!(
+                "note: {command} works on bootc's store under --sysroot; --root/--runroot/--storage-driver name the default store, which it does not use"
+            );
+        }
+    }
+
     /// The store configuration these options select.
     pub fn store_config(&self) -> anyhow::Result<StoreConfig> {
         Ok(StoreConfig::resolve(

@@ -153,8 +153,15 @@ impl Sys {
         c
     }
 
-    /// Runs our binary with `args`, returning its output whatever happened.
+    /// Runs our binary with `args`, returning its output whatever happened. `list` gets only
+    /// `--sysroot`: given `--root`, it lists that store instead of bootc's.
     fn ours_out(&self, def: &TestStore, args: &[&str]) -> Output {
+        if args.first() == Some(&"list") {
+            return run(Command::new(BIN)
+                .arg("--sysroot")
+                .arg(&self.path)
+                .args(args));
+        }
         run(self.ours(def).args(args))
     }
 

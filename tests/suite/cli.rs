@@ -291,3 +291,28 @@ fn image_inspect_matches_podman() {
         }
     }
 }
+
+/// `list --root R` lists the images of R (as unified images), not bootc's store.
+#[test]
+fn list_honours_root() {
+    let (store, src) = setup();
+    store.ours_copy_ok(&src, Some("localhost/listed:1"));
+    let sysroot = store.scratch("empty-sysroot");
+    std::fs::create_dir_all(&sysroot).expect("mkdir");
+    let out = crate::util::run_ok(
+        store
+            .ours_cmd()
+            .arg("--sysroot")
+            .arg(&sysroot)
+            .args(["list", "--type", "unified", "--format", "json"]),
+    );
+    let v: serde_json::Value = serde_json::from_str(&out).expect("list JSON");
+    let names: Vec<&str> = v
+        .as_array()
+        .expect("rows")
+        .iter()
+        .filter_map(|r| r["image"].as_str())
+        .collect();
+    assert!(names.contains(&"localhost/listed:1"), "{out}");
+    assert!(names.contains(&crate::errors::SEED), "{out}");
+}
