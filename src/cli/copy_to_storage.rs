@@ -3,7 +3,7 @@
 use anyhow::Context;
 
 use super::Cli;
-use super::progress::Reporter;
+use super::progress::{ProgressMode, Reporter};
 use crate::reference::parse_storage_reference;
 use crate::source::{self, SourceKind, SourceRef};
 use crate::store::Store;
@@ -15,9 +15,16 @@ pub struct Args {
     /// sysroot's OSTree repository (e.g. docker://quay.io/org/os:tag). Default: the booted image.
     #[arg(long, value_name = "SRC")]
     pub source: Option<String>,
-    /// The name to give it in the store.
+    /// The name to give it in the store: NAME, containers-storage:NAME, or
+    /// containers-storage:[driver@root+runroot]NAME (which names the store too, as skopeo does).
     #[arg(long, value_name = "NAME", default_value = "localhost/bootc")]
     pub target: String,
+    /// Progress: a line on a terminal (auto), one JSON object per event on stdout (json), or none.
+    #[arg(long, value_enum, default_value_t = ProgressMode::Auto)]
+    pub progress: ProgressMode,
+    /// The result: text lines, or one JSON object (name, image ID, digest, layers, seconds).
+    #[arg(long, value_enum, default_value_t = ResultFormat::Text)]
+    pub format: ResultFormat,
     /// Flush the filesystem (syncfs) before the layers are recorded as complete, so the image also
     /// survives a power loss. Slower: it waits for every byte to reach the disk.
     #[arg(long)]
@@ -29,8 +36,56 @@ pub struct Args {
     pub verify: bool,
 }
 
+/// How a command prints its result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ResultFormat {
+    /// Lines for people.
+    Text,
+    /// One JSON object.
+    Json,
+}
+
+/// The progress mode after --quiet.
+fn progress_mode(cli: &Cli, args: &Args) -> ProgressMode {
+    if cli.quiet && args.progress == ProgressMode::Auto {
+        ProgressMode::None
+    } else {
+        args.progress
+    }
+}
+
+/// Prints the result: text lines (not with --quiet), or JSON (with --format json, or as the last
+/// event of --progress json).
+fn print_result(
+    cli: &Cli,
+    args: &Args,
+    report: &crate::store::import::ImportReport,
+    text: &[String],
+    seconds: f64,
+) {
+    if args.format == ResultFormat::Json || args.progress == ProgressMode::Json {
+        let mut v = serde_json::json!({
+            "name": report.names.first(),
+            "image_id": report.image_id,
+            "digest": report.manifest_digest.to_string(),
+            "layers_written": report.layers_written,
+            "layers_reused": report.layers_reused,
+            "seconds": (seconds * 1000.0).round() / 1000.0,
+        });
+        if args.progress == ProgressMode::Json {
+            v["event"] = "done".into();
+        }
+        println!("{v}");
+    } else if !cli.quiet {
+        for l in text {
+            println!("{l}");
+        }
+    }
+}
+
 /// Runs the command.
 pub fn run(cli: &Cli, args: &Args) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
     let (name, mut config) = target(cli, &args.target)?;
     config.sync_filesystem = args.sync;
     let kind = match args.source.as_deref() {
@@ -62,16 +117,22 @@ pub fn run(cli: &Cli, args: &Args) -> anyhow::Result<()> {
     opened.image.names = vec![name.clone()];
     let store = Store::open(config.clone())
         .with_context(|| format!("opening the store at {}", config.graphroot.display()))?;
-    let reporter = Reporter::new(opened.image.layers.iter().map(|l| l.blob_size).collect());
+    let reporter = Reporter::new(
+        opened.image.layers.iter().map(|l| l.blob_size).collect(),
+        progress_mode(cli, args),
+    );
     let report = store
         .import_image(&opened.image, opened.blobs.as_ref(), &|p| reporter.event(p))
         .with_context(|| format!("copying {src} to {name}"))?;
     reporter.finish();
-    println!(
-        "Stored {} ({} layers written, {} reused)",
-        name, report.layers_written, report.layers_reused
-    );
-    println!("Digest: {}", report.manifest_digest);
+    let text = [
+        format!(
+            "Stored {} ({} layers written, {} reused)",
+            name, report.layers_written, report.layers_reused
+        ),
+        format!("Digest: {}", report.manifest_digest),
+    ];
+    print_result(cli, args, &report, &text, started.elapsed().as_secs_f64());
     Ok(())
 }
 
@@ -151,18 +212,20 @@ fn exec_host_helper() -> anyhow::Result<()> {
 pub fn run_host(cli: &Cli, args: &Args) -> anyhow::Result<()> {
     let (name, mut config) = target(cli, &args.target)?;
     config.sync_filesystem = args.sync;
-    host(cli, args.source.as_deref(), name, config, args.verify)
+    host(cli, args, name, config)
 }
 
 /// The booted (or named) OSTree host image.
 #[cfg(feature = "ostree")]
 fn host(
     cli: &Cli,
-    source: Option<&str>,
+    args: &Args,
     name: String,
     config: crate::store::StoreConfig,
-    args_verify: bool,
 ) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    let source = args.source.as_deref();
+    let args_verify = args.verify;
     use crate::source::ostree_host::{HostImage, HostLayers, LinkCounts};
     if let Some(s) = source {
         crate::source::ostree_host::imgref::image_reference(s)?;
@@ -190,8 +253,8 @@ fn host(
         }
         return Ok(());
     }
-    if config.graphroot != original_root {
-        println!(
+    if config.graphroot != original_root && !cli.quiet {
+        eprintln!(
             "Reaching the store {} through {}, on the repository's mount, so files can be hardlinked",
             original_root.display(),
             config.graphroot.display()
@@ -208,7 +271,10 @@ fn host(
     // object is damaged, or the image was encapsulated differently), the copy was rolled back:
     // check every object and compute every DiffID from content, then write again.
     let mut image = open(args_verify)?;
-    let reporter = Reporter::new(image.input.layers.iter().map(|l| l.blob_size).collect());
+    let reporter = Reporter::new(
+        image.input.layers.iter().map(|l| l.blob_size).collect(),
+        progress_mode(cli, args),
+    );
     let mut producer = HostLayers {
         image: &image,
         counts: LinkCounts::default(),
@@ -232,10 +298,13 @@ fn host(
         .counts
         .written
         .load(std::sync::atomic::Ordering::Relaxed);
-    println!(
-        "Stored {} from {} ({} layers written, {} reused; {linked} files hardlinked from the repository, {written} written)",
-        name, image.imgref, report.layers_written, report.layers_reused
-    );
-    println!("Digest: {}", report.manifest_digest);
+    let text = [
+        format!(
+            "Stored {} from {} ({} layers written, {} reused; {linked} files hardlinked from the repository, {written} written)",
+            name, image.imgref, report.layers_written, report.layers_reused
+        ),
+        format!("Digest: {}", report.manifest_digest),
+    ];
+    print_result(cli, args, &report, &text, started.elapsed().as_secs_f64());
     Ok(())
 }

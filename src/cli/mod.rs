@@ -31,6 +31,9 @@ pub struct Cli {
     /// Storage driver: overlay or vfs (like podman's --storage-driver). Default: from storage.conf.
     #[arg(long, global = true, value_name = "DRIVER")]
     pub storage_driver: Option<String>,
+    /// Print no progress and no result lines (errors still go to stderr).
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
     /// The physical root bootc manages (a booted system's `/`, or a sysroot on disk).
     #[arg(long, global = true, value_name = "PATH", default_value = "/")]
     pub sysroot: PathBuf,

@@ -540,6 +540,11 @@ impl Store {
         let produced = producer.produce(index, layer, &mut tree, &mut ts, &|bytes| {
             progress(Progress::Bytes { index, bytes })
         })?;
+        // The last count is the layer's whole uncompressed size.
+        progress(Progress::Bytes {
+            index,
+            bytes: produced.summary.diff_size,
+        });
         tree.finish()?;
         let gz = ts.finish()?;
         let buf = gz.finish().map_err(|e| Error::io("writing", &tmp, e))?;

@@ -316,3 +316,78 @@ fn list_honours_root() {
     assert!(names.contains(&"localhost/listed:1"), "{out}");
     assert!(names.contains(&crate::errors::SEED), "{out}");
 }
+
+/// `--progress json`: one JSON object per line on stdout — the plan, a `layer-done` per layer
+/// whose bytes are the layer's uncompressed size, then the result; `--format json` prints the
+/// result alone; `-q` prints nothing.
+#[test]
+fn progress_json_format_json_and_quiet() {
+    let (store, _src) = setup();
+    let mut oci = OciDir::create(&store.scratch("prog"));
+    let tars: Vec<Vec<u8>> = (330..333).map(fixture::small_tar).collect();
+    let built = oci.add_image(
+        Some("p"),
+        &ImageSpec::from_tars("prog", &tars, Compression::Gzip),
+    );
+    let src = oci.source(Some("p"));
+    let out = crate::util::run_ok(store.ours_cmd().args([
+        "copy-to-storage",
+        "--source",
+        &src,
+        "--target",
+        "localhost/prog:1",
+        "--progress",
+        "json",
+    ]));
+    let events: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l:?}: {e}")))
+        .collect();
+    assert_eq!(events[0]["event"], "plan", "{out}");
+    assert_eq!(events[0]["layers"], 3);
+    let done: Vec<&serde_json::Value> = events
+        .iter()
+        .filter(|e| e["event"] == "layer-done")
+        .collect();
+    assert_eq!(done.len(), 3, "{out}");
+    let records = store.layer_records();
+    for d in done {
+        let i = d["layer"].as_u64().expect("layer") as usize;
+        let rec = records
+            .iter()
+            .find(|r| r["diff-digest"] == built.diff_ids[i].as_str())
+            .expect("layer record");
+        assert_eq!(d["bytes"], rec["diff-size"], "layer {i}: {out}");
+    }
+    let last = events.last().expect("events");
+    assert_eq!(last["event"], "done");
+    assert_eq!(last["image_id"], built.image_id().as_str());
+    assert_eq!(last["digest"], built.manifest_digest.as_str());
+    assert_eq!(last["name"], "localhost/prog:1");
+    // --format json: the result alone.
+    let out = crate::util::run_ok(store.ours_cmd().args([
+        "copy-to-storage",
+        "--source",
+        &src,
+        "--target",
+        "localhost/prog:2",
+        "--format",
+        "json",
+    ]));
+    let v: serde_json::Value = serde_json::from_str(out.trim()).expect("one JSON object");
+    assert_eq!(v["layers_reused"], 3, "{out}");
+    // -q: nothing.
+    let out = run(store.ours_cmd().args([
+        "-q",
+        "copy-to-storage",
+        "--source",
+        &src,
+        "--target",
+        "localhost/prog:3",
+    ]));
+    assert!(
+        out.status.success() && out.stdout.is_empty(),
+        "{}",
+        describe(&out)
+    );
+}
