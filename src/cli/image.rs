@@ -70,6 +70,16 @@ fn open(cli: &Cli, which: WhichStore) -> anyhow::Result<Option<Store>> {
     }
 }
 
+/// Opens the chosen store, which must exist for `name` to be in it.
+fn open_required(cli: &Cli, which: WhichStore, name: &str) -> anyhow::Result<Store> {
+    open(cli, which)?.ok_or_else(|| {
+        fail(
+            Code::Image,
+            format!("image {name:?} is not in the store: there is no store"),
+        )
+    })
+}
+
 /// Runs the command.
 pub fn run(cli: &Cli, c: &ImageCommand) -> anyhow::Result<()> {
     match c {
@@ -83,15 +93,7 @@ pub fn run(cli: &Cli, c: &ImageCommand) -> anyhow::Result<()> {
             }
         }
         ImageCommand::Rm { images, store } => {
-            let Some(s) = open(cli, *store)? else {
-                return Err(fail(
-                    Code::Image,
-                    format!(
-                        "image {:?} is not in the store: there is no store",
-                        images[0]
-                    ),
-                ));
-            };
+            let s = open_required(cli, *store, &images[0])?;
             for typed in images {
                 let all = s.images()?;
                 let img = find_image(&all, typed)?.clone();
@@ -130,15 +132,7 @@ pub fn run(cli: &Cli, c: &ImageCommand) -> anyhow::Result<()> {
             }
         }
         ImageCommand::Inspect { images, store } => {
-            let Some(s) = open(cli, *store)? else {
-                return Err(fail(
-                    Code::Image,
-                    format!(
-                        "image {:?} is not in the store: there is no store",
-                        images[0]
-                    ),
-                ));
-            };
+            let s = open_required(cli, *store, &images[0])?;
             let all = s.images()?;
             let mut out = Vec::new();
             for typed in images {
@@ -156,12 +150,7 @@ pub fn run(cli: &Cli, c: &ImageCommand) -> anyhow::Result<()> {
             names,
             store,
         } => {
-            let Some(s) = open(cli, *store)? else {
-                return Err(fail(
-                    Code::Image,
-                    format!("image {image:?} is not in the store: there is no store"),
-                ));
-            };
+            let s = open_required(cli, *store, image)?;
             let img = find_image(&s.images()?, image)?.clone();
             let full: Vec<String> = names
                 .iter()

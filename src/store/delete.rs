@@ -79,40 +79,18 @@ impl Store {
         let _i = self.images_lock().lock_read()?;
         let (layers, _) = self.read_layers()?;
         let (mut images, _) = self.read_images()?;
-        let mut report = DeleteReport::default();
-        let mut candidates = self.sweep_candidates(&layers);
-        for id in ids {
-            if let Some(img) = images.remove(id) {
-                report.images.push(id.clone());
-                let mut next = img.layer;
-                while let Some(id) = next {
-                    next = layers.get(&id).and_then(|l| l.parent.clone());
-                    if !candidates.insert(id) {
-                        break;
-                    }
-                }
-            }
-        }
-        report.layers = self.doomed_layers(&layers, &images, candidates)?;
-        Ok(report)
+        self.plan_removal(&layers, &mut images, ids, Sweep::Unused)
     }
 
-    /// The layers that [`Store::collect_garbage`] with no image would remove now.
-    pub fn unused_layers(&self) -> Result<Vec<String>> {
-        let _g = self.layers_lock().lock_read()?;
-        let _i = self.images_lock().lock_read()?;
-        let (layers, _) = self.read_layers()?;
-        let (images, _) = self.read_images()?;
-        let candidates = self.sweep_candidates(&layers);
-        self.doomed_layers(&layers, &images, candidates)
-    }
-
-    fn remove_images(&self, ids: &[String], sweep: Sweep) -> Result<DeleteReport> {
-        let _w = self.writer()?;
-        let layers_guard = self.layers_lock().lock_write()?;
-        let images_guard = self.images_lock().lock_write()?;
-        let (mut images, _) = self.read_images()?;
-        let (mut layers, _) = self.read_layers()?;
+    /// Takes the images `ids` out of `images` and finds the layers to remove with them: their own
+    /// chains, and with [`Sweep::Unused`] every other layer nothing uses.
+    fn plan_removal(
+        &self,
+        layers: &RecordFile<LayerRecord>,
+        images: &mut RecordFile<ImageRecord>,
+        ids: &[String],
+        sweep: Sweep,
+    ) -> Result<DeleteReport> {
         let mut report = DeleteReport::default();
         let mut candidates: HashSet<String> = HashSet::new();
         for id in ids {
@@ -129,20 +107,29 @@ impl Store {
             }
         }
         if sweep == Sweep::Unused {
-            candidates.extend(self.sweep_candidates(&layers));
+            candidates.extend(self.sweep_candidates(layers));
         }
-        let doomed = self.doomed_layers(&layers, &images, candidates)?;
-        if report.images.is_empty() && doomed.is_empty() {
+        report.layers = self.doomed_layers(layers, images, candidates)?;
+        Ok(report)
+    }
+
+    fn remove_images(&self, ids: &[String], sweep: Sweep) -> Result<DeleteReport> {
+        let _w = self.writer()?;
+        let layers_guard = self.layers_lock().lock_write()?;
+        let images_guard = self.images_lock().lock_write()?;
+        let (mut images, _) = self.read_images()?;
+        let (mut layers, _) = self.read_layers()?;
+        let report = self.plan_removal(&layers, &mut images, ids, sweep)?;
+        if report.images.is_empty() && report.layers.is_empty() {
             return Ok(report);
         }
         self.remove_in_order(
             &mut layers,
             &images,
             &report.images,
-            &doomed,
+            &report.layers,
             (&layers_guard, &images_guard),
         )?;
-        report.layers = doomed;
         drop(images_guard);
         Ok(report)
     }
