@@ -12,7 +12,11 @@ use crate::store::{Store, lookup};
 #[derive(Debug, clap::Subcommand)]
 pub enum BoundCommand {
     /// List the bound images of the running root (or of the sysroot's first deployment).
-    List,
+    List {
+        /// Lines of image and unit file, or a JSON list of {"image", "source"}.
+        #[arg(long, value_enum, default_value_t = super::copy_to_storage::ResultFormat::Text)]
+        format: super::copy_to_storage::ResultFormat,
+    },
     /// Copy every bound image into bootc's store, all or nothing: from the default store, or from the
     /// `oci:`/`oci-archive:` reference the unit names.
     Pull,
@@ -30,7 +34,15 @@ fn bound(cli: &Cli) -> anyhow::Result<Vec<bound_images::BoundImage>> {
 pub fn run(cli: &Cli, c: &BoundCommand) -> anyhow::Result<()> {
     let images = bound(cli)?;
     match c {
-        BoundCommand::List => {
+        BoundCommand::List { format } => {
+            if *format == super::copy_to_storage::ResultFormat::Json {
+                let v: Vec<serde_json::Value> = images
+                    .iter()
+                    .map(|b| serde_json::json!({"image": b.image, "source": b.source}))
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&v)?);
+                return Ok(());
+            }
             for b in &images {
                 println!("{}\t{}", b.image, b.source);
             }

@@ -3,6 +3,7 @@
 use anyhow::Context;
 
 use super::Cli;
+use super::copy_to_storage::ResultFormat;
 use crate::bootc::storage;
 use crate::store::copy::CopyOptions;
 use crate::store::{Store, lookup};
@@ -15,6 +16,9 @@ pub struct Args {
     /// First rebuild each layer from its tar-split and files and check its DiffID.
     #[arg(long)]
     pub verify: bool,
+    /// The result: a line, or one JSON object (name, image ID, layers copied and reused, how).
+    #[arg(long, value_enum, default_value_t = ResultFormat::Text)]
+    pub format: ResultFormat,
 }
 
 /// The names the copy gets: the name the user typed (as podman's `image push IMG …IMG` keeps it), or
@@ -40,8 +44,10 @@ fn names_for(found: &storage_format::ImageRecord, typed: &str) -> Vec<String> {
     }
 }
 
-/// Copies `image` from the default store into bootc's store; returns a one-line summary.
-pub fn pull(cli: &Cli, image: &str, verify: bool) -> anyhow::Result<String> {
+/// Copies `image` from the default store into bootc's store; returns a one-line summary and the
+/// same as JSON.
+pub fn pull(cli: &Cli, image: &str, verify: bool) -> anyhow::Result<(String, serde_json::Value)> {
+    let started = std::time::Instant::now();
     let src_cfg = source_config(cli)?;
     let src = Store::open_read_only(src_cfg.clone())
         .with_context(|| format!("opening the default store {}", src_cfg.graphroot.display()))?;
@@ -63,20 +69,35 @@ pub fn pull(cli: &Cli, image: &str, verify: bool) -> anyhow::Result<String> {
         .first()
         .cloned()
         .unwrap_or_else(|| report.image_id.clone());
-    if report.layers_copied == 0 {
-        return Ok(format!(
-            "Copied {shown} (all {} layers already present)",
-            report.layers_reused
-        ));
-    }
     let how = match report.stats.method() {
         "hardlink" => "hardlinked",
         "reflink" => "reflinked",
         _ => "copied",
     };
-    Ok(format!(
-        "Copied {shown} ({} layers {how}, {} reused)",
-        report.layers_copied, report.layers_reused
+    let json = serde_json::json!({
+        "name": shown,
+        "image_id": report.image_id,
+        "digest": report.manifest_digest,
+        "layers_copied": report.layers_copied,
+        "layers_reused": report.layers_reused,
+        "method": if report.layers_copied == 0 { "none" } else { how },
+        "seconds": (started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
+    });
+    if report.layers_copied == 0 {
+        return Ok((
+            format!(
+                "Copied {shown} (all {} layers already present)",
+                report.layers_reused
+            ),
+            json,
+        ));
+    }
+    Ok((
+        format!(
+            "Copied {shown} ({} layers {how}, {} reused)",
+            report.layers_copied, report.layers_reused
+        ),
+        json,
     ))
 }
 
@@ -114,6 +135,11 @@ pub fn run(cli: &Cli, args: &Args) -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    println!("{}", pull(cli, &args.image, args.verify)?);
+    let (text, json) = pull(cli, &args.image, args.verify)?;
+    match args.format {
+        ResultFormat::Json => println!("{json}"),
+        ResultFormat::Text if !cli.quiet => println!("{text}"),
+        ResultFormat::Text => {}
+    }
     Ok(())
 }

@@ -13,7 +13,11 @@ pub enum StorageCommand {
     /// Create bootc's store if it is missing.
     Init,
     /// Where the stores are, what they hold, disk use, anything incomplete.
-    Status,
+    Status {
+        /// Lines for people, or one JSON object.
+        #[arg(long, value_enum, default_value_t = super::copy_to_storage::ResultFormat::Text)]
+        format: super::copy_to_storage::ResultFormat,
+    },
     /// Check a store: rebuild every layer from its tar-split and files and check its DiffID, check
     /// every image's layers and data, find orphaned files. With --repair, remove what is damaged.
     Verify {
@@ -101,35 +105,54 @@ pub fn run(cli: &Cli, c: &StorageCommand) -> anyhow::Result<()> {
                 store.config().graphroot.display()
             );
         }
-        StorageCommand::Status => {
+        StorageCommand::Status { format } => {
             let path = sysroot.storage_path();
-            println!("bootc store:   {}", path.display());
-            match storage::open_existing_read_only(&sysroot)? {
-                None => println!("  (not created yet: `bootc-image storage init`)"),
+            let selinux = if storage::selinux_enabled() {
+                if path.join(storage::LABELED_STAMP).exists() {
+                    "labelled"
+                } else {
+                    "not labelled"
+                }
+            } else {
+                "disabled"
+            };
+            let bootc = match storage::open_existing_read_only(&sysroot)? {
+                None => None,
                 Some(store) => {
                     let layers = store.layers()?;
-                    let incomplete = layers.iter().filter(|l| l.is_incomplete()).count();
-                    println!("  images:      {}", store.images()?.len());
-                    println!("  layers:      {} ({incomplete} incomplete)", layers.len());
-                    println!(
-                        "  disk use:    {} MiB",
-                        disk_use(&path, &mut HashSet::new()) >> 20
-                    );
-                    println!(
-                        "  SELinux:     {}",
-                        if storage::selinux_enabled() {
-                            if path.join(storage::LABELED_STAMP).exists() {
-                                "labelled"
-                            } else {
-                                "not labelled"
-                            }
-                        } else {
-                            "disabled"
-                        }
-                    );
+                    Some((
+                        store.images()?.len(),
+                        layers.len(),
+                        layers.iter().filter(|l| l.is_incomplete()).count(),
+                        disk_use(&path, &mut HashSet::new()),
+                    ))
+                }
+            };
+            let def = cli.store_config()?;
+            if *format == super::copy_to_storage::ResultFormat::Json {
+                let store = bootc.map(|(images, layers, incomplete, bytes)| {
+                    serde_json::json!({
+                        "images": images, "layers": layers, "incomplete_layers": incomplete,
+                        "disk_use_bytes": bytes, "selinux": selinux,
+                    })
+                });
+                let v = serde_json::json!({
+                    "bootc_store": {"path": path, "exists": store.is_some(), "store": store},
+                    "default_store": {"path": def.graphroot, "driver": def.driver.name()},
+                });
+                println!("{}", serde_json::to_string_pretty(&v)?);
+                return Ok(());
+            }
+            println!("bootc store:   {}", path.display());
+            match bootc {
+                None => println!("  (not created yet: `bootc-image storage init`)"),
+                Some((images, layers, incomplete, bytes)) => {
+                    println!("  images:      {images}");
+                    println!("  layers:      {layers} ({incomplete} incomplete)");
+                    println!("  disk use:    {} MiB", bytes >> 20);
+                    println!("  SELinux:     {selinux}");
                 }
             }
-            let def = cli.store_config()?;
             println!(
                 "default store: {} ({})",
                 def.graphroot.display(),

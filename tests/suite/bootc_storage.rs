@@ -1278,6 +1278,37 @@ fn gc_keeps_exactly_referenced_images() {
     assert_eq!(out.trim(), "Removed 0 images, 0 layers");
 }
 
+/// `--format json` of `pull-from-default-storage`, `bound-images list` and `storage status`: one
+/// JSON document each, with what the text says.
+#[test]
+fn json_outputs() {
+    let (def, fx) = default_store(&["a", "c"]);
+    let sys = Sys::new(&def, "s");
+    sys.bind("c.image", name_of("c"));
+    let out = sys.ours_ok(
+        &def,
+        &[
+            "pull-from-default-storage",
+            name_of("a"),
+            "--format",
+            "json",
+        ],
+    );
+    let v: Value = serde_json::from_str(out.trim()).expect("pull JSON");
+    assert_eq!(v["name"], name_of("a"));
+    assert_eq!(v["image_id"], fx.image("a").image_id().as_str());
+    assert_eq!(v["layers_copied"], 2, "{v}");
+    let out = sys.ours_ok(&def, &["bound-images", "list", "--format", "json"]);
+    let v: Value = serde_json::from_str(&out).expect("bound-images JSON");
+    assert_eq!(v, json!([{"image": name_of("c"), "source": "c.image"}]));
+    let out = sys.ours_ok(&def, &["storage", "status", "--format", "json"]);
+    let v: Value = serde_json::from_str(&out).expect("status JSON");
+    assert_eq!(v["bootc_store"]["exists"], true, "{v}");
+    assert_eq!(v["bootc_store"]["store"]["images"], 1, "{v}");
+    assert_eq!(v["bootc_store"]["store"]["layers"], 2, "{v}");
+    assert_eq!(v["default_store"]["driver"], "overlay");
+}
+
 /// A sysroot without deployments: gc refuses (storage class, exit 4) and removes nothing; with
 /// `--force` it removes every image.
 #[test]
