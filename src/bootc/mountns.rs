@@ -149,6 +149,7 @@ pub fn reexec_for_links(dirs: &[PathBuf], remount_rw: &[PathBuf]) -> Result<Opti
         return Ok(None);
     }
     let exe = std::env::current_exe().map_err(|e| Error::io("finding", "/proc/self/exe", e))?;
+    tracing::debug!("re-running in a private mount namespace (unshare)");
     let status = std::process::Command::new("unshare")
         .args(["--mount", "--propagation", "private", "--"])
         .arg(exe)

@@ -31,6 +31,10 @@ pub struct Cli {
     /// Storage driver: overlay or vfs (like podman's --storage-driver). Default: from storage.conf.
     #[arg(long, global = true, value_name = "DRIVER")]
     pub storage_driver: Option<String>,
+    /// Log messages of this level and above on stderr: error, warn, info, debug, trace (as podman's
+    /// --log-level). Default: RUST_LOG if set, else warn.
+    #[arg(long, global = true, value_name = "LEVEL")]
+    pub log_level: Option<LogLevel>,
     /// Print no progress and no result lines (errors still go to stderr).
     #[arg(short, long, global = true)]
     pub quiet: bool,
@@ -40,6 +44,43 @@ pub struct Cli {
     /// The command.
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// Log levels, as podman names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogLevel {
+    /// Errors only.
+    Error,
+    /// Warnings and errors (the default).
+    Warn,
+    /// What the engine does: stores opened and recovered, layers written and reused, deletes.
+    Info,
+    /// Also locks, external programs, per-layer details.
+    Debug,
+    /// Everything.
+    Trace,
+}
+
+/// Sends `tracing` events to stderr: the level of --log-level, else RUST_LOG, else warn.
+fn init_logging(level: Option<LogLevel>) {
+    use tracing_subscriber::EnvFilter;
+    let filter = match level {
+        Some(l) => EnvFilter::new(match l {
+            LogLevel::Error => "error",
+            LogLevel::Warn => "warn",
+            LogLevel::Info => "info",
+            LogLevel::Debug => "debug",
+            LogLevel::Trace => "trace",
+        }),
+        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn")),
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .without_time()
+        .try_init();
 }
 
 /// The commands.
@@ -139,6 +180,7 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<()> {
     storage_format::set_wait_notice(lock_wait_notice);
     let cli = parse(args)?;
     let Some(cli) = cli else { return Ok(()) };
+    init_logging(cli.log_level);
     match &cli.command {
         Command::CopyToStorage(args) => copy_to_storage::run(&cli, args),
         Command::List(args) => list::run(&cli, args),
@@ -169,6 +211,7 @@ pub fn run_host(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<()> 
     let Some(cli) = parse(args)? else {
         return Ok(());
     };
+    init_logging(cli.log_level);
     match &cli.command {
         Command::CopyToStorage(args) => copy_to_storage::run_host(&cli, args),
         _ => Err(exit::fail(

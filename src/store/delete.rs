@@ -148,6 +148,11 @@ impl Store {
             return Ok(());
         }
         let (layers_guard, images_guard) = guards;
+        tracing::info!(
+            images = image_ids.len(),
+            layers = doomed.len(),
+            "removing images and layers"
+        );
         let journal = Journal {
             images: image_ids.to_vec(),
             layers: doomed.to_vec(),
@@ -232,6 +237,7 @@ impl Store {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
             Err(e) => return Err(Error::io("reading", &p, e)),
         };
+        tracing::info!("finishing an interrupted delete ({})", p.display());
         // A journal we cannot read names nothing we can act on safely: drop it.
         let journal: Journal = serde_json::from_slice(&bytes).unwrap_or_default();
         let images_guard = self.images_lock().lock_write()?;

@@ -273,6 +273,12 @@ impl Store {
             total: ids_.len(),
             to_write: to_write.len(),
         });
+        tracing::info!(
+            layers = ids_.len(),
+            to_write = to_write.len(),
+            "importing image {}",
+            input.manifest_digest
+        );
         if to_write.is_empty() {
             for i in 0..ids_.len() {
                 progress(Progress::LayerDone {

@@ -107,6 +107,7 @@ impl Store {
             write_mutex: std::sync::Mutex::new(()),
         };
         store.recover()?;
+        tracing::debug!(graphroot = %store.config.graphroot.display(), driver = store.config.driver.name(), "store opened");
         Ok(store)
     }
 
@@ -242,6 +243,7 @@ impl Store {
             .map(|l| l.id.clone())
             .collect();
         for id in &incomplete {
+            tracing::info!(layer = %id, "removing an incomplete layer (an interrupted write)");
             self.driver.remove(id)?;
             crate::fsutil::remove_all(&self.tar_split_path(id))
                 .map_err(|e| Error::io("removing", self.tar_split_path(id), e))?;

@@ -391,3 +391,50 @@ fn progress_json_format_json_and_quiet() {
         describe(&out)
     );
 }
+
+/// `--log-level info` (or `RUST_LOG=info`) logs what the engine does on stderr; by default a
+/// successful copy prints nothing there.
+#[test]
+fn log_levels() {
+    let (store, src) = setup();
+    let out = run(store.ours_cmd().args([
+        "copy-to-storage",
+        "--source",
+        &src,
+        "--target",
+        "localhost/l1",
+    ]));
+    assert!(
+        out.status.success() && out.stderr.is_empty(),
+        "{}",
+        describe(&out)
+    );
+    let out = run(store.ours_cmd().args([
+        "--log-level",
+        "info",
+        "copy-to-storage",
+        "--source",
+        &src,
+        "--target",
+        "localhost/l2",
+    ]));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stderr.contains("INFO") && stderr.contains("importing image"),
+        "{}",
+        describe(&out)
+    );
+    let out =
+        run(store
+            .ours_cmd()
+            .env("RUST_LOG", "debug")
+            .args(["image", "exists", "localhost/l2"]));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stderr.contains("DEBUG") && stderr.contains("store opened"),
+        "{}",
+        describe(&out)
+    );
+    let out = run(store.ours_cmd().args(["--log-level", "loud", "list"]));
+    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
+}

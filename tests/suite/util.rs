@@ -319,6 +319,8 @@ impl TestStore {
     /// A `bootc-image` command with this store's global options.
     pub fn ours_cmd(&self) -> Command {
         let mut c = Command::new(BIN);
+        // The one-line error contract is checked on stderr: no log level from the environment.
+        c.env_remove("RUST_LOG");
         c.arg("--root")
             .arg(&self.root)
             .arg("--runroot")
