@@ -4,7 +4,6 @@
 use super::Cli;
 use super::exit::{Code, fail};
 use super::storage::WhichStore;
-use crate::bootc::storage;
 use crate::store::Store;
 use crate::store::lookup::{find_image, matched_name};
 
@@ -52,27 +51,32 @@ pub enum ImageCommand {
     },
 }
 
-/// Opens the chosen store for writing; `None` when it does not exist.
-fn open(cli: &Cli, which: WhichStore) -> anyhow::Result<Option<Store>> {
-    match which {
-        WhichStore::Bootc => Ok(storage::open_existing(&cli.sysroot())?),
-        WhichStore::Default => {
-            let config = cli.store_config()?;
-            if !config
-                .graphroot
-                .join(format!("{}-layers", config.driver.name()))
-                .exists()
-            {
-                return Ok(None);
-            }
-            Ok(Some(Store::open(config)?))
-        }
+/// Opens the chosen store — for writing (`rm`, `tag`: recovering what an interrupted writer left)
+/// or only to read it under read locks (`exists`, `inspect`, as podman) —; `None` when it does not
+/// exist.
+fn open(cli: &Cli, which: WhichStore, write: bool) -> anyhow::Result<Option<Store>> {
+    let config = match which {
+        WhichStore::Bootc => crate::bootc::storage::config(&cli.sysroot()),
+        WhichStore::Default => cli.store_config()?,
+    };
+    if !config
+        .graphroot
+        .join(format!("{}-layers", config.driver.name()))
+        .join("layers.lock")
+        .exists()
+    {
+        return Ok(None);
     }
+    Ok(Some(if write {
+        Store::open(config)?
+    } else {
+        Store::open_read_only(config)?
+    }))
 }
 
 /// Opens the chosen store, which must exist for `name` to be in it.
-fn open_required(cli: &Cli, which: WhichStore, name: &str) -> anyhow::Result<Store> {
-    open(cli, which)?.ok_or_else(|| {
+fn open_required(cli: &Cli, which: WhichStore, name: &str, write: bool) -> anyhow::Result<Store> {
+    open(cli, which, write)?.ok_or_else(|| {
         fail(
             Code::Image,
             format!("image {name:?} is not in the store: there is no store"),
@@ -84,7 +88,7 @@ fn open_required(cli: &Cli, which: WhichStore, name: &str) -> anyhow::Result<Sto
 pub fn run(cli: &Cli, c: &ImageCommand) -> anyhow::Result<()> {
     match c {
         ImageCommand::Exists { name, store } => {
-            let found = match open(cli, *store)? {
+            let found = match open(cli, *store, false)? {
                 Some(s) => find_image(&s.images()?, name).is_ok(),
                 None => false,
             };
@@ -93,7 +97,7 @@ pub fn run(cli: &Cli, c: &ImageCommand) -> anyhow::Result<()> {
             }
         }
         ImageCommand::Rm { images, store } => {
-            let s = open_required(cli, *store, &images[0])?;
+            let s = open_required(cli, *store, &images[0], true)?;
             for typed in images {
                 let all = s.images()?;
                 let img = find_image(&all, typed)?.clone();
@@ -132,7 +136,7 @@ pub fn run(cli: &Cli, c: &ImageCommand) -> anyhow::Result<()> {
             }
         }
         ImageCommand::Inspect { images, store } => {
-            let s = open_required(cli, *store, &images[0])?;
+            let s = open_required(cli, *store, &images[0], false)?;
             let all = s.images()?;
             let mut out = Vec::new();
             for typed in images {
@@ -150,7 +154,7 @@ pub fn run(cli: &Cli, c: &ImageCommand) -> anyhow::Result<()> {
             names,
             store,
         } => {
-            let s = open_required(cli, *store, image)?;
+            let s = open_required(cli, *store, image, true)?;
             let img = find_image(&s.images()?, image)?.clone();
             let full: Vec<String> = names
                 .iter()

@@ -135,6 +135,7 @@ impl Store {
         let driver = Driver::new(config.driver, &config.graphroot);
         let layers_lock = LockFile::open_read_only(&layers_dir.join("layers.lock"))?;
         let images_lock = LockFile::open_read_only(&images_dir.join("images.lock"))?;
+        tracing::debug!(graphroot = %config.graphroot.display(), driver = name, "store opened read-only");
         Ok(Store {
             config,
             driver,
