@@ -24,22 +24,8 @@ pub struct Args {
 /// The names the copy gets: the name the user typed (as podman's `image push IMG …IMG` keeps it), or
 /// all of the source's names when the image was named by ID.
 fn names_for(found: &storage_format::ImageRecord, typed: &str) -> Vec<String> {
-    if let Ok(full) = crate::reference::normalize(typed)
-        && found.names.contains(&full)
-    {
-        return vec![full];
-    }
-    let with_tag = if typed.rsplit('/').next().is_some_and(|l| l.contains(':')) {
-        typed.to_string()
-    } else {
-        format!("{typed}:latest")
-    };
-    match found
-        .names
-        .iter()
-        .find(|n| n.ends_with(&format!("/{with_tag}")))
-    {
-        Some(n) => vec![n.clone()],
+    match lookup::matched_name(found, typed) {
+        Some(n) => vec![n],
         None => found.names.clone(),
     }
 }

@@ -396,7 +396,6 @@ impl TreeWriter {
             self.whiteout(&parent_comps, base, h)?;
             return Ok(None);
         }
-
         let root_path = self.root_path.clone();
         let style = self.style;
         let name = || String::from_utf8_lossy(&h.name).into_owned();
@@ -425,7 +424,6 @@ impl TreeWriter {
                     reason: "is a hardlink to the layer root".into(),
                 });
             };
-
             let tdir = self
                 .existing_dir(&join(tparent))
                 .map_err(|_| not_in_layer())?;

@@ -278,7 +278,7 @@ impl Store {
 
     /// Of `candidates`, the layers to remove: repeatedly the leaves that no image, container, mount
     /// or name keeps, in removal order (children before parents).
-    fn doomed_layers(
+    pub(crate) fn doomed_layers(
         &self,
         layers: &RecordFile<LayerRecord>,
         images: &RecordFile<ImageRecord>,
@@ -341,18 +341,21 @@ impl Store {
 
     /// The read-write layers of podman's containers (`<driver>-containers/containers.json`).
     pub(crate) fn container_layers(&self) -> Result<Vec<String>> {
-        let p = self
-            .config()
+        json_ids(&self.containers_json(), |_| true, "layer")
+    }
+
+    /// `<graphroot>/<driver>-containers/containers.json`, podman's container records.
+    pub(crate) fn containers_json(&self) -> PathBuf {
+        self.config()
             .graphroot
             .join(format!("{}-containers", self.config().driver.name()))
-            .join("containers.json");
-        json_ids(&p, |_| true, "layer")
+            .join("containers.json")
     }
 }
 
 /// The string `field` of every object of the JSON array in `path` that `pick` accepts; nothing if
 /// the file is missing. A file we cannot read or parse is an error: what it protects is unknown.
-fn json_ids(
+pub(crate) fn json_ids(
     path: &Path,
     pick: impl Fn(&serde_json::Value) -> bool,
     field: &str,

@@ -50,16 +50,7 @@ pub fn find_image<'a>(images: &'a [ImageRecord], name: &str) -> Result<&'a Image
         return Ok(img);
     }
     // A short name: match "…/NAME:TAG" for any registry, as podman does for local images.
-    let with_tag = if name
-        .rsplit('/')
-        .next()
-        .is_some_and(|last| last.contains(':'))
-    {
-        name.to_string()
-    } else {
-        format!("{name}:latest")
-    };
-    let suffix = format!("/{with_tag}");
+    let suffix = short_name_suffix(name);
     let hits: Vec<&ImageRecord> = images
         .iter()
         .filter(|i| i.names.iter().any(|n| n.ends_with(&suffix)))
@@ -82,13 +73,18 @@ pub fn matched_name(img: &ImageRecord, typed: &str) -> Option<String> {
     {
         return Some(full);
     }
-    let with_tag = if typed.rsplit('/').next().is_some_and(|l| l.contains(':')) {
-        typed.to_string()
-    } else {
-        format!("{typed}:latest")
-    };
-    let suffix = format!("/{with_tag}");
+    let suffix = short_name_suffix(typed);
     img.names.iter().find(|n| n.ends_with(&suffix)).cloned()
+}
+
+/// What a full name ends with when `short` (`busybox`, `me/app:1`) names it: `/NAME:TAG`, with
+/// `:latest` when no tag is given.
+fn short_name_suffix(short: &str) -> String {
+    if short.rsplit('/').next().is_some_and(|l| l.contains(':')) {
+        format!("/{short}")
+    } else {
+        format!("/{short}:latest")
+    }
 }
 
 fn repo_of(name: &str) -> &str {

@@ -49,25 +49,10 @@ impl Store {
 
     /// The containers (their IDs) whose image is `id`, from `<driver>-containers/containers.json`.
     pub fn containers_of_image(&self, id: &str) -> Result<Vec<String>> {
-        let p = self
-            .config()
-            .graphroot
-            .join(format!("{}-containers", self.config().driver.name()))
-            .join("containers.json");
-        let bytes = match std::fs::read(&p) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(Error::io("reading", &p, e)),
-        };
-        let v: serde_json::Value = serde_json::from_slice(&bytes)
-            .map_err(|e| Error::Store(format!("{} is not valid JSON: {e}", p.display())))?;
-        Ok(v.as_array()
-            .map(|a| {
-                a.iter()
-                    .filter(|c| c.get("image").and_then(|i| i.as_str()) == Some(id))
-                    .filter_map(|c| c.get("id").and_then(|i| i.as_str()).map(str::to_owned))
-                    .collect()
-            })
-            .unwrap_or_default())
+        super::delete::json_ids(
+            &self.containers_json(),
+            |c| c.get("image").and_then(|i| i.as_str()) == Some(id),
+            "id",
+        )
     }
 }
