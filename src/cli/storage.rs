@@ -237,7 +237,7 @@ fn verify(cli: &Cli, which: WhichStore, repair: bool, json: bool) -> anyhow::Res
         (open(false)?.check()?, None)
     };
     let remaining = match &repaired {
-        Some(r) => r.kept_for_containers.len(),
+        Some(r) => r.kept_in_use.len(),
         None => report.problems.len(),
     };
     if json {
@@ -269,8 +269,8 @@ fn verify(cli: &Cli, which: WhichStore, repair: bool, json: bool) -> anyhow::Res
                 for p in &r.orphans {
                     println!("removed {}", p.display());
                 }
-                for id in &r.kept_for_containers {
-                    println!("kept damaged layer {id}: a container uses it");
+                for id in &r.kept_in_use {
+                    println!("kept damaged layer {id}: a container or a mount uses it");
                 }
                 println!(
                     "Repaired: removed {} images, {} layers, {} orphaned files",
@@ -284,7 +284,7 @@ fn verify(cli: &Cli, which: WhichStore, repair: bool, json: bool) -> anyhow::Res
     if remaining > 0 {
         let message = if repaired.is_some() {
             format!(
-                "{remaining} damaged layers of {} are used by containers: remove those containers with podman, then repair again",
+                "{remaining} damaged layers of {} are still in use (by containers or mounts): remove those containers with podman (or unmount), then repair again",
                 path.display()
             )
         } else {

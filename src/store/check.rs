@@ -81,8 +81,9 @@ pub struct RepairReport {
     pub layers: Vec<String>,
     /// Orphaned paths removed.
     pub orphans: Vec<PathBuf>,
-    /// Damaged layers left because a container uses them (remove the container with podman).
-    pub kept_for_containers: Vec<String>,
+    /// Damaged layers left because something still uses them: a container (remove it with
+    /// podman) or a mount.
+    pub kept_in_use: Vec<String>,
 }
 
 impl Store {
@@ -279,7 +280,7 @@ impl Store {
     }
 
     /// Checks the store and removes what is damaged, crash-safely: damaged images first, then
-    /// damaged layers no container uses (and layers above them), then orphans. Returns the check
+    /// damaged layers nothing else uses (and layers above them), then orphans. Returns the check
     /// made before the repair and what was removed.
     pub fn repair(&self) -> Result<(CheckReport, RepairReport)> {
         let _w = self.writer()?;
@@ -289,60 +290,27 @@ impl Store {
         let (mut images, _) = self.read_images()?;
         let report = self.check_records(&layers, &images)?;
         let mut repaired = RepairReport::default();
-        let containers: HashSet<String> = self.container_layers()?.into_iter().collect();
-        let mut doomed_layers: HashSet<String> = HashSet::new();
+        let mut damaged: HashSet<String> = HashSet::new();
         for p in &report.problems {
             match p {
                 Problem::DamagedImage { id, .. } => repaired.images.push(id.clone()),
                 Problem::DamagedLayer { id, .. } | Problem::IncompleteLayer { id } => {
-                    if containers.contains(id) {
-                        repaired.kept_for_containers.push(id.clone());
-                    } else {
-                        doomed_layers.insert(id.clone());
-                    }
+                    damaged.insert(id.clone());
                 }
                 Problem::Orphan { .. } => {}
             }
         }
-        // Children first, so no record ever names a missing parent.
-        let mut order: Vec<String> = Vec::new();
-        let mut left = doomed_layers.clone();
-        while !left.is_empty() {
-            let parents: HashSet<String> = layers
-                .iter()
-                .filter(|l| left.contains(&l.id))
-                .filter_map(|l| l.parent.clone())
-                .collect();
-            let leaves: BTreeSet<String> = left
-                .iter()
-                .filter(|id| !parents.contains(*id))
-                .cloned()
-                .collect();
-            if leaves.is_empty() {
-                return Err(Error::Store(
-                    "the store's layers form a loop: it cannot be repaired".into(),
-                ));
-            }
-            for id in leaves {
-                left.remove(&id);
-                order.push(id);
-            }
-        }
-        // A layer kept for a container must keep its parents too.
-        let mut protected: HashSet<String> = HashSet::new();
-        for id in &repaired.kept_for_containers {
-            let mut next = layers.get(id).and_then(|l| l.parent.clone());
-            while let Some(p) = next {
-                if !protected.insert(p.clone()) {
-                    break;
-                }
-                next = layers.get(&p).and_then(|l| l.parent.clone());
-            }
-        }
-        order.retain(|id| !protected.contains(id));
         for id in &repaired.images {
             images.remove(id);
         }
+        // The damaged layers nothing uses any more, children first; what a container (or a
+        // mount) still uses stays, with the layers under it.
+        let order = self.doomed_layers(&layers, &images, damaged.clone())?;
+        repaired.kept_in_use = damaged
+            .into_iter()
+            .filter(|id| !order.contains(id))
+            .collect();
+        repaired.kept_in_use.sort();
         self.remove_in_order(
             &mut layers,
             &images,
