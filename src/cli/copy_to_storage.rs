@@ -19,9 +19,14 @@ pub struct Args {
     /// containers-storage:[driver@root+runroot]NAME (which names the store too, as skopeo does).
     #[arg(long, value_name = "NAME", default_value = "localhost/bootc")]
     pub target: String,
-    /// Progress: a line on a terminal (auto), one JSON object per event on stdout (json), or none.
+    /// Progress: a bar per layer on a terminal (auto), one JSON object per event on stdout (json),
+    /// or none.
     #[arg(long, value_enum, default_value_t = ProgressMode::Auto)]
     pub progress: ProgressMode,
+    /// Write the JSON progress events (and the result event) to this inherited file descriptor
+    /// instead of stdout; implies --progress json.
+    #[arg(long, value_name = "FD")]
+    pub progress_fd: Option<u32>,
     /// The result: text lines, or one JSON object (name, image ID, digest, layers, seconds).
     #[arg(long, value_enum, default_value_t = ResultFormat::Text)]
     pub format: ResultFormat,
@@ -45,36 +50,58 @@ pub enum ResultFormat {
     Json,
 }
 
-/// The progress mode after --quiet.
+/// The progress mode after --quiet and --progress-fd.
 fn progress_mode(cli: &Cli, args: &Args) -> ProgressMode {
-    if cli.quiet && args.progress == ProgressMode::Auto {
+    if args.progress_fd.is_some() {
+        ProgressMode::Json
+    } else if cli.quiet && args.progress == ProgressMode::Auto {
         ProgressMode::None
     } else {
         args.progress
     }
 }
 
-/// Prints the result: text lines (not with --quiet), or JSON (with --format json, or as the last
-/// event of --progress json).
+/// The reporter for `layers`, as the options ask.
+fn reporter(
+    cli: &Cli,
+    args: &Args,
+    layers: &[crate::store::import::LayerInput],
+) -> anyhow::Result<Reporter> {
+    let fd = args
+        .progress_fd
+        .map(super::progress::open_progress_fd)
+        .transpose()?;
+    Ok(Reporter::new(layers, progress_mode(cli, args), fd))
+}
+
+/// Prints the result: text lines (not with --quiet), or JSON (with --format json); with JSON
+/// progress the result is also the last event (`done`), on stdout or the progress descriptor.
 fn print_result(
     cli: &Cli,
     args: &Args,
+    reporter: &Reporter,
     report: &crate::store::import::ImportReport,
     text: &[String],
     seconds: f64,
 ) {
-    if args.format == ResultFormat::Json || args.progress == ProgressMode::Json {
-        let mut v = serde_json::json!({
-            "name": report.names.first(),
-            "image_id": report.image_id,
-            "digest": report.manifest_digest.to_string(),
-            "layers_written": report.layers_written,
-            "layers_reused": report.layers_reused,
-            "seconds": (seconds * 1000.0).round() / 1000.0,
-        });
-        if args.progress == ProgressMode::Json {
-            v["event"] = "done".into();
+    let v = serde_json::json!({
+        "name": report.names.first(),
+        "image_id": report.image_id,
+        "digest": report.manifest_digest.to_string(),
+        "layers_written": report.layers_written,
+        "layers_reused": report.layers_reused,
+        "seconds": (seconds * 1000.0).round() / 1000.0,
+    });
+    let json_events = progress_mode(cli, args) == ProgressMode::Json;
+    if json_events {
+        let mut done = v.clone();
+        done["event"] = "done".into();
+        reporter.emit(done);
+        if !reporter.json_on_fd() {
+            return;
         }
+    }
+    if args.format == ResultFormat::Json {
         println!("{v}");
     } else if !cli.quiet {
         for l in text {
@@ -117,10 +144,7 @@ pub fn run(cli: &Cli, args: &Args) -> anyhow::Result<()> {
     opened.image.names = vec![name.clone()];
     let store = Store::open(config.clone())
         .with_context(|| format!("opening the store at {}", config.graphroot.display()))?;
-    let reporter = Reporter::new(
-        opened.image.layers.iter().map(|l| l.blob_size).collect(),
-        progress_mode(cli, args),
-    );
+    let reporter = reporter(cli, args, &opened.image.layers)?;
     let report = store
         .import_image(&opened.image, opened.blobs.as_ref(), &|p| reporter.event(p))
         .with_context(|| format!("copying {src} to {name}"))?;
@@ -132,7 +156,14 @@ pub fn run(cli: &Cli, args: &Args) -> anyhow::Result<()> {
         ),
         format!("Digest: {}", report.manifest_digest),
     ];
-    print_result(cli, args, &report, &text, started.elapsed().as_secs_f64());
+    print_result(
+        cli,
+        args,
+        &reporter,
+        &report,
+        &text,
+        started.elapsed().as_secs_f64(),
+    );
     Ok(())
 }
 
@@ -271,10 +302,7 @@ fn host(
     // object is damaged, or the image was encapsulated differently), the copy was rolled back:
     // check every object and compute every DiffID from content, then write again.
     let mut image = open(args_verify)?;
-    let reporter = Reporter::new(
-        image.input.layers.iter().map(|l| l.blob_size).collect(),
-        progress_mode(cli, args),
-    );
+    let reporter = reporter(cli, args, &image.input.layers)?;
     let mut producer = HostLayers {
         image: &image,
         counts: LinkCounts::default(),
@@ -305,6 +333,13 @@ fn host(
         ),
         format!("Digest: {}", report.manifest_digest),
     ];
-    print_result(cli, args, &report, &text, started.elapsed().as_secs_f64());
+    print_result(
+        cli,
+        args,
+        &reporter,
+        &report,
+        &text,
+        started.elapsed().as_secs_f64(),
+    );
     Ok(())
 }

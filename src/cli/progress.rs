@@ -1,131 +1,246 @@
-//! Progress of a copy: one line on a terminal (layers, bytes, rate), silent in a pipe or with
-//! `--quiet`, or one JSON object per event on stdout (`--progress json`) for tools.
+//! Progress of a copy: on a terminal a bar per layer (bytes of total, rate, ETA) as podman draws
+//! them, silent in a pipe or with `--quiet`, or one JSON object per event (`--progress json`) on
+//! stdout or a file descriptor (`--progress-fd`) for tools.
 
+use std::fs::File;
 use std::io::{IsTerminal, Write};
 use std::sync::Mutex;
 use std::time::Instant;
 
-use crate::store::import::Progress;
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::store::import::{LayerInput, Progress};
 
 /// How progress is shown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum ProgressMode {
-    /// A line on stderr when it is a terminal, nothing otherwise.
+    /// A bar per layer on stderr when it is a terminal, nothing otherwise.
     Auto,
-    /// One JSON object per event on stdout: `plan`, `bytes`, `layer-done`.
+    /// One JSON object per event on stdout (or `--progress-fd`): `plan`, `bytes`, `layer-done`,
+    /// `done`.
     Json,
     /// Nothing.
     None,
 }
 
+/// Where JSON events go.
+#[derive(Debug)]
+enum JsonOut {
+    Stdout,
+    Fd(Mutex<File>),
+}
+
+/// Opens the file descriptor `fd` (inherited from the caller) for progress events, through
+/// `/proc/self/fd` (no raw descriptors taken over).
+pub fn open_progress_fd(fd: u32) -> anyhow::Result<File> {
+    let path = format!("/proc/self/fd/{fd}");
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .map_err(|e| {
+            super::exit::fail(
+                super::exit::Code::Usage,
+                format!(
+                    "--progress-fd {fd}: cannot write to that file descriptor ({e}): open it for writing before running bootc-image, e.g. `3>events.json`"
+                ),
+            )
+        })
+}
+
 /// Shows import progress.
 #[derive(Debug)]
 pub struct Reporter {
-    tty: bool,
-    json: bool,
-    start: Instant,
+    json: Option<JsonOut>,
+    bars: Option<Bars>,
+    layers: Vec<(String, u64)>,
     state: Mutex<State>,
+}
+
+/// The terminal display: one bar per layer being written.
+struct Bars {
+    multi: MultiProgress,
+    bars: Mutex<Vec<Option<ProgressBar>>>,
+    sized: ProgressStyle,
+    unsized_: ProgressStyle,
+}
+
+impl std::fmt::Debug for Bars {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bars").finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug)]
 struct State {
     bytes: Vec<u64>,
-    done: usize,
-    total: usize,
-    to_write: usize,
+    read: Vec<u64>,
     last: Instant,
 }
 
+/// The short form of a digest podman prints (`sha256:` dropped, 12 hex digits).
+fn short(digest: &str) -> String {
+    let hex = digest.split_once(':').map_or(digest, |(_, h)| h);
+    hex.chars().take(12).collect()
+}
+
 impl Reporter {
-    /// A reporter for layers of the given blob sizes, showing progress as `mode` says.
-    pub fn new(sizes: Vec<u64>, mode: ProgressMode) -> Reporter {
-        let n = sizes.len();
+    /// A reporter for an image's layers, showing progress as `mode` says; JSON events go to `fd`
+    /// when given, else to stdout.
+    pub fn new(layers: &[LayerInput], mode: ProgressMode, fd: Option<File>) -> Reporter {
+        let layers: Vec<(String, u64)> = layers
+            .iter()
+            .map(|l| (l.blob_digest.to_string(), l.blob_size))
+            .collect();
+        let n = layers.len();
+        let json = match (mode, fd) {
+            (ProgressMode::Json, Some(f)) => Some(JsonOut::Fd(Mutex::new(f))),
+            (ProgressMode::Json, None) => Some(JsonOut::Stdout),
+            _ => None,
+        };
+        let bars = (mode == ProgressMode::Auto && std::io::stderr().is_terminal()).then(|| {
+            let sized = ProgressStyle::with_template(
+                "{prefix} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta} {msg}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> ");
+            let unsized_ =
+                ProgressStyle::with_template("{prefix} {bytes} {binary_bytes_per_sec} {msg}")
+                    .unwrap_or_else(|_| ProgressStyle::default_spinner());
+            Bars {
+                multi: MultiProgress::with_draw_target(ProgressDrawTarget::stderr()),
+                bars: Mutex::new(vec![None; n]),
+                sized,
+                unsized_,
+            }
+        });
         Reporter {
-            tty: mode == ProgressMode::Auto && std::io::stderr().is_terminal(),
-            json: mode == ProgressMode::Json,
-            start: Instant::now(),
+            json,
+            bars,
+            layers,
             state: Mutex::new(State {
                 bytes: vec![0; n],
-                done: 0,
-                total: n,
-                to_write: n,
+                read: vec![0; n],
                 last: Instant::now(),
             }),
         }
     }
 
-    fn emit(&self, v: serde_json::Value) {
-        let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "{v}");
-        let _ = out.flush();
+    /// Writes one JSON event.
+    pub fn emit(&self, v: serde_json::Value) {
+        match &self.json {
+            Some(JsonOut::Fd(f)) => {
+                if let Ok(mut f) = f.lock() {
+                    let _ = writeln!(f, "{v}");
+                }
+            }
+            Some(JsonOut::Stdout) => {
+                let mut out = std::io::stdout().lock();
+                let _ = writeln!(out, "{v}");
+                let _ = out.flush();
+            }
+            None => {}
+        }
+    }
+
+    /// Whether events go somewhere other than stdout.
+    pub fn json_on_fd(&self) -> bool {
+        matches!(self.json, Some(JsonOut::Fd(_)))
     }
 
     /// Handles one event.
     pub fn event(&self, p: Progress) {
-        if !self.tty && !self.json {
-            return;
+        if self.json.is_some() {
+            self.json_event(p);
+        } else if let Some(b) = &self.bars {
+            self.bar_event(b, p);
         }
+    }
+
+    fn json_event(&self, p: Progress) {
         let Ok(mut s) = self.state.lock() else { return };
-        if self.json {
-            match p {
-                Progress::Plan { total, to_write } => self.emit(serde_json::json!({
-                    "event": "plan", "layers": total, "to_write": to_write,
-                })),
-                Progress::Bytes { index, bytes } => {
-                    if let Some(b) = s.bytes.get_mut(index) {
-                        *b = bytes;
-                    }
-                    if s.last.elapsed().as_millis() >= 100 {
-                        s.last = Instant::now();
-                        self.emit(serde_json::json!({
-                            "event": "bytes", "layer": index, "bytes": bytes,
-                        }));
-                    }
-                }
-                Progress::LayerDone { index, reused } => {
-                    let bytes = s.bytes.get(index).copied().unwrap_or(0);
-                    self.emit(serde_json::json!({
-                        "event": "layer-done", "layer": index, "reused": reused, "bytes": bytes,
-                    }));
-                }
-            }
-            return;
-        }
         match p {
             Progress::Plan { total, to_write } => {
-                s.total = total;
-                s.to_write = to_write;
+                let sizes: Vec<u64> = self.layers.iter().map(|l| l.1).collect();
+                let digests: Vec<&str> = self.layers.iter().map(|l| l.0.as_str()).collect();
+                self.emit(serde_json::json!({
+                    "event": "plan", "layers": total, "to_write": to_write,
+                    "digests": digests, "sizes": sizes,
+                }));
             }
-            Progress::Bytes { index, bytes } => {
+            Progress::Bytes { index, bytes, read } => {
                 if let Some(b) = s.bytes.get_mut(index) {
                     *b = bytes;
                 }
-                if s.last.elapsed().as_millis() < 100 {
-                    return;
+                if let Some(r) = s.read.get_mut(index) {
+                    *r = read;
+                }
+                if s.last.elapsed().as_millis() >= 100 {
+                    s.last = Instant::now();
+                    let total = self.layers.get(index).map_or(0, |l| l.1);
+                    self.emit(serde_json::json!({
+                        "event": "bytes", "layer": index, "bytes": bytes, "read": read,
+                        "total": total,
+                    }));
                 }
             }
-            Progress::LayerDone { .. } => s.done += 1,
+            Progress::LayerDone { index, reused } => {
+                let bytes = s.bytes.get(index).copied().unwrap_or(0);
+                let read = s.read.get(index).copied().unwrap_or(0);
+                self.emit(serde_json::json!({
+                    "event": "layer-done", "layer": index, "reused": reused, "bytes": bytes,
+                    "read": read,
+                }));
+            }
         }
-        s.last = Instant::now();
-        let bytes: u64 = s.bytes.iter().sum();
-        let secs = self.start.elapsed().as_secs_f64().max(0.001);
-        let mut err = std::io::stderr().lock();
-        let _ = write!(
-            err,
-            "\rlayers {}/{} ({} to write), {} MiB written, {:.0} MiB/s   ",
-            s.done.min(s.total),
-            s.total,
-            s.to_write,
-            bytes >> 20,
-            bytes as f64 / secs / f64::from(1 << 20)
-        );
-        let _ = err.flush();
     }
 
-    /// Ends the progress line.
+    fn bar_event(&self, b: &Bars, p: Progress) {
+        let Ok(mut bars) = b.bars.lock() else { return };
+        match p {
+            Progress::Plan { .. } => {}
+            Progress::Bytes { index, read, .. } => {
+                let Some(slot) = bars.get_mut(index) else {
+                    return;
+                };
+                let bar = slot.get_or_insert_with(|| {
+                    let (digest, total) = self.layers.get(index).cloned().unwrap_or_default();
+                    let bar = if total > 0 {
+                        ProgressBar::new(total).with_style(b.sized.clone())
+                    } else {
+                        ProgressBar::no_length().with_style(b.unsized_.clone())
+                    };
+                    b.multi
+                        .add(bar.with_prefix(format!("Copying blob {}", short(&digest))))
+                });
+                bar.set_position(read);
+            }
+            Progress::LayerDone { index, reused } => {
+                if reused {
+                    let digest = self.layers.get(index).map(|l| l.0.as_str()).unwrap_or("");
+                    b.multi.suspend(|| {
+                        eprintln!("Copying blob {} skipped: already exists", short(digest));
+                    });
+                } else if let Some(Some(bar)) = bars.get(index) {
+                    bar.finish_with_message("done");
+                }
+            }
+        }
+    }
+
+    /// Ends the display: bars of layers that did not finish stay as they were.
     pub fn finish(&self) {
-        if self.tty {
-            let _ = writeln!(std::io::stderr());
+        if let Some(b) = &self.bars
+            && let Ok(bars) = b.bars.lock()
+        {
+            for bar in bars.iter().flatten() {
+                if !bar.is_finished() {
+                    bar.abandon();
+                }
+            }
+            // indicatif leaves the cursor at the end of the last bar.
+            if bars.iter().any(Option::is_some) {
+                eprintln!();
+            }
         }
     }
 }

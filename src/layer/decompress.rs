@@ -49,6 +49,11 @@ pub struct HashState {
 }
 
 impl HashState {
+    /// The bytes read so far.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
     /// The digest and size so far.
     pub fn result(&self) -> (Digest, u64) {
         (

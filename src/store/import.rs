@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 use std::io::Read;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use storage_format::{
     Digest, ImageRecord, LayerRecord, TarSplitWriter, big_data_file_name, ids, now_rfc3339_nano,
@@ -61,12 +61,15 @@ pub enum Progress {
         /// Layers that must be written.
         to_write: usize,
     },
-    /// Uncompressed bytes written for a layer so far.
+    /// A layer's bytes so far.
     Bytes {
         /// Index of the layer.
         index: usize,
-        /// Bytes so far.
+        /// Uncompressed bytes written.
         bytes: u64,
+        /// Source bytes read: of the blob as the manifest sizes it (compressed), or the same as
+        /// `bytes` for a source whose layers are not blobs.
+        read: u64,
     },
     /// A layer is done.
     LayerDone {
@@ -75,6 +78,15 @@ pub enum Progress {
         /// Whether it already existed.
         reused: bool,
     },
+}
+
+/// How far a producer is with one layer.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LayerBytes {
+    /// Uncompressed bytes written into the layer.
+    pub written: u64,
+    /// Source bytes read (the compressed blob's, for blob sources).
+    pub read: u64,
 }
 
 /// What an import did.
@@ -109,14 +121,14 @@ pub struct Produced {
 /// Produces layers: streams layer `index` into its tree and tar-split, in one pass.
 pub trait LayerProducer: Sync {
     /// Writes layer `index` (described by `layer`) into `tree` and `tar_split`; `progress` gets the
-    /// uncompressed bytes so far.
+    /// bytes written and read so far.
     fn produce(
         &self,
         index: usize,
         layer: &LayerInput,
         tree: &mut TreeWriter,
         tar_split: &mut TarSplitWriter<TarSplitOut>,
-        progress: &dyn Fn(u64),
+        progress: &dyn Fn(LayerBytes),
     ) -> Result<Produced>;
 
     /// The image to record once its layers exist, given each layer's uncompressed length (written
@@ -148,7 +160,7 @@ impl LayerProducer for BlobLayers<'_> {
         layer: &LayerInput,
         tree: &mut TreeWriter,
         tar_split: &mut TarSplitWriter<TarSplitOut>,
-        progress: &dyn Fn(u64),
+        progress: &dyn Fn(LayerBytes),
     ) -> Result<Produced> {
         let blob = self.blobs.open_blob(&layer.blob_digest)?;
         let (hashing, hash_state) = HashingReader::new(blob);
@@ -159,7 +171,10 @@ impl LayerProducer for BlobLayers<'_> {
         let (summary, diff_state) = std::thread::scope(|s| -> Result<_> {
             let pipe = spawn_pump(s, reader);
             let (tar_bytes, diff_state) = HashingReader::with_hashing(pipe, hashed);
-            let summary = write_layer(tar_bytes, tree, tar_split, progress)?;
+            let summary = write_layer(tar_bytes, tree, tar_split, |written| {
+                let read = hash_state.lock().map(|h| h.size()).unwrap_or(0);
+                progress(LayerBytes { written, read });
+            })?;
             Ok((summary, diff_state))
         })?;
         let (blob_digest, blob_size) = hash_state
@@ -193,6 +208,10 @@ impl LayerProducer for BlobLayers<'_> {
                 layer.blob_digest, layer.blob_size
             )));
         }
+        progress(LayerBytes {
+            written: summary.diff_size,
+            read: blob_size,
+        });
         Ok(Produced {
             summary,
             diff_id,
@@ -543,13 +562,21 @@ impl Store {
             &self.driver().tree_path(id),
             self.driver().kind().whiteouts(),
         )?;
-        let produced = producer.produce(index, layer, &mut tree, &mut ts, &|bytes| {
-            progress(Progress::Bytes { index, bytes })
+        let read = AtomicU64::new(0);
+        let produced = producer.produce(index, layer, &mut tree, &mut ts, &|b: LayerBytes| {
+            read.store(b.read, Ordering::Relaxed);
+            progress(Progress::Bytes {
+                index,
+                bytes: b.written,
+                read: b.read,
+            })
         })?;
         // The last count is the layer's whole uncompressed size.
+        let written = produced.summary.diff_size;
         progress(Progress::Bytes {
             index,
-            bytes: produced.summary.diff_size,
+            bytes: written,
+            read: read.load(Ordering::Relaxed),
         });
         tree.finish()?;
         let gz = ts.finish()?;

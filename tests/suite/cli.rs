@@ -345,6 +345,17 @@ fn progress_json_format_json_and_quiet() {
         .collect();
     assert_eq!(events[0]["event"], "plan", "{out}");
     assert_eq!(events[0]["layers"], 3);
+    // Each layer's total is its blob's size, and the bytes read of it reach that total.
+    let blob_size = |d: &str| {
+        let hex = d.strip_prefix("sha256:").expect("sha256 digest");
+        std::fs::metadata(oci.path.join("blobs/sha256").join(hex))
+            .expect("blob")
+            .len()
+    };
+    for (i, d) in built.layer_digests.iter().enumerate() {
+        assert_eq!(events[0]["digests"][i], d.as_str(), "{out}");
+        assert_eq!(events[0]["sizes"][i], blob_size(d), "{out}");
+    }
     let done: Vec<&serde_json::Value> = events
         .iter()
         .filter(|e| e["event"] == "layer-done")
@@ -358,6 +369,11 @@ fn progress_json_format_json_and_quiet() {
             .find(|r| r["diff-digest"] == built.diff_ids[i].as_str())
             .expect("layer record");
         assert_eq!(d["bytes"], rec["diff-size"], "layer {i}: {out}");
+        assert_eq!(
+            d["read"],
+            blob_size(&built.layer_digests[i]),
+            "layer {i}: {out}"
+        );
     }
     let last = events.last().expect("events");
     assert_eq!(last["event"], "done");
@@ -376,6 +392,51 @@ fn progress_json_format_json_and_quiet() {
     ]));
     let v: serde_json::Value = serde_json::from_str(out.trim()).expect("one JSON object");
     assert_eq!(v["layers_reused"], 3, "{out}");
+    // --progress-fd 3: the events (and the result event) on descriptor 3, the text result on stdout.
+    let events_file = store.scratch("events.json");
+    let ours = store.ours_cmd();
+    let mut sh = std::process::Command::new("bash");
+    sh.arg("-c")
+        .arg(r#"exec "$@" 3>"$EVENTS""#)
+        .arg("bash")
+        .arg(ours.get_program())
+        .args(ours.get_args())
+        .args([
+            "copy-to-storage",
+            "--source",
+            &src,
+            "--target",
+            "localhost/prog:fd",
+            "--progress-fd",
+            "3",
+        ])
+        .env("EVENTS", &events_file)
+        .env_remove("RUST_LOG");
+    let out = crate::util::run_ok(&mut sh);
+    assert!(out.starts_with("Stored localhost/prog:fd"), "{out}");
+    let text = std::fs::read_to_string(&events_file).expect("events");
+    let events: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l:?}: {e}")))
+        .collect();
+    assert_eq!(events[0]["event"], "plan", "{text}");
+    assert_eq!(events.last().expect("events")["event"], "done", "{text}");
+    // A descriptor that is not open: a usage error naming it.
+    let out = run(store.ours_cmd().args([
+        "copy-to-storage",
+        "--source",
+        &src,
+        "--target",
+        "localhost/prog:fd2",
+        "--progress-fd",
+        "9",
+    ]));
+    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--progress-fd 9"),
+        "{}",
+        describe(&out)
+    );
     // -q: nothing.
     let out = run(store.ours_cmd().args([
         "-q",

@@ -23,7 +23,9 @@ use crate::layer::read_ahead::{ReadAhead, StopOnDrop};
 use crate::layer::sink::write_layer;
 use crate::layer::synth::{DigestSink, EntrySink, TreeSink};
 use crate::layer::tree_writer::TreeWriter;
-use crate::store::import::{ImageInput, LayerInput, LayerProducer, Produced, TarSplitOut};
+use crate::store::import::{
+    ImageInput, LayerBytes, LayerInput, LayerProducer, Produced, TarSplitOut,
+};
 use meta_objects::MetaObjects;
 use objects::ObjectInfos;
 use tar_layout::{ChunkContent, LayoutWriter, commit_objects, commit_root, layer_commits_objects};
@@ -506,7 +508,7 @@ impl LayerProducer for HostLayers<'_> {
         _layer: &LayerInput,
         tree: &mut TreeWriter,
         tar_split: &mut TarSplitWriter<TarSplitOut>,
-        progress: &dyn Fn(u64),
+        progress: &dyn Fn(LayerBytes),
     ) -> Result<Produced> {
         let img = self.image;
         let plan = img
@@ -522,7 +524,12 @@ impl LayerProducer for HostLayers<'_> {
                 .take()
                 .ok_or_else(|| Error::Internal("ostree export has no stdout".into()))?;
             let (hashing, state) = crate::layer::decompress::HashingReader::new(out);
-            let summary = write_layer(hashing, tree, tar_split, progress)?;
+            let summary = write_layer(hashing, tree, tar_split, |written| {
+                progress(LayerBytes {
+                    written,
+                    read: written,
+                })
+            })?;
             let status = child
                 .wait()
                 .map_err(|e| Error::external("ostree export", e))?;
@@ -584,7 +591,10 @@ impl LayerProducer for HostLayers<'_> {
             .written
             .fetch_add(sink.written, Ordering::Relaxed);
         let (summary, diff_id) = sink.finish()?;
-        progress(summary.diff_size);
+        progress(LayerBytes {
+            written: summary.diff_size,
+            read: summary.diff_size,
+        });
         Ok(Produced {
             summary,
             diff_id,
