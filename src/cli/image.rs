@@ -28,6 +28,11 @@ pub enum ImageCommand {
         /// Which store: the default one (podman's, or --root) or bootc's (under --sysroot).
         #[arg(long, value_enum, default_value_t = WhichStore::Default)]
         store: WhichStore,
+        /// Remove an image named by ID even when it has several names (all of them go), as
+        /// `podman rmi --force`. Containers are not removed: an image a container uses is refused
+        /// (remove the container with `podman rm -f` first).
+        #[arg(long, short)]
+        force: bool,
     },
     /// Print images as `podman image inspect` does (a JSON list, podman's field names and values).
     Inspect {
@@ -96,7 +101,11 @@ pub fn run(cli: &Cli, c: &ImageCommand) -> anyhow::Result<()> {
                 return Err(fail(Code::Absent, ""));
             }
         }
-        ImageCommand::Rm { images, store } => {
+        ImageCommand::Rm {
+            images,
+            store,
+            force,
+        } => {
             let s = open_required(cli, *store, &images[0], true)?;
             for typed in images {
                 let all = s.images()?;
@@ -107,11 +116,11 @@ pub fn run(cli: &Cli, c: &ImageCommand) -> anyhow::Result<()> {
                         println!("Untagged: {name}");
                         continue;
                     }
-                    None if img.names.len() > 1 => {
+                    None if img.names.len() > 1 && !force => {
                         return Err(fail(
                             Code::Image,
                             format!(
-                                "image {typed:?} has several names ({}): remove them by name",
+                                "image {typed:?} has several names ({}): remove them by name, or all at once with --force",
                                 img.names.join(", ")
                             ),
                         ));
@@ -123,7 +132,7 @@ pub fn run(cli: &Cli, c: &ImageCommand) -> anyhow::Result<()> {
                     return Err(fail(
                         Code::Image,
                         format!(
-                            "image {typed:?} is in use by container {}: remove the container first (podman rm)",
+                            "image {typed:?} is in use by container {}: remove the container first (podman rm -f; bootc-image does not remove containers, even with --force)",
                             users.join(", ")
                         ),
                     ));

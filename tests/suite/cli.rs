@@ -257,9 +257,18 @@ fn image_exists_tag_rm_agree_with_podman() {
         "rm of an image in use changed the store"
     );
     ours.podman_ok(&["rm", "c1"]);
-    let out = image(ours, &["rm", "b"]);
+    // By ID while it has several names: refused, then with --force all names go (podman rmi -f).
+    let out = image(ours, &["tag", "b", "localhost/b2:1"]);
     assert!(out.status.success(), "{}", describe(&out));
-    theirs.podman_ok(&["rmi", "localhost/b"]);
+    let id = ours.inspect("b")["Id"].as_str().expect("Id").to_string();
+    let before = ours.snapshot();
+    let out = image(ours, &["rm", &id[..12]]);
+    assert_clean_failure(&out, "rm by ID of an image with two names", &["--force"]);
+    assert!(before.diff(&ours.snapshot()).is_empty());
+    let out = image(ours, &["rm", "--force", &id[..12]]);
+    assert!(out.status.success(), "{}", describe(&out));
+    theirs.podman_ok(&["tag", "localhost/b", "localhost/b2:1"]);
+    theirs.podman_ok(&["rmi", "-f", &id[..12]]);
     assert_eq!(ids(ours), ids(theirs), "ours vs podman rmi, last image");
 }
 
