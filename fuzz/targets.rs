@@ -6,7 +6,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use bootc_image::layer::sink::write_layer;
+use bootc_image::layer::sink::LayerSink;
+use bootc_image::layer::tar_stream::feed_tar;
 use bootc_image::layer::tar_stream::{Event, TarStream};
 use bootc_image::layer::tree_writer::{TreeWriter, WhiteoutStyle};
 use storage_format::{
@@ -96,7 +97,11 @@ pub fn tar_layer(data: &[u8]) {
         return;
     };
     let mut ts = TarSplitWriter::new(Vec::new());
-    let ok = write_layer(tar, &mut tree, &mut ts, |_| {}).is_ok() && tree.finish().is_ok();
+    let fed = {
+        let mut sink = LayerSink::new(&mut tree, &mut ts);
+        feed_tar(tar, &mut sink, |_| {}).is_ok()
+    };
+    let ok = fed && tree.finish().is_ok();
     assert!(
         is_empty_dir(&scratch.0.join("outside")),
         "the layer wrote outside its root"

@@ -65,7 +65,7 @@ fn progress_mode(cli: &Cli, args: &Args) -> ProgressMode {
 fn reporter(
     cli: &Cli,
     args: &Args,
-    layers: &[crate::store::import::LayerInput],
+    layers: &[crate::store::image_input::LayerInput],
 ) -> anyhow::Result<Reporter> {
     let fd = args
         .progress_fd
@@ -80,7 +80,7 @@ fn print_result(
     cli: &Cli,
     args: &Args,
     reporter: &Reporter,
-    report: &crate::store::import::ImportReport,
+    report: &crate::store::image_input::ImportReport,
     text: &[String],
     seconds: f64,
 ) {

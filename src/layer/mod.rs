@@ -2,11 +2,11 @@
 //! that writes tar-split, DiffID and tree in one pass.
 
 pub mod decompress;
+pub mod entry;
 pub mod path;
 pub mod pipe;
 pub mod read_ahead;
 pub mod sink;
-pub mod synth;
 pub mod tar_header;
 pub mod tar_stream;
 pub mod tree_writer;

@@ -1,14 +1,16 @@
-//! The layer sink: consumes an uncompressed layer tar once and, in the same pass, writes the tar-split,
-//! computes the DiffID and materializes every entry in the layer's tree.
+//! The layer sink: consumes a layer's entries once and, in the same pass, writes the tar-split,
+//! computes the CRC-64 of each file, the DiffID (when asked) and materializes every entry in the
+//! layer's tree — or, digest-only, just hashes the stream (a DiffID from content, `verify`).
 
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
 
-use storage_format::{Crc64, TarSplitWriter};
+use sha2::{Digest as _, Sha256};
+use storage_format::{Crc64, Digest, TarSplitWriter};
 
+use super::entry::{Content, Entry, EntryDone, EntryMeta};
 use super::tar_header::{EntryKind, TarHeader};
-use super::tar_stream::{Event, TarStream};
-use super::tree_writer::{TreeWriter, WHITEOUT_PREFIX};
+use super::tree_writer::{Linked, TreeWriter, WHITEOUT_PREFIX};
 use crate::error::{Error, Result};
 
 /// Size of the copy buffer for file data.
@@ -41,87 +43,287 @@ pub fn record_owner(h: &TarHeader, uids: &mut BTreeSet<u32>, gids: &mut BTreeSet
     }
 }
 
-/// Streams an uncompressed layer tar from `input` into `tree` and `tar_split`.
-/// `progress` is called with the number of uncompressed bytes consumed so far.
-///
-/// The DiffID is not computed here: callers hash the stream where it is produced (see
-/// [`HashingReader`](super::decompress::HashingReader)), which keeps the hashing off this thread.
-pub fn write_layer<R: Read, W: Write>(
-    input: R,
-    tree: &mut TreeWriter,
-    tar_split: &mut TarSplitWriter<W>,
-    mut progress: impl FnMut(u64),
-) -> Result<LayerSummary> {
-    let mut stream = TarStream::new(input);
-    let mut size: u64 = 0;
-    let mut uids = BTreeSet::new();
-    let mut gids = BTreeSet::new();
-    let mut entries = 0u64;
-    let mut buf = vec![0u8; COPY_BUF];
-    loop {
-        match stream.next_event()? {
-            Event::End => break,
-            Event::Trailer(raw) => {
-                size += raw.len() as u64;
-                tar_split.segment(&raw)?;
-            }
-            Event::Entry { raw, header } => {
-                entries += 1;
-                size += raw.len() as u64;
-                tar_split.segment(&raw)?;
-                record_owner(&header, &mut uids, &mut gids);
-                let mut crc = Crc64::new();
-                let file = tree.begin(&header)?;
-                let data_size = if header.kind == EntryKind::Regular {
-                    header.size
-                } else {
-                    0
-                };
-                let mut written = 0u64;
-                match file {
-                    Some(mut f) => {
-                        loop {
-                            let n = stream.read_data(&mut buf)?;
-                            if n == 0 {
-                                break;
-                            }
-                            let chunk = &buf[..n];
-                            crc.update(chunk);
-                            f.file.write_all(chunk).map_err(|e| Error::Write {
-                                what: format!(
-                                    "{} into the layer",
-                                    String::from_utf8_lossy(&header.name)
-                                ),
-                                source: e,
-                            })?;
-                            written += n as u64;
-                        }
-                        tree.finish_file(f, &header)?;
-                    }
-                    None => loop {
-                        // Data of an entry we do not write (e.g. a file under a whiteout name).
-                        let n = stream.read_data(&mut buf)?;
-                        if n == 0 {
-                            break;
-                        }
-                        crc.update(&buf[..n]);
-                        written += n as u64;
-                    },
-                }
-                if written != data_size {
-                    return Err(Error::truncated("tar entry data"));
-                }
-                size += written;
-                let crc = (written > 0).then(|| crc.finish());
-                tar_split.file(&header.name, written, crc)?;
-                progress(size);
-            }
+/// Where the sink writes the tar-split (any [`TarSplitWriter`]).
+pub trait SplitOut {
+    /// Raw stream bytes.
+    fn segment(&mut self, bytes: &[u8]) -> Result<()>;
+    /// A file entry's name, content size and CRC-64.
+    fn file(&mut self, name: &[u8], size: u64, crc: Option<[u8; 8]>) -> Result<()>;
+}
+
+impl<W: Write> SplitOut for TarSplitWriter<W> {
+    fn segment(&mut self, bytes: &[u8]) -> Result<()> {
+        Ok(TarSplitWriter::segment(self, bytes)?)
+    }
+    fn file(&mut self, name: &[u8], size: u64, crc: Option<[u8; 8]>) -> Result<()> {
+        Ok(TarSplitWriter::file(self, name, size, crc)?)
+    }
+}
+
+/// Consumes a layer's entries: see the module documentation.
+pub struct LayerSink<'a> {
+    tree: Option<&'a mut TreeWriter>,
+    tar_split: Option<&'a mut dyn SplitOut>,
+    sha: Option<Sha256>,
+    size: u64,
+    uids: BTreeSet<u32>,
+    gids: BTreeSet<u32>,
+    entries: u64,
+    /// Files that became hardlinks to their source object (zero-copy).
+    pub linked: u64,
+    /// Files whose bytes were written.
+    pub written: u64,
+    buf: Vec<u8>,
+}
+
+impl std::fmt::Debug for LayerSink<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LayerSink")
+            .field("tree", &self.tree.is_some())
+            .field("diff_id", &self.sha.is_some())
+            .field("size", &self.size)
+            .field("entries", &self.entries)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A content read error: our own errors (a truncated tar stream) come back as they were.
+fn content_error(e: std::io::Error, what: &[u8]) -> Error {
+    if e.get_ref().is_some_and(|i| i.is::<Error>()) {
+        if let Some(inner) = e.into_inner()
+            && let Ok(ours) = inner.downcast::<Error>()
+        {
+            return *ours;
+        }
+        return Error::Internal("an error lost its cause".into());
+    }
+    Error::read(String::from_utf8_lossy(what).into_owned(), e)
+}
+
+impl<'a> LayerSink<'a> {
+    /// A sink writing into `tree` and `tar_split`. The DiffID is not computed unless
+    /// [`with_diff_id`](Self::with_diff_id) asks: a tar blob's is hashed where it is decompressed,
+    /// which keeps the hashing off this thread.
+    pub fn new(tree: &'a mut TreeWriter, tar_split: &'a mut dyn SplitOut) -> LayerSink<'a> {
+        LayerSink {
+            tree: Some(tree),
+            tar_split: Some(tar_split),
+            sha: None,
+            size: 0,
+            uids: BTreeSet::new(),
+            gids: BTreeSet::new(),
+            entries: 0,
+            linked: 0,
+            written: 0,
+            buf: vec![0u8; COPY_BUF],
         }
     }
-    Ok(LayerSummary {
-        diff_size: size,
-        uids,
-        gids,
-        entries,
-    })
+
+    /// A sink that only computes the stream's DiffID and length.
+    pub fn digest_only() -> LayerSink<'static> {
+        LayerSink {
+            tree: None,
+            tar_split: None,
+            sha: Some(Sha256::new()),
+            size: 0,
+            uids: BTreeSet::new(),
+            gids: BTreeSet::new(),
+            entries: 0,
+            linked: 0,
+            written: 0,
+            buf: vec![0u8; COPY_BUF],
+        }
+    }
+
+    /// Also computes the DiffID of the stream.
+    pub fn with_diff_id(mut self) -> Self {
+        self.sha = Some(Sha256::new());
+        self
+    }
+
+    /// Whether entries must carry their parsed header (a tree is written).
+    pub fn needs_headers(&self) -> bool {
+        self.tree.is_some()
+    }
+
+    /// Bytes of the stream so far.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    fn segment(&mut self, b: &[u8]) -> Result<()> {
+        if let Some(sha) = &mut self.sha {
+            sha.update(b);
+        }
+        self.size += b.len() as u64;
+        if let Some(ts) = &mut self.tar_split {
+            ts.segment(b)?;
+        }
+        Ok(())
+    }
+
+    /// Consumes one entry.
+    pub fn entry(&mut self, e: Entry<'_, '_>) -> Result<EntryDone> {
+        self.segment(e.raw)?;
+        self.entries += 1;
+        let expected = e.meta.content_size();
+        let name = e.meta.name();
+        let header = match e.meta {
+            EntryMeta::Header(h) => {
+                record_owner(h, &mut self.uids, &mut self.gids);
+                Some(h)
+            }
+            EntryMeta::Recorded { .. } => None,
+        };
+        let mut crc = Crc64::new();
+        let mut buf = std::mem::take(&mut self.buf);
+        let got = self.content(header, name, expected, e.content, &mut crc, &mut buf);
+        self.buf = buf;
+        let got = got?;
+        if got != expected {
+            return Err(Error::InvalidInput(format!(
+                "{}: {got} bytes of content, the header says {expected}",
+                String::from_utf8_lossy(name)
+            )));
+        }
+        self.size += got;
+        let crc = (got > 0).then(|| crc.finish());
+        if let Some(ts) = &mut self.tar_split {
+            ts.file(name, got, crc)?;
+        }
+        Ok(EntryDone { size: got, crc })
+    }
+
+    /// Consumes the content (into the tree when there is one); returns its length.
+    fn content(
+        &mut self,
+        header: Option<&TarHeader>,
+        name: &[u8],
+        expected: u64,
+        content: Content<'_>,
+        crc: &mut Crc64,
+        buf: &mut [u8],
+    ) -> Result<u64> {
+        let sha = &mut self.sha;
+        let Some(tree) = self.tree.as_deref_mut() else {
+            return drain(content, name, expected, buf, sha, crc, None);
+        };
+        let header = header.ok_or_else(|| {
+            Error::Internal(format!(
+                "entry {} has no header for the tree",
+                String::from_utf8_lossy(name)
+            ))
+        })?;
+        if let Content::Object {
+            file,
+            path,
+            linkable: true,
+        } = &content
+            && header.kind == EntryKind::Regular
+        {
+            return match tree.begin_linked(header, file, path)? {
+                Linked::Yes => {
+                    self.linked += 1;
+                    drain(content, name, expected, buf, sha, crc, None)
+                }
+                Linked::No(mut out) => {
+                    self.written += 1;
+                    let got = drain(content, name, expected, buf, sha, crc, Some(&mut out.file))?;
+                    tree.finish_file(out, header)?;
+                    Ok(got)
+                }
+            };
+        }
+        match tree.begin(header)? {
+            Some(mut out) => {
+                self.written += 1;
+                let got = drain(content, name, expected, buf, sha, crc, Some(&mut out.file))?;
+                tree.finish_file(out, header)?;
+                Ok(got)
+            }
+            // Content of an entry the tree does not keep (a file under a whiteout name): read,
+            // hashed, recorded.
+            None => drain(content, name, expected, buf, sha, crc, None),
+        }
+    }
+
+    /// Consumes the bytes after the last entry (padding, end-of-archive blocks, record padding).
+    pub fn trailer(&mut self, raw: &[u8]) -> Result<()> {
+        self.segment(raw)
+    }
+
+    /// Ends the layer: what was learnt, and the DiffID if this sink computed it.
+    pub fn finish(self) -> (LayerSummary, Option<Digest>) {
+        let diff_id = self
+            .sha
+            .map(|sha| Digest::from_sha256(sha.finalize().into()));
+        (
+            LayerSummary {
+                diff_size: self.size,
+                uids: self.uids,
+                gids: self.gids,
+                entries: self.entries,
+            },
+            diff_id,
+        )
+    }
+}
+
+/// Reads up to `limit` bytes of `content`, hashing them (DiffID, CRC) and writing them to `out`.
+fn drain(
+    content: Content<'_>,
+    name: &[u8],
+    limit: u64,
+    buf: &mut [u8],
+    sha: &mut Option<Sha256>,
+    crc: &mut Crc64,
+    mut out: Option<&mut std::fs::File>,
+) -> Result<u64> {
+    let mut file;
+    let reader: &mut dyn Read = match content {
+        Content::None => return Ok(0),
+        Content::Bytes(b) => {
+            let b = &b[..b.len().min(usize::try_from(limit).unwrap_or(usize::MAX))];
+            consume(b, sha, crc, out.as_deref_mut(), name)?;
+            return Ok(b.len() as u64);
+        }
+        Content::Stream(r) => r,
+        Content::Object { file: f, .. } => {
+            file = f;
+            &mut file
+        }
+    };
+    let mut got = 0u64;
+    while got < limit {
+        let want = usize::try_from((limit - got).min(buf.len() as u64)).unwrap_or(buf.len());
+        let n = match reader.read(&mut buf[..want]) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(content_error(e, name)),
+        };
+        consume(&buf[..n], sha, crc, out.as_deref_mut(), name)?;
+        got += n as u64;
+    }
+    Ok(got)
+}
+
+fn consume(
+    b: &[u8],
+    sha: &mut Option<Sha256>,
+    crc: &mut Crc64,
+    out: Option<&mut std::fs::File>,
+    name: &[u8],
+) -> Result<()> {
+    if let Some(sha) = sha {
+        sha.update(b);
+    }
+    crc.update(b);
+    if let Some(f) = out {
+        f.write_all(b).map_err(|e| Error::Write {
+            what: format!("{} into the layer", String::from_utf8_lossy(name)),
+            source: e,
+        })?;
+    }
+    Ok(())
 }

@@ -7,6 +7,8 @@
 
 use std::io::Read;
 
+use super::entry::{Content, Entry, EntryMeta};
+use super::sink::LayerSink;
 use super::tar_header::{BLOCK, EntryKind, Extensions, RawHeader, TarHeader, parse_pax, resolve};
 use crate::error::{Error, Result};
 
@@ -252,4 +254,42 @@ fn trim_nul(mut v: Vec<u8>) -> Vec<u8> {
         v.truncate(n);
     }
     v
+}
+
+/// The current entry's data as a reader (our errors travel inside the `io::Error`).
+struct EntryData<'s, R>(&'s mut TarStream<R>);
+
+impl<R: Read> Read for EntryData<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.0.read_data(buf).map_err(std::io::Error::other)
+    }
+}
+
+/// A tar stream as a producer of entries: feeds every entry of `input` into `sink`, then the
+/// trailer; `progress` gets the stream's bytes consumed so far after each entry.
+pub fn feed_tar<R: Read>(
+    input: R,
+    sink: &mut LayerSink<'_>,
+    mut progress: impl FnMut(u64),
+) -> Result<()> {
+    let mut stream = TarStream::new(input);
+    loop {
+        match stream.next_event()? {
+            Event::End => return Ok(()),
+            Event::Trailer(raw) => sink.trailer(&raw)?,
+            Event::Entry { raw, header } => {
+                let mut data = EntryData(&mut stream);
+                sink.entry(Entry {
+                    raw: &raw,
+                    meta: EntryMeta::Header(&header),
+                    content: Content::Stream(&mut data),
+                })?;
+                // Data the sink did not read (none, unless it failed) is an error of the stream.
+                if stream.remaining != 0 {
+                    return Err(Error::truncated("tar entry data"));
+                }
+                progress(sink.size());
+            }
+        }
+    }
 }

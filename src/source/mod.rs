@@ -1,5 +1,6 @@
 //! Image sources: each yields a manifest, a config and layer blobs.
 
+pub mod blob_layers;
 pub mod manifest_rules;
 pub mod oci_archive;
 pub mod oci_layout;
@@ -7,11 +8,12 @@ pub mod oci_types;
 #[cfg(feature = "ostree")]
 pub mod ostree_host;
 
+use std::io::Read;
 use std::path::PathBuf;
 
 use crate::error::{Error, Result};
 use crate::layer::BlobSource;
-use crate::store::import::ImageInput;
+use crate::store::image_input::ImageInput;
 
 /// A parsed `--source` reference.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -152,4 +154,19 @@ pub fn open(source: &SourceRef) -> Result<OpenedSource> {
         SourceRef::OciDir { path, tag } => oci_layout::open(path, tag.as_deref()),
         SourceRef::OciArchive { path, tag } => oci_archive::open(path, tag.as_deref()),
     }
+}
+
+/// Reads a whole blob into memory, for small JSON blobs (manifests, configs, indexes).
+pub fn read_small(mut r: impl Read, limit: u64, what: &str) -> Result<Vec<u8>> {
+    let mut buf = Vec::new();
+    (&mut r)
+        .take(limit + 1)
+        .read_to_end(&mut buf)
+        .map_err(|e| Error::read(what.to_string(), e))?;
+    if buf.len() as u64 > limit {
+        return Err(Error::InvalidInput(format!(
+            "{what} is larger than {limit} bytes"
+        )));
+    }
+    Ok(buf)
 }

@@ -9,12 +9,12 @@ use storage_format::Digest;
 
 use super::OpenedSource;
 use super::oci_layout::{Layout, resolve};
+use super::read_small;
 use crate::error::{Error, Result};
 use crate::layer::BlobSource;
 use crate::layer::path::{clean_components, join};
 use crate::layer::tar_header::EntryKind;
 use crate::layer::tar_stream::{Event, TarStream};
-use crate::store::import::read_small;
 
 /// A reader that counts the bytes it hands out.
 struct Counting<R> {

@@ -10,9 +10,10 @@ use super::oci_types::{
     Config, Descriptor, Index, MEDIA_DOCKER_LIST, MEDIA_INDEX, Manifest, REF_NAME, host_arch,
     is_layer_media_type,
 };
+use super::read_small;
 use crate::error::{Error, Result};
 use crate::layer::BlobSource;
-use crate::store::import::{ImageInput, LayerInput, read_small};
+use crate::store::image_input::{ImageInput, LayerInput};
 
 /// Largest JSON document (index, manifest, config) we read.
 const JSON_LIMIT: u64 = 16 << 20;

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use storage_format::{Digest, ImageRecord, LayerRecord, big_data_file_name};
 
 use super::Store;
-use super::import::ImageInput;
+use super::image_input::ImageInput;
 use super::records;
 use super::tree_copy::{CopyMode, CopyStats, copy_tree_with};
 use crate::crashpoint::hit;

@@ -2,7 +2,6 @@
 //! reused), then big data, then the image record — in c/storage's order, under its locks, all or nothing.
 
 use std::collections::HashSet;
-use std::io::Read;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
@@ -12,213 +11,16 @@ use storage_format::{
 
 use super::Store;
 use super::atomic::atomic_write;
+use super::image_input::{ImageInput, ImportReport, LayerBytes, LayerInput, Progress};
+use super::producer::LayerProducer;
 use super::records;
 use crate::crashpoint::hit;
 use crate::error::{Error, Result};
 use crate::layer::BlobSource;
-use crate::layer::decompress::{Compression, HashingReader, decompressor};
-use crate::layer::pipe::spawn_pump;
-use crate::layer::sink::{LayerSummary, write_layer};
+use crate::layer::decompress::Compression;
+use crate::layer::sink::{LayerSink, LayerSummary};
 use crate::layer::tree_writer::TreeWriter;
-
-/// One layer of the image to import.
-#[derive(Debug, Clone)]
-pub struct LayerInput {
-    /// The blob's digest, as the manifest names it.
-    pub blob_digest: Digest,
-    /// The blob's size, as the manifest gives it.
-    pub blob_size: u64,
-    /// The DiffID the config declares for this layer.
-    pub diff_id: Digest,
-}
-
-/// An image to import.
-#[derive(Debug, Clone)]
-pub struct ImageInput {
-    /// The manifest, byte for byte.
-    pub manifest: Vec<u8>,
-    /// Its digest.
-    pub manifest_digest: Digest,
-    /// The config, byte for byte.
-    pub config: Vec<u8>,
-    /// Its digest.
-    pub config_digest: Digest,
-    /// The config's `created`, if any.
-    pub created: Option<String>,
-    /// Layers, base first.
-    pub layers: Vec<LayerInput>,
-    /// Names to give the image (full references).
-    pub names: Vec<String>,
-}
-
-/// Progress events of an import.
-#[derive(Debug, Clone)]
-pub enum Progress {
-    /// The plan: how many layers, how many to write.
-    Plan {
-        /// All layers of the image.
-        total: usize,
-        /// Layers that must be written.
-        to_write: usize,
-    },
-    /// A layer's bytes so far.
-    Bytes {
-        /// Index of the layer.
-        index: usize,
-        /// Uncompressed bytes written.
-        bytes: u64,
-        /// Source bytes read: of the blob as the manifest sizes it (compressed), or the same as
-        /// `bytes` for a source whose layers are not blobs.
-        read: u64,
-    },
-    /// A layer is done.
-    LayerDone {
-        /// Index of the layer.
-        index: usize,
-        /// Whether it already existed.
-        reused: bool,
-    },
-}
-
-/// How far a producer is with one layer.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct LayerBytes {
-    /// Uncompressed bytes written into the layer.
-    pub written: u64,
-    /// Source bytes read (the compressed blob's, for blob sources).
-    pub read: u64,
-}
-
-/// What an import did.
-#[derive(Debug, Clone)]
-pub struct ImportReport {
-    /// The image ID.
-    pub image_id: String,
-    /// The manifest digest.
-    pub manifest_digest: Digest,
-    /// The names given.
-    pub names: Vec<String>,
-    /// Layers written.
-    pub layers_written: usize,
-    /// Layers reused.
-    pub layers_reused: usize,
-}
-
-/// Where a layer's tar-split goes: gzip over a buffered file.
-pub type TarSplitOut = super::gzip_out::GzipOut<std::io::BufWriter<std::fs::File>>;
-
-/// What producing a layer yields.
-#[derive(Debug)]
-pub struct Produced {
-    /// What the sink learned.
-    pub summary: LayerSummary,
-    /// The DiffID of the tar stream produced.
-    pub diff_id: Digest,
-    /// The compression of the source blob (recorded in the layer record).
-    pub compression: Compression,
-}
-
-/// Produces layers: streams layer `index` into its tree and tar-split, in one pass.
-pub trait LayerProducer: Sync {
-    /// Writes layer `index` (described by `layer`) into `tree` and `tar_split`; `progress` gets the
-    /// bytes written and read so far.
-    fn produce(
-        &self,
-        index: usize,
-        layer: &LayerInput,
-        tree: &mut TreeWriter,
-        tar_split: &mut TarSplitWriter<TarSplitOut>,
-        progress: &dyn Fn(LayerBytes),
-    ) -> Result<Produced>;
-
-    /// The image to record once its layers exist, given each layer's uncompressed length (written
-    /// now, or read from the layer already in the store). A producer that learns its layers' lengths
-    /// only by writing them (a synthesized layer) returns its manifest here; the default keeps `input`.
-    fn complete_image(&self, input: &ImageInput, diff_sizes: &[u64]) -> Result<Option<ImageInput>> {
-        let _ = (input, diff_sizes);
-        Ok(None)
-    }
-}
-
-/// Layers that come as (compressed) tar blobs: `oci:` layouts and archives.
-#[derive(Debug, Clone, Copy)]
-pub struct BlobLayers<'a> {
-    /// Where the blobs are.
-    pub blobs: &'a dyn BlobSource,
-}
-
-impl std::fmt::Debug for dyn BlobSource + '_ {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("BlobSource")
-    }
-}
-
-impl LayerProducer for BlobLayers<'_> {
-    fn produce(
-        &self,
-        _index: usize,
-        layer: &LayerInput,
-        tree: &mut TreeWriter,
-        tar_split: &mut TarSplitWriter<TarSplitOut>,
-        progress: &dyn Fn(LayerBytes),
-    ) -> Result<Produced> {
-        let blob = self.blobs.open_blob(&layer.blob_digest)?;
-        let (hashing, hash_state) = HashingReader::new(blob);
-        let (compression, reader) = decompressor(hashing)?;
-        // Decompression runs on its own thread; the DiffID is hashed on this one, which balances the
-        // two cores (inflate alone keeps one busy). An uncompressed blob's DiffID is its own digest.
-        let hashed = compression != Compression::None;
-        let (summary, diff_state) = std::thread::scope(|s| -> Result<_> {
-            let pipe = spawn_pump(s, reader);
-            let (tar_bytes, diff_state) = HashingReader::with_hashing(pipe, hashed);
-            let summary = write_layer(tar_bytes, tree, tar_split, |written| {
-                let read = hash_state.lock().map(|h| h.size()).unwrap_or(0);
-                progress(LayerBytes { written, read });
-            })?;
-            Ok((summary, diff_state))
-        })?;
-        let (blob_digest, blob_size) = hash_state
-            .lock()
-            .map_err(|_| Error::Internal("hash state poisoned".into()))?
-            .result();
-        let (diff_id, diff_size) = if hashed {
-            diff_state
-                .lock()
-                .map_err(|_| Error::Internal("hash state poisoned".into()))?
-                .result()
-        } else {
-            (blob_digest.clone(), blob_size)
-        };
-        if diff_size != summary.diff_size {
-            return Err(Error::Internal(format!(
-                "layer stream length {diff_size} differs from the {} bytes parsed",
-                summary.diff_size
-            )));
-        }
-        if blob_digest != layer.blob_digest {
-            return Err(Error::DigestMismatch {
-                what: "layer blob".into(),
-                expected: layer.blob_digest.to_string(),
-                actual: blob_digest.to_string(),
-            });
-        }
-        if blob_size != layer.blob_size {
-            return Err(Error::InvalidInput(format!(
-                "layer blob {} is {blob_size} bytes but the manifest says {}: the source is corrupt: rebuild or re-fetch the image",
-                layer.blob_digest, layer.blob_size
-            )));
-        }
-        progress(LayerBytes {
-            written: summary.diff_size,
-            read: blob_size,
-        });
-        Ok(Produced {
-            summary,
-            diff_id,
-            compression,
-        })
-    }
-}
+use crate::source::blob_layers::BlobLayers;
 
 /// Each layer's uncompressed length: from `written`, else from its record in `layers`.
 fn diff_sizes(
@@ -563,7 +365,11 @@ impl Store {
             self.driver().kind().whiteouts(),
         )?;
         let read = AtomicU64::new(0);
-        let produced = producer.produce(index, layer, &mut tree, &mut ts, &|b: LayerBytes| {
+        let mut sink = LayerSink::new(&mut tree, &mut ts);
+        if producer.sink_hashes(index) {
+            sink = sink.with_diff_id();
+        }
+        let produced = producer.produce(index, layer, &mut sink, &|b: LayerBytes| {
             read.store(b.read, Ordering::Relaxed);
             progress(Progress::Bytes {
                 index,
@@ -571,11 +377,15 @@ impl Store {
                 read: b.read,
             })
         })?;
+        let (summary, sink_diff_id) = sink.finish();
+        let diff_id = produced
+            .diff_id
+            .or(sink_diff_id)
+            .ok_or_else(|| Error::Internal("a layer without a DiffID".into()))?;
         // The last count is the layer's whole uncompressed size.
-        let written = produced.summary.diff_size;
         progress(Progress::Bytes {
             index,
-            bytes: written,
+            bytes: summary.diff_size,
             read: read.load(Ordering::Relaxed),
         });
         tree.finish()?;
@@ -596,20 +406,20 @@ impl Store {
             std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))
                 .map_err(|e| Error::io("chmod", &tmp, e))?;
         }
-        if produced.diff_id != layer.diff_id {
+        if diff_id != layer.diff_id {
             return Err(Error::DigestMismatch {
                 what: format!(
                     "layer {} (uncompressed) DiffID in the config",
                     layer.blob_digest
                 ),
                 expected: layer.diff_id.to_string(),
-                actual: produced.diff_id.to_string(),
+                actual: diff_id.to_string(),
             });
         }
         Ok(Written {
             index,
-            summary: produced.summary,
-            diff_id: produced.diff_id,
+            summary,
+            diff_id,
             compression: produced.compression,
             tar_split_tmp: tmp,
         })
@@ -704,19 +514,4 @@ impl Store {
         }
         result
     }
-}
-
-/// Reads a whole blob into memory, for small JSON blobs (manifests, configs, indexes).
-pub fn read_small(mut r: impl Read, limit: u64, what: &str) -> Result<Vec<u8>> {
-    let mut buf = Vec::new();
-    (&mut r)
-        .take(limit + 1)
-        .read_to_end(&mut buf)
-        .map_err(|e| Error::read(what.to_string(), e))?;
-    if buf.len() as u64 > limit {
-        return Err(Error::InvalidInput(format!(
-            "{what} is larger than {limit} bytes"
-        )));
-    }
-    Ok(buf)
 }

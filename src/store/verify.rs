@@ -2,15 +2,16 @@
 //! file's size and CRC, and compare the digest with the recorded DiffID (what `podman push` and
 //! `podman system check` rely on).
 
-use std::io::{BufReader, Read};
+use std::io::BufReader;
 use std::os::fd::AsFd;
 
 use rustix::fs::{Mode, OFlags, ResolveFlags};
-use sha2::{Digest as _, Sha256};
-use storage_format::{Crc64, Digest, LayerRecord, TarSplitEntry, TarSplitReader};
+use storage_format::{Digest, LayerRecord, TarSplitEntry, TarSplitReader};
 
 use super::Store;
 use crate::error::{Error, Result};
+use crate::layer::entry::{Content, Entry, EntryMeta};
+use crate::layer::sink::LayerSink;
 
 impl Store {
     /// Checks that the layer's tar-split and tree rebuild a tar whose sha256 is its `diff-digest`.
@@ -31,21 +32,20 @@ impl Store {
         let tree = self.driver().tree_path(&layer.id);
         let root = crate::fsutil::open_dir(&tree)
             .map_err(|e| Error::io("opening", &tree, std::io::Error::from(e)))?;
-        let mut sha = Sha256::new();
-        let mut size: u64 = 0;
-        let mut buf = vec![0u8; 256 * 1024];
+        // The store's tar-split and tree as an entry stream: segments up to a file entry are its
+        // raw bytes, the tree's file its content; the digest-only sink rebuilds the DiffID.
+        let mut sink = LayerSink::digest_only();
+        let mut raw: Vec<u8> = Vec::new();
         for entry in reader {
             match entry? {
-                TarSplitEntry::Segment(bytes) => {
-                    sha.update(&bytes);
-                    size += bytes.len() as u64;
-                }
+                TarSplitEntry::Segment(bytes) => raw.extend_from_slice(&bytes),
                 TarSplitEntry::File {
                     name,
                     size: fsize,
                     crc,
                 } => {
-                    if fsize == 0 {
+                    let shown = || String::from_utf8_lossy(&name).into_owned();
+                    let content = if fsize == 0 {
                         // Entries without data (directories, links, devices) must still exist;
                         // whiteouts are stored under another name and the root is the tree itself.
                         let (comps, _) = crate::layer::path::clean_components(&name);
@@ -59,53 +59,51 @@ impl Store {
                                 Mode::empty(),
                                 ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
                             )
-                            .map_err(|e| bad(format!("{}: {e}", String::from_utf8_lossy(&name))))?;
+                            .map_err(|e| bad(format!("{}: {e}", shown())))?;
                         }
-                        continue;
-                    }
-                    let fd = rustix::fs::openat2(
-                        root.as_fd(),
-                        name.as_slice(),
-                        OFlags::RDONLY | OFlags::CLOEXEC,
-                        Mode::empty(),
-                        ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
-                    )
-                    .map_err(|e| bad(format!("{}: {e}", String::from_utf8_lossy(&name))))?;
-                    let mut file = std::fs::File::from(fd);
-                    let mut c = Crc64::new();
-                    let mut got = 0u64;
-                    loop {
-                        let n = file.read(&mut buf).map_err(|e| {
-                            Error::read(String::from_utf8_lossy(&name).into_owned(), e)
+                        Content::None
+                    } else {
+                        let fd = rustix::fs::openat2(
+                            root.as_fd(),
+                            name.as_slice(),
+                            OFlags::RDONLY | OFlags::CLOEXEC,
+                            Mode::empty(),
+                            ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
+                        )
+                        .map_err(|e| bad(format!("{}: {e}", shown())))?;
+                        Content::Object {
+                            file: std::fs::File::from(fd),
+                            path: &tree,
+                            linkable: false,
+                        }
+                    };
+                    let done = sink
+                        .entry(Entry {
+                            raw: &raw,
+                            meta: EntryMeta::Recorded {
+                                name: &name,
+                                size: fsize,
+                            },
+                            content,
+                        })
+                        .map_err(|e| match e {
+                            Error::InvalidInput(_) => {
+                                bad(format!("{} is shorter than recorded", shown()))
+                            }
+                            e => e,
                         })?;
-                        if n == 0 {
-                            break;
-                        }
-                        let take = usize::try_from((fsize - got).min(n as u64)).unwrap_or(n);
-                        sha.update(&buf[..take]);
-                        c.update(&buf[..take]);
-                        got += take as u64;
-                        if got == fsize {
-                            break;
-                        }
+                    raw.clear();
+                    if crc.is_some_and(|crc| Some(crc) != done.crc) {
+                        return Err(bad(format!("{} does not match its checksum", shown())));
                     }
-                    if got != fsize {
-                        return Err(bad(format!(
-                            "{} is shorter than recorded",
-                            String::from_utf8_lossy(&name)
-                        )));
-                    }
-                    if crc.is_some_and(|crc| crc != c.finish()) {
-                        return Err(bad(format!(
-                            "{} does not match its checksum",
-                            String::from_utf8_lossy(&name)
-                        )));
-                    }
-                    size += fsize;
                 }
             }
         }
-        let actual = Digest::from_sha256(sha.finalize().into());
+        sink.trailer(&raw)?;
+        let (summary, actual) = sink.finish();
+        let size = summary.diff_size;
+        let actual =
+            actual.ok_or_else(|| Error::Internal("a digest sink without a digest".into()))?;
         if actual != expected {
             return Err(bad(format!("its tar rebuilds to {actual}, not {expected}")));
         }

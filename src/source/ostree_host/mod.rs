@@ -15,17 +15,15 @@ use std::process::{Command, Stdio};
 use ostree::gio;
 use ostree::glib;
 use serde_json::{Value, json};
-use storage_format::{Digest, TarSplitWriter};
+use storage_format::Digest;
 
 use crate::error::{Error, Result};
 use crate::layer::decompress::Compression;
 use crate::layer::read_ahead::{ReadAhead, StopOnDrop};
-use crate::layer::sink::write_layer;
-use crate::layer::synth::{DigestSink, EntrySink, TreeSink};
-use crate::layer::tree_writer::TreeWriter;
-use crate::store::import::{
-    ImageInput, LayerBytes, LayerInput, LayerProducer, Produced, TarSplitOut,
-};
+use crate::layer::sink::LayerSink;
+use crate::layer::tar_stream::feed_tar;
+use crate::store::image_input::{ImageInput, LayerBytes, LayerInput};
+use crate::store::producer::{LayerProducer, Produced};
 use meta_objects::MetaObjects;
 use objects::ObjectInfos;
 use tar_layout::{ChunkContent, LayoutWriter, commit_objects, commit_root, layer_commits_objects};
@@ -436,7 +434,7 @@ fn content_diff_id(
         Plan::Derived(_) => return Err(Error::Internal("derived layer planned as ostree".into())),
     };
     let objects = ObjectInfos::load(repo, repo_path, chunk.keys())?;
-    let mut sink = DigestSink::default();
+    let mut sink = LayerSink::digest_only();
     let mut w = LayoutWriter::new(repo, repo_path, &objects, meta, base_commit)?;
     match plan {
         Plan::Final(rem) => {
@@ -449,7 +447,11 @@ fn content_diff_id(
         }
         Plan::Derived(_) => return Err(Error::Internal("derived layer planned as ostree".into())),
     }
-    Ok(sink.finish())
+    w.finish(&mut sink)?;
+    let (summary, diff_id) = sink.finish();
+    let diff_id =
+        diff_id.ok_or_else(|| Error::Internal("a digest sink without a digest".into()))?;
+    Ok((diff_id, summary.diff_size))
 }
 
 /// Sets the manifest of `input` from `base` and `descs` with the layer sizes of `input`.
@@ -502,12 +504,16 @@ pub struct HostLayers<'a> {
 }
 
 impl LayerProducer for HostLayers<'_> {
+    /// `ostree export` output is hashed as it is read; synthesized layers by the sink.
+    fn sink_hashes(&self, index: usize) -> bool {
+        !matches!(self.image.plan.get(index), Some(Plan::Derived(_)))
+    }
+
     fn produce(
         &self,
         index: usize,
         _layer: &LayerInput,
-        tree: &mut TreeWriter,
-        tar_split: &mut TarSplitWriter<TarSplitOut>,
+        sink: &mut LayerSink<'_>,
         progress: &dyn Fn(LayerBytes),
     ) -> Result<Produced> {
         let img = self.image;
@@ -524,7 +530,7 @@ impl LayerProducer for HostLayers<'_> {
                 .take()
                 .ok_or_else(|| Error::Internal("ostree export has no stdout".into()))?;
             let (hashing, state) = crate::layer::decompress::HashingReader::new(out);
-            let summary = write_layer(hashing, tree, tar_split, |written| {
+            feed_tar(hashing, sink, |written| {
                 progress(LayerBytes {
                     written,
                     read: written,
@@ -541,14 +547,12 @@ impl LayerProducer for HostLayers<'_> {
                 .map_err(|_| Error::Internal("hash state poisoned".into()))?
                 .result();
             return Ok(Produced {
-                summary,
-                diff_id,
+                diff_id: Some(diff_id),
                 compression: Compression::None,
             });
         }
         // glib objects are not shared across threads: each layer opens the repository itself.
         let repo = open_repo(&img.repo_path)?;
-        let mut sink = TreeSink::new(tree, tar_split);
         let chunk = match plan {
             Plan::Final(c) | Plan::Chunk(c) => c,
             Plan::Derived(_) => {
@@ -577,27 +581,25 @@ impl LayerProducer for HostLayers<'_> {
             let mut w =
                 LayoutWriter::new(&repo, &img.repo_path, objects, &img.meta, &img.base_commit)?
                     .with_read_ahead(&ra);
-            let s: &mut dyn EntrySink = &mut sink;
             if let Plan::Final(_) = plan {
-                w.write_commit(s, true)?;
+                w.write_commit(sink, true)?;
             } else {
-                w.write_repo_structure(s)?;
+                w.write_repo_structure(sink)?;
             }
-            w.write_chunk(s, chunk)
+            w.write_chunk(sink, chunk)?;
+            w.finish(sink)
         })?;
         use std::sync::atomic::Ordering;
         self.counts.linked.fetch_add(sink.linked, Ordering::Relaxed);
         self.counts
             .written
             .fetch_add(sink.written, Ordering::Relaxed);
-        let (summary, diff_id) = sink.finish()?;
         progress(LayerBytes {
-            written: summary.diff_size,
-            read: summary.diff_size,
+            written: sink.size(),
+            read: sink.size(),
         });
         Ok(Produced {
-            summary,
-            diff_id,
+            diff_id: None,
             compression: Compression::None,
         })
     }

@@ -15,8 +15,9 @@ use super::gvariant::{DirMeta, DirTree, parse_commit_root, parse_dirmeta, parse_
 use super::meta_objects::MetaObjects;
 use super::objects::{ObjectInfos, object_path as repo_object_path};
 use crate::error::{Error, Result};
+use crate::layer::entry::{BuiltEntries, Content, Entry, EntryMeta, parse_built_header};
 use crate::layer::read_ahead::ReadAhead;
-use crate::layer::synth::{Content, EntrySink};
+use crate::layer::sink::LayerSink;
 
 /// Where the repository lives in the tar stream.
 const OSTREEDIR: &str = "sysroot/ostree";
@@ -80,6 +81,7 @@ pub struct LayoutWriter<'a> {
     commit: String,
     commit_v: glib::Variant,
     builder: tar::Builder<Vec<u8>>,
+    built: BuiltEntries,
     structure_only: bool,
     wrote_initdirs: bool,
     wrote_vartmp: bool,
@@ -119,6 +121,7 @@ impl<'a> LayoutWriter<'a> {
             commit: commit.to_string(),
             commit_v,
             builder: tar::Builder::new(Vec::new()),
+            built: BuiltEntries::default(),
             structure_only: false,
             wrote_initdirs: false,
             wrote_vartmp: false,
@@ -133,6 +136,21 @@ impl<'a> LayoutWriter<'a> {
     pub fn with_read_ahead(mut self, ra: &'a ReadAhead) -> Self {
         self.read_ahead = Some(ra);
         self
+    }
+
+    /// One entry into `sink`: the header bytes built here (parsed back for the tree), after the
+    /// previous entry's padding.
+    fn put(&mut self, sink: &mut LayerSink<'_>, header: &[u8], content: Content<'_>) -> Result<()> {
+        let parsed = parse_built_header(header)?;
+        let meta = EntryMeta::Header(&parsed);
+        let raw = self.built.raw(header, meta.content_size());
+        sink.entry(Entry { raw, meta, content })?;
+        Ok(())
+    }
+
+    /// Ends the layer's stream in `sink`: the last padding and the end-of-archive blocks.
+    pub fn finish(self, sink: &mut LayerSink<'_>) -> Result<()> {
+        sink.trailer(&self.built.trailer())
     }
 
     /// The header bytes `append_data` writes (extension entries included), without data.
@@ -155,7 +173,7 @@ impl<'a> LayoutWriter<'a> {
         Ok(std::mem::take(self.builder.get_mut()))
     }
 
-    fn default_dir(&mut self, sink: &mut dyn EntrySink, path: &str) -> Result<()> {
+    fn default_dir(&mut self, sink: &mut LayerSink<'_>, path: &str) -> Result<()> {
         let mut h = tar::Header::new_gnu();
         h.set_entry_type(tar::EntryType::Directory);
         h.set_uid(0);
@@ -163,10 +181,10 @@ impl<'a> LayoutWriter<'a> {
         h.set_mode(0o755);
         h.set_size(0);
         let raw = self.header_bytes(&mut h, path)?;
-        sink.entry(&raw, Content::None)
+        self.put(sink, &raw, Content::None)
     }
 
-    fn default_data(&mut self, sink: &mut dyn EntrySink, path: &str, buf: &[u8]) -> Result<()> {
+    fn default_data(&mut self, sink: &mut LayerSink<'_>, path: &str, buf: &[u8]) -> Result<()> {
         let mut h = tar::Header::new_gnu();
         h.set_entry_type(tar::EntryType::Regular);
         h.set_uid(0);
@@ -174,12 +192,12 @@ impl<'a> LayoutWriter<'a> {
         h.set_mode(0o644);
         h.set_size(buf.len() as u64);
         let raw = self.header_bytes(&mut h, path)?;
-        sink.entry(&raw, Content::Bytes(buf))
+        self.put(sink, &raw, Content::Bytes(buf))
     }
 
     fn default_hardlink(
         &mut self,
-        sink: &mut dyn EntrySink,
+        sink: &mut LayerSink<'_>,
         path: &str,
         target: &str,
     ) -> Result<()> {
@@ -190,11 +208,11 @@ impl<'a> LayoutWriter<'a> {
         h.set_mode(0o644);
         h.set_size(0);
         let raw = self.link_header_bytes(&mut h, path, target)?;
-        sink.entry(&raw, Content::None)
+        self.put(sink, &raw, Content::None)
     }
 
     /// `sysroot/ostree/repo/…`: the directories, 256 object dirs and the config.
-    pub fn write_repo_structure(&mut self, sink: &mut dyn EntrySink) -> Result<()> {
+    pub fn write_repo_structure(&mut self, sink: &mut LayerSink<'_>) -> Result<()> {
         if self.wrote_initdirs {
             return Ok(());
         }
@@ -236,7 +254,7 @@ impl<'a> LayoutWriter<'a> {
 
     fn append_object(
         &mut self,
-        sink: &mut dyn EntrySink,
+        sink: &mut LayerSink<'_>,
         t: ostree::ObjectType,
         csum: &str,
         data: &[u8],
@@ -255,7 +273,7 @@ impl<'a> LayoutWriter<'a> {
         self.default_data(sink, &object_path(csum, suffix), data)
     }
 
-    fn append_dir(&mut self, sink: &mut dyn EntrySink, path: &str, meta: &DirMeta) -> Result<()> {
+    fn append_dir(&mut self, sink: &mut LayerSink<'_>, path: &str, meta: &DirMeta) -> Result<()> {
         let mut h = tar::Header::new_gnu();
         h.set_entry_type(tar::EntryType::Directory);
         h.set_size(0);
@@ -263,10 +281,10 @@ impl<'a> LayoutWriter<'a> {
         h.set_gid(u64::from(meta.gid));
         h.set_mode(meta.mode & !S_IFMT);
         let raw = self.header_bytes(&mut h, path)?;
-        sink.entry(&raw, Content::None)
+        self.put(sink, &raw, Content::None)
     }
 
-    fn dirmeta(&mut self, sink: &mut dyn EntrySink, csum: &str) -> Result<DirMeta> {
+    fn dirmeta(&mut self, sink: &mut LayerSink<'_>, csum: &str) -> Result<DirMeta> {
         let data = self.meta_object(ostree::ObjectType::DirMeta, csum)?;
         self.append_object(sink, ostree::ObjectType::DirMeta, csum, &data)?;
         parse_dirmeta(&data, &format!("dirmeta {csum}"))
@@ -274,7 +292,7 @@ impl<'a> LayoutWriter<'a> {
 
     /// The whole commit structure (root dir, repo structure, commit object, every dirtree/dirmeta and
     /// directory); with `structure_only`, no file content. Then `var/tmp`.
-    pub fn write_commit(&mut self, sink: &mut dyn EntrySink, structure_only: bool) -> Result<()> {
+    pub fn write_commit(&mut self, sink: &mut LayerSink<'_>, structure_only: bool) -> Result<()> {
         self.structure_only = structure_only;
         let (_, _, _, _, _, _, tree, meta) = self
             .commit_v
@@ -321,7 +339,7 @@ impl<'a> LayoutWriter<'a> {
             h.set_gid(0);
             h.set_mode(0o1777);
             let raw = self.header_bytes(&mut h, "var/tmp")?;
-            sink.entry(&raw, Content::None)?;
+            self.put(sink, &raw, Content::None)?;
         }
         self.structure_only = false;
         Ok(())
@@ -329,7 +347,7 @@ impl<'a> LayoutWriter<'a> {
 
     fn append_dirtree(
         &mut self,
-        sink: &mut dyn EntrySink,
+        sink: &mut LayerSink<'_>,
         dirpath: &str,
         csum: &str,
         is_root: bool,
@@ -364,7 +382,7 @@ impl<'a> LayoutWriter<'a> {
     /// the header to derive its hardlinks from, exactly as upstream mutates it.
     fn append_content(
         &mut self,
-        sink: &mut dyn EntrySink,
+        sink: &mut LayerSink<'_>,
         csum: &str,
     ) -> Result<(String, tar::Header)> {
         let path = object_path(csum, "file");
@@ -392,11 +410,14 @@ impl<'a> LayoutWriter<'a> {
                     let raw = self.header_bytes(&mut h, &path)?;
                     if self.bare {
                         let file = repo_object_path(self.repo_path, csum, "file");
-                        sink.entry(
+                        let f = std::fs::File::open(&file)
+                            .map_err(|e| Error::io("reading", &file, e))?;
+                        self.put(
+                            sink,
                             &raw,
-                            Content::File {
+                            Content::Object {
+                                file: f,
                                 path: &file,
-                                size,
                                 linkable: true,
                             },
                         )?;
@@ -411,7 +432,8 @@ impl<'a> LayoutWriter<'a> {
                         let stream = stream.ok_or_else(|| {
                             Error::InvalidInput(format!("object {csum} has no content"))
                         })?;
-                        sink.entry(&raw, Content::Stream(Box::new(stream.into_read())))?;
+                        let mut read = stream.into_read();
+                        self.put(sink, &raw, Content::Stream(&mut read))?;
                     }
                 }
                 Some(target) => {
@@ -423,7 +445,7 @@ impl<'a> LayoutWriter<'a> {
                     } else {
                         self.link_header_bytes(&mut h, &path, target)?
                     };
-                    sink.entry(&raw, Content::None)?;
+                    self.put(sink, &raw, Content::None)?;
                 }
             }
         }
@@ -433,7 +455,7 @@ impl<'a> LayoutWriter<'a> {
     /// A real path: a hardlink to its object (an empty regular file stays a file).
     fn append_content_hardlink(
         &mut self,
-        sink: &mut dyn EntrySink,
+        sink: &mut LayerSink<'_>,
         src: &str,
         mut h: tar::Header,
         dest: &str,
@@ -442,17 +464,17 @@ impl<'a> LayoutWriter<'a> {
         h.set_size(0);
         if h.entry_type() == tar::EntryType::Regular && size == 0 {
             let raw = self.header_bytes(&mut h, dest)?;
-            sink.entry(&raw, Content::None)
+            self.put(sink, &raw, Content::None)
         } else {
             h.set_entry_type(tar::EntryType::Link);
             h.set_link_name(src).map_err(tar_err)?;
             let raw = self.header_bytes(&mut h, dest)?;
-            sink.entry(&raw, Content::None)
+            self.put(sink, &raw, Content::None)
         }
     }
 
     /// A chunk's objects, in checksum order, each followed by hardlinks at its real paths.
-    pub fn write_chunk(&mut self, sink: &mut dyn EntrySink, chunk: &ChunkContent) -> Result<()> {
+    pub fn write_chunk(&mut self, sink: &mut LayerSink<'_>, chunk: &ChunkContent) -> Result<()> {
         for (csum, paths) in chunk {
             let (objpath, h) = self.append_content(sink, csum)?;
             for p in paths {
