@@ -39,6 +39,14 @@
 //! step 5). Needs root (loop mount, `ostree admin deploy`, the `/var/tmp` bind mount), `ostree`,
 //! `skopeo`, `podman`, `unshare`, GNU `time`.
 
+// Benchmarks and tests report on the terminal and stop on the first broken fixture.
+#![allow(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    clippy::unwrap_used,
+    clippy::expect_used
+)]
+
 #[path = "common/fixtures.rs"]
 #[allow(
     dead_code,

@@ -23,6 +23,14 @@
 //! It needs root for the loop mount; without it (or without `losetup`) the stores go to
 //! `target/bench-stores` and the report says so.
 
+// Benchmarks and tests report on the terminal and stop on the first broken fixture.
+#![allow(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    clippy::unwrap_used,
+    clippy::expect_used
+)]
+
 #[path = "common/fixtures.rs"]
 mod fixtures;
 #[path = "common/measure.rs"]

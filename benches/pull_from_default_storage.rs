@@ -43,6 +43,14 @@
 //! It needs root (loop mount, mount namespaces, dropping caches), skopeo, podman, `unshare`, GNU
 //! `cp` and GNU `time`.
 
+// Benchmarks and tests report on the terminal and stop on the first broken fixture.
+#![allow(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    clippy::unwrap_used,
+    clippy::expect_used
+)]
+
 #[path = "common/fixtures.rs"]
 mod fixtures;
 #[path = "common/measure.rs"]

@@ -1,5 +1,6 @@
 //! The `bootc-image` command.
 
+#[allow(clippy::print_stderr)] // the one error line
 fn main() -> std::process::ExitCode {
     match bootc_image::cli::run(std::env::args_os()) {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -6,6 +6,14 @@
 //! `locking` and `bootc_storage` (bootc's own store and the `bootc image` commands). The tests
 //! need root, podman and skopeo.
 
+// Benchmarks and tests report on the terminal and stop on the first broken fixture.
+#![allow(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    clippy::unwrap_used,
+    clippy::expect_used
+)]
+
 #[path = "suite/util.rs"]
 mod util;
 

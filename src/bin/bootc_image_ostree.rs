@@ -1,6 +1,7 @@
 //! `bootc-image-ostree`: copies OSTree host images into containers-storage. `bootc-image` runs it for
 //! `copy-to-storage` of a host image; it is the only binary linked with libostree.
 
+#[allow(clippy::print_stderr)] // the one error line
 fn main() -> std::process::ExitCode {
     match bootc_image::cli::run_host(std::env::args_os()) {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -1,13 +1,12 @@
 //! Making hardlinks possible between stores: podman bind-mounts each store's `overlay/` onto itself, and
-//! `link()` refuses to cross mount points even within one filesystem. We re-run ourselves in a private
-//! mount namespace (via `unshare`) and detach those self-bind mounts there; nothing changes outside.
+//! `link()` refuses to cross mount points even within one filesystem. In a private mount namespace
+//! those self-bind mounts are detached (and a read-only `/sysroot` made writable); nothing changes
+//! outside. The library only prepares the namespace; entering one is the embedder's choice (the
+//! command line re-executes itself under `unshare --mount`).
 
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
-
-/// Set in the environment of the re-executed process.
-pub const PRIVATE_NS_ENV: &str = "BOOTC_IMAGE_PRIVATE_MOUNTNS";
 
 #[derive(Debug, Clone)]
 struct MountInfo {
@@ -122,40 +121,48 @@ pub fn read_only_mount_of(path: &Path) -> Option<PathBuf> {
         .map(|m| m.mount_point.clone())
 }
 
-/// If any of `dirs` is a self-bind mount, or any of `remount_rw` must be made writable, and we are
-/// not yet in our private namespace, re-runs this command there and returns its exit code; inside
-/// it, detaches those bind mounts, remounts those mounts read-write (that mount only, as bootc does
-/// for `/sysroot`) and returns `None`. Nothing changes outside the namespace.
-pub fn reexec_for_links(dirs: &[PathBuf], remount_rw: &[PathBuf]) -> Result<Option<i32>> {
+/// What [`prepare_private_namespace`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Namespace {
+    /// Nothing needs a private mount namespace, or this process is in one and it is ready.
+    Ready,
+    /// The work must run in a private mount namespace this process is not in: the embedder runs it
+    /// there (the command line re-executes itself under `unshare --mount`) and calls this again
+    /// inside with `inside_private_namespace`.
+    Needed,
+}
+
+/// Whether hardlinking between the stores needs a private mount namespace: any of `dirs` is a
+/// self-bind mount (podman leaves the driver directory so), or any of `remount_rw` must be made
+/// writable. Inside one (`inside_private_namespace`), detaches those bind mounts and remounts those
+/// mounts read-write (that mount only, as bootc does for `/sysroot`). Nothing changes outside the
+/// namespace, and this never starts a process.
+pub fn prepare_private_namespace(
+    dirs: &[PathBuf],
+    remount_rw: &[PathBuf],
+    inside_private_namespace: bool,
+) -> Result<Namespace> {
     let binds: Vec<&PathBuf> = dirs.iter().filter(|d| is_self_bind(d)).collect();
     if binds.is_empty() && remount_rw.is_empty() {
-        return Ok(None);
+        return Ok(Namespace::Ready);
     }
-    if std::env::var_os(PRIVATE_NS_ENV).is_some() {
-        for b in binds {
-            rustix::mount::unmount(b.as_path(), rustix::mount::UnmountFlags::DETACH)
-                .map_err(|e| Error::io("detaching the bind mount", b, std::io::Error::from(e)))?;
-        }
-        for m in remount_rw {
-            rustix::mount::mount_remount(m.as_path(), rustix::mount::MountFlags::BIND, "")
-                .map_err(|e| {
-                    Error::io(
-                        "remounting read-write (in a private mount namespace)",
-                        m,
-                        std::io::Error::from(e),
-                    )
-                })?;
-        }
-        return Ok(None);
+    if !inside_private_namespace {
+        return Ok(Namespace::Needed);
     }
-    let exe = std::env::current_exe().map_err(|e| Error::io("finding", "/proc/self/exe", e))?;
-    tracing::debug!("re-running in a private mount namespace (unshare)");
-    let status = std::process::Command::new("unshare")
-        .args(["--mount", "--propagation", "private", "--"])
-        .arg(exe)
-        .args(std::env::args_os().skip(1))
-        .env(PRIVATE_NS_ENV, "1")
-        .status()
-        .map_err(|e| Error::external("unshare", e))?;
-    Ok(Some(crate::fsutil::exit_code(&status)))
+    for b in binds {
+        rustix::mount::unmount(b.as_path(), rustix::mount::UnmountFlags::DETACH)
+            .map_err(|e| Error::io("detaching the bind mount", b, std::io::Error::from(e)))?;
+    }
+    for m in remount_rw {
+        rustix::mount::mount_remount(m.as_path(), rustix::mount::MountFlags::BIND, "").map_err(
+            |e| {
+                Error::io(
+                    "remounting read-write (in a private mount namespace)",
+                    m,
+                    std::io::Error::from(e),
+                )
+            },
+        )?;
+    }
+    Ok(Namespace::Ready)
 }

@@ -49,10 +49,7 @@ pub fn run(cli: &Cli, c: &BoundCommand) -> anyhow::Result<()> {
             Ok(())
         }
         BoundCommand::Pull => {
-            if let Some(code) = super::pull_from_default_storage::reexec_for_links(cli)? {
-                if code != 0 {
-                    std::process::exit(code);
-                }
+            if super::pull_from_default_storage::ran_in_private_namespace(cli)? {
                 return Ok(());
             }
             pull_all(cli, &images)

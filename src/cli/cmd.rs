@@ -49,7 +49,7 @@ pub fn run(cli: &Cli, c: &CmdCommand) -> anyhow::Result<()> {
                 let code =
                     crate::podman::run(&path, &["image".into(), "pull".into(), img.clone()])?;
                 if code != 0 {
-                    std::process::exit(code);
+                    return Err(super::exit::Delegated(code).into());
                 }
             }
             return Ok(());
@@ -60,7 +60,7 @@ pub fn run(cli: &Cli, c: &CmdCommand) -> anyhow::Result<()> {
     // podman printed its own error; pass its exit code on.
     let code = crate::podman::run(&path, &full)?;
     if code != 0 {
-        std::process::exit(code);
+        return Err(super::exit::Delegated(code).into());
     }
     Ok(())
 }

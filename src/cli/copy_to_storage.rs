@@ -232,10 +232,7 @@ fn exec_host_helper() -> anyhow::Result<()> {
         .args(std::env::args_os().skip(1))
         .status()
         .with_context(|| format!("running {}", helper.display()))?;
-    if !status.success() {
-        std::process::exit(crate::fsutil::exit_code(&status));
-    }
-    Ok(())
+    super::delegated(&status)
 }
 
 /// `copy-to-storage` of a host image, in `bootc-image-ostree`.
@@ -278,10 +275,7 @@ fn host(
         config.graphroot = through;
     }
     let home = config.graphroot.join(config.driver.name());
-    if let Some(code) = mountns::reexec_for_links(&[home], &remount)? {
-        if code != 0 {
-            std::process::exit(code);
-        }
+    if super::ran_in_private_namespace(&[home], &remount)? {
         return Ok(());
     }
     if config.graphroot != original_root && !cli.quiet {

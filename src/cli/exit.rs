@@ -30,6 +30,12 @@ pub struct Failure {
     pub message: String,
 }
 
+/// Another process of ours (the OSTree helper, or this command re-run in a private mount namespace)
+/// did the work, reported on its own and failed with this exit code: nothing more is printed.
+#[derive(Debug, thiserror::Error)]
+#[error("")]
+pub struct Delegated(pub i32);
+
 /// A [`Failure`] as an error.
 pub fn fail(code: Code, message: impl Into<String>) -> anyhow::Error {
     Failure {
@@ -42,6 +48,9 @@ pub fn fail(code: Code, message: impl Into<String>) -> anyhow::Error {
 /// The exit code for an error: the class of the first classified error in its chain.
 pub fn code_of(e: &anyhow::Error) -> u8 {
     for cause in e.chain() {
+        if let Some(Delegated(code)) = cause.downcast_ref::<Delegated>() {
+            return u8::try_from(*code).unwrap_or(Code::Internal as u8);
+        }
         if let Some(f) = cause.downcast_ref::<Failure>() {
             return f.code as u8;
         }

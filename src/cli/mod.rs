@@ -1,5 +1,8 @@
 //! The command line: argument parsing and one module per command.
 
+// The command line is where output goes to the terminal; the rest of the library never prints.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
 mod bound_images;
 mod cmd;
 mod copy_to_storage;
@@ -120,6 +123,10 @@ pub enum Command {
 /// The one line printed for a failed command: the error's chain, and for errors of the file system
 /// under the store a remedy.
 pub fn error_line(e: &anyhow::Error) -> String {
+    // Another process of ours already reported.
+    if e.chain().any(|c| c.is::<exit::Delegated>()) {
+        return String::new();
+    }
     let mut msg = format!("{e:#}").replace('\n', " ");
     let os = e.chain().find_map(|c| {
         c.downcast_ref::<std::io::Error>()
@@ -234,6 +241,45 @@ fn lock_wait_notice(path: &std::path::Path, holder: Option<u32>) {
         "Waiting for the lock {}, held by {who} (podman, skopeo or another copy); it is released when that finishes",
         path.display()
     );
+}
+
+/// Set in the environment of the command re-run in a private mount namespace.
+const PRIVATE_NS_ENV: &str = "BOOTC_IMAGE_PRIVATE_MOUNTNS";
+
+/// Runs this command again in a private mount namespace when hardlinking needs one (see
+/// [`crate::bootc::mountns`]); returns whether it did (the caller then stops: the child did the
+/// work, and its failure comes back as [`exit::Delegated`]).
+fn ran_in_private_namespace(
+    dirs: &[std::path::PathBuf],
+    remount_rw: &[std::path::PathBuf],
+) -> anyhow::Result<bool> {
+    use crate::bootc::mountns::{Namespace, prepare_private_namespace};
+    let inside = std::env::var_os(PRIVATE_NS_ENV).is_some();
+    if prepare_private_namespace(dirs, remount_rw, inside)? == Namespace::Ready {
+        return Ok(false);
+    }
+    let exe =
+        std::env::current_exe().map_err(|e| crate::Error::io("finding", "/proc/self/exe", e))?;
+    tracing::debug!("re-running in a private mount namespace (unshare)");
+    let status = std::process::Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "--"])
+        .arg(exe)
+        .args(std::env::args_os().skip(1))
+        .env(PRIVATE_NS_ENV, "1")
+        .status()
+        .map_err(|e| crate::Error::external("unshare", e))?;
+    delegated(&status)?;
+    Ok(true)
+}
+
+/// The outcome of another process of ours that reported on its own: its failure as
+/// [`exit::Delegated`].
+fn delegated(status: &std::process::ExitStatus) -> anyhow::Result<()> {
+    if status.success() {
+        Ok(())
+    } else {
+        Err(exit::Delegated(crate::fsutil::exit_code(status)).into())
+    }
 }
 
 /// Parses arguments; `None` when clap printed help or the version.

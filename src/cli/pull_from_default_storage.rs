@@ -102,23 +102,20 @@ fn source_config(cli: &Cli) -> anyhow::Result<crate::store::StoreConfig> {
 
 /// Re-runs the command in a private mount namespace when the stores' `overlay/` directories are bind
 /// mounts (podman leaves them so), or bootc's store is on a read-only mount (`/sysroot` on a booted
-/// system), so files can be hardlinked and bootc's store written; returns the exit code if it did.
-pub fn reexec_for_links(cli: &Cli) -> anyhow::Result<Option<i32>> {
+/// system), so files can be hardlinked and bootc's store written; returns whether it did.
+pub fn ran_in_private_namespace(cli: &Cli) -> anyhow::Result<bool> {
     let src = source_config(cli)?;
     let dst = cli.sysroot().storage_path();
     let dirs = vec![src.graphroot.join(src.driver.name()), dst.join("overlay")];
     let remount: Vec<_> = crate::bootc::mountns::read_only_mount_of(&dst)
         .into_iter()
         .collect();
-    Ok(crate::bootc::mountns::reexec_for_links(&dirs, &remount)?)
+    super::ran_in_private_namespace(&dirs, &remount)
 }
 
 /// Runs the command.
 pub fn run(cli: &Cli, args: &Args) -> anyhow::Result<()> {
-    if let Some(code) = reexec_for_links(cli)? {
-        if code != 0 {
-            std::process::exit(code);
-        }
+    if ran_in_private_namespace(cli)? {
         return Ok(());
     }
     let (text, json) = pull(cli, &args.image, args.verify)?;

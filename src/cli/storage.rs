@@ -89,10 +89,7 @@ pub fn run(cli: &Cli, c: &StorageCommand) -> anyhow::Result<()> {
         let remount: Vec<_> = crate::bootc::mountns::read_only_mount_of(&sysroot.storage_path())
             .into_iter()
             .collect();
-        if let Some(code) = crate::bootc::mountns::reexec_for_links(&[], &remount)? {
-            if code != 0 {
-                std::process::exit(code);
-            }
+        if super::ran_in_private_namespace(&[], &remount)? {
             return Ok(());
         }
     }
