@@ -2,14 +2,12 @@
 //! reflinked, or copied) from the source store and its tar-split copied as it is, so IDs, DiffIDs and
 //! digests stay identical and the source store is never changed.
 
-use std::path::PathBuf;
-
 use storage_format::{Digest, ImageRecord, LayerRecord, big_data_file_name};
 
 use super::Store;
 use super::image_input::ImageInput;
-use super::records;
 use super::tree_copy::{CopyMode, CopyStats, copy_tree_with};
+use super::txn::{LayerTxn, TxnKind};
 use crate::crashpoint::hit;
 use crate::error::{Error, Result};
 
@@ -120,21 +118,19 @@ impl Store {
             names: names.clone(),
         };
 
-        let _w = self.writer()?;
-        let guard = self.layers_lock().lock_write()?;
-        let layers_json = self.layers_dir().join("layers.json");
-        let (mut layers, original) = self.read_layers()?;
+        let mut txn = LayerTxn::begin(self, TxnKind::Copy)?;
         let to_copy: Vec<&LayerRecord> = chain
             .iter()
-            .filter(|l| layers.get(&l.id).is_none())
+            .filter(|l| txn.layers().get(&l.id).is_none())
             .collect();
         if opts.verify {
             for l in &to_copy {
                 src.verify_layer(l)?;
             }
         }
-        for l in &to_copy {
-            let mut rec = LayerRecord {
+        let records = to_copy
+            .iter()
+            .map(|l| LayerRecord {
                 id: l.id.clone(),
                 parent: l.parent.clone(),
                 created: l.created.clone(),
@@ -146,18 +142,11 @@ impl Store {
                 uidset: l.uidset.clone(),
                 gidset: l.gidset.clone(),
                 ..Default::default()
-            };
-            rec.set_incomplete(true);
-            layers.push(rec);
-        }
+            })
+            .collect();
+        txn.add_incomplete(records)?;
         let mut stats = CopyStats::default();
-        let mut tmps: Vec<PathBuf> = Vec::new();
-        let result = (|| -> Result<()> {
-            if to_copy.is_empty() {
-                return Ok(());
-            }
-            records::write(&layers_json, &layers, &guard)?;
-            hit("copy:layers-incomplete");
+        let copied = (|| -> Result<()> {
             for l in &to_copy {
                 self.driver()
                     .create_with(&l.id, l.parent.as_deref(), false)?;
@@ -169,53 +158,16 @@ impl Store {
                 stats.add(s);
                 hit("copy:layer-tree");
                 let from = src.tar_split_path(&l.id);
-                let tmp = self.layers_dir().join(format!(
-                    "{}{}.tar-split.gz",
-                    super::atomic::TEMP_PREFIX,
-                    l.id
-                ));
+                let tmp = LayerTxn::tar_split_tmp(self, &l.id);
                 std::fs::copy(&from, &tmp).map_err(|e| Error::io("copying tar-split", &from, e))?;
-                tmps.push(tmp);
             }
-            for (l, tmp) in to_copy.iter().zip(&tmps) {
-                let dst = self.tar_split_path(&l.id);
-                std::fs::rename(tmp, &dst).map_err(|e| Error::io("renaming", &dst, e))?;
-                if let Some(rec) = layers.get_mut(&l.id) {
-                    rec.set_incomplete(false);
-                }
-            }
-            records::write(&layers_json, &layers, &guard)?;
-            hit("copy:layers-complete");
             Ok(())
         })()
-        .and_then(|()| {
-            self.commit_image(&input, image.layer.clone(), &guard)
-                .map(|_| ())
-        });
-        if let Err(e) = result {
-            // As in import: data first while the records say incomplete, records first once
-            // they say complete.
-            let on_disk = self.read_layers().map(|(l, _)| l);
-            let complete = on_disk.is_ok_and(|l| {
-                to_copy
-                    .iter()
-                    .any(|c| l.get(&c.id).is_some_and(|r| !r.is_incomplete()))
-            });
-            if complete {
-                records::write_bytes(&layers_json, original.as_deref(), &guard)?;
-            }
-            for l in &to_copy {
-                self.driver().remove(&l.id)?;
-                let _ = std::fs::remove_file(self.tar_split_path(&l.id));
-            }
-            for t in &tmps {
-                let _ = std::fs::remove_file(t);
-            }
-            if !complete && !to_copy.is_empty() {
-                records::write_bytes(&layers_json, original.as_deref(), &guard)?;
-            }
-            return Err(e);
+        .and_then(|()| txn.complete(|_, _| Ok(())));
+        if let Err(e) = copied {
+            return Err(txn.abort(e));
         }
+        txn.commit_image(&input, image.layer.clone())?;
         Ok(CopyReport {
             image_id: image.id.clone(),
             manifest_digest: input.manifest_digest.to_string(),

@@ -14,6 +14,7 @@ use super::atomic::atomic_write;
 use super::image_input::{ImageInput, ImportReport, LayerBytes, LayerInput, Progress};
 use super::producer::LayerProducer;
 use super::records;
+use super::txn::{LayerTxn, TxnKind};
 use crate::crashpoint::hit;
 use crate::error::{Error, Result};
 use crate::layer::BlobSource;
@@ -79,14 +80,11 @@ impl Store {
             let id = ids::layer_id(ids_.last().map(String::as_str), &l.diff_id);
             ids_.push(id);
         }
-        let _w = self.writer()?;
-        let guard = self.layers_lock().lock_write()?;
-        let layers_json = self.layers_dir().join("layers.json");
-        let (mut layers, original) = self.read_layers()?;
+        let mut txn = LayerTxn::begin(self, TxnKind::Import)?;
         let mut to_write = Vec::new();
         let mut seen = HashSet::new();
         for (i, id) in ids_.iter().enumerate() {
-            if layers.get(id).is_none() && seen.insert(id.clone()) {
+            if txn.layers().get(id).is_none() && seen.insert(id.clone()) {
                 to_write.push(i);
             }
         }
@@ -107,138 +105,65 @@ impl Store {
                     reused: true,
                 });
             }
-            let sizes = diff_sizes(&ids_, &layers, &[])?;
-            let completed = producer.complete_image(input, &sizes)?;
-            let input = completed.as_ref().unwrap_or(input);
-            let report = self.commit_image(input, ids_.last().cloned(), &guard)?;
-            return Ok(ImportReport {
-                layers_written: 0,
-                layers_reused: ids_.len(),
-                ..report
-            });
         }
         // 1. Records flagged incomplete, so an interruption is cleaned up by the next opener.
         let created = now_rfc3339_nano();
-        for &i in &to_write {
-            let mut rec = LayerRecord {
+        let records = to_write
+            .iter()
+            .map(|&i| LayerRecord {
                 id: ids_[i].clone(),
+                parent: (i > 0).then(|| ids_[i - 1].clone()),
                 created: Some(created.clone()),
                 ..Default::default()
-            };
-            if i > 0 {
-                rec.parent = Some(ids_[i - 1].clone());
-            }
-            rec.set_incomplete(true);
-            layers.push(rec);
-        }
-        records::write(&layers_json, &layers, &guard)?;
-        hit("import:layers-incomplete");
-        // While the new records say `incomplete`, their data goes first (freeing the space that
-        // restoring layers.json may need on a full disk); once they say complete, the records as
-        // they were go first. Either way no complete record ever names missing data.
-        let rollback = |layers_done: &[usize], tmp: &[std::path::PathBuf], complete: bool| {
-            if complete {
-                records::write_bytes(&layers_json, original.as_deref(), &guard)?;
-            }
-            for &i in layers_done {
-                self.driver().remove(&ids_[i])?;
-            }
-            for t in tmp {
-                let _ = std::fs::remove_file(t);
-            }
-            if !complete {
-                records::write_bytes(&layers_json, original.as_deref(), &guard)?;
-            }
-            Ok::<(), Error>(())
-        };
+            })
+            .collect();
+        txn.add_incomplete(records)?;
         // 2. Driver directories and entries.
-        let result = self.write_layers(input, producer, &ids_, &to_write, progress);
-        let written = match result {
-            Ok(w) => w,
-            Err(e) => {
-                let tmps: Vec<_> = to_write
-                    .iter()
-                    .map(|&i| self.tar_split_tmp(&ids_[i]))
-                    .collect();
-                rollback(&to_write, &tmps, false)?;
-                return Err(e);
+        let written = if to_write.is_empty() {
+            Vec::new()
+        } else {
+            match self.write_layers(input, producer, &ids_, &to_write, progress) {
+                Ok(w) => w,
+                Err(e) => return Err(txn.abort(e)),
             }
         };
-        hit("import:layers-written");
-        let tmps: Vec<_> = written.iter().map(|w| w.tar_split_tmp.clone()).collect();
-        let completed = diff_sizes(&ids_, &layers, &written)
+        if !to_write.is_empty() {
+            hit("import:layers-written");
+        }
+        let completed = diff_sizes(&ids_, txn.layers(), &written)
             .and_then(|sizes| producer.complete_image(input, &sizes));
         let completed = match completed {
             Ok(c) => c,
-            Err(e) => {
-                let mut all_tmps = tmps.clone();
-                all_tmps.extend(to_write.iter().map(|&i| self.tar_split_path(&ids_[i])));
-                rollback(&to_write, &all_tmps, false)?;
-                return Err(e);
-            }
+            Err(e) => return Err(txn.abort(e)),
         };
         let input = completed.as_ref().unwrap_or(input);
-        // 3. Make the data durable before the records say it is complete.
-        let finish = (|| -> Result<()> {
-            if self.config().sync_filesystem {
-                let root = crate::fsutil::open_dir(&self.config().graphroot).map_err(|e| {
-                    Error::io("opening", &self.config().graphroot, std::io::Error::from(e))
-                })?;
-                rustix::fs::syncfs(&root).map_err(|e| {
-                    Error::io("syncing", &self.config().graphroot, std::io::Error::from(e))
-                })?;
-            }
-            for w in &written {
-                let id = &ids_[w.index];
-                let final_path = self.tar_split_path(id);
-                std::fs::rename(&w.tar_split_tmp, &final_path)
-                    .map_err(|e| Error::io("renaming", &final_path, e))?;
-                hit("import:tar-split-renamed");
-                let l = &input.layers[w.index];
-                let rec = layers
-                    .get_mut(id)
-                    .ok_or_else(|| Error::Internal(format!("layer {id} vanished")))?;
-                rec.set_incomplete(false);
-                rec.compressed_diff_digest = Some(l.blob_digest.to_string());
-                rec.compressed_size = Some(i64::try_from(l.blob_size).unwrap_or(i64::MAX));
-                rec.diff_digest = Some(w.diff_id.to_string());
-                rec.diff_size = Some(i64::try_from(w.summary.diff_size).unwrap_or(i64::MAX));
-                let code = w.compression.storage_code();
-                rec.compression = (code != 0).then_some(code);
-                rec.uidset = w.summary.uids.iter().copied().collect();
-                rec.gidset = w.summary.gids.iter().copied().collect();
-            }
-            records::write(&layers_json, &layers, &guard)?;
-            hit("import:layers-complete");
+        // 3. Data durable (with --sync), tar-splits renamed, records complete.
+        let fill = |id: &str, rec: &mut LayerRecord| -> Result<()> {
+            let w = written
+                .iter()
+                .find(|w| ids_[w.index] == id)
+                .ok_or_else(|| Error::Internal(format!("layer {id} was not written")))?;
+            let l = &input.layers[w.index];
+            rec.compressed_diff_digest = Some(l.blob_digest.to_string());
+            rec.compressed_size = Some(i64::try_from(l.blob_size).unwrap_or(i64::MAX));
+            rec.diff_digest = Some(w.diff_id.to_string());
+            rec.diff_size = Some(i64::try_from(w.summary.diff_size).unwrap_or(i64::MAX));
+            let code = w.compression.storage_code();
+            rec.compression = (code != 0).then_some(code);
+            rec.uidset = w.summary.uids.iter().copied().collect();
+            rec.gidset = w.summary.gids.iter().copied().collect();
             Ok(())
-        })();
-        if let Err(e) = finish {
-            let mut all_tmps = tmps.clone();
-            all_tmps.extend(to_write.iter().map(|&i| self.tar_split_path(&ids_[i])));
-            rollback(&to_write, &all_tmps, false)?;
-            return Err(e);
+        };
+        if let Err(e) = txn.complete(fill) {
+            return Err(txn.abort(e));
         }
         // 4. The image: big data, then its record.
-        match self.commit_image(input, ids_.last().cloned(), &guard) {
-            Ok(report) => Ok(ImportReport {
-                layers_written: to_write.len(),
-                layers_reused: ids_.len() - to_write.len(),
-                ..report
-            }),
-            Err(e) => {
-                let finals: Vec<_> = to_write
-                    .iter()
-                    .map(|&i| self.tar_split_path(&ids_[i]))
-                    .collect();
-                rollback(&to_write, &finals, true)?;
-                Err(e)
-            }
-        }
-    }
-
-    fn tar_split_tmp(&self, id: &str) -> std::path::PathBuf {
-        self.layers_dir()
-            .join(format!("{}{id}.tar-split.gz", super::atomic::TEMP_PREFIX))
+        let report = txn.commit_image(input, ids_.last().cloned())?;
+        Ok(ImportReport {
+            layers_written: to_write.len(),
+            layers_reused: ids_.len() - to_write.len(),
+            ..report
+        })
     }
 
     fn write_layers(
@@ -350,7 +275,7 @@ impl Store {
         producer: &dyn LayerProducer,
         progress: &(dyn Fn(Progress) + Sync),
     ) -> Result<Written> {
-        let tmp = self.tar_split_tmp(id);
+        let tmp = LayerTxn::tar_split_tmp(self, id);
         let file = std::fs::OpenOptions::new()
             .write(true)
             .create(true)

@@ -14,6 +14,7 @@ pub mod names;
 pub mod producer;
 pub mod records;
 pub mod tree_copy;
+mod txn;
 pub mod verify;
 
 use std::path::{Path, PathBuf};

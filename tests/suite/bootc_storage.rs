@@ -1353,6 +1353,7 @@ fn pulls_killed_at_every_write_point_recover() {
             &[
                 "copy:layers-incomplete",
                 "copy:layer-tree:2",
+                "copy:tar-split-renamed:1",
                 "copy:layers-complete",
                 "image:big-data:2",
                 "image:record",
