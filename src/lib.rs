@@ -1,13 +1,44 @@
 //! bootc-image: read and write container images directly in containers-storage, natively and fast.
 //!
-//! The engine models every layer as one stream of tar entries that a single sink turns into the
-//! store's three representations at once: the tar-split, the DiffID, and the driver's tree. See
+//! The engine models every layer as one stream of tar entries ([`layer::entry`]) that a single
+//! sink ([`layer::sink::LayerSink`]) turns into the store's three representations at once: the
+//! tar-split, the DiffID, and the driver's tree. Every source is a producer of entries
+//! ([`store::producer::LayerProducer`]); the store writes them in one transaction, all or nothing,
+//! under c/storage's locks, so podman and skopeo can use the store at the same time. See
 //! `docs/architecture.md`.
 //!
-//! - [`store`]: open a store, lock it as c/storage does, import images all-or-nothing.
-//! - [`layer`]: tar parsing with raw bytes, decompression, and the layer sink.
-//! - [`source`]: where images come from (`oci:`, `oci-archive:`).
+//! - [`store`]: open a store, import images, copy between stores, inspect, tag, delete, verify.
+//! - [`source`]: where images come from (`oci:`, `oci-archive:`, the OSTree host image).
+//! - [`layer`]: the entry model, tar with its raw bytes, decompression, the sink, the tree writer.
+//! - [`reference`]: image names by c/image's grammar, normalized as podman does.
+//! - [`bootc`]: bootc's sysroot, its own store, bound images.
 //! - [`cli`]: the `bootc-image` command line, thin over the above.
+//!
+//! # Embedding
+//!
+//! Import an image layout into a store (`examples/import_oci.rs`):
+//!
+//! ```no_run
+//! # fn main() -> bootc_image::Result<()> {
+//! use bootc_image::source::{self, SourceRef};
+//! use bootc_image::store::{Store, StoreConfig};
+//!
+//! let mut opened = source::open(&SourceRef::parse("oci:./my-image:1")?)?;
+//! opened.image.names = vec![bootc_image::reference::normalize("localhost/app:1")?];
+//! let config = StoreConfig::resolve(None, None, None)?; // storage.conf, as podman
+//! let store = Store::open(config)?;
+//! let report = store.import_image(&opened.image, opened.blobs.as_ref(), &|_| {})?;
+//! println!("{}", report.image_id);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Write a layer from your own files, with no tar on disk (`examples/build_layer.rs`): build each
+//! entry ([`layer::entry::Entry`]: its header bytes, the parsed header, its content as bytes, a
+//! stream or an open file), feed the entries once to [`layer::sink::LayerSink::digest_only`] for
+//! the DiffID your config names, then implement [`store::producer::LayerProducer`] to feed them
+//! again and call [`store::Store::import_with`]. The library never prints and never exits; errors
+//! are [`Error`] values with a [`error::ErrorClass`].
 #![forbid(unsafe_code)]
 
 pub mod bootc;
@@ -23,3 +54,4 @@ pub mod source;
 pub mod store;
 
 pub use error::{Error, Result};
+pub use storage_format::Digest;

@@ -58,3 +58,6 @@ mod cli;
 
 #[path = "suite/package.rs"]
 mod package;
+
+#[path = "suite/examples.rs"]
+mod examples;
