@@ -36,7 +36,7 @@ fn main() -> anyhow::Result<()> {
             );
         }
     };
-    let report = store.import_image(&opened.image, opened.blobs.as_ref(), &progress)?;
+    let report = opened.import_into(&store, &progress)?;
     println!("{} {}", report.image_id, report.manifest_digest);
     Ok(())
 }

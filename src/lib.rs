@@ -27,7 +27,7 @@
 //! opened.image.names = vec![bootc_image::reference::normalize("localhost/app:1")?];
 //! let config = StoreConfig::resolve(None, None, None)?; // storage.conf, as podman
 //! let store = Store::open(config)?;
-//! let report = store.import_image(&opened.image, opened.blobs.as_ref(), &|_| {})?;
+//! let report = opened.import_into(&store, &|_| {})?;
 //! println!("{}", report.image_id);
 //! # Ok(())
 //! # }

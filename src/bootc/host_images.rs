@@ -74,6 +74,17 @@ pub fn list(sysroot: &Sysroot) -> Result<Vec<String>> {
 
 #[cfg(test)]
 mod tests {
+    /// What ostree-ext's escaping (ours, in the OSTree source) writes, this reads back.
+    #[cfg(feature = "ostree")]
+    #[test]
+    fn unescapes_what_ostree_ext_escapes() {
+        let escaped = crate::source::ostree_host::imgref::escape_for_ref("docker://q.io/a_b:1");
+        assert_eq!(
+            super::unescape_ref(&escaped).as_deref(),
+            Some("docker://q.io/a_b:1")
+        );
+    }
+
     #[test]
     fn unescape() {
         assert_eq!(

@@ -74,7 +74,8 @@ fn pull_all(cli: &Cli, images: &[bound_images::BoundImage]) -> anyhow::Result<()
                     bound_images::store_name(&b.image)
                         .with_context(|| format!("bound image {}", b.source))?,
                 ];
-                dst.import_image(&opened.image, opened.blobs.as_ref(), &|_| {})
+                opened
+                    .import_into(&dst, &|_| {})
                     .with_context(|| format!("bound image {} ({})", b.image, b.source))?
                     .image_id
             } else {

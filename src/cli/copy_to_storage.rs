@@ -145,8 +145,8 @@ pub fn run(cli: &Cli, args: &Args) -> anyhow::Result<()> {
     let store = Store::open(config.clone())
         .with_context(|| format!("opening the store at {}", config.graphroot.display()))?;
     let reporter = reporter(cli, args, &opened.image.layers)?;
-    let report = store
-        .import_image(&opened.image, opened.blobs.as_ref(), &|p| reporter.event(p))
+    let report = opened
+        .import_into(&store, &|p| reporter.event(p))
         .with_context(|| format!("copying {src} to {name}"))?;
     reporter.finish();
     let text = [

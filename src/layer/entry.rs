@@ -12,8 +12,6 @@ use std::io::Read;
 use std::path::Path;
 
 use super::tar_header::{BLOCK, EntryKind, TarHeader};
-use super::tar_stream::{Event, TarStream};
-use crate::error::{Error, Result};
 
 /// What is known of an entry's header.
 #[derive(Debug, Clone, Copy)]
@@ -109,14 +107,6 @@ pub fn padding(size: u64) -> usize {
 
 /// Zeros: padding and the end-of-archive blocks.
 pub const ZEROS: [u8; 1024] = [0; 1024];
-
-/// Parses the header of raw entry bytes a producer built itself.
-pub fn parse_built_header(raw: &[u8]) -> Result<TarHeader> {
-    match TarStream::new(raw).next_event()? {
-        Event::Entry { header, .. } => Ok(header),
-        _ => Err(Error::Internal("a built tar header did not parse".into())),
-    }
-}
 
 /// For producers that build their own header bytes (the OSTree layout): adds the previous entry's
 /// zero padding before each entry and the end-of-archive blocks at the end, as `tar::Builder` does.

@@ -293,3 +293,11 @@ pub fn feed_tar<R: Read>(
         }
     }
 }
+
+/// Parses the header of raw entry bytes a producer built itself.
+pub fn parse_built_header(raw: &[u8]) -> Result<TarHeader> {
+    match TarStream::new(raw).next_event()? {
+        Event::Entry { header, .. } => Ok(header),
+        _ => Err(Error::Internal("a built tar header did not parse".into())),
+    }
+}

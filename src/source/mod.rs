@@ -170,3 +170,18 @@ pub fn read_small(mut r: impl Read, limit: u64, what: &str) -> Result<Vec<u8>> {
     }
     Ok(buf)
 }
+
+impl OpenedSource {
+    /// Imports the image into `store`: its blobs decompressed, verified and written layer by layer
+    /// (all or nothing); `progress` gets the import's events.
+    pub fn import_into(
+        &self,
+        store: &crate::store::Store,
+        progress: &(dyn Fn(crate::store::image_input::Progress) + Sync),
+    ) -> Result<crate::store::image_input::ImportReport> {
+        let producer = blob_layers::BlobLayers {
+            blobs: self.blobs.as_ref(),
+        };
+        store.import_with(&self.image, &producer, progress)
+    }
+}

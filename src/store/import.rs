@@ -5,23 +5,17 @@ use std::collections::HashSet;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
-use storage_format::{
-    Digest, ImageRecord, LayerRecord, TarSplitWriter, big_data_file_name, ids, now_rfc3339_nano,
-};
+use storage_format::{Digest, LayerRecord, TarSplitWriter, ids, now_rfc3339_nano};
 
 use super::Store;
-use super::atomic::atomic_write;
 use super::image_input::{ImageInput, ImportReport, LayerBytes, LayerInput, Progress};
 use super::producer::LayerProducer;
-use super::records;
 use super::txn::{LayerTxn, TxnKind};
 use crate::crashpoint::hit;
 use crate::error::{Error, Result};
-use crate::layer::BlobSource;
 use crate::layer::decompress::Compression;
 use crate::layer::sink::{LayerSink, LayerSummary};
 use crate::layer::tree_writer::TreeWriter;
-use crate::source::blob_layers::BlobLayers;
 
 /// Each layer's uncompressed length: from `written`, else from its record in `layers`.
 fn diff_sizes(
@@ -56,16 +50,6 @@ struct Written {
 }
 
 impl Store {
-    /// Imports an image whose blobs come from `blobs`.
-    pub fn import_image(
-        &self,
-        input: &ImageInput,
-        blobs: &dyn BlobSource,
-        progress: &(dyn Fn(Progress) + Sync),
-    ) -> Result<ImportReport> {
-        self.import_with(input, &BlobLayers { blobs }, progress)
-    }
-
     /// Imports an image whose layers `producer` writes; `input.layers` must carry their DiffIDs.
     pub fn import_with(
         &self,
@@ -348,95 +332,5 @@ impl Store {
             compression: produced.compression,
             tar_split_tmp: tmp,
         })
-    }
-
-    /// Writes the big data and the image record (the layers lock is held by the caller).
-    pub(crate) fn commit_image(
-        &self,
-        input: &ImageInput,
-        top: Option<String>,
-        _layers: &storage_format::LockGuard<'_>,
-    ) -> Result<ImportReport> {
-        let image_id = ids::image_id(&input.config_digest);
-        let dir = self.images_dir().join(&image_id);
-        let created_dir = !dir.exists();
-        if created_dir {
-            use std::os::unix::fs::DirBuilderExt;
-            std::fs::DirBuilder::new()
-                .mode(0o700)
-                .create(&dir)
-                .map_err(|e| Error::io("creating directory", &dir, e))?;
-        }
-        let config_key = input.config_digest.to_string();
-        let manifest_key = format!("manifest-{}", input.manifest_digest);
-        let items: [(&str, &[u8], &Digest); 3] = [
-            (&config_key, &input.config, &input.config_digest),
-            (&manifest_key, &input.manifest, &input.manifest_digest),
-            ("manifest", &input.manifest, &input.manifest_digest),
-        ];
-        let result = (|| -> Result<ImportReport> {
-            for (key, data, _) in &items {
-                atomic_write(&dir.join(big_data_file_name(key)), data, 0o600)?;
-                hit("image:big-data");
-            }
-            let guard = self.images_lock().lock_write()?;
-            let images_json = self.images_dir().join("images.json");
-            let (mut images, _) = self.read_images()?;
-            // Names are unique across the store.
-            let holders: Vec<String> = images
-                .iter()
-                .filter(|img| {
-                    img.id != image_id && img.names.iter().any(|n| input.names.contains(n))
-                })
-                .map(|img| img.id.clone())
-                .collect();
-            for h in holders {
-                if let Some(img) = images.get_mut(&h) {
-                    for n in &input.names {
-                        img.remove_name(n);
-                    }
-                }
-            }
-            if images.get(&image_id).is_none() {
-                let mut rec = ImageRecord {
-                    id: image_id.clone(),
-                    digest: Some(input.manifest_digest.to_string()),
-                    layer: top.clone(),
-                    metadata: Some(format!(
-                        "{{\"signatures-sizes\":{{\"{}\":[]}}}}",
-                        input.manifest_digest
-                    )),
-                    created: Some(input.created.clone().unwrap_or_else(now_rfc3339_nano)),
-                    ..Default::default()
-                };
-                for n in &input.names {
-                    rec.add_name(n);
-                }
-                for (key, data, digest) in &items {
-                    rec.set_big_data(key, i64::try_from(data.len()).unwrap_or(i64::MAX), digest);
-                }
-                images.push(rec);
-            } else if let Some(rec) = images.get_mut(&image_id) {
-                for n in &input.names {
-                    rec.add_name(n);
-                }
-                for (key, data, digest) in &items {
-                    rec.set_big_data(key, i64::try_from(data.len()).unwrap_or(i64::MAX), digest);
-                }
-            }
-            records::write(&images_json, &images, &guard)?;
-            hit("image:record");
-            Ok(ImportReport {
-                image_id: image_id.clone(),
-                manifest_digest: input.manifest_digest.clone(),
-                names: input.names.clone(),
-                layers_written: 0,
-                layers_reused: 0,
-            })
-        })();
-        if result.is_err() && created_dir {
-            let _ = std::fs::remove_dir_all(&dir);
-        }
-        result
     }
 }

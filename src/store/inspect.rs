@@ -3,6 +3,9 @@
 use serde_json::{Map, Value, json};
 use storage_format::ImageRecord;
 
+/// The manifest type podman shows for a manifest that names none (an OCI manifest).
+const MEDIA_OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+
 use super::Store;
 use super::copy::read_big_data;
 use crate::error::{Error, Result};
@@ -114,7 +117,7 @@ impl Store {
         let manifest_type = manifest
             .get("mediaType")
             .and_then(Value::as_str)
-            .unwrap_or(crate::source::manifest_rules::MEDIA_OCI_MANIFEST)
+            .unwrap_or(MEDIA_OCI_MANIFEST)
             .to_string();
         Ok(json!({
             "Id": img.id,

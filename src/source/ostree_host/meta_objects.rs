@@ -3,12 +3,13 @@
 //! of the tree can be asked for at once. Every later walk of the commit (planning, each layer's
 //! structure) reads from here.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use super::gvariant::parse_dirtree;
 use super::objects::object_path;
-use super::tar_layout::meta_object_bytes;
+use super::repo::meta_object_bytes;
 use crate::error::{Error, Result};
 
 /// How many files are read at once.
@@ -103,5 +104,21 @@ impl MetaObjects {
             &self.dirmetas
         };
         map.get(csum).map(Vec::as_slice)
+    }
+}
+
+impl MetaObjects {
+    /// A metadata object from here, else from the repository.
+    pub fn get_or_read<'m>(
+        &'m self,
+        repo: &ostree::Repo,
+        repo_path: &Path,
+        t: ostree::ObjectType,
+        csum: &str,
+    ) -> Result<Cow<'m, [u8]>> {
+        match self.get(t == ostree::ObjectType::DirTree, csum) {
+            Some(b) => Ok(Cow::Borrowed(b)),
+            None => meta_object_bytes(repo, repo_path, t, csum).map(Cow::Owned),
+        }
     }
 }

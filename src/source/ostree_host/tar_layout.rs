@@ -4,32 +4,27 @@
 //! as upstream builds them, so each header is byte-identical; content is never copied into a tar.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::path::Path;
 
 use ostree::gio;
 use ostree::glib;
 use ostree::prelude::*;
 
-use super::gvariant::{DirMeta, DirTree, parse_commit_root, parse_dirmeta, parse_dirtree};
+use super::gvariant::{DirMeta, DirTree, parse_dirmeta, parse_dirtree};
 use super::meta_objects::MetaObjects;
 use super::objects::{ObjectInfos, object_path as repo_object_path};
+use super::repo::{ChunkContent, gerr};
 use crate::error::{Error, Result};
-use crate::layer::entry::{BuiltEntries, Content, Entry, EntryMeta, parse_built_header};
+use crate::layer::entry::{BuiltEntries, Content, Entry, EntryMeta};
 use crate::layer::read_ahead::ReadAhead;
 use crate::layer::sink::LayerSink;
+use crate::layer::tar_stream::parse_built_header;
 
 /// Where the repository lives in the tar stream.
 const OSTREEDIR: &str = "sysroot/ostree";
 /// The repository configuration written into every layer.
 const REPO_CONFIG: &str = "[core]\nrepo_version=1\nmode=bare-split-xattrs\n";
-
-/// Objects of one layer: checksum → real paths (absolute, as found walking the commit).
-pub type ChunkContent = BTreeMap<String, Vec<String>>;
-
-fn gerr(what: &str, e: glib::Error) -> Error {
-    Error::InvalidInput(format!("{what}: {e}"))
-}
 
 fn tar_err(e: std::io::Error) -> Error {
     Error::Internal(format!("building a tar header: {e}"))
@@ -149,7 +144,7 @@ impl<'a> LayoutWriter<'a> {
     }
 
     /// Ends the layer's stream in `sink`: the last padding and the end-of-archive blocks.
-    pub fn finish(self, sink: &mut LayerSink<'_>) -> Result<()> {
+    pub fn finish(&self, sink: &mut LayerSink<'_>) -> Result<()> {
         sink.trailer(&self.built.trailer())
     }
 
@@ -249,7 +244,7 @@ impl<'a> LayoutWriter<'a> {
     }
 
     fn meta_object(&self, t: ostree::ObjectType, csum: &str) -> Result<Cow<'a, [u8]>> {
-        cached_meta_object(self.repo, self.repo_path, self.meta, t, csum)
+        self.meta.get_or_read(self.repo, self.repo_path, t, csum)
     }
 
     fn append_object(
@@ -487,154 +482,3 @@ impl<'a> LayoutWriter<'a> {
 
 /// `S_IFMT`: ostree modes carry the file type, tar modes do not.
 const S_IFMT: u32 = 0o170000;
-
-/// The bytes of a metadata object (dirtree, dirmeta): read from its file, as every repository mode
-/// stores them; through libostree when the file is elsewhere (a parent repository).
-pub fn meta_object_bytes(
-    repo: &ostree::Repo,
-    repo_path: &Path,
-    t: ostree::ObjectType,
-    csum: &str,
-) -> Result<Vec<u8>> {
-    let suffix = match t {
-        ostree::ObjectType::DirTree => "dirtree",
-        ostree::ObjectType::DirMeta => "dirmeta",
-        _ => "commit",
-    };
-    let path = repo_object_path(repo_path, csum, suffix);
-    match std::fs::read(&path) {
-        Ok(b) => Ok(b),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let v = repo
-                .load_variant(t, csum)
-                .map_err(|e| gerr(&format!("loading object {csum}"), e))?;
-            Ok(v.data_as_bytes().to_vec())
-        }
-        Err(e) => Err(Error::io("reading", &path, e)),
-    }
-}
-
-/// A commit's root dirtree and dirmeta checksums.
-pub fn commit_root(repo: &ostree::Repo, commit: &str) -> Result<(String, String)> {
-    let (commit_v, _) = repo
-        .load_commit(commit)
-        .map_err(|e| gerr(&format!("loading commit {commit}"), e))?;
-    let (_, _, _, _, _, _, tree, meta) =
-        commit_v.get::<ostree::CommitVariantType>().ok_or_else(|| {
-            Error::InvalidInput(format!("commit {commit} is not a valid commit object"))
-        })?;
-    Ok((hex::encode(tree), hex::encode(meta)))
-}
-
-/// A metadata object from `meta`, else from the repository.
-fn cached_meta_object<'m>(
-    repo: &ostree::Repo,
-    repo_path: &Path,
-    meta: &'m MetaObjects,
-    t: ostree::ObjectType,
-    csum: &str,
-) -> Result<Cow<'m, [u8]>> {
-    match meta.get(t == ostree::ObjectType::DirTree, csum) {
-        Some(b) => Ok(Cow::Borrowed(b)),
-        None => meta_object_bytes(repo, repo_path, t, csum).map(Cow::Owned),
-    }
-}
-
-/// Walks a commit: every content object with its absolute paths (in walk order), as ostree-ext's
-/// chunking starts from. Directory objects come from `meta` where it has them.
-pub fn commit_objects(
-    repo: &ostree::Repo,
-    repo_path: &Path,
-    meta: &MetaObjects,
-    commit: &str,
-) -> Result<ChunkContent> {
-    let (tree, _) = commit_root(repo, commit)?;
-    let mut out = ChunkContent::new();
-    walk(
-        repo,
-        repo_path,
-        meta,
-        &tree,
-        &mut String::from("/"),
-        &mut out,
-    )?;
-    Ok(out)
-}
-
-fn walk(
-    repo: &ostree::Repo,
-    repo_path: &Path,
-    meta: &MetaObjects,
-    csum: &str,
-    path: &mut String,
-    out: &mut ChunkContent,
-) -> Result<()> {
-    let data = cached_meta_object(repo, repo_path, meta, ostree::ObjectType::DirTree, csum)?;
-    let tree = parse_dirtree(&data, &format!("dirtree {csum}"))?;
-    drop(data);
-    let len = path.len();
-    for f in tree.files {
-        path.push_str(&f.name);
-        out.entry(f.checksum).or_default().push(path.clone());
-        path.truncate(len);
-    }
-    for d in tree.dirs {
-        path.push_str(&d.name);
-        path.push('/');
-        walk(repo, repo_path, meta, &d.tree, path, out)?;
-        path.truncate(len);
-    }
-    Ok(())
-}
-
-/// [`layer_commit_objects`] of every ref of `layer_refs`, read several at a time straight from the
-/// repository's files (ref, commit object, root dirtree); a layer whose files are not all where a
-/// plain repository keeps them goes through libostree (which also words any error).
-pub fn layer_commits_objects(
-    repo: &ostree::Repo,
-    repo_path: &Path,
-    layer_refs: &[String],
-) -> Result<Vec<Vec<String>>> {
-    const READERS: usize = 4;
-    let native = |r: &String| -> Option<Vec<String>> {
-        let rev = std::fs::read_to_string(repo_path.join("refs/heads").join(r)).ok()?;
-        let rev = rev.trim();
-        if rev.len() != 64 || !rev.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return None;
-        }
-        let commit = std::fs::read(repo_object_path(repo_path, rev, "commit")).ok()?;
-        let (tree, _) = parse_commit_root(&commit)?;
-        let data = std::fs::read(repo_object_path(repo_path, &tree, "dirtree")).ok()?;
-        let parsed = parse_dirtree(&data, "dirtree").ok()?;
-        let mut names: Vec<String> = parsed.files.into_iter().map(|f| f.name).collect();
-        names.extend(parsed.dirs.into_iter().map(|d| d.name));
-        Some(names)
-    };
-    let found = crate::parallel::map_in_order(layer_refs, READERS, native);
-    layer_refs
-        .iter()
-        .zip(found)
-        .map(|(r, names)| match names {
-            Some(names) => Ok(names),
-            None => layer_commit_objects(repo, repo_path, r),
-        })
-        .collect()
-}
-
-/// The names of a layer commit's root entries: ostree-ext stores chunk layers as commits whose files are
-/// named by the object checksums they carry.
-pub fn layer_commit_objects(
-    repo: &ostree::Repo,
-    repo_path: &Path,
-    layer_ref: &str,
-) -> Result<Vec<String>> {
-    let rev = repo
-        .require_rev(layer_ref)
-        .map_err(|e| gerr(&format!("resolving {layer_ref}"), e))?;
-    let (tree, _) = commit_root(repo, &rev)?;
-    let data = meta_object_bytes(repo, repo_path, ostree::ObjectType::DirTree, &tree)?;
-    let parsed = parse_dirtree(&data, &format!("dirtree {tree}"))?;
-    let mut names: Vec<String> = parsed.files.into_iter().map(|f| f.name).collect();
-    names.extend(parsed.dirs.into_iter().map(|d| d.name));
-    Ok(names)
-}
