@@ -3,7 +3,9 @@
 use std::path::{Path, PathBuf};
 
 /// Errors of the engine. Each message names the thing at fault and, where one exists, the remedy.
+/// New variants may come: match on [`Error::class`] for what to do.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// A filesystem or stream operation failed.
     #[error("{what} {}", path.display())]
@@ -97,8 +99,25 @@ pub enum Error {
     #[error("{0}")]
     InvalidInput(String),
     /// Something does not exist.
-    #[error("{0}")]
-    NotFound(String),
+    #[error("{message}")]
+    NotFound {
+        /// What is missing (an image name, a digest, a tag, a file).
+        what: String,
+        /// The message, with the remedy.
+        message: String,
+    },
+    /// Content is not as long as what describes it says.
+    #[error(
+        "{what} is {found} bytes, but {expected} are declared: the source is corrupt: rebuild or re-fetch the image"
+    )]
+    SizeMismatch {
+        /// What was measured.
+        what: String,
+        /// The declared size.
+        expected: u64,
+        /// The size found.
+        found: u64,
+    },
     /// A feature the engine does not support.
     #[error("unsupported: {0}")]
     Unsupported(String),
@@ -135,7 +154,8 @@ impl Error {
             | Error::DigestMismatch { .. }
             | Error::Unsafe { .. }
             | Error::InvalidInput(_)
-            | Error::NotFound(_)
+            | Error::NotFound { .. }
+            | Error::SizeMismatch { .. }
             | Error::Unsupported(_) => ErrorClass::Image,
             Error::Io { .. }
             | Error::Write { .. }
@@ -178,7 +198,14 @@ impl Error {
     pub fn malformed_tar(msg: impl Into<String>) -> Error {
         Error::MalformedTar(msg.into())
     }
-    /// A truncated stream.
+    /// Something missing: `what` names it, `message` says so with the remedy.
+    pub fn not_found(what: impl Into<String>, message: impl Into<String>) -> Error {
+        Error::NotFound {
+            what: what.into(),
+            message: message.into(),
+        }
+    }
+    /// A stream that ended early.
     pub fn truncated(what: impl Into<String>) -> Error {
         Error::Truncated(what.into())
     }

@@ -181,10 +181,11 @@ impl<'a> LayerSink<'a> {
         self.buf = buf;
         let got = got?;
         if got != expected {
-            return Err(Error::InvalidInput(format!(
-                "{}: {got} bytes of content, the header says {expected}",
-                String::from_utf8_lossy(name)
-            )));
+            return Err(Error::SizeMismatch {
+                what: format!("the content of {}", String::from_utf8_lossy(name)),
+                expected,
+                found: got,
+            });
         }
         self.size += got;
         let crc = (got > 0).then(|| crc.finish());

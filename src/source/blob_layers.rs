@@ -77,10 +77,11 @@ impl LayerProducer for BlobLayers<'_> {
             });
         }
         if blob_size != layer.blob_size {
-            return Err(Error::InvalidInput(format!(
-                "layer blob {} is {blob_size} bytes but the manifest says {}: the source is corrupt: rebuild or re-fetch the image",
-                layer.blob_digest, layer.blob_size
-            )));
+            return Err(Error::SizeMismatch {
+                what: format!("layer blob {}", layer.blob_digest),
+                expected: layer.blob_size,
+                found: blob_size,
+            });
         }
         progress(LayerBytes {
             written: sink.size(),

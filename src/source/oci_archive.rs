@@ -41,9 +41,10 @@ impl LayoutArchive {
     /// Scans the archive's members.
     pub fn scan(path: &Path) -> Result<LayoutArchive> {
         let f = crate::fsutil::open_regular(None, path).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => {
-                Error::NotFound(format!("OCI archive {} does not exist", path.display()))
-            }
+            std::io::ErrorKind::NotFound => Error::not_found(
+                path.display().to_string(),
+                format!("OCI archive {} does not exist", path.display()),
+            ),
             std::io::ErrorKind::InvalidInput => Error::InvalidInput(format!(
                 "OCI archive {} is not a regular file: write the archive to a file first",
                 path.display()
@@ -116,10 +117,13 @@ impl BlobSource for LayoutArchive {
     fn open_blob(&self, digest: &Digest) -> Result<Box<dyn Read + Send>> {
         let name = format!("blobs/sha256/{}", digest.hex());
         self.open_member(name.as_bytes())?.ok_or_else(|| {
-            Error::NotFound(format!(
-                "blob {digest} is missing from the OCI archive {}",
-                self.path.display()
-            ))
+            Error::not_found(
+                digest.to_string(),
+                format!(
+                    "blob {digest} is missing from the OCI archive {}",
+                    self.path.display()
+                ),
+            )
         })
     }
 }
@@ -130,10 +134,13 @@ impl Layout for LayoutArchive {
     }
     fn read_index(&self) -> Result<Vec<u8>> {
         let r = self.open_member(b"index.json")?.ok_or_else(|| {
-            Error::NotFound(format!(
-                "{} is not an OCI archive (no index.json)",
-                self.path.display()
-            ))
+            Error::not_found(
+                "index.json",
+                format!(
+                    "{} is not an OCI archive (no index.json)",
+                    self.path.display()
+                ),
+            )
         })?;
         read_small(r, 16 << 20, "index.json")
     }

@@ -76,7 +76,7 @@ impl BlobSource for LayoutDir {
             self.open_error(
                 &rel,
                 e,
-                Error::NotFound(format!(
+                Error::not_found(digest.to_string(), format!(
                     "blob {digest} is missing from the OCI layout {}: the layout is incomplete: re-create it",
                     self.root.display()
                 )),
@@ -96,10 +96,13 @@ impl Layout for LayoutDir {
             self.open_error(
                 rel,
                 e,
-                Error::NotFound(format!(
-                    "{} is not an OCI image layout (no index.json)",
-                    self.root.display()
-                )),
+                Error::not_found(
+                    "index.json",
+                    format!(
+                        "{} is not an OCI image layout (no index.json)",
+                        self.root.display()
+                    ),
+                ),
             )
         })?;
         read_small(f, JSON_LIMIT, "index.json")
@@ -166,18 +169,21 @@ fn pick(index: &Index, tag: Option<&str>, loc: &str) -> Result<Descriptor> {
                     .iter()
                     .filter_map(|d| d.annotations.get(REF_NAME).map(String::as_str))
                     .collect();
-                Error::NotFound(format!(
-                    "no image tagged {t:?} in {loc}; tags there: {}",
-                    if tags.is_empty() {
-                        "none".to_string()
-                    } else {
-                        tags.join(", ")
-                    }
-                ))
+                Error::not_found(
+                    format!("tag {t}"),
+                    format!(
+                        "no image tagged {t:?} in {loc}; tags there: {}",
+                        if tags.is_empty() {
+                            "none".to_string()
+                        } else {
+                            tags.join(", ")
+                        }
+                    ),
+                )
             }),
         None => match index.manifests.as_slice() {
             [one] => Ok(one.clone()),
-            [] => Err(Error::NotFound(format!("{loc} holds no image"))),
+            [] => Err(Error::not_found("image", format!("{loc} holds no image"))),
             many => Err(Error::InvalidInput(format!(
                 "{loc} holds {} images: name one with :TAG",
                 many.len()
@@ -208,10 +214,10 @@ pub fn resolve(layout: &dyn Layout, tag: Option<&str>) -> Result<ImageInput> {
             })
             .cloned()
             .ok_or_else(|| {
-                Error::NotFound(format!(
-                    "no linux/{} image in the index of {loc}",
-                    host_arch()
-                ))
+                Error::not_found(
+                    format!("linux/{} image", host_arch()),
+                    format!("no linux/{} image in the index of {loc}", host_arch()),
+                )
             })?;
     }
     let (manifest_bytes, manifest_digest) = read_verified(layout, &desc, "manifest")?;
@@ -244,15 +250,19 @@ pub fn resolve(layout: &dyn Layout, tag: Option<&str>) -> Result<ImageInput> {
             None => {
                 // Say why when it is there but cannot be used (not a regular file, out of the layout).
                 layout.open_blob(&blob_digest)?;
-                return Err(Error::NotFound(format!(
-                    "layer blob {blob_digest} is missing from {loc}: the layout is incomplete: re-create it"
-                )));
+                return Err(Error::not_found(
+                    blob_digest.to_string(),
+                    format!(
+                        "layer blob {blob_digest} is missing from {loc}: the layout is incomplete: re-create it"
+                    ),
+                ));
             }
             Some(size) if size != l.size => {
-                return Err(Error::InvalidInput(format!(
-                    "layer blob {blob_digest} in {loc} is {size} bytes but the manifest says {}: the blob is truncated or corrupt",
-                    l.size
-                )));
+                return Err(Error::SizeMismatch {
+                    what: format!("layer blob {blob_digest} in {loc}"),
+                    expected: l.size,
+                    found: size,
+                });
             }
             Some(_) => {}
         }

@@ -74,7 +74,10 @@ impl Store {
         let _src_images = src.images_lock().lock_read()?;
         let (src_images, _) = src.read_images()?;
         let image = src_images.get(image_id).cloned().ok_or_else(|| {
-            Error::NotFound(format!("image {image_id} is not in the source store"))
+            Error::not_found(
+                image_id.to_string(),
+                format!("image {image_id} is not in the source store"),
+            )
         })?;
         let (src_layers, _) = src.read_layers()?;
         // The layer chain, base first.

@@ -9,9 +9,10 @@ use crate::reference::normalize;
 /// ID or a unique ID prefix (at least 3 hex digits), or `name@sha256:…` by manifest digest.
 pub fn find_image<'a>(images: &'a [ImageRecord], name: &str) -> Result<&'a ImageRecord> {
     let not_found = || {
-        Error::NotFound(format!(
-            "image {name:?} is not in the store: check `podman images` (or pull it first)"
-        ))
+        Error::not_found(
+            name.to_string(),
+            format!("image {name:?} is not in the store: check `podman images` (or pull it first)"),
+        )
     };
     // ID or ID prefix.
     let is_hex = name.len() >= 3
@@ -140,7 +141,7 @@ mod tests {
         ));
         assert!(matches!(
             find_image(&images, "nope"),
-            Err(Error::NotFound(_))
+            Err(Error::NotFound { .. })
         ));
     }
 }

@@ -13,7 +13,10 @@ impl Store {
         let guard = self.images_lock().lock_write()?;
         let (mut images, _) = self.read_images()?;
         if images.get(id).is_none() {
-            return Err(Error::NotFound(format!("image {id} is not in the store")));
+            return Err(Error::not_found(
+                id.to_string(),
+                format!("image {id} is not in the store"),
+            ));
         }
         let holders: Vec<String> = images
             .iter()
@@ -41,7 +44,10 @@ impl Store {
         let guard = self.images_lock().lock_write()?;
         let (mut images, _) = self.read_images()?;
         let Some(img) = images.get_mut(id) else {
-            return Err(Error::NotFound(format!("image {id} is not in the store")));
+            return Err(Error::not_found(
+                id.to_string(),
+                format!("image {id} is not in the store"),
+            ));
         };
         img.remove_name(name);
         records::write(&self.images_dir().join("images.json"), &images, &guard)

@@ -87,7 +87,7 @@ impl Store {
                             content,
                         })
                         .map_err(|e| match e {
-                            Error::InvalidInput(_) => {
+                            Error::SizeMismatch { .. } => {
                                 bad(format!("{} is shorter than recorded", shown()))
                             }
                             e => e,

@@ -42,16 +42,19 @@ pub fn deployed_reference(sysroot: &Path) -> Result<String> {
         .booted_deployment()
         .or_else(|| sr.deployments().into_iter().next())
         .ok_or_else(|| {
-            Error::NotFound(format!(
-                "no deployment in the sysroot {}: name an image with --source",
-                sysroot.display()
-            ))
+            Error::not_found(
+                "deployment",
+                format!(
+                    "no deployment in the sysroot {}: name an image with --source",
+                    sysroot.display()
+                ),
+            )
         })?;
-    let origin = dep
-        .origin()
-        .ok_or_else(|| Error::NotFound(format!("deployment {} has no origin", dep.csum())))?;
+    let origin = dep.origin().ok_or_else(|| {
+        Error::not_found("origin", format!("deployment {} has no origin", dep.csum()))
+    })?;
     let r = origin.string("origin", "container-image-reference").map_err(|_| {
-        Error::NotFound(format!(
+        Error::not_found("container-image-reference", format!(
             "deployment {} was not deployed from a container image (no container-image-reference in its origin)",
             dep.csum()
         ))
@@ -212,7 +215,7 @@ pub(crate) fn stored_image(
         .resolve_rev(&image_ref, true)
         .map_err(|e| gerr(&format!("resolving {image_ref}"), e))?
         .ok_or_else(|| {
-            Error::NotFound(format!(
+            Error::not_found(imgref.to_string(), format!(
                 "no host image {imgref} in {}: `bootc-image list --type host` shows the stored ones",
                 repo_path.display()
             ))
