@@ -43,12 +43,12 @@
 
 pub mod bootc;
 pub mod cli;
-pub mod crashpoint;
+pub(crate) mod crashpoint;
 pub mod error;
-pub mod fsutil;
+pub(crate) mod fsutil;
 pub mod layer;
-pub mod parallel;
-pub mod podman;
+pub(crate) mod parallel;
+pub(crate) mod podman;
 pub mod reference;
 pub mod source;
 pub mod store;

@@ -1,19 +1,19 @@
 //! The containers-storage engine: open a store, lock it as c/storage does, read and write its records.
 
-pub mod atomic;
+pub(crate) mod atomic;
 pub mod check;
 pub mod copy;
 pub mod delete;
 pub mod driver;
-pub mod gzip_out;
+pub(crate) mod gzip_out;
 pub mod image_input;
 pub mod import;
 pub mod inspect;
 pub mod lookup;
 pub mod names;
 pub mod producer;
-pub mod records;
-pub mod tree_copy;
+pub(crate) mod records;
+pub(crate) mod tree_copy;
 mod txn;
 pub mod verify;
 
