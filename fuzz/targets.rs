@@ -26,6 +26,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("manifest", manifest),
     ("reference", reference),
     ("storage_conf", storage_conf),
+    ("gvariant", gvariant),
 ];
 
 /// The tar reader: entry after entry, data read to the end, until the end or an error.
@@ -179,4 +180,25 @@ pub fn storage_conf(data: &[u8]) {
     if let Ok(s) = std::str::from_utf8(data) {
         let _ = storage_format::StorageConf::parse(s);
     }
+}
+
+/// GVariant objects of an OSTree repository as we read them from their bytes (dirtree, dirmeta,
+/// the commit's root): any bytes are an error or a value, never a panic.
+pub fn gvariant(data: &[u8]) {
+    use bootc_image::source::ostree_host::gvariant::{
+        parse_commit_root, parse_dirmeta, parse_dirtree,
+    };
+    if let Ok(t) = parse_dirtree(data, "fuzz") {
+        // Names are path components: never empty, never a separator.
+        for n in t
+            .files
+            .iter()
+            .map(|f| &f.name)
+            .chain(t.dirs.iter().map(|d| &d.name))
+        {
+            assert!(!n.is_empty() && !n.contains('/'), "dirtree name {n:?}");
+        }
+    }
+    let _ = parse_dirmeta(data, "fuzz");
+    let _ = parse_commit_root(data);
 }

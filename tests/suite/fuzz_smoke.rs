@@ -126,6 +126,7 @@ fn seeds(target: &str, scratch: &std::path::Path) -> Vec<Vec<u8>> {
                 std::fs::read(oci.blob_path(&built.config_digest)).expect("config"),
             ]
         }
+        "gvariant" => ostree_objects(scratch),
         "reference" => [
             "localhost/bootc",
             "quay.io/a/b:1.0",
@@ -183,4 +184,45 @@ fn fuzz_targets_survive_mutations() {
         "fuzz smoke (seed {seed}, {budget} s each): {}",
         report.join(", ")
     );
+}
+
+/// The directory and commit objects of a small commit made with the ostree CLI.
+fn ostree_objects(scratch: &std::path::Path) -> Vec<Vec<u8>> {
+    let repo = scratch.join("gv-repo");
+    let tree = scratch.join("gv-tree");
+    std::fs::create_dir_all(tree.join("usr/bin")).expect("mkdir");
+    std::fs::write(tree.join("usr/bin/a"), "a").expect("write");
+    std::fs::write(tree.join("b"), "b").expect("write");
+    let ostree = |args: &[&str]| {
+        let out = std::process::Command::new("ostree")
+            .arg(format!("--repo={}", repo.display()))
+            .args(args)
+            .output()
+            .expect("run ostree");
+        assert!(out.status.success(), "ostree {args:?}: {out:?}");
+    };
+    ostree(&["init", "--mode=bare-user"]);
+    ostree(&[
+        "commit",
+        "-b",
+        "gv",
+        &format!("--tree=dir={}", tree.display()),
+    ]);
+    let mut out = Vec::new();
+    let mut dirs = vec![repo.join("objects")];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).expect("read objects").flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else if p
+                .extension()
+                .is_some_and(|x| x == "dirtree" || x == "dirmeta" || x == "commit")
+            {
+                out.push(std::fs::read(&p).expect("object"));
+            }
+        }
+    }
+    assert!(out.len() >= 4, "objects of the seed commit: {}", out.len());
+    out
 }

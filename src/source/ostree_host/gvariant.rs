@@ -126,6 +126,13 @@ fn string(data: &[u8]) -> Option<String> {
     String::from_utf8(body.to_vec()).ok()
 }
 
+/// A dirtree entry name, as libostree validates one (`ot_util_filename_validate`): not empty, not
+/// `.` or `..`, no `/`. Anything else would make a path outside its directory.
+fn file_name(data: &[u8]) -> Option<String> {
+    let n = string(data)?;
+    (!n.is_empty() && n != "." && n != ".." && !n.contains('/')).then_some(n)
+}
+
 /// A 32-byte checksum as hex.
 fn checksum(data: &[u8]) -> Option<String> {
     (data.len() == 32).then(|| hex::encode(data))
@@ -139,14 +146,14 @@ pub fn parse_dirtree(data: &[u8], what: &str) -> Result<DirTree> {
         for e in array_elements(top[0])? {
             let m = tuple_members(e, 2)?;
             tree.files.push(TreeFile {
-                name: string(m[0])?,
+                name: file_name(m[0])?,
                 checksum: checksum(m[1])?,
             });
         }
         for e in array_elements(top[1])? {
             let m = tuple_members(e, 3)?;
             tree.dirs.push(TreeDir {
-                name: string(m[0])?,
+                name: file_name(m[0])?,
                 tree: checksum(m[1])?,
                 meta: checksum(m[2])?,
             });
@@ -307,5 +314,25 @@ mod tests {
             let _ = parse_dirtree(&d, "flipped");
         }
         assert!(parse_dirmeta(&[0; 11], "short").is_err());
+    }
+
+    /// Names libostree refuses (found by the gvariant fuzz target: "/in" parsed) are refused: a
+    /// dirtree may not name a path outside its directory.
+    #[test]
+    fn names_that_leave_the_directory_are_refused() {
+        for bad in ["/in", "..", ".", "", "a/b", "../etc"] {
+            let files = (
+                vec![(bad.to_string(), sum(1).to_vec())],
+                Vec::<(String, Vec<u8>, Vec<u8>)>::new(),
+            )
+                .to_variant();
+            assert!(parse_dirtree(files.data(), "t").is_err(), "file {bad:?}");
+            let dirs = (
+                Vec::<(String, Vec<u8>)>::new(),
+                vec![(bad.to_string(), sum(1).to_vec(), sum(2).to_vec())],
+            )
+                .to_variant();
+            assert!(parse_dirtree(dirs.data(), "t").is_err(), "dir {bad:?}");
+        }
     }
 }
