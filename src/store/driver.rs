@@ -152,7 +152,7 @@ impl Driver {
                 if with_tree {
                     mkdir(&diff, diff_mode)?;
                 }
-                let link = ov::new_link_id();
+                let link = storage_format::new_link_id();
                 write_small(&dir.join("link"), link.as_bytes())?;
                 let l = self.home.join(ov::LINK_DIR).join(&link);
                 std::os::unix::fs::symlink(format!("../{id}/diff"), &l)

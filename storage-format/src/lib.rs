@@ -8,6 +8,9 @@
 //! token, overlay link ids and `lower` chains, Go's RFC 3339 timestamps and
 //! `storage.conf`.
 //!
+//! The parsers and formats are pure; what touches the system (lock files, the environment and
+//! files of `storage.conf`, the clock, randomness) is in [`sys`].
+//!
 //! It holds **no policy**: it never decides what to write, when to lock, in
 //! which order to do things or how to recover from a crash. That is the job of
 //! the engine that uses it. Nothing here prints.
@@ -18,10 +21,9 @@ pub mod conf;
 pub mod digest;
 pub mod error;
 pub mod ids;
-pub mod lockfile;
 pub mod overlay;
-mod random;
 pub mod records;
+pub mod sys;
 pub mod tarsplit;
 pub mod time;
 
@@ -30,8 +32,10 @@ pub use conf::StorageConf;
 pub use digest::Digest;
 pub use error::{Error, Result};
 pub use ids::{image_id, is_valid_id, layer_id};
-pub use lockfile::{LockFile, LockGuard, WaitNotice, new_token, set_wait_notice};
-pub use overlay::{LINK_DIR, lower_chain, new_link_id, parse_lower};
+pub use overlay::{LINK_DIR, lower_chain, parse_lower};
 pub use records::{ImageRecord, LayerRecord, Record, RecordFile};
+pub use sys::clock::now_rfc3339_nano;
+pub use sys::lockfile::{LockFile, LockGuard, WaitNotice, new_token, set_wait_notice};
+pub use sys::random::new_link_id;
 pub use tarsplit::{Crc64, TarSplitEntry, TarSplitReader, TarSplitWriter};
-pub use time::{now_rfc3339_nano, rfc3339_nano};
+pub use time::rfc3339_nano;

@@ -1,16 +1,14 @@
 //! overlay driver naming: link ids (`<G>/overlay/l/<link>`) and `lower` files.
 
-use crate::random;
-
 /// The directory of the driver home holding the short symlinks
 /// (`l/<link> -> ../<layer id>/diff`).
 pub const LINK_DIR: &str = "l";
 
 const BASE32: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
-const LINK_ID_LEN: usize = 26;
+pub(crate) const LINK_ID_LEN: usize = 26;
 
 /// Encodes `data` in standard base32 without padding.
-fn base32(data: &[u8]) -> String {
+pub(crate) fn base32(data: &[u8]) -> String {
     let mut out = String::with_capacity(data.len().div_ceil(5) * 8);
     let mut acc: u32 = 0;
     let mut bits = 0;
@@ -27,17 +25,6 @@ fn base32(data: &[u8]) -> String {
         out.push(char::from(BASE32[((acc << (5 - bits)) & 31) as usize]));
     }
     out
-}
-
-/// A new random link id: the first 26 characters of the standard base32
-/// (`A-Z2-7`) encoding of 17 random bytes, as the overlay driver's
-/// `generateID` makes them. The caller checks that `l/<id>` is not taken.
-pub fn new_link_id() -> String {
-    let mut bytes = [0u8; 17];
-    random::fill(&mut bytes);
-    let mut s = base32(&bytes);
-    s.truncate(LINK_ID_LEN);
-    s
 }
 
 /// The content of a child layer's `lower` file: `"l/<parent_link>"`,
@@ -85,8 +72,8 @@ mod tests {
 
     #[test]
     fn link_ids() {
-        let a = new_link_id();
-        let b = new_link_id();
+        let a = crate::new_link_id();
+        let b = crate::new_link_id();
         for id in [&a, &b] {
             assert_eq!(id.len(), 26, "{id}");
             assert!(id.bytes().all(|c| BASE32.contains(&c)), "{id}");

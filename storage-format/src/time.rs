@@ -67,11 +67,6 @@ pub fn rfc3339_nano(t: SystemTime) -> String {
     out
 }
 
-/// The current time, formatted by [`rfc3339_nano`].
-pub fn now_rfc3339_nano() -> String {
-    rfc3339_nano(SystemTime::now())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -112,7 +107,7 @@ mod tests {
 
     #[test]
     fn now_looks_right() {
-        let s = now_rfc3339_nano();
+        let s = crate::now_rfc3339_nano();
         assert!(s.ends_with('Z'), "{s}");
         assert_eq!(&s[4..5], "-");
         assert_eq!(&s[10..11], "T");

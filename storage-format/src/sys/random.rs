@@ -24,3 +24,14 @@ pub(crate) fn fill(buf: &mut [u8]) {
         chunk.copy_from_slice(&v[..chunk.len()]);
     }
 }
+
+/// A new random link id: the first 26 characters of the standard base32
+/// (`A-Z2-7`) encoding of 17 random bytes, as the overlay driver's
+/// `generateID` makes them. The caller checks that `l/<id>` is not taken.
+pub fn new_link_id() -> String {
+    let mut bytes = [0u8; 17];
+    fill(&mut bytes);
+    let mut s = crate::overlay::base32(&bytes);
+    s.truncate(crate::overlay::LINK_ID_LEN);
+    s
+}

@@ -17,7 +17,7 @@ use rustix::fs::{FlockOperation, Mode, OFlags};
 use rustix::io::Errno;
 
 use crate::error::Result;
-use crate::random;
+use crate::sys::random;
 
 /// The size of a last-writer token.
 const TOKEN_SIZE: usize = 64;
