@@ -11,14 +11,21 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use rustix::fs::Timespec;
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags, Timestamps, XattrFlags};
 use rustix::io::Errno;
+
+mod dir_cache;
+mod metadata;
+mod whiteout;
+
+use dir_cache::DirCache;
+pub use metadata::applied_xattr;
+use metadata::{dir_times, id, xattr_error_ignored};
 
 use super::path::{clean_components, join};
 use super::tar_header::{EntryKind, TarHeader};
 use crate::error::{Error, Result};
-use crate::fsutil::{proc_path, remove_all_at, remove_children};
+use crate::fsutil::{proc_path, remove_all_at};
 
 /// Prefix of whiteout entries.
 pub const WHITEOUT_PREFIX: &[u8] = b".wh.";
@@ -86,81 +93,15 @@ pub struct TreeWriter {
     removed: bool,
 }
 
-/// Whether a failure to set an xattr is ignored, as c/storage ignores it: ENOTSUP always (the file
-/// system has no xattrs), EPERM only in a user namespace (where root may not set `trusted.*`). As
-/// real root, EPERM (e.g. a `user.*` xattr on a symlink) fails the layer, as it fails skopeo.
-fn xattr_error_ignored(e: Errno) -> bool {
-    static IN_USERNS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    e == Errno::NOTSUP
-        || (e == Errno::PERM
-            && *IN_USERNS.get_or_init(|| {
-                std::fs::read_to_string("/proc/self/uid_map").map_or(true, |m| {
-                    m.split_whitespace().collect::<Vec<_>>() != ["0", "0", "4294967295"]
-                })
-            }))
-}
-
 /// Longest path c/storage can create or export: its paths are strings below the layer directory,
 /// and the kernel refuses those of `PATH_MAX` (4096) bytes or more.
 const PATH_MAX: usize = 4096;
-
-/// Whether an xattr of a tar entry reaches the tree. c/storage never applies `security.selinux`
-/// (the store's labels come from the mount), and overlayfs' own control attributes
-/// (`trusted.overlay.*`, `user.overlay.*` in userxattr mode) would be interpreted by overlayfs: a
-/// `metacopy` or `redirect` from a layer could make files unreadable or point elsewhere.
-pub fn applied_xattr(name: &[u8]) -> bool {
-    !(name == b"security.selinux"
-        || name.starts_with(b"trusted.overlay.")
-        || name.starts_with(b"user.overlay."))
-}
 
 /// Owner, mode and mtime of a header: what a hardlink entry applies to the shared inode.
 type Meta = (u64, u64, u32, i64, u32);
 
 fn meta_of(h: &TarHeader) -> Meta {
     (h.uid, h.gid, h.mode, h.mtime, h.mtime_nsec)
-}
-
-/// Directory fds by path (relative to the layer root), so entries that alternate between directories
-/// do not resolve their parents again and again. Emptied whenever anything is removed from the tree
-/// (a cached directory may be gone) and when full; its size follows the process's fd limit.
-#[derive(Debug)]
-struct DirCache {
-    map: HashMap<Vec<u8>, Arc<OwnedFd>>,
-    cap: usize,
-}
-
-impl DirCache {
-    fn new() -> DirCache {
-        let soft = rustix::process::getrlimit(rustix::process::Resource::Nofile)
-            .current
-            .unwrap_or(u64::MAX);
-        // Two writers run at once; leave most descriptors to everything else.
-        let cap = usize::try_from(soft / 8)
-            .unwrap_or(usize::MAX)
-            .clamp(8, 1024);
-        DirCache {
-            map: HashMap::new(),
-            cap,
-        }
-    }
-
-    fn get(&self, key: &[u8]) -> Option<Arc<OwnedFd>> {
-        self.map.get(key).cloned()
-    }
-
-    fn insert(&mut self, key: Vec<u8>, fd: OwnedFd) -> Arc<OwnedFd> {
-        if self.map.len() >= self.cap {
-            self.map.clear();
-        }
-        let fd = Arc::new(fd);
-        self.map.insert(key, fd.clone());
-        fd
-    }
-
-    fn clear(&mut self) {
-        self.map.clear();
-    }
 }
 
 fn errno(what: &'static str, path: &Path, name: &[u8], e: Errno) -> Error {
@@ -174,55 +115,6 @@ fn errno(what: &'static str, path: &Path, name: &[u8], e: Errno) -> Error {
         Path::new(&String::from_utf8_lossy(&p).into_owned()),
         std::io::Error::from(e),
     )
-}
-
-fn ts(secs: i64, nsec: u32) -> Timespec {
-    // c/storage's Chtimes sets times before the epoch, or after the last one a Go time.Duration
-    // holds (1<<63-1 ns: 2262-04-11), to the epoch.
-    const MAX: (i64, u32) = (9_223_372_036, 854_775_807);
-    if secs < 0 || (secs, nsec) > MAX {
-        Timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        }
-    } else {
-        Timespec {
-            tv_sec: secs,
-            tv_nsec: i64::from(nsec),
-        }
-    }
-}
-
-/// The access and modification times c/storage gives an entry: atime is at least mtime.
-fn file_times(h: &TarHeader) -> Timestamps {
-    let m = ts(h.mtime, h.mtime_nsec);
-    let a = match h.atime {
-        Some((s, n)) if (s, n) > (h.mtime, h.mtime_nsec) => ts(s, n),
-        _ => m,
-    };
-    Timestamps {
-        last_access: a,
-        last_modification: m,
-    }
-}
-
-/// Directory times: os.Chtimes with the header's atime (the epoch when absent).
-fn dir_times(h: &TarHeader) -> Timestamps {
-    let a = h.atime.map(|(s, n)| ts(s, n)).unwrap_or(Timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    });
-    Timestamps {
-        last_access: a,
-        last_modification: ts(h.mtime, h.mtime_nsec),
-    }
-}
-
-fn id(v: u64, name: &[u8]) -> Result<u32> {
-    u32::try_from(v).map_err(|_| Error::Unsafe {
-        entry: String::from_utf8_lossy(name).into_owned(),
-        reason: format!("has an owner id {v} out of range"),
-    })
 }
 
 impl TreeWriter {
@@ -604,193 +496,6 @@ impl TreeWriter {
             self.known.insert(join(&comps), meta_of(h));
         }
         Ok(())
-    }
-
-    fn apply_metadata(
-        &mut self,
-        parent_comps: &[&[u8]],
-        base: &[u8],
-        h: &TarHeader,
-        file: Option<&File>,
-    ) -> Result<()> {
-        let root_path = self.root_path.clone();
-        let full = {
-            let mut c = parent_comps.to_vec();
-            c.push(base);
-            join(&c)
-        };
-        let uid = rustix::fs::Uid::from_raw(id(h.uid, &h.name)?);
-        let gid = rustix::fs::Gid::from_raw(id(h.gid, &h.name)?);
-        let mode = Mode::from_raw_mode(h.mode);
-        if h.kind == EntryKind::HardLink && file.is_none() {
-            // A hardlink's header is applied to the shared inode; when it already matches (an OSTree
-            // object linked in), leave the inode alone: it may belong to a repository.
-            if h.xattrs.is_empty() {
-                let (target, _) = clean_components(&h.linkname);
-                if self.known.get(&join(&target)) == Some(&meta_of(h)) {
-                    return Ok(());
-                }
-            }
-            let parent = self.parent(parent_comps)?;
-            if let Ok(st) = rustix::fs::statat(&*parent, base, AtFlags::SYMLINK_NOFOLLOW)
-                && metadata_matches(&st, h)
-            {
-                return Ok(());
-            }
-            // The shared inode changes below: what is known of any path may be stale now.
-            self.known.clear();
-        }
-        if let Some(f) = file {
-            rustix::fs::fchown(f, Some(uid), Some(gid))
-                .map_err(|e| errno("chown", &root_path, &full, e))?;
-            for (k, v) in h.xattrs.iter().filter(|(k, _)| applied_xattr(k)) {
-                match rustix::fs::fsetxattr(f, k.as_slice(), v, XattrFlags::empty()) {
-                    Ok(()) => {}
-                    Err(e) if xattr_error_ignored(e) => {}
-                    Err(e) => return Err(errno("setting xattr on", &root_path, &full, e)),
-                }
-            }
-            rustix::fs::fchmod(f, mode).map_err(|e| errno("chmod", &root_path, &full, e))?;
-            rustix::fs::futimens(f, &file_times(h))
-                .map_err(|e| errno("setting times of", &root_path, &full, e))?;
-            return Ok(());
-        }
-        let parent = self.parent(parent_comps)?;
-        rustix::fs::chownat(
-            &*parent,
-            base,
-            Some(uid),
-            Some(gid),
-            AtFlags::SYMLINK_NOFOLLOW,
-        )
-        .map_err(|e| errno("chown", &root_path, &full, e))?;
-        if !h.xattrs.is_empty() {
-            let p = proc_path(parent.as_fd(), base);
-            for (k, v) in h.xattrs.iter().filter(|(k, _)| applied_xattr(k)) {
-                match rustix::fs::lsetxattr(p.as_slice(), k.as_slice(), v, XattrFlags::empty()) {
-                    Ok(()) => {}
-                    Err(e) if xattr_error_ignored(e) => {}
-                    Err(e) => return Err(errno("setting xattr on", &root_path, &full, e)),
-                }
-            }
-        }
-        let is_symlink = match h.kind {
-            EntryKind::Symlink => true,
-            EntryKind::HardLink => rustix::fs::statat(&*parent, base, AtFlags::SYMLINK_NOFOLLOW)
-                .map(|st| FileType::from_raw_mode(st.st_mode) == FileType::Symlink)
-                .unwrap_or(true),
-            _ => false,
-        };
-        if !is_symlink {
-            rustix::fs::chmodat(&*parent, base, mode, AtFlags::empty())
-                .map_err(|e| errno("chmod", &root_path, &full, e))?;
-        }
-        match h.kind {
-            EntryKind::Directory => self.dirs.push((full, dir_times(h))),
-            _ => {
-                rustix::fs::utimensat(&*parent, base, &file_times(h), AtFlags::SYMLINK_NOFOLLOW)
-                    .map_err(|e| errno("setting times of", &root_path, &full, e))?;
-            }
-        }
-        Ok(())
-    }
-
-    fn whiteout(&mut self, parent_comps: &[&[u8]], base: &[u8], h: &TarHeader) -> Result<()> {
-        self.known.clear();
-        let root_path = self.root_path.clone();
-        let style = self.style;
-        let parent_path = join(parent_comps);
-        // `.wh.`, `.wh..` and `.wh...` would name the directory itself or its parent: on vfs that
-        // would delete outside the entry's directory (up to every other layer), so refuse them
-        // before any style acts, as c/storage refuses a path out of the layer.
-        let orig = &base[WHITEOUT_PREFIX.len()..];
-        if base != WHITEOUT_OPAQUE && (orig.is_empty() || orig == b"." || orig == b"..") {
-            return Err(Error::malformed_tar(format!(
-                "invalid whiteout {:?}",
-                String::from_utf8_lossy(&h.name)
-            )));
-        }
-        if style == WhiteoutStyle::Delete {
-            // c/storage walks the opaque directory by its name without following it: when the
-            // name is a symlink, nothing is removed.
-            if base == WHITEOUT_OPAQUE
-                && let Some((&last, above)) = parent_comps.split_last()
-            {
-                let above = self.parent(above)?;
-                if rustix::fs::statat(&*above, last, AtFlags::SYMLINK_NOFOLLOW)
-                    .is_ok_and(|st| FileType::from_raw_mode(st.st_mode) == FileType::Symlink)
-                {
-                    return Ok(());
-                }
-            }
-            self.removed = true;
-            let unpacked = std::mem::take(&mut self.unpacked);
-            let parent = self.parent(parent_comps)?;
-            let r = if base == WHITEOUT_OPAQUE {
-                remove_children(parent.as_fd(), |name| {
-                    let mut p = parent_path.clone();
-                    if !p.is_empty() {
-                        p.push(b'/');
-                    }
-                    p.extend_from_slice(name);
-                    !unpacked.contains(&p)
-                })
-            } else {
-                remove_all_at(parent.as_fd(), orig)
-            };
-            self.unpacked = unpacked;
-            self.cache.clear();
-            return r.map_err(|e| errno("applying whiteout in", &root_path, &parent_path, e));
-        }
-        let parent = match self.parent(parent_comps) {
-            Ok(p) => p,
-            // c/storage ignores ENOTDIR here: `.wh.foo` then `foo/.wh.bar` (foo is a whiteout).
-            Err(Error::Io { source, .. })
-                if base != WHITEOUT_OPAQUE
-                    && source.raw_os_error() == Some(Errno::NOTDIR.raw_os_error()) =>
-            {
-                return Ok(());
-            }
-            Err(e) => return Err(e),
-        };
-        if base == WHITEOUT_OPAQUE {
-            let p = proc_path(parent.as_fd(), b"");
-            rustix::fs::lsetxattr(
-                p.as_slice(),
-                OVERLAY_OPAQUE_XATTR,
-                b"y",
-                XattrFlags::empty(),
-            )
-            .map_err(|e| errno("marking opaque", &root_path, &parent_path, e))?;
-            return Ok(());
-        }
-        // An overlay layer's tree starts empty: whatever is already at the name, this layer
-        // created. c/storage's whiteout conversion then fails (EEXIST) and so do we.
-        rustix::fs::mknodat(
-            &*parent,
-            orig,
-            FileType::CharacterDevice,
-            Mode::empty(),
-            rustix::fs::makedev(0, 0),
-        )
-        .map_err(|e| match e {
-            Errno::EXIST => Error::malformed_tar(format!(
-                "{} whites out {:?}, which the same layer creates",
-                String::from_utf8_lossy(&h.name),
-                String::from_utf8_lossy(orig)
-            )),
-            e => errno("creating whiteout", &root_path, orig, e),
-        })?;
-        let uid = rustix::fs::Uid::from_raw(id(h.uid, &h.name)?);
-        let gid = rustix::fs::Gid::from_raw(id(h.gid, &h.name)?);
-        rustix::fs::chownat(
-            &*parent,
-            orig,
-            Some(uid),
-            Some(gid),
-            AtFlags::SYMLINK_NOFOLLOW,
-        )
-        .map_err(|e| errno("chown", &root_path, orig, e))
     }
 
     /// Applies directory times, last, as c/storage does.
