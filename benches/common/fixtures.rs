@@ -1,6 +1,7 @@
-//! The benchmark image: a generated, `/usr`-like root filesystem written as four OCI layouts
-//! (1 gzip layer, 40 gzip layers, 1 zstd layer, 1 uncompressed layer), cached under
-//! `target/bench-fixtures/<version>-<scale>/`; and the check that a store holds it.
+//! The benchmark image: a generated, `/usr`-like root filesystem — or, with `BENCH_TREE=debian`, a
+//! real Debian 12 root filesystem made by debootstrap on first use (network needed once) — written
+//! as four OCI layouts (1 gzip layer, 40 gzip layers, 1 zstd layer, 1 uncompressed layer), cached
+//! under `target/bench-fixtures/<version>-<scale>/`; and the check that a store holds it.
 //!
 //! Shared by the benches through `#[path = "common/fixtures.rs"] mod fixtures;`.
 
@@ -8,7 +9,7 @@ use anyhow::{Context, Result, anyhow};
 use flate2::write::GzEncoder;
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt::Write as _;
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Write};
@@ -139,6 +140,8 @@ enum Data {
     },
     /// Fixed bytes (dpkg lists, os-release).
     Literal(Vec<u8>),
+    /// The bytes of a file on disk (a real root filesystem).
+    OnDisk(PathBuf),
 }
 
 /// A `Read` that produces `size` bytes of generated content.
@@ -1087,6 +1090,7 @@ fn append_node<W: Write>(
                     tar.append_data(&mut h, path, Content::new(*seed, *kind, *size, vocab))
                 }
                 Data::Literal(bytes) => tar.append_data(&mut h, path, bytes.as_slice()),
+                Data::OnDisk(file) => tar.append_data(&mut h, path, File::open(file)?),
             }
         }
         Kind::Symlink(target) => {
@@ -1288,7 +1292,7 @@ fn write_image(layout: &Path, layers: &[(WrittenLayer, Desc)]) -> Result<Fixture
 
 /// Generates every layout into `dir` (which must not exist), via a temporary directory renamed
 /// into place at the end, so an interrupted generation is never taken for a cached one.
-pub fn generate_fixtures(dir: &Path, small: bool) -> Result<()> {
+pub fn generate_fixtures(dir: &Path, source: &TreeSource) -> Result<()> {
     // Leftovers of interrupted generations: "<key>.tmp-<pid>".
     if let (Some(parent), Some(key)) = (dir.parent(), dir.file_name()) {
         let prefix = format!("{}.tmp-", key.to_string_lossy());
@@ -1305,12 +1309,17 @@ pub fn generate_fixtures(dir: &Path, small: bool) -> Result<()> {
             .with_context(|| format!("creating {}", tmp.display()))?;
     }
     let vocab = Vocab::new();
-    let (min_entries, min_bytes) = if small {
-        (1_200, 30_000_000)
-    } else {
-        (16_000, 300_000_000)
+    let tree = match source {
+        TreeSource::Generated { small } => {
+            let (min_entries, min_bytes) = if *small {
+                (1_200, 30_000_000)
+            } else {
+                (16_000, 300_000_000)
+            };
+            generate_tree(&vocab, min_entries, min_bytes)
+        }
+        TreeSource::Debian(root) => tree_from_dir(root)?,
     };
-    let tree = generate_tree(&vocab, min_entries, min_bytes);
     let stats = tree.stats();
     println!(
         "tree: {} entries ({} files, {} dirs, {} symlinks, {} hardlinks, {} files >= 1 MiB), {:.1} MB of file data, {} packages",
@@ -1417,11 +1426,156 @@ pub fn check_store(root: &Path, info: &FixtureInfo) -> Result<(), String> {
     Ok(())
 }
 
+/// Where the benchmark tree comes from.
+#[derive(Debug, Clone)]
+pub enum TreeSource {
+    /// The generated `/usr`-like tree (`small`: ~30 MB).
+    Generated {
+        /// The small tree.
+        small: bool,
+    },
+    /// A real root filesystem on disk.
+    Debian(PathBuf),
+}
+
+/// The packages of the Debian fixture (debootstrap minbase plus these): the tree the CLI issue
+/// measured skopeo on.
+const DEBIAN_PACKAGES: &str = "systemd,python3,perl,vim,git,openssh-server,locales";
+
+/// A real Debian 12 root filesystem, made once by `debootstrap --variant=minbase` (from
+/// `$BENCH_MIRROR`, default deb.debian.org) into `target/bench-fixtures/debian-rootfs`.
+pub fn ensure_debian_rootfs(target_dir: &Path) -> Result<PathBuf> {
+    let dir = target_dir.join("bench-fixtures/debian-rootfs");
+    if dir.join("var/lib/dpkg/status").exists() {
+        return Ok(dir);
+    }
+    let partial = dir.with_extension("partial");
+    let _ = fs::remove_dir_all(&partial);
+    let mirror =
+        std::env::var("BENCH_MIRROR").unwrap_or_else(|_| "http://deb.debian.org/debian".into());
+    println!("fixtures: debootstrap bookworm ({DEBIAN_PACKAGES}) from {mirror} ...");
+    let status = std::process::Command::new("debootstrap")
+        .args(["--variant=minbase", &format!("--include={DEBIAN_PACKAGES}"), "bookworm"])
+        .arg(&partial)
+        .arg(&mirror)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .context("running debootstrap (apt-get install debootstrap)")?;
+    if !status.success() {
+        return Err(anyhow!("debootstrap failed ({status})"));
+    }
+    // As `apt-get clean` in an image build: no downloaded packages in the tree.
+    for e in fs::read_dir(partial.join("var/cache/apt/archives"))?.flatten() {
+        if e.path().extension().is_some_and(|x| x == "deb") {
+            fs::remove_file(e.path())?;
+        }
+    }
+    fs::rename(&partial, &dir)?;
+    Ok(dir)
+}
+
+/// The tree of a root filesystem on disk: directories, regular files (read from disk when the
+/// layers are written), symlinks and hard links (devices, FIFOs and sockets are left out). Each
+/// entry's "package" is the dpkg package that lists it (`var/lib/dpkg/info/*.list`), so the
+/// 40-layer layout is chunked by package, as image builders chunk; unowned entries are package 0.
+fn tree_from_dir(root: &Path) -> Result<Tree> {
+    use std::os::unix::fs::MetadataExt;
+    let mut owner: HashMap<String, usize> = HashMap::new();
+    let mut lists: Vec<PathBuf> = fs::read_dir(root.join("var/lib/dpkg/info"))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "list"))
+        .collect();
+    lists.sort();
+    for (i, l) in lists.iter().enumerate() {
+        for line in fs::read_to_string(l)?.lines() {
+            let p = line.trim_start_matches('/');
+            if !p.is_empty() && p != "." {
+                owner.entry(p.to_owned()).or_insert(i + 1);
+            }
+        }
+    }
+    let mut entries: BTreeMap<String, (fs::Metadata, PathBuf)> = BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in fs::read_dir(&dir)?.flatten() {
+            let path = e.path();
+            let md = fs::symlink_metadata(&path)?;
+            let rel = path
+                .strip_prefix(root)?
+                .to_str()
+                .ok_or_else(|| anyhow!("non-UTF-8 path {}", path.display()))?
+                .to_owned();
+            if md.is_dir() {
+                stack.push(path.clone());
+            }
+            entries.insert(rel, (md, path));
+        }
+    }
+    let mut tree = Tree {
+        packages: lists.len() + 1,
+        ..Tree::default()
+    };
+    let mut first_of_inode: HashMap<(u64, u64), (String, usize)> = HashMap::new();
+    for (rel, (md, path)) in entries {
+        let ft = md.file_type();
+        let mut pkg = owner.get(&rel).copied().unwrap_or(0);
+        let kind = if ft.is_dir() {
+            Kind::Dir
+        } else if ft.is_symlink() {
+            Kind::Symlink(fs::read_link(&path)?.to_string_lossy().into_owned())
+        } else if ft.is_file() {
+            match first_of_inode.get(&(md.dev(), md.ino())) {
+                Some((first, first_pkg)) if md.nlink() > 1 => {
+                    // A hard link goes in the layer of the name it links to.
+                    pkg = *first_pkg;
+                    Kind::Hardlink(first.clone())
+                }
+                _ => {
+                    first_of_inode.insert((md.dev(), md.ino()), (rel.clone(), pkg));
+                    Kind::File {
+                        size: md.len(),
+                        data: Data::OnDisk(path.clone()),
+                    }
+                }
+            }
+        } else {
+            continue;
+        };
+        tree.nodes.insert(
+            rel,
+            Node {
+                kind,
+                mode: md.mode() & 0o7777,
+                gid: u64::from(md.gid()),
+                mtime: u64::try_from(md.mtime()).unwrap_or(0),
+                pkg,
+            },
+        );
+    }
+    Ok(tree)
+}
+
+/// The tree `BENCH_TREE` names: `debian` for the real root filesystem, else the generated one.
+pub fn tree_source_from_env(target_dir: &Path, small: bool) -> Result<TreeSource> {
+    match std::env::var("BENCH_TREE").as_deref() {
+        Ok("debian") => Ok(TreeSource::Debian(ensure_debian_rootfs(target_dir)?)),
+        Ok("generated") | Err(_) => Ok(TreeSource::Generated { small }),
+        Ok(other) => Err(anyhow!("BENCH_TREE={other}: use debian or generated")),
+    }
+}
+
 /// Makes sure the fixtures for this scale (`small`: the ~30 MB tree) are in
 /// `target_dir/bench-fixtures/<version>-<scale>/`, generating them if not; returns the cache key
 /// (`v1-full`) and that directory.
 pub fn ensure_fixtures(target_dir: &Path, small: bool) -> Result<(String, PathBuf)> {
-    let key = format!("{FIXTURE_VERSION}-{}", if small { "small" } else { "full" });
+    let source = tree_source_from_env(target_dir, small)?;
+    let scale = match &source {
+        TreeSource::Debian(_) => "debian",
+        TreeSource::Generated { small: true } => "small",
+        TreeSource::Generated { small: false } => "full",
+    };
+    let key = format!("{FIXTURE_VERSION}-{scale}");
     let fixtures_dir = target_dir.join("bench-fixtures").join(&key);
     if fixtures_dir.join("tree.json").exists() {
         println!("fixtures: cached in {}", fixtures_dir.display());
@@ -1429,7 +1583,7 @@ pub fn ensure_fixtures(target_dir: &Path, small: bool) -> Result<(String, PathBu
         fs::create_dir_all(target_dir.join("bench-fixtures"))?;
         println!("fixtures: generating {} ...", fixtures_dir.display());
         let start = Instant::now();
-        generate_fixtures(&fixtures_dir, small)?;
+        generate_fixtures(&fixtures_dir, &source)?;
         println!(
             "fixtures: generated in {:.1} s",
             start.elapsed().as_secs_f64()
