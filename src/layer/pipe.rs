@@ -12,6 +12,8 @@ const DEPTH: usize = 4;
 #[derive(Debug)]
 pub struct PipeReader {
     rx: Receiver<std::io::Result<Vec<u8>>>,
+    /// Buffers handed back to the producer for reuse (no allocation and zeroing per chunk).
+    back: SyncSender<Vec<u8>>,
     current: Vec<u8>,
     pos: usize,
     done: bool,
@@ -23,9 +25,11 @@ pub fn spawn_pump<'scope, R: Read + Send + 'scope>(
     mut source: R,
 ) -> PipeReader {
     let (tx, rx): (SyncSender<std::io::Result<Vec<u8>>>, _) = sync_channel(DEPTH);
+    let (back, returned) = sync_channel::<Vec<u8>>(DEPTH + 2);
     scope.spawn(move || {
         loop {
-            let mut buf = vec![0u8; CHUNK];
+            let mut buf = returned.try_recv().unwrap_or_default();
+            buf.resize(CHUNK, 0);
             let mut filled = 0;
             // Fill the chunk (decoders return small reads).
             let res = loop {
@@ -61,6 +65,7 @@ pub fn spawn_pump<'scope, R: Read + Send + 'scope>(
     });
     PipeReader {
         rx,
+        back,
         current: Vec::new(),
         pos: 0,
         done: false,
@@ -78,7 +83,10 @@ impl Read for PipeReader {
                     if buf.is_empty() {
                         self.done = true;
                     }
-                    self.current = buf;
+                    let used = std::mem::replace(&mut self.current, buf);
+                    if used.capacity() > 0 {
+                        let _ = self.back.try_send(used);
+                    }
                     self.pos = 0;
                 }
                 Ok(Err(e)) => {

@@ -38,6 +38,7 @@ impl LayerProducer for BlobLayers<'_> {
     ) -> Result<Produced> {
         let blob = self.blobs.open_blob(&layer.blob_digest)?;
         let (hashing, hash_state) = HashingReader::new(blob);
+        let (hashing, read_bytes) = hashing.counted();
         let (compression, reader) = decompressor(hashing)?;
         // Decompression runs on its own thread; the DiffID is hashed on this one, which balances the
         // two cores (inflate alone keeps one busy). An uncompressed blob's DiffID is its own digest.
@@ -46,7 +47,7 @@ impl LayerProducer for BlobLayers<'_> {
             let pipe = spawn_pump(s, reader);
             let (tar_bytes, diff_state) = HashingReader::with_hashing(pipe, hashed);
             feed_tar(tar_bytes, sink, |written| {
-                let read = hash_state.lock().map(|h| h.size()).unwrap_or(0);
+                let read = read_bytes.load(std::sync::atomic::Ordering::Relaxed);
                 progress(LayerBytes { written, read });
             })?;
             Ok(diff_state)
