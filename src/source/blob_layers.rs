@@ -5,7 +5,7 @@
 use crate::error::{Error, Result};
 use crate::layer::BlobSource;
 use crate::layer::decompress::{Compression, HashingReader, decompressor};
-use crate::layer::pipe::spawn_pump;
+use crate::layer::pipe::{spawn_pump, spawn_pump_hashed};
 use crate::layer::sink::LayerSink;
 use crate::layer::tar_stream::feed_tar;
 use crate::store::image_input::{LayerBytes, LayerInput};
@@ -40,30 +40,32 @@ impl LayerProducer for BlobLayers<'_> {
         let (hashing, hash_state) = HashingReader::new(blob);
         let (hashing, read_bytes) = hashing.counted();
         let (compression, reader) = decompressor(hashing)?;
-        // Decompression runs on its own thread; the DiffID is hashed on this one, which balances the
-        // two cores (inflate alone keeps one busy). An uncompressed blob's DiffID is its own digest.
+        // Decompression runs on its own thread, the entries are written on this one, and the
+        // DiffID is hashed on a third: with two cores, the scheduler balances the three (inflate
+        // alone keeps one core busy). An uncompressed blob's DiffID is its own digest.
         let hashed = compression != Compression::None;
-        let diff_state = std::thread::scope(|s| -> Result<_> {
-            let pipe = spawn_pump(s, reader);
-            let (tar_bytes, diff_state) = HashingReader::with_hashing(pipe, hashed);
-            feed_tar(tar_bytes, sink, |written| {
+        let diff = std::thread::scope(|s| -> Result<_> {
+            let report = |written| {
                 let read = read_bytes.load(std::sync::atomic::Ordering::Relaxed);
                 progress(LayerBytes { written, read });
-            })?;
-            Ok(diff_state)
+            };
+            if hashed {
+                let (pipe, hasher) = spawn_pump_hashed(s, reader);
+                feed_tar(pipe, sink, report)?;
+                let diff = hasher
+                    .join()
+                    .map_err(|_| Error::Internal("the DiffID hasher panicked".into()))?;
+                Ok(Some(diff))
+            } else {
+                feed_tar(spawn_pump(s, reader), sink, report)?;
+                Ok(None)
+            }
         })?;
         let (blob_digest, blob_size) = hash_state
             .lock()
             .map_err(|_| Error::Internal("hash state poisoned".into()))?
             .result();
-        let (diff_id, diff_size) = if hashed {
-            diff_state
-                .lock()
-                .map_err(|_| Error::Internal("hash state poisoned".into()))?
-                .result()
-        } else {
-            (blob_digest.clone(), blob_size)
-        };
+        let (diff_id, diff_size) = diff.unwrap_or_else(|| (blob_digest.clone(), blob_size));
         if diff_size != sink.size() {
             return Err(Error::Internal(format!(
                 "layer stream length {diff_size} differs from the {} bytes parsed",
