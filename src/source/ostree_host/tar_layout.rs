@@ -77,6 +77,7 @@ pub struct LayoutWriter<'a> {
     commit_v: glib::Variant,
     builder: tar::Builder<Vec<u8>>,
     built: BuiltEntries,
+    objects_dir: Option<std::os::fd::OwnedFd>,
     structure_only: bool,
     wrote_initdirs: bool,
     wrote_vartmp: bool,
@@ -117,6 +118,7 @@ impl<'a> LayoutWriter<'a> {
             commit_v,
             builder: tar::Builder::new(Vec::new()),
             built: BuiltEntries::default(),
+            objects_dir: crate::fsutil::open_dir(&repo_path.join("objects")).ok(),
             structure_only: false,
             wrote_initdirs: false,
             wrote_vartmp: false,
@@ -131,6 +133,23 @@ impl<'a> LayoutWriter<'a> {
     pub fn with_read_ahead(mut self, ra: &'a ReadAhead) -> Self {
         self.read_ahead = Some(ra);
         self
+    }
+
+    /// Opens the content object `csum` (at `path`): relative to the open `objects/` directory,
+    /// so the kernel walks two components instead of the whole path, once per object.
+    fn open_object(&self, csum: &str, path: &Path) -> Result<std::fs::File> {
+        let io = |e: std::io::Error| Error::io("reading", path, e);
+        match (&self.objects_dir, csum.split_at_checked(2)) {
+            (Some(dir), Some((a, b))) => rustix::fs::openat(
+                dir,
+                format!("{a}/{b}.file"),
+                rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC,
+                rustix::fs::Mode::empty(),
+            )
+            .map(std::fs::File::from)
+            .map_err(|e| io(e.into())),
+            _ => std::fs::File::open(path).map_err(io),
+        }
     }
 
     /// One entry into `sink`: the header bytes built here (parsed back for the tree), after the
@@ -405,8 +424,7 @@ impl<'a> LayoutWriter<'a> {
                     let raw = self.header_bytes(&mut h, &path)?;
                     if self.bare {
                         let file = repo_object_path(self.repo_path, csum, "file");
-                        let f = std::fs::File::open(&file)
-                            .map_err(|e| Error::io("reading", &file, e))?;
+                        let f = self.open_object(csum, &file)?;
                         self.put(
                             sink,
                             &raw,
