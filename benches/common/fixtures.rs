@@ -1455,7 +1455,11 @@ pub fn ensure_debian_rootfs(target_dir: &Path) -> Result<PathBuf> {
         std::env::var("BENCH_MIRROR").unwrap_or_else(|_| "http://deb.debian.org/debian".into());
     println!("fixtures: debootstrap bookworm ({DEBIAN_PACKAGES}) from {mirror} ...");
     let status = std::process::Command::new("debootstrap")
-        .args(["--variant=minbase", &format!("--include={DEBIAN_PACKAGES}"), "bookworm"])
+        .args([
+            "--variant=minbase",
+            &format!("--include={DEBIAN_PACKAGES}"),
+            "bookworm",
+        ])
         .arg(&partial)
         .arg(&mirror)
         .stdout(std::process::Stdio::null())
