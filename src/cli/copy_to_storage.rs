@@ -82,8 +82,9 @@ fn print_result(
     reporter: &Reporter,
     report: &crate::store::image_input::ImportReport,
     text: &[String],
-    seconds: f64,
+    started: std::time::Instant,
 ) {
+    let seconds = started.elapsed().as_secs_f64();
     let v = serde_json::json!({
         "name": report.names.first(),
         "image_id": report.image_id,
@@ -156,14 +157,7 @@ pub fn run(cli: &Cli, args: &Args) -> anyhow::Result<()> {
         ),
         format!("Digest: {}", report.manifest_digest),
     ];
-    print_result(
-        cli,
-        args,
-        &reporter,
-        &report,
-        &text,
-        started.elapsed().as_secs_f64(),
-    );
+    print_result(cli, args, &reporter, &report, &text, started);
     Ok(())
 }
 
@@ -327,13 +321,6 @@ fn host(
         ),
         format!("Digest: {}", report.manifest_digest),
     ];
-    print_result(
-        cli,
-        args,
-        &reporter,
-        &report,
-        &text,
-        started.elapsed().as_secs_f64(),
-    );
+    print_result(cli, args, &reporter, &report, &text, started);
     Ok(())
 }

@@ -105,26 +105,23 @@ impl<'a> LayerSink<'a> {
     /// [`with_diff_id`](Self::with_diff_id) asks: a tar blob's is hashed where it is decompressed,
     /// which keeps the hashing off this thread.
     pub fn new(tree: &'a mut TreeWriter, tar_split: &'a mut dyn SplitOut) -> LayerSink<'a> {
-        LayerSink {
-            tree: Some(tree),
-            tar_split: Some(tar_split),
-            sha: None,
-            size: 0,
-            uids: BTreeSet::new(),
-            gids: BTreeSet::new(),
-            entries: 0,
-            linked: 0,
-            written: 0,
-            buf: vec![0u8; COPY_BUF],
-        }
+        Self::with_parts(Some(tree), Some(tar_split), None)
     }
 
     /// A sink that only computes the stream's DiffID and length.
     pub fn digest_only() -> LayerSink<'static> {
+        LayerSink::with_parts(None, None, Some(Sha256::new()))
+    }
+
+    fn with_parts(
+        tree: Option<&'a mut TreeWriter>,
+        tar_split: Option<&'a mut dyn SplitOut>,
+        sha: Option<Sha256>,
+    ) -> LayerSink<'a> {
         LayerSink {
-            tree: None,
-            tar_split: None,
-            sha: Some(Sha256::new()),
+            tree,
+            tar_split,
+            sha,
             size: 0,
             uids: BTreeSet::new(),
             gids: BTreeSet::new(),

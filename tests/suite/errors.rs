@@ -30,12 +30,7 @@ pub(crate) fn seed(store: &TestStore) {
 
 /// `podman images` works and lists the seed image.
 pub(crate) fn assert_seed_listed(store: &TestStore) {
-    let names: Vec<String> = store
-        .images()
-        .iter()
-        .flat_map(|i| i["Names"].as_array().cloned().unwrap_or_default())
-        .filter_map(|n| n.as_str().map(str::to_string))
-        .collect();
+    let names = store.image_names();
     assert!(
         names.iter().any(|n| n == SEED),
         "podman images should list {SEED}: {names:?}"

@@ -79,12 +79,7 @@ fn build_layer_example() {
         )
     };
     let first = build("localhost/built:1");
-    let names: Vec<String> = store
-        .images()
-        .iter()
-        .flat_map(|i| i["Names"].as_array().cloned().unwrap_or_default())
-        .filter_map(|n| n.as_str().map(str::to_string))
-        .collect();
+    let names = store.image_names();
     assert!(
         names.contains(&"localhost/built:1".to_string()),
         "{names:?}"

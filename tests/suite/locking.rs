@@ -126,12 +126,7 @@ fn killed_while_waiting_leaves_usable_store() {
         describe(&out)
     );
 
-    let names: BTreeSet<String> = store
-        .images()
-        .iter()
-        .flat_map(|i| i["Names"].as_array().cloned().unwrap_or_default())
-        .filter_map(|n| n.as_str().map(str::to_string))
-        .collect();
+    let names: BTreeSet<String> = store.image_names().into_iter().collect();
     assert!(
         names.contains("localhost/seed:latest"),
         "after the kill podman lists {names:?}"

@@ -141,12 +141,7 @@ fn incomplete_layer_is_removed_on_next_open() {
         "its l/ link is still there"
     );
     assert_consistent(&store, true);
-    let names: Vec<String> = store
-        .images()
-        .iter()
-        .flat_map(|i| i["Names"].as_array().cloned().unwrap_or_default())
-        .filter_map(|n| n.as_str().map(str::to_owned))
-        .collect();
+    let names = store.image_names();
     assert!(
         names.contains(&"localhost/a:latest".to_string())
             && names.contains(&"localhost/b:latest".to_string()),

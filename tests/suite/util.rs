@@ -366,6 +366,15 @@ impl TestStore {
         serde_json::from_str(&out).expect("podman images JSON")
     }
 
+    /// Every name of every image, as `podman images` lists them.
+    pub fn image_names(&self) -> Vec<String> {
+        self.images()
+            .iter()
+            .flat_map(|i| i["Names"].as_array().cloned().unwrap_or_default())
+            .filter_map(|n| n.as_str().map(str::to_string))
+            .collect()
+    }
+
     /// `podman image mount NAME`; returns the mount point.
     pub fn image_mount(&self, name: &str) -> PathBuf {
         let out = self.podman_ok(&["image", "mount", name]);

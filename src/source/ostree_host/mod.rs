@@ -28,7 +28,7 @@ use meta_objects::MetaObjects;
 use objects::ObjectInfos;
 use plan::{LayerSplit, Plan};
 pub use repo::deployed_reference;
-use repo::{ChunkContent, commit_root, derived_digest, export_command, open_repo};
+use repo::{ChunkContent, commit_root, derived_digest, open_repo};
 use tar_layout::LayoutWriter;
 use upstream_image::set_manifest;
 
@@ -330,34 +330,20 @@ impl HostLayers<'_> {
         sink: &mut LayerSink<'_>,
         progress: &dyn Fn(LayerBytes),
     ) -> Result<Digest> {
-        let mut child = export_command(&self.image.repo_path, layer_ref)
-            .spawn()
-            .map_err(|e| Error::external("ostree export", e))?;
-        let out = child
-            .stdout
-            .take()
-            .ok_or_else(|| Error::Internal("ostree export has no stdout".into()))?;
-        let (hashing, state) = crate::layer::decompress::HashingReader::new(out);
-        feed_tar(hashing, sink, |written| {
-            progress(LayerBytes {
-                written,
-                read: written,
-            })
-        })?;
-        let status = child
-            .wait()
-            .map_err(|e| Error::external("ostree export", e))?;
-        if !status.success() {
-            return Err(Error::external(
-                format!("ostree export {layer_ref}"),
-                status,
-            ));
-        }
-        let (diff_id, _) = state
-            .lock()
-            .map_err(|_| Error::Internal("hash state poisoned".into()))?
-            .result();
-        Ok(diff_id)
+        repo::ostree_export(&self.image.repo_path, layer_ref, |out| {
+            let (hashing, state) = crate::layer::decompress::HashingReader::new(out);
+            feed_tar(hashing, sink, |written| {
+                progress(LayerBytes {
+                    written,
+                    read: written,
+                })
+            })?;
+            let (diff_id, _) = state
+                .lock()
+                .map_err(|_| Error::Internal("hash state poisoned".into()))?
+                .result();
+            Ok(diff_id)
+        })
     }
 
     /// An ostree layer, synthesized from the repository (the sink computes its DiffID).

@@ -67,42 +67,52 @@ fn lookup_str(dict: &glib::VariantDict, key: &str) -> Option<String> {
         .and_then(|v| v.str().map(str::to_owned))
 }
 
-/// The DiffID and size of a derived layer: `ostree export` of its commit, hashed.
-pub(crate) fn derived_digest(repo_path: &Path, layer_ref: &str) -> Result<(Digest, u64)> {
-    let mut child = export_command(repo_path, layer_ref)
+/// Runs `ostree export` of `layer_ref` (a derived layer's commit) and hands its tar stream to
+/// `consume`; the export must then succeed.
+pub(crate) fn ostree_export<T>(
+    repo_path: &Path,
+    layer_ref: &str,
+    consume: impl FnOnce(&mut dyn std::io::Read) -> Result<T>,
+) -> Result<T> {
+    let mut child = Command::new("ostree")
+        .arg(format!("--repo={}", repo_path.display()))
+        .args(["export", layer_ref])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
         .spawn()
         .map_err(|e| Error::external("ostree export", e))?;
     let mut out = child
         .stdout
         .take()
         .ok_or_else(|| Error::Internal("ostree export has no stdout".into()))?;
-    let (mut hashing, state) = crate::layer::decompress::HashingReader::new(&mut out);
-    std::io::copy(&mut hashing, &mut std::io::sink())
-        .map_err(|e| Error::read("ostree export", e))?;
-    drop(hashing);
+    let consumed = consume(&mut out);
+    drop(out);
     let status = child
         .wait()
         .map_err(|e| Error::external("ostree export", e))?;
+    // A failure of ours first: the export then dies of the closed pipe.
+    let consumed = consumed?;
     if !status.success() {
         return Err(Error::external(
             format!("ostree export {layer_ref}"),
             status,
         ));
     }
-    let r = state
-        .lock()
-        .map_err(|_| Error::Internal("hash state poisoned".into()))?
-        .result();
-    Ok(r)
+    Ok(consumed)
 }
 
-pub(crate) fn export_command(repo_path: &Path, layer_ref: &str) -> Command {
-    let mut c = Command::new("ostree");
-    c.arg(format!("--repo={}", repo_path.display()))
-        .args(["export", layer_ref])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped());
-    c
+/// The DiffID and size of a derived layer: `ostree export` of its commit, hashed.
+pub(crate) fn derived_digest(repo_path: &Path, layer_ref: &str) -> Result<(Digest, u64)> {
+    ostree_export(repo_path, layer_ref, |out| {
+        let (mut hashing, state) = crate::layer::decompress::HashingReader::new(out);
+        std::io::copy(&mut hashing, &mut std::io::sink())
+            .map_err(|e| Error::read("ostree export", e))?;
+        let r = state
+            .lock()
+            .map_err(|_| Error::Internal("hash state poisoned".into()))?
+            .result();
+        Ok(r)
+    })
 }
 
 /// The bytes of a metadata object (dirtree, dirmeta): read from its file, as every repository mode
