@@ -61,16 +61,25 @@ fn progress_mode(cli: &Cli, args: &Args) -> ProgressMode {
     }
 }
 
-/// The reporter for `layers`, as the options ask.
+/// The descriptor `--progress-fd` names, opened first of all: before we open files of our own, a
+/// number the caller did not pass cannot be one of ours (a store's lock file).
+fn progress_file(args: &Args) -> anyhow::Result<Option<std::fs::File>> {
+    args.progress_fd
+        .map(super::progress::open_progress_fd)
+        .transpose()
+}
+
+/// The reporter for `layers`, as the options ask; JSON events go to `fd` when given.
 fn reporter(
     cli: &Cli,
     args: &Args,
     layers: &[crate::store::image_input::LayerInput],
+    fd: Option<&std::fs::File>,
 ) -> anyhow::Result<Reporter> {
-    let fd = args
-        .progress_fd
-        .map(super::progress::open_progress_fd)
-        .transpose()?;
+    let fd = fd
+        .map(std::fs::File::try_clone)
+        .transpose()
+        .context("duplicating the --progress-fd descriptor")?;
     Ok(Reporter::new(layers, progress_mode(cli, args), fd))
 }
 
@@ -114,6 +123,7 @@ fn print_result(
 /// Runs the command.
 pub fn run(cli: &Cli, args: &Args) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
+    let progress_fd = progress_file(args)?;
     let (name, mut config) = target(cli, &args.target)?;
     config.sync_filesystem = args.sync;
     let kind = match args.source.as_deref() {
@@ -145,7 +155,7 @@ pub fn run(cli: &Cli, args: &Args) -> anyhow::Result<()> {
     opened.image.names = vec![name.clone()];
     let store = Store::open(config.clone())
         .with_context(|| format!("opening the store at {}", config.graphroot.display()))?;
-    let reporter = reporter(cli, args, &opened.image.layers)?;
+    let reporter = reporter(cli, args, &opened.image.layers, progress_fd.as_ref())?;
     let report = opened
         .import_into(&store, &|p| reporter.event(p))
         .with_context(|| format!("copying {src} to {name}"))?;
@@ -232,9 +242,10 @@ fn exec_host_helper() -> anyhow::Result<()> {
 /// `copy-to-storage` of a host image, in `bootc-image-ostree`.
 #[cfg(feature = "ostree")]
 pub fn run_host(cli: &Cli, args: &Args) -> anyhow::Result<()> {
+    let progress_fd = progress_file(args)?;
     let (name, mut config) = target(cli, &args.target)?;
     config.sync_filesystem = args.sync;
-    host(cli, args, name, config)
+    host(cli, args, name, config, progress_fd.as_ref())
 }
 
 /// The booted (or named) OSTree host image.
@@ -244,6 +255,7 @@ fn host(
     args: &Args,
     name: String,
     config: crate::store::StoreConfig,
+    progress_fd: Option<&std::fs::File>,
 ) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     let source = args.source.as_deref();
@@ -290,7 +302,7 @@ fn host(
     // object is damaged, or the image was encapsulated differently), the copy was rolled back:
     // check every object and compute every DiffID from content, then write again.
     let mut image = open(args_verify)?;
-    let reporter = reporter(cli, args, &image.input.layers)?;
+    let mut reporter = reporter(cli, args, &image.input.layers, progress_fd)?;
     let mut producer = HostLayers {
         image: &image,
         counts: LinkCounts::default(),
@@ -298,6 +310,9 @@ fn host(
     let mut result = store.import_with(&image.input, &producer, &|p| reporter.event(p));
     if !args_verify && matches!(result, Err(crate::Error::DigestMismatch { .. })) {
         image = open(true)?;
+        // The layers' DiffIDs and sizes are now the ones computed from content.
+        reporter.finish();
+        reporter = self::reporter(cli, args, &image.input.layers, progress_fd)?;
         producer = HostLayers {
             image: &image,
             counts: LinkCounts::default(),

@@ -128,14 +128,16 @@ impl Reporter {
     /// Writes one JSON event.
     pub fn emit(&self, v: serde_json::Value) {
         match &self.json {
+            // One write per event, so a reader (or another writer of the descriptor) never sees
+            // half a line.
             Some(JsonOut::Fd(f)) => {
                 if let Ok(mut f) = f.lock() {
-                    let _ = writeln!(f, "{v}");
+                    let _ = f.write_all(format!("{v}\n").as_bytes());
                 }
             }
             Some(JsonOut::Stdout) => {
                 let mut out = std::io::stdout().lock();
-                let _ = writeln!(out, "{v}");
+                let _ = out.write_all(format!("{v}\n").as_bytes());
                 let _ = out.flush();
             }
             None => {}

@@ -63,8 +63,10 @@ enum State {
 pub(crate) struct LayerTxn<'s> {
     store: &'s Store,
     kind: TxnKind,
-    _writer: std::sync::MutexGuard<'s, ()>,
+    // Declared before the writer: fields drop in order, so the file lock (which belongs to the
+    // whole process) is released before another thread of ours may take the writer and lock again.
     guard: LockGuard<'s>,
+    _writer: std::sync::MutexGuard<'s, ()>,
     layers_json: PathBuf,
     layers: RecordFile<LayerRecord>,
     original: Option<Vec<u8>>,

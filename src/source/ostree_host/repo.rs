@@ -90,15 +90,23 @@ pub(crate) fn ostree_export<T>(
     let status = child
         .wait()
         .map_err(|e| Error::external("ostree export", e))?;
-    // A failure of ours first: the export then dies of the closed pipe.
-    let consumed = consumed?;
+    // A failure of ours first when the export then died of the closed pipe; the export's own
+    // failure first otherwise (its stream was cut short because it failed).
+    let broken_pipe = {
+        use std::os::unix::process::ExitStatusExt;
+        status.signal() == Some(rustix::process::Signal::PIPE.as_raw())
+    };
+    let consumed = match consumed {
+        Err(e) if status.success() || broken_pipe => return Err(e),
+        other => other,
+    };
     if !status.success() {
         return Err(Error::external(
             format!("ostree export {layer_ref}"),
             status,
         ));
     }
-    Ok(consumed)
+    consumed
 }
 
 /// The DiffID and size of a derived layer: `ostree export` of its commit, hashed.
