@@ -430,21 +430,36 @@ fn progress_json_format_json_and_quiet() {
         .collect();
     assert_eq!(events[0]["event"], "plan", "{text}");
     assert_eq!(events.last().expect("events")["event"], "done", "{text}");
-    // A descriptor that is not open: a usage error naming it.
-    let out = run(store.ours_cmd().args([
-        "copy-to-storage",
-        "--source",
-        &src,
-        "--target",
-        "localhost/prog:fd2",
-        "--progress-fd",
-        "9",
-    ]));
+    // A descriptor that is not open (3, closed by the shell: the number the store's first lock
+    // file would get): a usage error naming it, and the store as it was.
+    let before = store.snapshot();
+    let ours = store.ours_cmd();
+    let mut sh = std::process::Command::new("bash");
+    sh.arg("-c")
+        .arg(r#"exec 3>&-; exec "$@""#)
+        .arg("bash")
+        .arg(ours.get_program())
+        .args(ours.get_args())
+        .args([
+            "copy-to-storage",
+            "--source",
+            &src,
+            "--target",
+            "localhost/prog:fd2",
+            "--progress-fd",
+            "3",
+        ])
+        .env_remove("RUST_LOG");
+    let out = run(&mut sh);
     assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("--progress-fd 9"),
+        String::from_utf8_lossy(&out.stderr).contains("--progress-fd 3"),
         "{}",
         describe(&out)
+    );
+    assert!(
+        before.diff(&store.snapshot()).is_empty(),
+        "a closed --progress-fd changed the store"
     );
     // -q: nothing.
     let out = run(store.ours_cmd().args([
