@@ -326,6 +326,29 @@ fn list_honours_root() {
     assert!(names.contains(&crate::errors::SEED), "{out}");
 }
 
+/// `copy-to-storage --source SRC --target NAME --progress-fd 3` on `store`, run by bash's
+/// `script` (which sets up descriptor 3, then `exec "$@"`).
+fn fd3_copy(store: &TestStore, script: &str, src: &str, name: &str) -> Command {
+    let ours = store.ours_cmd();
+    let mut sh = Command::new("bash");
+    sh.arg("-c")
+        .arg(script)
+        .arg("bash")
+        .arg(ours.get_program())
+        .args(ours.get_args())
+        .args([
+            "copy-to-storage",
+            "--source",
+            src,
+            "--target",
+            name,
+            "--progress-fd",
+            "3",
+        ])
+        .env_remove("RUST_LOG");
+    sh
+}
+
 /// `--progress json`: one JSON object per line on stdout — the plan, a `layer-done` per layer
 /// whose bytes are the layer's uncompressed size, then the result; `--format json` prints the
 /// result alone; `-q` prints nothing.
@@ -403,24 +426,13 @@ fn progress_json_format_json_and_quiet() {
     assert_eq!(v["layers_reused"], 3, "{out}");
     // --progress-fd 3: the events (and the result event) on descriptor 3, the text result on stdout.
     let events_file = store.scratch("events.json");
-    let ours = store.ours_cmd();
-    let mut sh = std::process::Command::new("bash");
-    sh.arg("-c")
-        .arg(r#"exec "$@" 3>"$EVENTS""#)
-        .arg("bash")
-        .arg(ours.get_program())
-        .args(ours.get_args())
-        .args([
-            "copy-to-storage",
-            "--source",
-            &src,
-            "--target",
-            "localhost/prog:fd",
-            "--progress-fd",
-            "3",
-        ])
-        .env("EVENTS", &events_file)
-        .env_remove("RUST_LOG");
+    let mut sh = fd3_copy(
+        &store,
+        r#"exec "$@" 3>"$EVENTS""#,
+        &src,
+        "localhost/prog:fd",
+    );
+    sh.env("EVENTS", &events_file);
     let out = crate::util::run_ok(&mut sh);
     assert!(out.starts_with("Stored localhost/prog:fd"), "{out}");
     let text = std::fs::read_to_string(&events_file).expect("events");
@@ -433,23 +445,12 @@ fn progress_json_format_json_and_quiet() {
     // A descriptor that is not open (3, closed by the shell: the number the store's first lock
     // file would get): a usage error naming it, and the store as it was.
     let before = store.snapshot();
-    let ours = store.ours_cmd();
-    let mut sh = std::process::Command::new("bash");
-    sh.arg("-c")
-        .arg(r#"exec 3>&-; exec "$@""#)
-        .arg("bash")
-        .arg(ours.get_program())
-        .args(ours.get_args())
-        .args([
-            "copy-to-storage",
-            "--source",
-            &src,
-            "--target",
-            "localhost/prog:fd2",
-            "--progress-fd",
-            "3",
-        ])
-        .env_remove("RUST_LOG");
+    let mut sh = fd3_copy(
+        &store,
+        r#"exec 3>&-; exec "$@""#,
+        &src,
+        "localhost/prog:fd2",
+    );
     let out = run(&mut sh);
     assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
     assert!(
