@@ -64,7 +64,6 @@ impl HashState {
 pub struct HashingReader<R> {
     inner: R,
     state: Arc<Mutex<HashState>>,
-    enabled: bool,
     /// Bytes read so far, for progress readers on other threads (no lock taken).
     count: Option<Arc<AtomicU64>>,
 }
@@ -72,17 +71,11 @@ pub struct HashingReader<R> {
 impl<R: Read> HashingReader<R> {
     /// Wraps `inner`; the returned handle yields the digest later.
     pub fn new(inner: R) -> (Self, Arc<Mutex<HashState>>) {
-        Self::with_hashing(inner, true)
-    }
-
-    /// Like [`new`](Self::new); with `enabled` false only the size is counted.
-    pub fn with_hashing(inner: R, enabled: bool) -> (Self, Arc<Mutex<HashState>>) {
         let state = Arc::new(Mutex::new(HashState::default()));
         (
             HashingReader {
                 inner,
                 state: state.clone(),
-                enabled,
                 count: None,
             },
             state,
@@ -107,9 +100,7 @@ impl<R: Read> Read for HashingReader<R> {
             c.fetch_add(n as u64, Ordering::Relaxed);
         }
         if let Ok(mut s) = self.state.lock() {
-            if self.enabled {
-                s.sha.update(&buf[..n]);
-            }
+            s.sha.update(&buf[..n]);
             s.size += n as u64;
         }
         Ok(n)
