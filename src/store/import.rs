@@ -1,5 +1,6 @@
-//! Writing an image into the store: layers (new ones streamed through the layer sink, existing ones
-//! reused), then big data, then the image record — in c/storage's order, under its locks, all or nothing.
+//! Writing an image into the store: layer IDs from the DiffIDs, existing layers reused, new ones
+//! written by a producer through a `LayerSink` each (one worker per core on overlay), all inside
+//! the one transaction of `txn.rs` (c/storage's order and locks, all or nothing).
 
 use std::collections::HashSet;
 use std::sync::Mutex;
