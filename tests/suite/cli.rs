@@ -178,6 +178,80 @@ fn ids(store: &TestStore) -> (Vec<String>, Vec<String>) {
     (get(store.layer_records()), get(store.image_records()))
 }
 
+/// `image rm` killed (SIGKILL) at every step of the delete order: podman still lists and inspects
+/// every image, the store is sound (no record without data), and the next `image rm` (or, once
+/// the image record is gone, our next open) finishes the delete: the store ends as `podman rmi`
+/// leaves its twin.
+#[test]
+fn image_rm_killed_at_every_point_recovers() {
+    use std::os::unix::process::ExitStatusExt as _;
+    let points = [
+        "delete:journal",
+        "delete:images-record",
+        "delete:image-dirs",
+        "delete:layers-flagged",
+        "delete:layer-data:1",
+        "delete:layer-tar-split:1",
+        "delete:layers-record",
+    ];
+    let make = || {
+        let store = TestStore::new(Driver::Overlay);
+        let mut oci = OciDir::create(&store.scratch("img"));
+        for (tag, n) in [("a", 321), ("b", 322)] {
+            let spec = ImageSpec::from_tars(
+                tag,
+                &[fixture::small_tar(320), fixture::small_tar(n)],
+                Compression::Gzip,
+            );
+            oci.add_image(Some(tag), &spec);
+        }
+        store.skopeo_copy_in(&oci.source(Some("a")), "localhost/a:latest");
+        store.skopeo_copy_in(&oci.source(Some("b")), "localhost/b:latest");
+        store
+    };
+    let twin = make();
+    twin.podman_ok(&["rmi", "localhost/b"]);
+    for point in points {
+        let store = make();
+        let out = run(store
+            .ours_cmd()
+            .args(["image", "rm", "localhost/b"])
+            .env("BOOTC_IMAGE_CRASH_AT", point));
+        assert_eq!(
+            out.status.signal(),
+            Some(9),
+            "image rm should have been killed at {point}\n{}",
+            describe(&out)
+        );
+        for img in store.images() {
+            let id = img["Id"].as_str().expect("Id");
+            store.podman_ok(&["image", "inspect", id]);
+        }
+        crate::recovery::assert_sound(&store.root, Driver::Overlay, false);
+        // Again: the image is removed now, or was already (its record went before the kill).
+        let out = run(store.ours_cmd().args(["image", "rm", "localhost/b"]));
+        let code = out.status.code();
+        assert!(
+            code == Some(0) || code == Some(3),
+            "{point}: the second image rm\n{}",
+            describe(&out)
+        );
+        // Any open for writing finishes an interrupted delete.
+        let out = run(store
+            .ours_cmd()
+            .args(["image", "tag", "localhost/a", "localhost/a:x"]));
+        assert!(out.status.success(), "{point}: {}", describe(&out));
+        let out = run(store.ours_cmd().args(["image", "rm", "localhost/a:x"]));
+        assert!(out.status.success(), "{point}: {}", describe(&out));
+        assert_eq!(
+            ids(&store),
+            ids(&twin),
+            "{point}: ours after recovery vs podman rmi"
+        );
+        assert_eq!(store.image_names(), vec!["localhost/a:latest".to_string()]);
+    }
+}
+
 /// `image exists` (0/1, silent), `image tag` (podman sees the name) and `image rm` (untags a name
 /// of an image with others; removes the image and only its own layers, leaving what `podman rmi`
 /// leaves on an identical store; refuses an image a container uses).
