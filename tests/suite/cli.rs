@@ -178,6 +178,24 @@ fn ids(store: &TestStore) -> (Vec<String>, Vec<String>) {
     (get(store.layer_records()), get(store.image_records()))
 }
 
+/// A store where skopeo put `localhost/a` and `localhost/b`: two layers each, the base (fixture tar
+/// `base`) shared, the top ones (`base + 1`, `base + 2`) their own.
+fn store_with_a_and_b(base: u32) -> TestStore {
+    let store = TestStore::new(Driver::Overlay);
+    let mut oci = OciDir::create(&store.scratch("img"));
+    for (tag, n) in [("a", base + 1), ("b", base + 2)] {
+        let spec = ImageSpec::from_tars(
+            tag,
+            &[fixture::small_tar(base), fixture::small_tar(n)],
+            Compression::Gzip,
+        );
+        oci.add_image(Some(tag), &spec);
+    }
+    store.skopeo_copy_in(&oci.source(Some("a")), "localhost/a:latest");
+    store.skopeo_copy_in(&oci.source(Some("b")), "localhost/b:latest");
+    store
+}
+
 /// `image rm` killed (SIGKILL) at every step of the delete order: podman still lists and inspects
 /// every image, the store is sound (no record without data), and the next `image rm` (or, once
 /// the image record is gone, our next open) finishes the delete: the store ends as `podman rmi`
@@ -194,21 +212,7 @@ fn image_rm_killed_at_every_point_recovers() {
         "delete:layer-tar-split:1",
         "delete:layers-record",
     ];
-    let make = || {
-        let store = TestStore::new(Driver::Overlay);
-        let mut oci = OciDir::create(&store.scratch("img"));
-        for (tag, n) in [("a", 321), ("b", 322)] {
-            let spec = ImageSpec::from_tars(
-                tag,
-                &[fixture::small_tar(320), fixture::small_tar(n)],
-                Compression::Gzip,
-            );
-            oci.add_image(Some(tag), &spec);
-        }
-        store.skopeo_copy_in(&oci.source(Some("a")), "localhost/a:latest");
-        store.skopeo_copy_in(&oci.source(Some("b")), "localhost/b:latest");
-        store
-    };
+    let make = || store_with_a_and_b(320);
     let twin = make();
     twin.podman_ok(&["rmi", "localhost/b"]);
     for point in points {
@@ -257,22 +261,7 @@ fn image_rm_killed_at_every_point_recovers() {
 /// leaves on an identical store; refuses an image a container uses).
 #[test]
 fn image_exists_tag_rm_agree_with_podman() {
-    let mut stores = Vec::new();
-    for _ in 0..2 {
-        let store = TestStore::new(Driver::Overlay);
-        let mut oci = OciDir::create(&store.scratch("img"));
-        for (tag, n) in [("a", 311), ("b", 312)] {
-            let spec = ImageSpec::from_tars(
-                tag,
-                &[fixture::small_tar(310), fixture::small_tar(n)],
-                Compression::Gzip,
-            );
-            oci.add_image(Some(tag), &spec);
-        }
-        store.skopeo_copy_in(&oci.source(Some("a")), "localhost/a:latest");
-        store.skopeo_copy_in(&oci.source(Some("b")), "localhost/b:latest");
-        stores.push(store);
-    }
+    let stores = [store_with_a_and_b(310), store_with_a_and_b(310)];
     let (ours, theirs) = (&stores[0], &stores[1]);
     let image = |s: &TestStore, args: &[&str]| run(s.ours_cmd().arg("image").args(args));
     // exists
