@@ -19,6 +19,20 @@ pub fn open_dir_at(
     )
 }
 
+/// Creates the regular file `name` in `dir` for writing: it must not exist (not even as a
+/// symlink), and it starts private (0600) until its metadata is applied.
+pub fn create_new_file_at(
+    dir: BorrowedFd<'_>,
+    name: impl rustix::path::Arg,
+) -> rustix::io::Result<OwnedFd> {
+    rustix::fs::openat(
+        dir,
+        name,
+        OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o600),
+    )
+}
+
 /// Opens a directory by absolute or relative path.
 pub fn open_dir(path: &Path) -> rustix::io::Result<OwnedFd> {
     rustix::fs::open(

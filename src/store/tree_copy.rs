@@ -12,7 +12,7 @@ use rustix::fs::{AtFlags, Dir, FileType, Mode, OFlags, Timestamps, XattrFlags};
 use rustix::io::Errno;
 
 use crate::error::{Error, Result};
-use crate::fsutil::{open_dir, open_dir_at, proc_path};
+use crate::fsutil::{create_new_file_at, open_dir, open_dir_at, proc_path};
 
 /// How file content reaches the new tree.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -220,16 +220,7 @@ impl Copier {
                     OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
                     Mode::empty(),
                 )?;
-                let d = rustix::fs::openat(
-                    dst,
-                    name,
-                    OFlags::WRONLY
-                        | OFlags::CREATE
-                        | OFlags::EXCL
-                        | OFlags::NOFOLLOW
-                        | OFlags::CLOEXEC,
-                    Mode::from_raw_mode(0o600),
-                )?;
+                let d = create_new_file_at(dst, name)?;
                 if copy_content(&s, &d, st.st_size as u64)? {
                     self.stats.reflinked += 1;
                 } else {

@@ -25,7 +25,7 @@ use metadata::{dir_times, id, xattr_error_ignored};
 use super::path::{clean_components, join};
 use super::tar_header::{EntryKind, TarHeader};
 use crate::error::{Error, Result};
-use crate::fsutil::{proc_path, remove_all_at};
+use crate::fsutil::{create_new_file_at, proc_path, remove_all_at};
 
 /// Prefix of whiteout entries.
 pub const WHITEOUT_PREFIX: &[u8] = b".wh.";
@@ -332,17 +332,7 @@ impl TreeWriter {
         loop {
             let created = match h.kind {
                 EntryKind::Directory => rustix::fs::mkdirat(&*parent, base, mode),
-                EntryKind::Regular => rustix::fs::openat(
-                    &*parent,
-                    base,
-                    OFlags::WRONLY
-                        | OFlags::CREATE
-                        | OFlags::EXCL
-                        | OFlags::NOFOLLOW
-                        | OFlags::CLOEXEC,
-                    Mode::from_raw_mode(0o600),
-                )
-                .map(|fd| {
+                EntryKind::Regular => create_new_file_at(parent.as_fd(), base).map(|fd| {
                     file = Some(OpenFile {
                         file: File::from(fd),
                     });
