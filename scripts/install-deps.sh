@@ -11,6 +11,7 @@ packages=(
     time util-linux e2fsprogs                         # bench: GNU time, losetup/mount, mkfs.ext4
     shellcheck                                        # lint of scripts/ and .ci/run
     debootstrap                                       # podman 5 check: a Debian 13 chroot
+    docker-registry apache2-utils                     # registry tests: distribution 2.8, htpasswd -B
 )
 
 missing=()

@@ -121,6 +121,16 @@ pub enum Error {
     /// A feature the engine does not support.
     #[error("unsupported: {0}")]
     Unsupported(String),
+    /// A registry or the image proxy failed: unreachable, refused the credentials, cut a blob short.
+    #[error("{image}: {message}")]
+    Remote {
+        /// The image reference.
+        image: String,
+        /// What failed, with the remedy.
+        message: String,
+        /// Whether trying again may succeed (a network error, a 5xx or 429 answer, a cut stream).
+        transient: bool,
+    },
     /// An invariant of the engine broke.
     #[error("internal error: {0}")]
     Internal(String),
@@ -162,7 +172,7 @@ impl Error {
             | Error::Format(_)
             | Error::Damaged { .. }
             | Error::Store(_) => ErrorClass::Storage,
-            Error::External { .. } => ErrorClass::External,
+            Error::External { .. } | Error::Remote { .. } => ErrorClass::External,
             Error::Internal(_) => ErrorClass::Internal,
         }
     }
@@ -173,6 +183,28 @@ impl Error {
             tool: tool.into(),
             detail: detail.to_string(),
         }
+    }
+
+    /// Whether trying again may succeed: a transient [`Error::Remote`], also when it reached us
+    /// inside an I/O error of a blob stream ([`RemoteFailure`]).
+    pub fn is_transient(&self) -> bool {
+        let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(self);
+        while let Some(e) = cur {
+            if let Some(Error::Remote { transient, .. }) = e.downcast_ref::<Error>() {
+                return *transient;
+            }
+            if let Some(f) = e.downcast_ref::<RemoteFailure>() {
+                return f.transient;
+            }
+            if let Some(io) = e.downcast_ref::<std::io::Error>()
+                && let Some(inner) = io.get_ref()
+                && let Some(f) = inner.downcast_ref::<RemoteFailure>()
+            {
+                return f.transient;
+            }
+            cur = e.source();
+        }
+        false
     }
 
     /// An I/O error on a path.
@@ -209,4 +241,15 @@ impl Error {
     pub fn truncated(what: impl Into<String>) -> Error {
         Error::Truncated(what.into())
     }
+}
+
+/// A remote failure carried inside an `io::Error` of a blob stream, so that the layer pipeline
+/// passes it through unchanged and [`Error::is_transient`] still sees it.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct RemoteFailure {
+    /// What failed.
+    pub message: String,
+    /// Whether trying again may succeed.
+    pub transient: bool,
 }

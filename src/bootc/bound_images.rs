@@ -92,11 +92,23 @@ pub fn read(root: &Path) -> Result<Vec<BoundImage>> {
 /// `oci:DIR[:TAG]` / `oci-archive:FILE[:TAG]` reference `localhost/TAG` (the file name without a tag),
 /// made a valid name component. A reference podman could not parse is an error.
 pub fn store_name(image: &str) -> Result<String> {
+    if let Some(rest) = image.strip_prefix("docker://") {
+        return crate::reference::normalize(rest);
+    }
     if let Ok(r) = crate::source::SourceRef::parse(image) {
         let (path, tag) = match &r {
             crate::source::SourceRef::OciDir { path, tag }
-            | crate::source::SourceRef::OciArchive { path, tag } => (path, tag),
+            | crate::source::SourceRef::OciArchive { path, tag } => (path.clone(), tag.clone()),
+            crate::source::SourceRef::Proxy(r) => {
+                // dir:PATH, docker-archive:PATH[:NAME]: named after the file.
+                let rest = r.split_once(':').map(|(_, p)| p).unwrap_or(r);
+                (
+                    std::path::PathBuf::from(rest.split(':').next().unwrap_or(rest)),
+                    None,
+                )
+            }
         };
+        let (path, tag) = (&path, &tag);
         let base = tag.clone().unwrap_or_else(|| {
             path.file_stem()
                 .map(|s| s.to_string_lossy().into_owned())

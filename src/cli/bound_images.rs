@@ -17,9 +17,20 @@ pub enum BoundCommand {
         #[arg(long, value_enum, default_value_t = super::copy_to_storage::ResultFormat::Text)]
         format: super::copy_to_storage::ResultFormat,
     },
-    /// Copy every bound image into bootc's store, all or nothing: from the default store, or from the
-    /// `oci:`/`oci-archive:` reference the unit names.
-    Pull,
+    /// Copy every bound image not yet in bootc's store into it, all or nothing: from the default
+    /// store when it holds the image, else from its registry (or the oci:/oci-archive:/dir:/
+    /// docker-archive: reference the unit names); fetched images are written together, in parallel.
+    Pull {
+        /// Registry options (default credentials: bootc's /run, /etc, /usr/lib/ostree/auth.json).
+        #[command(flatten)]
+        fetch: super::fetch_args::FetchArgs,
+        /// List what would be fetched and from where; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Progress: bars on a terminal (auto), JSON events on stdout (json), or none.
+        #[arg(long, value_enum, default_value_t = super::progress::ProgressMode::Auto)]
+        progress: super::progress::ProgressMode,
+    },
 }
 
 fn bound(cli: &Cli) -> anyhow::Result<Vec<bound_images::BoundImage>> {
@@ -48,66 +59,147 @@ pub fn run(cli: &Cli, c: &BoundCommand) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        BoundCommand::Pull => {
-            if super::pull_from_default_storage::ran_in_private_namespace(cli)? {
+        BoundCommand::Pull {
+            fetch,
+            dry_run,
+            progress,
+        } => {
+            if !dry_run && super::pull_from_default_storage::ran_in_private_namespace(cli)? {
                 return Ok(());
             }
-            pull_all(cli, &images)
+            pull_all(cli, &images, fetch, *dry_run, *progress)
         }
     }
 }
 
-fn pull_all(cli: &Cli, images: &[bound_images::BoundImage]) -> anyhow::Result<()> {
+/// Where a bound image comes from.
+#[derive(Debug)]
+enum Origin {
+    /// bootc's store has it already.
+    Present,
+    /// The default store has it: copied natively (its files shared).
+    DefaultStore(String),
+    /// Fetched: from its registry, or the layout or archive the unit names.
+    Fetched,
+}
+
+fn pull_all(
+    cli: &Cli,
+    images: &[bound_images::BoundImage],
+    fetch: &super::fetch_args::FetchArgs,
+    dry_run: bool,
+    progress: super::progress::ProgressMode,
+) -> anyhow::Result<()> {
     let sysroot = cli.sysroot();
     let (dst, _) = storage::ensure(&sysroot)?;
-    let before: std::collections::HashSet<String> =
-        dst.images()?.into_iter().map(|i| i.id).collect();
-    let mut default_store: Option<Store> = None;
-    let mut added: Vec<String> = Vec::new();
-    let result = (|| -> anyhow::Result<()> {
-        for b in images {
-            let id = if b.image.starts_with("oci:") || b.image.starts_with("oci-archive:") {
-                let r = SourceRef::parse(&b.image)?;
-                let mut opened = source::open(&r)
-                    .with_context(|| format!("bound image {} ({})", b.image, b.source))?;
-                opened.image.names = vec![
-                    bound_images::store_name(&b.image)
-                        .with_context(|| format!("bound image {}", b.source))?,
-                ];
-                opened
-                    .import_into(&dst, &|_| {})
-                    .with_context(|| format!("bound image {} ({})", b.image, b.source))?
-                    .image_id
-            } else {
-                if default_store.is_none() {
-                    default_store = Some(Store::open_read_only(cli.store_config()?)?);
+    let stored = dst.images()?;
+    let default_store = Store::open_read_only(cli.store_config()?).ok();
+    let default_images = match &default_store {
+        Some(s) => s.images().unwrap_or_default(),
+        None => Vec::new(),
+    };
+    let mut plan = Vec::new();
+    for b in images {
+        let name = bound_images::store_name(&b.image)
+            .with_context(|| format!("bound image {} ({})", b.image, b.source))?;
+        let local = b.image.contains(':')
+            && crate::source::SourceRef::parse(&b.image)
+                .is_ok_and(|r| !matches!(r, SourceRef::Proxy(_)));
+        let origin = if lookup::find_image(&stored, &name).is_ok() {
+            Origin::Present
+        } else if !local && let Ok(found) = lookup::find_image(&default_images, &b.image) {
+            Origin::DefaultStore(found.id.clone())
+        } else {
+            Origin::Fetched
+        };
+        plan.push((b, name, origin));
+    }
+    if dry_run {
+        for (b, name, origin) in &plan {
+            let from = match origin {
+                Origin::Present => "already in bootc's store".to_string(),
+                Origin::DefaultStore(id) => {
+                    format!("the default store (image {})", &id[..12.min(id.len())])
                 }
-                let src = default_store
-                    .as_ref()
-                    .ok_or_else(|| anyhow::anyhow!("default store"))?;
-                let found = lookup::find_image(&src.images()?, &b.image)
-                    .with_context(|| {
-                        format!(
-                            "bound image {} ({}) in the default store",
-                            b.image, b.source
-                        )
-                    })?
-                    .clone();
-                let name = bound_images::store_name(&b.image)
-                    .with_context(|| format!("bound image {}", b.source))?;
-                dst.copy_image_from(
+                Origin::Fetched
+                    if b.image.starts_with("oci")
+                        || b.image.starts_with("dir:")
+                        || b.image.starts_with("docker-archive:") =>
+                {
+                    b.image.clone()
+                }
+                Origin::Fetched => format!("its registry (docker://{})", name),
+            };
+            println!("{}\t{}\t{from}", b.image, b.source);
+        }
+        return Ok(());
+    }
+    let before: std::collections::HashSet<String> = stored.into_iter().map(|i| i.id).collect();
+    // Fetched images: opened in parallel (each its own proxy), written in one transaction.
+    let to_fetch: Vec<&(&bound_images::BoundImage, String, Origin)> = plan
+        .iter()
+        .filter(|(_, _, o)| matches!(o, Origin::Fetched))
+        .collect();
+    let options = fetch.options_for_bootc(&cli.sysroot);
+    let opened = crate::parallel::map_in_order(&to_fetch, 4, |(b, name, _)| {
+        let (source, _) = super::pull::resolve(&b.image)?;
+        let mut o = source::open_with(&source, &options)
+            .with_context(|| format!("bound image {} ({})", b.image, b.source))?;
+        o.image.names = vec![name.clone()];
+        anyhow::Ok(o)
+    });
+    let opened: Vec<source::OpenedSource> = opened.into_iter().collect::<anyhow::Result<_>>()?;
+    let mut added: Vec<String> = Vec::new();
+    if !opened.is_empty() {
+        let producers: Vec<_> = opened
+            .iter()
+            .map(|o| crate::source::blob_layers::BlobLayers {
+                blobs: o.blobs.as_ref(),
+                retry: o.retry,
+            })
+            .collect();
+        let items: Vec<crate::store::import::ImportItem<'_>> = opened
+            .iter()
+            .zip(&producers)
+            .map(|(o, p)| crate::store::import::ImportItem {
+                input: &o.image,
+                producer: p,
+            })
+            .collect();
+        let layers: Vec<_> = opened.iter().flat_map(|o| o.image.layers.clone()).collect();
+        let mode = super::pull::progress_mode(cli, progress);
+        let reporter = super::progress::Reporter::new(&layers, mode, None);
+        let reports = dst
+            .import_all(&items, &|p| reporter.event(p))
+            .context("storing the bound images (none was stored)")?;
+        reporter.finish();
+        added.extend(
+            reports
+                .into_iter()
+                .map(|r| r.image_id)
+                .filter(|id| !before.contains(id)),
+        );
+    }
+    let result = (|| -> anyhow::Result<()> {
+        for (b, name, origin) in &plan {
+            let Origin::DefaultStore(id) = origin else {
+                continue;
+            };
+            let src = default_store
+                .as_ref()
+                .ok_or_else(|| anyhow::anyhow!("the default store is gone"))?;
+            let copied = dst
+                .copy_image_from(
                     src,
-                    &found.id,
+                    id,
                     &CopyOptions {
-                        names: vec![name],
+                        names: vec![name.clone()],
                         verify: false,
                     },
                 )
-                .with_context(|| format!("bound image {} ({})", b.image, b.source))?
-                .image_id
-            };
-            if !before.contains(&id) {
-                added.push(id);
+                .with_context(|| format!("bound image {} ({})", b.image, b.source))?;
+            if !before.contains(&copied.image_id) {
+                added.push(copied.image_id);
             }
         }
         Ok(())
@@ -118,6 +210,8 @@ fn pull_all(cli: &Cli, images: &[bound_images::BoundImage]) -> anyhow::Result<()
             .context("removing the images this pull added")?;
         return Err(e);
     }
-    println!("Bound images stored: {}", images.len());
+    if !cli.quiet {
+        println!("Bound images stored: {}", images.len());
+    }
     Ok(())
 }

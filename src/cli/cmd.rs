@@ -1,4 +1,5 @@
-//! `bootc-image cmd`: the podman passthrough on bootc's store.
+//! `bootc-image cmd`: the podman passthrough on bootc's store (build, push, list); `cmd pull` is
+//! native.
 
 use std::ffi::OsString;
 
@@ -20,11 +21,17 @@ pub enum CmdCommand {
         #[arg(allow_hyphen_values = true, trailing_var_arg = true)]
         args: Vec<OsString>,
     },
-    /// podman image pull IMAGES into bootc's store.
+    /// Pull IMAGES into bootc's store (natively, without podman; always fetches the manifest).
     Pull {
-        /// The images.
+        /// The images: NAME[:TAG|@DIGEST] from a registry, or TRANSPORT:REFERENCE.
         #[arg(required = true)]
-        images: Vec<OsString>,
+        images: Vec<String>,
+        /// Registry options.
+        #[command(flatten)]
+        fetch: super::fetch_args::FetchArgs,
+        /// Progress: bars on a terminal (auto), JSON events on stdout (json), or none.
+        #[arg(long, value_enum, default_value_t = super::progress::ProgressMode::Auto)]
+        progress: super::progress::ProgressMode,
     },
     /// podman image push ARGS from bootc's store.
     Push {
@@ -39,22 +46,26 @@ pub fn run(cli: &Cli, c: &CmdCommand) -> anyhow::Result<()> {
     cli.note_store_options_unused("bootc-image cmd");
     let (store, _) = storage::ensure(&cli.sysroot())?;
     let path = store.config().graphroot.clone();
-    drop(store);
     let (verb, args): (&str, Vec<OsString>) = match c {
         CmdCommand::List { args } => ("list", args.clone()),
         CmdCommand::Build { args } => ("build", args.clone()),
         CmdCommand::Push { args } => ("push", args.clone()),
-        CmdCommand::Pull { images } => {
-            for img in images {
-                let code =
-                    crate::podman::run(&path, &["image".into(), "pull".into(), img.clone()])?;
-                if code != 0 {
-                    return Err(super::exit::Delegated(code).into());
-                }
+        CmdCommand::Pull {
+            images,
+            fetch,
+            progress,
+        } => {
+            // Natively: podman stays only for build, push and list.
+            let options = fetch.options_for_bootc(&cli.sysroot);
+            let mode = super::pull::progress_mode(cli, *progress);
+            for image in images {
+                let report = super::pull::pull_one(&store, image, &options, mode)?;
+                println!("{}", report.image_id);
             }
             return Ok(());
         }
     };
+    drop(store);
     let mut full: Vec<OsString> = vec!["image".into(), verb.into()];
     full.extend(args);
     // podman printed its own error; pass its exit code on.

@@ -11,8 +11,10 @@ use crate::store::Store;
 /// Options of copy-to-storage.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The image to copy: oci:DIR[:TAG], oci-archive:FILE[:TAG], or a host image stored in the
-    /// sysroot's OSTree repository (e.g. docker://quay.io/org/os:tag). Default: the booted image.
+    /// The image to copy: oci:DIR[:TAG], oci-archive:FILE[:TAG], dir:DIR, docker-archive:FILE,
+    /// containers-storage:[STORE]NAME, a host image stored in the sysroot's OSTree repository
+    /// (e.g. docker://quay.io/org/os:tag), or docker://NAME from its registry when the host does not
+    /// hold it. Default: the booted image.
     #[arg(long, value_name = "SRC")]
     pub source: Option<String>,
     /// The name to give it in the store: NAME, containers-storage:NAME, or
@@ -39,6 +41,9 @@ pub struct Args {
     /// writing; a mismatch falls back to this.
     #[arg(long)]
     pub verify: bool,
+    /// Registry options (docker://, and dir:/docker-archive: through skopeo).
+    #[command(flatten)]
+    pub fetch: super::fetch_args::FetchArgs,
 }
 
 /// How a command prints its result.
@@ -143,15 +148,26 @@ pub fn run(cli: &Cli, args: &Args) -> anyhow::Result<()> {
             SourceKind::Host
         }
     };
-    if kind == SourceKind::Host {
-        if let Some(s) = args.source.as_deref() {
-            host_reference_check(s)?;
-        }
-        return exec_host_helper();
-    }
     let src = args.source.as_deref().unwrap_or_default();
+    let kind = match kind {
+        SourceKind::Host if src.starts_with("docker://") && !host_holds(cli, src) => {
+            SourceKind::Fetched
+        }
+        k => k,
+    };
+    match kind {
+        SourceKind::Host => {
+            if let Some(s) = args.source.as_deref() {
+                host_reference_check(s)?;
+            }
+            return exec_host_helper();
+        }
+        SourceKind::Store => return from_store(cli, args, src, &name, config, started),
+        SourceKind::Layout | SourceKind::Fetched => {}
+    }
     let source_ref = SourceRef::parse(src)?;
-    let mut opened = source::open(&source_ref).with_context(|| format!("reading {src}"))?;
+    let mut opened = source::open_with(&source_ref, &args.fetch.options())
+        .with_context(|| format!("reading {src}"))?;
     opened.image.names = vec![name.clone()];
     let store = Store::open(config.clone())
         .with_context(|| format!("opening the store at {}", config.graphroot.display()))?;
@@ -193,6 +209,85 @@ pub fn target(cli: &Cli, t: &str) -> anyhow::Result<(String, crate::store::Store
         spec.driver.as_deref(),
     )?;
     Ok((r.name, config))
+}
+
+/// Whether the sysroot's OSTree repository holds the image `docker://…` (ostree-ext's ref for it).
+fn host_holds(cli: &Cli, imgref: &str) -> bool {
+    #[cfg(feature = "ostree")]
+    {
+        let r = crate::source::ostree_host::imgref::image_ref(imgref);
+        cli.sysroot()
+            .path()
+            .join("ostree/repo/refs/heads")
+            .join(r)
+            .is_file()
+    }
+    #[cfg(not(feature = "ostree"))]
+    {
+        let _ = (cli, imgref);
+        false
+    }
+}
+
+/// `--source containers-storage:[STORE]NAME`: the image copied natively from that store (its
+/// files shared where the two stores are on one file system), named `name`.
+fn from_store(
+    cli: &Cli,
+    args: &Args,
+    src: &str,
+    name: &str,
+    config: crate::store::StoreConfig,
+    started: std::time::Instant,
+) -> anyhow::Result<()> {
+    let r = parse_storage_reference(src)?;
+    let src_config = match &r.store {
+        Some(spec) => crate::store::StoreConfig::resolve(
+            Some(&spec.graphroot),
+            spec.runroot.as_deref(),
+            spec.driver.as_deref(),
+        )?,
+        None => crate::store::StoreConfig::resolve(None, None, None)?,
+    };
+    if src_config.graphroot == config.graphroot {
+        return Err(super::exit::fail(
+            super::exit::Code::Usage,
+            format!(
+                "--source {src} and --target {} are the same store: give the image another name with `bootc-image image tag`",
+                args.target
+            ),
+        ));
+    }
+    let from = Store::open_read_only(src_config.clone())
+        .with_context(|| format!("opening the store {}", src_config.graphroot.display()))?;
+    let images = from.images()?;
+    let found = crate::store::lookup::find_image(&images, &r.name)
+        .with_context(|| format!("in the store {}", src_config.graphroot.display()))?;
+    let store = Store::open(config.clone())
+        .with_context(|| format!("opening the store at {}", config.graphroot.display()))?;
+    let copied = store
+        .copy_image_from(
+            &from,
+            &found.id,
+            &crate::store::copy::CopyOptions {
+                names: vec![name.to_string()],
+                verify: args.verify,
+            },
+        )
+        .with_context(|| format!("copying {src} to {name}"))?;
+    let seconds = started.elapsed().as_secs_f64();
+    if args.format == ResultFormat::Json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "name": name,
+                "image_id": copied.image_id,
+                "seconds": (seconds * 1000.0).round() / 1000.0,
+            })
+        );
+    } else if !cli.quiet {
+        println!("Stored {name} from {src} ({})", copied.stats.method());
+    }
+    Ok(())
 }
 
 /// Checks a host image reference before handing it to the helper.

@@ -7,10 +7,12 @@ mod bound_images;
 mod cmd;
 mod copy_to_storage;
 pub mod exit;
+mod fetch_args;
 mod generate;
 mod image;
 mod list;
 mod progress;
+mod pull;
 mod pull_from_default_storage;
 mod storage;
 
@@ -93,6 +95,9 @@ pub enum Command {
     CopyToStorage(copy_to_storage::Args),
     /// List the images bootc holds: host images, unified (bootc's store) and logically bound ones.
     List(list::Args),
+    /// Pull images from registries (or dir:, docker-archive:, oci:, oci-archive:) into a store, as
+    /// podman pull: natively, layers in parallel, retried, all or nothing per image.
+    Pull(pull::Args),
     /// Copy an image from the default store (podman's) into bootc's store, sharing its files.
     PullFromDefaultStorage(pull_from_default_storage::Args),
     /// Run podman on bootc's store: list, build, pull or push.
@@ -191,6 +196,7 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<()> {
     match &cli.command {
         Command::CopyToStorage(args) => copy_to_storage::run(&cli, args),
         Command::List(args) => list::run(&cli, args),
+        Command::Pull(args) => pull::run(&cli, args),
         Command::PullFromDefaultStorage(args) => pull_from_default_storage::run(&cli, args),
         Command::Cmd(c) => cmd::run(&cli, c),
         Command::BoundImages(c) => bound_images::run(&cli, c),

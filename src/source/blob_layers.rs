@@ -1,4 +1,4 @@
-//! Layers that come as tar blobs (`oci:` layouts and archives; registries next): each blob is
+//! Layers that come as tar blobs (`oci:` layouts and archives, registries through the proxy): each blob is
 //! decompressed on its own thread, its digest and size checked against the manifest, and its tar
 //! stream fed entry by entry into the sink.
 
@@ -16,6 +16,8 @@ use crate::store::producer::{LayerProducer, Produced};
 pub struct BlobLayers<'a> {
     /// Where the blobs are.
     pub blobs: &'a dyn BlobSource,
+    /// How often a layer whose blob failed to arrive is written again.
+    pub retry: super::retry::RetryPolicy,
 }
 
 impl std::fmt::Debug for dyn BlobSource + '_ {
@@ -27,6 +29,10 @@ impl std::fmt::Debug for dyn BlobSource + '_ {
 impl LayerProducer for BlobLayers<'_> {
     fn sink_hashes(&self, _index: usize) -> bool {
         false
+    }
+
+    fn retry(&self) -> super::retry::RetryPolicy {
+        self.retry
     }
 
     fn produce(

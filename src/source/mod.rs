@@ -1,12 +1,15 @@
 //! Image sources: each yields a manifest, a config and layer blobs.
 
 pub mod blob_layers;
+pub mod image_documents;
+pub mod image_proxy;
 pub mod manifest_rules;
 pub mod oci_archive;
 pub mod oci_layout;
 pub mod oci_types;
 #[cfg(feature = "ostree")]
 pub mod ostree_host;
+pub mod retry;
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -32,11 +35,16 @@ pub enum SourceRef {
         /// The tag to pick, if any.
         tag: Option<String>,
     },
+    /// `docker://…`, `dir:…`, `docker-archive:…`: read through skopeo's image proxy.
+    Proxy(String),
 }
 
 impl SourceRef {
     /// Parses `TRANSPORT:REST` as c/image does (the first `:` after the path separates the tag).
     pub fn parse(s: &str) -> Result<SourceRef> {
+        if image_proxy::is_proxy_reference(s) {
+            return Ok(SourceRef::Proxy(s.to_string()));
+        }
         let Some((transport, rest)) = s.split_once(':') else {
             return Err(Error::InvalidInput(format!(
                 "source {s:?} names no transport: use oci:DIR[:TAG] or oci-archive:FILE[:TAG]"
@@ -70,16 +78,28 @@ impl SourceRef {
 pub enum SourceKind {
     /// `oci:` or `oci-archive:`: read here, natively.
     Layout,
-    /// A host image stored in the sysroot's OSTree repository (`docker://…`, `ostree-…:`, or a bare
-    /// image name).
+    /// A host image stored in the sysroot's OSTree repository (`docker://…` it holds, `ostree-…:`,
+    /// or a bare image name).
     Host,
+    /// `docker://…` (not a host image), `dir:`, `docker-archive:`: fetched through skopeo's image
+    /// proxy.
+    Fetched,
+    /// `containers-storage:[STORE]NAME`: another store, copied natively.
+    Store,
 }
 
-/// Routes a `--source` by its transport. Transports we cannot read yet, and paths without a
-/// transport, are refused with what to do instead.
+/// Routes a `--source` by its transport. Transports we cannot read, and paths without a
+/// transport, are refused with what to do instead. `docker://` is routed as a host image here; the
+/// caller fetches it from its registry when the host does not hold it.
 pub fn classify(s: &str) -> Result<SourceKind> {
     if s.starts_with("oci:") || s.starts_with("oci-archive:") {
         return Ok(SourceKind::Layout);
+    }
+    if s.starts_with("dir:") || s.starts_with("docker-archive:") {
+        return Ok(SourceKind::Fetched);
+    }
+    if s.starts_with("containers-storage:") {
+        return Ok(SourceKind::Store);
     }
     const HOST: [&str; 7] = [
         "docker://",
@@ -99,25 +119,10 @@ pub fn classify(s: &str) -> Result<SourceKind> {
         )));
     }
     if let Some((t, _)) = s.split_once(':') {
-        let other = [
-            "dir",
-            "docker-archive",
-            "docker-daemon",
-            "containers-storage",
-            "sif",
-            "tarball",
-            "ostree",
-        ];
+        let other = ["docker-daemon", "sif", "tarball", "ostree"];
         if other.contains(&t) {
-            let hint = if t == "containers-storage" {
-                "copy from one store to another with `podman save --format oci-archive -o /var/tmp/img.tar NAME`, or into bootc's store with `bootc-image pull-from-default-storage NAME`".to_string()
-            } else {
-                format!(
-                    "convert it first: `skopeo copy {s} oci:/var/tmp/img:tag`, then --source oci:/var/tmp/img:tag"
-                )
-            };
             return Err(Error::Unsupported(format!(
-                "the {t}: transport as a source (supported: oci:, oci-archive: and host images such as docker://…); {hint}"
+                "the {t}: transport as a source (supported: oci:, oci-archive:, docker://, dir:, docker-archive:, containers-storage: and host images); convert it first: `skopeo copy {s} oci:/var/tmp/img:tag`, then --source oci:/var/tmp/img:tag"
             )));
         }
         if !t.contains(['/', '.'])
@@ -125,7 +130,7 @@ pub fn classify(s: &str) -> Result<SourceKind> {
             && !s[t.len() + 1..].starts_with(|c: char| c.is_ascii_digit())
         {
             return Err(Error::InvalidInput(format!(
-                "unknown transport {t:?} in {s:?}: supported are oci:DIR[:TAG], oci-archive:FILE[:TAG] and host images (docker://…, ostree-unverified-registry:…)"
+                "unknown transport {t:?} in {s:?}: supported are oci:DIR[:TAG], oci-archive:FILE[:TAG], docker://NAME, dir:DIR, docker-archive:FILE, containers-storage:NAME and host images (ostree-unverified-registry:…)"
             )));
         }
     }
@@ -138,6 +143,8 @@ pub struct OpenedSource {
     pub image: ImageInput,
     /// Where the layer blobs come from.
     pub blobs: Box<dyn BlobSource + Send>,
+    /// How often a layer whose blob fails to arrive (transiently) is written again.
+    pub retry: retry::RetryPolicy,
 }
 
 impl std::fmt::Debug for OpenedSource {
@@ -150,9 +157,15 @@ impl std::fmt::Debug for OpenedSource {
 
 /// Opens a source, reading and verifying its manifest and config.
 pub fn open(source: &SourceRef) -> Result<OpenedSource> {
+    open_with(source, &image_proxy::FetchOptions::default())
+}
+
+/// Opens a source; images read through the proxy are fetched as `fetch` says.
+pub fn open_with(source: &SourceRef, fetch: &image_proxy::FetchOptions) -> Result<OpenedSource> {
     match source {
         SourceRef::OciDir { path, tag } => oci_layout::open(path, tag.as_deref()),
         SourceRef::OciArchive { path, tag } => oci_archive::open(path, tag.as_deref()),
+        SourceRef::Proxy(r) => image_proxy::open(r, fetch),
     }
 }
 
@@ -181,6 +194,7 @@ impl OpenedSource {
     ) -> Result<crate::store::image_input::ImportReport> {
         let producer = blob_layers::BlobLayers {
             blobs: self.blobs.as_ref(),
+            retry: self.retry,
         };
         store.import_with(&self.image, &producer, progress)
     }

@@ -158,5 +158,6 @@ pub fn open(path: &Path, tag: Option<&str>) -> Result<OpenedSource> {
     Ok(OpenedSource {
         image,
         blobs: Box::new(archive),
+        retry: super::retry::RetryPolicy::none(),
     })
 }

@@ -6,14 +6,12 @@ use std::path::{Path, PathBuf};
 use storage_format::Digest;
 
 use super::OpenedSource;
-use super::oci_types::{
-    Config, Descriptor, Index, MEDIA_DOCKER_LIST, MEDIA_INDEX, Manifest, REF_NAME, host_arch,
-    is_layer_media_type,
-};
+use super::image_documents::{assemble, parse_digest, parse_json, parse_manifest};
+use super::oci_types::{Descriptor, Index, MEDIA_DOCKER_LIST, MEDIA_INDEX, REF_NAME, host_arch};
 use super::read_small;
 use crate::error::{Error, Result};
 use crate::layer::BlobSource;
-use crate::store::image_input::{ImageInput, LayerInput};
+use crate::store::image_input::ImageInput;
 
 /// Largest JSON document (index, manifest, config) we read.
 const JSON_LIMIT: u64 = 16 << 20;
@@ -124,19 +122,7 @@ pub fn open(dir: &Path, tag: Option<&str>) -> Result<OpenedSource> {
     Ok(OpenedSource {
         image,
         blobs: Box::new(layout),
-    })
-}
-
-fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8], what: &str, loc: &str) -> Result<T> {
-    serde_json::from_slice(bytes)
-        .map_err(|e| Error::InvalidInput(format!("{what} in {loc} is not valid: {e}")))
-}
-
-fn parse_digest(s: &str, what: &str) -> Result<Digest> {
-    Digest::parse(s).map_err(|_| {
-        Error::InvalidInput(format!(
-            "{what} has an invalid or unsupported digest {s:?} (only sha256 is supported)"
-        ))
+        retry: super::retry::RetryPolicy::none(),
     })
 }
 
@@ -221,35 +207,22 @@ pub fn resolve(layout: &dyn Layout, tag: Option<&str>) -> Result<ImageInput> {
             })?;
     }
     let (manifest_bytes, manifest_digest) = read_verified(layout, &desc, "manifest")?;
-    super::manifest_rules::check_manifest(&manifest_bytes, &manifest_digest)?;
-    let manifest: Manifest = parse_json(
-        &manifest_bytes,
-        &format!("manifest {manifest_digest}"),
+    let manifest = parse_manifest(&manifest_bytes, &manifest_digest, &loc)?;
+    let (config_bytes, config_digest) = read_verified(layout, &manifest.config, "config")?;
+    let image = assemble(
+        manifest_bytes,
+        manifest_digest,
+        &manifest,
+        config_bytes,
+        config_digest,
         &loc,
     )?;
-    let (config_bytes, config_digest) = read_verified(layout, &manifest.config, "config")?;
-    super::manifest_rules::check_config(&config_bytes, &config_digest)?;
-    let config: Config = parse_json(&config_bytes, &format!("config {config_digest}"), &loc)?;
-    if config.rootfs.diff_ids.len() != manifest.layers.len() {
-        return Err(Error::InvalidInput(format!(
-            "config {config_digest} lists {} DiffIDs but manifest {manifest_digest} has {} layers: the image is corrupt: rebuild it",
-            config.rootfs.diff_ids.len(),
-            manifest.layers.len()
-        )));
-    }
-    let mut layers = Vec::with_capacity(manifest.layers.len());
-    for (l, d) in manifest.layers.iter().zip(&config.rootfs.diff_ids) {
-        if !is_layer_media_type(&l.media_type) {
-            return Err(Error::Unsupported(format!(
-                "layer {} has media type {:?}",
-                l.digest, l.media_type
-            )));
-        }
-        let blob_digest = parse_digest(&l.digest, "layer")?;
-        match layout.blob_size(&blob_digest) {
+    for l in &image.layers {
+        let blob_digest = &l.blob_digest;
+        match layout.blob_size(blob_digest) {
             None => {
                 // Say why when it is there but cannot be used (not a regular file, out of the layout).
-                layout.open_blob(&blob_digest)?;
+                layout.open_blob(blob_digest)?;
                 return Err(Error::not_found(
                     blob_digest.to_string(),
                     format!(
@@ -257,28 +230,15 @@ pub fn resolve(layout: &dyn Layout, tag: Option<&str>) -> Result<ImageInput> {
                     ),
                 ));
             }
-            Some(size) if size != l.size => {
+            Some(size) if size != l.blob_size => {
                 return Err(Error::SizeMismatch {
                     what: format!("layer blob {blob_digest} in {loc}"),
-                    expected: l.size,
+                    expected: l.blob_size,
                     found: size,
                 });
             }
             Some(_) => {}
         }
-        layers.push(LayerInput {
-            blob_digest,
-            blob_size: l.size,
-            diff_id: parse_digest(d, "config DiffID")?,
-        });
     }
-    Ok(ImageInput {
-        manifest: manifest_bytes,
-        manifest_digest,
-        config: config_bytes,
-        config_digest,
-        created: config.created,
-        layers,
-        names: Vec::new(),
-    })
+    Ok(image)
 }

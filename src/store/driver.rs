@@ -185,6 +185,28 @@ impl Driver {
         }
     }
 
+    /// Empties the layer's tree for writing it again (its other files, which children's `lower`
+    /// files name, stay): overlay's `diff` is made anew with its mode, vfs's tree copied anew.
+    pub fn reset_tree(&self, id: &str, parent: Option<&str>) -> Result<()> {
+        let tree = self.tree_path(id);
+        match self.kind {
+            DriverKind::Overlay => {
+                let mode = match parent {
+                    Some(p) => std::fs::metadata(self.tree_path(p))
+                        .map(|m| m.permissions().mode() & 0o7777)
+                        .map_err(|e| Error::io("reading parent layer", self.tree_path(p), e))?,
+                    None => 0o555,
+                };
+                crate::fsutil::remove_all(&tree).map_err(|e| Error::io("removing", &tree, e))?;
+                mkdir(&tree, mode)
+            }
+            DriverKind::Vfs => {
+                crate::fsutil::remove_all(&tree).map_err(|e| Error::io("removing", &tree, e))?;
+                self.create(id, parent)
+            }
+        }
+    }
+
     /// Removes everything the driver holds for the layer. Missing pieces are not errors.
     pub fn remove(&self, id: &str) -> Result<()> {
         let dir = self.layer_dir(id);

@@ -18,26 +18,30 @@ use crate::layer::decompress::Compression;
 use crate::layer::sink::{LayerSink, LayerSummary};
 use crate::layer::tree_writer::TreeWriter;
 
-/// Each layer's uncompressed length: from `written`, else from its record in `layers`.
-fn diff_sizes(
-    ids_: &[String],
-    layers: &storage_format::RecordFile<storage_format::LayerRecord>,
-    written: &[Written],
-) -> Result<Vec<u64>> {
-    ids_.iter()
-        .map(|id| {
-            if let Some(w) = written.iter().find(|w| ids_[w.index] == *id) {
-                return Ok(w.summary.diff_size);
-            }
-            layers
-                .get(id)
-                .and_then(|r| r.diff_size)
-                .and_then(|n| u64::try_from(n).ok())
-                .ok_or_else(|| {
-                    Error::Internal(format!("layer {id} has no recorded uncompressed size"))
-                })
-        })
-        .collect()
+/// One image of an import and who writes its layers.
+#[derive(Clone, Copy)]
+pub struct ImportItem<'a> {
+    /// The image; its layers must carry their DiffIDs.
+    pub input: &'a ImageInput,
+    /// Writes its new layers.
+    pub producer: &'a dyn LayerProducer,
+}
+
+impl std::fmt::Debug for ImportItem<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ImportItem")
+            .field("input", &self.input.manifest_digest)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A layer of the import: of which image, which of its layers, its ID and parent's.
+#[derive(Debug)]
+struct Slot {
+    item: usize,
+    layer: usize,
+    id: String,
+    parent: Option<String>,
 }
 
 /// Result of writing one layer.
@@ -50,6 +54,23 @@ struct Written {
     tar_split_tmp: std::path::PathBuf,
 }
 
+/// The uncompressed length of layer `id`: as written now, else from its record in `layers`.
+fn diff_size(
+    id: &str,
+    slots: &[Slot],
+    layers: &storage_format::RecordFile<LayerRecord>,
+    written: &[Written],
+) -> Result<u64> {
+    if let Some(w) = written.iter().find(|w| slots[w.index].id == id) {
+        return Ok(w.summary.diff_size);
+    }
+    layers
+        .get(id)
+        .and_then(|r| r.diff_size)
+        .and_then(|n| u64::try_from(n).ok())
+        .ok_or_else(|| Error::Internal(format!("layer {id} has no recorded uncompressed size")))
+}
+
 impl Store {
     /// Imports an image whose layers `producer` writes; `input.layers` must carry their DiffIDs.
     pub fn import_with(
@@ -58,35 +79,63 @@ impl Store {
         producer: &dyn LayerProducer,
         progress: &(dyn Fn(Progress) + Sync),
     ) -> Result<ImportReport> {
-        crate::reference::check_stored_names(&input.names)?;
+        let mut reports = self.import_all(&[ImportItem { input, producer }], progress)?;
+        reports
+            .pop()
+            .ok_or_else(|| Error::Internal("an import without its report".into()))
+    }
+
+    /// Imports several images in one transaction, all or nothing: their new layers written together
+    /// (a layer they share once), then every image recorded in one write of images.json. Progress
+    /// events number the layers of all images in turn (the second image's first layer follows the
+    /// first image's last).
+    pub fn import_all(
+        &self,
+        items: &[ImportItem<'_>],
+        progress: &(dyn Fn(Progress) + Sync),
+    ) -> Result<Vec<ImportReport>> {
         // Layer IDs follow c/image's rule, from the config's DiffIDs.
-        let mut ids_: Vec<String> = Vec::with_capacity(input.layers.len());
-        for l in &input.layers {
-            let id = ids::layer_id(ids_.last().map(String::as_str), &l.diff_id);
-            ids_.push(id);
+        let mut slots: Vec<Slot> = Vec::new();
+        for (n, item) in items.iter().enumerate() {
+            crate::reference::check_stored_names(&item.input.names)?;
+            let mut parent: Option<String> = None;
+            for (k, l) in item.input.layers.iter().enumerate() {
+                let id = ids::layer_id(parent.as_deref(), &l.diff_id);
+                slots.push(Slot {
+                    item: n,
+                    layer: k,
+                    id: id.clone(),
+                    parent: parent.replace(id),
+                });
+            }
         }
         let mut txn = LayerTxn::begin(self, TxnKind::Import)?;
         let mut to_write = Vec::new();
         let mut seen = HashSet::new();
-        for (i, id) in ids_.iter().enumerate() {
-            if txn.layers().get(id).is_none() && seen.insert(id.clone()) {
-                to_write.push(i);
+        for (g, slot) in slots.iter().enumerate() {
+            if txn.layers().get(&slot.id).is_none() && seen.insert(slot.id.clone()) {
+                to_write.push(g);
             }
         }
         progress(Progress::Plan {
-            total: ids_.len(),
+            total: slots.len(),
             to_write: to_write.len(),
         });
         tracing::info!(
-            layers = ids_.len(),
+            images = items.len(),
+            layers = slots.len(),
             to_write = to_write.len(),
-            "importing image {}",
-            input.manifest_digest
+            "importing {}",
+            items
+                .iter()
+                .map(|i| i.input.manifest_digest.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
         );
         if to_write.is_empty() {
-            for i in 0..ids_.len() {
+            for g in 0..slots.len() {
                 progress(Progress::LayerDone {
-                    index: i,
+                    index: g,
                     reused: true,
                 });
             }
@@ -95,9 +144,9 @@ impl Store {
         let created = now_rfc3339_nano();
         let records = to_write
             .iter()
-            .map(|&i| LayerRecord {
-                id: ids_[i].clone(),
-                parent: (i > 0).then(|| ids_[i - 1].clone()),
+            .map(|&g| LayerRecord {
+                id: slots[g].id.clone(),
+                parent: slots[g].parent.clone(),
                 created: Some(created.clone()),
                 ..Default::default()
             })
@@ -107,7 +156,7 @@ impl Store {
         let written = if to_write.is_empty() {
             Vec::new()
         } else {
-            match self.write_layers(input, producer, &ids_, &to_write, progress) {
+            match self.write_layers(items, &slots, &to_write, progress) {
                 Ok(w) => w,
                 Err(e) => return Err(txn.abort(e)),
             }
@@ -115,20 +164,33 @@ impl Store {
         if !to_write.is_empty() {
             hit("import:layers-written");
         }
-        let completed = diff_sizes(&ids_, txn.layers(), &written)
-            .and_then(|sizes| producer.complete_image(input, &sizes));
-        let completed = match completed {
-            Ok(c) => c,
-            Err(e) => return Err(txn.abort(e)),
-        };
-        let input = completed.as_ref().unwrap_or(input);
+        // Producers that learn their layers' lengths by writing them complete their image now.
+        let mut completed: Vec<Option<ImageInput>> = Vec::with_capacity(items.len());
+        for (n, item) in items.iter().enumerate() {
+            let sizes = slots
+                .iter()
+                .filter(|s| s.item == n)
+                .map(|s| diff_size(&s.id, &slots, txn.layers(), &written))
+                .collect::<Result<Vec<u64>>>()
+                .and_then(|sizes| item.producer.complete_image(item.input, &sizes));
+            match sizes {
+                Ok(c) => completed.push(c),
+                Err(e) => return Err(txn.abort(e)),
+            }
+        }
+        let inputs: Vec<&ImageInput> = items
+            .iter()
+            .zip(&completed)
+            .map(|(item, c)| c.as_ref().unwrap_or(item.input))
+            .collect();
         // 3. Data durable (with --sync), tar-splits renamed, records complete.
         let fill = |id: &str, rec: &mut LayerRecord| -> Result<()> {
             let w = written
                 .iter()
-                .find(|w| ids_[w.index] == id)
+                .find(|w| slots[w.index].id == id)
                 .ok_or_else(|| Error::Internal(format!("layer {id} was not written")))?;
-            let l = &input.layers[w.index];
+            let slot = &slots[w.index];
+            let l = &inputs[slot.item].layers[slot.layer];
             rec.compressed_diff_digest = Some(l.blob_digest.to_string());
             rec.compressed_size = Some(i64::try_from(l.blob_size).unwrap_or(i64::MAX));
             rec.diff_digest = Some(w.diff_id.to_string());
@@ -142,20 +204,35 @@ impl Store {
         if let Err(e) = txn.complete(fill) {
             return Err(txn.abort(e));
         }
-        // 4. The image: big data, then its record.
-        let report = txn.commit_image(input, ids_.last().cloned())?;
-        Ok(ImportReport {
-            layers_written: to_write.len(),
-            layers_reused: ids_.len() - to_write.len(),
-            ..report
-        })
+        // 4. The images: big data, then their records, in one write.
+        let tops: Vec<(&ImageInput, Option<String>)> = inputs
+            .iter()
+            .enumerate()
+            .map(|(n, input)| {
+                let top = slots.iter().rfind(|s| s.item == n).map(|s| s.id.clone());
+                (*input, top)
+            })
+            .collect();
+        let reports = txn.commit_images(&tops)?;
+        Ok(reports
+            .into_iter()
+            .enumerate()
+            .map(|(n, report)| {
+                let mine: Vec<usize> = (0..slots.len()).filter(|&g| slots[g].item == n).collect();
+                let new = mine.iter().filter(|g| to_write.contains(g)).count();
+                ImportReport {
+                    layers_written: new,
+                    layers_reused: mine.len() - new,
+                    ..report
+                }
+            })
+            .collect())
     }
 
     fn write_layers(
         &self,
-        input: &ImageInput,
-        producer: &dyn LayerProducer,
-        ids_: &[String],
+        items: &[ImportItem<'_>],
+        slots: &[Slot],
         to_write: &[usize],
         progress: &(dyn Fn(Progress) + Sync),
     ) -> Result<Vec<Written>> {
@@ -174,10 +251,11 @@ impl Store {
         let next = AtomicUsize::new(0);
         let failed = AtomicBool::new(false);
         let results: Mutex<Vec<Result<Written>>> = Mutex::new(Vec::new());
-        // Overlay needs the parent's link file: create every driver dir first, in order.
+        // Overlay needs the parent's link file: create every driver dir first, in order (a parent
+        // always comes before its children in `to_write`).
         if parallel {
-            for &i in to_write {
-                driver.create(&ids_[i], (i > 0).then(|| ids_[i - 1].as_str()))?;
+            for &g in to_write {
+                driver.create(&slots[g].id, slots[g].parent.as_deref())?;
             }
         }
         std::thread::scope(|s| {
@@ -188,16 +266,28 @@ impl Store {
                             return;
                         }
                         let k = next.fetch_add(1, Ordering::SeqCst);
-                        let Some(&i) = to_write.get(k) else { return };
+                        let Some(&g) = to_write.get(k) else { return };
+                        let slot = &slots[g];
+                        let item = &items[slot.item];
+                        let layer = &item.input.layers[slot.layer];
                         let r = (|| {
                             if !parallel {
-                                driver.create(&ids_[i], (i > 0).then(|| ids_[i - 1].as_str()))?;
+                                driver.create(&slot.id, slot.parent.as_deref())?;
                             }
-                            self.write_one_layer(i, &input.layers[i], &ids_[i], producer, progress)
+                            let mut first = true;
+                            item.producer
+                                .retry()
+                                .run(&format!("layer {}", layer.blob_digest), || {
+                                    // A retry starts again from an empty tree: never half a layer.
+                                    if !std::mem::take(&mut first) {
+                                        driver.reset_tree(&slot.id, slot.parent.as_deref())?;
+                                    }
+                                    self.write_one_layer(g, slot, layer, item.producer, progress)
+                                })
                                 .map_err(|e| match e {
                                     e @ Error::DigestMismatch { .. } => e,
                                     e => Error::Layer {
-                                        digest: input.layers[i].blob_digest.to_string(),
+                                        digest: layer.blob_digest.to_string(),
                                         source: Box::new(e),
                                     },
                                 })
@@ -206,7 +296,7 @@ impl Store {
                             failed.store(true, Ordering::SeqCst);
                         } else {
                             progress(Progress::LayerDone {
-                                index: i,
+                                index: g,
                                 reused: false,
                             });
                         }
@@ -217,10 +307,10 @@ impl Store {
                 });
             }
         });
-        for (i, _) in ids_.iter().enumerate() {
-            if !to_write.contains(&i) {
+        for g in 0..slots.len() {
+            if !to_write.contains(&g) {
                 progress(Progress::LayerDone {
-                    index: i,
+                    index: g,
                     reused: true,
                 });
             }
@@ -255,11 +345,12 @@ impl Store {
     fn write_one_layer(
         &self,
         index: usize,
+        slot: &Slot,
         layer: &LayerInput,
-        id: &str,
         producer: &dyn LayerProducer,
         progress: &(dyn Fn(Progress) + Sync),
     ) -> Result<Written> {
+        let id = slot.id.as_str();
         let tmp = LayerTxn::tar_split_tmp(self, id);
         let file = std::fs::OpenOptions::new()
             .write(true)
@@ -276,10 +367,10 @@ impl Store {
         )?;
         let read = AtomicU64::new(0);
         let mut sink = LayerSink::new(&mut tree, &mut ts);
-        if producer.sink_hashes(index) {
+        if producer.sink_hashes(slot.layer) {
             sink = sink.with_diff_id();
         }
-        let produced = producer.produce(index, layer, &mut sink, &|b: LayerBytes| {
+        let produced = producer.produce(slot.layer, layer, &mut sink, &|b: LayerBytes| {
             read.store(b.read, Ordering::Relaxed);
             progress(Progress::Bytes {
                 index,

@@ -23,6 +23,12 @@ pub trait LayerProducer: Sync {
     /// Whether the sink must compute the DiffID (the producer does not hash the stream itself).
     fn sink_hashes(&self, index: usize) -> bool;
 
+    /// How often a layer that failed transiently (see [`crate::Error::is_transient`]) is written
+    /// again, from an empty tree; the default never.
+    fn retry(&self) -> crate::source::retry::RetryPolicy {
+        crate::source::retry::RetryPolicy::none()
+    }
+
     /// Feeds layer `index` (described by `layer`) into `sink`, trailer included; `progress` gets
     /// the bytes written and read so far.
     fn produce(

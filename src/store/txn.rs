@@ -175,11 +175,23 @@ impl<'s> LayerTxn<'s> {
     /// Writes the image's big data and record under the images lock (the layers lock still
     /// held) and ends the transaction; on failure everything is rolled back.
     pub(crate) fn commit_image(
-        mut self,
+        self,
         input: &ImageInput,
         top: Option<String>,
     ) -> Result<ImportReport> {
-        match self.store.commit_image(input, top, &self.guard) {
+        let mut reports = self.commit_images(&[(input, top)])?;
+        reports
+            .pop()
+            .ok_or_else(|| Error::Internal("a commit without its report".into()))
+    }
+
+    /// Writes the images' big data, then all their records in one write of images.json, and ends
+    /// the transaction; on failure everything is rolled back (no image becomes visible).
+    pub(crate) fn commit_images(
+        mut self,
+        images: &[(&ImageInput, Option<String>)],
+    ) -> Result<Vec<ImportReport>> {
+        match self.store.commit_images(images, &self.guard) {
             Ok(r) => {
                 self.state = State::Done;
                 Ok(r)
@@ -230,93 +242,113 @@ impl Drop for LayerTxn<'_> {
 }
 
 impl Store {
-    /// Writes the big data and the image record (the layers lock is held by the caller).
-    fn commit_image(
+    /// Writes the big data and the image records (the layers lock is held by the caller): each
+    /// image's big data first, then one write of images.json that adds them all.
+    fn commit_images(
         &self,
-        input: &ImageInput,
-        top: Option<String>,
+        images: &[(&ImageInput, Option<String>)],
         _layers: &storage_format::LockGuard<'_>,
-    ) -> Result<ImportReport> {
-        let image_id = ids::image_id(&input.config_digest);
-        let dir = self.images_dir().join(&image_id);
-        let created_dir = !dir.exists();
-        if created_dir {
-            use std::os::unix::fs::DirBuilderExt;
-            std::fs::DirBuilder::new()
-                .mode(0o700)
-                .create(&dir)
-                .map_err(|e| Error::io("creating directory", &dir, e))?;
-        }
-        let config_key = input.config_digest.to_string();
-        let manifest_key = format!("manifest-{}", input.manifest_digest);
-        let items: [(&str, &[u8], &Digest); 3] = [
-            (&config_key, &input.config, &input.config_digest),
-            (&manifest_key, &input.manifest, &input.manifest_digest),
-            ("manifest", &input.manifest, &input.manifest_digest),
-        ];
-        let result = (|| -> Result<ImportReport> {
-            for (key, data, _) in &items {
-                atomic_write(&dir.join(big_data_file_name(key)), data, 0o600)?;
-                hit("image:big-data");
+    ) -> Result<Vec<ImportReport>> {
+        let mut created_dirs = Vec::new();
+        let result = (|| -> Result<Vec<ImportReport>> {
+            for (input, _) in images {
+                let dir = self.images_dir().join(ids::image_id(&input.config_digest));
+                if !dir.exists() {
+                    use std::os::unix::fs::DirBuilderExt;
+                    std::fs::DirBuilder::new()
+                        .mode(0o700)
+                        .create(&dir)
+                        .map_err(|e| Error::io("creating directory", &dir, e))?;
+                    created_dirs.push(dir.clone());
+                }
+                for (key, data, _) in big_data(input) {
+                    atomic_write(&dir.join(big_data_file_name(&key)), data, 0o600)?;
+                    hit("image:big-data");
+                }
             }
             let guard = self.images_lock().lock_write()?;
             let images_json = self.images_dir().join("images.json");
-            let (mut images, _) = self.read_images()?;
-            // Names are unique across the store.
-            let holders: Vec<String> = images
-                .iter()
-                .filter(|img| {
-                    img.id != image_id && img.names.iter().any(|n| input.names.contains(n))
-                })
-                .map(|img| img.id.clone())
-                .collect();
-            for h in holders {
-                if let Some(img) = images.get_mut(&h) {
-                    for n in &input.names {
-                        img.remove_name(n);
-                    }
-                }
+            let (mut records_, _) = self.read_images()?;
+            let mut reports = Vec::new();
+            for (input, top) in images {
+                add_image(&mut records_, input, top.clone());
+                reports.push(ImportReport {
+                    image_id: ids::image_id(&input.config_digest),
+                    manifest_digest: input.manifest_digest.clone(),
+                    names: input.names.clone(),
+                    layers_written: 0,
+                    layers_reused: 0,
+                });
             }
-            if images.get(&image_id).is_none() {
-                let mut rec = ImageRecord {
-                    id: image_id.clone(),
-                    digest: Some(input.manifest_digest.to_string()),
-                    layer: top.clone(),
-                    metadata: Some(format!(
-                        "{{\"signatures-sizes\":{{\"{}\":[]}}}}",
-                        input.manifest_digest
-                    )),
-                    created: Some(input.created.clone().unwrap_or_else(now_rfc3339_nano)),
-                    ..Default::default()
-                };
-                for n in &input.names {
-                    rec.add_name(n);
-                }
-                for (key, data, digest) in &items {
-                    rec.set_big_data(key, i64::try_from(data.len()).unwrap_or(i64::MAX), digest);
-                }
-                images.push(rec);
-            } else if let Some(rec) = images.get_mut(&image_id) {
-                for n in &input.names {
-                    rec.add_name(n);
-                }
-                for (key, data, digest) in &items {
-                    rec.set_big_data(key, i64::try_from(data.len()).unwrap_or(i64::MAX), digest);
-                }
-            }
-            records::write(&images_json, &images, &guard)?;
+            records::write(&images_json, &records_, &guard)?;
             hit("image:record");
-            Ok(ImportReport {
-                image_id: image_id.clone(),
-                manifest_digest: input.manifest_digest.clone(),
-                names: input.names.clone(),
-                layers_written: 0,
-                layers_reused: 0,
-            })
+            Ok(reports)
         })();
-        if result.is_err() && created_dir {
-            let _ = std::fs::remove_dir_all(&dir);
+        if result.is_err() {
+            for dir in created_dirs {
+                let _ = std::fs::remove_dir_all(&dir);
+            }
         }
         result
+    }
+}
+
+/// The big data items of an image: its config, and its manifest under both keys.
+fn big_data(input: &ImageInput) -> [(String, &[u8], &Digest); 3] {
+    [
+        (
+            input.config_digest.to_string(),
+            &input.config,
+            &input.config_digest,
+        ),
+        (
+            format!("manifest-{}", input.manifest_digest),
+            &input.manifest,
+            &input.manifest_digest,
+        ),
+        (
+            "manifest".to_string(),
+            &input.manifest,
+            &input.manifest_digest,
+        ),
+    ]
+}
+
+/// Adds `input` to the image records (or its names and big data to its record): names are unique
+/// across the store, so other images holding them lose them.
+fn add_image(images: &mut RecordFile<ImageRecord>, input: &ImageInput, top: Option<String>) {
+    let image_id = ids::image_id(&input.config_digest);
+    let holders: Vec<String> = images
+        .iter()
+        .filter(|img| img.id != image_id && img.names.iter().any(|n| input.names.contains(n)))
+        .map(|img| img.id.clone())
+        .collect();
+    for h in holders {
+        if let Some(img) = images.get_mut(&h) {
+            for n in &input.names {
+                img.remove_name(n);
+            }
+        }
+    }
+    if images.get(&image_id).is_none() {
+        images.push(ImageRecord {
+            id: image_id.clone(),
+            digest: Some(input.manifest_digest.to_string()),
+            layer: top,
+            metadata: Some(format!(
+                "{{\"signatures-sizes\":{{\"{}\":[]}}}}",
+                input.manifest_digest
+            )),
+            created: Some(input.created.clone().unwrap_or_else(now_rfc3339_nano)),
+            ..Default::default()
+        });
+    }
+    if let Some(rec) = images.get_mut(&image_id) {
+        for n in &input.names {
+            rec.add_name(n);
+        }
+        for (key, data, digest) in big_data(input) {
+            rec.set_big_data(&key, i64::try_from(data.len()).unwrap_or(i64::MAX), digest);
+        }
     }
 }

@@ -1,0 +1,101 @@
+//! The registry options podman's pull has: credentials, TLS, retries; shared by every command that
+//! fetches images.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::source::image_proxy::FetchOptions;
+use crate::source::retry::RetryPolicy;
+
+/// Options for reaching registries.
+#[derive(Debug, Clone, clap::Args)]
+pub struct FetchArgs {
+    /// The credentials file (auth.json, as `podman login --authfile` writes). Default: as podman
+    /// (REGISTRY_AUTH_FILE, then $XDG_RUNTIME_DIR/containers/auth.json, …); for bootc's store,
+    /// bootc's /run, /etc, /usr/lib/ostree/auth.json.
+    #[arg(long, value_name = "FILE", env = "REGISTRY_AUTH_FILE")]
+    pub authfile: Option<PathBuf>,
+    /// Require HTTPS and a valid certificate; --tls-verify=false also accepts plain HTTP. Default:
+    /// as registries.conf says (CONTAINERS_REGISTRIES_CONF is honoured).
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub tls_verify: Option<bool>,
+    /// A directory of client certificates and CA certificates (*.crt, *.cert, *.key) for the registry.
+    #[arg(long, value_name = "DIR")]
+    pub cert_dir: Option<PathBuf>,
+    /// How often a transient failure (connection cut or refused, 5xx, 429, timeout) is retried;
+    /// a layer starts again from nothing.
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    pub retry: u32,
+    /// The wait between retries (e.g. 500ms, 2s, 1m). Default: 2 s, doubling each time.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub retry_delay: Option<Duration>,
+}
+
+impl FetchArgs {
+    /// The fetch options for any store (c/image's default credentials).
+    pub fn options(&self) -> FetchOptions {
+        FetchOptions {
+            authfile: self.authfile.clone(),
+            tls_verify: self.tls_verify,
+            cert_dir: self.cert_dir.clone(),
+            retry: RetryPolicy {
+                retries: self.retry,
+                delay: self.retry_delay,
+            },
+            no_default_credentials: false,
+        }
+    }
+
+    /// The fetch options for bootc's store under `sysroot`: without --authfile, bootc's global
+    /// credentials (`/run`, `/etc`, `/usr/lib` `ostree/auth.json`, the first found), and none at all
+    /// when there is none — never the user's, as upstream bootc.
+    pub fn options_for_bootc(&self, sysroot: &Path) -> FetchOptions {
+        let mut o = self.options();
+        if o.authfile.is_none() {
+            o.authfile = ["run", "etc", "usr/lib"]
+                .iter()
+                .map(|d| sysroot.join(d).join("ostree/auth.json"))
+                .find(|p| p.is_file());
+            o.no_default_credentials = o.authfile.is_none();
+        }
+        o
+    }
+}
+
+/// Parses a duration as podman writes them: `500ms`, `2s`, `1.5s`, `1m`, `1h`, or seconds alone.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration (e.g. 500ms, 2s, 1m)"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "" | "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(format!("{s:?}: unknown unit {unit:?} (ms, s, m, h)")),
+    };
+    if !secs.is_finite() || !(0.0..=86400.0).contains(&secs) {
+        return Err(format!("{s:?} is out of range"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
+        assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
+        assert!(parse_duration("2x").is_err());
+        assert!(parse_duration("").is_err());
+    }
+}

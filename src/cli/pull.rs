@@ -1,0 +1,105 @@
+//! `bootc-image pull IMAGE…`: images from registries (or any transport we read) into a store, as
+//! `podman pull`; also the engine of `cmd pull` and of bound images from registries.
+
+use anyhow::Context;
+
+use super::Cli;
+use super::fetch_args::FetchArgs;
+use super::progress::{ProgressMode, Reporter};
+use crate::source::image_proxy::FetchOptions;
+use crate::source::{self, OpenedSource, SourceRef};
+use crate::store::Store;
+use crate::store::image_input::ImportReport;
+
+/// Options of pull.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The images: NAME[:TAG|@DIGEST] from a registry (as docker://NAME), or TRANSPORT:REFERENCE
+    /// with docker://, dir:, docker-archive:, oci: or oci-archive:.
+    #[arg(required = true, value_name = "IMAGE")]
+    pub images: Vec<String>,
+    /// Registry options.
+    #[command(flatten)]
+    pub fetch: FetchArgs,
+    /// Progress: a bar per layer on a terminal (auto), one JSON object per event on stdout (json),
+    /// or none.
+    #[arg(long, value_enum, default_value_t = ProgressMode::Auto)]
+    pub progress: ProgressMode,
+}
+
+/// Runs the command: each image pulled into the store the global options select; its ID printed.
+pub fn run(cli: &Cli, args: &Args) -> anyhow::Result<()> {
+    let config = cli.store_config()?;
+    let store = Store::open(config.clone())
+        .with_context(|| format!("opening the store at {}", config.graphroot.display()))?;
+    let fetch = args.fetch.options();
+    for image in &args.images {
+        let report = pull_one(&store, image, &fetch, progress_mode(cli, args.progress))?;
+        println!("{}", report.image_id);
+    }
+    Ok(())
+}
+
+/// The progress mode after --quiet.
+pub fn progress_mode(cli: &Cli, mode: ProgressMode) -> ProgressMode {
+    if cli.quiet && mode == ProgressMode::Auto {
+        ProgressMode::None
+    } else {
+        mode
+    }
+}
+
+/// Where an image argument leads and the name it gets: `docker://NAME` and a bare `NAME` are
+/// pulled from the registry and named NAME (normalized, as podman); `dir:`, `docker-archive:`,
+/// `oci:` and `oci-archive:` are named `localhost/TAG` (or after the file).
+pub fn resolve(image: &str) -> anyhow::Result<(SourceRef, String)> {
+    if image.starts_with("containers-storage:") {
+        return Err(super::exit::fail(
+            super::exit::Code::Image,
+            format!(
+                "{image}: pulling from a store: into bootc's store use `bootc-image pull-from-default-storage NAME`; between stores `copy-to-storage --source {image} --target containers-storage:[STORE]NAME`"
+            ),
+        ));
+    }
+    let known = [
+        "docker://",
+        "dir:",
+        "docker-archive:",
+        "oci:",
+        "oci-archive:",
+    ];
+    let full = if known.iter().any(|p| image.starts_with(p)) {
+        image.to_string()
+    } else {
+        format!("docker://{image}")
+    };
+    let name = crate::bootc::bound_images::store_name(&full)
+        .with_context(|| format!("naming {image} in the store"))?;
+    Ok((SourceRef::parse(&full)?, name))
+}
+
+/// Opens an image argument for fetching, with its store name.
+pub fn open(image: &str, fetch: &FetchOptions) -> anyhow::Result<OpenedSource> {
+    let (source, name) = resolve(image)?;
+    let mut opened =
+        source::open_with(&source, fetch).with_context(|| format!("pulling {image}"))?;
+    opened.image.names = vec![name];
+    Ok(opened)
+}
+
+/// Pulls one image into `store` (always: its manifest is fetched again, layers already stored are
+/// not), with progress as `mode` says.
+pub fn pull_one(
+    store: &Store,
+    image: &str,
+    fetch: &FetchOptions,
+    mode: ProgressMode,
+) -> anyhow::Result<ImportReport> {
+    let opened = open(image, fetch)?;
+    let reporter = Reporter::new(&opened.image.layers, mode, None);
+    let report = opened
+        .import_into(store, &|p| reporter.event(p))
+        .with_context(|| format!("pulling {image}"))?;
+    reporter.finish();
+    Ok(report)
+}

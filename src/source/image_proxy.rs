@@ -1,0 +1,509 @@
+//! Images read through skopeo's image proxy (`skopeo experimental-image-proxy`, spoken by the
+//! `containers-image-proxy` crate): registries (`docker://`), `dir:` and `docker-archive:`, with
+//! c/image's registries.conf, mirrors, credentials, TLS and signature policy.
+//!
+//! The proxy hands each blob over a pipe; a task on a small tokio runtime reads it in chunks into a
+//! bounded channel, and the layer pipeline reads the channel as a plain `Read` — no copy of the
+//! blob on disk, memory bounded by the channel. The proxy serves one request at a time, so a blob's
+//! `FinishPipe` is sent only once its data has been read: several blobs then stream at once.
+//! DiffIDs come from the config (what the store needs), so Debian 12's skopeo 1.9.3, whose proxy
+//! has no `GetLayerInfo`, serves as well as newer ones.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use containers_image_proxy::{ImageProxy, ImageProxyConfig, OpenedImage};
+use storage_format::Digest;
+use tokio::io::AsyncReadExt;
+use tokio::sync::mpsc;
+
+use super::OpenedSource;
+use super::image_documents::{assemble, parse_manifest};
+use super::retry::RetryPolicy;
+use crate::error::{Error, RemoteFailure, Result};
+use crate::layer::BlobSource;
+
+/// Largest manifest or config we accept.
+const JSON_LIMIT: usize = 16 << 20;
+/// Bytes per chunk handed from the proxy's pipe to the layer pipeline.
+const CHUNK: usize = 256 << 10;
+/// Chunks in flight per blob: with the chunk size, the memory a blob stream may hold.
+const CHUNKS: usize = 4;
+
+/// How to reach registries: credentials, TLS, retries (podman's options of the same names).
+#[derive(Debug, Clone, Default)]
+pub struct FetchOptions {
+    /// `--authfile`: the credentials file; `None` lets c/image look where it does
+    /// (`$REGISTRY_AUTH_FILE`, `$XDG_RUNTIME_DIR/containers/auth.json`, …).
+    pub authfile: Option<PathBuf>,
+    /// `--tls-verify`: `Some(false)` accepts any certificate and plain HTTP; `None` follows
+    /// registries.conf.
+    pub tls_verify: Option<bool>,
+    /// `--cert-dir`: client certificates and CAs for the registry.
+    pub cert_dir: Option<PathBuf>,
+    /// Retries of transient failures.
+    pub retry: RetryPolicy,
+    /// Without `authfile`, use no credentials at all rather than c/image's default files (bootc's
+    /// store: never the user's credentials, as upstream).
+    pub no_default_credentials: bool,
+}
+
+/// The proxy with the image open.
+struct Connection {
+    proxy: ImageProxy,
+    img: OpenedImage,
+    imgref: String,
+}
+
+/// The blobs of an image opened through the proxy. The proxy serves one request at a time and
+/// holds a blob's `FinishPipe` until the blob has been read, so each blob in flight gets a
+/// connection (a skopeo process) of its own from a small pool.
+pub struct ProxyBlobs {
+    pool: Arc<std::sync::Mutex<Vec<Connection>>>,
+    rt: Option<tokio::runtime::Runtime>,
+    sizes: HashMap<Digest, u64>,
+    imgref: String,
+    opts: FetchOptions,
+}
+
+impl std::fmt::Debug for ProxyBlobs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProxyBlobs")
+            .field("imgref", &self.imgref)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Whether `s` names an image the proxy reads: `docker://`, `dir:`, `docker-archive:`.
+pub fn is_proxy_reference(s: &str) -> bool {
+    ["docker://", "dir:", "docker-archive:"]
+        .iter()
+        .any(|p| s.starts_with(p))
+}
+
+/// Opens `imgref` through the proxy: its manifest (this platform's, from a list) and config,
+/// checked; transient failures retried as `opts.retry` says.
+pub fn open(imgref: &str, opts: &FetchOptions) -> Result<OpenedSource> {
+    if let Some(f) = &opts.authfile
+        && !f.is_file()
+    {
+        return Err(Error::InvalidInput(format!(
+            "the credentials file {} does not exist: name an existing auth.json with --authfile (podman login --authfile {} REGISTRY writes one)",
+            f.display(),
+            f.display()
+        )));
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("image-proxy")
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Internal(format!("starting the proxy's runtime: {e}")))?;
+    // skopeo runs with PR_SET_PDEATHSIG: started on the runtime's own thread, it lives as long as
+    // the runtime, whichever thread opened the image.
+    let (conn, digest, manifest, config) = opts.retry.run(&format!("opening {imgref}"), || {
+        rt.block_on(rt.spawn(connect_and_read(imgref.to_string(), opts.clone())))
+            .map_err(|e| Error::Internal(format!("the proxy task failed: {e}")))?
+    })?;
+    let mut blobs = ProxyBlobs {
+        pool: Arc::new(std::sync::Mutex::new(vec![conn])),
+        rt: Some(rt),
+        sizes: HashMap::new(),
+        imgref: imgref.to_string(),
+        opts: opts.clone(),
+    };
+    let image = documents(imgref, &digest, manifest, config)?;
+    blobs.sizes = image
+        .layers
+        .iter()
+        .map(|l| (l.blob_digest.clone(), l.blob_size))
+        .collect();
+    Ok(OpenedSource {
+        image,
+        blobs: Box::new(blobs),
+        retry: opts.retry,
+    })
+}
+
+/// Starts the proxy and opens the image.
+async fn connect(imgref: String, opts: FetchOptions) -> Result<Connection> {
+    let imgref = imgref.as_str();
+    let mut config = ImageProxyConfig::default();
+    config.authfile = opts.authfile.clone();
+    config.certificate_directory = opts.cert_dir.clone();
+    config.auth_anonymous = opts.authfile.is_none() && opts.no_default_credentials;
+    if opts.tls_verify == Some(false) {
+        config.insecure_skip_tls_verification = Some(true);
+    }
+    // podman honours CONTAINERS_REGISTRIES_CONF; skopeo 1.9's image proxy does not by itself.
+    if let Some(conf) = std::env::var_os("CONTAINERS_REGISTRIES_CONF").filter(|c| !c.is_empty()) {
+        let mut cmd = std::process::Command::new("skopeo");
+        cmd.arg("--registries-conf").arg(conf);
+        config.skopeo_cmd = Some(cmd);
+    }
+    let proxy = ImageProxy::new_with_config(config)
+        .await
+        .map_err(|e| remote_error(imgref, "starting skopeo's image proxy", e))?;
+    let img = proxy
+        .open_image(imgref)
+        .await
+        .map_err(|e| remote_error(imgref, "opening", e))?;
+    Ok(Connection {
+        proxy,
+        img,
+        imgref: imgref.to_string(),
+    })
+}
+
+/// Starts the proxy, opens the image, reads its manifest and config.
+async fn connect_and_read(
+    imgref: String,
+    opts: FetchOptions,
+) -> Result<(Connection, String, Vec<u8>, Vec<u8>)> {
+    let conn = connect(imgref.clone(), opts).await?;
+    let imgref = imgref.as_str();
+    let (proxy, img) = (&conn.proxy, &conn.img);
+    let (digest, manifest) = proxy
+        .fetch_manifest_raw_oci(img)
+        .await
+        .map_err(|e| remote_error(imgref, "reading the manifest of", e))?;
+    let config = proxy
+        .fetch_config_raw(img)
+        .await
+        .map_err(|e| remote_error(imgref, "reading the config of", e))?;
+    if manifest.len() > JSON_LIMIT || config.len() > JSON_LIMIT {
+        return Err(Error::InvalidInput(format!(
+            "{imgref}: its manifest or config is larger than {JSON_LIMIT} bytes"
+        )));
+    }
+    Ok((conn, digest, manifest, config))
+}
+
+/// The image from the proxy's documents. The proxy gives the manifest in OCI form: a Docker
+/// schema 2 manifest arrives converted, under the digest the registry knows it by, which is the one
+/// recorded (as ostree-ext and composefs-oci do): `podman pull NAME@DIGEST` then finds it.
+fn documents(
+    imgref: &str,
+    digest: &str,
+    manifest: Vec<u8>,
+    config: Vec<u8>,
+) -> Result<crate::store::image_input::ImageInput> {
+    let loc = imgref.to_string();
+    let manifest_digest = super::image_documents::parse_digest(digest, "the manifest")?;
+    let parsed = parse_manifest(&manifest, &manifest_digest, &loc)?;
+    let config_digest = super::image_documents::parse_digest(&parsed.config.digest, "config")?;
+    let actual = Digest::of_bytes(&config);
+    if actual != config_digest {
+        return Err(Error::DigestMismatch {
+            what: format!("config of {imgref}"),
+            expected: config_digest.to_string(),
+            actual: actual.to_string(),
+        });
+    }
+    let own = Digest::of_bytes(&manifest);
+    if own != manifest_digest {
+        tracing::info!("{imgref}: manifest {manifest_digest} arrived converted to OCI ({own})");
+    }
+    assemble(
+        manifest,
+        manifest_digest,
+        &parsed,
+        config,
+        config_digest,
+        &loc,
+    )
+}
+
+/// What a proxy failure means for the user: a missing image, refused credentials, a TLS problem,
+/// something transient, or another failure; each with its remedy.
+fn remote_error(imgref: &str, doing: &str, e: containers_image_proxy::Error) -> Error {
+    if let containers_image_proxy::Error::SkopeoSpawnError(io) = &e {
+        return Error::external(
+            "skopeo",
+            format!(
+                "cannot run skopeo ({io}), which reads {imgref}: install it (apt install skopeo)"
+            ),
+        );
+    }
+    if let containers_image_proxy::Error::ProxyTooOld { found_version, .. } = &e {
+        return Error::external(
+            "skopeo",
+            format!(
+                "its image proxy speaks protocol {found_version}, too old: install skopeo 1.6 or later"
+            ),
+        );
+    }
+    let detail = e.to_string();
+    let transient = e.is_retryable();
+    described(imgref, doing, &detail, transient)
+}
+
+/// The error for a failure described by `detail`.
+fn described(imgref: &str, doing: &str, detail: &str, retryable: bool) -> Error {
+    let low = detail.to_lowercase();
+    let has = |words: &[&str]| words.iter().any(|w| low.contains(w));
+    let detail = detail
+        .trim_start_matches("proxy request returned error: ")
+        .trim_start_matches("other error: ");
+    if has(&[
+        "unauthorized",
+        "authentication required",
+        "denied",
+        "invalid username/password",
+    ]) {
+        return Error::Remote {
+            image: imgref.to_string(),
+            message: format!(
+                "{doing} it: the registry refused the credentials ({detail}): log in with `podman login`, or name the credentials with --authfile FILE"
+            ),
+            transient: false,
+        };
+    }
+    if has(&[
+        "manifest unknown",
+        "name unknown",
+        "not found",
+        "no such file",
+        "does not exist",
+    ]) {
+        return Error::not_found(
+            imgref.to_string(),
+            format!(
+                "{imgref}: {doing} it: no such image ({detail}): check the name and tag (`skopeo inspect {imgref}`)"
+            ),
+        );
+    }
+    if has(&[
+        "x509",
+        "certificate",
+        "http response to https client",
+        "tls: ",
+    ]) && !has(&["handshake timeout"])
+    {
+        return Error::Remote {
+            image: imgref.to_string(),
+            message: format!(
+                "{doing} it: TLS failed ({detail}): for a registry without TLS mark it `insecure = true` in registries.conf or pass --tls-verify=false; for a private CA pass --cert-dir DIR"
+            ),
+            transient: false,
+        };
+    }
+    let transient = retryable
+        || has(&[
+            "connection reset",
+            "connection refused",
+            "unexpected eof",
+            ": eof",
+            "timeout",
+            "timed out",
+            "broken pipe",
+            "no route to host",
+            "network is unreachable",
+            "temporary",
+            "too many requests",
+            " 429",
+            " 500",
+            " 502",
+            " 503",
+            " 504",
+            "bad gateway",
+            "service unavailable",
+            "internal server error",
+        ]);
+    let remedy = if transient {
+        "the registry or the network failed: try again later, or with more --retry"
+    } else {
+        "check the image and the registry"
+    };
+    Error::Remote {
+        image: imgref.to_string(),
+        message: format!("{doing} it: {detail}: {remedy}"),
+        transient,
+    }
+}
+
+impl BlobSource for ProxyBlobs {
+    fn open_blob(&self, digest: &Digest) -> Result<Box<dyn Read + Send>> {
+        let Some(rt) = &self.rt else {
+            return Err(Error::Internal("the image proxy is closed".into()));
+        };
+        let size = *self.sizes.get(digest).ok_or_else(|| {
+            Error::Internal(format!("blob {digest} is not a layer of {}", self.imgref))
+        })?;
+        let oci_digest: containers_image_proxy::oci_spec::image::Digest = digest
+            .to_string()
+            .parse()
+            .map_err(|e| Error::Internal(format!("digest {digest}: {e}")))?;
+        let idle = self.pool.lock().ok().and_then(|mut p| p.pop());
+        let conn = match idle {
+            Some(c) => c,
+            None => rt
+                .block_on(rt.spawn(connect(self.imgref.clone(), self.opts.clone())))
+                .map_err(|e| Error::Internal(format!("the proxy task failed: {e}")))??,
+        };
+        let (tx, rx) = mpsc::channel(CHUNKS);
+        rt.spawn(stream_blob(
+            conn,
+            Arc::clone(&self.pool),
+            oci_digest,
+            size,
+            tx,
+        ));
+        Ok(Box::new(ChannelReader {
+            rx,
+            chunk: Vec::new(),
+            pos: 0,
+        }))
+    }
+}
+
+/// Streams one blob from the proxy into `tx`: its data in chunks, then, if the proxy reports a
+/// failure (a cut connection, a digest the registry lied about), that failure — so the reader
+/// never takes a short blob for a whole one. The data is read while `FinishPipe` is pending
+/// (skopeo closes the pipe only then). A connection that served the blob well goes back to `pool`.
+async fn stream_blob(
+    conn: Connection,
+    pool: Arc<std::sync::Mutex<Vec<Connection>>>,
+    digest: containers_image_proxy::oci_spec::image::Digest,
+    size: u64,
+    tx: mpsc::Sender<std::io::Result<Vec<u8>>>,
+) {
+    let failure = |e: containers_image_proxy::Error| {
+        let err = remote_error(&conn.imgref, &format!("fetching blob {digest} of"), e);
+        let transient = err.is_transient();
+        std::io::Error::other(RemoteFailure {
+            message: err.to_string(),
+            transient,
+        })
+    };
+    let (mut reader, driver) = match conn.proxy.get_blob(&conn.img, &digest, size).await {
+        Ok(x) => x,
+        Err(e) => {
+            let _ = tx.send(Err(failure(e))).await;
+            return;
+        }
+    };
+    let pump = async {
+        loop {
+            let mut buf = Vec::with_capacity(CHUNK);
+            match reader.read_buf(&mut buf).await {
+                Ok(0) => return true,
+                Ok(_) => {
+                    if tx.send(Ok(buf)).await.is_err() {
+                        return false;
+                    }
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(e)).await;
+                    return false;
+                }
+            }
+        }
+    };
+    let (whole, finished) = tokio::join!(pump, driver);
+    let ok = match finished {
+        Err(e) => {
+            if whole {
+                let _ = tx.send(Err(failure(e))).await;
+            }
+            false
+        }
+        Ok(()) => whole,
+    };
+    drop(tx);
+    if ok && let Ok(mut p) = pool.lock() {
+        p.push(conn);
+    }
+}
+
+/// The layer pipeline's side of a blob stream.
+struct ChannelReader {
+    rx: mpsc::Receiver<std::io::Result<Vec<u8>>>,
+    chunk: Vec<u8>,
+    pos: usize,
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        while self.pos == self.chunk.len() {
+            match self.rx.blocking_recv() {
+                Some(Ok(c)) => {
+                    self.chunk = c;
+                    self.pos = 0;
+                }
+                Some(Err(e)) => return Err(e),
+                None => return Ok(0),
+            }
+        }
+        let n = out.len().min(self.chunk.len() - self.pos);
+        out[..n].copy_from_slice(&self.chunk[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+impl Drop for ProxyBlobs {
+    /// Closes the images and stops the skopeo processes; a proxy that does not answer is left to
+    /// exit when its socket closes.
+    fn drop(&mut self) {
+        let Some(rt) = self.rt.take() else { return };
+        let conns: Vec<Connection> = self
+            .pool
+            .lock()
+            .map(|mut p| std::mem::take(&mut *p))
+            .unwrap_or_default();
+        for Connection { proxy, img, .. } in conns {
+            let _ = rt.block_on(async {
+                tokio::time::timeout(Duration::from_secs(5), async {
+                    let _ = proxy.close_image(&img).await;
+                    proxy.finalize().await
+                })
+                .await
+            });
+        }
+        rt.shutdown_timeout(Duration::from_secs(2));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_are_told_apart() {
+        let e = described("docker://r/x:1", "opening", "manifest unknown", false);
+        assert!(matches!(e, Error::NotFound { .. }), "{e}");
+        let e = described(
+            "docker://r/x:1",
+            "opening",
+            "unauthorized: authentication required",
+            false,
+        );
+        assert!(e.to_string().contains("podman login"), "{e}");
+        assert!(!e.is_transient());
+        let e = described(
+            "docker://r/x:1",
+            "fetching",
+            "read tcp: connection reset by peer",
+            false,
+        );
+        assert!(e.is_transient(), "{e}");
+        let e = described(
+            "docker://r/x:1",
+            "opening",
+            "http: server gave HTTP response to HTTPS client",
+            false,
+        );
+        assert!(e.to_string().contains("--tls-verify=false"), "{e}");
+        let e = described(
+            "docker://r/x:1",
+            "fetching",
+            "Corrupted blob, expecting sha256:aa",
+            false,
+        );
+        assert!(!e.is_transient(), "{e}");
+    }
+}
