@@ -158,6 +158,14 @@ impl Error {
     pub fn class(&self) -> ErrorClass {
         match self {
             Error::Layer { source, .. } => source.class(),
+            // A blob stream the registry or the proxy broke.
+            Error::Read { source, .. } | Error::Io { source, .. }
+                if source
+                    .get_ref()
+                    .is_some_and(|e| e.downcast_ref::<RemoteFailure>().is_some()) =>
+            {
+                ErrorClass::External
+            }
             Error::Read { .. }
             | Error::MalformedTar(_)
             | Error::Truncated(_)

@@ -23,6 +23,9 @@ mod fixture;
 #[path = "suite/interop.rs"]
 mod interop;
 
+#[path = "suite/registry.rs"]
+mod registry;
+
 #[path = "suite/errors.rs"]
 mod errors;
 

@@ -30,11 +30,19 @@ pub struct Args {
 /// Runs the command: each image pulled into the store the global options select; its ID printed.
 pub fn run(cli: &Cli, args: &Args) -> anyhow::Result<()> {
     let config = cli.store_config()?;
-    let store = Store::open(config.clone())
-        .with_context(|| format!("opening the store at {}", config.graphroot.display()))?;
     let fetch = args.fetch.options();
+    let mut store: Option<Store> = None;
     for image in &args.images {
-        let report = pull_one(&store, image, &fetch, progress_mode(cli, args.progress))?;
+        // The image first: a name that does not resolve leaves no trace, not even a new store.
+        let opened = open(image, &fetch)?;
+        let store =
+            match &mut store {
+                Some(s) => s,
+                None => store.insert(Store::open(config.clone()).with_context(|| {
+                    format!("opening the store at {}", config.graphroot.display())
+                })?),
+            };
+        let report = import(store, image, opened, progress_mode(cli, args.progress))?;
         println!("{}", report.image_id);
     }
     Ok(())
@@ -95,7 +103,16 @@ pub fn pull_one(
     fetch: &FetchOptions,
     mode: ProgressMode,
 ) -> anyhow::Result<ImportReport> {
-    let opened = open(image, fetch)?;
+    import(store, image, open(image, fetch)?, mode)
+}
+
+/// Imports an opened image into `store`, with progress as `mode` says.
+fn import(
+    store: &Store,
+    image: &str,
+    opened: OpenedSource,
+    mode: ProgressMode,
+) -> anyhow::Result<ImportReport> {
     let reporter = Reporter::new(&opened.image.layers, mode, None);
     let report = opened
         .import_into(store, &|p| reporter.event(p))

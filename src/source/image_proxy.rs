@@ -379,14 +379,18 @@ async fn stream_blob(
             transient,
         })
     };
-    let (mut reader, driver) = match conn.proxy.get_blob(&conn.img, &digest, size).await {
+    let (reader, driver) = match conn.proxy.get_blob(&conn.img, &digest, size).await {
         Ok(x) => x,
         Err(e) => {
             let _ = tx.send(Err(failure(e))).await;
             return;
         }
     };
-    let pump = async {
+    // The pump owns the pipe: when it stops early (the reader went away), the pipe closes with it,
+    // skopeo's writer fails, and `FinishPipe` returns instead of waiting for a reader.
+    let pump_tx = tx.clone();
+    let pump = async move {
+        let (mut reader, tx) = (reader, pump_tx);
         loop {
             let mut buf = Vec::with_capacity(CHUNK);
             match reader.read_buf(&mut buf).await {

@@ -1079,7 +1079,7 @@ fn bound_images_pull_all_or_nothing() {
     sys.bind("z.image", "quay.io/test/missing:1");
     let images = sys.images();
     let layers = sys.layer_ids();
-    let out = sys.ours_out(&def, &["bound-images", "pull"]);
+    let out = sys.ours_out(&def, &["bound-images", "pull", "--retry", "0"]);
     assert_clean_failure(
         &out,
         "a bound image is missing",

@@ -104,11 +104,10 @@ fn containers_storage_targets() {
 fn sources_routed_by_transport() {
     let (store, _src) = setup();
     for (source, mention) in [
-        ("dir:/var/tmp/img", "skopeo copy"),
-        ("docker-archive:/var/tmp/img.tar", "skopeo copy"),
+        ("dir:/var/tmp/no-such-img", "/var/tmp/no-such-img"),
         (
-            "containers-storage:localhost/seed",
-            "pull-from-default-storage",
+            "docker-archive:/var/tmp/no-such-img.tar",
+            "/var/tmp/no-such-img.tar",
         ),
         ("/var/tmp/img", "oci:/var/tmp/img"),
         ("./img", "oci-archive:./img"),

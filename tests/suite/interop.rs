@@ -14,7 +14,7 @@ use crate::fixture::{self, BuiltImage, Compression, ImageSpec, OciDir, UNDEFINED
 use crate::util::{Driver, TestStore, diff_trees, run_ok, walk_tree};
 
 /// The name both stores use for the image under comparison.
-const NAME: &str = "localhost/interop:latest";
+pub const NAME: &str = "localhost/interop:latest";
 
 /// `podman image inspect` with the store paths in `GraphDriver` replaced by `<ROOT>`.
 fn normalized_inspect(store: &TestStore, name: &str) -> Value {
@@ -26,7 +26,7 @@ fn normalized_inspect(store: &TestStore, name: &str) -> Value {
 
 /// Asserts that the inspect output of our image equals skopeo's, field by field, and matches
 /// the fixture's digests.
-fn assert_inspect_equal(reference: &TestStore, ours: &TestStore, built: &BuiltImage) {
+pub fn assert_inspect_equal(reference: &TestStore, ours: &TestStore, built: &BuiltImage) {
     let a = normalized_inspect(reference, NAME);
     let b = normalized_inspect(ours, NAME);
     let keys: BTreeSet<&String> = a
@@ -69,7 +69,12 @@ fn assert_inspect_equal(reference: &TestStore, ours: &TestStore, built: &BuiltIm
 }
 
 /// Mounts `name` in both stores and compares the trees.
-fn assert_trees_equal(reference: &TestStore, ours: &TestStore, name: &str, skip_mtime: &[&str]) {
+pub fn assert_trees_equal(
+    reference: &TestStore,
+    ours: &TestStore,
+    name: &str,
+    skip_mtime: &[&str],
+) {
     let ta = walk_tree(&reference.image_mount(name));
     let tb = walk_tree(&ours.image_mount(name));
     reference.image_umount(name);
@@ -83,7 +88,7 @@ fn assert_trees_equal(reference: &TestStore, ours: &TestStore, name: &str, skip_
 }
 
 /// Exports `NAME` from `store` with skopeo and checks the DiffIDs of config and layers.
-fn assert_skopeo_exports(store: &TestStore, built: &BuiltImage) {
+pub fn assert_skopeo_exports(store: &TestStore, built: &BuiltImage) {
     let (config, layers) = store.exported_diff_ids(NAME, "export");
     assert_eq!(config, built.diff_ids, "exported config");
     assert_eq!(
@@ -191,7 +196,7 @@ fn compare_copies(
 /// layers.json records must equal skopeo's (apart from `created`); the images.json record must
 /// agree on identity, names, top layer, creation time and the manifest/config big data
 /// (c/image's empty `signature-*` item and its `metadata` are optional).
-fn assert_records_equal(reference: &TestStore, ours: &TestStore) {
+pub fn assert_records_equal(reference: &TestStore, ours: &TestStore) {
     let by_id = |recs: Vec<Value>| -> std::collections::BTreeMap<String, Value> {
         recs.into_iter()
             .map(|mut r| {

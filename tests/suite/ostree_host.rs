@@ -980,7 +980,7 @@ fn error_unknown_source() {
     expect_host_failure(
         &store,
         &host_fixture().sysroot,
-        Some("docker://localhost/nope:1"),
+        Some("ostree-unverified-registry:localhost/nope:1"),
         "unknown --source",
         &["localhost/nope:1"],
     );

@@ -1,0 +1,617 @@
+//! Registries: a real Debian `docker-registry` (distribution 2.8) on 127.0.0.1 with a random port,
+//! images pushed with skopeo; what we pull must equal what `skopeo copy docker://…` writes, and
+//! every failure (credentials, missing tag, unreachable, corrupt blob, cut connection) must leave
+//! the store as it was.
+
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::fixture::{self, BuiltImage, Compression, ImageSpec, OciDir, UNDEFINED_MTIME_PATHS};
+use crate::interop::{
+    NAME, assert_inspect_equal, assert_records_equal, assert_skopeo_exports, assert_trees_equal,
+};
+use crate::util::{Driver, TestStore, describe, run, run_ok, unique_tmp_path};
+
+/// A running registry, stopped and removed on drop.
+pub struct Registry {
+    child: Child,
+    /// Its directory: config, data, log, registries.conf.
+    pub dir: PathBuf,
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+    /// `user:password` when it asks for credentials.
+    pub creds: Option<String>,
+}
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind a port");
+    l.local_addr().expect("local addr").port()
+}
+
+impl Registry {
+    /// Starts a registry; with `auth`, htpasswd basic auth for `tester:secret`.
+    pub fn start(auth: bool) -> Registry {
+        let dir = unique_tmp_path("registry");
+        fs::create_dir_all(dir.join("data")).expect("registry dir");
+        let port = free_port();
+        let mut config = format!(
+            "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
+            dir.join("data").display()
+        );
+        let creds = auth.then(|| {
+            let out = run_ok(Command::new("htpasswd").args(["-Bbn", "tester", "secret"]));
+            fs::write(dir.join("htpasswd"), out).expect("write htpasswd");
+            config.push_str(&format!(
+                "auth:\n  htpasswd:\n    realm: test\n    path: {}\n",
+                dir.join("htpasswd").display()
+            ));
+            "tester:secret".to_string()
+        });
+        fs::write(dir.join("config.yml"), config).expect("write registry config");
+        fs::write(
+            dir.join("registries.conf"),
+            format!("[[registry]]\nlocation = \"127.0.0.1:{port}\"\ninsecure = true\n"),
+        )
+        .expect("write registries.conf");
+        let log = fs::File::create(dir.join("log")).expect("registry log");
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(dir.join("config.yml"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("dup log"))
+            .stderr(log)
+            .spawn()
+            .expect("start docker-registry (apt install docker-registry)");
+        let r = Registry {
+            child,
+            dir,
+            port,
+            creds,
+        };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "the registry did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        r
+    }
+
+    /// `127.0.0.1:PORT`.
+    pub fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// The registries.conf marking it insecure (plain HTTP).
+    pub fn conf(&self) -> PathBuf {
+        self.dir.join("registries.conf")
+    }
+
+    /// Pushes `src` (e.g. `oci:DIR:TAG`) as `HOST/repo`.
+    pub fn push(&self, src: &str, repo: &str) {
+        let mut c = Command::new("skopeo");
+        c.args([
+            "copy",
+            "--quiet",
+            "--insecure-policy",
+            "--dest-tls-verify=false",
+        ]);
+        if let Some(cr) = &self.creds {
+            c.args(["--dest-creds", cr]);
+        }
+        c.args([src, &format!("docker://{}/{repo}", self.host())]);
+        run_ok(&mut c);
+    }
+
+    /// An auth.json with the registry's credentials.
+    pub fn authfile(&self, path: &Path, creds: &str) {
+        let auth = base64_encode(creds.as_bytes());
+        fs::write(
+            path,
+            format!(
+                "{{\"auths\":{{\"{}\":{{\"auth\":\"{auth}\"}}}}}}",
+                self.host()
+            ),
+        )
+        .expect("write auth.json");
+    }
+
+    /// How many times a blob was fetched (GET, any answer), from the access log.
+    pub fn blob_gets(&self, digest: &str) -> usize {
+        let log = fs::read_to_string(self.dir.join("log")).unwrap_or_default();
+        log.lines()
+            .filter(|l| l.contains("\"GET /v2/") && l.contains(&format!("/blobs/{digest}")))
+            .count()
+    }
+
+    /// The file the registry keeps blob `digest` in.
+    pub fn blob_file(&self, digest: &str) -> PathBuf {
+        let hex = fixture::digest_hex(digest);
+        self.dir.join(format!(
+            "data/docker/registry/v2/blobs/sha256/{}/{hex}/data",
+            &hex[..2]
+        ))
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Standard base64 (for auth.json).
+fn base64_encode(data: &[u8]) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in data.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(T[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// Our binary on `store` with the registry's registries.conf.
+fn ours(store: &TestStore, reg: &Registry) -> Command {
+    let mut c = store.ours_cmd();
+    c.env("CONTAINERS_REGISTRIES_CONF", reg.conf());
+    c
+}
+
+/// A failure whose last stderr line is the one error line (retry notices may come before it);
+/// returns that line.
+fn failed(out: &Output, what: &str, codes: &[i32], mentions: &[&str]) -> String {
+    assert!(
+        out.status.code().is_some_and(|c| codes.contains(&c)),
+        "{what}: exit code not one of {codes:?}\n{}",
+        describe(out)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    let last = lines.last().copied().unwrap_or_default();
+    assert!(last.starts_with("error: "), "{what}: {}", describe(out));
+    for l in &lines[..lines.len().saturating_sub(1)] {
+        assert!(l.contains("retry"), "{what}: unexpected line {l:?}");
+    }
+    for m in mentions {
+        assert!(last.contains(m), "{what}: should mention {m:?}: {last}");
+    }
+    last.to_string()
+}
+
+/// One image through the registry into skopeo's store and ours; podman's views must be equal.
+fn registry_equals_skopeo(driver: Driver, spec: &ImageSpec) {
+    let reg = Registry::start(false);
+    let reference = TestStore::new(driver);
+    let mine = TestStore::new(driver);
+    let mut oci = OciDir::create(&reference.dir.join("oci"));
+    let built = oci.add_image(Some("v1"), spec);
+    reg.push(&oci.source(Some("v1")), "interop:v1");
+    let src = format!("docker://{}/interop:v1", reg.host());
+    // skopeo compresses uncompressed layers on the way to a registry: the manifest is the registry's.
+    let mut built = built;
+    built.manifest_digest = registry_digest(&src);
+    run_ok(
+        Command::new("skopeo")
+            .env("TMPDIR", &reference.tmpdir)
+            .args([
+                "copy",
+                "--quiet",
+                "--insecure-policy",
+                "--src-tls-verify=false",
+                &src,
+                &reference.storage_ref(NAME),
+            ]),
+    );
+    let out = run(ours(&mine, &reg).args([
+        "copy-to-storage",
+        "--source",
+        &src,
+        "--target",
+        NAME,
+        "--progress",
+        "none",
+    ]));
+    assert!(out.status.success(), "our copy: {}", describe(&out));
+    check_equal(&reference, &mine, &built);
+}
+
+/// The manifest digest the registry holds for `src`.
+fn registry_digest(src: &str) -> String {
+    let out = run_ok(Command::new("skopeo").args(["inspect", "--tls-verify=false", src]));
+    let v: serde_json::Value = serde_json::from_str(&out).expect("skopeo inspect JSON");
+    v["Digest"].as_str().expect("Digest").to_string()
+}
+
+fn check_equal(reference: &TestStore, mine: &TestStore, built: &BuiltImage) {
+    assert_inspect_equal(reference, mine, built);
+    assert_records_equal(reference, mine);
+    assert_trees_equal(reference, mine, NAME, UNDEFINED_MTIME_PATHS);
+    assert_skopeo_exports(mine, built);
+}
+
+#[test]
+fn registry_overlay_gzip() {
+    registry_equals_skopeo(Driver::Overlay, &fixture::rich_image(Compression::Gzip));
+}
+
+#[test]
+fn registry_overlay_zstd() {
+    registry_equals_skopeo(Driver::Overlay, &fixture::rich_image(Compression::Zstd));
+}
+
+#[test]
+fn registry_overlay_uncompressed() {
+    registry_equals_skopeo(Driver::Overlay, &fixture::rich_image(Compression::None));
+}
+
+#[test]
+fn registry_vfs_gzip() {
+    registry_equals_skopeo(Driver::Vfs, &fixture::rich_image(Compression::Gzip));
+}
+
+#[test]
+fn registry_overlay_mixed() {
+    let tars: Vec<Vec<u8>> = (0..3).map(fixture::small_tar).collect();
+    let kinds = [Compression::Gzip, Compression::Zstd, Compression::None];
+    let spec = ImageSpec {
+        layers: tars
+            .iter()
+            .zip(kinds)
+            .map(|(t, k)| fixture::LayerBlob::new(t, k))
+            .collect(),
+        label: "mixed".into(),
+    };
+    registry_equals_skopeo(Driver::Overlay, &spec);
+}
+
+/// `pull NAME` (no transport) names the image as podman does and honours
+/// CONTAINERS_REGISTRIES_CONF; a second image sharing the base fetches only its own layer.
+#[test]
+fn registry_pull_names_and_reuses_layers() {
+    let reg = Registry::start(false);
+    let store = TestStore::new(Driver::Overlay);
+    let mut oci = OciDir::create(&store.dir.join("oci"));
+    let tars: Vec<Vec<u8>> = (20..23).map(fixture::small_tar).collect();
+    let x = oci.add_image(
+        Some("x"),
+        &ImageSpec::from_tars("x", &tars[..2], Compression::Gzip),
+    );
+    let y = oci.add_image(
+        Some("y"),
+        &ImageSpec::from_tars("y", &tars, Compression::Gzip),
+    );
+    reg.push(&oci.source(Some("x")), "app/x:1");
+    reg.push(&oci.source(Some("y")), "app/y:1");
+    let out = run(ours(&store, &reg).args([
+        "pull",
+        "--progress",
+        "none",
+        &format!("{}/app/x:1", reg.host()),
+    ]));
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), x.image_id());
+    let before: Vec<usize> = x.layer_digests.iter().map(|d| reg.blob_gets(d)).collect();
+    let out =
+        run(ours(&store, &reg).args(["pull", "-q", &format!("docker://{}/app/y:1", reg.host())]));
+    assert!(out.status.success(), "{}", describe(&out));
+    let after: Vec<usize> = x.layer_digests.iter().map(|d| reg.blob_gets(d)).collect();
+    assert_eq!(before, after, "shared layers must not be fetched again");
+    assert_eq!(reg.blob_gets(&y.layer_digests[2]), 1, "the new layer, once");
+    let v = store.inspect(&format!("{}/app/y:1", reg.host()));
+    assert_eq!(v["Id"], serde_json::Value::from(y.image_id()));
+    assert_eq!(
+        v["Digest"],
+        serde_json::Value::from(y.manifest_digest.clone())
+    );
+    let check =
+        run(store
+            .podman_cmd()
+            .args(["image", "inspect", &format!("{}/app/x:1", reg.host())]));
+    assert!(check.status.success(), "{}", describe(&check));
+}
+
+/// Credentials: none and wrong ones are refused (external class, naming the remedy), the store
+/// unchanged; --authfile and REGISTRY_AUTH_FILE work.
+#[test]
+fn registry_auth() {
+    let reg = Registry::start(true);
+    let store = TestStore::new(Driver::Overlay);
+    let mut oci = OciDir::create(&store.dir.join("oci"));
+    oci.add_image(
+        Some("v1"),
+        &ImageSpec::from_tars("auth", &[fixture::small_tar(30)], Compression::Gzip),
+    );
+    reg.push(&oci.source(Some("v1")), "secret/app:1");
+    let image = format!("{}/secret/app:1", reg.host());
+    let empty = store.dir.join("empty-auth.json");
+    fs::write(&empty, "{}").expect("write");
+    let snap = store.snapshot();
+    let out = run(ours(&store, &reg)
+        .args(["pull", "--retry", "0", "--authfile"])
+        .arg(&empty)
+        .arg(&image));
+    failed(&out, "no credentials", &[5], &[&image, "--authfile"]);
+    let wrong = store.dir.join("wrong.json");
+    reg.authfile(&wrong, "tester:nope");
+    let out = run(ours(&store, &reg)
+        .args(["pull", "--retry", "0", "--authfile"])
+        .arg(&wrong)
+        .arg(&image));
+    failed(&out, "wrong credentials", &[5], &[&image]);
+    let d = snap.diff(&store.snapshot());
+    assert!(d.is_empty(), "the store changed: {d:?}");
+    let good = store.dir.join("good.json");
+    reg.authfile(&good, "tester:secret");
+    let out = run(ours(&store, &reg)
+        .args(["pull", "-q", "--authfile"])
+        .arg(&good)
+        .arg(&image));
+    assert!(out.status.success(), "{}", describe(&out));
+    store.podman_ok(&["rmi", &image]);
+    let out = run(ours(&store, &reg)
+        .env("REGISTRY_AUTH_FILE", &good)
+        .args(["pull", "-q", &image]));
+    assert!(
+        out.status.success(),
+        "REGISTRY_AUTH_FILE: {}",
+        describe(&out)
+    );
+}
+
+/// A missing tag, an unreachable registry, a blob whose bytes do not match its digest: one clean
+/// error each, the store as it was, podman still working.
+#[test]
+fn registry_faults() {
+    let reg = Registry::start(false);
+    let store = TestStore::new(Driver::Overlay);
+    let mut oci = OciDir::create(&store.dir.join("oci"));
+    let built = oci.add_image(
+        Some("v1"),
+        &ImageSpec::from_tars(
+            "faults",
+            &[fixture::small_tar(40), fixture::small_tar(41)],
+            Compression::Gzip,
+        ),
+    );
+    reg.push(&oci.source(Some("v1")), "f/app:1");
+    store.podman_ok(&["images"]);
+    let snap = store.snapshot();
+    let missing = format!("{}/f/app:nope", reg.host());
+    let out = run(ours(&store, &reg).args(["pull", "--retry", "0", &missing]));
+    failed(&out, "missing tag", &[3], &[&missing]);
+    let unreachable = format!("127.0.0.1:{}/f/app:1", free_port());
+    let out = run(ours(&store, &reg).args([
+        "pull",
+        "--retry",
+        "1",
+        "--retry-delay",
+        "10ms",
+        "--tls-verify=false",
+        &unreachable,
+    ]));
+    failed(&out, "unreachable registry", &[5], &[&unreachable]);
+    // The registry serves the second layer with other bytes of the same length.
+    let f = reg.blob_file(&built.layer_digests[1]);
+    let mut bytes = fs::read(&f).expect("blob");
+    let n = bytes.len() / 2;
+    bytes[n] ^= 0xff;
+    fs::write(&f, bytes).expect("corrupt blob");
+    let image = format!("{}/f/app:1", reg.host());
+    let out = run(ours(&store, &reg).args(["pull", "--retry", "0", &image]));
+    failed(
+        &out,
+        "corrupt blob",
+        &[3, 5],
+        &[fixture::digest_hex(&built.layer_digests[1])],
+    );
+    let d = snap.diff(&store.snapshot());
+    assert!(d.is_empty(), "the store changed: {d:?}");
+    store.podman_ok(&["images"]);
+}
+
+/// A TCP proxy in front of the registry that cuts responses after `limit` bytes: once, or always.
+struct CuttingProxy {
+    port: u16,
+    stop: Arc<AtomicBool>,
+    cuts: Arc<AtomicUsize>,
+}
+
+impl CuttingProxy {
+    fn start(upstream: u16, limit: usize, always: bool) -> CuttingProxy {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = l.local_addr().expect("addr").port();
+        l.set_nonblocking(true).expect("nonblocking");
+        let stop = Arc::new(AtomicBool::new(false));
+        let cuts = Arc::new(AtomicUsize::new(0));
+        let (s, c) = (stop.clone(), cuts.clone());
+        std::thread::spawn(move || {
+            while !s.load(Ordering::SeqCst) {
+                let Ok((client, _)) = l.accept() else {
+                    std::thread::sleep(Duration::from_millis(5));
+                    continue;
+                };
+                client.set_nonblocking(false).expect("blocking");
+                let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else {
+                    continue;
+                };
+                let cut = always || c.load(Ordering::SeqCst) == 0;
+                let c = c.clone();
+                let (mut c_in, mut s_out) = (
+                    client.try_clone().expect("dup"),
+                    server.try_clone().expect("dup"),
+                );
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut c_in, &mut s_out);
+                });
+                let (mut s_in, mut c_out) = (server, client);
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 16384];
+                    let mut sent = 0;
+                    while let Ok(n) = s_in.read(&mut buf) {
+                        if n == 0 {
+                            break;
+                        }
+                        if cut
+                            && sent + n > limit
+                            && (always || c.fetch_add(1, Ordering::SeqCst) == 0)
+                        {
+                            let _ = c_out.write_all(&buf[..limit - sent]);
+                            let _ = c_out.shutdown(std::net::Shutdown::Both);
+                            let _ = s_in.shutdown(std::net::Shutdown::Both);
+                            if always {
+                                c.fetch_add(1, Ordering::SeqCst);
+                            }
+                            return;
+                        }
+                        if c_out.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                        sent += n;
+                    }
+                    let _ = c_out.shutdown(std::net::Shutdown::Both);
+                });
+            }
+        });
+        CuttingProxy { port, stop, cuts }
+    }
+}
+
+impl Drop for CuttingProxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+/// A connection cut mid-blob: cut once, the retry writes the layer again from nothing and the
+/// pull succeeds with the image skopeo sees; cut always, a clean error after the retries, naming
+/// the image and the layer, with the store as it was.
+#[test]
+fn registry_cut_mid_blob() {
+    let reg = Registry::start(false);
+    let store = TestStore::new(Driver::Overlay);
+    let mut oci = OciDir::create(&store.dir.join("oci"));
+    let big = fixture::build_tar(&[fixture::Entry::file(
+        "data/random",
+        fixture::pseudo_random(3 << 20, 7),
+    )]);
+    let built = oci.add_image(
+        Some("v1"),
+        &ImageSpec::from_tars("cut", &[fixture::small_tar(50), big], Compression::None),
+    );
+    reg.push(&oci.source(Some("v1")), "c/app:1");
+    store.podman_ok(&["images"]);
+    let snap = store.snapshot();
+    {
+        let always = CuttingProxy::start(reg.port, 1 << 20, true);
+        let image = format!("127.0.0.1:{}/c/app:1", always.port);
+        let out = run(ours(&store, &reg).args([
+            "pull",
+            "--tls-verify=false",
+            "--retry",
+            "2",
+            "--retry-delay",
+            "10ms",
+            &image,
+        ]));
+        // The registry holds the layer gzip-compressed (skopeo compressed it on the way).
+        let v: serde_json::Value = serde_json::from_str(&run_ok(Command::new("skopeo").args([
+            "inspect",
+            "--tls-verify=false",
+            &format!("docker://{}/c/app:1", reg.host()),
+        ])))
+        .expect("inspect JSON");
+        let blob = v["Layers"][1].as_str().expect("layer").to_string();
+        let line = failed(
+            &out,
+            "always cut",
+            &[5],
+            &[&image, fixture::digest_hex(&blob)],
+        );
+        eprintln!("always cut: {line}");
+        assert!(
+            always.cuts.load(Ordering::SeqCst) >= 3,
+            "cut on each attempt"
+        );
+        let d = snap.diff(&store.snapshot());
+        assert!(d.is_empty(), "the store changed: {d:?}");
+    }
+    let once = CuttingProxy::start(reg.port, 1 << 20, false);
+    let image = format!("127.0.0.1:{}/c/app:1", once.port);
+    let out = run(ours(&store, &reg).args([
+        "pull",
+        "--tls-verify=false",
+        "--retry",
+        "2",
+        "--retry-delay",
+        "10ms",
+        "--progress",
+        "none",
+        &image,
+    ]));
+    assert!(out.status.success(), "cut once: {}", describe(&out));
+    assert_eq!(once.cuts.load(Ordering::SeqCst), 1, "cut once");
+    let v = store.inspect(&image);
+    assert_eq!(v["Id"], serde_json::Value::from(built.image_id()));
+    let (config, layers) = store.exported_diff_ids(&image, "cut");
+    assert_eq!(config, built.diff_ids);
+    assert_eq!(layers, built.diff_ids);
+}
+
+/// `cmd pull` into bootc's store with podman absent from PATH.
+#[test]
+fn cmd_pull_without_podman() {
+    let reg = Registry::start(false);
+    let store = TestStore::new(Driver::Overlay);
+    let mut oci = OciDir::create(&store.dir.join("oci"));
+    let built = oci.add_image(
+        Some("v1"),
+        &ImageSpec::from_tars("cmdpull", &[fixture::small_tar(60)], Compression::Gzip),
+    );
+    reg.push(&oci.source(Some("v1")), "cmd/app:1");
+    let sysroot = store.scratch("s");
+    fs::create_dir_all(&sysroot).expect("sysroot");
+    let bin = store.scratch("bin");
+    fs::create_dir_all(&bin).expect("bin");
+    std::os::unix::fs::symlink("/usr/bin/skopeo", bin.join("skopeo")).expect("link skopeo");
+    let image = format!("{}/cmd/app:1", reg.host());
+    let out = run(Command::new(crate::util::BIN)
+        .env("PATH", &bin)
+        .env("CONTAINERS_REGISTRIES_CONF", reg.conf())
+        .arg("--sysroot")
+        .arg(&sysroot)
+        .args(["cmd", "pull", "--progress", "none", &image]));
+    assert!(out.status.success(), "cmd pull: {}", describe(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        built.image_id()
+    );
+    let listed = run_ok(
+        Command::new("podman")
+            .arg("--root")
+            .arg(sysroot.join("ostree/bootc/storage"))
+            .arg("--runroot")
+            .arg(store.scratch("sr"))
+            .args(["images", "--format", "{{.Repository}}:{{.Tag}} {{.ID}}"]),
+    );
+    assert!(listed.contains(&image), "podman lists it: {listed}");
+}
