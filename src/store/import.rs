@@ -121,16 +121,17 @@ impl Store {
             total: slots.len(),
             to_write: to_write.len(),
         });
+        let digests: Vec<String> = items
+            .iter()
+            .map(|i| i.input.manifest_digest.to_string())
+            .collect();
         tracing::info!(
             images = items.len(),
             layers = slots.len(),
             to_write = to_write.len(),
-            "importing {}",
-            items
-                .iter()
-                .map(|i| i.input.manifest_digest.to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
+            "importing image{} {}",
+            if items.len() == 1 { "" } else { "s" },
+            digests.join(", ")
         );
         if to_write.is_empty() {
             for g in 0..slots.len() {

@@ -158,7 +158,11 @@ fn storage_and_external_errors() {
         .arg(&store.root)
         .arg("--runroot")
         .arg(&store.runroot)
-        .args(["copy-to-storage", "--source", "docker://quay.io/x/y:1"]));
+        .args([
+            "copy-to-storage",
+            "--source",
+            "ostree-unverified-registry:quay.io/x/y:1",
+        ]));
     assert_clean_failure(&out, "no helper", &["bootc-image-ostree"]);
     assert_eq!(out.status.code(), Some(5), "{}", describe(&out));
     assert!(before.diff(&store.snapshot()).is_empty());

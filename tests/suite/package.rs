@@ -56,7 +56,11 @@ fn debian_package_builds_and_runs() {
         .arg(&empty)
         .arg("--root")
         .arg(&store.root)
-        .args(["copy-to-storage", "--source", "docker://quay.io/x/y:1"]));
+        .args([
+            "copy-to-storage",
+            "--source",
+            "ostree-unverified-registry:quay.io/x/y:1",
+        ]));
     assert!(!out.status.success());
     assert_ne!(
         out.status.code(),
