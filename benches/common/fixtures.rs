@@ -962,7 +962,7 @@ pub struct Desc {
     /// Media type.
     media_type: &'static str,
     /// `sha256:<hex>`.
-    digest: String,
+    pub digest: String,
     /// Length in bytes.
     size: u64,
 }
@@ -1395,6 +1395,11 @@ pub fn generate_fixtures(dir: &Path, source: &TreeSource) -> Result<()> {
 /// Checks that a store holds the fixture: every expected layer ID, complete, and the image
 /// (ID = config digest hex) named [`IMAGE_NAME`].
 pub fn check_store(root: &Path, info: &FixtureInfo) -> Result<(), String> {
+    check_store_named(root, info, IMAGE_NAME)
+}
+
+/// [`check_store`], with the image named `name`.
+pub fn check_store_named(root: &Path, info: &FixtureInfo, name: &str) -> Result<(), String> {
     let read = |p: PathBuf| -> Result<Vec<Value>, String> {
         let bytes = fs::read(&p).map_err(|e| format!("{}: {e}", p.display()))?;
         serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", p.display()))
@@ -1419,9 +1424,9 @@ pub fn check_store(root: &Path, info: &FixtureInfo) -> Result<(), String> {
     let named = image
         .get("names")
         .and_then(Value::as_array)
-        .is_some_and(|n| n.iter().any(|n| n.as_str() == Some(IMAGE_NAME)));
+        .is_some_and(|n| n.iter().any(|n| n.as_str() == Some(name)));
     if !named {
-        return Err(format!("image not named {IMAGE_NAME}"));
+        return Err(format!("image not named {name}"));
     }
     Ok(())
 }

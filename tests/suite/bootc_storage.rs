@@ -1662,3 +1662,77 @@ fn storage_init_on_read_only_sysroot() {
         assert!(sys.storage().join(f).is_file(), "{f} missing");
     }
 }
+
+/// Bound images from a registry: three images, one of which is missing → none stored and the store
+/// as it was; `--dry-run` says where each would come from; all three reachable → all stored in
+/// one go, and podman lists them through `additionalimagestore`.
+#[test]
+fn bound_images_pull_from_registry() {
+    let reg = crate::registry::Registry::start(false);
+    let def = TestStore::new(Driver::Overlay);
+    let sys = Sys::new(&def, "s");
+    let mut oci = OciDir::create(&def.dir.join("oci"));
+    let tars: Vec<Vec<u8>> = (70..74).map(crate::fixture::small_tar).collect();
+    let mut names = Vec::new();
+    for k in 0..3 {
+        // A shared base, and a layer of their own.
+        let spec = ImageSpec::from_tars(
+            &format!("b{k}"),
+            &[tars[0].clone(), tars[k + 1].clone()],
+            Compression::Gzip,
+        );
+        let built = oci.add_image(Some(&format!("b{k}")), &spec);
+        reg.push(
+            &oci.source(Some(&format!("b{k}"))),
+            &format!("bound/b{k}:1"),
+        );
+        names.push((format!("{}/bound/b{k}:1", reg.host()), built));
+    }
+    sys.bind("a.image", &names[0].0);
+    sys.bind("b.image", &names[1].0);
+    sys.bind("c.image", &format!("{}/bound/missing:1", reg.host()));
+    let with_conf = |args: &[&str]| {
+        run(sys
+            .ours(&def)
+            .env("CONTAINERS_REGISTRIES_CONF", reg.conf())
+            .args(args))
+    };
+    // Create bootc's store first, so that "as it was" is a store.
+    sys.ours_ok(&def, &["storage", "init"]);
+    let (images, layers) = (sys.images(), sys.layer_ids());
+    let out = with_conf(&["bound-images", "pull", "--retry", "0", "--progress", "none"]);
+    assert_clean_failure(&out, "one bound image is missing", &["bound/missing:1"]);
+    assert_eq!(sys.images(), images, "images after the failed pull");
+    assert_eq!(sys.layer_ids(), layers, "layers after the failed pull");
+    // Replace the missing one with the third image.
+    fs::remove_file(sys.path.join("usr/lib/bootc/bound-images.d/c.image")).expect("unbind");
+    sys.bind("c.image", &names[2].0);
+    let out = with_conf(&["bound-images", "pull", "--dry-run"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let plan = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(plan.lines().count(), 3, "{plan}");
+    assert!(plan.lines().all(|l| l.contains("its registry")), "{plan}");
+    assert_eq!(sys.images(), images, "--dry-run changes nothing");
+    let out = with_conf(&["bound-images", "pull", "--progress", "none"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let want: BTreeSet<(String, Vec<String>)> = names
+        .iter()
+        .map(|(n, b)| (b.image_id(), vec![n.clone()]))
+        .collect();
+    assert_eq!(sys.images(), want);
+    let consumer = TestStore::new(Driver::Overlay);
+    let listed = run_ok(ais_podman(&consumer, &sys).args(["images", "--format", "{{.ID}}"]));
+    assert_eq!(
+        listed.lines().count(),
+        3,
+        "podman via additionalimagestore: {listed}"
+    );
+    let out = with_conf(&["bound-images", "pull", "--dry-run"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .all(|l| l.contains("already in bootc's store")),
+        "{}",
+        describe(&out)
+    );
+}
