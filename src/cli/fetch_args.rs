@@ -15,8 +15,8 @@ pub struct FetchArgs {
     /// bootc's /run, /etc, /usr/lib/ostree/auth.json.
     #[arg(long, value_name = "FILE", env = "REGISTRY_AUTH_FILE")]
     pub authfile: Option<PathBuf>,
-    /// Require HTTPS and a valid certificate; --tls-verify=false also accepts plain HTTP. Default:
-    /// as registries.conf says (CONTAINERS_REGISTRIES_CONF is honoured).
+    /// --tls-verify=false accepts any certificate and plain HTTP. Default (and with =true, which
+    /// skopeo's proxy cannot be told): as registries.conf says (CONTAINERS_REGISTRIES_CONF is honoured).
     #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     pub tls_verify: Option<bool>,
     /// A directory of client certificates and CA certificates (*.crt, *.cert, *.key) for the registry.
@@ -46,7 +46,8 @@ impl FetchArgs {
         }
     }
 
-    /// The fetch options for bootc's store under `sysroot`: without --authfile, bootc's global
+    /// The fetch options for bootc's store under `sysroot`: without --authfile (or
+    /// REGISTRY_AUTH_FILE, which the issue and podman put first), bootc's global
     /// credentials (`/run`, `/etc`, `/usr/lib` `ostree/auth.json`, the first found), and none at all
     /// when there is none — never the user's, as upstream bootc.
     pub fn options_for_bootc(&self, sysroot: &Path) -> FetchOptions {

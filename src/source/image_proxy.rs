@@ -170,21 +170,47 @@ async fn connect_and_read(
         .fetch_manifest_raw_oci(img)
         .await
         .map_err(|e| remote_error(imgref, "reading the manifest of", e))?;
-    let config = proxy
-        .fetch_config_raw(img)
-        .await
-        .map_err(|e| remote_error(imgref, "reading the config of", e))?;
-    if manifest.len() > JSON_LIMIT || config.len() > JSON_LIMIT {
+    if manifest.len() > JSON_LIMIT {
         return Err(Error::InvalidInput(format!(
-            "{imgref}: its manifest or config is larger than {JSON_LIMIT} bytes"
+            "{imgref}: its manifest is larger than {JSON_LIMIT} bytes"
         )));
     }
+    // The config as stored, byte for byte: as a blob (GetFullConfig would give it re-encoded,
+    // which no longer hashes to its digest for configs written by Docker or BuildKit).
+    let parsed: super::oci_types::Manifest =
+        super::image_documents::parse_json(&manifest, "the manifest", imgref)?;
+    if parsed.config.size > JSON_LIMIT as u64 {
+        return Err(Error::InvalidInput(format!(
+            "{imgref}: its config is larger than {JSON_LIMIT} bytes"
+        )));
+    }
+    let config_digest: containers_image_proxy::oci_spec::image::Digest =
+        parsed.config.digest.parse().map_err(|e| {
+            Error::InvalidInput(format!(
+                "{imgref}: config digest {:?}: {e}",
+                parsed.config.digest
+            ))
+        })?;
+    let (mut reader, driver) = proxy
+        .get_blob(img, &config_digest, parsed.config.size)
+        .await
+        .map_err(|e| remote_error(imgref, "reading the config of", e))?;
+    let mut config = Vec::new();
+    let read = async {
+        (&mut reader)
+            .take(JSON_LIMIT as u64 + 1)
+            .read_to_end(&mut config)
+            .await
+    };
+    let (read, finished) = tokio::join!(read, driver);
+    finished.map_err(|e| remote_error(imgref, "reading the config of", e))?;
+    read.map_err(|e| Error::read(format!("the config of {imgref}"), e))?;
     Ok((conn, digest, manifest, config))
 }
 
 /// The image from the proxy's documents. The proxy gives the manifest in OCI form: a Docker
-/// schema 2 manifest arrives converted, under the digest the registry knows it by, which is the one
-/// recorded (as ostree-ext and composefs-oci do): `podman pull NAME@DIGEST` then finds it.
+/// schema 2 manifest arrives converted, and is recorded as what it now is, under its own digest (a
+/// record whose manifest did not hash to its digest would fail c/image's checks on `NAME@DIGEST`).
 fn documents(
     imgref: &str,
     digest: &str,
@@ -204,9 +230,14 @@ fn documents(
         });
     }
     let own = Digest::of_bytes(&manifest);
-    if own != manifest_digest {
-        tracing::info!("{imgref}: manifest {manifest_digest} arrived converted to OCI ({own})");
-    }
+    let manifest_digest = if own != manifest_digest {
+        tracing::info!(
+            "{imgref}: manifest {manifest_digest} arrived converted to OCI; stored as {own}"
+        );
+        own
+    } else {
+        manifest_digest
+    };
     assemble(
         manifest,
         manifest_digest,
@@ -248,12 +279,16 @@ fn described(imgref: &str, doing: &str, detail: &str, retryable: bool) -> Error 
     let detail = detail
         .trim_start_matches("proxy request returned error: ")
         .trim_start_matches("other error: ");
-    if has(&[
-        "unauthorized",
-        "authentication required",
-        "denied",
-        "invalid username/password",
-    ]) {
+    let registry = imgref.starts_with("docker://");
+    if registry
+        && has(&[
+            "unauthorized",
+            "authentication required",
+            "requested access to the resource is denied",
+            "denied:",
+            "invalid username/password",
+        ])
+    {
         return Error::Remote {
             image: imgref.to_string(),
             message: format!(
@@ -304,13 +339,13 @@ fn described(imgref: &str, doing: &str, detail: &str, retryable: bool) -> Error 
             "network is unreachable",
             "temporary",
             "too many requests",
-            " 429",
-            " 500",
-            " 502",
-            " 503",
-            " 504",
+            "status: 429",
+            "status 429",
+            "http status: 5",
+            "status code 5",
             "bad gateway",
             "service unavailable",
+            "gateway timeout",
             "internal server error",
         ]);
     let remedy = if transient {
@@ -356,6 +391,7 @@ impl BlobSource for ProxyBlobs {
             rx,
             chunk: Vec::new(),
             pos: 0,
+            ended: false,
         }))
     }
 }
@@ -394,52 +430,78 @@ async fn stream_blob(
         loop {
             let mut buf = Vec::with_capacity(CHUNK);
             match reader.read_buf(&mut buf).await {
-                Ok(0) => return true,
+                Ok(0) => return Pumped::Whole,
                 Ok(_) => {
                     if tx.send(Ok(buf)).await.is_err() {
-                        return false;
+                        return Pumped::Abandoned;
                     }
                 }
-                Err(e) => {
-                    let _ = tx.send(Err(e)).await;
-                    return false;
-                }
+                Err(e) => return Pumped::Failed(e),
             }
         }
     };
-    let (whole, finished) = tokio::join!(pump, driver);
-    let ok = match finished {
-        Err(e) => {
-            if whole {
-                let _ = tx.send(Err(failure(e))).await;
-            }
-            false
-        }
-        Ok(()) => whole,
+    let (pumped, finished) = tokio::join!(pump, driver);
+    // skopeo's own error says more than a broken pipe does: it comes first.
+    let outcome = match (pumped, finished) {
+        (Pumped::Abandoned, _) => None,
+        (_, Err(e)) => Some(Err(failure(e))),
+        (Pumped::Failed(e), Ok(())) => Some(Err(std::io::Error::other(RemoteFailure {
+            message: format!(
+                "{}: reading blob {digest} from skopeo's pipe: {e}",
+                conn.imgref
+            ),
+            transient: true,
+        }))),
+        (Pumped::Whole, Ok(())) => Some(Ok(Vec::new())),
     };
+    let whole = matches!(outcome, Some(Ok(_)));
+    if let Some(o) = outcome {
+        let _ = tx.send(o).await;
+    }
     drop(tx);
-    if ok && let Ok(mut p) = pool.lock() {
+    if whole && let Ok(mut p) = pool.lock() {
         p.push(conn);
     }
 }
 
-/// The layer pipeline's side of a blob stream.
+/// How reading a blob's pipe ended.
+enum Pumped {
+    /// At its end.
+    Whole,
+    /// The reader went away.
+    Abandoned,
+    /// A read failed.
+    Failed(std::io::Error),
+}
+
+/// The layer pipeline's side of a blob stream: chunks, then an empty chunk for the end (or an
+/// error). A channel closed without either is a stream cut short, never a whole blob.
 struct ChannelReader {
     rx: mpsc::Receiver<std::io::Result<Vec<u8>>>,
     chunk: Vec<u8>,
     pos: usize,
+    ended: bool,
 }
 
 impl Read for ChannelReader {
     fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
         while self.pos == self.chunk.len() {
+            if self.ended {
+                return Ok(0);
+            }
             match self.rx.blocking_recv() {
+                Some(Ok(c)) if c.is_empty() => self.ended = true,
                 Some(Ok(c)) => {
                     self.chunk = c;
                     self.pos = 0;
                 }
                 Some(Err(e)) => return Err(e),
-                None => return Ok(0),
+                None => {
+                    return Err(std::io::Error::other(RemoteFailure {
+                        message: "the blob stream from skopeo stopped before its end".into(),
+                        transient: true,
+                    }));
+                }
             }
         }
         let n = out.len().min(self.chunk.len() - self.pos);

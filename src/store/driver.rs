@@ -185,25 +185,24 @@ impl Driver {
         }
     }
 
-    /// Empties the layer's tree for writing it again (its other files, which children's `lower`
-    /// files name, stay): overlay's `diff` is made anew with its mode, vfs's tree copied anew.
-    pub fn reset_tree(&self, id: &str, parent: Option<&str>) -> Result<()> {
+    /// The permission bits of the layer's tree root: taken before a layer is written, they are
+    /// what [`reset_tree`](Self::reset_tree) restores.
+    pub fn tree_mode(&self, id: &str) -> Result<u32> {
         let tree = self.tree_path(id);
+        std::fs::symlink_metadata(&tree)
+            .map(|m| m.permissions().mode() & 0o7777)
+            .map_err(|e| Error::io("reading", &tree, e))
+    }
+
+    /// Empties the layer's tree for writing it again, as it was made: overlay's `diff` anew with
+    /// `mode` (its other files, which children's `lower` files name, stay), vfs's tree copied
+    /// anew from its (complete) parent.
+    pub fn reset_tree(&self, id: &str, parent: Option<&str>, mode: u32) -> Result<()> {
+        let tree = self.tree_path(id);
+        crate::fsutil::remove_all(&tree).map_err(|e| Error::io("removing", &tree, e))?;
         match self.kind {
-            DriverKind::Overlay => {
-                let mode = match parent {
-                    Some(p) => std::fs::metadata(self.tree_path(p))
-                        .map(|m| m.permissions().mode() & 0o7777)
-                        .map_err(|e| Error::io("reading parent layer", self.tree_path(p), e))?,
-                    None => 0o555,
-                };
-                crate::fsutil::remove_all(&tree).map_err(|e| Error::io("removing", &tree, e))?;
-                mkdir(&tree, mode)
-            }
-            DriverKind::Vfs => {
-                crate::fsutil::remove_all(&tree).map_err(|e| Error::io("removing", &tree, e))?;
-                self.create(id, parent)
-            }
+            DriverKind::Overlay => mkdir(&tree, mode),
+            DriverKind::Vfs => self.create(id, parent),
         }
     }
 

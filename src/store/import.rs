@@ -275,13 +275,18 @@ impl Store {
                             if !parallel {
                                 driver.create(&slot.id, slot.parent.as_deref())?;
                             }
+                            let mode = driver.tree_mode(&slot.id)?;
                             let mut first = true;
                             item.producer
                                 .retry()
                                 .run(&format!("layer {}", layer.blob_digest), || {
                                     // A retry starts again from an empty tree: never half a layer.
                                     if !std::mem::take(&mut first) {
-                                        driver.reset_tree(&slot.id, slot.parent.as_deref())?;
+                                        driver.reset_tree(
+                                            &slot.id,
+                                            slot.parent.as_deref(),
+                                            mode,
+                                        )?;
                                     }
                                     self.write_one_layer(g, slot, layer, item.producer, progress)
                                 })

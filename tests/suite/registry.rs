@@ -615,3 +615,41 @@ fn cmd_pull_without_podman() {
     );
     assert!(listed.contains(&image), "podman lists it: {listed}");
 }
+
+/// A config as Docker and BuildKit write them (`architecture` first, `container_config`, pretty
+/// printed): stored byte for byte, so the image ID is its digest, as skopeo stores it.
+#[test]
+fn registry_config_stored_byte_for_byte() {
+    let reg = Registry::start(false);
+    let reference = TestStore::new(Driver::Overlay);
+    let mine = TestStore::new(Driver::Overlay);
+    let spec = ImageSpec::from_tars("docker-style", &[fixture::small_tar(80)], Compression::Gzip);
+    let config = format!(
+        "{{\n  \"architecture\": \"amd64\",\n  \"config\": {{\"Cmd\": [\"/bin/sh\"], \"Labels\": null}},\n  \"container_config\": {{\"Hostname\": \"abc\", \"Cmd\": [\"/bin/sh\", \"-c\", \"#(nop) ADD file\"]}},\n  \"created\": \"2024-01-02T03:04:05.123456789Z\",\n  \"docker_version\": \"20.10.7\",\n  \"os\": \"linux\",\n  \"rootfs\": {{\"type\": \"layers\", \"diff_ids\": [\"{}\"]}}\n}}\n",
+        spec.layers[0].diff_id
+    );
+    let mut oci = OciDir::create(&reference.dir.join("oci"));
+    let built = oci.add_image_with_config(Some("v1"), &spec, config.as_bytes());
+    reg.push(&oci.source(Some("v1")), "interop:v1");
+    let src = format!("docker://{}/interop:v1", reg.host());
+    run_ok(
+        Command::new("skopeo")
+            .env("TMPDIR", &reference.tmpdir)
+            .args([
+                "copy",
+                "--quiet",
+                "--insecure-policy",
+                "--src-tls-verify=false",
+                &src,
+                &reference.storage_ref(NAME),
+            ]),
+    );
+    let out = run(ours(&mine, &reg).args(["copy-to-storage", "--source", &src, "--target", NAME]));
+    assert!(out.status.success(), "our copy: {}", describe(&out));
+    assert_eq!(
+        mine.inspect(NAME)["Id"],
+        serde_json::Value::from(built.image_id())
+    );
+    assert_inspect_equal(&reference, &mine, &built);
+    assert_records_equal(&reference, &mine);
+}
