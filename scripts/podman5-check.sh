@@ -157,6 +157,10 @@ container_cycle() { # DRIVER ROOT RUNROOT LABEL [podman args...]
 }
 
 # After `podman rmi`: no image, no layer record, no layer directory left.
+rmi_then_empty() { # DRIVER ROOT RUNROOT
+    p5 "$@" rmi "$image" && store_empty "$@"
+}
+
 store_empty() { # DRIVER ROOT RUNROOT
     local driver=$1 root=$2 left rc=0
     p5 "$@" images -a
@@ -290,6 +294,18 @@ phase_podman5() {
         check "$driver: $implied_image same check report and tree as skopeo 1.18" \
             implied_case "$driver"
     done
+
+    say "bootc-image copy-to-storage from the registry, through skopeo 1.18's image proxy"
+    local port g=(overlay "$base/registry-ours" /run/p5-registry)
+    port=$(cat "$base/registry/port")
+    check "registry: bootc-image copy-to-storage --source docker:// (skopeo $(skopeo --version | awk '{print $3}'))" \
+        "$base/bootc-image" --root "$base/registry-ours" --runroot /run/p5-registry \
+        --storage-driver overlay copy-to-storage --source "docker://127.0.0.1:$port/p5:$tag" \
+        --target "$image" --tls-verify=false --progress none
+    check "registry: podman image inspect" p5 "${g[@]}" image inspect "$image"
+    check "registry: podman system check" system_check "${g[@]}"
+    check "registry: podman image mount + tree" image_mount_tree "${g[@]}" registry-image
+    check "registry: podman rmi, then the store is empty" rmi_then_empty "${g[@]}"
 
     say "podman 5 on stores where our copy was killed"
     local point k
@@ -502,6 +518,25 @@ killed_copy() { # POINT
     ((rc == 137))
 }
 
+# Starts docker-registry on 127.0.0.1 (a free port, written to $base/registry/port; its pid to
+# $base/registry/pid) and pushes the test image as 127.0.0.1:PORT/p5:$tag.
+start_registry() {
+    local dir=$base/registry port
+    mkdir -p "$dir/data"
+    port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    printf 'version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: %s\nhttp:\n  addr: 127.0.0.1:%s\n' \
+        "$dir/data" "$port" >"$dir/config.yml"
+    docker-registry serve "$dir/config.yml" >"$dir/log" 2>&1 &
+    echo $! >"$dir/pid"
+    echo "$port" >"$dir/port"
+    for _ in $(seq 100); do
+        (echo >"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
+        sleep 0.1
+    done
+    skopeo copy -q --insecure-policy --dest-tls-verify=false "oci:$oci:$tag" \
+        "docker://127.0.0.1:$port/p5:$tag"
+}
+
 # Our check of the damaged store must fail and name the changed file, like podman 5's.
 verify_reports() {
     local out rc=0
@@ -567,6 +602,10 @@ cd "$(dirname "$0")/.."
 bin=$PWD/target/debug/bootc-image
 
 cleanup() {
+    if [[ -s $base/registry/pid ]]; then
+        kill "$(cat "$base/registry/pid")" 2>/dev/null || true
+        rm -f "$base/registry/pid"
+    fi
     unmount_under "$base"
     local d
     for d in proc sys dev run "${base#/}"; do unmount_under "$chroot_dir/$d"; done
@@ -620,6 +659,10 @@ say "bootc-image pull-from-default-storage (from the overlay store)"
 check "overlay: bootc-image pull-from-default-storage" \
     "$bin" --root "$base/overlay" --runroot /run/p5-overlay --storage-driver overlay \
     --sysroot "$base/sysroot" pull-from-default-storage "$image"
+
+say "a registry (Debian's docker-registry) holding the test image, for skopeo 1.18's image proxy"
+check "registry: docker-registry started and the image pushed (skopeo 1.9)" start_registry
+cp "$bin" "$base/bootc-image"
 
 in_chroot reference
 
