@@ -28,10 +28,11 @@ use crate::layer::BlobSource;
 
 /// Largest manifest or config we accept.
 const JSON_LIMIT: usize = 16 << 20;
-/// Bytes per chunk handed from the proxy's pipe to the layer pipeline.
-const CHUNK: usize = 256 << 10;
+/// Bytes per chunk handed from the proxy's pipe to the layer pipeline: a pipe's capacity (a read
+/// never returns more), and small enough for malloc to reuse rather than map anew.
+const CHUNK: usize = 64 << 10;
 /// Chunks in flight per blob: with the chunk size, the memory a blob stream may hold.
-const CHUNKS: usize = 4;
+const CHUNKS: usize = 8;
 
 /// How to reach registries: credentials, TLS, retries (podman's options of the same names).
 #[derive(Debug, Clone, Default)]
@@ -98,6 +99,7 @@ pub fn open(imgref: &str, opts: &FetchOptions) -> Result<OpenedSource> {
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
+        .max_blocking_threads(8)
         .thread_name("image-proxy")
         .enable_all()
         .build()

@@ -653,3 +653,61 @@ fn registry_config_stored_byte_for_byte() {
     assert_inspect_equal(&reference, &mine, &built);
     assert_records_equal(&reference, &mine);
 }
+
+/// A manifest that lies about a layer's size (the registry only checks that the blob exists):
+/// refused with one clean error, the store as it was.
+#[test]
+fn registry_manifest_lying_about_sizes() {
+    let reg = Registry::start(false);
+    let store = TestStore::new(Driver::Overlay);
+    let mut oci = OciDir::create(&store.dir.join("oci"));
+    let built = oci.add_image(
+        Some("v1"),
+        &ImageSpec::from_tars("lies", &[fixture::small_tar(90)], Compression::Gzip),
+    );
+    reg.push(&oci.source(Some("v1")), "lies/app:1");
+    // The same manifest with the layer's size off by one, put under another tag.
+    let manifest_path = oci
+        .path
+        .join("blobs/sha256")
+        .join(fixture::digest_hex(&built.manifest_digest));
+    let mut manifest: serde_json::Value =
+        serde_json::from_slice(&fs::read(&manifest_path).expect("manifest")).expect("JSON");
+    let size = manifest["layers"][0]["size"].as_u64().expect("size");
+    manifest["layers"][0]["size"] = (size + 1).into();
+    let body = serde_json::to_vec(&manifest).expect("JSON");
+    let put = format!(
+        "import sys, urllib.request\n\
+         r = urllib.request.Request('http://{}/v2/lies/app/manifests/2', data=sys.stdin.buffer.read(), method='PUT',\n\
+             headers={{'Content-Type': 'application/vnd.oci.image.manifest.v1+json'}})\n\
+         print(urllib.request.urlopen(r).status)\n",
+        reg.host()
+    );
+    let mut child = Command::new("python3")
+        .args(["-c", &put])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(&body)
+        .expect("write manifest");
+    let out = child.wait_with_output().expect("python3");
+    assert!(out.status.success(), "PUT manifest: {}", describe(&out));
+    store.podman_ok(&["images"]);
+    let snap = store.snapshot();
+    let image = format!("{}/lies/app:2", reg.host());
+    let out = run(ours(&store, &reg).args(["pull", "--retry", "0", &image]));
+    let line = failed(
+        &out,
+        "manifest lying about a size",
+        &[3, 5],
+        &[&image, fixture::digest_hex(&built.layer_digests[0])],
+    );
+    eprintln!("lying manifest: {line}");
+    let d = snap.diff(&store.snapshot());
+    assert!(d.is_empty(), "the store changed: {d:?}");
+}
