@@ -97,9 +97,16 @@ pub fn open(imgref: &str, opts: &FetchOptions) -> Result<OpenedSource> {
             f.display()
         )));
     }
+    // Blocking threads: each skopeo process holds one for good (the crate waits for the child
+    // there), a blob's FinishPipe holds one until its pipe has been read, and each read needs one.
+    // An image has at most one connection per layer worker (one per core), plus one being replaced
+    // after a failure: at most cores + 2 child waits, cores FinishPipes, cores reads and one
+    // request opening a connection. A lower cap could leave reads waiting for threads the
+    // requests never give back; a higher one costs memory (threads, malloc arenas).
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
-        .max_blocking_threads(8)
+        .max_blocking_threads(3 * cores + 3)
         .thread_name("image-proxy")
         .enable_all()
         .build()
