@@ -80,8 +80,8 @@ use bootc_image::store::{Store, StoreConfig};
 use host_fixture::{CHUNKS, HOST_IMAGE, HostFixture, build_fixture_tool, ensure_host_fixture};
 use host_fs::HostFs;
 use measure::{
-    Sample, ToolResult, fmt_opt, load_average, measure_capture, overlay_store_args, runs_from_env,
-    settle_warm, small_from_env, version_of,
+    RSS_TARGET_MB, Sample, ToolResult, fmt_opt, load_average, measure_capture, overlay_store_args,
+    runs_from_env, settle_warm, small_from_env, version_of,
 };
 use ostree::gio;
 use serde_json::Value;
@@ -95,8 +95,6 @@ use std::time::Instant;
 const FLOOR_TARGET: f64 = 2.0;
 /// Target: upstream ≥ this × ours.
 const UPSTREAM_TARGET: f64 = 10.0;
-/// Target for our peak RSS (MB).
-const RSS_TARGET_MB: f64 = 32.0;
 /// The loop-mounted ext4 (short mount point: podman wants runroots < 50 characters).
 const MOUNT_DIR: &str = "/tmp/bb-host";
 /// Its image file in the target directory, and its size (sparse).

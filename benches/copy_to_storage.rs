@@ -43,25 +43,14 @@ mod storefs;
 use anyhow::{Result, anyhow, bail};
 use fixtures::{FIXTURES, FixtureInfo, FixtureSpec, IMAGE_NAME, TAG, check_store, ensure_fixtures};
 use measure::{
-    Sample, ToolResult, fmt_opt, load_average, measure, overlay_store_args, runs_from_env, settle,
-    small_from_env, version_of,
+    RSS_TARGET_MB, Sample, ToolResult, fmt_opt, load_average, measure, overlay_store_args,
+    runs_from_env, settle, small_from_env, version_of,
 };
 use std::fmt::Write as _;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use storefs::{FsSpec, StoreFs};
-
-/// The loop-mounted ext4 for the stores: `target/bench-fs.img` (sparse, 20 GB) mounted on
-/// `/tmp/bb-mnt` (short: podman wants runroots < 50 chars).
-const STORE_FS: FsSpec = FsSpec {
-    mount_dir: "/tmp/bb-mnt",
-    image: "bench-fs.img",
-    size: "20G",
-    fallback: "bench-stores",
-};
-/// Target for our peak resident set size.
-const RSS_TARGET_MB: f64 = 32.0;
+use storefs::StoreFs;
 
 /// One fixture's row of results.
 #[derive(Debug)]
@@ -150,7 +139,7 @@ fn run() -> Result<bool> {
     }
 
     // 2. Store filesystem.
-    let store_fs = StoreFs::setup(&target_dir, &STORE_FS)?;
+    let store_fs = StoreFs::setup(&target_dir, &storefs::COPY_STORE_FS)?;
     store_fs.announce();
     let skopeo = version_of("skopeo");
     if skopeo.is_none() {

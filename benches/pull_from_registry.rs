@@ -38,8 +38,8 @@ mod storefs;
 use anyhow::{Context, Result, anyhow, bail};
 use fixtures::{FIXTURES, FixtureInfo, TAG, check_store_named, ensure_fixtures};
 use measure::{
-    Sample, ToolResult, fmt_opt, load_average, measure, overlay_store_args, runs_from_env,
-    settle_warm, small_from_env, version_of,
+    RSS_TARGET_MB, Sample, ToolResult, fmt_opt, load_average, measure, overlay_store_args,
+    runs_from_env, settle_warm, small_from_env, version_of,
 };
 use serde_json::{Value, json};
 use std::fmt::Write as _;
@@ -48,17 +48,7 @@ use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
-use storefs::{FsSpec, StoreFs};
-
-/// The stores' file system: the one `copy_to_storage` uses.
-const STORE_FS: FsSpec = FsSpec {
-    mount_dir: "/tmp/bb-mnt",
-    image: "bench-fs.img",
-    size: "20G",
-    fallback: "bench-stores",
-};
-/// Target for our peak resident set size.
-const RSS_TARGET_MB: f64 = 32.0;
+use storefs::StoreFs;
 
 /// One row of results.
 #[derive(Debug)]
@@ -315,7 +305,7 @@ fn run() -> Result<bool> {
     }
 
     // 2. Measure.
-    let store_fs = StoreFs::setup(&target_dir, &STORE_FS)?;
+    let store_fs = StoreFs::setup(&target_dir, &storefs::COPY_STORE_FS)?;
     store_fs.announce();
     let scratch = target_dir.join("bench-scratch");
     fs::create_dir_all(&scratch)?;

@@ -297,3 +297,6 @@ pub fn overlay_store_args(root: &Path, runroot: &Path) -> Vec<String> {
         "overlay".into(),
     ]
 }
+
+/// The target for our peak resident set size, in MB.
+pub const RSS_TARGET_MB: f64 = 32.0;

@@ -217,3 +217,12 @@ impl Drop for StoreFs {
         }
     }
 }
+
+/// The loop-mounted ext4 the copy benches share for their stores: `target/bench-fs.img` (sparse,
+/// 20 GB) mounted on `/tmp/bb-mnt` (short: podman wants runroots < 50 chars).
+pub const COPY_STORE_FS: FsSpec = FsSpec {
+    mount_dir: "/tmp/bb-mnt",
+    image: "bench-fs.img",
+    size: "20G",
+    fallback: "bench-stores",
+};

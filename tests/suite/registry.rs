@@ -210,18 +210,7 @@ fn registry_equals_skopeo(driver: Driver, spec: &ImageSpec) {
     // skopeo compresses uncompressed layers on the way to a registry: the manifest is the registry's.
     let mut built = built;
     built.manifest_digest = registry_digest(&src);
-    run_ok(
-        Command::new("skopeo")
-            .env("TMPDIR", &reference.tmpdir)
-            .args([
-                "copy",
-                "--quiet",
-                "--insecure-policy",
-                "--src-tls-verify=false",
-                &src,
-                &reference.storage_ref(NAME),
-            ]),
-    );
+    skopeo_pull(&reference, &src);
     let out = run(ours(&mine, &reg).args([
         "copy-to-storage",
         "--source",
@@ -233,6 +222,41 @@ fn registry_equals_skopeo(driver: Driver, spec: &ImageSpec) {
     ]));
     assert!(out.status.success(), "our copy: {}", describe(&out));
     check_equal(&reference, &mine, &built);
+}
+
+/// A registry (with credentials if `auth`), an overlay store, and an image of `tars` (gzip)
+/// pushed to the registry as `repo`: (registry, store, layout, image).
+fn pushed(
+    auth: bool,
+    label: &str,
+    tars: &[Vec<u8>],
+    repo: &str,
+) -> (Registry, TestStore, OciDir, BuiltImage) {
+    let reg = Registry::start(auth);
+    let store = TestStore::new(Driver::Overlay);
+    let mut oci = OciDir::create(&store.dir.join("oci"));
+    let built = oci.add_image(
+        Some("v1"),
+        &ImageSpec::from_tars(label, tars, Compression::Gzip),
+    );
+    reg.push(&oci.source(Some("v1")), repo);
+    (reg, store, oci, built)
+}
+
+/// `skopeo copy SRC containers-storage:…NAME` from the plain-HTTP registry into `reference`.
+fn skopeo_pull(reference: &TestStore, src: &str) {
+    run_ok(
+        Command::new("skopeo")
+            .env("TMPDIR", &reference.tmpdir)
+            .args([
+                "copy",
+                "--quiet",
+                "--insecure-policy",
+                "--src-tls-verify=false",
+                src,
+                &reference.storage_ref(NAME),
+            ]),
+    );
 }
 
 /// The manifest digest the registry holds for `src`.
@@ -249,24 +273,21 @@ fn check_equal(reference: &TestStore, mine: &TestStore, built: &BuiltImage) {
     assert_skopeo_exports(mine, built);
 }
 
-#[test]
-fn registry_overlay_gzip() {
-    registry_equals_skopeo(Driver::Overlay, &fixture::rich_image(Compression::Gzip));
+/// One test per driver and compression of the rich fixture.
+macro_rules! registry_equals_skopeo_case {
+    ($($name:ident: $driver:expr, $compression:expr;)*) => {$(
+        #[test]
+        fn $name() {
+            registry_equals_skopeo($driver, &fixture::rich_image($compression));
+        }
+    )*};
 }
 
-#[test]
-fn registry_overlay_zstd() {
-    registry_equals_skopeo(Driver::Overlay, &fixture::rich_image(Compression::Zstd));
-}
-
-#[test]
-fn registry_overlay_uncompressed() {
-    registry_equals_skopeo(Driver::Overlay, &fixture::rich_image(Compression::None));
-}
-
-#[test]
-fn registry_vfs_gzip() {
-    registry_equals_skopeo(Driver::Vfs, &fixture::rich_image(Compression::Gzip));
+registry_equals_skopeo_case! {
+    registry_overlay_gzip: Driver::Overlay, Compression::Gzip;
+    registry_overlay_zstd: Driver::Overlay, Compression::Zstd;
+    registry_overlay_uncompressed: Driver::Overlay, Compression::None;
+    registry_vfs_gzip: Driver::Vfs, Compression::Gzip;
 }
 
 #[test]
@@ -334,14 +355,7 @@ fn registry_pull_names_and_reuses_layers() {
 /// unchanged; --authfile and REGISTRY_AUTH_FILE work.
 #[test]
 fn registry_auth() {
-    let reg = Registry::start(true);
-    let store = TestStore::new(Driver::Overlay);
-    let mut oci = OciDir::create(&store.dir.join("oci"));
-    oci.add_image(
-        Some("v1"),
-        &ImageSpec::from_tars("auth", &[fixture::small_tar(30)], Compression::Gzip),
-    );
-    reg.push(&oci.source(Some("v1")), "secret/app:1");
+    let (reg, store, _, _) = pushed(true, "auth", &[fixture::small_tar(30)], "secret/app:1");
     let image = format!("{}/secret/app:1", reg.host());
     let empty = store.dir.join("empty-auth.json");
     fs::write(&empty, "{}").expect("write");
@@ -382,18 +396,8 @@ fn registry_auth() {
 /// error each, the store as it was, podman still working.
 #[test]
 fn registry_faults() {
-    let reg = Registry::start(false);
-    let store = TestStore::new(Driver::Overlay);
-    let mut oci = OciDir::create(&store.dir.join("oci"));
-    let built = oci.add_image(
-        Some("v1"),
-        &ImageSpec::from_tars(
-            "faults",
-            &[fixture::small_tar(40), fixture::small_tar(41)],
-            Compression::Gzip,
-        ),
-    );
-    reg.push(&oci.source(Some("v1")), "f/app:1");
+    let tars = [fixture::small_tar(40), fixture::small_tar(41)];
+    let (reg, store, _, built) = pushed(false, "faults", &tars, "f/app:1");
     store.podman_ok(&["images"]);
     let snap = store.snapshot();
     let missing = format!("{}/f/app:nope", reg.host());
@@ -502,6 +506,21 @@ impl Drop for CuttingProxy {
     }
 }
 
+/// `pull IMAGE` over plain HTTP, two retries 10 ms apart, no progress.
+fn pull_retrying(store: &TestStore, reg: &Registry, image: &str) -> Output {
+    run(ours(store, reg).args([
+        "pull",
+        "--tls-verify=false",
+        "--retry",
+        "2",
+        "--retry-delay",
+        "10ms",
+        "--progress",
+        "none",
+        image,
+    ]))
+}
+
 /// A connection cut mid-blob: cut once, the retry writes the layer again from nothing and the
 /// pull succeeds with the image skopeo sees; cut always, a clean error after the retries, naming
 /// the image and the layer, with the store as it was.
@@ -524,15 +543,7 @@ fn registry_cut_mid_blob() {
     {
         let always = CuttingProxy::start(reg.port, 1 << 20, true);
         let image = format!("127.0.0.1:{}/c/app:1", always.port);
-        let out = run(ours(&store, &reg).args([
-            "pull",
-            "--tls-verify=false",
-            "--retry",
-            "2",
-            "--retry-delay",
-            "10ms",
-            &image,
-        ]));
+        let out = pull_retrying(&store, &reg, &image);
         // The registry holds the layer gzip-compressed (skopeo compressed it on the way).
         let v: serde_json::Value = serde_json::from_str(&run_ok(Command::new("skopeo").args([
             "inspect",
@@ -557,17 +568,7 @@ fn registry_cut_mid_blob() {
     }
     let once = CuttingProxy::start(reg.port, 1 << 20, false);
     let image = format!("127.0.0.1:{}/c/app:1", once.port);
-    let out = run(ours(&store, &reg).args([
-        "pull",
-        "--tls-verify=false",
-        "--retry",
-        "2",
-        "--retry-delay",
-        "10ms",
-        "--progress",
-        "none",
-        &image,
-    ]));
+    let out = pull_retrying(&store, &reg, &image);
     assert!(out.status.success(), "cut once: {}", describe(&out));
     assert_eq!(once.cuts.load(Ordering::SeqCst), 1, "cut once");
     let v = store.inspect(&image);
@@ -580,14 +581,7 @@ fn registry_cut_mid_blob() {
 /// `cmd pull` into bootc's store with podman absent from PATH.
 #[test]
 fn cmd_pull_without_podman() {
-    let reg = Registry::start(false);
-    let store = TestStore::new(Driver::Overlay);
-    let mut oci = OciDir::create(&store.dir.join("oci"));
-    let built = oci.add_image(
-        Some("v1"),
-        &ImageSpec::from_tars("cmdpull", &[fixture::small_tar(60)], Compression::Gzip),
-    );
-    reg.push(&oci.source(Some("v1")), "cmd/app:1");
+    let (reg, store, _, built) = pushed(false, "cmdpull", &[fixture::small_tar(60)], "cmd/app:1");
     let sysroot = store.scratch("s");
     fs::create_dir_all(&sysroot).expect("sysroot");
     let bin = store.scratch("bin");
@@ -632,18 +626,7 @@ fn registry_config_stored_byte_for_byte() {
     let built = oci.add_image_with_config(Some("v1"), &spec, config.as_bytes());
     reg.push(&oci.source(Some("v1")), "interop:v1");
     let src = format!("docker://{}/interop:v1", reg.host());
-    run_ok(
-        Command::new("skopeo")
-            .env("TMPDIR", &reference.tmpdir)
-            .args([
-                "copy",
-                "--quiet",
-                "--insecure-policy",
-                "--src-tls-verify=false",
-                &src,
-                &reference.storage_ref(NAME),
-            ]),
-    );
+    skopeo_pull(&reference, &src);
     let out = run(ours(&mine, &reg).args(["copy-to-storage", "--source", &src, "--target", NAME]));
     assert!(out.status.success(), "our copy: {}", describe(&out));
     assert_eq!(
@@ -658,14 +641,7 @@ fn registry_config_stored_byte_for_byte() {
 /// refused with one clean error, the store as it was.
 #[test]
 fn registry_manifest_lying_about_sizes() {
-    let reg = Registry::start(false);
-    let store = TestStore::new(Driver::Overlay);
-    let mut oci = OciDir::create(&store.dir.join("oci"));
-    let built = oci.add_image(
-        Some("v1"),
-        &ImageSpec::from_tars("lies", &[fixture::small_tar(90)], Compression::Gzip),
-    );
-    reg.push(&oci.source(Some("v1")), "lies/app:1");
+    let (reg, store, oci, built) = pushed(false, "lies", &[fixture::small_tar(90)], "lies/app:1");
     // The same manifest with the layer's size off by one, put under another tag.
     let manifest_path = oci
         .path
