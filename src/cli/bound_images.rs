@@ -93,9 +93,20 @@ fn pull_all(
     let sysroot = cli.sysroot();
     let (dst, _) = storage::ensure(&sysroot)?;
     let stored = dst.images()?;
-    let default_store = Store::open_read_only(cli.store_config()?).ok();
-    let default_images = match &default_store {
-        Some(s) => s.images().unwrap_or_default(),
+    // The default store is optional: without it (or unreadable) every image comes from its source.
+    let default_store = match Store::open_read_only(cli.store_config()?) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::debug!("no default store to copy bound images from: {e}");
+            None
+        }
+    };
+    let default_images = match default_store.as_ref().map(Store::images) {
+        Some(Ok(images)) => images,
+        Some(Err(e)) => {
+            tracing::warn!("reading the default store's images: {e}; fetching from the sources");
+            Vec::new()
+        }
         None => Vec::new(),
     };
     let mut plan = Vec::new();
