@@ -98,6 +98,49 @@ fn containers_storage_targets() {
     );
 }
 
+/// `--source containers-storage:[STORE]NAME`: copied natively from that store into another one;
+/// podman sees the same image (ID, digest, layers) in both; the same store as source and target is
+/// a usage error.
+#[test]
+fn containers_storage_sources() {
+    let (store, src) = setup();
+    store.ours_copy_ok(&src, Some("localhost/x:1"));
+    let from = format!(
+        "containers-storage:[overlay@{}+{}]localhost/x:1",
+        store.root.display(),
+        store.runroot.display()
+    );
+    let other = TestStore::new(Driver::Overlay);
+    let to = format!(
+        "containers-storage:[overlay@{}+{}]localhost/y:2",
+        other.root.display(),
+        other.runroot.display()
+    );
+    let out = run(Command::new(BIN).args(["copy-to-storage", "--source", &from, "--target", &to]));
+    assert!(out.status.success(), "{}", describe(&out));
+    let (a, b) = (
+        store.inspect("localhost/x:1"),
+        other.inspect("localhost/y:2"),
+    );
+    for key in ["Id", "Digest", "RootFS"] {
+        assert_eq!(a[key], b[key], "{key}");
+    }
+    let mounted = other.image_mount("localhost/y:2");
+    assert!(
+        mounted.join("layer301/file").is_file(),
+        "podman mounts the copy"
+    );
+    other.image_umount("localhost/y:2");
+    let same = format!(
+        "containers-storage:[overlay@{}+{}]localhost/z:3",
+        store.root.display(),
+        store.runroot.display()
+    );
+    let out =
+        run(Command::new(BIN).args(["copy-to-storage", "--source", &from, "--target", &same]));
+    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
+}
+
 /// Sources we cannot read (yet) name their transport and what to do, with the image class (3);
 /// no `--source` off a bootc host says so.
 #[test]
