@@ -132,14 +132,12 @@ fn pull_all(
                 Origin::DefaultStore(id) => {
                     format!("the default store (image {})", &id[..12.min(id.len())])
                 }
-                Origin::Fetched
-                    if b.image.starts_with("oci")
-                        || b.image.starts_with("dir:")
-                        || b.image.starts_with("docker-archive:") =>
-                {
-                    b.image.clone()
-                }
-                Origin::Fetched => format!("its registry (docker://{})", name),
+                Origin::Fetched => match super::pull::resolve(&b.image) {
+                    Ok((SourceRef::Proxy(r), _)) if r.starts_with("docker://") => {
+                        format!("its registry (docker://{name})")
+                    }
+                    _ => b.image.clone(),
+                },
             };
             println!("{}\t{}\t{from}", b.image, b.source);
         }

@@ -203,12 +203,22 @@ pub fn target(cli: &Cli, t: &str) -> anyhow::Result<(String, crate::store::Store
             ),
         ));
     }
-    let config = crate::store::StoreConfig::resolve(
-        Some(&spec.graphroot),
-        spec.runroot.as_deref(),
-        spec.driver.as_deref(),
-    )?;
-    Ok((r.name, config))
+    Ok((r.name, spec_config(Some(&spec))?))
+}
+
+/// The store a `containers-storage:[driver@root+runroot]` reference names; without one, the
+/// default store (storage.conf), as skopeo reads the transport.
+fn spec_config(
+    spec: Option<&crate::reference::StoreSpec>,
+) -> anyhow::Result<crate::store::StoreConfig> {
+    Ok(match spec {
+        Some(spec) => crate::store::StoreConfig::resolve(
+            Some(&spec.graphroot),
+            spec.runroot.as_deref(),
+            spec.driver.as_deref(),
+        )?,
+        None => crate::store::StoreConfig::resolve(None, None, None)?,
+    })
 }
 
 /// Whether the sysroot's OSTree repository holds the image `docker://…` (ostree-ext's ref for it).
@@ -240,14 +250,7 @@ fn from_store(
     started: std::time::Instant,
 ) -> anyhow::Result<()> {
     let r = parse_storage_reference(src)?;
-    let src_config = match &r.store {
-        Some(spec) => crate::store::StoreConfig::resolve(
-            Some(&spec.graphroot),
-            spec.runroot.as_deref(),
-            spec.driver.as_deref(),
-        )?,
-        None => crate::store::StoreConfig::resolve(None, None, None)?,
-    };
+    let src_config = spec_config(r.store.as_ref())?;
     if src_config.graphroot == config.graphroot {
         return Err(super::exit::fail(
             super::exit::Code::Usage,
