@@ -85,11 +85,7 @@ fn containers_storage_targets() {
     let tags = store.inspect("localhost/x:latest")["RepoTags"].clone();
     assert_eq!(tags, serde_json::json!(["localhost/x:latest"]));
     let other = TestStore::new(Driver::Vfs);
-    let spec = format!(
-        "containers-storage:[vfs@{}+{}]localhost/y:2",
-        other.root.display(),
-        other.runroot.display()
-    );
+    let spec = other.storage_ref("localhost/y:2");
     let out = run(Command::new(BIN).args(["copy-to-storage", "--source", &src, "--target", &spec]));
     assert!(out.status.success(), "{}", describe(&out));
     assert_eq!(
@@ -105,17 +101,9 @@ fn containers_storage_targets() {
 fn containers_storage_sources() {
     let (store, src) = setup();
     store.ours_copy_ok(&src, Some("localhost/x:1"));
-    let from = format!(
-        "containers-storage:[overlay@{}+{}]localhost/x:1",
-        store.root.display(),
-        store.runroot.display()
-    );
+    let from = store.storage_ref("localhost/x:1");
     let other = TestStore::new(Driver::Overlay);
-    let to = format!(
-        "containers-storage:[overlay@{}+{}]localhost/y:2",
-        other.root.display(),
-        other.runroot.display()
-    );
+    let to = other.storage_ref("localhost/y:2");
     let out = run(Command::new(BIN).args(["copy-to-storage", "--source", &from, "--target", &to]));
     assert!(out.status.success(), "{}", describe(&out));
     let (a, b) = (
@@ -131,11 +119,7 @@ fn containers_storage_sources() {
         "podman mounts the copy"
     );
     other.image_umount("localhost/y:2");
-    let same = format!(
-        "containers-storage:[overlay@{}+{}]localhost/z:3",
-        store.root.display(),
-        store.runroot.display()
-    );
+    let same = store.storage_ref("localhost/z:3");
     let out =
         run(Command::new(BIN).args(["copy-to-storage", "--source", &from, "--target", &same]));
     assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
