@@ -113,9 +113,11 @@ fn pull_all(
     for b in images {
         let name = bound_images::store_name(&b.image)
             .with_context(|| format!("bound image {} ({})", b.image, b.source))?;
-        let local = b.image.contains(':')
-            && crate::source::SourceRef::parse(&b.image)
-                .is_ok_and(|r| !matches!(r, SourceRef::Proxy(_)));
+        // A layout or archive the unit names is read from there, never from the default store.
+        let local = matches!(
+            super::pull::resolve(&b.image),
+            Ok((SourceRef::OciDir { .. } | SourceRef::OciArchive { .. }, _))
+        );
         let origin = if lookup::find_image(&stored, &name).is_ok() {
             Origin::Present
         } else if !local && let Ok(found) = lookup::find_image(&default_images, &b.image) {
