@@ -131,6 +131,18 @@ pub enum Error {
         /// Whether trying again may succeed (a network error, a 5xx or 429 answer, a cut stream).
         transient: bool,
     },
+    /// A composefs repository cannot be read as it should be: a missing or damaged object, a
+    /// damaged splitstream, an image it does not hold whole.
+    #[error(
+        "composefs repository {}: {detail}; the repository is damaged: check it with `cfsctl fsck` and pull the image again",
+        repo.display()
+    )]
+    Composefs {
+        /// The repository's directory.
+        repo: PathBuf,
+        /// What is wrong, and where.
+        detail: String,
+    },
     /// An invariant of the engine broke.
     #[error("internal error: {0}")]
     Internal(String),
@@ -173,6 +185,7 @@ impl Error {
             | Error::Unsafe { .. }
             | Error::InvalidInput(_)
             | Error::NotFound { .. }
+            | Error::Composefs { .. }
             | Error::SizeMismatch { .. }
             | Error::Unsupported(_) => ErrorClass::Image,
             Error::Io { .. }

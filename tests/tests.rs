@@ -26,6 +26,9 @@ mod interop;
 #[path = "suite/registry.rs"]
 mod registry;
 
+#[path = "suite/composefs.rs"]
+mod composefs;
+
 #[path = "suite/errors.rs"]
 mod errors;
 

@@ -57,16 +57,25 @@ fn origin_image(origin: &Path) -> Result<Option<String>> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(Error::io("reading", origin, e)),
     };
-    let mut in_origin = false;
+    Ok(keyfile_value(&text, "origin", "container-image-reference"))
+}
+
+/// A value of a GLib key file (an `.origin`): `key=value` in `[section]`, spaces around `=`
+/// allowed (ostree writes none, bootc's composefs backend writes `key = value`).
+pub fn keyfile_value(text: &str, section: &str, key: &str) -> Option<String> {
+    let mut in_section = false;
     for line in text.lines() {
         let line = line.trim();
-        if line.starts_with('[') {
-            in_origin = line == "[origin]";
-        } else if in_origin && let Some(v) = line.strip_prefix("container-image-reference=") {
-            return Ok(Some(v.trim().to_string()));
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            in_section = name.trim() == section;
+        } else if in_section
+            && let Some((k, v)) = line.split_once('=')
+            && k.trim() == key
+        {
+            return Some(v.trim().to_string());
         }
     }
-    Ok(None)
+    None
 }
 
 /// Lists the deployments on disk (`ostree/deploy/<stateroot>/deploy/<checksum>.<serial>`).

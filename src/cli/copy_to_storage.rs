@@ -4,7 +4,9 @@ use anyhow::Context;
 
 use super::Cli;
 use super::progress::{ProgressMode, Reporter};
+use crate::bootc::composefs_deployments;
 use crate::reference::parse_storage_reference;
+use crate::source::composefs::{ComposefsImage, ImageSelector};
 use crate::source::{self, SourceKind, SourceRef};
 use crate::store::Store;
 
@@ -131,16 +133,18 @@ pub fn run(cli: &Cli, args: &Args) -> anyhow::Result<()> {
     let progress_fd = progress_file(args)?;
     let (name, mut config) = target(cli, &args.target)?;
     config.sync_filesystem = args.sync;
+    let sysroot = cli.sysroot();
+    let composefs = composefs_deployments::is_composefs(&sysroot);
     let kind = match args.source.as_deref() {
         Some(s) => source::classify(s)?,
         None => {
-            let repo = cli.sysroot().path().join("ostree/repo");
-            if !repo.is_dir() {
+            let repo = sysroot.path().join("ostree/repo");
+            if !composefs && !repo.is_dir() {
                 return Err(super::exit::fail(
                     super::exit::Code::Image,
                     format!(
-                        "no --source given, and {} is not a bootc host (no {}): name the image with --source oci:DIR[:TAG] or oci-archive:FILE[:TAG], or a sysroot on disk with --sysroot DIR",
-                        cli.sysroot().path().display(),
+                        "no --source given, and {} is not a bootc host (no {} nor composefs/ and state/deploy/): name the image with --source oci:DIR[:TAG] or oci-archive:FILE[:TAG], or a sysroot on disk with --sysroot DIR",
+                        sysroot.path().display(),
                         repo.display()
                     ),
                 ));
@@ -150,17 +154,28 @@ pub fn run(cli: &Cli, args: &Args) -> anyhow::Result<()> {
     };
     let src = args.source.as_deref().unwrap_or_default();
     let kind = match kind {
-        SourceKind::Host if src.starts_with("docker://") && !host_holds(cli, src) => {
+        SourceKind::Host if src.starts_with("docker://") && !host_holds(cli, src)? => {
             SourceKind::Fetched
         }
         k => k,
     };
     match kind {
+        SourceKind::Host if composefs => {
+            let running = composefs_deployments::is_running_sysroot(&cli.sysroot);
+            let (image, what) =
+                composefs_deployments::host_image(&sysroot, args.source.as_deref(), running)?;
+            let repo = composefs_deployments::repo_path(&sysroot);
+            return from_composefs(cli, args, (&repo, &image, &what), name, config, progress_fd);
+        }
         SourceKind::Host => {
             if let Some(s) = args.source.as_deref() {
                 host_reference_check(s)?;
             }
             return exec_host_helper();
+        }
+        SourceKind::Composefs => {
+            let (repo, image) = crate::source::composefs::parse_reference(src)?;
+            return from_composefs(cli, args, (&repo, &image, src), name, config, progress_fd);
         }
         SourceKind::Store => return from_store(cli, args, src, &name, config, started),
         SourceKind::Layout | SourceKind::Fetched => {}
@@ -221,22 +236,72 @@ fn spec_config(
     })
 }
 
-/// Whether the sysroot's OSTree repository holds the image `docker://…` (ostree-ext's ref for it).
-fn host_holds(cli: &Cli, imgref: &str) -> bool {
+/// Whether the sysroot holds the image `docker://…` as a host image: in its OSTree repository
+/// (ostree-ext's ref for it), or as a composefs deployment's image.
+fn host_holds(cli: &Cli, imgref: &str) -> anyhow::Result<bool> {
+    let sysroot = cli.sysroot();
+    if composefs_deployments::is_composefs(&sysroot) {
+        return Ok(composefs_deployments::find_by_image(&sysroot, imgref)?.is_some());
+    }
     #[cfg(feature = "ostree")]
     {
         let r = crate::source::ostree_host::imgref::image_ref(imgref);
-        cli.sysroot()
+        Ok(sysroot
             .path()
             .join("ostree/repo/refs/heads")
             .join(r)
-            .is_file()
+            .is_file())
     }
     #[cfg(not(feature = "ostree"))]
     {
-        let _ = (cli, imgref);
-        false
+        Ok(false)
     }
+}
+
+/// An image of a composefs repository (`repo`, the image in it, the name to report it by): each
+/// layer's splitstream written into the store, files' extents shared with the repository's
+/// objects where the file system can (reflink), else copied; DiffIDs checked while writing.
+fn from_composefs(
+    cli: &Cli,
+    args: &Args,
+    (repo, image, what): (&std::path::Path, &ImageSelector, &str),
+    name: String,
+    config: crate::store::StoreConfig,
+    progress_fd: Option<std::fs::File>,
+) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    let open = |verify: bool| {
+        ComposefsImage::open(repo, image, vec![name.clone()], verify)
+            .with_context(|| format!("reading {what}"))
+    };
+    let mut opened = open(args.verify)?;
+    let store = Store::open(config.clone())
+        .with_context(|| format!("opening the store at {}", config.graphroot.display()))?;
+    let mut reporter = reporter(cli, args, &opened.input.layers, progress_fd.as_ref())?;
+    let mut result = store.import_with(&opened.input, &opened, &|p| reporter.event(p));
+    // A layer whose DiffID does not match was rolled back: copy again checking every object
+    // against its fs-verity digest, which names a damaged object (else the DiffID error stands).
+    if !args.verify && matches!(result, Err(crate::Error::DigestMismatch { .. })) {
+        reporter.finish();
+        opened = open(true)?;
+        reporter = self::reporter(cli, args, &opened.input.layers, progress_fd.as_ref())?;
+        result = store.import_with(&opened.input, &opened, &|p| reporter.event(p));
+    }
+    let report = result.with_context(|| format!("copying {what} to {name}"))?;
+    reporter.finish();
+    let reflinked = opened.reflinked.load(std::sync::atomic::Ordering::Relaxed);
+    let written = opened.written.load(std::sync::atomic::Ordering::Relaxed);
+    let text = [
+        format!(
+            "Stored {name} from {what} in {} ({} layers written, {} reused; {reflinked} files reflinked from the repository, {written} written)",
+            repo.display(),
+            report.layers_written,
+            report.layers_reused
+        ),
+        format!("Digest: {}", report.manifest_digest),
+    ];
+    print_result(cli, args, &reporter, &report, &text, started);
+    Ok(())
 }
 
 /// `--source containers-storage:[STORE]NAME`: the image copied natively from that store (its

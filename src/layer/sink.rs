@@ -73,6 +73,9 @@ pub struct LayerSink<'a> {
     pub linked: u64,
     /// Files whose bytes were written.
     pub written: u64,
+    /// Files whose extents were shared with their source object (a reflink; the bytes were still
+    /// read, for the DiffID and CRC-64).
+    pub reflinked: u64,
     buf: Vec<u8>,
 }
 
@@ -128,6 +131,7 @@ impl<'a> LayerSink<'a> {
             entries: 0,
             linked: 0,
             written: 0,
+            reflinked: 0,
             buf: vec![0u8; COPY_BUF],
         }
     }
@@ -233,6 +237,20 @@ impl<'a> LayerSink<'a> {
             };
         }
         match tree.begin(header)? {
+            // An object that may not become the entry (its inode is another's): its extents are
+            // shared where the file system can (the bytes are still read, for the digests), else
+            // its bytes are written. Only an object exactly as long as the entry: a longer one
+            // would lengthen the file.
+            Some(out)
+                if matches!(&content, Content::Object { file, .. }
+                    if file.metadata().is_ok_and(|m| m.len() == expected)
+                        && rustix::fs::ioctl_ficlone(&out.file, file).is_ok()) =>
+            {
+                self.reflinked += 1;
+                let got = drain(content, name, expected, buf, sha, crc, None)?;
+                tree.finish_file(out, header)?;
+                Ok(got)
+            }
             Some(mut out) => {
                 self.written += 1;
                 let got = drain(content, name, expected, buf, sha, crc, Some(&mut out.file))?;

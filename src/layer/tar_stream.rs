@@ -237,6 +237,28 @@ impl<R: Read> TarStream<R> {
     pub fn inner_ref(&self) -> &R {
         &self.inner
     }
+
+    /// The inner reader, to take the current entry's data from it directly.
+    pub fn inner_mut(&mut self) -> &mut R {
+        &mut self.inner
+    }
+
+    /// The current entry's data as a reader.
+    pub fn entry_data(&mut self) -> EntryData<'_, R> {
+        EntryData(self)
+    }
+
+    /// Data bytes of the current entry not yet read.
+    pub fn remaining(&self) -> u64 {
+        self.remaining
+    }
+
+    /// The current entry's data was supplied apart from the stream (a composefs splitstream keeps
+    /// a large file as an external object in its place): the stream goes on after it, with its
+    /// padding.
+    pub fn data_supplied_apart(&mut self) {
+        self.remaining = 0;
+    }
 }
 
 /// A read error of the (decompressed) layer stream; an early end of a compressed stream is a truncation.
@@ -257,7 +279,8 @@ fn trim_nul(mut v: Vec<u8>) -> Vec<u8> {
 }
 
 /// The current entry's data as a reader (our errors travel inside the `io::Error`).
-struct EntryData<'s, R>(&'s mut TarStream<R>);
+#[derive(Debug)]
+pub struct EntryData<'s, R>(&'s mut TarStream<R>);
 
 impl<R: Read> Read for EntryData<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
@@ -278,7 +301,7 @@ pub fn feed_tar<R: Read>(
             Event::End => return Ok(()),
             Event::Trailer(raw) => sink.trailer(&raw)?,
             Event::Entry { raw, header } => {
-                let mut data = EntryData(&mut stream);
+                let mut data = stream.entry_data();
                 sink.entry(Entry {
                     raw: &raw,
                     meta: EntryMeta::Header(&header),

@@ -1,6 +1,7 @@
 //! Image sources: each yields a manifest, a config and layer blobs.
 
 pub mod blob_layers;
+pub mod composefs;
 pub mod image_documents;
 pub mod image_proxy;
 pub mod manifest_rules;
@@ -86,6 +87,8 @@ pub enum SourceKind {
     Fetched,
     /// `containers-storage:[STORE]NAME`: another store, copied natively.
     Store,
+    /// `composefs:REPO:IMAGE`: an image of a composefs repository, read natively.
+    Composefs,
 }
 
 /// Routes a `--source` by its transport. Transports we cannot read, and paths without a
@@ -100,6 +103,9 @@ pub fn classify(s: &str) -> Result<SourceKind> {
     }
     if s.starts_with("containers-storage:") {
         return Ok(SourceKind::Store);
+    }
+    if s.starts_with(composefs::TRANSPORT) {
+        return Ok(SourceKind::Composefs);
     }
     const HOST: [&str; 7] = [
         "docker://",
@@ -122,7 +128,7 @@ pub fn classify(s: &str) -> Result<SourceKind> {
         let other = ["docker-daemon", "sif", "tarball", "ostree"];
         if other.contains(&t) {
             return Err(Error::Unsupported(format!(
-                "the {t}: transport as a source (supported: oci:, oci-archive:, docker://, dir:, docker-archive:, containers-storage: and host images); convert it first: `skopeo copy {s} oci:/var/tmp/img:tag`, then --source oci:/var/tmp/img:tag"
+                "the {t}: transport as a source (supported: oci:, oci-archive:, docker://, dir:, docker-archive:, containers-storage:, composefs: and host images); convert it first: `skopeo copy {s} oci:/var/tmp/img:tag`, then --source oci:/var/tmp/img:tag"
             )));
         }
         if !t.contains(['/', '.'])
@@ -130,7 +136,7 @@ pub fn classify(s: &str) -> Result<SourceKind> {
             && !s[t.len() + 1..].starts_with(|c: char| c.is_ascii_digit())
         {
             return Err(Error::InvalidInput(format!(
-                "unknown transport {t:?} in {s:?}: supported are oci:DIR[:TAG], oci-archive:FILE[:TAG], docker://NAME, dir:DIR, docker-archive:FILE, containers-storage:NAME and host images (ostree-unverified-registry:…)"
+                "unknown transport {t:?} in {s:?}: supported are oci:DIR[:TAG], oci-archive:FILE[:TAG], docker://NAME, dir:DIR, docker-archive:FILE, containers-storage:NAME, composefs:REPO:IMAGE and host images (ostree-unverified-registry:…)"
             )));
         }
     }

@@ -161,7 +161,7 @@ fn assert_stdout_reports(stdout: &str, name: &str, built: &BuiltImage) {
 }
 
 /// Full comparison of one image: skopeo from `skopeo_src`, ours from `ours_src`.
-fn compare_copies(
+pub fn compare_copies(
     driver: Driver,
     build: impl FnOnce(&Path) -> (String, String, BuiltImage),
     skip_mtime: &[&str],

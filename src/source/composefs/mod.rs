@@ -1,0 +1,370 @@
+//! Images in a composefs repository (bootc's composefs backend keeps the booted image in
+//! `/sysroot/composefs`), read with the `composefs` and `composefs-oci` crates, without changing a
+//! byte of the repository.
+//!
+//! The repository keeps an OCI image as splitstreams: the manifest's (`oci-manifest-<digest>`,
+//! the manifest bytes as one object, a named reference to its config), the config's (its bytes,
+//! named references to each layer by DiffID), and one per layer (`oci-layer-<diff_id>`). Tags are
+//! `streams/refs/oci/<tag>`. The manifest and config come back byte for byte, so the store gets
+//! the image's own digests; each layer's splitstream becomes an entry stream
+//! ([`layer_entries`]) whose DiffID the sink computes and the import checks.
+
+pub mod layer_entries;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use composefs::fsverity::{FsVerityHashValue, Sha256HashValue, Sha512HashValue};
+use composefs::repository::{Repository, RepositoryOpenError};
+use composefs_oci::OciDigest;
+use composefs_oci::oci_image::{OciImage, resolve_ref};
+use sha2::Digest as _;
+use storage_format::Digest;
+
+use self::layer_entries::{ObjectPlace, feed_splitstream};
+use super::image_documents::{assemble, parse_digest, parse_manifest};
+use crate::error::{Error, Result};
+use crate::layer::decompress::Compression;
+use crate::layer::sink::LayerSink;
+use crate::store::image_input::{ImageInput, LayerBytes, LayerInput};
+use crate::store::producer::{LayerProducer, Produced};
+
+/// The largest manifest or config we read.
+const DOCUMENT_LIMIT: u64 = 4 << 20;
+
+/// An image in a repository: a tag (`quay.io/org/os:42`, as `streams/refs/oci/` has it) or a
+/// manifest digest (`sha256:…`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ImageSelector {
+    /// A tag.
+    Tag(String),
+    /// A manifest digest.
+    Manifest(Digest),
+}
+
+impl ImageSelector {
+    /// `sha256:<64 hex>` is a manifest digest, anything else a tag.
+    pub fn parse(s: &str) -> ImageSelector {
+        match Digest::parse(s) {
+            Ok(d) if s.starts_with("sha256:") => ImageSelector::Manifest(d),
+            _ => ImageSelector::Tag(s.to_string()),
+        }
+    }
+}
+
+impl std::fmt::Display for ImageSelector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ImageSelector::Tag(t) => f.write_str(t),
+            ImageSelector::Manifest(d) => write!(f, "{d}"),
+        }
+    }
+}
+
+/// The transport prefix of an image in a composefs repository named by path.
+pub const TRANSPORT: &str = "composefs:";
+
+/// Parses `composefs:REPO:IMAGE` (IMAGE a tag or `sha256:` manifest digest; the repository's path
+/// ends at the first `:`).
+pub fn parse_reference(s: &str) -> Result<(PathBuf, ImageSelector)> {
+    let rest = s.strip_prefix(TRANSPORT).ok_or_else(|| {
+        Error::InvalidInput(format!("{s:?} is not a composefs:REPO:IMAGE reference"))
+    })?;
+    match rest.split_once(':') {
+        Some((repo, image)) if !repo.is_empty() && !image.is_empty() => {
+            Ok((PathBuf::from(repo), ImageSelector::parse(image)))
+        }
+        _ => Err(Error::InvalidInput(format!(
+            "{s:?} names no image: use composefs:REPO:TAG or composefs:REPO:sha256:DIGEST"
+        ))),
+    }
+}
+
+/// The repository and the image's layer streams, for one digest algorithm.
+struct Typed<H: FsVerityHashValue> {
+    repo: Repository<H>,
+    /// Each layer's splitstream (its fs-verity id), base first.
+    layers: Vec<H>,
+}
+
+/// The compression of a layer blob by its media type (recorded with the blob's digest, as
+/// c/storage records what it pulled).
+fn blob_compression(media_type: &str) -> Compression {
+    if media_type.ends_with("gzip") {
+        Compression::Gzip
+    } else if media_type.ends_with("zstd") {
+        Compression::Zstd
+    } else {
+        Compression::None
+    }
+}
+
+enum AnyTyped {
+    Sha256(Typed<Sha256HashValue>),
+    Sha512(Typed<Sha512HashValue>),
+}
+
+/// An image of a composefs repository, opened: what to import, and the producer of its layers.
+pub struct ComposefsImage {
+    /// Manifest, config and layers, byte for byte as the repository holds them.
+    pub input: ImageInput,
+    /// The repository's directory.
+    pub repo_path: PathBuf,
+    /// Check every object against its fs-verity digest while copying it.
+    pub verify: bool,
+    /// Files whose extents were shared with the repository's objects.
+    pub reflinked: AtomicU64,
+    /// Files whose bytes were written.
+    pub written: AtomicU64,
+    /// Each layer blob's compression, by the manifest's media types.
+    compressions: Vec<Compression>,
+    typed: AnyTyped,
+}
+
+impl std::fmt::Debug for ComposefsImage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ComposefsImage")
+            .field("repo_path", &self.repo_path)
+            .field("manifest_digest", &self.input.manifest_digest)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ComposefsImage {
+    /// Opens `image` in the repository at `repo_path` (SHA-512 repositories, as bootc makes them,
+    /// or SHA-256; with or without fs-verity), reading nothing but what it names. `names` are the
+    /// names to give it in the store.
+    pub fn open(
+        repo_path: &Path,
+        image: &ImageSelector,
+        names: Vec<String>,
+        verify: bool,
+    ) -> Result<ComposefsImage> {
+        let cwd = rustix::fs::CWD;
+        let damaged = |detail: String| Error::Composefs {
+            repo: repo_path.to_path_buf(),
+            detail,
+        };
+        let (input, compressions, typed) = match Repository::<Sha512HashValue>::open_path(
+            cwd, repo_path,
+        ) {
+            Ok(repo) => {
+                let (input, c, t) = open_typed(repo, repo_path, image)?;
+                (input, c, AnyTyped::Sha512(t))
+            }
+            Err(RepositoryOpenError::AlgorithmMismatch { .. }) => {
+                let repo = Repository::<Sha256HashValue>::open_path(cwd, repo_path)
+                    .map_err(|e| damaged(format!("cannot be opened ({e})")))?;
+                let (input, c, t) = open_typed(repo, repo_path, image)?;
+                (input, c, AnyTyped::Sha256(t))
+            }
+            Err(RepositoryOpenError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::not_found(
+                    repo_path.display().to_string(),
+                    format!(
+                        "no composefs repository at {}: name the directory that holds meta.json, objects/ and streams/",
+                        repo_path.display()
+                    ),
+                ));
+            }
+            Err(e) => return Err(damaged(format!("cannot be opened ({e})"))),
+        };
+        let mut input = input;
+        input.names = names;
+        Ok(ComposefsImage {
+            input,
+            repo_path: repo_path.to_path_buf(),
+            verify,
+            reflinked: AtomicU64::new(0),
+            written: AtomicU64::new(0),
+            compressions,
+            typed,
+        })
+    }
+
+    fn feed<H: FsVerityHashValue>(
+        &self,
+        t: &Typed<H>,
+        index: usize,
+        layer: &LayerInput,
+        sink: &mut LayerSink<'_>,
+        progress: &dyn Fn(LayerBytes),
+    ) -> Result<()> {
+        let diff_id = layer.diff_id.to_string();
+        let place = ObjectPlace {
+            repo_path: &self.repo_path,
+            layer: &diff_id,
+        };
+        let verity = t
+            .layers
+            .get(index)
+            .ok_or_else(|| Error::Internal(format!("no layer {index}")))?;
+        let stream = t
+            .repo
+            .open_stream("", Some(verity), Some(composefs_oci::LAYER_CONTENT_TYPE))
+            .map_err(|e| place.damaged(format!("its splitstream cannot be read ({e:#})")))?;
+        let report = |written| {
+            progress(LayerBytes {
+                written,
+                read: written,
+            })
+        };
+        feed_splitstream(&t.repo, &place, stream, self.verify, sink, report)
+    }
+}
+
+impl LayerProducer for ComposefsImage {
+    fn sink_hashes(&self, _index: usize) -> bool {
+        true
+    }
+
+    fn produce(
+        &self,
+        index: usize,
+        layer: &LayerInput,
+        sink: &mut LayerSink<'_>,
+        progress: &dyn Fn(LayerBytes),
+    ) -> Result<Produced> {
+        let (reflinked, written) = (sink.reflinked, sink.written);
+        match &self.typed {
+            AnyTyped::Sha256(t) => self.feed(t, index, layer, sink, progress)?,
+            AnyTyped::Sha512(t) => self.feed(t, index, layer, sink, progress)?,
+        }
+        self.reflinked
+            .fetch_add(sink.reflinked - reflinked, Ordering::Relaxed);
+        self.written
+            .fetch_add(sink.written - written, Ordering::Relaxed);
+        Ok(Produced {
+            diff_id: None,
+            compression: self
+                .compressions
+                .get(index)
+                .copied()
+                .unwrap_or(Compression::None),
+        })
+    }
+}
+
+/// An opened image: what to import, each layer blob's compression, the layer streams.
+type Parts<H> = (ImageInput, Vec<Compression>, Typed<H>);
+
+/// The image's documents and layer streams in a repository of one algorithm.
+fn open_typed<H: FsVerityHashValue>(
+    repo: Repository<H>,
+    repo_path: &Path,
+    image: &ImageSelector,
+) -> Result<Parts<H>> {
+    let damaged = |detail: String| Error::Composefs {
+        repo: repo_path.to_path_buf(),
+        detail,
+    };
+    let loc = format!("composefs repository {}", repo_path.display());
+    let manifest_digest: OciDigest = match image {
+        ImageSelector::Tag(tag) => match resolve_ref(&repo, tag) {
+            Ok((d, _)) => d,
+            Err(e) if e.is::<composefs_oci::oci_image::OciRefNotFound>() => {
+                return Err(Error::not_found(
+                    tag.clone(),
+                    format!(
+                        "no image tagged {tag:?} in the {loc} (tags are under streams/refs/oci/): name an image it holds, by tag or manifest digest"
+                    ),
+                ));
+            }
+            Err(e) => return Err(damaged(format!("tag {tag:?} cannot be read ({e:#})"))),
+        },
+        ImageSelector::Manifest(d) => d
+            .to_string()
+            .parse()
+            .map_err(|e| Error::InvalidInput(format!("manifest digest {d}: {e}")))?,
+    };
+    let manifest_id = format!("oci-manifest-{manifest_digest}");
+    if repo
+        .has_stream(&manifest_id)
+        .map_err(|e| damaged(format!("{e:#}")))?
+        .is_none()
+    {
+        return Err(Error::not_found(
+            manifest_digest.to_string(),
+            format!("the {loc} holds no manifest {manifest_digest}: name an image it holds"),
+        ));
+    }
+    let oci = OciImage::open(&repo, &manifest_digest, None)
+        .map_err(|e| damaged(format!("image {manifest_digest} cannot be read ({e:#})")))?;
+    let manifest_digest = parse_digest(manifest_digest.as_ref(), "the manifest")?;
+    let manifest_bytes = read_document(&repo, &manifest_id, None, &damaged)?;
+    check_digest(&manifest_bytes, &manifest_digest, "manifest", &damaged)?;
+    let config_digest = parse_digest(oci.config_digest().as_ref(), "the config")?;
+    let config_bytes = read_document(
+        &repo,
+        &format!("oci-config-{config_digest}"),
+        Some(oci.config_verity()),
+        &damaged,
+    )?;
+    check_digest(&config_bytes, &config_digest, "config", &damaged)?;
+    let manifest = parse_manifest(&manifest_bytes, &manifest_digest, &loc)?;
+    let compressions = manifest
+        .layers
+        .iter()
+        .map(|l| blob_compression(&l.media_type))
+        .collect();
+    let input = assemble(
+        manifest_bytes,
+        manifest_digest,
+        &manifest,
+        config_bytes,
+        config_digest,
+        &loc,
+    )?;
+    let layers = input
+        .layers
+        .iter()
+        .map(|l| {
+            oci.layer_verity(&l.diff_id.to_string())
+                .cloned()
+                .ok_or_else(|| damaged(format!("layer {} has no splitstream", l.diff_id)))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok((input, compressions, Typed { repo, layers }))
+}
+
+/// A document kept as a splitstream of one external object (a manifest, a config): its bytes.
+fn read_document<H: FsVerityHashValue>(
+    repo: &Repository<H>,
+    content_id: &str,
+    verity: Option<&H>,
+    damaged: &dyn Fn(String) -> Error,
+) -> Result<Vec<u8>> {
+    let mut stream = repo
+        .open_stream(content_id, verity, None)
+        .map_err(|e| damaged(format!("{content_id} cannot be read ({e:#})")))?;
+    let mut objects = Vec::new();
+    stream
+        .get_object_refs(|id| objects.push(id.clone()))
+        .map_err(|e| damaged(format!("{content_id}: {e:#}")))?;
+    let [object] = objects.as_slice() else {
+        return Err(damaged(format!(
+            "{content_id} holds {} objects, not one",
+            objects.len()
+        )));
+    };
+    let file = repo
+        .open_object(object)
+        .map(std::fs::File::from)
+        .map_err(|e| damaged(format!("the object of {content_id} is missing ({e:#})")))?;
+    super::read_small(file, DOCUMENT_LIMIT, content_id)
+}
+
+fn check_digest(
+    bytes: &[u8],
+    digest: &Digest,
+    what: &str,
+    damaged: &dyn Fn(String) -> Error,
+) -> Result<()> {
+    let actual = Digest::from_sha256(sha2::Sha256::digest(bytes).into());
+    if &actual != digest {
+        return Err(damaged(format!(
+            "the {what} {digest} does not match its content (sha256 is {actual})"
+        )));
+    }
+    Ok(())
+}

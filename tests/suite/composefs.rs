@@ -1,0 +1,325 @@
+//! The composefs source: images in a composefs repository (bootc's composefs backend) copied into
+//! containers-storage must be what skopeo writes from the original OCI image.
+//!
+//! Fixtures are made at test time with the composefs crates, as bootc makes them: a repository
+//! (SHA-512, fs-verity off as on ext4) into which `composefs_oci::pull` imports the tests' own OCI
+//! layouts (its native `oci:` path: each layer split into a splitstream, large files as objects).
+//! A composefs *sysroot* is laid out as bootc's composefs backend lays it (taken from upstream's
+//! `bootc_composefs/state.rs::write_composefs_state` and `composefs_consts.rs`): the repository in
+//! `composefs/`, the image tagged `localhost/bootc-<manifest digest>` (bootc's GC tag), and
+//! `state/deploy/<id>/<id>.origin` with `[origin] container-image-reference =
+//! ostree-unverified-image:docker://NAME`, `[boot] boot_type`, `[image] manifest_digest`, where
+//! `<id>` is the fs-verity id of the image's EROFS (the deployment id bootc uses).
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use composefs::fsverity::{Algorithm, Sha512HashValue};
+use composefs::repository::{Repository, RepositoryConfig};
+use serde_json::Value;
+
+use crate::fixture::{self, BuiltImage, Compression, ImageSpec, OciDir, UNDEFINED_MTIME_PATHS};
+use crate::interop::{self, NAME};
+use crate::util::{Driver, TestStore, Tree, run, walk_tree};
+
+/// Imports the OCI image `oci_src` (`oci:DIR:TAG`) into a new repository at `repo`, tagged `tag`;
+/// returns the manifest digest.
+pub fn import_into_repo(oci_src: &str, repo: &Path, tag: &str) -> String {
+    let config = RepositoryConfig::new(Algorithm::SHA512).set_insecure();
+    let (repository, _) =
+        Repository::<Sha512HashValue>::init_path(rustix::fs::CWD, repo, config).expect("init");
+    let repository = Arc::new(repository);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let result = rt
+        .block_on(composefs_oci::pull(
+            &repository,
+            oci_src,
+            Some(tag),
+            composefs_oci::PullOptions::default(),
+        ))
+        .expect("composefs_oci::pull");
+    result.manifest_digest.to_string()
+}
+
+/// The source reference of an image in a repository.
+fn source(repo: &Path, image: &str) -> String {
+    format!("composefs:{}:{image}", repo.display())
+}
+
+/// `entries` with a directory entry before each entry whose parent no entry names (composefs-oci
+/// builds the image's tree while importing and refuses a file in an implied directory; bootc's
+/// images never have one).
+fn with_parents(entries: Vec<fixture::Entry>) -> Vec<fixture::Entry> {
+    let mut seen = std::collections::BTreeSet::new();
+    let mut out = Vec::new();
+    for e in entries {
+        let path = e
+            .path
+            .trim_start_matches("./")
+            .trim_end_matches('/')
+            .to_string();
+        let mut parent = String::new();
+        for c in path
+            .split('/')
+            .collect::<Vec<_>>()
+            .iter()
+            .rev()
+            .skip(1)
+            .rev()
+        {
+            parent = if parent.is_empty() {
+                c.to_string()
+            } else {
+                format!("{parent}/{c}")
+            };
+            if seen.insert(parent.clone()) {
+                out.push(fixture::Entry::dir(&format!("{parent}/")));
+            }
+        }
+        seen.insert(path);
+        out.push(e);
+    }
+    out
+}
+
+/// The rich fixture (whiteouts, opaque dirs, hardlinks, xattrs, devices, long and non-UTF-8 names,
+/// large and small files), implied directories made explicit.
+fn rich_image(compression: Compression) -> ImageSpec {
+    let tars: Vec<Vec<u8>> = [
+        fixture::rich_layer1(),
+        fixture::rich_layer2(),
+        fixture::rich_layer3(),
+    ]
+    .into_iter()
+    .map(|l| fixture::build_tar(&with_parents(l)))
+    .collect();
+    ImageSpec::from_tars("rich", &tars, compression)
+}
+
+/// The rich fixture in an OCI layout and a repository made from it.
+fn rich_repo(dir: &Path, compression: Compression) -> (String, PathBuf, BuiltImage) {
+    let mut oci = OciDir::create(&dir.join("oci"));
+    let built = oci.add_image(Some("v1"), &rich_image(compression));
+    let repo = dir.join("composefs");
+    let digest = import_into_repo(&oci.source(Some("v1")), &repo, "v1");
+    assert_eq!(
+        digest, built.manifest_digest,
+        "the repository keeps the digest"
+    );
+    (oci.source(Some("v1")), repo, built)
+}
+
+/// skopeo from the OCI layout vs ours from the repository: inspect, records, trees, exports, rmi.
+fn compare(driver: Driver, compression: Compression) {
+    interop::compare_copies(
+        driver,
+        |dir| {
+            let (oci_src, repo, built) = rich_repo(dir, compression);
+            (oci_src, source(&repo, "v1"), built)
+        },
+        UNDEFINED_MTIME_PATHS,
+    );
+}
+
+/// gzip original, overlay.
+#[test]
+fn composefs_overlay_gzip() {
+    compare(Driver::Overlay, Compression::Gzip);
+}
+
+/// zstd original, overlay.
+#[test]
+fn composefs_overlay_zstd() {
+    compare(Driver::Overlay, Compression::Zstd);
+}
+
+/// Uncompressed original, vfs.
+#[test]
+fn composefs_vfs_uncompressed() {
+    compare(Driver::Vfs, Compression::None);
+}
+
+/// Hard-link headers whose metadata differs from the target's, `./` entries; by manifest digest.
+#[test]
+fn composefs_edge_by_digest() {
+    interop::compare_copies(
+        Driver::Overlay,
+        |dir| {
+            let mut oci = OciDir::create(&dir.join("oci"));
+            // composefs-oci's import builds the image's tree, which must have a /usr.
+            let mut tars = fixture::edge_tars();
+            tars.push(fixture::build_tar(&[fixture::Entry::dir("usr/")]));
+            let spec = ImageSpec {
+                layers: tars
+                    .iter()
+                    .map(|t| fixture::LayerBlob::new(t, Compression::Gzip))
+                    .collect(),
+                label: "edge".into(),
+            };
+            let built = oci.add_image(Some("edge"), &spec);
+            let repo = dir.join("composefs");
+            import_into_repo(&oci.source(Some("edge")), &repo, "edge");
+            let src = source(&repo, &built.manifest_digest);
+            (oci.source(Some("edge")), src, built)
+        },
+        &[""],
+    );
+}
+
+/// The repository's state: every path with its type, mode, owner, size, content digest, mtime.
+fn repo_state(repo: &Path) -> Tree {
+    walk_tree(repo)
+}
+
+/// Copying changes nothing in the repository: objects, streams, refs, byte for byte and inode
+/// metadata (mtimes included).
+#[test]
+fn composefs_repository_unchanged() {
+    let store = TestStore::new(Driver::Overlay);
+    let (_, repo, built) = rich_repo(&store.dir, Compression::Gzip);
+    let before = repo_state(&repo);
+    store.ours_copy_ok(&source(&repo, "v1"), Some(NAME));
+    let after = repo_state(&repo);
+    let d = crate::util::diff_trees(&before, &after, &[]);
+    assert!(d.is_empty(), "the repository changed:\n{}", d.join("\n"));
+    assert_eq!(
+        store.inspect(NAME)["Digest"],
+        Value::from(built.manifest_digest)
+    );
+}
+
+/// The object files of a repository that hold `content`.
+fn objects_with(repo: &Path, content: &[u8]) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for d in fs::read_dir(repo.join("objects")).expect("objects") {
+        let d = d.expect("entry").path();
+        if !d.is_dir() {
+            continue;
+        }
+        for f in fs::read_dir(&d).expect("dir") {
+            let f = f.expect("entry").path();
+            if fs::read(&f).is_ok_and(|c| c == content) {
+                out.push(f);
+            }
+        }
+    }
+    out
+}
+
+/// A repository with one layer holding a large file (an external object) and a small one (inline).
+fn small_repo(dir: &Path) -> (PathBuf, BuiltImage, Vec<u8>) {
+    let big = fixture::pseudo_random(300_000, 7);
+    let tar = fixture::build_tar(&[
+        fixture::Entry::dir("usr/"),
+        fixture::Entry::dir("etc/"),
+        fixture::Entry::file("etc/small", b"small".to_vec()),
+        fixture::Entry::file("big.bin", big.clone()),
+    ]);
+    let mut oci = OciDir::create(&dir.join("oci"));
+    let built = oci.add_image(
+        Some("small"),
+        &ImageSpec::from_tars("small", &[tar], Compression::Gzip),
+    );
+    let repo = dir.join("composefs");
+    import_into_repo(&oci.source(Some("small")), &repo, "small");
+    (repo, built, big)
+}
+
+/// Bad input: a missing object, an object whose content lies (same size), a truncated layer
+/// splitstream, an unknown tag: each a one-line image error (exit 3) that names it, store unchanged.
+#[test]
+fn composefs_bad_input() {
+    let store = TestStore::new(Driver::Overlay);
+    crate::errors::seed(&store);
+    let (repo, _built, big) = small_repo(&store.dir);
+    let before = store.snapshot();
+    let fail = |src: &str, extra: &[&str], mentions: &[&str]| {
+        let mut cmd = store.ours_cmd();
+        cmd.args(["copy-to-storage", "--source", src, "--target", NAME])
+            .args(extra);
+        let out = run(&mut cmd);
+        assert_eq!(
+            out.status.code(),
+            Some(3),
+            "{}",
+            crate::util::describe(&out)
+        );
+        let line = crate::util::assert_clean_failure(&out, src, mentions);
+        eprintln!("{line}");
+        let d = before.diff(&store.snapshot());
+        assert!(d.is_empty(), "{src}: the store changed:\n{}", d.join("\n"));
+    };
+
+    fail(
+        &source(&repo, "nope:1"),
+        &[],
+        &["nope:1", "no image tagged"],
+    );
+
+    let [object] = objects_with(&repo, &big).try_into().expect("one object");
+    // A lying object: same size, other bytes. The DiffID check catches it, and the copy checked
+    // again object by object names it; --verify names it at once.
+    let mut lying = big.clone();
+    lying[1000] ^= 0xff;
+    let saved = fs::read(&object).expect("read");
+    fs::write(&object, &lying).expect("write");
+    let name = object
+        .file_name()
+        .expect("name")
+        .to_string_lossy()
+        .into_owned();
+    fail(
+        &source(&repo, "small"),
+        &[],
+        &[&name, "does not match its content", "fs-verity digest"],
+    );
+    fail(
+        &source(&repo, "small"),
+        &["--verify"],
+        &["does not match its content", "fs-verity digest"],
+    );
+    fs::write(&object, &saved).expect("restore");
+
+    // A missing object.
+    fs::rename(&object, object.with_extension("gone")).expect("hide");
+    fail(
+        &source(&repo, "small"),
+        &[],
+        &["composefs repository", "cannot be opened"],
+    );
+    fs::rename(object.with_extension("gone"), &object).expect("restore");
+
+    // It still copies once repaired.
+    store.ours_copy_ok(&source(&repo, "small"), Some(NAME));
+}
+
+/// A truncated layer splitstream: the damage is named, nothing stored.
+#[test]
+fn composefs_truncated_splitstream() {
+    let store = TestStore::new(Driver::Overlay);
+    crate::errors::seed(&store);
+    let (repo, built, _) = small_repo(&store.dir);
+    let layer = repo
+        .join("streams")
+        .join(format!("oci-layer-{}", built.diff_ids[0]));
+    let target = fs::canonicalize(&layer).expect("layer stream");
+    let bytes = fs::read(&target).expect("read");
+    fs::write(&target, &bytes[..bytes.len() - 40]).expect("truncate");
+    let before = store.snapshot();
+    let out = store.ours_copy(&source(&repo, "small"), Some(NAME));
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        crate::util::describe(&out)
+    );
+    let line =
+        crate::util::assert_clean_failure(&out, "truncated splitstream", &["composefs repository"]);
+    eprintln!("{line}");
+    let d = before.diff(&store.snapshot());
+    assert!(d.is_empty(), "the store changed:\n{}", d.join("\n"));
+}
