@@ -33,6 +33,31 @@ impl ComposefsDeployment {
     pub fn image_name(&self) -> Option<String> {
         self.image_reference.as_deref().map(strip_transport)
     }
+
+    /// The image reference as `list` shows host images (ostree-ext's form, as for OSTree hosts):
+    /// the origin's reference without its `ostree-…:` signature prefix, `docker://` for registry
+    /// images.
+    pub fn listed_reference(&self) -> Option<String> {
+        let r = self.image_reference.as_deref()?;
+        for p in ["ostree-unverified-image:", "ostree-image-signed:"] {
+            if let Some(rest) = r.strip_prefix(p) {
+                return Some(rest.to_string());
+            }
+        }
+        if let Some(rest) = r.strip_prefix("ostree-unverified-registry:") {
+            return Some(format!("docker://{rest}"));
+        }
+        for p in ["ostree-remote-image:", "ostree-remote-registry:"] {
+            if let Some((_, rest)) = r.strip_prefix(p).and_then(|r| r.split_once(':')) {
+                return Some(if p == "ostree-remote-registry:" {
+                    format!("docker://{rest}")
+                } else {
+                    rest.to_string()
+                });
+            }
+        }
+        Some(r.to_string())
+    }
 }
 
 /// Whether the sysroot uses bootc's composefs backend: a repository and deployment state.

@@ -16,9 +16,12 @@ pub struct Sysroot {
 }
 
 impl Sysroot {
-    /// The sysroot at `path`. For `/` (a booted system) the physical root is `/sysroot` when it exists.
+    /// The sysroot at `path`. For `/` (a booted system) the physical root is `/sysroot` when it
+    /// holds an OSTree or composefs host.
     pub fn new(path: &Path) -> Sysroot {
-        let physical = if path == Path::new("/") && Path::new("/sysroot/ostree").exists() {
+        let physical = if path == Path::new("/")
+            && (Path::new("/sysroot/ostree").exists() || Path::new("/sysroot/composefs").exists())
+        {
             PathBuf::from("/sysroot")
         } else {
             path.to_path_buf()

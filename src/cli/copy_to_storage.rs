@@ -261,7 +261,7 @@ fn host_holds(cli: &Cli, imgref: &str) -> anyhow::Result<bool> {
 /// An image of a composefs repository (`repo`, the image in it, the name to report it by): each
 /// layer's splitstream written into the store, files' extents shared with the repository's
 /// objects where the file system can (reflink), else copied; DiffIDs checked while writing.
-fn from_composefs(
+pub(super) fn from_composefs(
     cli: &Cli,
     args: &Args,
     (repo, image, what): (&std::path::Path, &ImageSelector, &str),
@@ -369,7 +369,7 @@ fn host_reference_check(s: &str) -> anyhow::Result<()> {
 
 /// Host images are copied by `bootc-image-ostree`, installed next to this binary: only it links
 /// libostree. Runs it with our arguments and exits with its status.
-fn exec_host_helper() -> anyhow::Result<()> {
+pub(super) fn exec_host_helper() -> anyhow::Result<()> {
     let exe = std::env::current_exe().context("finding this executable")?;
     // Beside us in a build tree; in libexec when installed (the Debian package).
     let beside = exe.with_file_name("bootc-image-ostree");
@@ -409,6 +409,17 @@ pub fn run_host(cli: &Cli, args: &Args) -> anyhow::Result<()> {
     let (name, mut config) = target(cli, &args.target)?;
     config.sync_filesystem = args.sync;
     host(cli, args, name, config, progress_fd.as_ref())
+}
+
+/// `copy-to-storage` of a host image into the store `config` as `name` (set-unified: bootc's store).
+#[cfg(feature = "ostree")]
+pub(super) fn host_into(
+    cli: &Cli,
+    args: &Args,
+    name: String,
+    config: crate::store::StoreConfig,
+) -> anyhow::Result<()> {
+    host(cli, args, name, config, None)
 }
 
 /// The booted (or named) OSTree host image.

@@ -31,6 +31,19 @@ pub struct FetchArgs {
     pub retry_delay: Option<Duration>,
 }
 
+impl Default for FetchArgs {
+    /// The defaults the command line has.
+    fn default() -> Self {
+        FetchArgs {
+            authfile: None,
+            tls_verify: None,
+            cert_dir: None,
+            retry: 3,
+            retry_delay: None,
+        }
+    }
+}
+
 impl FetchArgs {
     /// The fetch options for any store (c/image's default credentials).
     pub fn options(&self) -> FetchOptions {

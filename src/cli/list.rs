@@ -3,14 +3,16 @@
 use serde::Serialize;
 
 use super::Cli;
-use crate::bootc::{bound_images, deployments, host_images, storage, sysroot};
+use crate::bootc::{
+    bound_images, composefs_deployments, deployments, host_images, storage, sysroot,
+};
 
 /// Which images to list.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum ListType {
     /// Everything.
     All,
-    /// Host images in the OSTree repository.
+    /// Host images: in the OSTree repository, or the composefs deployments' images.
     Host,
     /// Logically bound images of the running root.
     Logical,
@@ -63,7 +65,21 @@ pub fn collect(cli: &Cli, t: ListType) -> anyhow::Result<Vec<ImageOutput>> {
         ));
     }
     let mut out = Vec::new();
-    if matches!(t, ListType::All | ListType::Host) {
+    if matches!(t, ListType::All | ListType::Host) && composefs_deployments::is_composefs(&sysroot)
+    {
+        let mut images: Vec<String> = composefs_deployments::list(&sysroot)?
+            .iter()
+            .filter_map(|d| d.listed_reference())
+            .collect();
+        images.sort();
+        images.dedup();
+        for image in images {
+            out.push(ImageOutput {
+                image_type: "host",
+                image,
+            });
+        }
+    } else if matches!(t, ListType::All | ListType::Host) {
         for image in host_images::list(&sysroot)? {
             out.push(ImageOutput {
                 image_type: "host",

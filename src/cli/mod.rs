@@ -14,6 +14,7 @@ mod list;
 mod progress;
 mod pull;
 mod pull_from_default_storage;
+mod set_unified;
 mod storage;
 
 use std::ffi::OsString;
@@ -100,6 +101,9 @@ pub enum Command {
     Pull(pull::Args),
     /// Copy an image from the default store (podman's) into bootc's store, sharing its files.
     PullFromDefaultStorage(pull_from_default_storage::Args),
+    /// Put the booted host image into bootc's store under its name, so upgrades find it there
+    /// (from bootc's store as it is, the default store, or the host's OSTree or composefs repository).
+    SetUnified(set_unified::Args),
     /// Run podman on bootc's store: list, build, pull or push.
     #[command(subcommand)]
     Cmd(cmd::CmdCommand),
@@ -198,6 +202,7 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<()> {
         Command::List(args) => list::run(&cli, args),
         Command::Pull(args) => pull::run(&cli, args),
         Command::PullFromDefaultStorage(args) => pull_from_default_storage::run(&cli, args),
+        Command::SetUnified(args) => set_unified::run(&cli, args),
         Command::Cmd(c) => cmd::run(&cli, c),
         Command::BoundImages(c) => bound_images::run(&cli, c),
         Command::Storage(c) => storage::run(&cli, c),
@@ -227,6 +232,7 @@ pub fn run_host(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<()> 
     init_logging(cli.log_level);
     match &cli.command {
         Command::CopyToStorage(args) => copy_to_storage::run_host(&cli, args),
+        Command::SetUnified(args) => set_unified::run_host(&cli, args),
         _ => Err(exit::fail(
             exit::Code::Usage,
             "bootc-image-ostree only copies host images: use bootc-image",

@@ -14,6 +14,24 @@ use crate::layer::entry::{Content, Entry, EntryMeta};
 use crate::layer::sink::LayerSink;
 
 impl Store {
+    /// Verifies every layer of an image (its top layer and the chain of parents below it).
+    pub fn verify_image(&self, image: &storage_format::ImageRecord) -> Result<()> {
+        let layers = self.layers()?;
+        let mut next = image.layer.clone();
+        while let Some(id) = next {
+            let layer = layers
+                .iter()
+                .find(|l| l.id == id)
+                .ok_or_else(|| Error::Damaged {
+                    what: format!("image {}", image.id),
+                    detail: format!("its layer {id} is not recorded"),
+                })?;
+            self.verify_layer(layer)?;
+            next = layer.parent.clone();
+        }
+        Ok(())
+    }
+
     /// Checks that the layer's tar-split and tree rebuild a tar whose sha256 is its `diff-digest`.
     pub fn verify_layer(&self, layer: &LayerRecord) -> Result<()> {
         let bad = |why: String| Error::Damaged {

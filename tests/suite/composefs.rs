@@ -323,3 +323,177 @@ fn composefs_truncated_splitstream() {
     let d = before.diff(&store.snapshot());
     assert!(d.is_empty(), "the store changed:\n{}", d.join("\n"));
 }
+
+/// The image a composefs sysroot fixture deploys.
+const HOST_IMAGE: &str = "quay.io/example/os:42";
+
+/// A composefs sysroot as bootc lays it (see the module documentation), deploying the rich image
+/// as [`HOST_IMAGE`]; returns the sysroot and the image.
+fn composefs_sysroot(dir: &Path) -> (PathBuf, BuiltImage) {
+    let mut oci = OciDir::create(&dir.join("oci"));
+    let built = oci.add_image(Some("v1"), &rich_image(Compression::Gzip));
+    let sysroot = dir.join("sysroot");
+    let repo_path = sysroot.join("composefs");
+    fs::create_dir_all(&sysroot).expect("sysroot");
+    let tag = format!("localhost/bootc-{}", built.manifest_digest);
+    import_into_repo(&oci.source(Some("v1")), &repo_path, &tag);
+    // The deployment id: the fs-verity id of the image's EROFS, which the import linked to it.
+    let repo =
+        Repository::<Sha512HashValue>::open_path(rustix::fs::CWD, &repo_path).expect("open repo");
+    let image = composefs_oci::oci_image::OciImage::open(
+        &repo,
+        &built.manifest_digest.parse().expect("digest"),
+        None,
+    )
+    .expect("image");
+    let id = image
+        .image_ref_v1()
+        .or(image.image_ref_v2())
+        .map(composefs::fsverity::FsVerityHashValue::to_hex)
+        .expect("an EROFS image linked to the config");
+    drop(repo);
+    let state = sysroot.join("state/deploy").join(&id);
+    fs::create_dir_all(state.join("etc")).expect("etc");
+    fs::create_dir_all(sysroot.join("state/os/default/var")).expect("var");
+    std::os::unix::fs::symlink("../../os/default/var", state.join("var")).expect("var link");
+    fs::write(
+        state.join(format!("{id}.origin")),
+        format!(
+            "[origin]\ncontainer-image-reference = ostree-unverified-image:docker://{HOST_IMAGE}\n\n\
+             [boot]\nboot_type = bls\ndigest = 0000\n\n[image]\nmanifest_digest = {}\n",
+            built.manifest_digest
+        ),
+    )
+    .expect("origin");
+    (sysroot, built)
+}
+
+/// `bootc-image --sysroot SYSROOT …` on `store`.
+fn on_sysroot(store: &TestStore, sysroot: &Path, args: &[&str]) -> std::process::Output {
+    let mut c = store.ours_cmd();
+    c.arg("--sysroot").arg(sysroot).args(args);
+    run(&mut c)
+}
+
+/// Like [`on_sysroot`], panics unless it succeeds; returns stdout.
+fn on_sysroot_ok(store: &TestStore, sysroot: &Path, args: &[&str]) -> String {
+    let out = on_sysroot(store, sysroot, args);
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        crate::util::describe(&out)
+    );
+    String::from_utf8(out.stdout).expect("UTF-8")
+}
+
+/// On a composefs sysroot: `copy-to-storage` without --source copies the deployment's image (as
+/// localhost/bootc); `--source docker://NAME` is the deployment's image, not a registry's; `list
+/// --type host` shows it. Digests are the original image's.
+#[test]
+fn composefs_sysroot_copy_and_list() {
+    let store = TestStore::new(Driver::Overlay);
+    let (sysroot, built) = composefs_sysroot(&store.dir);
+    let stdout = on_sysroot_ok(&store, &sysroot, &["copy-to-storage"]);
+    assert!(stdout.contains(HOST_IMAGE), "names the image: {stdout}");
+    let v = store.inspect("localhost/bootc:latest");
+    assert_eq!(v["Digest"], Value::from(built.manifest_digest.clone()));
+    assert_eq!(v["Id"], Value::from(built.image_id()));
+    assert_eq!(v["RootFS"]["Layers"], Value::from(built.diff_ids.clone()));
+
+    let src = format!("docker://{HOST_IMAGE}");
+    on_sysroot_ok(
+        &store,
+        &sysroot,
+        &["copy-to-storage", "--source", &src, "--target", NAME],
+    );
+    assert_eq!(
+        store.inspect(NAME)["Digest"],
+        Value::from(built.manifest_digest.clone())
+    );
+
+    let listed = on_sysroot_ok(
+        &store,
+        &sysroot,
+        &["list", "--type", "host", "--format", "json"],
+    );
+    let rows: Value = serde_json::from_str(&listed).expect("json");
+    assert_eq!(
+        rows,
+        serde_json::json!([{"image_type": "host", "image": format!("docker://{HOST_IMAGE}")}])
+    );
+}
+
+/// A composefs sysroot without a deployment: a one-line image error naming what is missing.
+#[test]
+fn composefs_sysroot_without_deployment() {
+    let store = TestStore::new(Driver::Overlay);
+    crate::errors::seed(&store);
+    let sysroot = store.scratch("sysroot");
+    fs::create_dir_all(sysroot.join("composefs")).expect("repo");
+    fs::create_dir_all(sysroot.join("state/deploy")).expect("state");
+    let before = store.snapshot();
+    let out = on_sysroot(&store, &sysroot, &["copy-to-storage"]);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        crate::util::describe(&out)
+    );
+    crate::util::assert_clean_failure(&out, "no deployment", &["has no deployment", "--source"]);
+    let d = before.diff(&store.snapshot());
+    assert!(d.is_empty(), "the store changed:\n{}", d.join("\n"));
+}
+
+/// podman's view of bootc's store in `sysroot`.
+fn bootc_store_inspect(sysroot: &Path, name: &str) -> Value {
+    let runroot = crate::util::unique_tmp_path("rr");
+    let out = crate::util::run_ok(
+        std::process::Command::new("podman")
+            .arg("--root")
+            .arg(sysroot.join("ostree/bootc/storage"))
+            .arg("--runroot")
+            .arg(&runroot)
+            .args(["--storage-driver", "overlay", "image", "inspect", name]),
+    );
+    let _ = fs::remove_dir_all(&runroot);
+    let v: Value = serde_json::from_str(&out).expect("inspect JSON");
+    v[0].clone()
+}
+
+/// `set-unified` on a composefs sysroot puts the deployed image into bootc's store under its name
+/// with its digest; run again, it finds it there, verifies it and changes nothing.
+#[test]
+fn set_unified_composefs() {
+    let store = TestStore::new(Driver::Overlay);
+    let (sysroot, built) = composefs_sysroot(&store.dir);
+    let first = on_sysroot_ok(&store, &sysroot, &["set-unified"]);
+    assert!(first.contains("Stored"), "{first}");
+    let v = bootc_store_inspect(&sysroot, HOST_IMAGE);
+    assert_eq!(v["Digest"], Value::from(built.manifest_digest.clone()));
+    assert_eq!(v["RootFS"]["Layers"], Value::from(built.diff_ids.clone()));
+    let bootc_store = sysroot.join("ostree/bootc/storage");
+    let before = walk_tree(&bootc_store);
+    let second = on_sysroot_ok(&store, &sysroot, &["set-unified"]);
+    assert!(second.contains("already in bootc's storage"), "{second}");
+    let d = crate::util::diff_trees(&before, &walk_tree(&bootc_store), &[]);
+    assert!(
+        d.is_empty(),
+        "the second run changed bootc's store:\n{}",
+        d.join("\n")
+    );
+}
+
+/// `set-unified` when the default store already holds the booted image: copied from there.
+#[test]
+fn set_unified_from_default_store() {
+    let store = TestStore::new(Driver::Overlay);
+    let (sysroot, built) = composefs_sysroot(&store.dir);
+    store.skopeo_copy_in(
+        &format!("oci:{}:v1", store.dir.join("oci").display()),
+        HOST_IMAGE,
+    );
+    let out = on_sysroot_ok(&store, &sysroot, &["set-unified"]);
+    assert!(out.contains("from the default store"), "{out}");
+    let v = bootc_store_inspect(&sysroot, HOST_IMAGE);
+    assert_eq!(v["Digest"], Value::from(built.manifest_digest));
+}

@@ -1217,3 +1217,49 @@ fn verify_checks_every_object() {
         "RootFS.Layers with --verify vs the oracle's"
     );
 }
+
+/// `set-unified` on an OSTree sysroot: the deployed image (derived) goes into bootc's store under
+/// its name, its files hardlinked from the repository, its layers the oracle's; run again, it is
+/// found there, verified and kept (bootc's store unchanged).
+#[test]
+fn set_unified_ostree() {
+    let oracle = oracle("derived", DERIVED_LAYERS);
+    let store = host_store();
+    let sysroot = private_sysroot(&store);
+    let set_unified = || {
+        let mut c = store.ours_cmd();
+        c.arg("--sysroot").arg(&sysroot).arg("set-unified");
+        let out = run(&mut c);
+        assert!(out.status.success(), "set-unified: {}", describe(&out));
+        String::from_utf8(out.stdout).expect("UTF-8")
+    };
+    let first = set_unified();
+    assert!(first.contains("Stored"), "{first}");
+    let bootc_store = sysroot.join("ostree/bootc/storage");
+    let runroot = crate::util::unique_tmp_path("rr");
+    let inspect = run_ok(
+        Command::new("podman")
+            .arg("--root")
+            .arg(&bootc_store)
+            .arg("--runroot")
+            .arg(&runroot)
+            .args(["--storage-driver", "overlay", "image", "inspect"])
+            .arg(DERIVED.trim_start_matches("docker://")),
+    );
+    let _ = fs::remove_dir_all(&runroot);
+    let v: Value = serde_json::from_str(&inspect).expect("inspect JSON");
+    assert_eq!(
+        strings(&v[0]["RootFS"]["Layers"]),
+        oracle.blob_diff_ids,
+        "RootFS.Layers in bootc's store"
+    );
+    let before = walk_tree(&bootc_store);
+    let second = set_unified();
+    assert!(second.contains("already in bootc's storage"), "{second}");
+    let d = diff_trees(&before, &walk_tree(&bootc_store), &[]);
+    assert!(
+        d.is_empty(),
+        "the second run changed bootc's store:\n{}",
+        d.join("\n")
+    );
+}
