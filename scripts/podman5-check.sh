@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Checks, with podman 5 and skopeo 1.18 from a Debian 13 (trixie) chroot, that the
 # containers-storage stores bootc-image writes are right: `copy-to-storage` into an overlay and a
-# vfs store, and `pull-from-default-storage` into bootc's store. Docs: docs/podman5.md.
+# vfs store (from an OCI layout, a registry and a composefs repository), and
+# `pull-from-default-storage` into bootc's store. Docs: docs/podman5.md.
 #
 # Two test images (one OCI layout): localhost/p5, which every store must hold with no damage
 # reported by `podman system check`; and localhost/p5-implied, whose second layer deletes a file
@@ -307,6 +308,13 @@ phase_podman5() {
     check "registry: podman image mount + tree" image_mount_tree "${g[@]}" registry-image
     check "registry: podman rmi, then the store is empty" rmi_then_empty "${g[@]}"
 
+    say "podman 5 on the store bootc-image wrote from a composefs repository"
+    local c=(overlay "$base/composefs-ours" /run/p5-composefs)
+    check "composefs: podman image inspect" p5 "${c[@]}" image inspect "$image"
+    check "composefs: podman system check" system_check "${c[@]}"
+    check "composefs: podman image mount + tree" image_mount_tree "${c[@]}" composefs-image
+    check "composefs: podman rmi, then the store is empty" rmi_then_empty "${c[@]}"
+
     say "podman 5 on stores where our copy was killed"
     local point k
     for point in import:layers-written image:big-data:2; do
@@ -421,7 +429,7 @@ make_image() {
 
     umoci unpack --image "$oci:$tag" "$work/b" >/dev/null
     r=$work/b/rootfs
-    mkdir -p "$r/etc" "$r/bin" "$r/data/keep" "$r/opq/sub"
+    mkdir -p "$r/etc" "$r/bin" "$r/data/keep" "$r/opq/sub" "$r/usr"
     echo hello >"$r/etc/hello.txt"
     printf '#!/bin/sh\necho hi\n' >"$r/bin/tool"
     chmod 755 "$r/bin/tool"
@@ -660,6 +668,14 @@ check "overlay: bootc-image pull-from-default-storage" \
     "$bin" --root "$base/overlay" --runroot /run/p5-overlay --storage-driver overlay \
     --sysroot "$base/sysroot" pull-from-default-storage "$image"
 
+say "bootc-image copy-to-storage from a composefs repository made from the test image"
+cargo build --example composefs_repo
+check "composefs: a repository made with composefs-oci" \
+    target/debug/examples/composefs_repo "oci:$oci:$tag" "$base/composefs" "$tag"
+check "composefs: bootc-image copy-to-storage --source composefs:" \
+    "$bin" --root "$base/composefs-ours" --runroot /run/p5-composefs --storage-driver overlay \
+    copy-to-storage --source "composefs:$base/composefs:$tag" --target "$image" --progress none
+
 say "a registry (Debian's docker-registry) holding the test image, for skopeo 1.18's image proxy"
 check "registry: docker-registry started and the image pushed (skopeo 1.9)" start_registry
 cp "$bin" "$base/bootc-image"
@@ -673,6 +689,8 @@ for driver in "${drivers[@]}"; do
 done
 check "bootc store: records match skopeo 1.18's" \
     compare_with_reference "$bootc_store" overlay "$base/ref-overlay"
+check "composefs: records match skopeo 1.18's" \
+    compare_with_reference "$base/composefs-ours" overlay "$base/ref-overlay"
 for driver in "${drivers[@]}"; do
     check "$driver: $implied_image records match skopeo 1.18's" \
         compare_with_reference "$base/implied-$driver" "$driver" "$base/ref-implied-$driver"

@@ -47,6 +47,42 @@ fn import_oci_example() {
     assert_eq!(v["Digest"], built.manifest_digest.as_str());
 }
 
+/// `composefs_repo` makes a composefs repository from an OCI layout; `import_composefs` copies the
+/// image from it through the library: podman inspects the source's ID and digest.
+#[test]
+fn composefs_examples() {
+    let store = TestStore::new(Driver::Overlay);
+    let mut oci = OciDir::create(&store.scratch("oci"));
+    let tar = fixture::build_tar(&[
+        fixture::Entry::dir("usr/"),
+        fixture::Entry::file("usr/big", fixture::pseudo_random(100_000, 3)),
+    ]);
+    let built = oci.add_image(
+        Some("ex"),
+        &ImageSpec::from_tars("ex", &[tar], Compression::Zstd),
+    );
+    let repo = store.scratch("cfs");
+    let digest = run_ok(
+        Command::new(example("composefs_repo"))
+            .arg(format!("oci:{}:ex", oci.path.display()))
+            .arg(&repo)
+            .arg("ex"),
+    );
+    assert_eq!(digest.trim(), built.manifest_digest);
+    let out = run_ok(
+        Command::new(example("import_composefs"))
+            .arg(&repo)
+            .arg("ex")
+            .arg(&store.root)
+            .arg(&store.runroot)
+            .arg("localhost/example:1"),
+    );
+    assert!(out.starts_with(&built.image_id()), "{out}");
+    let v = store.inspect("localhost/example:1");
+    assert_eq!(v["Id"], built.image_id().as_str());
+    assert_eq!(v["Digest"], built.manifest_digest.as_str());
+}
+
 /// `build_layer`: a directory of files (a subdirectory, an executable, a symlink, an empty file)
 /// becomes an image in one pass; podman lists it and mounts a tree equal to the directory, and
 /// a second build of the same directory gives the same digests (reproducible).
