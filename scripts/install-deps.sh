@@ -12,6 +12,7 @@ packages=(
     shellcheck                                        # lint of scripts/ and .ci/run
     debootstrap                                       # podman 5 check: a Debian 13 chroot
     docker-registry apache2-utils                     # registry tests: distribution 2.8, htpasswd -B
+    xfsprogs                                          # composefs reflink test and BENCH_FS=xfs
 )
 
 missing=()

@@ -497,3 +497,71 @@ fn set_unified_from_default_store() {
     let v = bootc_store_inspect(&sysroot, HOST_IMAGE);
     assert_eq!(v["Digest"], Value::from(built.manifest_digest));
 }
+
+/// A loop-mounted XFS (reflink on), unmounted and deleted on drop.
+struct Xfs {
+    dir: PathBuf,
+    mnt: PathBuf,
+}
+
+impl Xfs {
+    fn new() -> Xfs {
+        let dir = crate::util::unique_tmp_path("xfs");
+        let img = dir.join("fs.img");
+        let mnt = dir.join("mnt");
+        fs::create_dir_all(&mnt).expect("mount point");
+        crate::util::run_ok(
+            std::process::Command::new("truncate")
+                .args(["-s", "600M"])
+                .arg(&img),
+        );
+        crate::util::run_ok(
+            std::process::Command::new("mkfs.xfs")
+                .args(["-q", "-f", "-m", "reflink=1"])
+                .arg(&img),
+        );
+        crate::util::run_ok(
+            std::process::Command::new("mount")
+                .args(["-o", "loop"])
+                .arg(&img)
+                .arg(&mnt),
+        );
+        Xfs { dir, mnt }
+    }
+}
+
+impl Drop for Xfs {
+    fn drop(&mut self) {
+        crate::util::unmount_below(&self.mnt);
+        let _ = std::process::Command::new("umount").arg(&self.mnt).status();
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// On XFS the large file's extents are shared with its object (a reflink: `filefrag` reports
+/// them shared), the small one is written, and the image is still the original.
+#[test]
+fn composefs_reflink_on_xfs() {
+    let xfs = Xfs::new();
+    let store = TestStore::new_in(Driver::Overlay, &xfs.mnt);
+    let (repo, built, big) = small_repo(&store.dir);
+    let out = store.ours_copy_ok(&source(&repo, "small"), Some(NAME));
+    assert!(
+        out.contains("1 files reflinked from the repository"),
+        "{out}"
+    );
+    let v = store.inspect(NAME);
+    assert_eq!(v["Digest"], Value::from(built.manifest_digest));
+    let layer = store
+        .root
+        .join("overlay")
+        .join(built.diff_ids[0].trim_start_matches("sha256:"));
+    let file = layer.join("diff/big.bin");
+    assert_eq!(fs::read(&file).expect("big.bin"), big);
+    let extents = crate::util::run_ok(std::process::Command::new("filefrag").arg("-v").arg(&file));
+    assert!(
+        extents.contains("shared"),
+        "big.bin's extents are not shared:\n{extents}"
+    );
+    drop(store);
+}

@@ -17,6 +17,7 @@ use composefs::splitstream::{SplitStreamData, SplitStreamReader};
 
 use crate::error::{Error, Result};
 use crate::layer::entry::{Content, Entry, EntryMeta};
+use crate::layer::read_ahead::ReadAhead;
 use crate::layer::sink::LayerSink;
 use crate::layer::tar_stream::{Event, TarStream};
 
@@ -53,7 +54,8 @@ pub struct ObjectPlace<'a> {
 }
 
 impl ObjectPlace<'_> {
-    fn object_path<H: FsVerityHashValue>(&self, id: &H) -> PathBuf {
+    /// The file of object `id`.
+    pub fn object_path<H: FsVerityHashValue>(&self, id: &H) -> PathBuf {
         let hex = id.to_hex();
         let (dir, rest) = hex.split_at(2.min(hex.len()));
         self.repo_path.join("objects").join(dir).join(rest)
@@ -70,12 +72,13 @@ impl ObjectPlace<'_> {
 
 /// Feeds the entries of a layer's splitstream `stream` into `sink`; with `verify`, every external
 /// object's content is checked against its fs-verity digest (and copied, not reflinked, as it is
-/// read through the check). `progress` gets the stream's bytes consumed so far after each entry.
+/// read through the check). `read_ahead` is told the bytes of each object read; `progress` gets
+/// the stream's bytes consumed so far after each entry.
 pub fn feed_splitstream<H: FsVerityHashValue>(
     repo: &Repository<H>,
     place: &ObjectPlace<'_>,
     stream: SplitStreamReader<H>,
-    verify: bool,
+    (verify, read_ahead): (bool, Option<&ReadAhead>),
     sink: &mut LayerSink<'_>,
     mut progress: impl FnMut(u64),
 ) -> Result<()> {
@@ -146,6 +149,9 @@ pub fn feed_splitstream<H: FsVerityHashValue>(
                             linkable: false,
                         },
                     })?;
+                }
+                if let Some(ra) = read_ahead {
+                    ra.consumed(header.size);
                 }
             }
             SplitStreamData::Inline(_) => {

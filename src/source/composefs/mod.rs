@@ -25,9 +25,13 @@ use self::layer_entries::{ObjectPlace, feed_splitstream};
 use super::image_documents::{assemble, parse_digest, parse_manifest};
 use crate::error::{Error, Result};
 use crate::layer::decompress::Compression;
+use crate::layer::read_ahead::{ReadAhead, StopOnDrop};
 use crate::layer::sink::LayerSink;
 use crate::store::image_input::{ImageInput, LayerBytes, LayerInput};
 use crate::store::producer::{LayerProducer, Produced};
+
+/// How far the read-ahead of a layer's objects runs ahead of the copy.
+const READ_AHEAD_LEAD: u64 = 64 << 20;
 
 /// The largest manifest or config we read.
 const DOCUMENT_LIMIT: u64 = 4 << 20;
@@ -199,7 +203,7 @@ impl ComposefsImage {
             .layers
             .get(index)
             .ok_or_else(|| Error::Internal(format!("no layer {index}")))?;
-        let stream = t
+        let mut stream = t
             .repo
             .open_stream("", Some(verity), Some(composefs_oci::LAYER_CONTENT_TYPE))
             .map_err(|e| place.damaged(format!("its splitstream cannot be read ({e:#})")))?;
@@ -209,7 +213,24 @@ impl ComposefsImage {
                 read: written,
             })
         };
-        feed_splitstream(&t.repo, &place, stream, self.verify, sink, report)
+        // The objects in the order the stream first names them: a helper asks the kernel for the
+        // next ones while this thread copies and hashes (a cold disk sees many requests at once).
+        let mut objects = Vec::new();
+        stream
+            .get_object_refs(|id| objects.push(place.object_path(id)))
+            .map_err(|e| place.damaged(format!("{e:#}")))?;
+        let ra = ReadAhead::new(READ_AHEAD_LEAD);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                ra.run(objects.into_iter().map(|p| {
+                    let size = std::fs::metadata(&p).map_or(0, |m| m.len());
+                    (p, size)
+                }))
+            });
+            let _stop = StopOnDrop(&ra);
+            let how = (self.verify, Some(&ra));
+            feed_splitstream(&t.repo, &place, stream, how, sink, report)
+        })
     }
 }
 
