@@ -215,14 +215,16 @@ impl ComposefsImage {
         };
         // The objects in the order the stream first names them: a helper asks the kernel for the
         // next ones while this thread copies and hashes (a cold disk sees many requests at once).
+        // (Their ids, 64 bytes each: the paths are made one at a time by the helper.)
         let mut objects = Vec::new();
         stream
-            .get_object_refs(|id| objects.push(place.object_path(id)))
+            .get_object_refs(|id| objects.push(id.clone()))
             .map_err(|e| place.damaged(format!("{e:#}")))?;
         let ra = ReadAhead::new(READ_AHEAD_LEAD);
         std::thread::scope(|s| {
             s.spawn(|| {
-                ra.run(objects.into_iter().map(|p| {
+                ra.run(objects.iter().map(|id| {
+                    let p = place.object_path(id);
                     let size = std::fs::metadata(&p).map_or(0, |m| m.len());
                     (p, size)
                 }))
