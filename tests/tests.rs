@@ -29,6 +29,9 @@ mod registry;
 #[path = "suite/composefs.rs"]
 mod composefs;
 
+#[path = "suite/build_chunked.rs"]
+mod build_chunked;
+
 #[path = "suite/errors.rs"]
 mod errors;
 

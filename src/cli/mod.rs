@@ -4,6 +4,7 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod bound_images;
+mod build_chunked;
 mod cmd;
 mod copy_to_storage;
 pub mod exit;
@@ -101,6 +102,9 @@ pub enum Command {
     Pull(pull::Args),
     /// Copy an image from the default store (podman's) into bootc's store, sharing its files.
     PullFromDefaultStorage(pull_from_default_storage::Args),
+    /// Build a chunked, reproducible image from a root filesystem directory into a store: one layer
+    /// per big package (dpkg), small ones packed, unowned files last; no tar on disk.
+    BuildChunked(build_chunked::Args),
     /// Put the booted host image into bootc's store under its name, so upgrades find it there
     /// (from bootc's store as it is, the default store, or the host's OSTree or composefs repository).
     SetUnified(set_unified::Args),
@@ -203,6 +207,7 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<()> {
         Command::Pull(args) => pull::run(&cli, args),
         Command::PullFromDefaultStorage(args) => pull_from_default_storage::run(&cli, args),
         Command::SetUnified(args) => set_unified::run(&cli, args),
+        Command::BuildChunked(args) => build_chunked::run(&cli, args),
         Command::Cmd(c) => cmd::run(&cli, c),
         Command::BoundImages(c) => bound_images::run(&cli, c),
         Command::Storage(c) => storage::run(&cli, c),

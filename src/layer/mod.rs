@@ -7,6 +7,7 @@ pub mod path;
 pub mod pipe;
 pub mod read_ahead;
 pub mod sink;
+pub mod tar_build;
 pub mod tar_header;
 pub mod tar_stream;
 pub mod tree_writer;

@@ -11,6 +11,7 @@ pub mod oci_types;
 #[cfg(feature = "ostree")]
 pub mod ostree_host;
 pub mod retry;
+pub mod rootfs;
 
 use std::io::Read;
 use std::path::PathBuf;

@@ -1,0 +1,195 @@
+//! `bootc-image build-chunked`: a root filesystem → a chunked, reproducible image in a store.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use anyhow::Context;
+
+use super::Cli;
+use super::copy_to_storage::{ResultFormat, target};
+use super::progress::{ProgressMode, Reporter};
+use crate::source::rootfs::{BuildOptions, Builder, Grouping, prior_from_store};
+use crate::store::Store;
+
+/// Options of build-chunked.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The root filesystem to build from: a directory (a debootstrap tree, a mounted image).
+    #[arg(long, value_name = "DIR")]
+    pub rootfs: PathBuf,
+    /// The image's name: NAME, containers-storage:NAME or containers-storage:[driver@root+runroot]NAME.
+    #[arg(long, value_name = "NAME")]
+    pub target: String,
+    /// At most this many layers.
+    #[arg(long, value_name = "N", default_value_t = 64)]
+    pub max_layers: usize,
+    /// The previous build (an image in the same store): packages keep their layers, so a rebuild
+    /// after one package changed changes only its layer.
+    #[arg(long, value_name = "IMAGE")]
+    pub from_image: Option<String>,
+    /// A label of the image config (repeatable); containers.bootc=1 is always set.
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    pub labels: Vec<String>,
+    /// An annotation of the manifest (repeatable).
+    #[arg(long = "annotation", value_name = "KEY=VALUE")]
+    pub annotations: Vec<String>,
+    /// A JSON file with the image config's `config` object (Cmd, Entrypoint, Env, WorkingDir, …).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Clamp every mtime to this time (seconds since the epoch) and make it the creation time.
+    /// Default: SOURCE_DATE_EPOCH; without either, the newest mtime in the tree is the creation
+    /// time.
+    #[arg(long, value_name = "SECS", env = "SOURCE_DATE_EPOCH")]
+    pub timestamp: Option<i64>,
+    /// Print the plan (layers and their packages) and build nothing.
+    #[arg(long)]
+    pub plan: bool,
+    /// Progress: a bar per layer on a terminal (auto), JSON events on stdout, or none.
+    #[arg(long, value_enum, default_value_t = ProgressMode::Auto)]
+    pub progress: ProgressMode,
+    /// The result: text lines, or one JSON object.
+    #[arg(long, value_enum, default_value_t = ResultFormat::Text)]
+    pub format: ResultFormat,
+}
+
+/// `KEY=VALUE` pairs of `--label`/`--annotation`.
+fn pairs(flag: &str, items: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    for item in items {
+        match item.split_once('=') {
+            Some((k, v)) if !k.trim().is_empty() && !k.contains(char::is_whitespace) => {
+                out.insert(k.to_string(), v.to_string());
+            }
+            _ => {
+                return Err(super::exit::fail(
+                    super::exit::Code::Usage,
+                    format!("{flag} {item:?} is not KEY=VALUE with a non-empty key without spaces"),
+                ));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Runs the command.
+pub fn run(cli: &Cli, args: &Args) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    let config = match &args.config {
+        Some(path) => {
+            let bytes = std::fs::read(path)
+                .with_context(|| format!("reading the config file {}", path.display()))?;
+            match serde_json::from_slice::<serde_json::Value>(&bytes) {
+                Ok(serde_json::Value::Object(m)) => Some(m),
+                _ => {
+                    return Err(super::exit::fail(
+                        super::exit::Code::Usage,
+                        format!(
+                            "--config {}: not a JSON object (write the config's \"config\" part: {{\"Cmd\": [\"/sbin/init\"]}})",
+                            path.display()
+                        ),
+                    ));
+                }
+            }
+        }
+        None => None,
+    };
+    let options = BuildOptions {
+        max_layers: args.max_layers,
+        timestamp: args.timestamp,
+        labels: pairs("--label", &args.labels)?,
+        annotations: pairs("--annotation", &args.annotations)?,
+        config,
+    };
+    if options.max_layers == 0 {
+        return Err(super::exit::fail(
+            super::exit::Code::Usage,
+            "--max-layers must be at least 1",
+        ));
+    }
+    let (name, store_config) = target(cli, &args.target)?;
+    let builder = Builder::new(&args.rootfs, options)
+        .with_context(|| format!("reading {}", args.rootfs.display()))?;
+    let store = Store::open(store_config.clone())
+        .with_context(|| format!("opening the store at {}", store_config.graphroot.display()))?;
+    let prior = match &args.from_image {
+        Some(prev) => Some(
+            prior_from_store(&store, prev)
+                .with_context(|| format!("reading the previous build {prev}"))?
+                .ok_or_else(|| {
+                    super::exit::fail(
+                        super::exit::Code::Image,
+                        format!(
+                            "--from-image {prev} was not built by build-chunked (its history names no chunks): build without --from-image"
+                        ),
+                    )
+                })?,
+        ),
+        None => None,
+    };
+    let plan = builder.plan(prior.as_ref())?;
+    if args.plan {
+        let grouping = match &builder.grouping {
+            Grouping::Dpkg(dir) => format!("dpkg ({dir})"),
+            Grouping::Directories => "directories (no package database)".to_string(),
+        };
+        if args.format == ResultFormat::Json {
+            let layers: Vec<serde_json::Value> = plan
+                .layers
+                .iter()
+                .map(|l| serde_json::json!({"key": l.key, "bytes": l.size, "packages": l.packages}))
+                .collect();
+            println!(
+                "{}",
+                serde_json::json!({"grouping": grouping, "layers": layers})
+            );
+        } else {
+            println!("{} layers, grouped by {grouping}:", plan.layers.len());
+            for (i, l) in plan.layers.iter().enumerate() {
+                println!(
+                    "{i:3} {:24} {:>10} bytes  {}",
+                    l.key,
+                    l.size,
+                    l.packages.join(" ")
+                );
+            }
+        }
+        return Ok(());
+    }
+    let input = builder.image(&plan, vec![name.clone()])?;
+    let mode = if cli.quiet && args.progress == ProgressMode::Auto {
+        ProgressMode::None
+    } else {
+        args.progress
+    };
+    let reporter = Reporter::new(&input.layers, mode, None);
+    let report = builder
+        .commit(&plan, &input, &store, &|p| reporter.event(p))
+        .with_context(|| format!("building {name} from {}", args.rootfs.display()))?;
+    reporter.finish();
+    let seconds = started.elapsed().as_secs_f64();
+    if args.format == ResultFormat::Json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "name": name,
+                "image_id": report.image_id,
+                "digest": report.manifest_digest.to_string(),
+                "layers": plan.layers.len(),
+                "layers_written": report.layers_written,
+                "layers_reused": report.layers_reused,
+                "seconds": (seconds * 1000.0).round() / 1000.0,
+            })
+        );
+    } else if !cli.quiet {
+        println!(
+            "Built {name} from {} ({} layers: {} written, {} reused)",
+            args.rootfs.display(),
+            plan.layers.len(),
+            report.layers_written,
+            report.layers_reused
+        );
+        println!("ID: {}", report.image_id);
+        println!("Digest: {}", report.manifest_digest);
+    }
+    Ok(())
+}

@@ -1,0 +1,292 @@
+//! The chunking plan: which layer each package (or, without a package database, each directory
+//! group) goes to. Big packages get a layer of their own, small ones share a layer chosen by a
+//! stable hash of their name (so adding or removing a package moves no other), files no package
+//! owns go to a last layer. With the previous build's plan (`--from-image`), every package keeps
+//! its layer, so a rebuild after one package changed changes only that layer.
+
+use std::collections::BTreeMap;
+
+use crate::error::{Error, Result};
+
+/// The key of the layer of files no package owns.
+pub const UNOWNED: &str = "unowned";
+/// The key of the single layer when only one is allowed.
+pub const ALL: &str = "all";
+
+/// One layer of the plan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedLayer {
+    /// Its key: `pkg:<name>` (a package of its own), `bin:<n>` (small packages sharing it),
+    /// `unowned`, or `all`.
+    pub key: String,
+    /// The packages in it, sorted.
+    pub packages: Vec<String>,
+    /// Bytes of regular-file content in it.
+    pub size: u64,
+}
+
+/// The plan: layers base first; inspect it, move packages with [`ChunkPlan::move_package`], then
+/// build.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChunkPlan {
+    /// The layers, base first (the unowned files' layer last).
+    pub layers: Vec<PlannedLayer>,
+}
+
+impl ChunkPlan {
+    /// The layer index of `package`, if it is in the plan.
+    pub fn layer_of(&self, package: &str) -> Option<usize> {
+        self.layers
+            .iter()
+            .position(|l| l.packages.iter().any(|p| p == package))
+    }
+
+    /// The index of the layer of files no package owns, if there is one.
+    pub fn unowned_layer(&self) -> Option<usize> {
+        self.layers
+            .iter()
+            .position(|l| l.key == UNOWNED || l.key == ALL)
+    }
+
+    /// Moves `package` into layer `to`.
+    pub fn move_package(&mut self, package: &str, to: usize) -> Result<()> {
+        let from = self.layer_of(package).ok_or_else(|| {
+            Error::InvalidInput(format!("package {package:?} is not in the plan"))
+        })?;
+        if to >= self.layers.len() {
+            return Err(Error::InvalidInput(format!(
+                "the plan has {} layers: there is no layer {to}",
+                self.layers.len()
+            )));
+        }
+        self.layers[from].packages.retain(|p| p != package);
+        self.layers[to].packages.push(package.to_string());
+        self.layers[to].packages.sort();
+        Ok(())
+    }
+}
+
+/// The plan of a previous build: its layers' keys and packages, base first.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Prior {
+    /// (key, packages) per layer.
+    pub layers: Vec<(String, Vec<String>)>,
+}
+
+/// The history comment of a layer, which [`Prior::from_history`] reads back.
+pub fn history_comment(layer: &PlannedLayer) -> String {
+    let mut s = format!("bootc-image chunk {}", layer.key);
+    for p in &layer.packages {
+        s.push(' ');
+        s.push_str(p);
+    }
+    s
+}
+
+impl Prior {
+    /// Reads the plan back from an image config's history (the comments [`history_comment`]
+    /// wrote); `None` when the image was not built by us.
+    pub fn from_history(config: &serde_json::Value) -> Option<Prior> {
+        let mut layers = Vec::new();
+        for h in config.get("history")?.as_array()? {
+            let comment = h.get("comment").and_then(|c| c.as_str()).unwrap_or("");
+            let mut words = comment.strip_prefix("bootc-image chunk ")?.split(' ');
+            let key = words.next()?.to_string();
+            layers.push((key, words.map(str::to_string).collect()));
+        }
+        (!layers.is_empty()).then_some(Prior { layers })
+    }
+}
+
+/// FNV-1a: a stable hash (the same on every machine and release) for small packages' bins.
+fn fnv1a(s: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in s.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+/// Plans at most `max_layers` layers for `sizes` (package → bytes it holds in the tree) and, when
+/// `unowned` bytes or entries exist, a last layer for them.
+pub fn plan(
+    sizes: &BTreeMap<String, u64>,
+    unowned: Option<u64>,
+    max_layers: usize,
+    prior: Option<&Prior>,
+) -> Result<ChunkPlan> {
+    if max_layers == 0 {
+        return Err(Error::InvalidInput(
+            "--max-layers must be at least 1".into(),
+        ));
+    }
+    if max_layers == 1 {
+        return Ok(ChunkPlan {
+            layers: vec![PlannedLayer {
+                key: ALL.into(),
+                packages: sizes.keys().cloned().collect(),
+                size: sizes.values().sum::<u64>() + unowned.unwrap_or(0),
+            }],
+        });
+    }
+    let budget = max_layers - 1;
+    // Biggest first, then by name: the order of own layers and who gets one.
+    let mut by_size: Vec<(&String, u64)> = sizes.iter().map(|(k, v)| (k, *v)).collect();
+    by_size.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+    let mut key_of: BTreeMap<&str, String> = BTreeMap::new();
+    let mut order: Vec<String> = Vec::new();
+    if let Some(prior) = prior {
+        for (key, pkgs) in &prior.layers {
+            for p in pkgs {
+                if let Some((name, _)) = sizes.get_key_value(p)
+                    && key != UNOWNED
+                    && key != ALL
+                {
+                    key_of.insert(name.as_str(), key.clone());
+                }
+            }
+            if key != UNOWNED && key != ALL && !order.contains(key) {
+                order.push(key.clone());
+            }
+        }
+        let bins: Vec<String> = order
+            .iter()
+            .filter(|k| k.starts_with("bin:"))
+            .cloned()
+            .collect();
+        for (name, _) in &by_size {
+            if key_of.contains_key(name.as_str()) {
+                continue;
+            }
+            let used = key_of
+                .values()
+                .collect::<std::collections::BTreeSet<_>>()
+                .len();
+            let key = if used < budget {
+                format!("pkg:{name}")
+            } else if !bins.is_empty() {
+                bins[(fnv1a(name) % bins.len() as u64) as usize].clone()
+            } else {
+                UNOWNED.to_string()
+            };
+            if key != UNOWNED && !order.contains(&key) {
+                order.push(key.clone());
+            }
+            key_of.insert(name.as_str(), key);
+        }
+    } else if by_size.len() <= budget {
+        for (name, _) in &by_size {
+            let key = format!("pkg:{name}");
+            order.push(key.clone());
+            key_of.insert(name.as_str(), key);
+        }
+    } else {
+        let own = budget / 2;
+        let bins = (budget - own) as u64;
+        for (i, (name, _)) in by_size.iter().enumerate() {
+            let key = if i < own {
+                let k = format!("pkg:{name}");
+                order.push(k.clone());
+                k
+            } else {
+                format!("bin:{:02}", fnv1a(name) % bins)
+            };
+            key_of.insert(name.as_str(), key);
+        }
+        let mut bin_keys: Vec<String> = key_of
+            .values()
+            .filter(|k| k.starts_with("bin:"))
+            .cloned()
+            .collect();
+        bin_keys.sort();
+        bin_keys.dedup();
+        order.extend(bin_keys);
+    }
+    let mut layers: Vec<PlannedLayer> = order
+        .iter()
+        .map(|key| PlannedLayer {
+            key: key.clone(),
+            packages: Vec::new(),
+            size: 0,
+        })
+        .collect();
+    let mut unowned_layer = PlannedLayer {
+        key: UNOWNED.into(),
+        packages: Vec::new(),
+        size: unowned.unwrap_or(0),
+    };
+    for (name, key) in &key_of {
+        let size = sizes.get(*name).copied().unwrap_or(0);
+        let l = match layers.iter_mut().find(|l| &l.key == key) {
+            Some(l) => l,
+            None => &mut unowned_layer,
+        };
+        l.packages.push((*name).to_string());
+        l.size += size;
+    }
+    layers.retain(|l| !l.packages.is_empty());
+    if unowned.is_some() || !unowned_layer.packages.is_empty() {
+        layers.push(unowned_layer);
+    }
+    Ok(ChunkPlan { layers })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sizes(n: usize) -> BTreeMap<String, u64> {
+        (0..n)
+            .map(|i| (format!("p{i:03}"), (i as u64 + 1) * 1000))
+            .collect()
+    }
+
+    #[test]
+    fn few_packages_own_layers() {
+        let p = plan(&sizes(3), Some(10), 64, None).expect("plan");
+        let keys: Vec<&str> = p.layers.iter().map(|l| l.key.as_str()).collect();
+        assert_eq!(keys, ["pkg:p002", "pkg:p001", "pkg:p000", "unowned"]);
+    }
+
+    #[test]
+    fn many_packages_at_most_max_layers() {
+        let p = plan(&sizes(500), Some(10), 16, None).expect("plan");
+        assert!(p.layers.len() <= 16, "{}", p.layers.len());
+        assert_eq!(p.layers.last().map(|l| l.key.as_str()), Some(UNOWNED));
+        let total: usize = p.layers.iter().map(|l| l.packages.len()).sum();
+        assert_eq!(total, 500);
+    }
+
+    /// A prior plan keeps every package where it was, a new package finds a place, a removed one
+    /// leaves.
+    #[test]
+    fn prior_keeps_places() {
+        let first = plan(&sizes(500), Some(10), 16, None).expect("plan");
+        let prior = Prior {
+            layers: first
+                .layers
+                .iter()
+                .map(|l| (l.key.clone(), l.packages.clone()))
+                .collect(),
+        };
+        let mut s = sizes(500);
+        s.remove("p100");
+        s.insert("new".into(), 5);
+        s.insert("p499".into(), 1);
+        let second = plan(&s, Some(10), 16, Some(&prior)).expect("plan");
+        for l in &first.layers {
+            for p in &l.packages {
+                if p != "p100" {
+                    assert_eq!(
+                        second.layer_of(p),
+                        Some(first.layer_of(p).expect("first")),
+                        "{p}"
+                    );
+                }
+            }
+        }
+        assert!(second.layer_of("new").is_some());
+        assert!(second.layers.len() <= 16);
+    }
+}
