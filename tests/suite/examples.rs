@@ -83,6 +83,41 @@ fn composefs_examples() {
     assert_eq!(v["Digest"], built.manifest_digest.as_str());
 }
 
+/// `build_chunked`: the library's builder, with a package moved into the base layer by hand; podman
+/// inspects the image the example reports.
+#[test]
+fn build_chunked_example() {
+    let store = TestStore::new(Driver::Overlay);
+    let root = store.scratch("rootfs");
+    std::fs::create_dir_all(root.join("usr/bin")).expect("mkdir");
+    std::fs::create_dir_all(root.join("var/lib/dpkg/info")).expect("mkdir");
+    std::fs::write(root.join("usr/bin/a"), vec![1u8; 5000]).expect("write");
+    std::fs::write(root.join("usr/bin/b"), vec![2u8; 9000]).expect("write");
+    std::fs::write(root.join("var/lib/dpkg/info/a.list"), "/usr/bin/a\n").expect("write");
+    std::fs::write(root.join("var/lib/dpkg/info/b.list"), "/usr/bin/b\n").expect("write");
+    let out = run_ok(
+        Command::new(example("build_chunked"))
+            .arg(&root)
+            .arg(&store.root)
+            .arg(&store.runroot)
+            .arg("localhost/chunked:1")
+            .arg("a"),
+    );
+    assert!(
+        out.starts_with("layer 0: pkg:b (14000 bytes) a b\nlayer 1: unowned"),
+        "{out}"
+    );
+    let id = out
+        .lines()
+        .last()
+        .expect("last line")
+        .split(' ')
+        .next()
+        .expect("id");
+    let v = store.inspect("localhost/chunked:1");
+    assert_eq!(v["Id"], id);
+}
+
 /// `build_layer`: a directory of files (a subdirectory, an executable, a symlink, an empty file)
 /// becomes an image in one pass; podman lists it and mounts a tree equal to the directory, and
 /// a second build of the same directory gives the same digests (reproducible).

@@ -31,6 +31,8 @@ pub struct PlannedLayer {
 pub struct ChunkPlan {
     /// The layers, base first (the unowned files' layer last).
     pub layers: Vec<PlannedLayer>,
+    /// Bytes of each package in the tree.
+    pub package_sizes: BTreeMap<String, u64>,
 }
 
 impl ChunkPlan {
@@ -48,7 +50,8 @@ impl ChunkPlan {
             .position(|l| l.key == UNOWNED || l.key == ALL)
     }
 
-    /// Moves `package` into layer `to`.
+    /// Moves `package` into layer `to`; a package layer left empty is dropped (the later layers'
+    /// indices then shift down by one).
     pub fn move_package(&mut self, package: &str, to: usize) -> Result<()> {
         let from = self.layer_of(package).ok_or_else(|| {
             Error::InvalidInput(format!("package {package:?} is not in the plan"))
@@ -59,9 +62,18 @@ impl ChunkPlan {
                 self.layers.len()
             )));
         }
+        let size = self.package_sizes.get(package).copied().unwrap_or(0);
         self.layers[from].packages.retain(|p| p != package);
+        self.layers[from].size = self.layers[from].size.saturating_sub(size);
         self.layers[to].packages.push(package.to_string());
         self.layers[to].packages.sort();
+        self.layers[to].size += size;
+        if self.layers[from].packages.is_empty()
+            && self.layers[from].key != UNOWNED
+            && self.layers[from].key != ALL
+        {
+            self.layers.remove(from);
+        }
         Ok(())
     }
 }
@@ -128,6 +140,7 @@ pub fn plan(
                 packages: sizes.keys().cloned().collect(),
                 size: sizes.values().sum::<u64>() + unowned.unwrap_or(0),
             }],
+            package_sizes: sizes.clone(),
         });
     }
     let budget = max_layers - 1;
@@ -229,7 +242,10 @@ pub fn plan(
     if unowned.is_some() || !unowned_layer.packages.is_empty() {
         layers.push(unowned_layer);
     }
-    Ok(ChunkPlan { layers })
+    Ok(ChunkPlan {
+        layers,
+        package_sizes: sizes.clone(),
+    })
 }
 
 #[cfg(test)]
