@@ -247,7 +247,23 @@ impl<'a> LayerSink<'a> {
                         && rustix::fs::ioctl_ficlone(&out.file, file).is_ok()) =>
             {
                 self.reflinked += 1;
-                let got = drain(content, name, expected, buf, sha, crc, None)?;
+                // The digests are of the source's bytes as read after the clone: a source that
+                // changed meanwhile (a live tree) would leave a tree the records do not describe.
+                let before = match &content {
+                    Content::Object { file, .. } => file_state(file),
+                    _ => None,
+                };
+                let got = drain(content_ref(&content), name, expected, buf, sha, crc, None)?;
+                let after = match &content {
+                    Content::Object { file, .. } => file_state(file),
+                    _ => None,
+                };
+                if before.is_none() || before != after {
+                    return Err(Error::InvalidInput(format!(
+                        "{} changed while it was copied: build from a tree nothing writes to",
+                        String::from_utf8_lossy(name)
+                    )));
+                }
                 tree.finish_file(out, header)?;
                 Ok(got)
             }
@@ -282,6 +298,34 @@ impl<'a> LayerSink<'a> {
             },
             diff_id,
         )
+    }
+}
+
+/// What tells whether a file changed: its size, mtime and ctime.
+fn file_state(f: &std::fs::File) -> Option<(u64, i64, i64, i64, i64)> {
+    use std::os::unix::fs::MetadataExt;
+    let m = f.metadata().ok()?;
+    Some((
+        m.len(),
+        m.mtime(),
+        m.mtime_nsec(),
+        m.ctime(),
+        m.ctime_nsec(),
+    ))
+}
+
+/// An object's content read through a borrowed handle (the object itself stays with the caller).
+fn content_ref<'a>(content: &'a Content<'_>) -> Content<'a> {
+    match content {
+        Content::Object { file, path, .. } => Content::Object {
+            file: match file.try_clone() {
+                Ok(f) => f,
+                Err(_) => return Content::None,
+            },
+            path,
+            linkable: false,
+        },
+        _ => Content::None,
     }
 }
 

@@ -284,6 +284,11 @@ fn composefs_bad_input() {
     );
     fs::write(&object, &saved).expect("restore");
 
+    // A short object.
+    fs::write(&object, &big[..1000]).expect("write");
+    fail(&source(&repo, "small"), &[], &["is 1000 bytes", "big.bin"]);
+    fs::write(&object, &saved).expect("restore");
+
     // A missing object.
     fs::rename(&object, object.with_extension("gone")).expect("hide");
     fail(
@@ -308,20 +313,37 @@ fn composefs_truncated_splitstream() {
         .join(format!("oci-layer-{}", built.diff_ids[0]));
     let target = fs::canonicalize(&layer).expect("layer stream");
     let bytes = fs::read(&target).expect("read");
-    fs::write(&target, &bytes[..bytes.len() - 40]).expect("truncate");
     let before = store.snapshot();
-    let out = store.ours_copy(&source(&repo, "small"), Some(NAME));
-    assert_eq!(
-        out.status.code(),
-        Some(3),
-        "{}",
-        crate::util::describe(&out)
-    );
-    let line =
-        crate::util::assert_clean_failure(&out, "truncated splitstream", &["composefs repository"]);
-    eprintln!("{line}");
-    let d = before.diff(&store.snapshot());
-    assert!(d.is_empty(), "the store changed:\n{}", d.join("\n"));
+    // Truncated; whole but its header naming a section far outside the file (the reader would
+    // allocate what it says); whole but with bytes of its compressed stream changed.
+    let mut huge = bytes.clone();
+    huge[24..32].copy_from_slice(&u64::MAX.to_le_bytes());
+    let mut garbled = bytes.clone();
+    let mid = garbled.len() / 2;
+    for b in &mut garbled[mid..mid + 8] {
+        *b ^= 0x5a;
+    }
+    for (damage, mentions) in [
+        (
+            bytes[..bytes.len() - 40].to_vec(),
+            &["outside the file"][..],
+        ),
+        (huge, &["outside the file"][..]),
+        (garbled, &[][..]),
+    ] {
+        fs::write(&target, &damage).expect("damage");
+        let out = store.ours_copy(&source(&repo, "small"), Some(NAME));
+        assert_eq!(
+            out.status.code(),
+            Some(3),
+            "{}",
+            crate::util::describe(&out)
+        );
+        let line = crate::util::assert_clean_failure(&out, "damaged splitstream", mentions);
+        eprintln!("{line}");
+        let d = before.diff(&store.snapshot());
+        assert!(d.is_empty(), "the store changed:\n{}", d.join("\n"));
+    }
 }
 
 /// The image a composefs sysroot fixture deploys.

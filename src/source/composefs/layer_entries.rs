@@ -56,9 +56,7 @@ pub struct ObjectPlace<'a> {
 impl ObjectPlace<'_> {
     /// The file of object `id`.
     pub fn object_path<H: FsVerityHashValue>(&self, id: &H) -> PathBuf {
-        let hex = id.to_hex();
-        let (dir, rest) = hex.split_at(2.min(hex.len()));
-        self.repo_path.join("objects").join(dir).join(rest)
+        super::object_path(self.repo_path, id)
     }
 
     /// A damaged repository, with what and where.
@@ -121,6 +119,18 @@ pub fn feed_splitstream<H: FsVerityHashValue>(
                         e.root_cause()
                     ))
                 })?;
+                let len = file
+                    .metadata()
+                    .map_err(|e| place.damaged(format!("object {}: {e}", path.display())))?
+                    .len();
+                if len != header.size {
+                    return Err(place.damaged(format!(
+                        "object {} of {} is {len} bytes, but the entry has {}",
+                        path.display(),
+                        String::from_utf8_lossy(&header.name),
+                        header.size
+                    )));
+                }
                 if verify {
                     let mut checked = VerityChecked {
                         file,

@@ -11,13 +11,14 @@
 
 pub mod layer_entries;
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use composefs::fsverity::{FsVerityHashValue, Sha256HashValue, Sha512HashValue};
 use composefs::repository::{Repository, RepositoryOpenError};
 use composefs_oci::OciDigest;
-use composefs_oci::oci_image::{OciImage, resolve_ref};
+use composefs_oci::oci_image::resolve_ref;
 use sha2::Digest as _;
 use storage_format::Digest;
 
@@ -145,34 +146,20 @@ impl ComposefsImage {
         verify: bool,
     ) -> Result<ComposefsImage> {
         let cwd = rustix::fs::CWD;
-        let damaged = |detail: String| Error::Composefs {
-            repo: repo_path.to_path_buf(),
-            detail,
-        };
-        let (input, compressions, typed) = match Repository::<Sha512HashValue>::open_path(
-            cwd, repo_path,
-        ) {
-            Ok(repo) => {
-                let (input, c, t) = open_typed(repo, repo_path, image)?;
-                (input, c, AnyTyped::Sha512(t))
-            }
-            Err(RepositoryOpenError::AlgorithmMismatch { .. }) => {
-                let repo = Repository::<Sha256HashValue>::open_path(cwd, repo_path)
-                    .map_err(|e| damaged(format!("cannot be opened ({e})")))?;
-                let (input, c, t) = open_typed(repo, repo_path, image)?;
-                (input, c, AnyTyped::Sha256(t))
-            }
-            Err(RepositoryOpenError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(Error::not_found(
-                    repo_path.display().to_string(),
-                    format!(
-                        "no composefs repository at {}: name the directory that holds meta.json, objects/ and streams/",
-                        repo_path.display()
-                    ),
-                ));
-            }
-            Err(e) => return Err(damaged(format!("cannot be opened ({e})"))),
-        };
+        let (input, compressions, typed) =
+            match Repository::<Sha512HashValue>::open_path(cwd, repo_path) {
+                Ok(repo) => {
+                    let (input, c, t) = open_typed(repo, repo_path, image)?;
+                    (input, c, AnyTyped::Sha512(t))
+                }
+                Err(RepositoryOpenError::AlgorithmMismatch { .. }) => {
+                    let repo = Repository::<Sha256HashValue>::open_path(cwd, repo_path)
+                        .map_err(|e| open_error(repo_path, e))?;
+                    let (input, c, t) = open_typed(repo, repo_path, image)?;
+                    (input, c, AnyTyped::Sha256(t))
+                }
+                Err(e) => return Err(open_error(repo_path, e)),
+            };
         let mut input = input;
         input.names = names;
         Ok(ComposefsImage {
@@ -203,6 +190,8 @@ impl ComposefsImage {
             .layers
             .get(index)
             .ok_or_else(|| Error::Internal(format!("no layer {index}")))?;
+        check_splitstream(&object_path(&self.repo_path, verity))
+            .map_err(|e| place.damaged(format!("its splitstream: {e}")))?;
         let mut stream = t
             .repo
             .open_stream("", Some(verity), Some(composefs_oci::LAYER_CONTENT_TYPE))
@@ -268,6 +257,40 @@ impl LayerProducer for ComposefsImage {
     }
 }
 
+/// Why a repository cannot be opened, in our classes: not there, not ours to read, from another
+/// composefs version, or damaged.
+fn open_error(repo_path: &Path, e: RepositoryOpenError) -> Error {
+    let shown = repo_path.display();
+    match e {
+        RepositoryOpenError::Io(io) if io.kind() == std::io::ErrorKind::NotFound => {
+            Error::not_found(
+                shown.to_string(),
+                format!(
+                    "no composefs repository at {shown}: name the directory that holds meta.json, objects/ and streams/"
+                ),
+            )
+        }
+        RepositoryOpenError::MetadataMissing => Error::not_found(
+            shown.to_string(),
+            format!(
+                "{shown} is not a composefs repository (no meta.json): name the directory that holds meta.json, objects/ and streams/"
+            ),
+        ),
+        RepositoryOpenError::Io(io) => Error::io("opening the composefs repository", repo_path, io),
+        RepositoryOpenError::OldFormatRepository => Error::Unsupported(format!(
+            "the composefs repository {shown} predates meta.json (made by an older bootc): upgrade it with bootc or `cfsctl init` (we never write to it)"
+        )),
+        e @ (RepositoryOpenError::UnsupportedVersion { .. }
+        | RepositoryOpenError::IncompatibleFeatures(_)) => Error::Unsupported(format!(
+            "the composefs repository {shown}: {e}; a newer composefs wrote it"
+        )),
+        e => Error::Composefs {
+            repo: repo_path.to_path_buf(),
+            detail: format!("cannot be opened ({e})"),
+        },
+    }
+}
+
 /// An opened image: what to import, each layer blob's compression, the layer streams.
 type Parts<H> = (ImageInput, Vec<Compression>, Typed<H>);
 
@@ -311,20 +334,23 @@ fn open_typed<H: FsVerityHashValue>(
             format!("the {loc} holds no manifest {manifest_digest}: name an image it holds"),
         ));
     }
-    let oci = OciImage::open(&repo, &manifest_digest, None)
-        .map_err(|e| damaged(format!("image {manifest_digest} cannot be read ({e:#})")))?;
     let manifest_digest = parse_digest(manifest_digest.as_ref(), "the manifest")?;
-    let manifest_bytes = read_document(&repo, &manifest_id, None, &damaged)?;
+    let (manifest_bytes, manifest_refs) =
+        read_document(&repo, repo_path, &manifest_id, None, &damaged)?;
     check_digest(&manifest_bytes, &manifest_digest, "manifest", &damaged)?;
-    let config_digest = parse_digest(oci.config_digest().as_ref(), "the config")?;
-    let config_bytes = read_document(
+    let manifest = parse_manifest(&manifest_bytes, &manifest_digest, &loc)?;
+    let config_digest = parse_digest(&manifest.config.digest, "the config")?;
+    let config_verity = manifest_refs
+        .get(format!("config:{config_digest}").as_str())
+        .ok_or_else(|| damaged(format!("{manifest_id} names no config stream")))?;
+    let (config_bytes, config_refs) = read_document(
         &repo,
+        repo_path,
         &format!("oci-config-{config_digest}"),
-        Some(oci.config_verity()),
+        Some(config_verity),
         &damaged,
     )?;
     check_digest(&config_bytes, &config_digest, "config", &damaged)?;
-    let manifest = parse_manifest(&manifest_bytes, &manifest_digest, &loc)?;
     let compressions = manifest
         .layers
         .iter()
@@ -342,7 +368,8 @@ fn open_typed<H: FsVerityHashValue>(
         .layers
         .iter()
         .map(|l| {
-            oci.layer_verity(&l.diff_id.to_string())
+            config_refs
+                .get(l.diff_id.to_string().as_str())
                 .cloned()
                 .ok_or_else(|| damaged(format!("layer {} has no splitstream", l.diff_id)))
         })
@@ -350,13 +377,20 @@ fn open_typed<H: FsVerityHashValue>(
     Ok((input, compressions, Typed { repo, layers }))
 }
 
-/// A document kept as a splitstream of one external object (a manifest, a config): its bytes.
+/// A document kept as a splitstream of one external object (a manifest, a config): its bytes,
+/// and the stream's named references (config → its layers' streams).
 fn read_document<H: FsVerityHashValue>(
     repo: &Repository<H>,
+    repo_path: &Path,
     content_id: &str,
     verity: Option<&H>,
     damaged: &dyn Fn(String) -> Error,
-) -> Result<Vec<u8>> {
+) -> Result<(Vec<u8>, HashMap<Box<str>, H>)> {
+    let file = match verity {
+        Some(v) => object_path(repo_path, v),
+        None => repo_path.join("streams").join(content_id),
+    };
+    check_splitstream(&file).map_err(|e| damaged(format!("{content_id}: {e}")))?;
     let mut stream = repo
         .open_stream(content_id, verity, None)
         .map_err(|e| damaged(format!("{content_id} cannot be read ({e:#})")))?;
@@ -374,7 +408,54 @@ fn read_document<H: FsVerityHashValue>(
         .open_object(object)
         .map(std::fs::File::from)
         .map_err(|e| damaged(format!("the object of {content_id} is missing ({e:#})")))?;
-    super::read_small(file, DOCUMENT_LIMIT, content_id)
+    let bytes = super::read_small(file, DOCUMENT_LIMIT, content_id)?;
+    Ok((bytes, stream.into_named_refs()))
+}
+
+/// The file of object `id` in the repository at `repo_path`.
+fn object_path<H: FsVerityHashValue>(repo_path: &Path, id: &H) -> PathBuf {
+    let hex = id.to_hex();
+    let (dir, rest) = hex.split_at(2.min(hex.len()));
+    repo_path.join("objects").join(dir).join(rest)
+}
+
+/// Checks that every section a splitstream's header names lies inside the file, before the
+/// composefs reader allocates buffers of the sizes it reads there (a damaged or crafted stream
+/// would otherwise make it ask for any amount of memory). Old-format headers are left to it.
+pub fn check_splitstream(path: &Path) -> std::result::Result<(), String> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let len = f.metadata().map_err(|e| e.to_string())?.len();
+    let mut head = [0u8; 32];
+    f.read_exact(&mut head)
+        .map_err(|_| "shorter than a splitstream header".to_string())?;
+    if &head[..11] != b"SplitStream" {
+        return Ok(());
+    }
+    let range = |b: &[u8]| -> (u64, u64) {
+        let mut s = [0u8; 8];
+        let mut e = [0u8; 8];
+        s.copy_from_slice(&b[..8]);
+        e.copy_from_slice(&b[8..16]);
+        (u64::from_le_bytes(s), u64::from_le_bytes(e))
+    };
+    let inside = |(s, e): (u64, u64)| s <= e && e <= len;
+    let info = range(&head[16..32]);
+    if !inside(info) || info.1 - info.0 < 64 || info.1 - info.0 > 4096 {
+        return Err("its header names an info section outside the file".into());
+    }
+    let mut buf = vec![0u8; usize::try_from(info.1 - info.0).unwrap_or(64)];
+    f.seek(SeekFrom::Start(info.0))
+        .and_then(|_| f.read_exact(&mut buf))
+        .map_err(|e| e.to_string())?;
+    for i in 0..4 {
+        if !inside(range(&buf[i * 16..i * 16 + 16])) {
+            return Err(
+                "its header names a section outside the file (truncated or damaged)".into(),
+            );
+        }
+    }
+    Ok(())
 }
 
 fn check_digest(
