@@ -377,6 +377,9 @@ fn open_typed<H: FsVerityHashValue>(
     Ok((input, compressions, Typed { repo, layers }))
 }
 
+/// A splitstream's named references (name → stream).
+type NamedRefs<H> = HashMap<Box<str>, H>;
+
 /// A document kept as a splitstream of one external object (a manifest, a config): its bytes,
 /// and the stream's named references (config → its layers' streams).
 fn read_document<H: FsVerityHashValue>(
@@ -385,7 +388,7 @@ fn read_document<H: FsVerityHashValue>(
     content_id: &str,
     verity: Option<&H>,
     damaged: &dyn Fn(String) -> Error,
-) -> Result<(Vec<u8>, HashMap<Box<str>, H>)> {
+) -> Result<(Vec<u8>, NamedRefs<H>)> {
     let file = match verity {
         Some(v) => object_path(repo_path, v),
         None => repo_path.join("streams").join(content_id),
