@@ -113,8 +113,12 @@ pub fn booted_id(cmdline: &str) -> Option<String> {
 
 /// The deployment to copy when none is named: the booted one (the running kernel's command line,
 /// when `running` says the sysroot is the booted system's), else the only one. Several deployments
-/// and none booted: the caller must name one (`--source`).
-pub fn default_deployment(sysroot: &Sysroot, running: bool) -> Result<ComposefsDeployment> {
+/// and none booted: the caller must name one; `remedy` says how (e.g. "name one with --source").
+pub fn default_deployment(
+    sysroot: &Sysroot,
+    running: bool,
+    remedy: &str,
+) -> Result<ComposefsDeployment> {
     let all = list(sysroot)?;
     let booted = running
         .then(|| std::fs::read_to_string("/proc/cmdline").ok())
@@ -129,14 +133,14 @@ pub fn default_deployment(sysroot: &Sysroot, running: bool) -> Result<ComposefsD
         [] => Err(Error::not_found(
             sysroot.path().join(DEPLOY_SUBPATH).display().to_string(),
             format!(
-                "the composefs sysroot {} has no deployment (no {}/<id>/<id>.origin): name the image with --source",
+                "the composefs sysroot {} has no deployment (no {}/<id>/<id>.origin): {remedy}",
                 sysroot.path().display(),
                 DEPLOY_SUBPATH
             ),
         )),
         [one] => Ok(one.clone()),
         many => Err(Error::InvalidInput(format!(
-            "the composefs sysroot {} has {} deployments and none is booted here: name one with --source ({})",
+            "the composefs sysroot {} has {} deployments and none is booted here: {remedy} ({})",
             sysroot.path().display(),
             many.len(),
             many.iter()
@@ -162,13 +166,14 @@ pub fn host_image(
     sysroot: &Sysroot,
     source: Option<&str>,
     running: bool,
+    remedy: &str,
 ) -> Result<(ImageSelector, String)> {
     let deployment = match source {
         Some(s) => match find_by_image(sysroot, s)? {
             Some(d) => d,
             None => return Ok((ImageSelector::parse(s), s.to_string())),
         },
-        None => default_deployment(sysroot, running)?,
+        None => default_deployment(sysroot, running, remedy)?,
     };
     let what = deployment
         .image_name()
@@ -177,7 +182,7 @@ pub fn host_image(
         Error::not_found(
             format!("{}.origin", deployment.id),
             format!(
-                "the origin of deployment {} records no [image] manifest_digest (written by bootc before 1.16?): name the image by tag or digest with --source",
+                "the origin of deployment {} records no [image] manifest_digest (written by an older bootc): {remedy}",
                 deployment.id
             ),
         )

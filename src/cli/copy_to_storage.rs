@@ -162,8 +162,12 @@ pub fn run(cli: &Cli, args: &Args) -> anyhow::Result<()> {
     match kind {
         SourceKind::Host if composefs => {
             let running = composefs_deployments::is_running_sysroot(&cli.sysroot);
-            let (image, what) =
-                composefs_deployments::host_image(&sysroot, args.source.as_deref(), running)?;
+            let (image, what) = composefs_deployments::host_image(
+                &sysroot,
+                args.source.as_deref(),
+                running,
+                "name the image with --source (a deployment's image name, a tag or a sha256: manifest digest)",
+            )?;
             let repo = composefs_deployments::repo_path(&sysroot);
             return from_composefs(cli, args, (&repo, &image, &what), name, config, progress_fd);
         }
@@ -370,6 +374,11 @@ fn host_reference_check(s: &str) -> anyhow::Result<()> {
 /// Host images are copied by `bootc-image-ostree`, installed next to this binary: only it links
 /// libostree. Runs it with our arguments and exits with its status.
 pub(super) fn exec_host_helper() -> anyhow::Result<()> {
+    exec_host_helper_for("for OCI sources use --source oci:DIR[:TAG]")
+}
+
+/// [`exec_host_helper`], `instead` saying what to do when the helper is missing.
+pub(super) fn exec_host_helper_for(instead: &str) -> anyhow::Result<()> {
     let exe = std::env::current_exe().context("finding this executable")?;
     // Beside us in a build tree; in libexec when installed (the Debian package).
     let beside = exe.with_file_name("bootc-image-ostree");
@@ -390,7 +399,7 @@ pub(super) fn exec_host_helper() -> anyhow::Result<()> {
         return Err(super::exit::fail(
             super::exit::Code::External,
             format!(
-                "copying OSTree host images needs {} (built with the `ostree` feature); for OCI sources use --source oci:DIR[:TAG]",
+                "copying OSTree host images needs {} (built with the `ostree` feature); {instead}",
                 helper.display()
             ),
         ));

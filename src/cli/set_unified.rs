@@ -42,9 +42,44 @@ fn copy_args(args: &Args, source: Option<String>, target: String) -> copy_to_sto
     }
 }
 
-/// What is already there: `Some(message)` when bootc's store holds `name` (with `digest`, when
-/// known) and it verifies; `None` when it must be copied.
-fn already_unified(cli: &Cli, name: &str, digest: Option<&str>) -> anyhow::Result<Option<String>> {
+/// How the booted image is recognized in a store.
+#[derive(Debug, Clone)]
+enum Expect {
+    /// By its manifest digest (composefs: the origin records it, and the copy keeps it).
+    Digest(String),
+    /// By its config without `rootfs` and `history` (OSTree: the copy's manifest is only final
+    /// once the layers are written, and its DiffIDs are the image's own or, when those do not
+    /// match the content, computed from it).
+    Config(serde_json::Value),
+}
+
+/// A config without the parts an OSTree copy may compute anew.
+fn config_sans_layers(mut v: serde_json::Value) -> serde_json::Value {
+    if let Some(o) = v.as_object_mut() {
+        o.remove("rootfs");
+        o.remove("history");
+    }
+    v
+}
+
+impl Expect {
+    fn matches(&self, store: &Store, image: &storage_format::ImageRecord) -> bool {
+        match self {
+            Expect::Digest(d) => image.digest.as_deref() == Some(d.as_str()),
+            Expect::Config(want) => {
+                let key = format!("sha256:{}", image.id);
+                crate::store::copy::read_big_data(store, image, &key)
+                    .ok()
+                    .and_then(|b| serde_json::from_slice(&b).ok())
+                    .is_some_and(|v| &config_sans_layers(v) == want)
+            }
+        }
+    }
+}
+
+/// What is already there: `Some(message)` when bootc's store holds `name` as the booted image
+/// and it verifies; `None` when it must be copied.
+fn already_unified(cli: &Cli, name: &str, expect: &Expect) -> anyhow::Result<Option<String>> {
     let sysroot = cli.sysroot();
     let Some(store) = storage::open_existing_read_only(&sysroot)
         .with_context(|| format!("opening bootc's store {}", sysroot.storage_path().display()))?
@@ -55,7 +90,7 @@ fn already_unified(cli: &Cli, name: &str, digest: Option<&str>) -> anyhow::Resul
     let Ok(found) = lookup::find_image(&images, name) else {
         return Ok(None);
     };
-    if digest.is_some_and(|d| found.digest.as_deref() != Some(d)) {
+    if !expect.matches(&store, found) {
         // The name is on another image (an older build): the booted one is copied and takes it.
         return Ok(None);
     }
@@ -68,8 +103,8 @@ fn already_unified(cli: &Cli, name: &str, digest: Option<&str>) -> anyhow::Resul
     )))
 }
 
-/// Whether the default store holds `name` (with `digest`, when known).
-fn in_default_store(cli: &Cli, name: &str, digest: Option<&str>) -> bool {
+/// Whether the default store holds `name` as the booted image.
+fn in_default_store(cli: &Cli, name: &str, expect: &Expect) -> bool {
     let Ok(config) = cli.store_config() else {
         return false;
     };
@@ -82,19 +117,19 @@ fn in_default_store(cli: &Cli, name: &str, digest: Option<&str>) -> bool {
     let Ok(images) = store.images() else {
         return false;
     };
-    lookup::find_image(&images, name)
-        .is_ok_and(|f| digest.is_none_or(|d| f.digest.as_deref() == Some(d)))
+    lookup::find_image(&images, name).is_ok_and(|f| expect.matches(&store, f))
 }
 
-/// The steps every backend shares; `from_host` copies the host image into bootc's store as `name`.
+/// The steps every backend shares; `from_host` copies the host image into bootc's store as `name`
+/// (already normalized).
 fn unify(
     cli: &Cli,
     args: &Args,
     name: &str,
-    digest: Option<&str>,
+    expect: &Expect,
     from_host: impl FnOnce() -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
-    if let Some(msg) = already_unified(cli, name, digest)? {
+    if let Some(msg) = already_unified(cli, name, expect)? {
         if args.format == ResultFormat::Json {
             println!(
                 "{}",
@@ -105,7 +140,7 @@ fn unify(
         }
         return Ok(());
     }
-    if in_default_store(cli, name, digest) {
+    if in_default_store(cli, name, expect) {
         if super::pull_from_default_storage::ran_in_private_namespace(cli)? {
             return Ok(());
         }
@@ -117,7 +152,15 @@ fn unify(
         }
         return Ok(());
     }
+    // On a booted host bootc's store is under the read-only /sysroot: write it from a private
+    // mount namespace where that mount is writable, as every command that writes it does.
     let sysroot = cli.sysroot();
+    let remount: Vec<_> = crate::bootc::mountns::read_only_mount_of(&sysroot.storage_path())
+        .into_iter()
+        .collect();
+    if !remount.is_empty() && super::ran_in_private_namespace(&[], &remount)? {
+        return Ok(());
+    }
     storage::ensure(&sysroot).with_context(|| {
         format!(
             "creating bootc's store {}",
@@ -127,13 +170,31 @@ fn unify(
     from_host()
 }
 
+/// The name a deployment's image reference gives in bootc's store (normalized as podman does), or
+/// an error naming the origin.
+fn store_name(reference: &str, deployment: &str) -> anyhow::Result<String> {
+    let stripped = crate::bootc::deployments::strip_transport(reference);
+    crate::reference::normalize(&stripped).map_err(|e| {
+        super::exit::fail(
+            super::exit::Code::Image,
+            format!(
+                "deployment {deployment}'s image {reference:?} has no name an image store can hold ({e}): set-unified needs a registry or containers-storage image"
+            ),
+        )
+    })
+}
+
+/// What to do when the booted deployment cannot be found.
+const NO_DEPLOYMENT: &str = "deploy an image first (bootc install, bootc switch)";
+
 /// Runs the command.
 pub fn run(cli: &Cli, args: &Args) -> anyhow::Result<()> {
     let sysroot = cli.sysroot();
     if composefs_deployments::is_composefs(&sysroot) {
         let running = composefs_deployments::is_running_sysroot(&cli.sysroot);
-        let deployment = composefs_deployments::default_deployment(&sysroot, running)?;
-        let name = deployment.image_name().ok_or_else(|| {
+        let deployment =
+            composefs_deployments::default_deployment(&sysroot, running, NO_DEPLOYMENT)?;
+        let reference = deployment.image_reference.clone().ok_or_else(|| {
             super::exit::fail(
                 super::exit::Code::Image,
                 format!(
@@ -142,18 +203,26 @@ pub fn run(cli: &Cli, args: &Args) -> anyhow::Result<()> {
                 ),
             )
         })?;
-        let (image, what) = composefs_deployments::host_image(&sysroot, None, running)?;
-        let digest = deployment.manifest_digest.clone();
-        return unify(cli, args, &name, digest.as_deref(), || {
+        let name = store_name(&reference, &deployment.id)?;
+        let (image, what) = composefs_deployments::host_image(
+            &sysroot,
+            None,
+            running,
+            "copy it with copy-to-storage --source and --target naming bootc's store",
+        )?;
+        let expect = match &image {
+            crate::source::composefs::ImageSelector::Manifest(d) => Expect::Digest(d.to_string()),
+            crate::source::composefs::ImageSelector::Tag(t) => Expect::Digest(t.clone()),
+        };
+        return unify(cli, args, &name, &expect, || {
             let copy = copy_args(args, None, name.clone());
             let repo = composefs_deployments::repo_path(&sysroot);
             let config = storage::config(&sysroot);
-            let target = crate::reference::parse_storage_reference(&name)?.name;
             copy_to_storage::from_composefs(
                 cli,
                 &copy,
                 (&repo, &image, &what),
-                target,
+                name.clone(),
                 config,
                 None,
             )
@@ -168,18 +237,34 @@ pub fn run(cli: &Cli, args: &Args) -> anyhow::Result<()> {
             ),
         ));
     }
-    copy_to_storage::exec_host_helper()
+    copy_to_storage::exec_host_helper_for("set-unified on an OSTree host needs it")
 }
 
 /// `set-unified` on an OSTree sysroot, in `bootc-image-ostree`.
 #[cfg(feature = "ostree")]
 pub fn run_host(cli: &Cli, args: &Args) -> anyhow::Result<()> {
+    use crate::source::ostree_host::{HostImage, repo::deployed_reference};
     let sysroot = cli.sysroot();
-    let reference = crate::source::ostree_host::repo::deployed_reference(sysroot.path())?;
-    let name = crate::bootc::deployments::strip_transport(&reference);
-    unify(cli, args, &name, None, || {
+    let reference = deployed_reference(sysroot.path()).map_err(|e| match e {
+        crate::Error::NotFound { what, .. } => super::exit::fail(
+            super::exit::Code::Image,
+            format!(
+                "the sysroot {} has no deployment from a container image ({what}): {NO_DEPLOYMENT}",
+                sysroot.path().display()
+            ),
+        ),
+        e => e.into(),
+    })?;
+    let name = store_name(&reference, "booted")?;
+    // The image's config (its layers aside) is known before any layer is written.
+    let image = HostImage::open(sysroot.path(), Some(&reference), vec![name.clone()], false)
+        .with_context(|| format!("reading {reference} in {}", sysroot.path().display()))?;
+    let config: serde_json::Value = serde_json::from_slice(&image.input.config)
+        .with_context(|| format!("the config of {reference}"))?;
+    let expect = Expect::Config(config_sans_layers(config));
+    drop(image);
+    unify(cli, args, &name, &expect, || {
         let copy = copy_args(args, Some(reference.clone()), name.clone());
-        let target = crate::reference::parse_storage_reference(&name)?.name;
-        copy_to_storage::host_into(cli, &copy, target, storage::config(&sysroot))
+        copy_to_storage::host_into(cli, &copy, name.clone(), storage::config(&sysroot))
     })
 }

@@ -18,7 +18,14 @@ impl Store {
     pub fn verify_image(&self, image: &storage_format::ImageRecord) -> Result<()> {
         let layers = self.layers()?;
         let mut next = image.layer.clone();
+        let mut seen = std::collections::HashSet::new();
         while let Some(id) = next {
+            if !seen.insert(id.clone()) {
+                return Err(Error::Damaged {
+                    what: format!("image {}", image.id),
+                    detail: format!("its layer chain loops at {id}"),
+                });
+            }
             let layer = layers
                 .iter()
                 .find(|l| l.id == id)
