@@ -308,6 +308,13 @@ phase_podman5() {
     check "registry: podman image mount + tree" image_mount_tree "${g[@]}" registry-image
     check "registry: podman rmi, then the store is empty" rmi_then_empty "${g[@]}"
 
+    say "podman 5 on the image bootc-image build-chunked wrote"
+    local k=(overlay "$base/built" /run/p5-built)
+    check "build-chunked: podman image inspect" p5 "${k[@]}" image inspect localhost/p5-built
+    check "build-chunked: podman system check" system_check "${k[@]}"
+    check "build-chunked: podman image mount, tree equal to the rootfs" built_tree "${k[@]}"
+    check "build-chunked: podman rmi, then the store is empty" rmi_built_then_empty "${k[@]}"
+
     say "podman 5 on the store bootc-image wrote from a composefs repository"
     local c=(overlay "$base/composefs-ours" /run/p5-composefs)
     check "composefs: podman image inspect" p5 "${c[@]}" image inspect "$image"
@@ -545,6 +552,48 @@ start_registry() {
         "docker://127.0.0.1:$port/p5:$tag"
 }
 
+# A small tree with two dpkg packages, a hardlink and a setuid file, built with build-chunked into
+# $base/built as localhost/p5-built.
+make_built_image() {
+    local r=$base/work/rootfs
+    rm -rf "$r"
+    mkdir -p "$r/usr/bin" "$r/etc" "$r/var/lib/dpkg/info"
+    ln -s usr/bin "$r/bin"
+    printf '#!/bin/sh\necho a\n' >"$r/usr/bin/a"
+    ln "$r/usr/bin/a" "$r/usr/bin/a2"
+    printf 'b\n' >"$r/usr/bin/b"
+    chmod 4755 "$r/usr/bin/b"
+    echo p5 >"$r/etc/hostname"
+    printf '/.\n/bin/a\n/bin/a2\n' >"$r/var/lib/dpkg/info/pkg-a.list"
+    printf '/.\n/usr/bin/b\n' >"$r/var/lib/dpkg/info/pkg-b.list"
+    find "$r" -exec touch -h -d @1577836800 {} +
+    "$bin" --root "$base/built" --runroot /run/p5-built --storage-driver overlay \
+        build-chunked --rootfs "$r" --target localhost/p5-built --progress none
+}
+
+# The mounted build-chunked image against the tree it was built from (type, mode, owner, size,
+# mtime, target; the root directory aside), and its hardlink kept.
+built_tree() { # DRIVER ROOT RUNROOT
+    local mnt rc=0 list='%P\t%y\t%m\t%U\t%G\t%s\t%T@\t%l\n'
+    mnt=$(p5 "$@" image mount localhost/p5-built) || return 1
+    if diff -u <(cd "$base/work/rootfs" && find . -mindepth 1 -printf "$list" | sort) \
+        <(cd "$mnt" && find . -mindepth 1 -printf "$list" | sort); then
+        echo "the mounted tree equals the rootfs"
+    else
+        rc=1
+    fi
+    if [[ $(stat -c %i "$mnt/usr/bin/a") != "$(stat -c %i "$mnt/usr/bin/a2")" ]]; then
+        echo "usr/bin/a and usr/bin/a2 are not one inode"
+        rc=1
+    fi
+    p5 "$@" image unmount localhost/p5-built >/dev/null || rc=1
+    return "$rc"
+}
+
+rmi_built_then_empty() { # DRIVER ROOT RUNROOT
+    p5 "$@" rmi localhost/p5-built && store_empty "$@"
+}
+
 # Our check of the damaged store must fail and name the changed file, like podman 5's.
 verify_reports() {
     local out rc=0
@@ -667,6 +716,9 @@ say "bootc-image pull-from-default-storage (from the overlay store)"
 check "overlay: bootc-image pull-from-default-storage" \
     "$bin" --root "$base/overlay" --runroot /run/p5-overlay --storage-driver overlay \
     --sysroot "$base/sysroot" pull-from-default-storage "$image"
+
+say "bootc-image build-chunked from a small tree with dpkg lists"
+check "build-chunked: a chunked image from a root filesystem" make_built_image
 
 say "bootc-image copy-to-storage from a composefs repository made from the test image"
 cargo build --example composefs_repo
