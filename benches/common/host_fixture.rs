@@ -123,7 +123,7 @@ fn run_logged(cmd: &mut Command) -> Result<String> {
 }
 
 /// The blob of the single layer of the `none-1` layout (an uncompressed tar).
-fn single_layer_tar(layout: &Path) -> Result<PathBuf> {
+pub fn single_layer_tar(layout: &Path) -> Result<PathBuf> {
     let blob = |digest: &str| {
         layout
             .join("blobs/sha256")
