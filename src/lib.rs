@@ -45,6 +45,7 @@ pub mod bootc;
 pub mod cli;
 pub(crate) mod crashpoint;
 pub mod error;
+pub mod export;
 pub(crate) mod fsutil;
 pub mod layer;
 pub(crate) mod parallel;

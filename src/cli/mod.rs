@@ -8,6 +8,7 @@ mod build_chunked;
 mod cmd;
 mod copy_to_storage;
 pub mod exit;
+mod export;
 mod fetch_args;
 mod generate;
 mod image;
@@ -105,6 +106,9 @@ pub enum Command {
     /// Build a chunked, reproducible image from a root filesystem directory into a store: one layer
     /// per big package (dpkg), small ones packed, unowned files last; no tar on disk.
     BuildChunked(build_chunked::Args),
+    /// Export an image of a store to an OCI layout or archive with compressed layers (gzip or
+    /// zstd), to push it without podman.
+    Export(export::Args),
     /// Put the booted host image into bootc's store under its name, so upgrades find it there
     /// (from bootc's store as it is, the default store, or the host's OSTree or composefs repository).
     SetUnified(set_unified::Args),
@@ -208,6 +212,7 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<()> {
         Command::PullFromDefaultStorage(args) => pull_from_default_storage::run(&cli, args),
         Command::SetUnified(args) => set_unified::run(&cli, args),
         Command::BuildChunked(args) => build_chunked::run(&cli, args),
+        Command::Export(args) => export::run(&cli, args),
         Command::Cmd(c) => cmd::run(&cli, c),
         Command::BoundImages(c) => bound_images::run(&cli, c),
         Command::Storage(c) => storage::run(&cli, c),

@@ -64,6 +64,8 @@ impl<W: Write> SplitOut for TarSplitWriter<W> {
 pub struct LayerSink<'a> {
     tree: Option<&'a mut TreeWriter>,
     tar_split: Option<&'a mut dyn SplitOut>,
+    /// The tar stream's bytes, when the sink writes them out (an export).
+    out: Option<&'a mut dyn Write>,
     sha: Option<Sha256>,
     size: u64,
     uids: BTreeSet<u32>,
@@ -116,6 +118,14 @@ impl<'a> LayerSink<'a> {
         LayerSink::with_parts(None, None, Some(Sha256::new()))
     }
 
+    /// A sink that writes the tar stream's bytes to `out` and computes its DiffID and length (an
+    /// export of a stored layer).
+    pub fn to_writer(out: &'a mut dyn Write) -> LayerSink<'a> {
+        let mut sink = LayerSink::with_parts(None, None, Some(Sha256::new()));
+        sink.out = Some(out);
+        sink
+    }
+
     fn with_parts(
         tree: Option<&'a mut TreeWriter>,
         tar_split: Option<&'a mut dyn SplitOut>,
@@ -124,6 +134,7 @@ impl<'a> LayerSink<'a> {
         LayerSink {
             tree,
             tar_split,
+            out: None,
             sha,
             size: 0,
             uids: BTreeSet::new(),
@@ -155,6 +166,12 @@ impl<'a> LayerSink<'a> {
     fn segment(&mut self, b: &[u8]) -> Result<()> {
         if let Some(sha) = &mut self.sha {
             sha.update(b);
+        }
+        if let Some(out) = &mut self.out {
+            out.write_all(b).map_err(|e| Error::Write {
+                what: "the layer's tar stream".into(),
+                source: e,
+            })?;
         }
         self.size += b.len() as u64;
         if let Some(ts) = &mut self.tar_split {
@@ -208,7 +225,9 @@ impl<'a> LayerSink<'a> {
     ) -> Result<u64> {
         let sha = &mut self.sha;
         let Some(tree) = self.tree.as_deref_mut() else {
-            return drain(content, name, expected, buf, sha, crc, None);
+            // Digest-only, or the tar bytes written out.
+            let out = self.out.as_deref_mut().map(Out::Stream);
+            return drain(content, name, expected, buf, sha, crc, out);
         };
         let header = header.ok_or_else(|| {
             Error::Internal(format!(
@@ -230,7 +249,15 @@ impl<'a> LayerSink<'a> {
                 }
                 Linked::No(mut out) => {
                     self.written += 1;
-                    let got = drain(content, name, expected, buf, sha, crc, Some(&mut out.file))?;
+                    let got = drain(
+                        content,
+                        name,
+                        expected,
+                        buf,
+                        sha,
+                        crc,
+                        Some(Out::File(&mut out.file)),
+                    )?;
                     tree.finish_file(out, header)?;
                     Ok(got)
                 }
@@ -269,7 +296,15 @@ impl<'a> LayerSink<'a> {
             }
             Some(mut out) => {
                 self.written += 1;
-                let got = drain(content, name, expected, buf, sha, crc, Some(&mut out.file))?;
+                let got = drain(
+                    content,
+                    name,
+                    expected,
+                    buf,
+                    sha,
+                    crc,
+                    Some(Out::File(&mut out.file)),
+                )?;
                 tree.finish_file(out, header)?;
                 Ok(got)
             }
@@ -329,6 +364,21 @@ fn content_ref<'a>(content: &'a Content<'_>) -> Content<'a> {
     }
 }
 
+/// Where content bytes go: a file of the tree, or the tar stream written out.
+enum Out<'o, 'w> {
+    File(&'o mut std::fs::File),
+    Stream(&'o mut (dyn Write + 'w)),
+}
+
+impl Out<'_, '_> {
+    fn write_all(&mut self, b: &[u8]) -> std::io::Result<()> {
+        match self {
+            Out::File(f) => f.write_all(b),
+            Out::Stream(w) => w.write_all(b),
+        }
+    }
+}
+
 /// Reads up to `limit` bytes of `content`, hashing them (DiffID, CRC) and writing them to `out`.
 fn drain(
     content: Content<'_>,
@@ -337,14 +387,14 @@ fn drain(
     buf: &mut [u8],
     sha: &mut Option<Sha256>,
     crc: &mut Crc64,
-    mut out: Option<&mut std::fs::File>,
+    mut out: Option<Out<'_, '_>>,
 ) -> Result<u64> {
     let mut file;
     let reader: &mut dyn Read = match content {
         Content::None => return Ok(0),
         Content::Bytes(b) => {
             let b = &b[..b.len().min(usize::try_from(limit).unwrap_or(usize::MAX))];
-            consume(b, sha, crc, out.as_deref_mut(), name)?;
+            consume(b, sha, crc, out.as_mut(), name)?;
             return Ok(b.len() as u64);
         }
         Content::Stream(r) => r,
@@ -362,7 +412,7 @@ fn drain(
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(content_error(e, name)),
         };
-        consume(&buf[..n], sha, crc, out.as_deref_mut(), name)?;
+        consume(&buf[..n], sha, crc, out.as_mut(), name)?;
         got += n as u64;
     }
     Ok(got)
@@ -372,7 +422,7 @@ fn consume(
     b: &[u8],
     sha: &mut Option<Sha256>,
     crc: &mut Crc64,
-    out: Option<&mut std::fs::File>,
+    out: Option<&mut Out<'_, '_>>,
     name: &[u8],
 ) -> Result<()> {
     if let Some(sha) = sha {

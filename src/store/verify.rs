@@ -49,6 +49,32 @@ impl Store {
             Some(d) => Digest::parse(d)?,
             None => return Err(bad("it has no diff-digest".into())),
         };
+        let mut sink = LayerSink::digest_only();
+        self.feed_layer(layer, &mut sink)?;
+        let (summary, actual) = sink.finish();
+        let size = summary.diff_size;
+        let actual =
+            actual.ok_or_else(|| Error::Internal("a digest sink without a digest".into()))?;
+        if actual != expected {
+            return Err(bad(format!("its tar rebuilds to {actual}, not {expected}")));
+        }
+        if let Some(s) = layer.diff_size
+            && s >= 0
+            && s as u64 != size
+        {
+            return Err(bad(format!("its tar is {size} bytes, not {s}")));
+        }
+        Ok(())
+    }
+
+    /// The layer's tar stream, rebuilt from its tar-split and the files of its tree, fed into
+    /// `sink` (digest-only for `verify`, to a writer for an export): segments up to a file entry
+    /// are its raw bytes, the tree's file its content. Each file's CRC-64 is checked.
+    pub fn feed_layer(&self, layer: &LayerRecord, sink: &mut LayerSink<'_>) -> Result<()> {
+        let bad = |why: String| Error::Damaged {
+            what: format!("layer {}", layer.id),
+            detail: why,
+        };
         let ts_path = self.tar_split_path(&layer.id);
         let f = std::fs::File::open(&ts_path).map_err(|e| Error::io("opening", &ts_path, e))?;
         let reader = TarSplitReader::new(BufReader::new(flate2::read::MultiGzDecoder::new(
@@ -59,7 +85,6 @@ impl Store {
             .map_err(|e| Error::io("opening", &tree, std::io::Error::from(e)))?;
         // The store's tar-split and tree as an entry stream: segments up to a file entry are its
         // raw bytes, the tree's file its content; the digest-only sink rebuilds the DiffID.
-        let mut sink = LayerSink::digest_only();
         let mut raw: Vec<u8> = Vec::new();
         for entry in reader {
             match entry? {
@@ -125,19 +150,6 @@ impl Store {
             }
         }
         sink.trailer(&raw)?;
-        let (summary, actual) = sink.finish();
-        let size = summary.diff_size;
-        let actual =
-            actual.ok_or_else(|| Error::Internal("a digest sink without a digest".into()))?;
-        if actual != expected {
-            return Err(bad(format!("its tar rebuilds to {actual}, not {expected}")));
-        }
-        if let Some(s) = layer.diff_size
-            && s >= 0
-            && s as u64 != size
-        {
-            return Err(bad(format!("its tar is {size} bytes, not {s}")));
-        }
         Ok(())
     }
 }

@@ -361,3 +361,48 @@ fn build_chunked_without_dpkg() {
         .len();
     assert!(n <= 3, "{n} layers");
 }
+
+/// `export`: the built image into an OCI layout (gzip) and an archive (zstd); skopeo copies each
+/// into a fresh store, where podman sees the same image ID and DiffIDs and mounts the same tree.
+#[test]
+fn export_built_image() {
+    let store = TestStore::new(Driver::Overlay);
+    let root = make_rootfs(&store.dir, "5.2");
+    build_ok(&store, &root, "localhost/os:1", &[]);
+    let want = store.inspect("localhost/os:1");
+    let layout = store.scratch("export-oci");
+    let archive = store.scratch("export.tar");
+    for (dest, extra) in [
+        (format!("oci:{}:v1", layout.display()), "gzip"),
+        (format!("oci-archive:{}:v1", archive.display()), "zstd"),
+    ] {
+        let mut c = store.ours_cmd();
+        c.args(["export", "localhost/os:1", &dest, "--compression", extra]);
+        let out = run(&mut c);
+        assert!(
+            out.status.success(),
+            "export {dest}: {}",
+            crate::util::describe(&out)
+        );
+        let other = TestStore::new(Driver::Overlay);
+        other.skopeo_copy_in(&dest, "localhost/os:1");
+        let got = other.inspect("localhost/os:1");
+        assert_eq!(got["Id"], want["Id"], "{dest}: image ID");
+        assert_eq!(
+            got["RootFS"]["Layers"], want["RootFS"]["Layers"],
+            "{dest}: DiffIDs"
+        );
+        let a = walk_tree(&store.image_mount("localhost/os:1"));
+        let b = walk_tree(&other.image_mount("localhost/os:1"));
+        store.image_umount("localhost/os:1");
+        other.image_umount("localhost/os:1");
+        let d = diff_trees(&without_root(a), &without_root(b), &[]);
+        assert!(d.is_empty(), "{dest}: trees differ:\n{}", d.join("\n"));
+    }
+    let manifest_types = run_ok(
+        Command::new("skopeo")
+            .args(["inspect", "--raw"])
+            .arg(format!("oci:{}:v1", layout.display())),
+    );
+    assert!(manifest_types.contains("tar+gzip"), "{manifest_types}");
+}

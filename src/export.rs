@@ -1,0 +1,397 @@
+//! Exporting an image of a store to an OCI image layout directory or archive, compressed, so it
+//! can be pushed without podman (`skopeo copy oci:DIR docker://…`). Each layer's tar is rebuilt
+//! from its tar-split and files (its DiffID checked on the way), compressed and hashed in one pass,
+//! two layers at a time; the config is kept byte for byte, the manifest names the compressed
+//! blobs (so its digest is new, as with any push that compresses).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest as _, Sha256};
+use storage_format::{Digest, ImageRecord, LayerRecord};
+
+use crate::error::{Error, Result};
+use crate::layer::entry::BuiltEntries;
+use crate::layer::sink::LayerSink;
+use crate::layer::tar_build::header_bytes;
+use crate::layer::tar_header::{EntryKind, TarHeader};
+use crate::store::Store;
+
+/// How layers are compressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LayerCompression {
+    /// gzip (what every registry and client reads).
+    Gzip,
+    /// zstd (smaller and faster; podman ≥ 4 and skopeo read it).
+    Zstd,
+    /// None.
+    None,
+}
+
+impl LayerCompression {
+    fn media_type(self) -> &'static str {
+        match self {
+            LayerCompression::Gzip => "application/vnd.oci.image.layer.v1.tar+gzip",
+            LayerCompression::Zstd => "application/vnd.oci.image.layer.v1.tar+zstd",
+            LayerCompression::None => "application/vnd.oci.image.layer.v1.tar",
+        }
+    }
+}
+
+/// Where the image goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Destination {
+    /// `oci:DIR[:TAG]`: a layout directory (created, or added to).
+    Dir {
+        /// The directory.
+        path: PathBuf,
+        /// The tag (`org.opencontainers.image.ref.name`).
+        tag: Option<String>,
+    },
+    /// `oci-archive:FILE[:TAG]`: a tar of a layout (replaced).
+    Archive {
+        /// The file.
+        path: PathBuf,
+        /// The tag.
+        tag: Option<String>,
+    },
+}
+
+impl Destination {
+    /// Parses `oci:DIR[:TAG]` or `oci-archive:FILE[:TAG]`.
+    pub fn parse(s: &str) -> Result<Destination> {
+        let split = |rest: &str| -> (PathBuf, Option<String>) {
+            match rest.split_once(':') {
+                Some((p, t)) if !t.is_empty() => (PathBuf::from(p), Some(t.to_string())),
+                Some((p, _)) => (PathBuf::from(p), None),
+                None => (PathBuf::from(rest), None),
+            }
+        };
+        if let Some(rest) = s.strip_prefix("oci:") {
+            let (path, tag) = split(rest);
+            return Ok(Destination::Dir { path, tag });
+        }
+        if let Some(rest) = s.strip_prefix("oci-archive:") {
+            let (path, tag) = split(rest);
+            return Ok(Destination::Archive { path, tag });
+        }
+        Err(Error::InvalidInput(format!(
+            "destination {s:?}: use oci:DIR[:TAG] or oci-archive:FILE[:TAG]"
+        )))
+    }
+}
+
+/// What an export wrote.
+#[derive(Debug, Clone)]
+pub struct ExportReport {
+    /// The new manifest's digest.
+    pub manifest_digest: Digest,
+    /// Compressed bytes of all layers.
+    pub layer_bytes: u64,
+}
+
+/// A writer that hashes and counts what goes through it.
+struct Hashing<W> {
+    inner: W,
+    sha: Sha256,
+    len: u64,
+}
+
+impl<W: Write> Write for Hashing<W> {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(b)?;
+        self.sha.update(&b[..n]);
+        self.len += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Writes `bytes` as a blob of the layout at `dir`; returns its digest.
+fn put_blob(dir: &Path, bytes: &[u8]) -> Result<Digest> {
+    let d = Digest::of_bytes(bytes);
+    let p = dir.join("blobs/sha256").join(d.hex());
+    crate::store::atomic::atomic_write(&p, bytes, 0o644)?;
+    Ok(d)
+}
+
+/// One layer compressed into a blob of `dir`: (digest, size, the DiffID of the tar).
+fn layer_blob(
+    store: &Store,
+    layer: &LayerRecord,
+    dir: &Path,
+    compression: LayerCompression,
+) -> Result<(Digest, u64, Digest)> {
+    let tmp = dir.join(format!("blobs/sha256/.tmp-{}", layer.id));
+    let result = compress_into(store, layer, &tmp, dir, compression);
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// [`layer_blob`]'s work, into the temporary file `tmp`.
+fn compress_into(
+    store: &Store,
+    layer: &LayerRecord,
+    tmp: &Path,
+    dir: &Path,
+    compression: LayerCompression,
+) -> Result<(Digest, u64, Digest)> {
+    let file = std::fs::File::create(tmp).map_err(|e| Error::io("creating", tmp, e))?;
+    let hashing = Hashing {
+        inner: std::io::BufWriter::with_capacity(1 << 20, file),
+        sha: Sha256::new(),
+        len: 0,
+    };
+    let write_err = |e: std::io::Error| Error::io("writing", tmp, e);
+    let (diff_id, hashing) = match compression {
+        LayerCompression::Gzip => {
+            let mut gz = flate2::write::GzEncoder::new(hashing, flate2::Compression::default());
+            let diff_id = feed(store, layer, &mut gz)?;
+            (diff_id, gz.finish().map_err(write_err)?)
+        }
+        LayerCompression::Zstd => {
+            let mut z = zstd::stream::write::Encoder::new(hashing, 3).map_err(write_err)?;
+            let diff_id = feed(store, layer, &mut z)?;
+            (diff_id, z.finish().map_err(write_err)?)
+        }
+        LayerCompression::None => {
+            let mut h = hashing;
+            let diff_id = feed(store, layer, &mut h)?;
+            (diff_id, h)
+        }
+    };
+    let Hashing { inner, sha, len } = hashing;
+    let file = inner.into_inner().map_err(|e| write_err(e.into_error()))?;
+    file.sync_data().map_err(write_err)?;
+    let digest = Digest::from_sha256(sha.finalize().into());
+    let dest = dir.join("blobs/sha256").join(digest.hex());
+    std::fs::rename(tmp, &dest).map_err(|e| Error::io("renaming into place", &dest, e))?;
+    Ok((digest, len, diff_id))
+}
+
+/// The layer's tar into `out`; returns its DiffID (checked against the record).
+fn feed(store: &Store, layer: &LayerRecord, out: &mut dyn Write) -> Result<Digest> {
+    let mut sink = LayerSink::to_writer(out);
+    store.feed_layer(layer, &mut sink)?;
+    let (_, diff_id) = sink.finish();
+    let diff_id = diff_id.ok_or_else(|| Error::Internal("a writer sink gave no digest".into()))?;
+    if layer.diff_digest.as_deref() != Some(diff_id.to_string().as_str()) {
+        return Err(Error::Damaged {
+            what: format!("layer {}", layer.id),
+            detail: format!(
+                "its tar rebuilds to {diff_id}, not {}",
+                layer.diff_digest.as_deref().unwrap_or("(none recorded)")
+            ),
+        });
+    }
+    Ok(diff_id)
+}
+
+/// The layers of `image`, base first.
+fn chain(store: &Store, image: &ImageRecord) -> Result<Vec<LayerRecord>> {
+    let layers = store.layers()?;
+    let mut out = Vec::new();
+    let mut next = image.layer.clone();
+    while let Some(id) = next {
+        let l = layers
+            .iter()
+            .find(|l| l.id == id)
+            .ok_or_else(|| Error::Damaged {
+                what: format!("image {}", image.id),
+                detail: format!("its layer {id} is not recorded"),
+            })?;
+        if out.iter().any(|o: &LayerRecord| o.id == l.id) {
+            return Err(Error::Damaged {
+                what: format!("image {}", image.id),
+                detail: format!("its layer chain loops at {id}"),
+            });
+        }
+        out.push(l.clone());
+        next = l.parent.clone();
+    }
+    out.reverse();
+    Ok(out)
+}
+
+/// Writes the layout of `image` into `dir` (created if missing; an index entry added or replaced
+/// for `tag`).
+fn write_layout(
+    store: &Store,
+    image: &ImageRecord,
+    dir: &Path,
+    tag: Option<&str>,
+    compression: LayerCompression,
+) -> Result<ExportReport> {
+    std::fs::create_dir_all(dir.join("blobs/sha256")).map_err(|e| Error::io("creating", dir, e))?;
+    let layers = chain(store, image)?;
+    let blobs =
+        crate::parallel::map_in_order(&layers, 2, |l| layer_blob(store, l, dir, compression))
+            .into_iter()
+            .collect::<Result<Vec<_>>>()?;
+    let config_key = format!("sha256:{}", image.id);
+    let config = crate::store::copy::read_big_data(store, image, &config_key)?;
+    let config_digest = put_blob(dir, &config)?;
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {
+            "mediaType": "application/vnd.oci.image.config.v1+json",
+            "digest": config_digest.to_string(),
+            "size": config.len(),
+        },
+        "layers": blobs.iter().map(|(d, size, _)| serde_json::json!({
+            "mediaType": compression.media_type(),
+            "digest": d.to_string(),
+            "size": size,
+        })).collect::<Vec<_>>(),
+    }))
+    .map_err(|e| Error::Internal(format!("serializing the manifest: {e}")))?;
+    let manifest_digest = put_blob(dir, &manifest)?;
+    // index.json: the entries already there, but one with the same tag.
+    let index_path = dir.join("index.json");
+    let mut manifests: Vec<serde_json::Value> = match std::fs::read(&index_path) {
+        Ok(b) => serde_json::from_slice::<serde_json::Value>(&b)
+            .ok()
+            .and_then(|v| v.get("manifests").and_then(|m| m.as_array()).cloned())
+            .ok_or_else(|| {
+                Error::InvalidInput(format!(
+                    "{} is not an OCI index: name an empty directory or a layout",
+                    index_path.display()
+                ))
+            })?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(Error::io("reading", &index_path, e)),
+    };
+    const REF: &str = "org.opencontainers.image.ref.name";
+    if let Some(t) = tag {
+        manifests.retain(|m| m["annotations"][REF].as_str() != Some(t));
+    }
+    let mut desc = serde_json::json!({
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "digest": manifest_digest.to_string(),
+        "size": manifest.len(),
+    });
+    if let Some(t) = tag {
+        desc["annotations"] = serde_json::json!({ REF: t });
+    }
+    manifests.push(desc);
+    let index = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": manifests,
+    }))
+    .map_err(|e| Error::Internal(format!("serializing the index: {e}")))?;
+    crate::store::atomic::atomic_write(
+        &dir.join("oci-layout"),
+        br#"{"imageLayoutVersion":"1.0.0"}"#,
+        0o644,
+    )?;
+    crate::store::atomic::atomic_write(&index_path, &index, 0o644)?;
+    Ok(ExportReport {
+        manifest_digest,
+        layer_bytes: blobs.iter().map(|(_, s, _)| s).sum(),
+    })
+}
+
+/// Writes the files of the layout `dir` as a tar into `file` (directories first, then files, in
+/// path order).
+fn write_archive(dir: &Path, file: &Path) -> Result<()> {
+    let tmp = file.with_file_name(format!(
+        ".{}.tmp",
+        file.file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default()
+    ));
+    let out = std::fs::File::create(&tmp).map_err(|e| Error::io("creating", &tmp, e))?;
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, out);
+    let werr = |e: std::io::Error| Error::io("writing", &tmp, e);
+    let mut entries: Vec<(String, PathBuf)> = Vec::new();
+    for rel in ["blobs", "blobs/sha256"] {
+        entries.push((format!("{rel}/"), dir.join(rel)));
+    }
+    let mut blobs: Vec<_> = std::fs::read_dir(dir.join("blobs/sha256"))
+        .map_err(|e| Error::io("reading", dir, e))?
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with('.'))
+        .collect();
+    blobs.sort();
+    for b in blobs {
+        entries.push((
+            format!("blobs/sha256/{b}"),
+            dir.join("blobs/sha256").join(&b),
+        ));
+    }
+    entries.push(("index.json".into(), dir.join("index.json")));
+    entries.push(("oci-layout".into(), dir.join("oci-layout")));
+    let mut built = BuiltEntries::default();
+    for (name, path) in entries {
+        let is_dir = name.ends_with('/');
+        let size = if is_dir {
+            0
+        } else {
+            std::fs::metadata(&path)
+                .map_err(|e| Error::io("reading", &path, e))?
+                .len()
+        };
+        let h = TarHeader {
+            name: name.into_bytes(),
+            kind: if is_dir {
+                EntryKind::Directory
+            } else {
+                EntryKind::Regular
+            },
+            mode: if is_dir { 0o755 } else { 0o644 },
+            uid: 0,
+            gid: 0,
+            size,
+            mtime: 0,
+            mtime_nsec: 0,
+            atime: None,
+            linkname: Vec::new(),
+            devmajor: 0,
+            devminor: 0,
+            xattrs: Vec::new(),
+        };
+        let header = header_bytes(&h);
+        out.write_all(built.raw(&header, size)).map_err(werr)?;
+        if !is_dir {
+            let mut f = std::fs::File::open(&path).map_err(|e| Error::io("reading", &path, e))?;
+            std::io::copy(&mut f, &mut out).map_err(werr)?;
+        }
+    }
+    out.write_all(&built.trailer()).map_err(werr)?;
+    let f = out.into_inner().map_err(|e| werr(e.into_error()))?;
+    f.sync_all().map_err(werr)?;
+    std::fs::rename(&tmp, file).map_err(|e| Error::io("renaming into place", file, e))
+}
+
+/// Exports `image` of `store` to `dest` with layers compressed as `compression`.
+pub fn export(
+    store: &Store,
+    image: &ImageRecord,
+    dest: &Destination,
+    compression: LayerCompression,
+) -> Result<ExportReport> {
+    match dest {
+        Destination::Dir { path, tag } => {
+            write_layout(store, image, path, tag.as_deref(), compression)
+        }
+        Destination::Archive { path, tag } => {
+            let parent = path
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            let work = tempfile::Builder::new()
+                .prefix(".bootc-image-export-")
+                .tempdir_in(parent)
+                .map_err(|e| Error::io("creating a directory in", parent, e))?;
+            let report = write_layout(store, image, work.path(), tag.as_deref(), compression)?;
+            write_archive(work.path(), path)?;
+            Ok(report)
+        }
+    }
+}
