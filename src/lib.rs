@@ -8,7 +8,9 @@
 //! `docs/architecture.md`.
 //!
 //! - [`store`]: open a store, import images, copy between stores, inspect, tag, delete, verify.
-//! - [`source`]: where images come from (`oci:`, `oci-archive:`, the OSTree host image).
+//! - [`source`]: where images come from (`oci:`, `oci-archive:`, registries through skopeo's
+//!   image proxy, the OSTree host image, composefs repositories, a root filesystem to build from).
+//! - [`export`]: a stored image to an OCI layout or archive, compressed.
 //! - [`layer`]: the entry model, tar with its raw bytes, decompression, the sink, the tree writer.
 //! - [`reference`]: image names by c/image's grammar, normalized as podman does.
 //! - [`bootc`]: bootc's sysroot, its own store, bound images.
@@ -32,6 +34,28 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! Build a chunked, reproducible image from a root filesystem (`examples/build_chunked.rs`): the
+//! plan is yours to inspect and adjust before anything is written.
+//!
+//! ```no_run
+//! # fn main() -> bootc_image::Result<()> {
+//! use bootc_image::source::rootfs::{BuildOptions, Builder};
+//! use bootc_image::store::{Store, StoreConfig};
+//!
+//! let store = Store::open(StoreConfig::resolve(None, None, None)?)?;
+//! let builder = Builder::new("/var/tmp/rootfs".as_ref(), BuildOptions::default())?;
+//! let mut plan = builder.plan(None)?; // packages → layers (dpkg), at most 64
+//! plan.move_package("linux-image-amd64", 0)?;
+//! let image = builder.image(&plan, vec!["localhost/os:1".into()])?; // DiffIDs, config, manifest
+//! let report = builder.commit(&plan, &image, &store, &|_| {})?;
+//! println!("{}", report.image_id);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Copy an image out of a composefs repository ([`source::composefs::ComposefsImage`], which is its
+//! own layer producer; `examples/import_composefs.rs`).
 //!
 //! Write a layer from your own files, with no tar on disk (`examples/build_layer.rs`): build each
 //! entry ([`layer::entry::Entry`]: its header bytes, the parsed header, its content as bytes, a

@@ -406,3 +406,24 @@ fn export_built_image() {
     );
     assert!(manifest_types.contains("tar+gzip"), "{manifest_types}");
 }
+
+/// A rootfs on another file system than the store (XFS here, the store on /tmp): files are copied
+/// (no reflink across file systems), and the image is the one built from the same tree in place.
+#[test]
+fn build_chunked_rootfs_elsewhere() {
+    let xfs = crate::composefs::Xfs::new();
+    let store = TestStore::new(Driver::Overlay);
+    let here = make_rootfs(&store.dir, "5.2");
+    let there = make_rootfs(&xfs.mnt, "5.2");
+    let ts = ["--timestamp", "1700000100"];
+    build_ok(&store, &here, "localhost/here:1", &ts);
+    build_ok(&store, &there, "localhost/there:1", &ts);
+    assert_eq!(
+        store.inspect("localhost/here:1")["Id"],
+        store.inspect("localhost/there:1")["Id"]
+    );
+    let a = walk_tree(&store.image_mount("localhost/there:1"));
+    store.image_umount("localhost/there:1");
+    let d = diff_trees(&without_root(walk_tree(&there)), &without_root(a), &[]);
+    assert!(d.is_empty(), "{}", d.join("\n"));
+}

@@ -521,13 +521,15 @@ fn set_unified_from_default_store() {
 }
 
 /// A loop-mounted XFS (reflink on), unmounted and deleted on drop.
-struct Xfs {
+pub struct Xfs {
     dir: PathBuf,
-    mnt: PathBuf,
+    /// Its mount point.
+    pub mnt: PathBuf,
 }
 
 impl Xfs {
-    fn new() -> Xfs {
+    /// Makes and mounts one (600 MB, sparse).
+    pub fn new() -> Xfs {
         let dir = crate::util::unique_tmp_path("xfs");
         let img = dir.join("fs.img");
         let mnt = dir.join("mnt");
