@@ -124,7 +124,7 @@ fn layer_blob(
     dir: &Path,
     compression: LayerCompression,
 ) -> Result<(Digest, u64, Digest)> {
-    let tmp = dir.join(format!("blobs/sha256/.tmp-{}", layer.id));
+    let tmp = crate::store::atomic::temp_path_for(&dir.join("blobs/sha256").join(&layer.id));
     let result = compress_into(store, layer, &tmp, dir, compression);
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
@@ -235,7 +235,7 @@ fn write_layout(
     let config_key = format!("sha256:{}", image.id);
     let config = crate::store::copy::read_big_data(store, image, &config_key)?;
     let config_digest = put_blob(dir, &config)?;
-    let manifest = serde_json::to_vec(&serde_json::json!({
+    let mut manifest = serde_json::json!({
         "schemaVersion": 2,
         "mediaType": "application/vnd.oci.image.manifest.v1+json",
         "config": {
@@ -248,8 +248,18 @@ fn write_layout(
             "digest": d.to_string(),
             "size": size,
         })).collect::<Vec<_>>(),
-    }))
-    .map_err(|e| Error::Internal(format!("serializing the manifest: {e}")))?;
+    });
+    // The stored manifest's annotations go along, as podman push keeps them.
+    if let Some(a) = crate::store::copy::read_big_data(store, image, "manifest")
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .and_then(|m| m.get("annotations").cloned())
+        .filter(|a| a.as_object().is_some_and(|o| !o.is_empty()))
+    {
+        manifest["annotations"] = a;
+    }
+    let manifest = serde_json::to_vec(&manifest)
+        .map_err(|e| Error::Internal(format!("serializing the manifest: {e}")))?;
     let manifest_digest = put_blob(dir, &manifest)?;
     // index.json: the entries already there, but one with the same tag.
     let index_path = dir.join("index.json");
@@ -267,8 +277,13 @@ fn write_layout(
         Err(e) => return Err(Error::io("reading", &index_path, e)),
     };
     const REF: &str = "org.opencontainers.image.ref.name";
-    if let Some(t) = tag {
-        manifests.retain(|m| m["annotations"][REF].as_str() != Some(t));
+    // One entry per tag; an untagged export replaces an untagged entry of the same manifest.
+    match tag {
+        Some(t) => manifests.retain(|m| m["annotations"][REF].as_str() != Some(t)),
+        None => manifests.retain(|m| {
+            m["annotations"][REF].is_string()
+                || m["digest"].as_str() != Some(manifest_digest.to_string().as_str())
+        }),
     }
     let mut desc = serde_json::json!({
         "mediaType": "application/vnd.oci.image.manifest.v1+json",
@@ -299,15 +314,19 @@ fn write_layout(
 /// Writes the files of the layout `dir` as a tar into `file` (directories first, then files, in
 /// path order).
 fn write_archive(dir: &Path, file: &Path) -> Result<()> {
-    let tmp = file.with_file_name(format!(
-        ".{}.tmp",
-        file.file_name()
-            .map(|n| n.to_string_lossy())
-            .unwrap_or_default()
-    ));
-    let out = std::fs::File::create(&tmp).map_err(|e| Error::io("creating", &tmp, e))?;
+    let tmp = crate::store::atomic::temp_path_for(file);
+    let result = write_archive_to(dir, file, &tmp);
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// [`write_archive`]'s work, through the temporary file `tmp`.
+fn write_archive_to(dir: &Path, file: &Path, tmp: &Path) -> Result<()> {
+    let out = std::fs::File::create(tmp).map_err(|e| Error::io("creating", tmp, e))?;
     let mut out = std::io::BufWriter::with_capacity(1 << 20, out);
-    let werr = |e: std::io::Error| Error::io("writing", &tmp, e);
+    let werr = |e: std::io::Error| Error::io("writing", tmp, e);
     let mut entries: Vec<(String, PathBuf)> = Vec::new();
     for rel in ["blobs", "blobs/sha256"] {
         entries.push((format!("{rel}/"), dir.join(rel)));
@@ -366,7 +385,7 @@ fn write_archive(dir: &Path, file: &Path) -> Result<()> {
     out.write_all(&built.trailer()).map_err(werr)?;
     let f = out.into_inner().map_err(|e| werr(e.into_error()))?;
     f.sync_all().map_err(werr)?;
-    std::fs::rename(&tmp, file).map_err(|e| Error::io("renaming into place", file, e))
+    std::fs::rename(tmp, file).map_err(|e| Error::io("renaming into place", file, e))
 }
 
 /// Exports `image` of `store` to `dest` with layers compressed as `compression`.

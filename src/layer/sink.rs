@@ -264,37 +264,29 @@ impl<'a> LayerSink<'a> {
             };
         }
         match tree.begin(header)? {
-            // An object that may not become the entry (its inode is another's): its extents are
-            // shared where the file system can (the bytes are still read, for the digests), else
-            // its bytes are written. Only an object exactly as long as the entry: a longer one
-            // would lengthen the file.
-            Some(out)
-                if matches!(&content, Content::Object { file, .. }
-                    if file.metadata().is_ok_and(|m| m.len() == expected)
-                        && rustix::fs::ioctl_ficlone(&out.file, file).is_ok()) =>
-            {
-                self.reflinked += 1;
-                // The digests are of the source's bytes as read after the clone: a source that
-                // changed meanwhile (a live tree) would leave a tree the records do not describe.
-                let before = match &content {
-                    Content::Object { file, .. } => file_state(file),
-                    _ => None,
-                };
-                let got = drain(content_ref(&content), name, expected, buf, sha, crc, None)?;
-                let after = match &content {
-                    Content::Object { file, .. } => file_state(file),
-                    _ => None,
-                };
-                if before.is_none() || before != after {
-                    return Err(Error::InvalidInput(format!(
-                        "{} changed while it was copied: build from a tree nothing writes to",
-                        String::from_utf8_lossy(name)
-                    )));
-                }
-                tree.finish_file(out, header)?;
-                Ok(got)
-            }
             Some(mut out) => {
+                // An object that may not become the entry (its inode is another's): its extents
+                // are shared where the file system can (the bytes are still read, for the
+                // digests), else its bytes are written. Only an object exactly as long as the
+                // entry, and one that does not change while it is cloned and read: the digests
+                // are of the bytes read after the clone, so a source that changed meanwhile (a
+                // live tree) would leave a file the records do not describe.
+                if let Content::Object { file, .. } = &content
+                    && let Some(before) = file_state(file).filter(|s| s.0 == expected)
+                    && rustix::fs::ioctl_ficlone(&out.file, file).is_ok()
+                {
+                    self.reflinked += 1;
+                    let cloned = out.file.metadata().map(|m| m.len()).ok();
+                    let got = drain(content_ref(&content), name, expected, buf, sha, crc, None)?;
+                    if cloned != Some(expected) || file_state(file) != Some(before) {
+                        return Err(Error::InvalidInput(format!(
+                            "{} changed while it was copied: copy from a tree nothing writes to",
+                            String::from_utf8_lossy(name)
+                        )));
+                    }
+                    tree.finish_file(out, header)?;
+                    return Ok(got);
+                }
                 self.written += 1;
                 let got = drain(
                     content,

@@ -103,7 +103,8 @@ fn directory_group(path: &[u8]) -> String {
         }
         _ => String::from_utf8_lossy(first).into_owned(),
     };
-    format!("dir:{group}")
+    // (Names go into history comments split on spaces.)
+    format!("dir:{}", group.replace('%', "%25").replace(' ', "%20"))
 }
 
 impl Builder {
@@ -169,13 +170,19 @@ impl Builder {
     fn sizes(&self) -> (BTreeMap<String, u64>, Option<u64>) {
         let mut sizes = BTreeMap::new();
         let mut unowned = None;
+        let mut inodes = std::collections::HashSet::new();
         for (n, o) in self.nodes.iter().zip(&self.owner) {
             if n.kind == NodeKind::Directory {
                 continue;
             }
+            let size = if n.inode.is_none_or(|i| inodes.insert(i)) {
+                n.size
+            } else {
+                0
+            };
             match o {
-                Some(g) => *sizes.entry(self.groups[*g].clone()).or_insert(0) += n.size,
-                None => *unowned.get_or_insert(0) += n.size,
+                Some(g) => *sizes.entry(self.groups[*g].clone()).or_insert(0) += size,
+                None => *unowned.get_or_insert(0) += size,
             }
         }
         (sizes, unowned)
@@ -230,9 +237,22 @@ impl Builder {
                 }
             }
         }
-        for (n, set) in self.nodes.iter().zip(out.iter_mut()) {
-            if n.kind == NodeKind::Directory && set.is_empty() {
-                set.insert(unowned);
+        // Directories nothing is below: the unowned layer, with their parents (so the layer
+        // stands on its own: no parent directory made up by the extraction).
+        for i in 0..self.nodes.len() {
+            let n = &self.nodes[i];
+            if n.kind != NodeKind::Directory || !out[i].is_empty() {
+                continue;
+            }
+            out[i].insert(unowned);
+            let mut p = n.path.as_slice();
+            while let Some(slash) = p.iter().rposition(|&b| b == b'/') {
+                p = &p[..slash];
+                if let Some(&d) = index.get(p)
+                    && !out[d].insert(unowned)
+                {
+                    break;
+                }
             }
         }
         Ok(out)
@@ -248,11 +268,14 @@ impl Builder {
         sink: &mut LayerSink<'_>,
     ) -> Result<()> {
         let ra = ReadAhead::new(READ_AHEAD_LEAD);
+        // (A hardlink group's later members are links: nothing of theirs is read.)
+        let mut inodes = std::collections::HashSet::new();
         let files = self
             .nodes
             .iter()
             .zip(layers)
             .filter(|(n, set)| n.kind == NodeKind::File && n.size > 0 && set.contains(&layer))
+            .filter(move |(n, _)| n.inode.is_none_or(|i| inodes.insert(i)))
             .map(|(n, _)| (self.root.join(std::ffi::OsStr::from_bytes(&n.path)), n.size));
         std::thread::scope(|s| {
             s.spawn(|| ra.run(files));
@@ -295,6 +318,10 @@ impl Builder {
             h.kind = match n.kind {
                 NodeKind::Directory => {
                     name.push(b'/');
+                    // A directory is in every layer holding something below it, and a package
+                    // update changes its mtime (dpkg renames files into it): at the epoch, as in
+                    // an OSTree commit, it changes no layer but its package's.
+                    h.mtime = 0;
                     EntryKind::Directory
                 }
                 NodeKind::File => EntryKind::Regular,
@@ -323,9 +350,16 @@ impl Builder {
             let path = self.root.join(std::ffi::OsStr::from_bytes(&n.path));
             let content = if h.kind == EntryKind::Regular && h.size > 0 {
                 // Copied (or reflinked), never hardlinked: the tree is yours and may change.
-                let file = std::fs::File::open(&path).map_err(|e| {
-                    Error::io("reading (did it change during the build?)", &path, e)
-                })?;
+                // Not through a symlink: an entry replaced by one after the scan must not pull a
+                // file from outside the tree into the image.
+                let file = {
+                    use std::os::unix::fs::OpenOptionsExt;
+                    std::fs::OpenOptions::new()
+                        .read(true)
+                        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+                        .open(&path)
+                }
+                .map_err(|e| Error::io("reading (did it change during the build?)", &path, e))?;
                 Content::Object {
                     file,
                     path: &path,
@@ -403,9 +437,18 @@ impl Builder {
             other => other,
         };
         let mut inner = self.options.config.clone().unwrap_or_default();
+        // The config file's labels, then ours and --label's over them.
+        let mut labels: BTreeMap<String, serde_json::Value> = inner
+            .get("Labels")
+            .and_then(|l| l.as_object())
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default();
+        for (k, v) in self.labels() {
+            labels.insert(k, v.into());
+        }
         inner.insert(
             "Labels".into(),
-            serde_json::to_value(self.labels()).unwrap_or_default(),
+            serde_json::to_value(labels).unwrap_or_default(),
         );
         let history: Vec<serde_json::Value> = plan
             .layers

@@ -149,7 +149,21 @@ pub fn plan(
     by_size.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
     let mut key_of: BTreeMap<&str, String> = BTreeMap::new();
     let mut order: Vec<String> = Vec::new();
+    // A previous single-layer build says nothing about places.
+    let prior = prior.filter(|p| p.layers.iter().any(|(k, _)| k != ALL && k != UNOWNED));
     if let Some(prior) = prior {
+        let kept = prior
+            .layers
+            .iter()
+            .filter(|(k, _)| k != UNOWNED && k != ALL)
+            .count();
+        if kept > budget {
+            return Err(Error::InvalidInput(format!(
+                "the previous build has {} layers and --max-layers allows {max_layers}: raise --max-layers to at least {}, or build without --from-image",
+                prior.layers.len(),
+                kept + 1
+            )));
+        }
         for (key, pkgs) in &prior.layers {
             for p in pkgs {
                 if let Some((name, _)) = sizes.get_key_value(p)
@@ -163,11 +177,16 @@ pub fn plan(
                 order.push(key.clone());
             }
         }
-        let bins: Vec<String> = order
+        // Where new packages go once every layer is taken: the previous build's shared layers,
+        // or (it had none) any of its layers, by the same stable hash.
+        let mut bins: Vec<String> = order
             .iter()
             .filter(|k| k.starts_with("bin:"))
             .cloned()
             .collect();
+        if bins.is_empty() {
+            bins = order.clone();
+        }
         for (name, _) in &by_size {
             if key_of.contains_key(name.as_str()) {
                 continue;
@@ -304,5 +323,35 @@ mod tests {
         }
         assert!(second.layer_of("new").is_some());
         assert!(second.layers.len() <= 16);
+    }
+
+    /// A previous build with more layers than allowed is refused; a single-layer one is ignored;
+    /// one without shared layers takes overflowing new packages into its layers, not `unowned`.
+    #[test]
+    fn prior_edges() {
+        let first = plan(&sizes(40), Some(10), 64, None).expect("plan");
+        let prior = Prior {
+            layers: first
+                .layers
+                .iter()
+                .map(|l| (l.key.clone(), l.packages.clone()))
+                .collect(),
+        };
+        assert!(plan(&sizes(40), Some(10), 16, Some(&prior)).is_err());
+        let all = Prior {
+            layers: vec![(ALL.into(), vec!["p000".into()])],
+        };
+        assert_eq!(
+            plan(&sizes(5), None, 8, Some(&all)).expect("plan"),
+            plan(&sizes(5), None, 8, None).expect("plan")
+        );
+        let mut more = sizes(40);
+        for i in 0..30 {
+            more.insert(format!("new{i}"), 10);
+        }
+        let second = plan(&more, Some(10), 42, Some(&prior)).expect("plan");
+        assert!(second.layers.len() <= 42);
+        let unowned = second.unowned_layer().expect("unowned layer");
+        assert!(second.layers[unowned].packages.is_empty(), "{:?}", second.layers[unowned]);
     }
 }

@@ -70,6 +70,14 @@ fn xattrs(path: &Path) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         if name == b"security.selinux" {
             continue;
         }
+        if name.contains(&b'=') {
+            // A PAX record splits at the first `=`: the name would come back as another.
+            return Err(Error::InvalidInput(format!(
+                "{} has an extended attribute whose name holds '=' ({}), which a tar cannot carry: remove it",
+                path.display(),
+                String::from_utf8_lossy(name)
+            )));
+        }
         let cname = std::ffi::OsStr::from_bytes(name);
         let mut value = vec![0u8; 256];
         let len = loop {
