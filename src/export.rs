@@ -191,32 +191,6 @@ fn feed(store: &Store, layer: &LayerRecord, out: &mut dyn Write) -> Result<Diges
     Ok(diff_id)
 }
 
-/// The layers of `image`, base first.
-fn chain(store: &Store, image: &ImageRecord) -> Result<Vec<LayerRecord>> {
-    let layers = store.layers()?;
-    let mut out = Vec::new();
-    let mut next = image.layer.clone();
-    while let Some(id) = next {
-        let l = layers
-            .iter()
-            .find(|l| l.id == id)
-            .ok_or_else(|| Error::Damaged {
-                what: format!("image {}", image.id),
-                detail: format!("its layer {id} is not recorded"),
-            })?;
-        if out.iter().any(|o: &LayerRecord| o.id == l.id) {
-            return Err(Error::Damaged {
-                what: format!("image {}", image.id),
-                detail: format!("its layer chain loops at {id}"),
-            });
-        }
-        out.push(l.clone());
-        next = l.parent.clone();
-    }
-    out.reverse();
-    Ok(out)
-}
-
 /// Writes the layout of `image` into `dir` (created if missing; an index entry added or replaced
 /// for `tag`).
 fn write_layout(
@@ -227,7 +201,7 @@ fn write_layout(
     compression: LayerCompression,
 ) -> Result<ExportReport> {
     std::fs::create_dir_all(dir.join("blobs/sha256")).map_err(|e| Error::io("creating", dir, e))?;
-    let layers = chain(store, image)?;
+    let layers = store.image_layers(image)?;
     let blobs =
         crate::parallel::map_in_order(&layers, 2, |l| layer_blob(store, l, dir, compression))
             .into_iter()
@@ -235,31 +209,21 @@ fn write_layout(
     let config_key = format!("sha256:{}", image.id);
     let config = crate::store::copy::read_big_data(store, image, &config_key)?;
     let config_digest = put_blob(dir, &config)?;
-    let mut manifest = serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {
-            "mediaType": "application/vnd.oci.image.config.v1+json",
-            "digest": config_digest.to_string(),
-            "size": config.len(),
-        },
-        "layers": blobs.iter().map(|(d, size, _)| serde_json::json!({
-            "mediaType": compression.media_type(),
-            "digest": d.to_string(),
-            "size": size,
-        })).collect::<Vec<_>>(),
-    });
+    let layers: Vec<(&str, Digest, u64)> = blobs
+        .iter()
+        .map(|(d, size, _)| (compression.media_type(), d.clone(), *size))
+        .collect();
     // The stored manifest's annotations go along, as podman push keeps them.
-    if let Some(a) = crate::store::copy::read_big_data(store, image, "manifest")
+    let annotations = crate::store::copy::read_big_data(store, image, "manifest")
         .ok()
         .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-        .and_then(|m| m.get("annotations").cloned())
-        .filter(|a| a.as_object().is_some_and(|o| !o.is_empty()))
-    {
-        manifest["annotations"] = a;
-    }
-    let manifest = serde_json::to_vec(&manifest)
-        .map_err(|e| Error::Internal(format!("serializing the manifest: {e}")))?;
+        .and_then(|m| m.get("annotations").cloned());
+    let manifest = crate::source::oci_types::manifest_bytes(
+        &config_digest,
+        config.len(),
+        &layers,
+        annotations,
+    );
     let manifest_digest = put_blob(dir, &manifest)?;
     // index.json: the entries already there, but one with the same tag.
     let index_path = dir.join("index.json");
@@ -356,25 +320,12 @@ fn write_archive_to(dir: &Path, file: &Path, tmp: &Path) -> Result<()> {
                 .map_err(|e| Error::io("reading", &path, e))?
                 .len()
         };
-        let h = TarHeader {
-            name: name.into_bytes(),
-            kind: if is_dir {
-                EntryKind::Directory
-            } else {
-                EntryKind::Regular
-            },
-            mode: if is_dir { 0o755 } else { 0o644 },
-            uid: 0,
-            gid: 0,
-            size,
-            mtime: 0,
-            mtime_nsec: 0,
-            atime: None,
-            linkname: Vec::new(),
-            devmajor: 0,
-            devminor: 0,
-            xattrs: Vec::new(),
+        let (kind, mode) = if is_dir {
+            (EntryKind::Directory, 0o755)
+        } else {
+            (EntryKind::Regular, 0o644)
         };
+        let h = TarHeader::new(name.into_bytes(), kind, mode, size, 0);
         let header = header_bytes(&h);
         out.write_all(built.raw(&header, size)).map_err(werr)?;
         if !is_dir {

@@ -120,21 +120,13 @@ pub fn header_bytes(h: &TarHeader) -> Vec<u8> {
     }
     let mut out = Vec::with_capacity(BLOCK * 3);
     if !records.is_empty() {
-        let pax = TarHeader {
-            name: b"././@PaxHeader".to_vec(),
-            kind: EntryKind::Regular,
-            mode: 0o644,
-            uid: 0,
-            gid: 0,
-            size: records.len() as u64,
-            mtime: h.mtime,
-            mtime_nsec: 0,
-            atime: None,
-            linkname: Vec::new(),
-            devmajor: 0,
-            devminor: 0,
-            xattrs: Vec::new(),
-        };
+        let pax = TarHeader::new(
+            b"././@PaxHeader".to_vec(),
+            EntryKind::Regular,
+            0o644,
+            records.len() as u64,
+            h.mtime,
+        );
         out.extend_from_slice(&block(&pax, &pax.name, b'x', records.len() as u64));
         let padded = records.len().div_ceil(BLOCK) * BLOCK;
         records.resize(padded, 0);
@@ -150,21 +142,10 @@ mod tests {
     use crate::layer::tar_stream::parse_built_header;
 
     fn header(name: &[u8], kind: EntryKind) -> TarHeader {
-        TarHeader {
-            name: name.to_vec(),
-            kind,
-            mode: 0o4755,
-            uid: 1000,
-            gid: 100,
-            size: 5,
-            mtime: 1_700_000_000,
-            mtime_nsec: 0,
-            atime: None,
-            linkname: Vec::new(),
-            devmajor: 0,
-            devminor: 0,
-            xattrs: Vec::new(),
-        }
+        let mut h = TarHeader::new(name.to_vec(), kind, 0o4755, 5, 1_700_000_000);
+        h.uid = 1000;
+        h.gid = 100;
+        h
     }
 
     /// What we write, our reader (Go's rules) reads back the same.

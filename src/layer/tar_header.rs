@@ -67,6 +67,28 @@ pub struct TarHeader {
     pub xattrs: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
+impl TarHeader {
+    /// A header of `kind` named `name`, root-owned, with no link, device or extended attributes
+    /// (a producer fills in the rest).
+    pub fn new(name: Vec<u8>, kind: EntryKind, mode: u32, size: u64, mtime: i64) -> TarHeader {
+        TarHeader {
+            name,
+            kind,
+            mode,
+            uid: 0,
+            gid: 0,
+            size,
+            mtime,
+            mtime_nsec: 0,
+            atime: None,
+            linkname: Vec::new(),
+            devmajor: 0,
+            devminor: 0,
+            xattrs: Vec::new(),
+        }
+    }
+}
+
 /// Computes the checksum of a header block the way tar does (unsigned and signed sums).
 fn checksums(block: &[u8; BLOCK]) -> (i64, i64) {
     let mut unsigned = 0i64;

@@ -102,3 +102,33 @@ pub fn host_arch() -> &'static str {
         other => other,
     }
 }
+
+/// The bytes of an OCI image manifest naming a config (its digest and length) and `layers`
+/// (media type, digest, size), with `annotations` when it has any: one writer for every manifest
+/// we make (a build, an export), so their field order is one.
+pub fn manifest_bytes(
+    config_digest: &storage_format::Digest,
+    config_len: usize,
+    layers: &[(&str, storage_format::Digest, u64)],
+    annotations: Option<serde_json::Value>,
+) -> Vec<u8> {
+    let mut manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {
+            "mediaType": "application/vnd.oci.image.config.v1+json",
+            "digest": config_digest.to_string(),
+            "size": config_len,
+        },
+        "layers": layers.iter().map(|(media_type, d, size)| serde_json::json!({
+            "mediaType": media_type,
+            "digest": d.to_string(),
+            "size": size,
+        })).collect::<Vec<_>>(),
+    });
+    if let Some(a) = annotations.filter(|a| a.as_object().is_some_and(|o| !o.is_empty())) {
+        manifest["annotations"] = a;
+    }
+    // A `Value` always serializes.
+    serde_json::to_vec(&manifest).unwrap_or_default()
+}

@@ -14,18 +14,13 @@ use crate::layer::entry::{Content, Entry, EntryMeta};
 use crate::layer::sink::LayerSink;
 
 impl Store {
-    /// Verifies every layer of an image (its top layer and the chain of parents below it).
-    pub fn verify_image(&self, image: &storage_format::ImageRecord) -> Result<()> {
+    /// The layers of an image, base first: its top layer and the chain of parents below it (a
+    /// layer missing from the records, or a chain that loops, is damage).
+    pub fn image_layers(&self, image: &storage_format::ImageRecord) -> Result<Vec<LayerRecord>> {
         let layers = self.layers()?;
+        let mut out: Vec<LayerRecord> = Vec::new();
         let mut next = image.layer.clone();
-        let mut seen = std::collections::HashSet::new();
         while let Some(id) = next {
-            if !seen.insert(id.clone()) {
-                return Err(Error::Damaged {
-                    what: format!("image {}", image.id),
-                    detail: format!("its layer chain loops at {id}"),
-                });
-            }
             let layer = layers
                 .iter()
                 .find(|l| l.id == id)
@@ -33,8 +28,23 @@ impl Store {
                     what: format!("image {}", image.id),
                     detail: format!("its layer {id} is not recorded"),
                 })?;
-            self.verify_layer(layer)?;
+            if out.iter().any(|l| l.id == id) {
+                return Err(Error::Damaged {
+                    what: format!("image {}", image.id),
+                    detail: format!("its layer chain loops at {id}"),
+                });
+            }
             next = layer.parent.clone();
+            out.push(layer.clone());
+        }
+        out.reverse();
+        Ok(out)
+    }
+
+    /// Verifies every layer of an image.
+    pub fn verify_image(&self, image: &storage_format::ImageRecord) -> Result<()> {
+        for layer in self.image_layers(image)? {
+            self.verify_layer(&layer)?;
         }
         Ok(())
     }

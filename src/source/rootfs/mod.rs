@@ -93,6 +93,25 @@ pub struct Builder {
     pub grouping: Grouping,
 }
 
+/// Puts every parent directory of `path` (`index`: path → node) into `layer` too.
+fn with_parents(
+    index: &HashMap<&[u8], usize>,
+    layers: &mut [BTreeSet<usize>],
+    path: &[u8],
+    layer: usize,
+) {
+    let mut p = path;
+    while let Some(slash) = p.iter().rposition(|&b| b == b'/') {
+        p = &p[..slash];
+        // A parent already in the layer has its own parents there too.
+        if let Some(&d) = index.get(p)
+            && !layers[d].insert(layer)
+        {
+            break;
+        }
+    }
+}
+
 /// The group of a path without a package database: `usr/<dir>`, or its top-level directory.
 fn directory_group(path: &[u8]) -> String {
     let mut parts = path.split(|&b| b == b'/');
@@ -227,15 +246,7 @@ impl Builder {
                 None => unowned,
             };
             out[i].insert(layer);
-            let mut p = n.path.as_slice();
-            while let Some(slash) = p.iter().rposition(|&b| b == b'/') {
-                p = &p[..slash];
-                if let Some(&d) = index.get(p)
-                    && !out[d].insert(layer)
-                {
-                    break;
-                }
-            }
+            with_parents(&index, &mut out, &n.path, layer);
         }
         // Directories nothing is below: the unowned layer, with their parents (so the layer
         // stands on its own: no parent directory made up by the extraction).
@@ -245,15 +256,7 @@ impl Builder {
                 continue;
             }
             out[i].insert(unowned);
-            let mut p = n.path.as_slice();
-            while let Some(slash) = p.iter().rposition(|&b| b == b'/') {
-                p = &p[..slash];
-                if let Some(&d) = index.get(p)
-                    && !out[d].insert(unowned)
-                {
-                    break;
-                }
-            }
+            with_parents(&index, &mut out, &n.path, unowned);
         }
         Ok(out)
     }
@@ -300,21 +303,18 @@ impl Builder {
                 continue;
             }
             let mut name = n.path.clone();
-            let mut h = TarHeader {
-                name: Vec::new(),
-                kind: EntryKind::Regular,
-                mode: n.mode,
-                uid: u64::from(n.uid),
-                gid: u64::from(n.gid),
-                size: n.size,
-                mtime: clamp(n.mtime),
-                mtime_nsec: 0,
-                atime: None,
-                linkname: Vec::new(),
-                devmajor: n.rdev.0,
-                devminor: n.rdev.1,
-                xattrs: n.xattrs.clone(),
-            };
+            let mut h = TarHeader::new(
+                Vec::new(),
+                EntryKind::Regular,
+                n.mode,
+                n.size,
+                clamp(n.mtime),
+            );
+            h.uid = u64::from(n.uid);
+            h.gid = u64::from(n.gid);
+            h.devmajor = n.rdev.0;
+            h.devminor = n.rdev.1;
+            h.xattrs = n.xattrs.clone();
             h.kind = match n.kind {
                 NodeKind::Directory => {
                     name.push(b'/');
@@ -430,12 +430,7 @@ impl Builder {
             std::time::UNIX_EPOCH
                 + std::time::Duration::from_secs(u64::try_from(created_secs).unwrap_or(0)),
         );
-        let arch = match std::env::consts::ARCH {
-            "x86_64" => "amd64",
-            "aarch64" => "arm64",
-            "powerpc64" => "ppc64le",
-            other => other,
-        };
+        let arch = crate::source::oci_types::host_arch();
         let mut inner = self.options.config.clone().unwrap_or_default();
         // The config file's labels, then ours and --label's over them.
         let mut labels: BTreeMap<String, serde_json::Value> = inner
@@ -474,26 +469,17 @@ impl Builder {
         }))
         .map_err(|e| Error::Internal(format!("serializing the config: {e}")))?;
         let config_digest = Digest::of_bytes(&config);
-        let mut manifest = serde_json::json!({
-            "schemaVersion": 2,
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "config": {
-                "mediaType": "application/vnd.oci.image.config.v1+json",
-                "digest": config_digest.to_string(),
-                "size": config.len(),
-            },
-            "layers": digests.iter().map(|(d, size)| serde_json::json!({
-                "mediaType": "application/vnd.oci.image.layer.v1.tar",
-                "digest": d.to_string(),
-                "size": size,
-            })).collect::<Vec<_>>(),
-        });
-        if !self.options.annotations.is_empty() {
-            manifest["annotations"] =
-                serde_json::to_value(&self.options.annotations).unwrap_or_default();
-        }
-        let manifest = serde_json::to_vec(&manifest)
-            .map_err(|e| Error::Internal(format!("serializing the manifest: {e}")))?;
+        let layers: Vec<(&str, Digest, u64)> = digests
+            .iter()
+            .map(|(d, size)| ("application/vnd.oci.image.layer.v1.tar", d.clone(), *size))
+            .collect();
+        let annotations = serde_json::to_value(&self.options.annotations).ok();
+        let manifest = crate::source::oci_types::manifest_bytes(
+            &config_digest,
+            config.len(),
+            &layers,
+            annotations,
+        );
         Ok(ImageInput {
             manifest_digest: Digest::of_bytes(&manifest),
             manifest,

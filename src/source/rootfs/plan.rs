@@ -352,6 +352,10 @@ mod tests {
         let second = plan(&more, Some(10), 42, Some(&prior)).expect("plan");
         assert!(second.layers.len() <= 42);
         let unowned = second.unowned_layer().expect("unowned layer");
-        assert!(second.layers[unowned].packages.is_empty(), "{:?}", second.layers[unowned]);
+        assert!(
+            second.layers[unowned].packages.is_empty(),
+            "{:?}",
+            second.layers[unowned]
+        );
     }
 }
