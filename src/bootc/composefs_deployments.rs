@@ -34,6 +34,32 @@ impl ComposefsDeployment {
         self.image_reference.as_deref().map(strip_transport)
     }
 
+    /// How messages name it: its image, else its id.
+    pub fn shown(&self) -> String {
+        self.image_name()
+            .unwrap_or_else(|| format!("deployment {}", self.id))
+    }
+
+    /// The manifest digest its origin records; `remedy` says what to do when there is none.
+    pub fn manifest(&self, remedy: &str) -> Result<storage_format::Digest> {
+        let digest = self.manifest_digest.as_deref().ok_or_else(|| {
+            Error::not_found(
+                format!("{}.origin", self.id),
+                format!(
+                    "the origin of deployment {} records no [image] manifest_digest (written by an older bootc): {remedy}",
+                    self.id
+                ),
+            )
+        })?;
+        match ImageSelector::parse(digest) {
+            ImageSelector::Manifest(d) => Ok(d),
+            ImageSelector::Tag(_) => Err(Error::InvalidInput(format!(
+                "the origin of deployment {} records manifest_digest {digest:?}, which is not a sha256 digest",
+                self.id
+            ))),
+        }
+    }
+
     /// The image reference as `list` shows host images (ostree-ext's form, as for OSTree hosts):
     /// the origin's reference without its `ostree-…:` signature prefix, `docker://` for registry
     /// images.
@@ -175,25 +201,8 @@ pub fn host_image(
         },
         None => default_deployment(sysroot, running, remedy)?,
     };
-    let what = deployment
-        .image_name()
-        .unwrap_or_else(|| format!("deployment {}", deployment.id));
-    let digest = deployment.manifest_digest.as_deref().ok_or_else(|| {
-        Error::not_found(
-            format!("{}.origin", deployment.id),
-            format!(
-                "the origin of deployment {} records no [image] manifest_digest (written by an older bootc): {remedy}",
-                deployment.id
-            ),
-        )
-    })?;
-    match ImageSelector::parse(digest) {
-        s @ ImageSelector::Manifest(_) => Ok((s, what)),
-        ImageSelector::Tag(_) => Err(Error::InvalidInput(format!(
-            "the origin of deployment {} records manifest_digest {digest:?}, which is not a sha256 digest",
-            deployment.id
-        ))),
-    }
+    let digest = deployment.manifest(remedy)?;
+    Ok((ImageSelector::Manifest(digest), deployment.shown()))
 }
 
 /// Whether `path` is the booted system's sysroot (`/`, or `/sysroot` on a booted host).

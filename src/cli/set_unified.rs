@@ -204,16 +204,11 @@ pub fn run(cli: &Cli, args: &Args) -> anyhow::Result<()> {
             )
         })?;
         let name = store_name(&reference, &deployment.id)?;
-        let (image, what) = composefs_deployments::host_image(
-            &sysroot,
-            None,
-            running,
-            "copy it with copy-to-storage --source and --target naming bootc's store",
-        )?;
-        let expect = match &image {
-            crate::source::composefs::ImageSelector::Manifest(d) => Expect::Digest(d.to_string()),
-            crate::source::composefs::ImageSelector::Tag(t) => Expect::Digest(t.clone()),
-        };
+        let digest = deployment
+            .manifest("copy it with copy-to-storage --source and --target naming bootc's store")?;
+        let expect = Expect::Digest(digest.to_string());
+        let image = crate::source::composefs::ImageSelector::Manifest(digest);
+        let what = deployment.shown();
         return unify(cli, args, &name, &expect, || {
             let copy = copy_args(args, None, name.clone());
             let repo = composefs_deployments::repo_path(&sysroot);
