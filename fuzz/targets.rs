@@ -27,6 +27,8 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("reference", reference),
     ("storage_conf", storage_conf),
     ("gvariant", gvariant),
+    ("tar_build", tar_build),
+    ("splitstream", splitstream),
 ];
 
 /// The tar reader: entry after entry, data read to the end, until the end or an error.
@@ -201,4 +203,122 @@ pub fn gvariant(data: &[u8]) {
     }
     let _ = parse_dirmeta(data, "fuzz");
     let _ = parse_commit_root(data);
+}
+
+/// The header writer of built images: metadata (as a tree can hold it) → header bytes → our
+/// reader (Go's rules) gives the same metadata back.
+pub fn tar_build(data: &[u8]) {
+    use bootc_image::layer::tar_build::header_bytes;
+    use bootc_image::layer::tar_header::{EntryKind, TarHeader};
+    use bootc_image::layer::tar_stream::parse_built_header;
+    if data.len() < 24 {
+        return;
+    }
+    let word = |i: usize| u32::from_le_bytes([data[i], data[i + 1], data[i + 2], data[i + 3]]);
+    let kinds = [
+        EntryKind::Regular,
+        EntryKind::HardLink,
+        EntryKind::Symlink,
+        EntryKind::CharDevice,
+        EntryKind::BlockDevice,
+        EntryKind::Directory,
+        EntryKind::Fifo,
+    ];
+    let kind = kinds[usize::from(data[0]) % kinds.len()];
+    // Strings: NUL-separated, as a file system has them (no NUL inside).
+    let mut parts = data[24..].split(|&b| b == 0);
+    let mut name = parts.next().unwrap_or_default().to_vec();
+    while name.last() == Some(&b'/') {
+        name.pop();
+    }
+    if name.is_empty() {
+        return;
+    }
+    if kind == EntryKind::Directory {
+        name.push(b'/');
+    }
+    let mut h = TarHeader::new(
+        name,
+        kind,
+        word(1) & 0o7777,
+        if kind == EntryKind::Regular {
+            u64::from(word(5)) << (data[9] % 24)
+        } else {
+            0
+        },
+        i64::from(word(10) & 0x7fff_ffff),
+    );
+    h.uid = u64::from(word(14));
+    h.gid = u64::from(word(18));
+    if matches!(kind, EntryKind::Symlink | EntryKind::HardLink) {
+        h.linkname = parts.next().unwrap_or_default().to_vec();
+        if h.linkname.is_empty() {
+            return;
+        }
+    }
+    if matches!(kind, EntryKind::CharDevice | EntryKind::BlockDevice) {
+        h.devmajor = u32::from(data[22]) << 4;
+        h.devminor = word(20) & 0xf_ffff;
+    }
+    while let (Some(k), Some(v)) = (parts.next(), parts.next()) {
+        if !k.is_empty() && !k.contains(&b'=') {
+            h.xattrs.push((k.to_vec(), v.to_vec()));
+        }
+    }
+    h.xattrs.sort();
+    h.xattrs.dedup_by(|a, b| a.0 == b.0);
+    let bytes = header_bytes(&h);
+    let back = parse_built_header(&bytes).expect("a header we write parses");
+    assert_eq!(back.name, h.name, "name");
+    assert_eq!(back.kind, h.kind, "kind");
+    assert_eq!(back.mode, h.mode, "mode");
+    assert_eq!((back.uid, back.gid), (h.uid, h.gid), "owner");
+    assert_eq!(back.mtime, h.mtime, "mtime");
+    assert_eq!(back.linkname, h.linkname, "link");
+    if kind == EntryKind::Regular {
+        assert_eq!(back.size, h.size, "size");
+    }
+    if matches!(kind, EntryKind::CharDevice | EntryKind::BlockDevice) {
+        assert_eq!(
+            (back.devmajor, back.devminor),
+            (h.devmajor, h.devminor),
+            "device"
+        );
+    }
+    let mut x = back.xattrs.clone();
+    x.sort();
+    let written: Vec<_> = h
+        .xattrs
+        .iter()
+        .filter(|(_, v)| !v.is_empty())
+        .cloned()
+        .collect();
+    assert_eq!(x, written, "xattrs (an empty value is none)");
+}
+
+/// A composefs layer splitstream (a damaged or hostile repository): an error or a DiffID, never a
+/// panic, a hang or an unbounded allocation. The repository is an empty one made once.
+pub fn splitstream(data: &[u8]) {
+    static REPO: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    static N: AtomicU64 = AtomicU64::new(0);
+    let repo = REPO.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("bootc-image-fuzz-cfs-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(dir.join("objects"));
+        let _ = std::fs::create_dir_all(dir.join("streams"));
+        // An insecure SHA-512 repository's meta.json, as composefs writes it.
+        let _ = std::fs::write(
+            dir.join("meta.json"),
+            br#"{"version":1,"algorithm":"fsverity-sha512-12","features":{"compatible":[],"read-only-compatible":["v1_erofs"],"incompatible":[]},"erofs_formats":{"default":1}}"#,
+        );
+        dir
+    });
+    let file = repo.join(format!(
+        "stream-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    if std::fs::write(&file, data).is_ok() {
+        let _ = bootc_image::source::composefs::layer_stream_diff_id(repo, &file);
+        let _ = std::fs::remove_file(&file);
+    }
 }

@@ -1,6 +1,7 @@
 //! Tar header bytes for entries a producer builds itself (an image built from a directory): a
 //! ustar header, preceded by a PAX extended header for what ustar cannot hold (long names and link
-//! targets, large ids and sizes, extended attributes). Deterministic: the same header gives the
+//! targets, large ids and sizes, extended attributes; one with an empty value is left out, as Go's
+//! reader, and so c/storage, takes an empty PAX value for no attribute). Deterministic: the same header gives the
 //! same bytes (no user or group names, no access times, whole-second mtimes).
 
 use super::tar_header::{BLOCK, EntryKind, TarHeader};
@@ -111,7 +112,9 @@ pub fn header_bytes(h: &TarHeader) -> Vec<u8> {
     if size > MAX_OCTAL_12 {
         pax_record(&mut records, b"size", size.to_string().as_bytes());
     }
-    let mut xattrs: Vec<&(Vec<u8>, Vec<u8>)> = h.xattrs.iter().collect();
+    // (An empty value is no xattr to Go's reader, and so to c/storage: none is written.)
+    let mut xattrs: Vec<&(Vec<u8>, Vec<u8>)> =
+        h.xattrs.iter().filter(|(_, v)| !v.is_empty()).collect();
     xattrs.sort();
     for (k, v) in xattrs {
         let mut key = b"SCHILY.xattr.".to_vec();

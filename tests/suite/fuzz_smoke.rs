@@ -127,6 +127,41 @@ fn seeds(target: &str, scratch: &std::path::Path) -> Vec<Vec<u8>> {
             ]
         }
         "gvariant" => ostree_objects(scratch),
+        "tar_build" => {
+            let mut long = vec![0u8; 24];
+            long[0] = 0;
+            long.extend_from_slice(&[b'd'; 150]);
+            long.extend_from_slice(b"/file\0");
+            let mut caps = vec![1u8; 24];
+            caps[0] = 0;
+            caps.extend_from_slice(b"usr/bin/ping\0security.capability\0\x01\x00\x00\x02\x00\x20\0user.a\0b");
+            let mut link = vec![7u8; 24];
+            link[0] = 2;
+            link.extend_from_slice(b"lib/libfoo.so\0libfoo.so.1");
+            let mut dev = vec![3u8; 24];
+            dev[0] = 3;
+            dev.extend_from_slice(b"dev/null");
+            vec![long, caps, link, dev]
+        }
+        "splitstream" => {
+            // Layer splitstreams as composefs-oci writes them (inline headers and small files,
+            // external large ones).
+            let mut oci = OciDir::create(&scratch.join("cfs-oci"));
+            let tar = fixture::build_tar(&[
+                fixture::Entry::dir("usr/"),
+                fixture::Entry::file("usr/small", b"small".to_vec()),
+                fixture::Entry::file("usr/big", fixture::pseudo_random(5000, 3)),
+            ]);
+            oci.add_image(Some("s"), &ImageSpec::from_tars("s", &[tar], Compression::None));
+            let repo = scratch.join("cfs-repo");
+            crate::composefs::import_into_repo(&oci.source(Some("s")), &repo, "s");
+            std::fs::read_dir(repo.join("streams"))
+                .expect("streams")
+                .filter_map(|e| e.ok())
+                .filter(|e| e.file_name().to_string_lossy().starts_with("oci-layer-"))
+                .map(|e| std::fs::read(e.path()).expect("stream"))
+                .collect()
+        }
         "reference" => [
             "localhost/bootc",
             "quay.io/a/b:1.0",

@@ -377,6 +377,39 @@ fn open_typed<H: FsVerityHashValue>(
     Ok((input, compressions, Typed { repo, layers }))
 }
 
+/// The DiffID of the layer splitstream in the file `stream`, whose external objects are in the
+/// repository at `repo_path` (read only as far as the stream references them): the layer's tar
+/// rebuilt and hashed, nothing written. Any damage — of the stream or an object — is an error.
+pub fn layer_stream_diff_id(repo_path: &Path, stream: &Path) -> Result<Digest> {
+    let place = ObjectPlace {
+        repo_path,
+        layer: "(given)",
+    };
+    check_splitstream(stream).map_err(|e| place.damaged(format!("its splitstream: {e}")))?;
+    let file = std::fs::File::open(stream).map_err(|e| Error::io("opening", stream, e))?;
+    let mut sink = LayerSink::digest_only();
+    let cwd = rustix::fs::CWD;
+    match Repository::<Sha512HashValue>::open_path(cwd, repo_path) {
+        Ok(repo) => {
+            let reader =
+                composefs::splitstream::SplitStreamReader::<Sha512HashValue>::new(file, None)
+                    .map_err(|e| place.damaged(format!("its splitstream ({e:#})")))?;
+            feed_splitstream(&repo, &place, reader, (false, None), &mut sink, |_| {})?;
+        }
+        Err(RepositoryOpenError::AlgorithmMismatch { .. }) => {
+            let repo = Repository::<Sha256HashValue>::open_path(cwd, repo_path)
+                .map_err(|e| open_error(repo_path, e))?;
+            let reader =
+                composefs::splitstream::SplitStreamReader::<Sha256HashValue>::new(file, None)
+                    .map_err(|e| place.damaged(format!("its splitstream ({e:#})")))?;
+            feed_splitstream(&repo, &place, reader, (false, None), &mut sink, |_| {})?;
+        }
+        Err(e) => return Err(open_error(repo_path, e)),
+    }
+    let (_, diff_id) = sink.finish();
+    diff_id.ok_or_else(|| Error::Internal("a digest-only sink gave no digest".into()))
+}
+
 /// A splitstream's named references (name → stream).
 type NamedRefs<H> = HashMap<Box<str>, H>;
 

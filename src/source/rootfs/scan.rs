@@ -49,7 +49,7 @@ pub struct Node {
     /// A symlink's target.
     pub target: Vec<u8>,
     /// Extended attributes (`security.selinux` excluded: a build host's labels mean nothing in
-    /// the image), sorted by name.
+    /// the image; empty values excluded: a tar cannot carry them), sorted by name.
     pub xattrs: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
@@ -88,6 +88,10 @@ fn xattrs(path: &Path) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
             }
         };
         value.truncate(len);
+        // An empty value cannot be carried: Go's tar reader (c/storage's) drops such a record.
+        if value.is_empty() {
+            continue;
+        }
         out.push((name.to_vec(), value));
     }
     out.sort();
