@@ -9,12 +9,12 @@
 //!    `/tmp/bb-cfs`): the repository, the stores, upstream's temporary OCI directory and the
 //!    floor's copy all live there (ext4: no reflink, so files are copied, as on a Debian host);
 //! 3. imports the layout into a composefs repository there with `composefs_oci::pull` (SHA-512,
-//!    fs-verity off, as bootc's backend on ext4), once per bench run;
+//!    fs-verity off, as bootc's backend on ext4; `tests/composefs-fixture import`), once per run;
 //! 4. for each run, with `sync` + dropped page cache before each timed command, under GNU `time`
 //!    (peak RSS, CPU):
 //!    (a) ours: `bootc-image copy-to-storage --source composefs:REPO:bench` into a fresh store;
 //!    (b) upstream: each layer's splitstream written out as an uncompressed tar into a temporary
-//!    OCI directory (this bench, re-run as a helper, with the composefs crates — what
+//!    OCI directory (`tests/composefs-fixture export-oci`, with the composefs crates — what
 //!    `export_repo_to_image` does), then `skopeo copy oci:DIR:bench containers-storage:…`;
 //!    (c) floor: `cp -a --reflink=auto` of the image's tree (the layer tree of run (a), kept
 //!    once);
@@ -48,20 +48,15 @@ mod storefs;
 
 use std::fmt::Write as _;
 use std::fs;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
 
-use anyhow::{Context, Result, anyhow};
-use composefs::fsverity::{Algorithm, Sha512HashValue};
-use composefs::repository::{Repository, RepositoryConfig};
+use anyhow::{Context, Result};
 use fixtures::{FixtureInfo, IMAGE_NAME, TAG, check_store, ensure_fixtures};
 use measure::{
     RSS_TARGET_MB, ToolResult, fmt_opt, load_average, measure, overlay_store_args, runs_from_env,
     settle, small_from_env,
 };
-use sha2::{Digest as _, Sha256};
 use storefs::{FsSpec, StoreFs};
 
 /// The bench's own filesystem (its stores must not disturb the other benches').
@@ -72,117 +67,37 @@ const CFS_FS: FsSpec = FsSpec {
     fallback: "bench-stores-cfs",
 };
 
-/// Set to `REPO\tTAG\tDIR` when this bench runs itself as upstream's export step.
-const EXPORT_ENV: &str = "BENCH_CFS_EXPORT";
-
 /// Target: at least this many times faster than upstream's path.
 const UPSTREAM_TARGET: f64 = 10.0;
 /// Target: at most this many times the floor.
 const FLOOR_TARGET: f64 = 1.5;
 
+/// The fixture tool (`tests/composefs-fixture`, its own workspace), built if needed.
+fn fixture_tool() -> Result<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/composefs-fixture");
+    let status =
+        std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args(["build", "--release", "--quiet", "--manifest-path"])
+            .arg(dir.join("Cargo.toml"))
+            .status()?;
+    anyhow::ensure!(status.success(), "building tests/composefs-fixture");
+    Ok(dir.join("target/release/composefs-fixture"))
+}
+
 /// Imports `layout` (`oci:DIR:TAG`) into a new repository at `repo`, tagged [`TAG`].
-fn make_repo(layout: &str, repo: &Path) -> Result<String> {
-    let config = RepositoryConfig::new(Algorithm::SHA512).set_insecure();
-    let (repository, _) = Repository::<Sha512HashValue>::init_path(rustix::fs::CWD, repo, config)?;
-    let repository = Arc::new(repository);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let pulled = rt.block_on(composefs_oci::pull(
-        &repository,
-        layout,
-        Some(TAG),
-        composefs_oci::PullOptions::default(),
-    ))?;
-    Ok(pulled.manifest_digest.to_string())
-}
-
-/// A writer that hashes and counts what it writes.
-struct Hashing<W> {
-    inner: W,
-    sha: Sha256,
-    len: u64,
-}
-
-impl<W: std::io::Write> std::io::Write for Hashing<W> {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        let n = self.inner.write(b)?;
-        self.sha.update(&b[..n]);
-        self.len += n as u64;
-        Ok(n)
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.inner.flush()
-    }
-}
-
-/// Writes `bytes` as a blob of the layout `dir`; returns its digest.
-fn put_blob(dir: &Path, bytes: &[u8]) -> Result<String> {
-    let hex = hex::encode(Sha256::digest(bytes));
-    fs::write(dir.join("blobs/sha256").join(&hex), bytes)?;
-    Ok(format!("sha256:{hex}"))
-}
-
-/// Upstream's first half (`export_repo_to_image`): the image's layers written out of the
-/// repository as uncompressed tars into an OCI directory, with its config and a new manifest.
-fn export(repo: &Path, tag: &str, dir: &Path) -> Result<()> {
-    let repo = Repository::<Sha512HashValue>::open_path(rustix::fs::CWD, repo)?;
-    let image = composefs_oci::oci_image::OciImage::open_ref(&repo, tag)?;
-    fs::create_dir_all(dir.join("blobs/sha256"))?;
-    let mut layers = Vec::new();
-    for diff_id in image.layer_diff_ids() {
-        let verity = image
-            .layer_verity(diff_id)
-            .ok_or_else(|| anyhow!("no layer {diff_id}"))?;
-        let mut stream = repo.open_stream("", Some(verity), None)?;
-        let tmp = dir.join("blobs/layer.tmp");
-        let mut out = Hashing {
-            inner: std::io::BufWriter::with_capacity(1 << 20, fs::File::create(&tmp)?),
-            sha: Sha256::new(),
-            len: 0,
-        };
-        stream.cat(&repo, &mut out)?;
-        out.flush()?;
-        let hex = hex::encode(out.sha.finalize());
-        fs::rename(&tmp, dir.join("blobs/sha256").join(&hex))?;
-        layers.push(serde_json::json!({
-            "mediaType": "application/vnd.oci.image.layer.v1.tar",
-            "digest": format!("sha256:{hex}"),
-            "size": out.len,
-        }));
-    }
-    // The config as the repository keeps it (its DiffIDs are the layers' digests now).
-    let config_stream = repo.open_stream("", Some(image.config_verity()), None)?;
-    let mut objects = Vec::new();
-    let mut config_stream = config_stream;
-    config_stream.get_object_refs(|id| objects.push(id.clone()))?;
-    let config = repo.read_object(objects.first().ok_or_else(|| anyhow!("no config"))?)?;
-    let config_digest = put_blob(dir, &config)?;
-    let manifest = serde_json::to_vec(&serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {
-            "mediaType": "application/vnd.oci.image.config.v1+json",
-            "digest": config_digest,
-            "size": config.len(),
-        },
-        "layers": layers,
-    }))?;
-    let manifest_digest = put_blob(dir, &manifest)?;
-    fs::write(
-        dir.join("index.json"),
-        serde_json::to_vec(&serde_json::json!({
-            "schemaVersion": 2,
-            "manifests": [{
-                "mediaType": "application/vnd.oci.image.manifest.v1+json",
-                "digest": manifest_digest,
-                "size": manifest.len(),
-                "annotations": {"org.opencontainers.image.ref.name": tag},
-            }],
-        }))?,
-    )?;
-    fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#)?;
-    Ok(())
+fn make_repo(tool: &Path, layout: &str, repo: &Path) -> Result<String> {
+    let out = std::process::Command::new(tool)
+        .arg("import")
+        .arg(layout)
+        .arg(repo)
+        .arg(TAG)
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "composefs-fixture import: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
 /// The tree of the image's (only) layer in the store at `root`.
@@ -200,7 +115,6 @@ struct Line {
 /// Runs the whole benchmark; `Ok(false)` when some measurement failed.
 fn run() -> Result<bool> {
     let ours = PathBuf::from(env!("CARGO_BIN_EXE_bootc-image"));
-    let me = std::env::current_exe()?;
     let target_dir = measure::target_dir_of(&ours)?;
     let small = small_from_env();
     let runs = runs_from_env()?;
@@ -216,7 +130,8 @@ fn run() -> Result<bool> {
         fs::remove_dir_all(&repo)?;
     }
     let started = std::time::Instant::now();
-    let digest = make_repo(&format!("oci:{}:{TAG}", layout.display()), &repo)
+    let tool = fixture_tool()?;
+    let digest = make_repo(&tool, &format!("oci:{}:{TAG}", layout.display()), &repo)
         .context("importing the layout into a composefs repository")?;
     println!(
         "repository: {} ({digest}) made in {:.1} s",
@@ -280,10 +195,10 @@ fn run() -> Result<bool> {
         let oci = fs_.base.join("upstream-oci");
         let _ = fs::remove_dir_all(&oci);
         let script = format!(
-            "{EXPORT_ENV}='{}\t{TAG}\t{}' '{}' && skopeo copy --insecure-policy 'oci:{}:{TAG}' 'containers-storage:[overlay@{}+{}]{IMAGE_NAME}'",
+            "'{}' export-oci '{}' {TAG} '{}' && skopeo copy --insecure-policy 'oci:{}:{TAG}' 'containers-storage:[overlay@{}+{}]{IMAGE_NAME}'",
+            tool.display(),
             repo.display(),
             oci.display(),
-            me.display(),
             oci.display(),
             root.display(),
             runroot.display()
@@ -358,19 +273,5 @@ fn run() -> Result<bool> {
 }
 
 fn main() -> ExitCode {
-    if let Ok(spec) = std::env::var(EXPORT_ENV) {
-        let parts: Vec<&str> = spec.split('\t').collect();
-        let [repo, tag, dir] = parts.as_slice() else {
-            eprintln!("{EXPORT_ENV}: want REPO<TAB>TAG<TAB>DIR");
-            return ExitCode::from(2);
-        };
-        return match export(Path::new(repo), tag, Path::new(dir)) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("export: {e:#}");
-                ExitCode::FAILURE
-            }
-        };
-    }
     measure::exit_code(run())
 }

@@ -724,9 +724,9 @@ say "bootc-image build-chunked from a small tree with dpkg lists"
 check "build-chunked: a chunked image from a root filesystem" make_built_image
 
 say "bootc-image copy-to-storage from a composefs repository made from the test image"
-cargo build --example composefs_repo
+cargo build --release --quiet --manifest-path tests/composefs-fixture/Cargo.toml
 check "composefs: a repository made with composefs-oci" \
-    target/debug/examples/composefs_repo "oci:$oci:$tag" "$base/composefs" "$tag"
+    tests/composefs-fixture/target/release/composefs-fixture import "oci:$oci:$tag" "$base/composefs" "$tag"
 check "composefs: bootc-image copy-to-storage --source composefs:" \
     "$bin" --root "$base/composefs-ours" --runroot /run/p5-composefs --storage-driver overlay \
     copy-to-storage --source "composefs:$base/composefs:$tag" --target "$image" --progress none

@@ -17,6 +17,8 @@ shellcheck scripts/*.sh .ci/run
 
 echo "== build the OSTree fixture tool (ostree-ext 0.15, its own workspace)"
 cargo build --release --manifest-path tests/ostree-fixture/Cargo.toml
+echo "== build the composefs fixture tool (composefs-oci, its own workspace)"
+cargo build --release --manifest-path tests/composefs-fixture/Cargo.toml
 
 echo "== cargo test"
 log=$(mktemp)

@@ -13,36 +13,44 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::process::Command;
+use std::sync::OnceLock;
 
-use composefs::fsverity::{Algorithm, Sha512HashValue};
-use composefs::repository::{Repository, RepositoryConfig};
 use serde_json::Value;
 
 use crate::fixture::{self, BuiltImage, Compression, ImageSpec, OciDir, UNDEFINED_MTIME_PATHS};
 use crate::interop::{self, NAME};
-use crate::util::{Driver, TestStore, Tree, run, walk_tree};
+use crate::util::{Driver, TestStore, Tree, run, run_ok, walk_tree};
 
-/// Imports the OCI image `oci_src` (`oci:DIR:TAG`) into a new repository at `repo`, tagged `tag`;
-/// returns the manifest digest.
+/// The fixture tool (`tests/composefs-fixture`, its own workspace: composefs-oci must not share a
+/// build with bootc-image), built on first use when `scripts/test.sh` has not built it.
+pub fn fixture_tool() -> &'static Path {
+    static TOOL: OnceLock<PathBuf> = OnceLock::new();
+    TOOL.get_or_init(|| {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/composefs-fixture");
+        let bin = dir.join("target/release/composefs-fixture");
+        if !bin.exists() {
+            run_ok(
+                Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+                    .args(["build", "--release", "--quiet", "--manifest-path"])
+                    .arg(dir.join("Cargo.toml")),
+            );
+        }
+        bin
+    })
+}
+
+/// Imports the OCI image `oci_src` (`oci:DIR:TAG`) into a new repository at `repo`, tagged `tag`,
+/// with composefs-oci (the fixture tool); returns the manifest digest.
 pub fn import_into_repo(oci_src: &str, repo: &Path, tag: &str) -> String {
-    let config = RepositoryConfig::new(Algorithm::SHA512).set_insecure();
-    let (repository, _) =
-        Repository::<Sha512HashValue>::init_path(rustix::fs::CWD, repo, config).expect("init");
-    let repository = Arc::new(repository);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let result = rt
-        .block_on(composefs_oci::pull(
-            &repository,
-            oci_src,
-            Some(tag),
-            composefs_oci::PullOptions::default(),
-        ))
-        .expect("composefs_oci::pull");
-    result.manifest_digest.to_string()
+    let out = run_ok(
+        Command::new(fixture_tool())
+            .arg("import")
+            .arg(oci_src)
+            .arg(repo)
+            .arg(tag),
+    );
+    out.trim().to_string()
 }
 
 /// The source reference of an image in a repository.
@@ -360,20 +368,14 @@ fn composefs_sysroot(dir: &Path) -> (PathBuf, BuiltImage) {
     let tag = format!("localhost/bootc-{}", built.manifest_digest);
     import_into_repo(&oci.source(Some("v1")), &repo_path, &tag);
     // The deployment id: the fs-verity id of the image's EROFS, which the import linked to it.
-    let repo =
-        Repository::<Sha512HashValue>::open_path(rustix::fs::CWD, &repo_path).expect("open repo");
-    let image = composefs_oci::oci_image::OciImage::open(
-        &repo,
-        &built.manifest_digest.parse().expect("digest"),
-        None,
+    let id = run_ok(
+        Command::new(fixture_tool())
+            .arg("erofs-id")
+            .arg(&repo_path)
+            .arg(&built.manifest_digest),
     )
-    .expect("image");
-    let id = image
-        .image_ref_v1()
-        .or(image.image_ref_v2())
-        .map(composefs::fsverity::FsVerityHashValue::to_hex)
-        .expect("an EROFS image linked to the config");
-    drop(repo);
+    .trim()
+    .to_string();
     let state = sysroot.join("state/deploy").join(&id);
     fs::create_dir_all(state.join("etc")).expect("etc");
     fs::create_dir_all(sysroot.join("state/os/default/var")).expect("var");

@@ -47,8 +47,9 @@ fn import_oci_example() {
     assert_eq!(v["Digest"], built.manifest_digest.as_str());
 }
 
-/// `composefs_repo` makes a composefs repository from an OCI layout; `import_composefs` copies the
-/// image from it through the library: podman inspects the source's ID and digest.
+/// `import_composefs` copies an image from a composefs repository (made from an OCI layout by the
+/// fixture tool, with composefs-oci) through the library: podman inspects the source's ID and
+/// digest.
 #[test]
 fn composefs_examples() {
     let store = TestStore::new(Driver::Overlay);
@@ -62,13 +63,9 @@ fn composefs_examples() {
         &ImageSpec::from_tars("ex", &[tar], Compression::Zstd),
     );
     let repo = store.scratch("cfs");
-    let digest = run_ok(
-        Command::new(example("composefs_repo"))
-            .arg(format!("oci:{}:ex", oci.path.display()))
-            .arg(&repo)
-            .arg("ex"),
-    );
-    assert_eq!(digest.trim(), built.manifest_digest);
+    let digest =
+        crate::composefs::import_into_repo(&format!("oci:{}:ex", oci.path.display()), &repo, "ex");
+    assert_eq!(digest, built.manifest_digest);
     let out = run_ok(
         Command::new(example("import_composefs"))
             .arg(&repo)

@@ -17,8 +17,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use composefs::fsverity::{FsVerityHashValue, Sha256HashValue, Sha512HashValue};
 use composefs::repository::{Repository, RepositoryOpenError};
-use composefs_oci::OciDigest;
-use composefs_oci::oci_image::resolve_ref;
 use sha2::Digest as _;
 use storage_format::Digest;
 
@@ -30,6 +28,37 @@ use crate::layer::read_ahead::{ReadAhead, StopOnDrop};
 use crate::layer::sink::LayerSink;
 use crate::store::image_input::{ImageInput, LayerBytes, LayerInput};
 use crate::store::producer::{LayerProducer, Produced};
+
+/// The content type composefs-oci gives layer splitstreams.
+const LAYER_CONTENT_TYPE: u64 = u64::from_le_bytes(*b"ocilayer");
+
+/// The manifest a tag names: `streams/refs/oci/<tag>` (`%` and `/` percent-encoded, as
+/// composefs-oci writes tags) links to `../../oci-manifest-<digest>`; `None` when there is no
+/// such tag.
+fn resolve_tag(repo_path: &Path, tag: &str) -> std::result::Result<Option<Digest>, String> {
+    let encoded = tag.replace('%', "%25").replace('/', "%2F");
+    let link = repo_path.join("streams/refs/oci").join(encoded);
+    let target = match std::fs::read_link(&link) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("{}: {e}", link.display())),
+    };
+    let name = target
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let digest = name
+        .strip_prefix("oci-manifest-")
+        .and_then(|d| Digest::parse(d).ok())
+        .ok_or_else(|| {
+            format!(
+                "{} links to {}, not a manifest",
+                link.display(),
+                target.display()
+            )
+        })?;
+    Ok(Some(digest))
+}
 
 /// How far the read-ahead of a layer's objects runs ahead of the copy.
 const READ_AHEAD_LEAD: u64 = 64 << 20;
@@ -194,7 +223,7 @@ impl ComposefsImage {
             .map_err(|e| place.damaged(format!("its splitstream: {e}")))?;
         let mut stream = t
             .repo
-            .open_stream("", Some(verity), Some(composefs_oci::LAYER_CONTENT_TYPE))
+            .open_stream("", Some(verity), Some(LAYER_CONTENT_TYPE))
             .map_err(|e| place.damaged(format!("its splitstream cannot be read ({e:#})")))?;
         let report = |written| {
             progress(LayerBytes {
@@ -305,10 +334,10 @@ fn open_typed<H: FsVerityHashValue>(
         detail,
     };
     let loc = format!("composefs repository {}", repo_path.display());
-    let manifest_digest: OciDigest = match image {
-        ImageSelector::Tag(tag) => match resolve_ref(&repo, tag) {
-            Ok((d, _)) => d,
-            Err(e) if e.is::<composefs_oci::oci_image::OciRefNotFound>() => {
+    let manifest_digest: Digest = match image {
+        ImageSelector::Tag(tag) => match resolve_tag(repo_path, tag) {
+            Ok(Some(d)) => d,
+            Ok(None) => {
                 return Err(Error::not_found(
                     tag.clone(),
                     format!(
@@ -316,12 +345,9 @@ fn open_typed<H: FsVerityHashValue>(
                     ),
                 ));
             }
-            Err(e) => return Err(damaged(format!("tag {tag:?} cannot be read ({e:#})"))),
+            Err(e) => return Err(damaged(format!("tag {tag:?} cannot be read ({e})"))),
         },
-        ImageSelector::Manifest(d) => d
-            .to_string()
-            .parse()
-            .map_err(|e| Error::InvalidInput(format!("manifest digest {d}: {e}")))?,
+        ImageSelector::Manifest(d) => d.clone(),
     };
     let manifest_id = format!("oci-manifest-{manifest_digest}");
     if repo
@@ -334,7 +360,6 @@ fn open_typed<H: FsVerityHashValue>(
             format!("the {loc} holds no manifest {manifest_digest}: name an image it holds"),
         ));
     }
-    let manifest_digest = parse_digest(manifest_digest.as_ref(), "the manifest")?;
     let (manifest_bytes, manifest_refs) =
         read_document(&repo, repo_path, &manifest_id, None, &damaged)?;
     check_digest(&manifest_bytes, &manifest_digest, "manifest", &damaged)?;
