@@ -277,7 +277,17 @@ impl<'a> LayerSink<'a> {
                 {
                     self.reflinked += 1;
                     let cloned = out.file.metadata().map(|m| m.len()).ok();
-                    let got = drain(content_ref(&content), name, expected, buf, sha, crc, None)?;
+                    // Read through a shared handle: the object stays here for the check below.
+                    let mut reader: &std::fs::File = file;
+                    let got = drain(
+                        Content::Stream(&mut reader),
+                        name,
+                        expected,
+                        buf,
+                        sha,
+                        crc,
+                        None,
+                    )?;
                     if cloned != Some(expected) || file_state(file) != Some(before) {
                         return Err(Error::InvalidInput(format!(
                             "{} changed while it was copied: copy from a tree nothing writes to",
@@ -339,21 +349,6 @@ fn file_state(f: &std::fs::File) -> Option<(u64, i64, i64, i64, i64)> {
         m.ctime(),
         m.ctime_nsec(),
     ))
-}
-
-/// An object's content read through a borrowed handle (the object itself stays with the caller).
-fn content_ref<'a>(content: &'a Content<'_>) -> Content<'a> {
-    match content {
-        Content::Object { file, path, .. } => Content::Object {
-            file: match file.try_clone() {
-                Ok(f) => f,
-                Err(_) => return Content::None,
-            },
-            path,
-            linkable: false,
-        },
-        _ => Content::None,
-    }
 }
 
 /// Where content bytes go: a file of the tree, or the tar stream written out.
