@@ -25,11 +25,20 @@ pub fn create_new_file_at(
     dir: BorrowedFd<'_>,
     name: impl rustix::path::Arg,
 ) -> rustix::io::Result<OwnedFd> {
+    create_new_file_mode_at(dir, name, 0o600)
+}
+
+/// [`create_new_file_at`] with the permission bits `perm` (the umask and default ACLs apply).
+pub fn create_new_file_mode_at(
+    dir: BorrowedFd<'_>,
+    name: impl rustix::path::Arg,
+    perm: u32,
+) -> rustix::io::Result<OwnedFd> {
     rustix::fs::openat(
         dir,
         name,
         OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::from_raw_mode(0o600),
+        Mode::from_raw_mode(perm & 0o777),
     )
 }
 

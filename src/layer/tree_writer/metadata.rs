@@ -124,8 +124,16 @@ impl TreeWriter {
             self.known.clear();
         }
         if let Some(f) = file {
-            rustix::fs::fchown(f, Some(uid), Some(gid))
-                .map_err(|e| errno("chown", &root_path, &full, e))?;
+            // A file we just created often has its owner and mode already (created by that owner,
+            // with the header's permission bits): an fstat is much cheaper than a chown and a
+            // chmod, which each dirty the inode. With xattrs, all three calls are made in
+            // c/storage's order (an ACL xattr changes the mode; chown drops capabilities).
+            let st = rustix::fs::fstat(f).ok().filter(|_| h.xattrs.is_empty());
+            let owned = st.is_some_and(|st| st.st_uid == uid.as_raw() && st.st_gid == gid.as_raw());
+            if !owned {
+                rustix::fs::fchown(f, Some(uid), Some(gid))
+                    .map_err(|e| errno("chown", &root_path, &full, e))?;
+            }
             for (k, v) in h.xattrs.iter().filter(|(k, _)| applied_xattr(k)) {
                 match rustix::fs::fsetxattr(f, k.as_slice(), v, XattrFlags::empty()) {
                     Ok(()) => {}
@@ -133,7 +141,10 @@ impl TreeWriter {
                     Err(e) => return Err(errno("setting xattr on", &root_path, &full, e)),
                 }
             }
-            rustix::fs::fchmod(f, mode).map_err(|e| errno("chmod", &root_path, &full, e))?;
+            // A chown clears set-id bits, so the mode is only known right when none was made.
+            if !(owned && st.is_some_and(|st| st.st_mode & 0o7777 == h.mode)) {
+                rustix::fs::fchmod(f, mode).map_err(|e| errno("chmod", &root_path, &full, e))?;
+            }
             rustix::fs::futimens(f, &file_times(h))
                 .map_err(|e| errno("setting times of", &root_path, &full, e))?;
             return Ok(());

@@ -25,7 +25,7 @@ use metadata::{dir_times, id, xattr_error_ignored};
 use super::path::{clean_components, join};
 use super::tar_header::{EntryKind, TarHeader};
 use crate::error::{Error, Result};
-use crate::fsutil::{create_new_file_at, proc_path, remove_all_at};
+use crate::fsutil::{create_new_file_mode_at, proc_path, remove_all_at};
 
 /// Prefix of whiteout entries.
 pub const WHITEOUT_PREFIX: &[u8] = b".wh.";
@@ -332,11 +332,13 @@ impl TreeWriter {
         loop {
             let created = match h.kind {
                 EntryKind::Directory => rustix::fs::mkdirat(&*parent, base, mode),
-                EntryKind::Regular => create_new_file_at(parent.as_fd(), base).map(|fd| {
-                    file = Some(OpenFile {
-                        file: File::from(fd),
-                    });
-                }),
+                EntryKind::Regular => {
+                    create_new_file_mode_at(parent.as_fd(), base, h.mode).map(|fd| {
+                        file = Some(OpenFile {
+                            file: File::from(fd),
+                        });
+                    })
+                }
                 EntryKind::Symlink => rustix::fs::symlinkat(h.linkname.as_slice(), &*parent, base),
                 EntryKind::CharDevice | EntryKind::BlockDevice | EntryKind::Fifo => {
                     let ft = match h.kind {
