@@ -111,7 +111,13 @@ impl<R: Read> Read for HashingReader<R> {
 pub fn decompressor<R: Read + Send + 'static>(
     blob: R,
 ) -> Result<(Compression, Box<dyn Read + Send>)> {
-    let mut buffered = BufReader::with_capacity(256 * 1024, blob);
+    decompress_buffered(BufReader::with_capacity(256 * 1024, blob))
+}
+
+/// [`decompressor`] over a reader that buffers already.
+pub fn decompress_buffered<R: BufRead + Send + 'static>(
+    mut buffered: R,
+) -> Result<(Compression, Box<dyn Read + Send>)> {
     let head = buffered
         .fill_buf()
         .map_err(|e| Error::read("layer blob", e))?;

@@ -1,8 +1,10 @@
 //! Runs a reader on its own thread, so decompression overlaps with writing files; optionally a
-//! third thread hashes the same bytes (a layer's DiffID), so neither of the other two carries it.
+//! third thread hashes what goes through: the blob as it is read (its digest) and the stream it
+//! decompresses to (the layer's DiffID), so neither of the other two carries a hash.
 
-use std::io::Read;
+use std::io::{BufRead, Read};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::thread::ScopedJoinHandle;
 
@@ -13,22 +15,58 @@ use storage_format::Digest;
 const CHUNK: usize = 512 * 1024;
 /// Chunks in flight: bounds memory to a few MiB whatever the image size.
 const DEPTH: usize = 4;
+/// Size of the reads from a blob.
+const BLOB_CHUNK: usize = 256 * 1024;
+/// Chunks waiting for the hasher (blob and stream together).
+const HASH_DEPTH: usize = 6;
+/// Idle stream chunks kept for reuse: those in flight, the reader's and the one being filled.
+const STREAM_IDLE: usize = DEPTH + 2;
+/// Idle blob chunks kept for reuse.
+const BLOB_IDLE: usize = 3;
 
 /// A chunk shared by the reader and the hasher.
 type Chunk = Arc<Vec<u8>>;
 
-/// The reading end: yields what the producer thread read.
-#[derive(Debug)]
-pub struct PipeReader {
-    rx: Receiver<std::io::Result<Chunk>>,
-    /// Buffers handed back to the producer for reuse (no allocation and zeroing per chunk).
-    back: SyncSender<Vec<u8>>,
-    current: Chunk,
-    pos: usize,
-    done: bool,
+/// A chunk for the hasher, and which stream it belongs to.
+enum ToHash {
+    /// Bytes of the blob, as read.
+    Blob(Chunk),
+    /// Bytes of the stream the blob decompresses to.
+    Stream(Chunk),
 }
 
-/// Hands `used` back to the producer when nobody else holds it.
+/// What the hasher computed, once both streams ended.
+#[derive(Debug, Clone)]
+pub struct Hashes {
+    /// SHA-256 and length of the blob.
+    pub blob: (Digest, u64),
+    /// SHA-256 and length of the decompressed stream, when one was fed ([`StreamFeed`]).
+    pub stream: Option<(Digest, u64)>,
+}
+
+/// A pool of buffers: the sending half returns them, the receiving half reuses them (no
+/// allocation and zeroing per chunk).
+struct Pool {
+    back: SyncSender<Vec<u8>>,
+    returned: Receiver<Vec<u8>>,
+}
+
+impl Pool {
+    /// A pool keeping at most `idle` buffers for reuse.
+    fn new(idle: usize) -> Pool {
+        let (back, returned) = sync_channel::<Vec<u8>>(idle);
+        Pool { back, returned }
+    }
+
+    /// A buffer of `len` bytes, reused when one came back.
+    fn take(&self, len: usize) -> Vec<u8> {
+        let mut buf = self.returned.try_recv().unwrap_or_default();
+        buf.resize(len, 0);
+        buf
+    }
+}
+
+/// Hands `used` back to its pool when nobody else holds it.
 fn recycle(back: &SyncSender<Vec<u8>>, used: Chunk) {
     if let Ok(v) = Arc::try_unwrap(used)
         && v.capacity() > 0
@@ -37,47 +75,167 @@ fn recycle(back: &SyncSender<Vec<u8>>, used: Chunk) {
     }
 }
 
+/// The reading end: yields what the producer thread read.
+#[derive(Debug)]
+pub struct PipeReader {
+    rx: Receiver<std::io::Result<Chunk>>,
+    /// Buffers handed back to the producer for reuse.
+    back: SyncSender<Vec<u8>>,
+    current: Chunk,
+    pos: usize,
+    done: bool,
+}
+
 /// Starts pumping `source` into a bounded channel on a thread of `scope`; returns the reading end.
 pub fn spawn_pump<'scope, R: Read + Send + 'scope>(
     scope: &'scope std::thread::Scope<'scope, '_>,
     source: R,
 ) -> PipeReader {
-    start(scope, source, None)
+    start(scope, source, None, Pool::new(STREAM_IDLE))
 }
 
-/// Like [`spawn_pump`], and a thread of `scope` hashes every byte `source` yields: its handle
-/// gives the SHA-256 and length of the whole stream once the stream has ended.
+/// Like [`spawn_pump`], and every chunk also goes to the hasher of `feed` (the DiffID).
 pub fn spawn_pump_hashed<'scope, R: Read + Send + 'scope>(
     scope: &'scope std::thread::Scope<'scope, '_>,
     source: R,
-) -> (PipeReader, ScopedJoinHandle<'scope, (Digest, u64)>) {
-    let (htx, hrx) = sync_channel::<Chunk>(DEPTH);
-    let reader = start(scope, source, Some(htx));
-    let back = reader.back.clone();
+    feed: StreamFeed,
+) -> PipeReader {
+    start(scope, source, Some(feed.tx), feed.pool)
+}
+
+/// Where a pump sends the decompressed stream's chunks to be hashed.
+pub struct StreamFeed {
+    tx: SyncSender<ToHash>,
+    pool: Pool,
+}
+
+impl std::fmt::Debug for StreamFeed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StreamFeed")
+    }
+}
+
+/// Starts the hasher on a thread of `scope`: returns the blob reader that feeds it (read through
+/// it, as a [`BufRead`], everything the blob has), the feed for the decompressed stream (give it
+/// to [`spawn_pump_hashed`], or drop it when the blob is not compressed), and the hasher's handle.
+/// `read` counts the blob's bytes as they are read (progress, from any thread).
+pub fn spawn_hasher<'scope, R: Read + Send + 'scope>(
+    scope: &'scope std::thread::Scope<'scope, '_>,
+    blob: R,
+    read: Arc<AtomicU64>,
+) -> (HashedBlob<R>, StreamFeed, ScopedJoinHandle<'scope, Hashes>) {
+    let (tx, rx) = sync_channel::<ToHash>(HASH_DEPTH);
+    let blob_pool = Pool::new(BLOB_IDLE);
+    let stream_pool = Pool::new(STREAM_IDLE);
+    let blob_back = blob_pool.back.clone();
+    let stream_back = stream_pool.back.clone();
     let hasher = scope.spawn(move || {
-        let mut sha = Sha256::new();
-        let mut size = 0u64;
-        for chunk in hrx {
-            sha.update(chunk.as_slice());
-            size += chunk.len() as u64;
-            recycle(&back, chunk);
+        let (mut blob_sha, mut blob_size) = (Sha256::new(), 0u64);
+        let mut stream: Option<(Sha256, u64)> = None;
+        for msg in rx {
+            match msg {
+                ToHash::Blob(c) => {
+                    blob_sha.update(c.as_slice());
+                    blob_size += c.len() as u64;
+                    recycle(&blob_back, c);
+                }
+                ToHash::Stream(c) => {
+                    let (sha, size) = stream.get_or_insert_with(|| (Sha256::new(), 0));
+                    sha.update(c.as_slice());
+                    *size += c.len() as u64;
+                    recycle(&stream_back, c);
+                }
+            }
         }
-        (Digest::from_sha256(sha.finalize().into()), size)
+        Hashes {
+            blob: (Digest::from_sha256(blob_sha.finalize().into()), blob_size),
+            stream: stream.map(|(sha, size)| (Digest::from_sha256(sha.finalize().into()), size)),
+        }
     });
-    (reader, hasher)
+    let reader = HashedBlob {
+        inner: blob,
+        tx: tx.clone(),
+        pool: blob_pool,
+        current: Arc::new(Vec::new()),
+        pos: 0,
+        read,
+    };
+    (
+        reader,
+        StreamFeed {
+            tx,
+            pool: stream_pool,
+        },
+        hasher,
+    )
+}
+
+/// A blob read in chunks that the hasher also gets (see [`spawn_hasher`]).
+pub struct HashedBlob<R> {
+    inner: R,
+    tx: SyncSender<ToHash>,
+    pool: Pool,
+    current: Chunk,
+    pos: usize,
+    read: Arc<AtomicU64>,
+}
+
+impl<R> std::fmt::Debug for HashedBlob<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HashedBlob").finish_non_exhaustive()
+    }
+}
+
+impl<R: Read> BufRead for HashedBlob<R> {
+    fn fill_buf(&mut self) -> std::io::Result<&[u8]> {
+        if self.pos == self.current.len() {
+            let mut buf = self.pool.take(BLOB_CHUNK);
+            let n = loop {
+                match self.inner.read(&mut buf) {
+                    Ok(n) => break n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            };
+            buf.truncate(n);
+            self.read.fetch_add(n as u64, Ordering::Relaxed);
+            let chunk = Arc::new(buf);
+            if n > 0 && self.tx.send(ToHash::Blob(chunk.clone())).is_err() {
+                return Err(std::io::Error::other("the blob hasher stopped"));
+            }
+            let used = std::mem::replace(&mut self.current, chunk);
+            recycle(&self.pool.back, used);
+            self.pos = 0;
+        }
+        Ok(&self.current[self.pos..])
+    }
+
+    fn consume(&mut self, amt: usize) {
+        self.pos = (self.pos + amt).min(self.current.len());
+    }
+}
+
+impl<R: Read> Read for HashedBlob<R> {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        let avail = self.fill_buf()?;
+        let n = out.len().min(avail.len());
+        out[..n].copy_from_slice(&avail[..n]);
+        self.consume(n);
+        Ok(n)
+    }
 }
 
 fn start<'scope, R: Read + Send + 'scope>(
     scope: &'scope std::thread::Scope<'scope, '_>,
     mut source: R,
-    hasher: Option<SyncSender<Chunk>>,
+    hasher: Option<SyncSender<ToHash>>,
+    pool: Pool,
 ) -> PipeReader {
     let (tx, rx): (SyncSender<std::io::Result<Chunk>>, _) = sync_channel(DEPTH);
-    let (back, returned) = sync_channel::<Vec<u8>>(2 * DEPTH + 2);
+    let back = pool.back.clone();
     scope.spawn(move || {
         loop {
-            let mut buf = returned.try_recv().unwrap_or_default();
-            buf.resize(CHUNK, 0);
+            let mut buf = pool.take(CHUNK);
             let mut filled = 0;
             // Fill the chunk (decoders return small reads).
             let res = loop {
@@ -96,9 +254,10 @@ fn start<'scope, R: Read + Send + 'scope>(
             buf.truncate(filled);
             let end = filled == 0;
             let chunk = Arc::new(buf);
-            if filled > 0
+            // The end too (an empty chunk), so that an empty stream has its digest.
+            if (filled > 0 || (end && res.is_ok()))
                 && let Some(h) = &hasher
-                && h.send(chunk.clone()).is_err()
+                && h.send(ToHash::Stream(chunk.clone())).is_err()
             {
                 return;
             }

@@ -4,8 +4,11 @@
 
 use crate::error::{Error, Result};
 use crate::layer::BlobSource;
-use crate::layer::decompress::{Compression, HashingReader, decompressor};
-use crate::layer::pipe::{spawn_pump, spawn_pump_hashed};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::layer::decompress::{Compression, decompress_buffered};
+use crate::layer::pipe::{spawn_hasher, spawn_pump, spawn_pump_hashed};
 use crate::layer::sink::LayerSink;
 use crate::layer::tar_stream::feed_tar;
 use crate::store::image_input::{LayerBytes, LayerInput};
@@ -43,35 +46,32 @@ impl LayerProducer for BlobLayers<'_> {
         progress: &dyn Fn(LayerBytes),
     ) -> Result<Produced> {
         let blob = self.blobs.open_blob(&layer.blob_digest)?;
-        let (hashing, hash_state) = HashingReader::new(blob);
-        let (hashing, read_bytes) = hashing.counted();
-        let (compression, reader) = decompressor(hashing)?;
-        // Decompression runs on its own thread, the entries are written on this one, and the
-        // DiffID is hashed on a third: with two cores, the scheduler balances the three (inflate
-        // alone keeps one core busy). An uncompressed blob's DiffID is its own digest.
-        let hashed = compression != Compression::None;
-        let diff = std::thread::scope(|s| -> Result<_> {
+        let read_bytes = Arc::new(AtomicU64::new(0));
+        // Decompression runs on its own thread, the entries are written on this one (and the
+        // tree's file thread), and both the blob's digest and the DiffID are hashed on another:
+        // with two cores, the scheduler balances them (inflate alone keeps one core busy). An
+        // uncompressed blob's DiffID is its own digest.
+        let (compression, hashes) = std::thread::scope(|s| -> Result<_> {
+            let (blob, feed, hasher) = spawn_hasher(s, blob, read_bytes.clone());
+            let (compression, reader) = decompress_buffered(blob)?;
             let report = |written| {
-                let read = read_bytes.load(std::sync::atomic::Ordering::Relaxed);
+                let read = read_bytes.load(Ordering::Relaxed);
                 progress(LayerBytes { written, read });
             };
-            if hashed {
-                let (pipe, hasher) = spawn_pump_hashed(s, reader);
-                feed_tar(pipe, sink, report)?;
-                let diff = hasher
-                    .join()
-                    .map_err(|_| Error::Internal("the DiffID hasher panicked".into()))?;
-                Ok(Some(diff))
+            let pipe = if compression == Compression::None {
+                drop(feed);
+                spawn_pump(s, reader)
             } else {
-                feed_tar(spawn_pump(s, reader), sink, report)?;
-                Ok(None)
-            }
+                spawn_pump_hashed(s, reader, feed)
+            };
+            feed_tar(pipe, sink, report)?;
+            let hashes = hasher
+                .join()
+                .map_err(|_| Error::Internal("the blob hasher panicked".into()))?;
+            Ok((compression, hashes))
         })?;
-        let (blob_digest, blob_size) = hash_state
-            .lock()
-            .map_err(|_| Error::Internal("hash state poisoned".into()))?
-            .result();
-        let (diff_id, diff_size) = diff.unwrap_or_else(|| (blob_digest.clone(), blob_size));
+        let (blob_digest, blob_size) = hashes.blob.clone();
+        let (diff_id, diff_size) = hashes.stream.unwrap_or_else(|| hashes.blob.clone());
         if diff_size != sink.size() {
             return Err(Error::Internal(format!(
                 "layer stream length {diff_size} differs from the {} bytes parsed",
