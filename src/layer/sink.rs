@@ -10,7 +10,7 @@ use storage_format::{Crc64, Digest, TarSplitWriter};
 
 use super::entry::{Content, Entry, EntryDone, EntryMeta};
 use super::tar_header::{EntryKind, TarHeader};
-use super::tree_writer::{Linked, TreeWriter, WHITEOUT_PREFIX};
+use super::tree_writer::{Linked, OpenFile, TreeWriter, WHITEOUT_PREFIX};
 use crate::error::{Error, Result};
 
 /// Size of the copy buffer for file data.
@@ -256,14 +256,22 @@ impl<'a> LayerSink<'a> {
                         buf,
                         sha,
                         crc,
-                        Some(Out::File(&mut out.file)),
+                        Some(Out::File(tree, &mut out)),
                     )?;
                     tree.finish_file(out, header)?;
                     Ok(got)
                 }
             };
         }
-        match tree.begin(header)? {
+        // Bytes from a stream are written by the tree's file thread; an object is written here
+        // (it may be cloned).
+        let object = matches!(content, Content::Object { .. });
+        let opened = if object {
+            tree.begin(header)?
+        } else {
+            tree.begin_queued(header)?
+        };
+        match opened {
             Some(mut out) => {
                 // An object that may not become the entry (its inode is another's): its extents
                 // are shared where the file system can (the bytes are still read, for the
@@ -272,11 +280,12 @@ impl<'a> LayerSink<'a> {
                 // are of the bytes read after the clone, so a source that changed meanwhile (a
                 // live tree) would leave a file the records do not describe.
                 if let Content::Object { file, .. } = &content
+                    && let Some(dst) = out.file()
                     && let Some(before) = file_state(file).filter(|s| s.0 == expected)
-                    && rustix::fs::ioctl_ficlone(&out.file, file).is_ok()
+                    && rustix::fs::ioctl_ficlone(dst, file).is_ok()
                 {
                     self.reflinked += 1;
-                    let cloned = out.file.metadata().map(|m| m.len()).ok();
+                    let cloned = dst.metadata().map(|m| m.len()).ok();
                     // Read through a shared handle: the object stays here for the check below.
                     let mut reader: &std::fs::File = file;
                     let got = drain(
@@ -305,7 +314,7 @@ impl<'a> LayerSink<'a> {
                     buf,
                     sha,
                     crc,
-                    Some(Out::File(&mut out.file)),
+                    Some(Out::File(tree, &mut out)),
                 )?;
                 tree.finish_file(out, header)?;
                 Ok(got)
@@ -353,15 +362,18 @@ fn file_state(f: &std::fs::File) -> Option<(u64, i64, i64, i64, i64)> {
 
 /// Where content bytes go: a file of the tree, or the tar stream written out.
 enum Out<'o, 'w> {
-    File(&'o mut std::fs::File),
+    File(&'o TreeWriter, &'o mut OpenFile),
     Stream(&'o mut (dyn Write + 'w)),
 }
 
 impl Out<'_, '_> {
-    fn write_all(&mut self, b: &[u8]) -> std::io::Result<()> {
+    fn write_all(&mut self, b: &[u8], name: &[u8]) -> Result<()> {
         match self {
-            Out::File(f) => f.write_all(b),
-            Out::Stream(w) => w.write_all(b),
+            Out::File(tree, f) => f.write_all(tree, b, name),
+            Out::Stream(w) => w.write_all(b).map_err(|e| Error::Write {
+                what: format!("{} into the layer", String::from_utf8_lossy(name)),
+                source: e,
+            }),
         }
     }
 }
@@ -417,10 +429,7 @@ fn consume(
     }
     crc.update(b);
     if let Some(f) = out {
-        f.write_all(b).map_err(|e| Error::Write {
-            what: format!("{} into the layer", String::from_utf8_lossy(name)),
-            source: e,
-        })?;
+        f.write_all(b, name)?;
     }
     Ok(())
 }

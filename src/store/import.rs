@@ -288,7 +288,14 @@ impl Store {
                                             mode,
                                         )?;
                                     }
-                                    self.write_one_layer(g, slot, layer, item.producer, progress)
+                                    self.write_one_layer(
+                                        g,
+                                        slot,
+                                        layer,
+                                        item.producer,
+                                        progress,
+                                        workers == 1,
+                                    )
                                 })
                                 .map_err(|e| match e {
                                     e @ Error::DigestMismatch { .. } => e,
@@ -355,6 +362,7 @@ impl Store {
         layer: &LayerInput,
         producer: &dyn LayerProducer,
         progress: &(dyn Fn(Progress) + Sync),
+        solo: bool,
     ) -> Result<Written> {
         let id = slot.id.as_str();
         let tmp = LayerTxn::tar_split_tmp(self, id);
@@ -370,7 +378,8 @@ impl Store {
         let mut tree = TreeWriter::new(
             &self.driver().tree_path(id),
             self.driver().kind().whiteouts(),
-        )?;
+        )?
+        .with_file_thread(solo);
         let read = AtomicU64::new(0);
         let mut sink = LayerSink::new(&mut tree, &mut ts);
         if producer.sink_hashes(slot.layer) {

@@ -3,6 +3,7 @@
 
 use std::fs::File;
 use std::os::fd::AsFd;
+use std::path::Path;
 
 use rustix::fs::{AtFlags, FileType, Mode, Timespec, Timestamps, XattrFlags};
 use rustix::io::Errno;
@@ -86,6 +87,72 @@ pub(super) fn id(v: u64, name: &[u8]) -> Result<u32> {
     })
 }
 
+/// What a regular file gets once its bytes are written: owner, xattrs, mode, times.
+#[derive(Debug)]
+pub(super) struct FileMeta {
+    /// Its path in the layer (for errors).
+    name: Vec<u8>,
+    uid: rustix::fs::Uid,
+    gid: rustix::fs::Gid,
+    mode: u32,
+    /// The xattrs that reach the tree.
+    xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+    times: Timestamps,
+}
+
+impl FileMeta {
+    /// The metadata `h` gives the file at `name`.
+    pub(super) fn of(h: &TarHeader, name: Vec<u8>) -> Result<FileMeta> {
+        Ok(FileMeta {
+            uid: rustix::fs::Uid::from_raw(id(h.uid, &h.name)?),
+            gid: rustix::fs::Gid::from_raw(id(h.gid, &h.name)?),
+            mode: h.mode,
+            xattrs: h
+                .xattrs
+                .iter()
+                .filter(|(k, _)| applied_xattr(k))
+                .cloned()
+                .collect(),
+            times: file_times(h),
+            name,
+        })
+    }
+
+    /// Its path, for messages.
+    pub(super) fn display_name(&self) -> String {
+        String::from_utf8_lossy(&self.name).into_owned()
+    }
+}
+
+/// Applies `m` to the open file `f` (in `root_path`'s tree), in c/storage's order: owner, xattrs,
+/// mode, times.
+pub(super) fn apply_file_meta(f: &File, m: &FileMeta, root_path: &Path) -> Result<()> {
+    let full = &m.name;
+    // A file we just created often has its owner and mode already (created by that owner, with
+    // the header's permission bits): an fstat is much cheaper than a chown and a chmod, which
+    // each dirty the inode. With xattrs, all three calls are made in c/storage's order (an ACL
+    // xattr changes the mode; chown drops capabilities).
+    let st = rustix::fs::fstat(f).ok().filter(|_| m.xattrs.is_empty());
+    let owned = st.is_some_and(|st| st.st_uid == m.uid.as_raw() && st.st_gid == m.gid.as_raw());
+    if !owned {
+        rustix::fs::fchown(f, Some(m.uid), Some(m.gid))
+            .map_err(|e| errno("chown", root_path, full, e))?;
+    }
+    for (k, v) in &m.xattrs {
+        match rustix::fs::fsetxattr(f, k.as_slice(), v, XattrFlags::empty()) {
+            Ok(()) => {}
+            Err(e) if xattr_error_ignored(e) => {}
+            Err(e) => return Err(errno("setting xattr on", root_path, full, e)),
+        }
+    }
+    // A chown clears set-id bits, so the mode is only known right when none was made.
+    if !(owned && st.is_some_and(|st| st.st_mode & 0o7777 == m.mode)) {
+        rustix::fs::fchmod(f, Mode::from_raw_mode(m.mode))
+            .map_err(|e| errno("chmod", root_path, full, e))?;
+    }
+    rustix::fs::futimens(f, &m.times).map_err(|e| errno("setting times of", root_path, full, e))
+}
+
 impl TreeWriter {
     /// Applies the header's owner, mode, xattrs and times to the entry `base` in `parent_comps`
     /// (through `file` when it is open).
@@ -114,6 +181,8 @@ impl TreeWriter {
                     return Ok(());
                 }
             }
+            // The inode may be a file whose metadata is still queued.
+            self.flush_files()?;
             let parent = self.parent(parent_comps)?;
             if let Ok(st) = rustix::fs::statat(&*parent, base, AtFlags::SYMLINK_NOFOLLOW)
                 && metadata_matches(&st, h)
@@ -124,30 +193,7 @@ impl TreeWriter {
             self.known.clear();
         }
         if let Some(f) = file {
-            // A file we just created often has its owner and mode already (created by that owner,
-            // with the header's permission bits): an fstat is much cheaper than a chown and a
-            // chmod, which each dirty the inode. With xattrs, all three calls are made in
-            // c/storage's order (an ACL xattr changes the mode; chown drops capabilities).
-            let st = rustix::fs::fstat(f).ok().filter(|_| h.xattrs.is_empty());
-            let owned = st.is_some_and(|st| st.st_uid == uid.as_raw() && st.st_gid == gid.as_raw());
-            if !owned {
-                rustix::fs::fchown(f, Some(uid), Some(gid))
-                    .map_err(|e| errno("chown", &root_path, &full, e))?;
-            }
-            for (k, v) in h.xattrs.iter().filter(|(k, _)| applied_xattr(k)) {
-                match rustix::fs::fsetxattr(f, k.as_slice(), v, XattrFlags::empty()) {
-                    Ok(()) => {}
-                    Err(e) if xattr_error_ignored(e) => {}
-                    Err(e) => return Err(errno("setting xattr on", &root_path, &full, e)),
-                }
-            }
-            // A chown clears set-id bits, so the mode is only known right when none was made.
-            if !(owned && st.is_some_and(|st| st.st_mode & 0o7777 == h.mode)) {
-                rustix::fs::fchmod(f, mode).map_err(|e| errno("chmod", &root_path, &full, e))?;
-            }
-            rustix::fs::futimens(f, &file_times(h))
-                .map_err(|e| errno("setting times of", &root_path, &full, e))?;
-            return Ok(());
+            return apply_file_meta(f, &FileMeta::of(h, full)?, &root_path);
         }
         let parent = self.parent(parent_comps)?;
         rustix::fs::chownat(

@@ -14,13 +14,15 @@ use std::sync::Arc;
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags, Timestamps, XattrFlags};
 use rustix::io::Errno;
 
+mod deferred;
 mod dir_cache;
 mod metadata;
 mod whiteout;
 
+use deferred::{Deferred, QueuedFile};
 use dir_cache::DirCache;
 pub use metadata::applied_xattr;
-use metadata::{dir_times, id, xattr_error_ignored};
+use metadata::{FileMeta, dir_times, id, xattr_error_ignored};
 
 use super::path::{clean_components, join};
 use super::tar_header::{EntryKind, TarHeader};
@@ -65,9 +67,40 @@ fn metadata_matches(st: &rustix::fs::Stat, h: &TarHeader) -> bool {
 
 /// A regular file being written; finish it with [`TreeWriter::finish_file`].
 #[derive(Debug)]
-pub struct OpenFile {
-    /// The file, open for writing.
-    pub file: File,
+pub struct OpenFile(FileOut);
+
+#[derive(Debug)]
+enum FileOut {
+    /// Written here, through the file.
+    Direct(File),
+    /// Bytes and metadata handed to the tree writer's file thread.
+    Queued(QueuedFile),
+}
+
+impl OpenFile {
+    /// The file itself, when it is written directly (opened by [`TreeWriter::begin`]).
+    pub fn file(&self) -> Option<&File> {
+        match &self.0 {
+            FileOut::Direct(f) => Some(f),
+            FileOut::Queued(_) => None,
+        }
+    }
+
+    /// Appends `b` to the file (named `name` in errors).
+    pub fn write_all(&mut self, tree: &TreeWriter, b: &[u8], name: &[u8]) -> Result<()> {
+        match &mut self.0 {
+            FileOut::Direct(f) => std::io::Write::write_all(f, b).map_err(|e| Error::Write {
+                what: format!("{} into the layer", String::from_utf8_lossy(name)),
+                source: e,
+            }),
+            FileOut::Queued(q) => match &tree.deferred {
+                Some(d) => q.write(d, b),
+                None => Err(Error::Internal(
+                    "a queued file without a file thread".into(),
+                )),
+            },
+        }
+    }
 }
 
 /// Writes the entries of one layer into its tree.
@@ -91,6 +124,12 @@ pub struct TreeWriter {
     /// Whether anything was removed from the tree (an entry replaced, a vfs whiteout): only then
     /// may a directory entry be gone or replaced by the time its times are set.
     removed: bool,
+    /// The thread that writes the bytes and metadata of files opened by
+    /// [`begin_queued`](Self::begin_queued), started with the first one.
+    deferred: Option<Deferred>,
+    /// Whether [`begin_queued`](Self::begin_queued) may use that thread (see
+    /// [`with_file_thread`](Self::with_file_thread)).
+    file_thread: bool,
 }
 
 /// Longest path c/storage can create or export: its paths are strings below the layer directory,
@@ -132,7 +171,18 @@ impl TreeWriter {
             link_by_fd: true,
             known: HashMap::new(),
             removed: false,
+            deferred: None,
+            file_thread: false,
         })
+    }
+
+    /// Lets the tree writer hand the bytes and metadata of files that come as bytes to a thread of
+    /// its own (see [`begin_queued`](Self::begin_queued)): worth it when this layer is the only
+    /// one being written (two cores, one layer); when layers are written side by side, they keep
+    /// the cores busy already.
+    pub fn with_file_thread(mut self, on: bool) -> Self {
+        self.file_thread = on;
+        self
     }
 
     fn resolve_in_root(&self, path: &[u8]) -> rustix::io::Result<OwnedFd> {
@@ -177,6 +227,7 @@ impl TreeWriter {
         base: &[u8],
         full: &[u8],
     ) -> Result<Arc<OwnedFd>> {
+        self.flush_files()?;
         self.removed = true;
         remove_all_at(parent.as_fd(), base)
             .map_err(|e| errno("removing", &self.root_path, full, e))?;
@@ -249,6 +300,36 @@ impl TreeWriter {
             current = self.cache.insert(prefix, fd);
         }
         Ok(current)
+    }
+
+    /// Waits until the file thread has written and closed every file handed to it.
+    fn flush_files(&self) -> Result<()> {
+        match &self.deferred {
+            Some(d) => d.flush(),
+            None => Ok(()),
+        }
+    }
+
+    /// Like [`begin`](Self::begin), but a regular file's bytes and metadata are written by the
+    /// tree writer's file thread (when [`with_file_thread`](Self::with_file_thread) allowed one),
+    /// while the next entries are created: for content that comes as bytes (a tar stream), not as
+    /// a file to clone.
+    pub fn begin_queued(&mut self, h: &TarHeader) -> Result<Option<OpenFile>> {
+        let opened = self.begin(h)?;
+        if self.file_thread && self.deferred.is_none() {
+            self.deferred = Deferred::start(self.root_path.clone());
+        }
+        Ok(match (opened, &self.deferred) {
+            (Some(OpenFile(FileOut::Direct(f))), Some(_)) => {
+                let (comps, _) = clean_components(&h.name);
+                Some(OpenFile(FileOut::Queued(QueuedFile::new(
+                    f,
+                    join(&comps),
+                    h.size,
+                ))))
+            }
+            (opened, _) => opened,
+        })
     }
 
     /// Creates the entry described by `h`. For a regular file, returns the file to write its data to.
@@ -334,9 +415,7 @@ impl TreeWriter {
                 EntryKind::Directory => rustix::fs::mkdirat(&*parent, base, mode),
                 EntryKind::Regular => {
                     create_new_file_mode_at(parent.as_fd(), base, h.mode).map(|fd| {
-                        file = Some(OpenFile {
-                            file: File::from(fd),
-                        });
+                        file = Some(OpenFile(FileOut::Direct(File::from(fd))));
                     })
                 }
                 EntryKind::Symlink => rustix::fs::symlinkat(h.linkname.as_slice(), &*parent, base),
@@ -483,7 +562,16 @@ impl TreeWriter {
             return Ok(());
         };
         let parent_comps = parent_comps.to_vec();
-        self.apply_metadata(&parent_comps, base, h, Some(&f.file))?;
+        match f.0 {
+            FileOut::Direct(f) => self.apply_metadata(&parent_comps, base, h, Some(&f))?,
+            FileOut::Queued(q) => {
+                let d = self
+                    .deferred
+                    .as_ref()
+                    .ok_or_else(|| Error::Internal("a queued file without a file thread".into()))?;
+                q.finish(d, FileMeta::of(h, join(&comps))?)?;
+            }
+        }
         if h.kind == EntryKind::Regular && h.xattrs.is_empty() {
             self.known.insert(join(&comps), meta_of(h));
         }
@@ -492,6 +580,7 @@ impl TreeWriter {
 
     /// Applies directory times, last, as c/storage does.
     pub fn finish(mut self) -> Result<()> {
+        self.flush_files()?;
         self.cache.clear();
         let dirs = std::mem::take(&mut self.dirs);
         for (path, times) in dirs {

@@ -20,6 +20,8 @@ impl TreeWriter {
         base: &[u8],
         h: &TarHeader,
     ) -> Result<()> {
+        // A whiteout may remove files still queued for the file thread.
+        self.flush_files()?;
         self.known.clear();
         let root_path = self.root_path.clone();
         let style = self.style;

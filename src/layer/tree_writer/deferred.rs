@@ -1,0 +1,325 @@
+//! The second half of writing a regular file — its bytes, owner, mode, times, close — done on a
+//! helper thread, while the tree writer goes on creating the next entries.
+//!
+//! Creating an entry (a path lookup, a new inode, a directory entry) and writing a file's bytes
+//! and metadata through its descriptor cost about the same in the kernel; a layer of small files
+//! spends most of its time there. Splitting the two lets them run on two cores. Everything the
+//! helper does goes through the file's own descriptor, so the order of entries is kept for
+//! everything that names a path; the tree writer waits for the helper ([`Deferred::flush`]) before
+//! anything that could see or change a file still in its queue (a hardlink's inode, a replaced or
+//! whited-out path, the end of the layer).
+//!
+//! Bytes and files in the queue are bounded: memory and descriptors stay flat.
+
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Receiver, Sender, channel};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+
+use super::metadata::{FileMeta, apply_file_meta};
+use crate::error::{Error, Result};
+
+/// Bytes of file content queued at most.
+const MAX_BYTES: usize = 4 << 20;
+/// Files queued at most (each holds a descriptor).
+const MAX_FILES: usize = 128;
+/// A file's bytes are handed over in pieces of this size (smaller files in one piece).
+const PIECE: usize = 256 * 1024;
+/// Jobs are handed over in batches of this many (or [`PIECE`] bytes): one wake-up of the helper
+/// per batch, not per file.
+const BATCH_JOBS: usize = 32;
+
+/// Work for the helper, in the order the tree writer made it.
+enum Job {
+    /// A whole file: its bytes, then its metadata; then it is closed.
+    Whole(File, Vec<u8>, Box<FileMeta>),
+    /// The first bytes of a larger file, and its name (for errors).
+    Start(File, Vec<u8>, String),
+    /// More bytes of the file started last.
+    More(Vec<u8>),
+    /// The file started last is complete: its metadata, then close it.
+    End(Box<FileMeta>),
+}
+
+impl Job {
+    fn bytes(&self) -> usize {
+        match self {
+            Job::Whole(_, b, _) | Job::Start(_, b, _) | Job::More(b) => b.len(),
+            Job::End(_) => 0,
+        }
+    }
+
+    fn files(&self) -> usize {
+        usize::from(matches!(self, Job::Whole(..) | Job::Start(..)))
+    }
+}
+
+/// What is queued, and the helper's first error.
+#[derive(Default)]
+struct State {
+    bytes: usize,
+    files: usize,
+    jobs: usize,
+    /// Whether the tree writer waits for the helper (only then is it woken).
+    waiting: bool,
+    error: Option<Error>,
+}
+
+#[derive(Default)]
+struct Shared {
+    state: Mutex<State>,
+    changed: Condvar,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Jobs made but not handed over yet, and their bytes.
+#[derive(Default)]
+struct Batch {
+    jobs: Vec<Job>,
+    bytes: usize,
+}
+
+/// The helper thread and its queue.
+pub(super) struct Deferred {
+    tx: Option<Sender<Vec<Job>>>,
+    batch: Mutex<Batch>,
+    shared: Arc<Shared>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Deferred {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Deferred").finish_non_exhaustive()
+    }
+}
+
+impl Deferred {
+    /// Starts the helper; `root_path` names the layer tree in its errors. `None` when no thread
+    /// could be started (the tree writer then writes files itself).
+    pub(super) fn start(root_path: PathBuf) -> Option<Deferred> {
+        let (tx, rx) = channel();
+        let shared = Arc::new(Shared::default());
+        let for_thread = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name("layer-files".into())
+            .spawn(move || run(rx, &for_thread, &root_path))
+            .ok()?;
+        Some(Deferred {
+            tx: Some(tx),
+            batch: Mutex::new(Batch::default()),
+            shared,
+            thread: Some(thread),
+        })
+    }
+
+    /// Queues `job`, waiting while the queue is full; fails with the helper's error, if it had one.
+    fn send(&self, job: Job) -> Result<()> {
+        let (bytes, files) = (job.bytes(), job.files());
+        let full = |st: &State| {
+            st.jobs > 0 && (st.bytes + bytes > MAX_BYTES || st.files + files > MAX_FILES)
+        };
+        let mut st = self.shared.lock();
+        if st.error.is_none() && full(&st) {
+            // What is batched must reach the helper before waiting for it.
+            drop(st);
+            self.hand_over()?;
+            st = self.wait_while(full);
+        }
+        if let Some(e) = st.error.take() {
+            return Err(e);
+        }
+        st.bytes += bytes;
+        st.files += files;
+        st.jobs += 1;
+        drop(st);
+        let batch_full = {
+            let mut b = self.batch.lock().unwrap_or_else(|p| p.into_inner());
+            b.bytes += bytes;
+            b.jobs.push(job);
+            b.jobs.len() >= BATCH_JOBS || b.bytes >= PIECE
+        };
+        if batch_full {
+            self.hand_over()?;
+        }
+        Ok(())
+    }
+
+    /// Hands the batched jobs to the helper.
+    fn hand_over(&self) -> Result<()> {
+        let jobs = {
+            let mut b = self.batch.lock().unwrap_or_else(|p| p.into_inner());
+            b.bytes = 0;
+            std::mem::take(&mut b.jobs)
+        };
+        if jobs.is_empty() {
+            return Ok(());
+        }
+        match &self.tx {
+            Some(tx) if tx.send(jobs).is_ok() => Ok(()),
+            _ => Err(Error::Internal("the file writer thread is gone".into())),
+        }
+    }
+
+    /// Waits, as long as the helper has no error, while `busy` holds.
+    fn wait_while(&self, busy: impl Fn(&State) -> bool) -> MutexGuard<'_, State> {
+        let mut st = self.shared.lock();
+        while st.error.is_none() && busy(&st) {
+            st.waiting = true;
+            st = self
+                .shared
+                .changed
+                .wait(st)
+                .unwrap_or_else(|p| p.into_inner());
+        }
+        st.waiting = false;
+        st
+    }
+
+    /// Waits until every queued file is written and closed; fails with the helper's error.
+    pub(super) fn flush(&self) -> Result<()> {
+        self.hand_over()?;
+        let mut st = self.wait_while(|st| st.jobs > 0);
+        match st.error.take() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Deferred {
+    fn drop(&mut self) {
+        // Jobs still batched are dropped (their files closed); the helper drains what it was
+        // handed (after an error it only closes files) and ends.
+        if let Ok(mut b) = self.batch.lock() {
+            b.jobs.clear();
+        }
+        drop(self.tx.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn run(rx: Receiver<Vec<Job>>, shared: &Shared, root_path: &Path) {
+    let mut current: Option<(File, String)> = None;
+    for batch in rx {
+        let (mut bytes, mut files, jobs) = (0, 0, batch.len());
+        let mut failed = shared.lock().error.is_some();
+        let mut error = None;
+        for job in batch {
+            bytes += job.bytes();
+            files += job.files();
+            if failed {
+                // After an error, queued files are only closed: the layer is being abandoned.
+                current = None;
+            } else if let Err(e) = run_job(job, &mut current, root_path) {
+                failed = true;
+                current = None;
+                error = Some(e);
+            }
+        }
+        let mut st = shared.lock();
+        st.bytes -= bytes;
+        st.files -= files;
+        st.jobs -= jobs;
+        if st.error.is_none() {
+            st.error = error;
+        }
+        let wake = st.waiting;
+        drop(st);
+        if wake {
+            shared.changed.notify_all();
+        }
+    }
+}
+
+fn run_job(job: Job, current: &mut Option<(File, String)>, root_path: &Path) -> Result<()> {
+    let write = |f: &mut File, b: &[u8], name: &str| {
+        f.write_all(b).map_err(|e| Error::Write {
+            what: format!("{name} into the layer"),
+            source: e,
+        })
+    };
+    match job {
+        Job::Whole(mut f, b, meta) => {
+            write(&mut f, &b, &meta.display_name())?;
+            apply_file_meta(&f, &meta, root_path)
+        }
+        Job::Start(mut f, b, name) => {
+            let r = write(&mut f, &b, &name);
+            *current = Some((f, name));
+            r
+        }
+        Job::More(b) => match current.as_mut() {
+            Some((f, name)) => write(f, &b, name),
+            None => Err(Error::Internal("file bytes without a file".into())),
+        },
+        Job::End(meta) => match current.take() {
+            Some((f, _)) => apply_file_meta(&f, &meta, root_path),
+            None => Err(Error::Internal("file metadata without a file".into())),
+        },
+    }
+}
+
+/// A regular file whose bytes go to the helper: buffered here, handed over in pieces.
+#[derive(Debug)]
+pub(super) struct QueuedFile {
+    /// The file, until its first piece is handed over.
+    file: Option<File>,
+    /// Its path in the layer.
+    name: Vec<u8>,
+    buf: Vec<u8>,
+}
+
+impl QueuedFile {
+    pub(super) fn new(file: File, name: Vec<u8>, size: u64) -> QueuedFile {
+        let cap = usize::try_from(size).map_or(PIECE, |s| s.min(PIECE));
+        QueuedFile {
+            file: Some(file),
+            name,
+            buf: Vec::with_capacity(cap),
+        }
+    }
+
+    /// Appends `b`, handing full pieces to the helper.
+    pub(super) fn write(&mut self, d: &Deferred, mut b: &[u8]) -> Result<()> {
+        while !b.is_empty() {
+            let room = PIECE - self.buf.len().min(PIECE);
+            let n = room.min(b.len());
+            self.buf.extend_from_slice(&b[..n]);
+            b = &b[n..];
+            if self.buf.len() >= PIECE {
+                let piece = std::mem::replace(&mut self.buf, Vec::with_capacity(PIECE));
+                match self.file.take() {
+                    Some(f) => {
+                        let name = String::from_utf8_lossy(&self.name).into_owned();
+                        d.send(Job::Start(f, piece, name))?;
+                    }
+                    None => d.send(Job::More(piece))?,
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The file is complete: queues what is left, then its metadata.
+    pub(super) fn finish(self, d: &Deferred, meta: FileMeta) -> Result<()> {
+        let meta = Box::new(meta);
+        match self.file {
+            Some(f) => d.send(Job::Whole(f, self.buf, meta)),
+            None => {
+                if !self.buf.is_empty() {
+                    d.send(Job::More(self.buf))?;
+                }
+                d.send(Job::End(meta))
+            }
+        }
+    }
+}
