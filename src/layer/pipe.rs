@@ -16,7 +16,7 @@ const CHUNK: usize = 512 * 1024;
 /// Chunks in flight: bounds memory to a few MiB whatever the image size.
 const DEPTH: usize = 4;
 /// Size of the reads from a blob.
-const BLOB_CHUNK: usize = 256 * 1024;
+const BLOB_CHUNK: usize = 64 * 1024;
 /// Chunks waiting for the hasher (blob and stream together).
 const HASH_DEPTH: usize = 6;
 /// Idle stream chunks kept for reuse: those in flight, the reader's and the one being filled.
