@@ -1,7 +1,6 @@
 //! Blob decompression (gzip, zstd, none) with the blob's own digest computed on the way.
 
 use std::io::{BufRead, BufReader, Read};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use sha2::{Digest as _, Sha256};
@@ -64,8 +63,6 @@ impl HashState {
 pub struct HashingReader<R> {
     inner: R,
     state: Arc<Mutex<HashState>>,
-    /// Bytes read so far, for progress readers on other threads (no lock taken).
-    count: Option<Arc<AtomicU64>>,
 }
 
 impl<R: Read> HashingReader<R> {
@@ -76,29 +73,15 @@ impl<R: Read> HashingReader<R> {
             HashingReader {
                 inner,
                 state: state.clone(),
-                count: None,
             },
             state,
         )
     }
 }
 
-impl<R> HashingReader<R> {
-    /// Also counts the bytes read in an atomic another thread may read at any time (progress),
-    /// without contending for the hash state.
-    pub fn counted(mut self) -> (Self, Arc<AtomicU64>) {
-        let c = Arc::new(AtomicU64::new(0));
-        self.count = Some(c.clone());
-        (self, c)
-    }
-}
-
 impl<R: Read> Read for HashingReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
-        if let Some(c) = &self.count {
-            c.fetch_add(n as u64, Ordering::Relaxed);
-        }
         if let Ok(mut s) = self.state.lock() {
             s.sha.update(&buf[..n]);
             s.size += n as u64;
