@@ -183,6 +183,24 @@ pub(crate) fn corpus() -> Vec<(&'static str, Vec<u8>)> {
             })
             .end(),
     ));
+    // The tree writer's file thread still holds `big` (written in pieces) and `small` when the
+    // hardlink re-owns `big`'s inode, a second `small` replaces the first and a whiteout removes
+    // `gone`: each must wait for it, as a single writer would have.
+    let big: Vec<u8> = (0..700 * 1024u32).map(|i| (i % 251) as u8).collect();
+    c.push((
+        "a hardlink, a replacement and a whiteout of files still being written",
+        t.file("big", &big)
+            .file("small", b"s\n")
+            .header(b"big-link", tar::EntryType::Link, b"", |h| {
+                set_field(&mut h.as_old_mut().linkname, b"big");
+                h.set_mode(0o600);
+                h.set_uid(5);
+            })
+            .file("small", b"replaced\n")
+            .file("gone", b"g\n")
+            .file(".wh.gone", b"")
+            .end(),
+    ));
     let deep = "d/".repeat(2000) + "f";
     c.push((
         "a path 2000 directories deep",

@@ -23,7 +23,8 @@ use crate::error::{Error, Result};
 
 /// Bytes of file content queued at most.
 const MAX_BYTES: usize = 4 << 20;
-/// Files queued at most (each holds a descriptor).
+/// Files queued at most (each holds a descriptor), and at most an eighth of the process's
+/// descriptor limit (as the directory cache).
 const MAX_FILES: usize = 128;
 /// A file's bytes are handed over in pieces of this size (smaller files in one piece).
 const PIECE: usize = 256 * 1024;
@@ -89,6 +90,8 @@ struct Batch {
 /// The helper thread and its queue.
 pub(super) struct Deferred {
     tx: Option<Sender<Vec<Job>>>,
+    /// Files queued at most.
+    max_files: usize,
     batch: Mutex<Batch>,
     shared: Arc<Shared>,
     thread: Option<JoinHandle<()>>,
@@ -111,8 +114,13 @@ impl Deferred {
             .name("layer-files".into())
             .spawn(move || run(rx, &for_thread, &root_path))
             .ok()?;
+        let soft = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+            .current
+            .unwrap_or(u64::MAX);
+        let max_files = usize::try_from(soft / 8).map_or(MAX_FILES, |n| n.clamp(1, MAX_FILES));
         Some(Deferred {
             tx: Some(tx),
+            max_files,
             batch: Mutex::new(Batch::default()),
             shared,
             thread: Some(thread),
@@ -123,7 +131,7 @@ impl Deferred {
     fn send(&self, job: Job) -> Result<()> {
         let (bytes, files) = (job.bytes(), job.files());
         let full = |st: &State| {
-            st.jobs > 0 && (st.bytes + bytes > MAX_BYTES || st.files + files > MAX_FILES)
+            st.jobs > 0 && (st.bytes + bytes > MAX_BYTES || st.files + files > self.max_files)
         };
         let mut st = self.shared.lock();
         if st.error.is_none() && full(&st) {
