@@ -61,6 +61,8 @@ pub struct Sample {
     pub rss_mb: Option<f64>,
     /// CPU seconds, user + system, when GNU time was there to tell.
     pub cpu_secs: Option<f64>,
+    /// Peak RSS in MB of bootc-image's own process, its children's not included (it logs it).
+    pub own_rss_mb: Option<f64>,
 }
 
 /// Runs `program args…` under GNU `time -f "%M %U %S"` (`ru_maxrss` and CPU times of that one
@@ -109,7 +111,10 @@ pub fn measure_in_capture(
     } else {
         Command::new(program)
     };
-    cmd.args(args).stdin(Stdio::null());
+    // bootc-image logs its own peak RSS (without its children's) at debug level.
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .env("RUST_LOG", "warn,bootc_image::cli=debug");
     if let Some(dir) = cwd {
         cmd.current_dir(dir);
     }
@@ -145,11 +150,22 @@ pub fn measure_in_capture(
         [kib, user, sys] => (Some(kib * 1024.0 / 1e6), Some(user + sys)),
         _ => (None, None),
     };
+    let own_rss_mb = String::from_utf8_lossy(&out.stderr).lines().find_map(|l| {
+        let kib: f64 = l
+            .split_once("peak resident set size of this process: ")?
+            .1
+            .trim_end_matches(" kB")
+            .trim()
+            .parse()
+            .ok()?;
+        Some(kib * 1024.0 / 1e6)
+    });
     Ok(Ok((
         Sample {
             secs,
             rss_mb,
             cpu_secs,
+            own_rss_mb,
         },
         String::from_utf8_lossy(&out.stdout).into_owned(),
     )))
@@ -184,6 +200,8 @@ pub struct ToolResult {
     pub rss: Vec<f64>,
     /// CPU seconds (user + system) per run.
     pub cpu: Vec<f64>,
+    /// Peak RSS of the measured process alone per run (MB), when it reported it.
+    pub own_rss: Vec<f64>,
     /// First failure, if any.
     pub error: Option<String>,
 }
@@ -199,6 +217,9 @@ impl ToolResult {
                 }
                 if let Some(c) = s.cpu_secs {
                     self.cpu.push(c);
+                }
+                if let Some(m) = s.own_rss_mb {
+                    self.own_rss.push(m);
                 }
             }
             Err(e) => {
@@ -222,6 +243,11 @@ impl ToolResult {
     /// Largest peak RSS seen (MB).
     pub fn rss(&self) -> Option<f64> {
         self.rss.iter().copied().reduce(f64::max)
+    }
+
+    /// Largest peak RSS of the measured process alone (MB), when it reported it.
+    pub fn own_rss(&self) -> Option<f64> {
+        self.own_rss.iter().copied().reduce(f64::max)
     }
 }
 

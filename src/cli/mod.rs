@@ -205,18 +205,34 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<()> {
     let cli = parse(args)?;
     let Some(cli) = cli else { return Ok(()) };
     init_logging(cli.log_level);
+    let result = run_command(&cli);
+    if let Some(kib) = peak_rss_kib() {
+        tracing::debug!("peak resident set size of this process: {kib} kB");
+    }
+    result
+}
+
+/// This process's peak resident set size (`VmHWM`), without its children's.
+fn peak_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Runs the command `cli` names.
+fn run_command(cli: &Cli) -> anyhow::Result<()> {
     match &cli.command {
-        Command::CopyToStorage(args) => copy_to_storage::run(&cli, args),
-        Command::List(args) => list::run(&cli, args),
-        Command::Pull(args) => pull::run(&cli, args),
-        Command::PullFromDefaultStorage(args) => pull_from_default_storage::run(&cli, args),
-        Command::SetUnified(args) => set_unified::run(&cli, args),
-        Command::BuildChunked(args) => build_chunked::run(&cli, args),
-        Command::Export(args) => export::run(&cli, args),
-        Command::Cmd(c) => cmd::run(&cli, c),
-        Command::BoundImages(c) => bound_images::run(&cli, c),
-        Command::Storage(c) => storage::run(&cli, c),
-        Command::Image(c) => image::run(&cli, c),
+        Command::CopyToStorage(args) => copy_to_storage::run(cli, args),
+        Command::List(args) => list::run(cli, args),
+        Command::Pull(args) => pull::run(cli, args),
+        Command::PullFromDefaultStorage(args) => pull_from_default_storage::run(cli, args),
+        Command::SetUnified(args) => set_unified::run(cli, args),
+        Command::BuildChunked(args) => build_chunked::run(cli, args),
+        Command::Export(args) => export::run(cli, args),
+        Command::Cmd(c) => cmd::run(cli, c),
+        Command::BoundImages(c) => bound_images::run(cli, c),
+        Command::Storage(c) => storage::run(cli, c),
+        Command::Image(c) => image::run(cli, c),
         Command::Completion { shell } => {
             generate::completion(*shell);
             Ok(())
