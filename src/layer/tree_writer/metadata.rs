@@ -154,14 +154,13 @@ pub(super) fn apply_file_meta(f: &File, m: &FileMeta, root_path: &Path) -> Resul
 }
 
 impl TreeWriter {
-    /// Applies the header's owner, mode, xattrs and times to the entry `base` in `parent_comps`
-    /// (through `file` when it is open).
+    /// Applies the header's owner, mode, xattrs and times to the entry `base` in `parent_comps`,
+    /// by its name (an open regular file gets [`apply_file_meta`]).
     pub(super) fn apply_metadata(
         &mut self,
         parent_comps: &[&[u8]],
         base: &[u8],
         h: &TarHeader,
-        file: Option<&File>,
     ) -> Result<()> {
         let root_path = self.root_path.clone();
         let full = {
@@ -172,7 +171,7 @@ impl TreeWriter {
         let uid = rustix::fs::Uid::from_raw(id(h.uid, &h.name)?);
         let gid = rustix::fs::Gid::from_raw(id(h.gid, &h.name)?);
         let mode = Mode::from_raw_mode(h.mode);
-        if h.kind == EntryKind::HardLink && file.is_none() {
+        if h.kind == EntryKind::HardLink {
             // A hardlink's header is applied to the shared inode; when it already matches (an OSTree
             // object linked in), leave the inode alone: it may belong to a repository.
             if h.xattrs.is_empty() {
@@ -191,9 +190,6 @@ impl TreeWriter {
             }
             // The shared inode changes below: what is known of any path may be stale now.
             self.known.clear();
-        }
-        if let Some(f) = file {
-            return apply_file_meta(f, &FileMeta::of(h, full)?, &root_path);
         }
         let parent = self.parent(parent_comps)?;
         rustix::fs::chownat(

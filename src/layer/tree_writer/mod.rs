@@ -22,7 +22,7 @@ mod whiteout;
 use deferred::{Deferred, QueuedFile};
 use dir_cache::DirCache;
 pub use metadata::applied_xattr;
-use metadata::{FileMeta, dir_times, id, xattr_error_ignored};
+use metadata::{FileMeta, apply_file_meta, dir_times, id, xattr_error_ignored};
 
 use super::path::{clean_components, join};
 use super::tar_header::{EntryKind, TarHeader};
@@ -472,7 +472,7 @@ impl TreeWriter {
             self.unpacked.insert(full);
         }
         if file.is_none() {
-            self.apply_metadata(&parent_comps, base, h, None)?;
+            self.apply_metadata(&parent_comps, base, h)?;
         }
         Ok(file)
     }
@@ -558,22 +558,23 @@ impl TreeWriter {
     /// Sets owner, xattrs, mode and times of a regular file after its data was written.
     pub fn finish_file(&mut self, f: OpenFile, h: &TarHeader) -> Result<()> {
         let (comps, _) = clean_components(&h.name);
-        let Some((&base, parent_comps)) = comps.split_last() else {
+        if comps.is_empty() {
             return Ok(());
-        };
-        let parent_comps = parent_comps.to_vec();
+        }
+        let full = join(&comps);
+        let meta = FileMeta::of(h, full.clone())?;
         match f.0 {
-            FileOut::Direct(f) => self.apply_metadata(&parent_comps, base, h, Some(&f))?,
+            FileOut::Direct(f) => apply_file_meta(&f, &meta, &self.root_path)?,
             FileOut::Queued(q) => {
                 let d = self
                     .deferred
                     .as_ref()
                     .ok_or_else(|| Error::Internal("a queued file without a file thread".into()))?;
-                q.finish(d, FileMeta::of(h, join(&comps))?)?;
+                q.finish(d, meta)?;
             }
         }
         if h.kind == EntryKind::Regular && h.xattrs.is_empty() {
-            self.known.insert(join(&comps), meta_of(h));
+            self.known.insert(full, meta_of(h));
         }
         Ok(())
     }
