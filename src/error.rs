@@ -240,6 +240,13 @@ impl Error {
             source: source.into(),
         }
     }
+    /// Writing the content of the layer entry `entry` failed.
+    pub(crate) fn write_entry(entry: &[u8], source: std::io::Error) -> Error {
+        Error::Write {
+            what: format!("{} into the layer", String::from_utf8_lossy(entry)),
+            source,
+        }
+    }
     /// An error reading a stream.
     pub fn read(what: impl Into<String>, source: std::io::Error) -> Error {
         Error::Read {

@@ -370,10 +370,7 @@ impl Out<'_, '_> {
     fn write_all(&mut self, b: &[u8], name: &[u8]) -> Result<()> {
         match self {
             Out::File(tree, f) => f.write_all(tree, b, name),
-            Out::Stream(w) => w.write_all(b).map_err(|e| Error::Write {
-                what: format!("{} into the layer", String::from_utf8_lossy(name)),
-                source: e,
-            }),
+            Out::Stream(w) => w.write_all(b).map_err(|e| Error::write_entry(name, e)),
         }
     }
 }

@@ -36,8 +36,8 @@ const BATCH_JOBS: usize = 32;
 enum Job {
     /// A whole file: its bytes, then its metadata; then it is closed.
     Whole(File, Vec<u8>, Box<FileMeta>),
-    /// The first bytes of a larger file, and its name (for errors).
-    Start(File, Vec<u8>, String),
+    /// The first bytes of a larger file, and its path in the layer (for errors).
+    Start(File, Vec<u8>, Vec<u8>),
     /// More bytes of the file started last.
     More(Vec<u8>),
     /// The file started last is complete: its metadata, then close it.
@@ -216,7 +216,7 @@ impl Drop for Deferred {
 }
 
 fn run(rx: Receiver<Vec<Job>>, shared: &Shared, root_path: &Path) {
-    let mut current: Option<(File, String)> = None;
+    let mut current: Option<(File, Vec<u8>)> = None;
     for batch in rx {
         let (mut bytes, mut files, jobs) = (0, 0, batch.len());
         let mut failed = shared.lock().error.is_some();
@@ -248,16 +248,13 @@ fn run(rx: Receiver<Vec<Job>>, shared: &Shared, root_path: &Path) {
     }
 }
 
-fn run_job(job: Job, current: &mut Option<(File, String)>, root_path: &Path) -> Result<()> {
-    let write = |f: &mut File, b: &[u8], name: &str| {
-        f.write_all(b).map_err(|e| Error::Write {
-            what: format!("{name} into the layer"),
-            source: e,
-        })
+fn run_job(job: Job, current: &mut Option<(File, Vec<u8>)>, root_path: &Path) -> Result<()> {
+    let write = |f: &mut File, b: &[u8], name: &[u8]| {
+        f.write_all(b).map_err(|e| Error::write_entry(name, e))
     };
     match job {
         Job::Whole(mut f, b, meta) => {
-            write(&mut f, &b, &meta.display_name())?;
+            write(&mut f, &b, meta.name())?;
             apply_file_meta(&f, &meta, root_path)
         }
         Job::Start(mut f, b, name) => {
@@ -306,10 +303,7 @@ impl QueuedFile {
             if self.buf.len() >= PIECE {
                 let piece = std::mem::replace(&mut self.buf, Vec::with_capacity(PIECE));
                 match self.file.take() {
-                    Some(f) => {
-                        let name = String::from_utf8_lossy(&self.name).into_owned();
-                        d.send(Job::Start(f, piece, name))?;
-                    }
+                    Some(f) => d.send(Job::Start(f, piece, self.name.clone()))?,
                     None => d.send(Job::More(piece))?,
                 }
             }

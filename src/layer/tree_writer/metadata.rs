@@ -118,9 +118,9 @@ impl FileMeta {
         })
     }
 
-    /// Its path, for messages.
-    pub(super) fn display_name(&self) -> String {
-        String::from_utf8_lossy(&self.name).into_owned()
+    /// Its path in the layer.
+    pub(super) fn name(&self) -> &[u8] {
+        &self.name
     }
 }
 

@@ -89,10 +89,9 @@ impl OpenFile {
     /// Appends `b` to the file (named `name` in errors).
     pub fn write_all(&mut self, tree: &TreeWriter, b: &[u8], name: &[u8]) -> Result<()> {
         match &mut self.0 {
-            FileOut::Direct(f) => std::io::Write::write_all(f, b).map_err(|e| Error::Write {
-                what: format!("{} into the layer", String::from_utf8_lossy(name)),
-                source: e,
-            }),
+            FileOut::Direct(f) => {
+                std::io::Write::write_all(f, b).map_err(|e| Error::write_entry(name, e))
+            }
             FileOut::Queued(q) => match &tree.deferred {
                 Some(d) => q.write(d, b),
                 None => Err(Error::Internal(
