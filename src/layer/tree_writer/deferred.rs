@@ -114,10 +114,7 @@ impl Deferred {
             .name("layer-files".into())
             .spawn(move || run(rx, &for_thread, &root_path))
             .ok()?;
-        let soft = rustix::process::getrlimit(rustix::process::Resource::Nofile)
-            .current
-            .unwrap_or(u64::MAX);
-        let max_files = usize::try_from(soft / 8).map_or(MAX_FILES, |n| n.clamp(1, MAX_FILES));
+        let max_files = super::fd_share().clamp(1, MAX_FILES);
         Some(Deferred {
             tx: Some(tx),
             max_files,

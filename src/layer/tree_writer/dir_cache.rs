@@ -15,13 +15,7 @@ pub(super) struct DirCache {
 
 impl DirCache {
     pub(super) fn new() -> DirCache {
-        let soft = rustix::process::getrlimit(rustix::process::Resource::Nofile)
-            .current
-            .unwrap_or(u64::MAX);
-        // Two writers run at once; leave most descriptors to everything else.
-        let cap = usize::try_from(soft / 8)
-            .unwrap_or(usize::MAX)
-            .clamp(8, 1024);
+        let cap = super::fd_share().clamp(8, 1024);
         DirCache {
             map: HashMap::new(),
             cap,

@@ -131,6 +131,16 @@ pub struct TreeWriter {
     file_thread: bool,
 }
 
+/// An eighth of the process's descriptor limit (the soft one): what one part of a layer writer
+/// (its directory cache, its file thread's queue) may hold open, so that two writers at once
+/// leave most descriptors to everything else.
+fn fd_share() -> usize {
+    let soft = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+        .current
+        .unwrap_or(u64::MAX);
+    usize::try_from(soft / 8).unwrap_or(usize::MAX)
+}
+
 /// Longest path c/storage can create or export: its paths are strings below the layer directory,
 /// and the kernel refuses those of `PATH_MAX` (4096) bytes or more.
 const PATH_MAX: usize = 4096;
