@@ -156,11 +156,7 @@ pub fn run(cli: &Cli, args: &Args) -> anyhow::Result<()> {
         return Ok(());
     }
     let input = builder.image(&plan, vec![name.clone()])?;
-    let mode = if cli.quiet && args.progress == ProgressMode::Auto {
-        ProgressMode::None
-    } else {
-        args.progress
-    };
+    let mode = super::pull::progress_mode(cli, args.progress);
     let reporter = Reporter::new(&input.layers, mode, None);
     let report = builder
         .commit(&plan, &input, &store, &|p| reporter.event(p))

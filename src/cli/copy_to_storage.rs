@@ -61,10 +61,8 @@ pub enum ResultFormat {
 fn progress_mode(cli: &Cli, args: &Args) -> ProgressMode {
     if args.progress_fd.is_some() {
         ProgressMode::Json
-    } else if cli.quiet && args.progress == ProgressMode::Auto {
-        ProgressMode::None
     } else {
-        args.progress
+        super::pull::progress_mode(cli, args.progress)
     }
 }
 
