@@ -293,18 +293,23 @@ mod tests {
         assert_eq!(total, 500);
     }
 
+    /// The prior a later build reads from `p`'s layers.
+    fn prior_of(p: &ChunkPlan) -> Prior {
+        Prior {
+            layers: p
+                .layers
+                .iter()
+                .map(|l| (l.key.clone(), l.packages.clone()))
+                .collect(),
+        }
+    }
+
     /// A prior plan keeps every package where it was, a new package finds a place, a removed one
     /// leaves.
     #[test]
     fn prior_keeps_places() {
         let first = plan(&sizes(500), Some(10), 16, None).expect("plan");
-        let prior = Prior {
-            layers: first
-                .layers
-                .iter()
-                .map(|l| (l.key.clone(), l.packages.clone()))
-                .collect(),
-        };
+        let prior = prior_of(&first);
         let mut s = sizes(500);
         s.remove("p100");
         s.insert("new".into(), 5);
@@ -330,13 +335,7 @@ mod tests {
     #[test]
     fn prior_edges() {
         let first = plan(&sizes(40), Some(10), 64, None).expect("plan");
-        let prior = Prior {
-            layers: first
-                .layers
-                .iter()
-                .map(|l| (l.key.clone(), l.packages.clone()))
-                .collect(),
-        };
+        let prior = prior_of(&first);
         assert!(plan(&sizes(40), Some(10), 16, Some(&prior)).is_err());
         let all = Prior {
             layers: vec![(ALL.into(), vec!["p000".into()])],
