@@ -33,6 +33,8 @@ const JSON_LIMIT: usize = 16 << 20;
 const CHUNK: usize = 64 << 10;
 /// Chunks in flight per blob: with the chunk size, the memory a blob stream may hold.
 const CHUNKS: usize = 8;
+/// Most blocking threads the shared proxy runtime may run (tokio's default).
+const BLOCKING_THREADS: usize = 512;
 
 /// How to reach registries: credentials, TLS, retries (podman's options of the same names).
 #[derive(Debug, Clone, Default)]
@@ -64,7 +66,7 @@ struct Connection {
 /// connection (a skopeo process) of its own from a small pool.
 pub struct ProxyBlobs {
     pool: Arc<std::sync::Mutex<Vec<Connection>>>,
-    rt: Option<tokio::runtime::Runtime>,
+    rt: Option<Arc<tokio::runtime::Runtime>>,
     sizes: HashMap<Digest, u64>,
     imgref: String,
     opts: FetchOptions,
@@ -97,22 +99,9 @@ pub fn open(imgref: &str, opts: &FetchOptions) -> Result<OpenedSource> {
             f.display()
         )));
     }
-    // Blocking threads: each skopeo process holds one for good (the crate waits for the child
-    // there), a blob's FinishPipe holds one until its pipe has been read, and each read needs one.
-    // An image has at most one connection per layer worker (one per core), plus one being replaced
-    // after a failure: at most cores + 2 child waits, cores FinishPipes, cores reads and one
-    // request opening a connection. A lower cap could leave reads waiting for threads the
-    // requests never give back; a higher one costs memory (threads, malloc arenas).
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .max_blocking_threads(3 * cores + 3)
-        .thread_name("image-proxy")
-        .enable_all()
-        .build()
-        .map_err(|e| Error::Internal(format!("starting the proxy's runtime: {e}")))?;
-    // skopeo runs with PR_SET_PDEATHSIG: started on the runtime's own thread, it lives as long as
-    // the runtime, whichever thread opened the image.
+    let rt = shared_runtime()?;
+    // skopeo runs with PR_SET_PDEATHSIG: started on the runtime's worker thread, it lives as long
+    // as the runtime, whichever thread opened the image.
     let (conn, digest, manifest, config) = opts.retry.run(&format!("opening {imgref}"), || {
         rt.block_on(rt.spawn(connect_and_read(imgref.to_string(), opts.clone())))
             .map_err(|e| Error::Internal(format!("the proxy task failed: {e}")))?
@@ -135,6 +124,53 @@ pub fn open(imgref: &str, opts: &FetchOptions) -> Result<OpenedSource> {
         blobs: Box::new(blobs),
         retry: opts.retry,
     })
+}
+
+/// The shared proxy runtime while an image is open; its strong count changes only under this lock
+/// (see [`shared_runtime`] and [`release_runtime`]).
+static SHARED_RUNTIME: std::sync::Mutex<std::sync::Weak<tokio::runtime::Runtime>> =
+    std::sync::Mutex::new(std::sync::Weak::new());
+
+/// The runtime every open image's proxy connections run on, shared while any image is open and
+/// shut down with the last one. One runtime for all (rather than one per image) keeps the threads,
+/// and the malloc arenas each allocating thread gets, as few as the work in flight needs: bound
+/// images open five proxies at once.
+///
+/// Its blocking threads: each skopeo process holds one for good (the crate waits for the child
+/// there), each request to a proxy and each read of a blob's pipe holds one while it runs, and a
+/// blob's `FinishPipe` holds one until the pipe has been read. Threads are started only for calls
+/// that wait, so the count follows the connections open; the cap is only there to stop a runaway
+/// (a lower one, counted per image, deadlocked when several images shared it: the child waits
+/// took every thread and the reads waited for ever).
+fn shared_runtime() -> Result<Arc<tokio::runtime::Runtime>> {
+    let mut shared = SHARED_RUNTIME
+        .lock()
+        .map_err(|_| Error::Internal("the proxy runtime's lock is poisoned".into()))?;
+    if let Some(rt) = shared.upgrade() {
+        return Ok(rt);
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .max_blocking_threads(BLOCKING_THREADS)
+        .thread_name("image-proxy")
+        .enable_all()
+        .build()
+        .map(Arc::new)
+        .map_err(|e| Error::Internal(format!("starting the proxy's runtime: {e}")))?;
+    *shared = Arc::downgrade(&rt);
+    Ok(rt)
+}
+
+/// Lets go of an image's hold on the shared runtime; the last one shuts it down, which stops the
+/// skopeo processes still running (after two seconds, a proxy that does not answer is left to exit
+/// when its socket closes).
+fn release_runtime(rt: Arc<tokio::runtime::Runtime>) {
+    let held = SHARED_RUNTIME.lock();
+    let last = Arc::try_unwrap(rt).ok();
+    drop(held);
+    if let Some(rt) = last {
+        rt.shutdown_timeout(Duration::from_secs(2));
+    }
 }
 
 /// Starts the proxy and opens the image.
@@ -521,7 +557,7 @@ impl Read for ChannelReader {
 }
 
 impl Drop for ProxyBlobs {
-    /// Closes the images and stops the skopeo processes; a proxy that does not answer is left to
+    /// Closes the image in its proxies and stops them; a proxy that does not answer is left to
     /// exit when its socket closes.
     fn drop(&mut self) {
         let Some(rt) = self.rt.take() else { return };
@@ -539,7 +575,7 @@ impl Drop for ProxyBlobs {
                 .await
             });
         }
-        rt.shutdown_timeout(Duration::from_secs(2));
+        release_runtime(rt);
     }
 }
 
