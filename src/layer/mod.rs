@@ -3,6 +3,7 @@
 
 pub mod decompress;
 pub mod entry;
+mod page_buf;
 pub mod path;
 pub mod pipe;
 pub mod read_ahead;

@@ -11,6 +11,8 @@ use std::thread::ScopedJoinHandle;
 use sha2::{Digest as _, Sha256};
 use storage_format::Digest;
 
+use super::page_buf::PageBuf;
+
 /// Chunk size handed between the threads.
 const CHUNK: usize = 512 * 1024;
 /// Chunks in flight: bounds memory to a few MiB whatever the image size.
@@ -19,13 +21,15 @@ const DEPTH: usize = 4;
 const BLOB_CHUNK: usize = 64 * 1024;
 /// Chunks waiting for the hasher (blob and stream together).
 const HASH_DEPTH: usize = 6;
-/// Idle stream chunks kept for reuse: those in flight, the reader's and the one being filled.
-const STREAM_IDLE: usize = DEPTH + 2;
-/// Idle blob chunks kept for reuse.
-const BLOB_IDLE: usize = 3;
+/// Idle stream chunks kept for reuse: as many as can be alive at once (in the pipe, being filled,
+/// the reader's, waiting for the hasher), so none is unmapped and mapped again mid-layer.
+const STREAM_IDLE: usize = DEPTH + 2 + HASH_DEPTH;
+/// Idle blob chunks kept for reuse: as many as can be alive at once (waiting for the hasher, the
+/// decoder's and the one being read).
+const BLOB_IDLE: usize = HASH_DEPTH + 2;
 
 /// A chunk shared by the reader and the hasher.
-type Chunk = Arc<Vec<u8>>;
+type Chunk = Arc<PageBuf>;
 
 /// A chunk for the hasher, and which stream it belongs to.
 enum ToHash {
@@ -44,30 +48,34 @@ pub struct Hashes {
     pub stream: Option<(Digest, u64)>,
 }
 
-/// A pool of buffers: the sending half returns them, the receiving half reuses them (no
-/// allocation and zeroing per chunk).
+/// A pool of buffers: the sending half returns them, the receiving half reuses them (no mapping
+/// per chunk). Buffers the pool has no room for, and those left when the layer ends, are unmapped.
 struct Pool {
-    back: SyncSender<Vec<u8>>,
-    returned: Receiver<Vec<u8>>,
+    back: SyncSender<PageBuf>,
+    returned: Receiver<PageBuf>,
 }
 
 impl Pool {
     /// A pool keeping at most `idle` buffers for reuse.
     fn new(idle: usize) -> Pool {
-        let (back, returned) = sync_channel::<Vec<u8>>(idle);
+        let (back, returned) = sync_channel::<PageBuf>(idle);
         Pool { back, returned }
     }
 
-    /// A buffer of `len` bytes, reused when one came back.
-    fn take(&self, len: usize) -> Vec<u8> {
-        let mut buf = self.returned.try_recv().unwrap_or_default();
-        buf.resize(len, 0);
-        buf
+    /// An empty buffer of `capacity` bytes, reused when one came back.
+    fn take(&self, capacity: usize) -> std::io::Result<PageBuf> {
+        match self.returned.try_recv() {
+            Ok(mut buf) if buf.capacity() >= capacity => {
+                buf.clear();
+                Ok(buf)
+            }
+            _ => PageBuf::with_capacity(capacity),
+        }
     }
 }
 
 /// Hands `used` back to its pool when nobody else holds it.
-fn recycle(back: &SyncSender<Vec<u8>>, used: Chunk) {
+fn recycle(back: &SyncSender<PageBuf>, used: Chunk) {
     if let Ok(v) = Arc::try_unwrap(used)
         && v.capacity() > 0
     {
@@ -80,7 +88,7 @@ fn recycle(back: &SyncSender<Vec<u8>>, used: Chunk) {
 pub struct PipeReader {
     rx: Receiver<std::io::Result<Chunk>>,
     /// Buffers handed back to the producer for reuse.
-    back: SyncSender<Vec<u8>>,
+    back: SyncSender<PageBuf>,
     current: Chunk,
     pos: usize,
     done: bool,
@@ -135,13 +143,13 @@ pub fn spawn_hasher<'scope, R: Read + Send + 'scope>(
         for msg in rx {
             match msg {
                 ToHash::Blob(c) => {
-                    blob_sha.update(c.as_slice());
+                    blob_sha.update(&c[..]);
                     blob_size += c.len() as u64;
                     recycle(&blob_back, c);
                 }
                 ToHash::Stream(c) => {
                     let (sha, size) = stream.get_or_insert_with(|| (Sha256::new(), 0));
-                    sha.update(c.as_slice());
+                    sha.update(&c[..]);
                     *size += c.len() as u64;
                     recycle(&stream_back, c);
                 }
@@ -156,7 +164,7 @@ pub fn spawn_hasher<'scope, R: Read + Send + 'scope>(
         inner: blob,
         tx: tx.clone(),
         pool: blob_pool,
-        current: Arc::new(Vec::new()),
+        current: Arc::default(),
         pos: 0,
         read,
     };
@@ -189,15 +197,15 @@ impl<R> std::fmt::Debug for HashedBlob<R> {
 impl<R: Read> BufRead for HashedBlob<R> {
     fn fill_buf(&mut self) -> std::io::Result<&[u8]> {
         if self.pos == self.current.len() {
-            let mut buf = self.pool.take(BLOB_CHUNK);
+            let mut buf = self.pool.take(BLOB_CHUNK)?;
             let n = loop {
-                match self.inner.read(&mut buf) {
+                match self.inner.read(buf.spare_mut()) {
                     Ok(n) => break n,
                     Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                     Err(e) => return Err(e),
                 }
             };
-            buf.truncate(n);
+            buf.advance(n);
             self.read.fetch_add(n as u64, Ordering::Relaxed);
             let chunk = Arc::new(buf);
             if n > 0 && self.tx.send(ToHash::Blob(chunk.clone())).is_err() {
@@ -235,15 +243,20 @@ fn start<'scope, R: Read + Send + 'scope>(
     let back = pool.back.clone();
     scope.spawn(move || {
         loop {
-            let mut buf = pool.take(CHUNK);
-            let mut filled = 0;
+            let mut buf = match pool.take(CHUNK) {
+                Ok(b) => b,
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                    return;
+                }
+            };
             // Fill the chunk (decoders return small reads).
             let res = loop {
-                match source.read(&mut buf[filled..]) {
+                match source.read(buf.spare_mut()) {
                     Ok(0) => break Ok(()),
                     Ok(n) => {
-                        filled += n;
-                        if filled == buf.len() {
+                        buf.advance(n);
+                        if buf.spare_mut().is_empty() {
                             break Ok(());
                         }
                     }
@@ -251,7 +264,7 @@ fn start<'scope, R: Read + Send + 'scope>(
                     Err(e) => break Err(e),
                 }
             };
-            buf.truncate(filled);
+            let filled = buf.len();
             let end = filled == 0;
             let chunk = Arc::new(buf);
             // The end too (an empty chunk), so that an empty stream has its digest.
@@ -280,7 +293,7 @@ fn start<'scope, R: Read + Send + 'scope>(
     PipeReader {
         rx,
         back,
-        current: Arc::new(Vec::new()),
+        current: Arc::default(),
         pos: 0,
         done: false,
     }
