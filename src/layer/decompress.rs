@@ -6,6 +6,8 @@ use std::sync::{Arc, Mutex};
 use sha2::{Digest as _, Sha256};
 use storage_format::Digest;
 
+use super::gzip_members::{CrcCheck, GzipMembers};
+use super::pipe::StreamFeed;
 use crate::error::{Error, Result};
 
 /// The compression of a layer blob, with c/storage's `compression` numbers.
@@ -94,12 +96,14 @@ impl<R: Read> Read for HashingReader<R> {
 pub fn decompressor<R: Read + Send + 'static>(
     blob: R,
 ) -> Result<(Compression, Box<dyn Read + Send>)> {
-    decompress_buffered(BufReader::with_capacity(256 * 1024, blob))
+    decompress_buffered(BufReader::with_capacity(256 * 1024, blob), None)
 }
 
-/// [`decompressor`] over a reader that buffers already.
+/// [`decompressor`] over a reader that buffers already. With `hasher`, the hasher that gets the
+/// decoded stream checks each gzip member's CRC-32 (off the decoding thread).
 pub fn decompress_buffered<R: BufRead + Send + 'static>(
     mut buffered: R,
+    hasher: Option<&StreamFeed>,
 ) -> Result<(Compression, Box<dyn Read + Send>)> {
     let head = buffered
         .fill_buf()
@@ -107,7 +111,17 @@ pub fn decompress_buffered<R: BufRead + Send + 'static>(
     let compression = Compression::sniff(head);
     let reader: Box<dyn Read + Send> = match compression {
         Compression::None => Box::new(buffered),
-        Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(buffered)),
+        Compression::Gzip => {
+            let check = match hasher {
+                Some(feed) => feed
+                    .gzip_crc_check()
+                    .map_err(|e| Error::read("gzip layer blob", e))?,
+                None => CrcCheck::Inline,
+            };
+            Box::new(
+                GzipMembers::new(buffered, check).map_err(|e| Error::read("gzip layer blob", e))?,
+            )
+        }
         Compression::Zstd => Box::new(
             zstd::stream::read::Decoder::with_buffer(buffered)
                 .map_err(|e| Error::read("zstd layer blob", e))?,

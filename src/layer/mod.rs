@@ -3,6 +3,7 @@
 
 pub mod decompress;
 pub mod entry;
+pub mod gzip_members;
 mod page_buf;
 pub mod path;
 pub mod pipe;

@@ -11,6 +11,7 @@ use std::thread::ScopedJoinHandle;
 use sha2::{Digest as _, Sha256};
 use storage_format::Digest;
 
+use super::gzip_members::{CrcCheck, MemberEnd};
 use super::page_buf::PageBuf;
 
 /// Chunk size handed between the threads.
@@ -37,6 +38,11 @@ enum ToHash {
     Blob(Chunk),
     /// Bytes of the stream the blob decompresses to.
     Stream(Chunk),
+    /// The stream is decoded from gzip members: compute the CRC-32 of each (sent before any of
+    /// the stream's bytes).
+    Members,
+    /// A gzip member ended.
+    MemberEnd(MemberEnd),
 }
 
 /// What the hasher computed, once both streams ended.
@@ -46,6 +52,9 @@ pub struct Hashes {
     pub blob: (Digest, u64),
     /// SHA-256 and length of the decompressed stream, when one was fed ([`StreamFeed`]).
     pub stream: Option<(Digest, u64)>,
+    /// The first gzip member whose CRC-32 did not match its trailer, when the hasher checked them
+    /// ([`StreamFeed::gzip_crc_check`]): its number (from 1), the trailer's CRC and the data's.
+    pub bad_member: Option<(u64, u32, u32)>,
 }
 
 /// A pool of buffers: the sending half returns them, the receiving half reuses them (no mapping
@@ -123,6 +132,84 @@ impl std::fmt::Debug for StreamFeed {
     }
 }
 
+impl StreamFeed {
+    /// Has the hasher check the CRC-32 of every gzip member the stream is decoded from (off the
+    /// decoding thread): give the result to the gzip decoder, before it decodes anything.
+    pub fn gzip_crc_check(&self) -> std::io::Result<CrcCheck> {
+        let stopped = || std::io::Error::other("the stream hasher stopped");
+        self.tx.send(ToHash::Members).map_err(|_| stopped())?;
+        let tx = self.tx.clone();
+        Ok(CrcCheck::Deferred(Box::new(move |end| {
+            tx.send(ToHash::MemberEnd(end)).map_err(|_| stopped())
+        })))
+    }
+}
+
+/// The CRC-32s of the gzip members of a stream, computed as its bytes go by.
+#[derive(Default)]
+struct MemberCrcs {
+    /// Of the current member's bytes so far.
+    crc: flate2::Crc,
+    /// Stream bytes seen.
+    pos: u64,
+    /// Member ends told but not reached yet (the decoder may be ahead of the hasher).
+    pending: std::collections::VecDeque<MemberEnd>,
+    /// Members checked.
+    done: u64,
+    /// The first member that did not match.
+    bad: Option<(u64, u32, u32)>,
+    /// Whether the decoder told an end before the bytes already seen (a bug, not bad input).
+    lost: bool,
+}
+
+impl MemberCrcs {
+    /// Takes the next bytes of the stream, ending members at their ends.
+    fn update(&mut self, mut bytes: &[u8]) {
+        while let Some(&e) = self.pending.front()
+            && e.end <= self.pos + bytes.len() as u64
+        {
+            self.pending.pop_front();
+            let k = usize::try_from(e.end.saturating_sub(self.pos)).unwrap_or(bytes.len());
+            self.crc.update(&bytes[..k]);
+            self.pos = e.end;
+            bytes = &bytes[k..];
+            self.end_member(e);
+        }
+        self.crc.update(bytes);
+        self.pos += bytes.len() as u64;
+    }
+
+    /// A member ended at `e.end` (ends come in order).
+    fn told(&mut self, e: MemberEnd) {
+        if !self.pending.is_empty() || e.end > self.pos {
+            self.pending.push_back(e);
+        } else if e.end == self.pos {
+            self.end_member(e);
+        } else {
+            self.lost = true;
+        }
+    }
+
+    fn end_member(&mut self, e: MemberEnd) {
+        self.done += 1;
+        let sum = self.crc.sum();
+        if sum != e.crc && self.bad.is_none() {
+            self.bad = Some((self.done, e.crc, sum));
+        }
+        self.crc.reset();
+    }
+
+    /// The first bad member, once the stream is complete: also one whose end never came, or
+    /// bytes after the last member.
+    fn result(self) -> Option<(u64, u32, u32)> {
+        if self.bad.is_some() {
+            return self.bad;
+        }
+        let tail = self.crc.amount() > 0 || !self.pending.is_empty() || self.lost;
+        tail.then_some((self.done + 1, 0, self.crc.sum()))
+    }
+}
+
 /// Starts the hasher on a thread of `scope`: returns the blob reader that feeds it (read through
 /// it, as a [`BufRead`], everything the blob has), the feed for the decompressed stream (give it
 /// to [`spawn_pump_hashed`], or drop it when the blob is not compressed), and the hasher's handle.
@@ -140,6 +227,7 @@ pub fn spawn_hasher<'scope, R: Read + Send + 'scope>(
     let hasher = scope.spawn(move || {
         let (mut blob_sha, mut blob_size) = (Sha256::new(), 0u64);
         let mut stream: Option<(Sha256, u64)> = None;
+        let mut members: Option<MemberCrcs> = None;
         for msg in rx {
             match msg {
                 ToHash::Blob(c) => {
@@ -151,13 +239,23 @@ pub fn spawn_hasher<'scope, R: Read + Send + 'scope>(
                     let (sha, size) = stream.get_or_insert_with(|| (Sha256::new(), 0));
                     sha.update(&c[..]);
                     *size += c.len() as u64;
+                    if let Some(m) = members.as_mut() {
+                        m.update(&c[..]);
+                    }
                     recycle(&stream_back, c);
+                }
+                ToHash::Members => members = Some(MemberCrcs::default()),
+                ToHash::MemberEnd(e) => {
+                    if let Some(m) = members.as_mut() {
+                        m.told(e);
+                    }
                 }
             }
         }
         Hashes {
             blob: (Digest::from_sha256(blob_sha.finalize().into()), blob_size),
             stream: stream.map(|(sha, size)| (Digest::from_sha256(sha.finalize().into()), size)),
+            bad_member: members.and_then(MemberCrcs::result),
         }
     });
     let reader = HashedBlob {
@@ -328,5 +426,64 @@ impl Read for PipeReader {
         out[..n].copy_from_slice(&self.current[self.pos..self.pos + n]);
         self.pos += n;
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn gz(data: &[u8]) -> Vec<u8> {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        e.write_all(data).unwrap();
+        e.finish().unwrap()
+    }
+
+    /// Decodes `blob` through the hasher and the pump as a layer import does: the stream, and
+    /// what the hasher found.
+    fn through_pipe(blob: Vec<u8>) -> (std::io::Result<Vec<u8>>, Hashes) {
+        std::thread::scope(|s| {
+            let read = Arc::new(AtomicU64::new(0));
+            let (blob, feed, hasher) = spawn_hasher(s, std::io::Cursor::new(blob), read);
+            let (_, reader) = super::super::decompress::decompress_buffered(blob, Some(&feed))
+                .expect("a gzip header");
+            let mut pipe = spawn_pump_hashed(s, reader, feed);
+            let mut out = Vec::new();
+            let r = pipe.read_to_end(&mut out).map(|_| out);
+            drop(pipe);
+            (r, hasher.join().expect("the hasher"))
+        })
+    }
+
+    #[test]
+    fn gzip_members_checked_by_the_hasher() {
+        // Member ends inside a chunk, exactly at a chunk's end, and an empty member.
+        let parts: [Vec<u8>; 4] = [
+            (0..300_000u32).map(|i| (i % 251) as u8).collect(),
+            (0..(2 * CHUNK as u32 - 300_000))
+                .map(|i| (i % 13) as u8)
+                .collect(),
+            Vec::new(),
+            b"tail".to_vec(),
+        ];
+        let blob: Vec<u8> = parts.iter().flat_map(|p| gz(p)).collect();
+        let (out, hashes) = through_pipe(blob.clone());
+        assert_eq!(out.unwrap(), parts.concat());
+        assert_eq!(hashes.bad_member, None);
+        assert_eq!(
+            hashes.stream.map(|s| s.1),
+            Some(parts.concat().len() as u64)
+        );
+
+        // The third member's CRC is wrong (its length is right): found by the hasher.
+        let sizes: Vec<usize> = parts.iter().map(|p| gz(p).len()).collect();
+        let mut bad = blob;
+        let third_end = sizes[0] + sizes[1] + sizes[2];
+        bad[third_end - 8] ^= 0x40;
+        let (out, hashes) = through_pipe(bad);
+        assert_eq!(out.unwrap(), parts.concat());
+        let (member, _, actual) = hashes.bad_member.expect("a bad member");
+        assert_eq!((member, actual), (3, 0));
     }
 }

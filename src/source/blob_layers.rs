@@ -53,7 +53,7 @@ impl LayerProducer for BlobLayers<'_> {
         // uncompressed blob's DiffID is its own digest.
         let (compression, hashes) = std::thread::scope(|s| -> Result<_> {
             let (blob, feed, hasher) = spawn_hasher(s, blob, read_bytes.clone());
-            let (compression, reader) = decompress_buffered(blob)?;
+            let (compression, reader) = decompress_buffered(blob, Some(&feed))?;
             let report = |written| {
                 let read = read_bytes.load(Ordering::Relaxed);
                 progress(LayerBytes { written, read });
@@ -90,6 +90,16 @@ impl LayerProducer for BlobLayers<'_> {
                 what: format!("layer blob {}", layer.blob_digest),
                 expected: layer.blob_size,
                 found: blob_size,
+            });
+        }
+        if let Some((member, expected, actual)) = hashes.bad_member {
+            return Err(Error::DigestMismatch {
+                what: format!(
+                    "CRC-32 of gzip member {member} of layer blob {}",
+                    layer.blob_digest
+                ),
+                expected: format!("{expected:08x}"),
+                actual: format!("{actual:08x}"),
             });
         }
         progress(LayerBytes {

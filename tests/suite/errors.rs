@@ -78,6 +78,13 @@ fn error_truncated_gzip_vfs() {
     broken(Driver::Vfs, Breakage::TruncatedGzip);
 }
 
+/// A gzip layer whose trailer's CRC-32 is wrong (the blob's digest and the DiffID are right):
+/// c/storage refuses it, so do we.
+#[test]
+fn error_gzip_bad_crc() {
+    broken(Driver::Overlay, Breakage::GzipBadCrc);
+}
+
 /// A zstd layer cut in half.
 #[test]
 fn error_truncated_zstd() {

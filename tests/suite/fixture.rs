@@ -814,6 +814,8 @@ pub enum Breakage {
     TruncatedGzip,
     /// The zstd frame stops halfway.
     TruncatedZstd,
+    /// The gzip trailer's CRC-32 is wrong (digest, size and DiffID are right).
+    GzipBadCrc,
     /// An uncompressed tar cut in the middle of a file's data (DiffID = digest of the cut tar).
     TruncatedTar,
     /// A hard link whose target is `../../etc/passwd`.
@@ -854,6 +856,16 @@ pub fn write_broken(oci: &mut OciDir, tag: &str, how: Breakage) {
             LayerBlob {
                 media_type: Compression::Zstd.media_type().to_string(),
                 blob: zst[..zst.len() / 2].to_vec(),
+                diff_id: sha256_digest(&tar),
+            }
+        }
+        Breakage::GzipBadCrc => {
+            let mut gz = Compression::Gzip.compress(&tar);
+            let n = gz.len();
+            gz[n - 8] ^= 0x01;
+            LayerBlob {
+                media_type: Compression::Gzip.media_type().to_string(),
+                blob: gz,
                 diff_id: sha256_digest(&tar),
             }
         }

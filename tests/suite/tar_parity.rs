@@ -550,3 +550,43 @@ fn generated_tars_match_skopeo() {
         divergences.join("\n\n")
     );
 }
+
+/// A gzip layer made of several members (as `cat a.gz b.gz` or parallel compressors write), cut
+/// inside a header and inside file data, one member empty: read as one stream, as skopeo does.
+#[test]
+fn multi_member_gzip_matches_skopeo() {
+    let reference = TestStore::new(Driver::Overlay);
+    let ours = TestStore::new(Driver::Overlay);
+    let mut oci = OciDir::create(&reference.scratch("members"));
+    let tar = fixture::rich_tars().remove(0);
+    let cuts = [0, 100, 700, 700, tar.len() / 2, tar.len()];
+    let blob: Vec<u8> = cuts
+        .windows(2)
+        .flat_map(|w| Compression::Gzip.compress(&tar[w[0]..w[1]]))
+        .collect();
+    let spec = ImageSpec {
+        layers: vec![fixture::LayerBlob {
+            media_type: Compression::Gzip.media_type().to_string(),
+            blob,
+            diff_id: fixture::sha256_digest(&tar),
+        }],
+        label: "multi-member gzip".into(),
+    };
+    oci.add_image(Some("m"), &spec);
+    let name = "localhost/members:latest";
+    match copy_both(&reference, &ours, &oci.source(Some("m")), name) {
+        Outcome::BothAccept => {}
+        Outcome::BothRefuse => panic!("both refused a multi-member gzip layer"),
+        Outcome::Differ(d) => panic!("{d}"),
+    }
+    let theirs = walk_tree(&reference.image_mount(name));
+    reference.image_umount(name);
+    let mine = walk_tree(&ours.image_mount(name));
+    ours.image_umount(name);
+    let d = diff_trees(&theirs, &mine, &[""]);
+    assert!(d.is_empty(), "trees differ:\n{}", d.join("\n"));
+    assert_eq!(
+        reference.image_records()[0]["id"],
+        ours.image_records()[0]["id"]
+    );
+}
