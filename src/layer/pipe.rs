@@ -54,6 +54,8 @@ pub struct Hashes {
     pub stream: Option<(Digest, u64)>,
     /// The first gzip member whose CRC-32 did not match its trailer, when the hasher checked them
     /// ([`StreamFeed::gzip_crc_check`]): its number (from 1), the trailer's CRC and the data's.
+    /// Bytes after the last member's end, or an end the stream never reached, count as a member
+    /// whose trailer says 0 (the decoder fails first on such input).
     pub bad_member: Option<(u64, u32, u32)>,
 }
 

@@ -102,10 +102,17 @@ pub fn open(imgref: &str, opts: &FetchOptions) -> Result<OpenedSource> {
     let rt = shared_runtime()?;
     // skopeo runs with PR_SET_PDEATHSIG: started on the runtime's worker thread, it lives as long
     // as the runtime, whichever thread opened the image.
-    let (conn, digest, manifest, config) = opts.retry.run(&format!("opening {imgref}"), || {
+    let opened = opts.retry.run(&format!("opening {imgref}"), || {
         rt.block_on(rt.spawn(connect_and_read(imgref.to_string(), opts.clone())))
             .map_err(|e| Error::Internal(format!("the proxy task failed: {e}")))?
-    })?;
+    });
+    let (conn, digest, manifest, config) = match opened {
+        Ok(o) => o,
+        Err(e) => {
+            release_runtime(rt);
+            return Err(e);
+        }
+    };
     let mut blobs = ProxyBlobs {
         pool: Arc::new(std::sync::Mutex::new(vec![conn])),
         rt: Some(rt),
