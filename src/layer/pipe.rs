@@ -16,8 +16,10 @@ use super::page_buf::PageBuf;
 
 /// Chunk size handed between the threads.
 const CHUNK: usize = 512 * 1024;
-/// Chunks in flight: bounds memory to a few MiB whatever the image size.
-const DEPTH: usize = 4;
+/// Chunks in flight: bounds memory to a few MiB whatever the image size. Eight (4 MiB) carry the
+/// decoder through a region of small files, where writing is slower than decoding (four: the
+/// one-layer Debian import 1.5 % slower, 2 MB less resident).
+const DEPTH: usize = 8;
 /// Size of the reads from a blob.
 const BLOB_CHUNK: usize = 64 * 1024;
 /// Chunks waiting for the hasher (blob and stream together): about 4 ms of the decoder's output,
