@@ -29,6 +29,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("gvariant", gvariant),
     ("tar_build", tar_build),
     ("splitstream", splitstream),
+    ("gzip_members", gzip_members),
 ];
 
 /// The tar reader: entry after entry, data read to the end, until the end or an error.
@@ -320,5 +321,65 @@ pub fn splitstream(data: &[u8]) {
     if std::fs::write(&file, data).is_ok() {
         let _ = bootc_image::source::composefs::layer_stream_diff_id(repo, &file);
         let _ = std::fs::remove_file(&file);
+    }
+}
+
+/// Decoded bytes read at most from one input: a small input may inflate a thousandfold.
+const GZIP_OUT_LIMIT: usize = 32 << 20;
+
+/// A gzip blob (hostile members, headers, trailers), decoded twice: with each member's CRC-32
+/// checked by the reader, and through the layer pipeline, where the hash thread checks it. Never
+/// a panic or a hang; and both must agree: the same bytes when both accept, a refusal by the
+/// reader exactly when the pipeline fails or names a bad member.
+pub fn gzip_members(data: &[u8]) {
+    use bootc_image::layer::gzip_members::{CrcCheck, GzipMembers};
+    use std::io::Read;
+    let capped = |r: &mut dyn Read| -> std::io::Result<Option<Vec<u8>>> {
+        let mut out = Vec::new();
+        r.take(GZIP_OUT_LIMIT as u64 + 1).read_to_end(&mut out)?;
+        Ok((out.len() <= GZIP_OUT_LIMIT).then_some(out))
+    };
+    let inline = GzipMembers::new(data, CrcCheck::Inline).and_then(|mut g| capped(&mut g));
+    let (piped, bad_member) = std::thread::scope(|s| {
+        let read = std::sync::Arc::new(AtomicU64::new(0));
+        let (blob, feed, hasher) =
+            bootc_image::layer::pipe::spawn_hasher(s, std::io::Cursor::new(data.to_vec()), read);
+        let piped = match bootc_image::layer::decompress::decompress_buffered(blob, Some(&feed)) {
+            Ok((bootc_image::layer::decompress::Compression::Gzip, reader)) => {
+                let mut pipe = bootc_image::layer::pipe::spawn_pump_hashed(s, reader, feed);
+                let r = capped(&mut pipe);
+                // Whatever is left unread stops with the pipe.
+                drop(pipe);
+                r
+            }
+            // Not gzip by its magic: the reader refuses it too (checked below). The feed goes,
+            // or the hasher would wait for it.
+            Ok(_) => {
+                drop(feed);
+                Err(std::io::Error::other("not gzip"))
+            }
+            Err(e) => {
+                drop(feed);
+                Err(std::io::Error::other(e.to_string()))
+            }
+        };
+        let hashes = hasher.join().expect("the hasher does not panic");
+        (piped, hashes.bad_member)
+    });
+    match (inline, piped) {
+        (Ok(Some(a)), Ok(Some(b))) => {
+            assert_eq!(a, b, "the two decodings differ");
+            assert_eq!(
+                bad_member, None,
+                "the reader accepted a member the hasher refused"
+            );
+        }
+        (Ok(None), _) | (_, Ok(None)) => {}
+        (Ok(Some(_)), Err(e)) => panic!("the reader accepted what the pipeline refused: {e}"),
+        (Err(e), Ok(Some(_))) => assert!(
+            bad_member.is_some(),
+            "the reader refused ({e}) what the pipeline accepted"
+        ),
+        (Err(_), Err(_)) => {}
     }
 }

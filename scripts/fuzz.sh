@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../fuzz"
 
 seconds=${1:-60}
-targets=(tar_stream tar_layer tar_split records manifest reference storage_conf gvariant tar_build splitstream)
+targets=(tar_stream tar_layer tar_split records manifest reference storage_conf gvariant tar_build splitstream gzip_members)
 cargo +nightly fuzz build --release >/dev/null
 status=0
 for t in "${targets[@]}"; do

@@ -162,6 +162,29 @@ fn seeds(target: &str, scratch: &std::path::Path) -> Vec<Vec<u8>> {
                 .map(|e| std::fs::read(e.path()).expect("stream"))
                 .collect()
         }
+        "gzip_members" => {
+            // One member, several (one empty, with a name, a comment and extra fields), and a
+            // layer as the fixtures compress it.
+            let gz = |d: &[u8], b: flate2::GzBuilder| {
+                let mut e = b.write(Vec::new(), flate2::Compression::fast());
+                std::io::Write::write_all(&mut e, d).expect("gzip");
+                e.finish().expect("gzip")
+            };
+            let mut multi = gz(b"first ", flate2::GzBuilder::new());
+            multi.extend(gz(b"", flate2::GzBuilder::new()));
+            multi.extend(gz(
+                b"second",
+                flate2::GzBuilder::new()
+                    .filename("n")
+                    .comment("c")
+                    .extra(vec![1, 2]),
+            ));
+            vec![
+                gz(&fixture::small_tar(3), flate2::GzBuilder::new()),
+                multi,
+                Compression::Gzip.compress(&fixture::rich_tars().remove(0)),
+            ]
+        }
         "reference" => [
             "localhost/bootc",
             "quay.io/a/b:1.0",
