@@ -1,6 +1,7 @@
 //! Runs a reader on its own thread, so decompression overlaps with writing files; optionally a
 //! third thread hashes what goes through: the blob as it is read (its digest) and the stream it
-//! decompresses to (the layer's DiffID), so neither of the other two carries a hash.
+//! decompresses to (the layer's DiffID, and the CRC-32 of each gzip member), so neither of the
+//! other two carries a hash.
 
 use std::io::{BufRead, Read};
 use std::sync::Arc;
