@@ -12,7 +12,7 @@ use std::thread::ScopedJoinHandle;
 use sha2::{Digest as _, Sha256};
 use storage_format::Digest;
 
-use super::gzip_members::{CrcCheck, MemberEnd};
+use super::gzip_members::{CrcCheck, MemberCrcs, MemberEnd};
 use super::page_buf::PageBuf;
 
 /// Chunk size handed between the threads.
@@ -150,71 +150,6 @@ impl StreamFeed {
         Ok(CrcCheck::Deferred(Box::new(move |end| {
             tx.send(ToHash::MemberEnd(end)).map_err(|_| stopped())
         })))
-    }
-}
-
-/// The CRC-32s of the gzip members of a stream, computed as its bytes go by.
-#[derive(Default)]
-struct MemberCrcs {
-    /// Of the current member's bytes so far.
-    crc: flate2::Crc,
-    /// Stream bytes seen.
-    pos: u64,
-    /// Member ends told but not reached yet (the decoder may be ahead of the hasher).
-    pending: std::collections::VecDeque<MemberEnd>,
-    /// Members checked.
-    done: u64,
-    /// The first member that did not match.
-    bad: Option<(u64, u32, u32)>,
-    /// Whether the decoder told an end before the bytes already seen (a bug, not bad input).
-    lost: bool,
-}
-
-impl MemberCrcs {
-    /// Takes the next bytes of the stream, ending members at their ends.
-    fn update(&mut self, mut bytes: &[u8]) {
-        while let Some(&e) = self.pending.front()
-            && e.end <= self.pos + bytes.len() as u64
-        {
-            self.pending.pop_front();
-            let k = usize::try_from(e.end.saturating_sub(self.pos)).unwrap_or(bytes.len());
-            self.crc.update(&bytes[..k]);
-            self.pos = e.end;
-            bytes = &bytes[k..];
-            self.end_member(e);
-        }
-        self.crc.update(bytes);
-        self.pos += bytes.len() as u64;
-    }
-
-    /// A member ended at `e.end` (ends come in order).
-    fn told(&mut self, e: MemberEnd) {
-        if !self.pending.is_empty() || e.end > self.pos {
-            self.pending.push_back(e);
-        } else if e.end == self.pos {
-            self.end_member(e);
-        } else {
-            self.lost = true;
-        }
-    }
-
-    fn end_member(&mut self, e: MemberEnd) {
-        self.done += 1;
-        let sum = self.crc.sum();
-        if sum != e.crc && self.bad.is_none() {
-            self.bad = Some((self.done, e.crc, sum));
-        }
-        self.crc.reset();
-    }
-
-    /// The first bad member, once the stream is complete: also one whose end never came, or
-    /// bytes after the last member.
-    fn result(self) -> Option<(u64, u32, u32)> {
-        if self.bad.is_some() {
-            return self.bad;
-        }
-        let tail = self.crc.amount() > 0 || !self.pending.is_empty() || self.lost;
-        tail.then_some((self.done + 1, 0, self.crc.sum()))
     }
 }
 
