@@ -1,6 +1,6 @@
 //! Blob decompression (gzip, zstd, none) with the blob's own digest computed on the way.
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, Read};
 use std::sync::{Arc, Mutex};
 
 use sha2::{Digest as _, Sha256};
@@ -92,15 +92,9 @@ impl<R: Read> Read for HashingReader<R> {
     }
 }
 
-/// Opens a decompressing reader over a blob reader, sniffing its compression.
-pub fn decompressor<R: Read + Send + 'static>(
-    blob: R,
-) -> Result<(Compression, Box<dyn Read + Send>)> {
-    decompress_buffered(BufReader::with_capacity(256 * 1024, blob), None)
-}
-
-/// [`decompressor`] over a reader that buffers already. With `hasher`, the hasher that gets the
-/// decoded stream checks each gzip member's CRC-32 (off the decoding thread).
+/// Opens a decompressing reader over a buffered blob reader, sniffing its compression. With
+/// `hasher`, the hasher that gets the decoded stream checks each gzip member's CRC-32 (off the
+/// decoding thread); without, the reader checks it.
 pub fn decompress_buffered<R: BufRead + Send + 'static>(
     mut buffered: R,
     hasher: Option<&StreamFeed>,
