@@ -92,12 +92,7 @@ impl OpenFile {
             FileOut::Direct(f) => {
                 std::io::Write::write_all(f, b).map_err(|e| Error::write_entry(name, e))
             }
-            FileOut::Queued(q) => match &tree.deferred {
-                Some(d) => q.write(d, b),
-                None => Err(Error::Internal(
-                    "a queued file without a file thread".into(),
-                )),
-            },
+            FileOut::Queued(q) => q.write(tree.file_thread()?, b),
         }
     }
 }
@@ -309,6 +304,13 @@ impl TreeWriter {
             current = self.cache.insert(prefix, fd);
         }
         Ok(current)
+    }
+
+    /// The file thread, which a queued file was handed to.
+    fn file_thread(&self) -> Result<&Deferred> {
+        self.deferred
+            .as_ref()
+            .ok_or_else(|| Error::Internal("a queued file without a file thread".into()))
     }
 
     /// Waits until the file thread has written and closed every file handed to it.
@@ -574,13 +576,7 @@ impl TreeWriter {
         let meta = FileMeta::of(h, full.clone())?;
         match f.0 {
             FileOut::Direct(f) => apply_file_meta(&f, &meta, &self.root_path)?,
-            FileOut::Queued(q) => {
-                let d = self
-                    .deferred
-                    .as_ref()
-                    .ok_or_else(|| Error::Internal("a queued file without a file thread".into()))?;
-                q.finish(d, meta)?;
-            }
+            FileOut::Queued(q) => q.finish(self.file_thread()?, meta)?,
         }
         if h.kind == EntryKind::Regular && h.xattrs.is_empty() {
             self.known.insert(full, meta_of(h));
