@@ -1,6 +1,6 @@
 //! Directory fds by path, for the tree writer.
 
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt};
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
 

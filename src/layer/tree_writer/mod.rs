@@ -5,7 +5,7 @@
 //! nothing is ever written outside. The last component is always created or changed with `*at` calls that
 //! do not follow it.
 
-use std::collections::{HashMap, HashSet};
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use std::fs::File;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
