@@ -8,7 +8,7 @@
 //! ([`BuiltEntries`] adds the padding).
 
 use std::fs::File;
-use std::io::Read;
+use std::io::{BufRead, Read};
 use std::path::Path;
 
 use super::tar_header::{BLOCK, EntryKind, TarHeader};
@@ -55,6 +55,9 @@ pub enum Content<'a> {
     Bytes(&'a [u8]),
     /// Content read from a stream (a tar stream's entry data, an object stream).
     Stream(&'a mut dyn Read),
+    /// Content read from a buffered stream: the sink takes the bytes where the stream holds them
+    /// (a decoded layer's chunks), without copying them into a buffer of its own first.
+    Buffered(&'a mut dyn BufRead),
     /// Content in an existing file. With `linkable`, the file itself has the entry's metadata and
     /// may become the entry (a hardlink); else its bytes are copied.
     Object {
@@ -73,6 +76,7 @@ impl std::fmt::Debug for Content<'_> {
             Content::None => f.write_str("None"),
             Content::Bytes(b) => write!(f, "Bytes({})", b.len()),
             Content::Stream(_) => f.write_str("Stream"),
+            Content::Buffered(_) => f.write_str("Buffered"),
             Content::Object { path, linkable, .. } => {
                 write!(f, "Object({}, linkable: {linkable})", path.display())
             }

@@ -3,7 +3,7 @@
 //! layer's tree — or, digest-only, just hashes the stream (a DiffID from content, `verify`).
 
 use std::collections::BTreeSet;
-use std::io::{Read, Write};
+use std::io::{BufRead, Read, Write};
 
 use sha2::{Digest as _, Sha256};
 use storage_format::{Crc64, Digest, TarSplitWriter};
@@ -394,6 +394,7 @@ fn drain(
             return Ok(b.len() as u64);
         }
         Content::Stream(r) => r,
+        Content::Buffered(r) => return drain_buffered(r, name, limit, sha, crc, out),
         Content::Object { file: f, .. } => {
             file = f;
             &mut file
@@ -409,6 +410,33 @@ fn drain(
             Err(e) => return Err(content_error(e, name)),
         };
         consume(&buf[..n], sha, crc, out.as_mut(), name)?;
+        got += n as u64;
+    }
+    Ok(got)
+}
+
+/// [`drain`] of a buffered stream: its bytes are taken where it holds them.
+fn drain_buffered(
+    reader: &mut dyn BufRead,
+    name: &[u8],
+    limit: u64,
+    sha: &mut Option<Sha256>,
+    crc: &mut Crc64,
+    mut out: Option<Out<'_, '_>>,
+) -> Result<u64> {
+    let mut got = 0u64;
+    while got < limit {
+        let avail = match reader.fill_buf() {
+            Ok([]) => break,
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(content_error(e, name)),
+        };
+        let n = avail
+            .len()
+            .min(usize::try_from(limit - got).unwrap_or(usize::MAX));
+        consume(&avail[..n], sha, crc, out.as_mut(), name)?;
+        reader.consume(n);
         got += n as u64;
     }
     Ok(got)

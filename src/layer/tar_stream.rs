@@ -5,7 +5,7 @@
 //! stores as a segment. Entry data is then read with [`TarStream::read_data`]. At the end the trailing
 //! bytes (end-of-archive blocks and any record padding) come as raw chunks too.
 
-use std::io::Read;
+use std::io::{BufRead, Read};
 
 use super::entry::{Content, Entry, EntryMeta};
 use super::sink::LayerSink;
@@ -288,9 +288,39 @@ impl<R: Read> Read for EntryData<'_, R> {
     }
 }
 
+/// Over a buffered stream, the entry's data is read in place: [`fill_buf`](BufRead::fill_buf)
+/// gives the stream's buffered bytes up to the entry's end.
+impl<R: BufRead> BufRead for EntryData<'_, R> {
+    fn fill_buf(&mut self) -> std::io::Result<&[u8]> {
+        let remaining = self.0.remaining;
+        if remaining == 0 {
+            return Ok(&[]);
+        }
+        let avail = self
+            .0
+            .inner
+            .fill_buf()
+            .map_err(|e| std::io::Error::other(stream_error(e)))?;
+        if avail.is_empty() {
+            return Err(std::io::Error::other(Error::truncated("tar entry data")));
+        }
+        let n = avail
+            .len()
+            .min(usize::try_from(remaining).unwrap_or(usize::MAX));
+        Ok(&avail[..n])
+    }
+
+    fn consume(&mut self, n: usize) {
+        let n = n.min(usize::try_from(self.0.remaining).unwrap_or(usize::MAX));
+        self.0.inner.consume(n);
+        self.0.remaining -= n as u64;
+    }
+}
+
 /// A tar stream as a producer of entries: feeds every entry of `input` into `sink`, then the
-/// trailer; `progress` gets the stream's bytes consumed so far after each entry.
-pub fn feed_tar<R: Read>(
+/// trailer; `progress` gets the stream's bytes consumed so far after each entry. Entry data is
+/// handed to the sink in `input`'s own buffer ([`Content::Buffered`]).
+pub fn feed_tar<R: BufRead>(
     input: R,
     sink: &mut LayerSink<'_>,
     mut progress: impl FnMut(u64),
@@ -305,7 +335,7 @@ pub fn feed_tar<R: Read>(
                 sink.entry(Entry {
                     raw: &raw,
                     meta: EntryMeta::Header(&header),
-                    content: Content::Stream(&mut data),
+                    content: Content::Buffered(&mut data),
                 })?;
                 // Data the sink did not read (none, unless it failed) is an error of the stream.
                 if stream.remaining != 0 {

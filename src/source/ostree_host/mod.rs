@@ -332,6 +332,7 @@ impl HostLayers<'_> {
     ) -> Result<Digest> {
         repo::ostree_export(&self.image.repo_path, layer_ref, |out| {
             let (hashing, state) = crate::layer::decompress::HashingReader::new(out);
+            let hashing = std::io::BufReader::with_capacity(256 * 1024, hashing);
             feed_tar(hashing, sink, |written| {
                 progress(LayerBytes {
                     written,
