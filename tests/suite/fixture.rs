@@ -683,6 +683,12 @@ pub fn rich_layer1() -> Vec<Entry> {
         Entry::dir("deep/sub/").mode(0o700),
         Entry::file("deep/sub/f", b"f\n".to_vec()),
         Entry::file("deep/sub/g", b"g\n".to_vec()),
+        // A set-group-ID directory: what is created in it inherits its group (and a directory
+        // its set-group-ID bit), which the headers below do not give.
+        Entry::dir("shared/").mode(0o2775).owner(0, 5678),
+        Entry::dir("shared/sub/"),
+        Entry::file("shared/f", b"f\n".to_vec()),
+        Entry::symlink("shared/link", "sub").owner(1234, 1234),
         Entry::dir("srv/").mtime_ns(EPOCH + 30, 123_456_789),
         Entry::file("srv/data.txt", b"nanos\n".to_vec()).mtime_ns(EPOCH + 31, 987_654_321),
         Entry::dir("xdir/").xattr("user.dirattr", b"on a dir"),

@@ -192,14 +192,23 @@ impl TreeWriter {
             self.known.clear();
         }
         let parent = self.parent(parent_comps)?;
-        rustix::fs::chownat(
-            &*parent,
-            base,
-            Some(uid),
-            Some(gid),
-            AtFlags::SYMLINK_NOFOLLOW,
-        )
-        .map_err(|e| errno("chown", &root_path, &full, e))?;
+        // As for a regular file (see `apply_file_meta`): an entry just created often has its
+        // owner and mode already, and a stat is much cheaper than a chown and a chmod. A hardlink's
+        // inode was looked at above; with xattrs, all calls are made in c/storage's order.
+        let st = (h.kind != EntryKind::HardLink && h.xattrs.is_empty())
+            .then(|| rustix::fs::statat(&*parent, base, AtFlags::SYMLINK_NOFOLLOW).ok())
+            .flatten();
+        let owned = st.is_some_and(|st| st.st_uid == uid.as_raw() && st.st_gid == gid.as_raw());
+        if !owned {
+            rustix::fs::chownat(
+                &*parent,
+                base,
+                Some(uid),
+                Some(gid),
+                AtFlags::SYMLINK_NOFOLLOW,
+            )
+            .map_err(|e| errno("chown", &root_path, &full, e))?;
+        }
         if !h.xattrs.is_empty() {
             let p = proc_path(parent.as_fd(), base);
             for (k, v) in h.xattrs.iter().filter(|(k, _)| applied_xattr(k)) {
@@ -217,7 +226,9 @@ impl TreeWriter {
                 .unwrap_or(true),
             _ => false,
         };
-        if !is_symlink {
+        // A chown clears set-id bits, so the mode is only known right when none was made.
+        let mode_set = owned && st.is_some_and(|st| st.st_mode & 0o7777 == h.mode & 0o7777);
+        if !is_symlink && !mode_set {
             rustix::fs::chmodat(&*parent, base, mode, AtFlags::empty())
                 .map_err(|e| errno("chmod", &root_path, &full, e))?;
         }
