@@ -11,6 +11,7 @@ use std::fs::File;
 use std::io::{BufRead, Read};
 use std::path::Path;
 
+use super::pipe::SharedBytes;
 use super::tar_header::{BLOCK, EntryKind, TarHeader};
 
 /// What is known of an entry's header.
@@ -47,6 +48,21 @@ impl EntryMeta<'_> {
     }
 }
 
+/// A buffered stream of entry content ([`Content::Buffered`]).
+pub trait ContentRead: BufRead {
+    /// The first `n` bytes that [`fill_buf`](BufRead::fill_buf) returned, as bytes that can be
+    /// handed on without copying (the caller then consumes them); `None` when the stream cannot
+    /// share its buffer, and they are copied.
+    fn share(&mut self, n: usize) -> Option<SharedBytes> {
+        let _ = n;
+        None
+    }
+}
+
+impl<R: Read> ContentRead for std::io::BufReader<R> {}
+
+impl ContentRead for &[u8] {}
+
 /// Where an entry's content comes from.
 pub enum Content<'a> {
     /// No content (directories, links, devices, empty files).
@@ -56,8 +72,9 @@ pub enum Content<'a> {
     /// Content read from a stream (a tar stream's entry data, an object stream).
     Stream(&'a mut dyn Read),
     /// Content read from a buffered stream: the sink takes the bytes where the stream holds them
-    /// (a decoded layer's chunks), without copying them into a buffer of its own first.
-    Buffered(&'a mut dyn BufRead),
+    /// (a decoded layer's chunks), without copying them into a buffer of its own first, and hands
+    /// them on to the tree's file thread without copying when the stream can share them.
+    Buffered(&'a mut dyn ContentRead),
     /// Content in an existing file. With `linkable`, the file itself has the entry's metadata and
     /// may become the entry (a hardlink); else its bytes are copied.
     Object {

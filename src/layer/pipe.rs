@@ -12,6 +12,7 @@ use std::thread::ScopedJoinHandle;
 use sha2::{Digest as _, Sha256};
 use storage_format::Digest;
 
+use super::entry::ContentRead;
 use super::gzip_members::{CrcCheck, MemberCrcs, MemberEnd};
 use super::page_buf::PageBuf;
 
@@ -28,9 +29,13 @@ const BLOB_CHUNK: usize = 64 * 1024;
 /// path — slept whenever the hasher waited for a core (400 ms of 1.1 s in `perf sched`), and the
 /// one-layer import took 3–5 % longer.
 const HASH_DEPTH: usize = 16;
+/// Stream chunks the tree writer's file thread may hold (files' content shared with it, see
+/// [`SharedBytes`]): its queue's 4 MiB and the piece being gathered, plus the chunks at the ends.
+const FILE_HELD: usize = 11;
 /// Idle stream chunks kept for reuse: as many as can be alive at once (in the pipe, being filled,
-/// the reader's, waiting for the hasher), so none is unmapped and mapped again mid-layer.
-const STREAM_IDLE: usize = DEPTH + 2 + HASH_DEPTH;
+/// the reader's, waiting for the hasher, held by the file thread), so none is unmapped and mapped
+/// again mid-layer.
+const STREAM_IDLE: usize = DEPTH + 2 + HASH_DEPTH + FILE_HELD;
 /// Idle blob chunks kept for reuse: as many as can be alive at once (waiting for the hasher, the
 /// decoder's and the one being read).
 const BLOB_IDLE: usize = HASH_DEPTH + 2;
@@ -97,6 +102,42 @@ fn recycle(back: &SyncSender<PageBuf>, used: Chunk) {
         && v.capacity() > 0
     {
         let _ = back.try_send(v);
+    }
+}
+
+/// Bytes of a decoded chunk, handed on without copying them (a file's content, to the tree
+/// writer's file thread): the chunk goes back to its pool when its last holder lets go.
+pub struct SharedBytes {
+    chunk: Option<Chunk>,
+    start: usize,
+    end: usize,
+    back: SyncSender<PageBuf>,
+}
+
+impl std::fmt::Debug for SharedBytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedBytes")
+            .field("len", &(self.end - self.start))
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::ops::Deref for SharedBytes {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match &self.chunk {
+            Some(c) => &c[self.start..self.end],
+            None => &[],
+        }
+    }
+}
+
+impl Drop for SharedBytes {
+    fn drop(&mut self) {
+        if let Some(c) = self.chunk.take() {
+            recycle(&self.back, c);
+        }
     }
 }
 
@@ -370,6 +411,21 @@ impl BufRead for PipeReader {
 
     fn consume(&mut self, n: usize) {
         self.pos = (self.pos + n).min(self.current.len());
+    }
+}
+
+impl ContentRead for PipeReader {
+    fn share(&mut self, n: usize) -> Option<SharedBytes> {
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|&e| e <= self.current.len())?;
+        Some(SharedBytes {
+            chunk: Some(self.current.clone()),
+            start: self.pos,
+            end,
+            back: self.back.clone(),
+        })
     }
 }
 

@@ -3,12 +3,12 @@
 //! layer's tree — or, digest-only, just hashes the stream (a DiffID from content, `verify`).
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, Read, Write};
+use std::io::{Read, Write};
 
 use sha2::{Digest as _, Sha256};
 use storage_format::{Crc64, Digest, TarSplitWriter};
 
-use super::entry::{Content, Entry, EntryDone, EntryMeta};
+use super::entry::{Content, ContentRead, Entry, EntryDone, EntryMeta};
 use super::tar_header::{EntryKind, TarHeader};
 use super::tree_writer::{Linked, OpenFile, TreeWriter, WHITEOUT_PREFIX};
 use crate::error::{Error, Result};
@@ -373,6 +373,12 @@ impl Out<'_, '_> {
             Out::Stream(w) => w.write_all(b).map_err(|e| Error::write_entry(name, e)),
         }
     }
+
+    /// Whether bytes handed on whole ([`SharedBytes`](super::pipe::SharedBytes)) are taken without
+    /// a copy.
+    fn takes_shared(&self) -> bool {
+        matches!(self, Out::File(_, f) if f.takes_shared())
+    }
 }
 
 /// Reads up to `limit` bytes of `content`, hashing them (DiffID, CRC) and writing them to `out`.
@@ -417,13 +423,14 @@ fn drain(
 
 /// [`drain`] of a buffered stream: its bytes are taken where it holds them.
 fn drain_buffered(
-    reader: &mut dyn BufRead,
+    reader: &mut dyn ContentRead,
     name: &[u8],
     limit: u64,
     sha: &mut Option<Sha256>,
     crc: &mut Crc64,
     mut out: Option<Out<'_, '_>>,
 ) -> Result<u64> {
+    let share = out.as_ref().is_some_and(Out::takes_shared);
     let mut got = 0u64;
     while got < limit {
         let avail = match reader.fill_buf() {
@@ -435,7 +442,20 @@ fn drain_buffered(
         let n = avail
             .len()
             .min(usize::try_from(limit - got).unwrap_or(usize::MAX));
-        consume(&avail[..n], sha, crc, out.as_mut(), name)?;
+        if !share {
+            consume(&avail[..n], sha, crc, out.as_mut(), name)?;
+        } else {
+            consume(&avail[..n], sha, crc, None, name)?;
+            if let Some(Out::File(tree, f)) = out.as_mut() {
+                match reader.share(n) {
+                    Some(bytes) => f.write_shared(tree, bytes, name)?,
+                    None => {
+                        let avail = reader.fill_buf().map_err(|e| content_error(e, name))?;
+                        f.write_all(tree, &avail[..n.min(avail.len())], name)?;
+                    }
+                }
+            }
+        }
         reader.consume(n);
         got += n as u64;
     }

@@ -7,7 +7,8 @@
 
 use std::io::{BufRead, Read};
 
-use super::entry::{Content, Entry, EntryMeta};
+use super::entry::{Content, ContentRead, Entry, EntryMeta};
+use super::pipe::SharedBytes;
 use super::sink::LayerSink;
 use super::tar_header::{BLOCK, EntryKind, Extensions, RawHeader, TarHeader, parse_pax, resolve};
 use crate::error::{Error, Result};
@@ -317,10 +318,17 @@ impl<R: BufRead> BufRead for EntryData<'_, R> {
     }
 }
 
+impl<R: ContentRead> ContentRead for EntryData<'_, R> {
+    fn share(&mut self, n: usize) -> Option<SharedBytes> {
+        let n = n.min(usize::try_from(self.0.remaining).unwrap_or(usize::MAX));
+        self.0.inner.share(n)
+    }
+}
+
 /// A tar stream as a producer of entries: feeds every entry of `input` into `sink`, then the
 /// trailer; `progress` gets the stream's bytes consumed so far after each entry. Entry data is
 /// handed to the sink in `input`'s own buffer ([`Content::Buffered`]).
-pub fn feed_tar<R: BufRead>(
+pub fn feed_tar<R: ContentRead>(
     input: R,
     sink: &mut LayerSink<'_>,
     mut progress: impl FnMut(u64),

@@ -20,6 +20,7 @@ use std::thread::JoinHandle;
 
 use super::metadata::{FileMeta, apply_file_meta};
 use crate::error::{Error, Result};
+use crate::layer::pipe::SharedBytes;
 
 /// Bytes of file content queued at most.
 const MAX_BYTES: usize = 4 << 20;
@@ -32,14 +33,35 @@ const PIECE: usize = 256 * 1024;
 /// per batch, not per file.
 const BATCH_JOBS: usize = 32;
 
+/// Bytes of a file for the helper: copied into a buffer of its own, or chunks of the decoded
+/// stream shared as they are.
+enum Part {
+    Owned(Vec<u8>),
+    Shared(SharedBytes),
+}
+
+impl std::ops::Deref for Part {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            Part::Owned(v) => v,
+            Part::Shared(b) => b,
+        }
+    }
+}
+
+/// Consecutive bytes of a file, in parts.
+type Parts = Vec<Part>;
+
 /// Work for the helper, in the order the tree writer made it.
 enum Job {
     /// A whole file: its bytes, then its metadata; then it is closed.
-    Whole(File, Vec<u8>, Box<FileMeta>),
+    Whole(File, Parts, Box<FileMeta>),
     /// The first bytes of a larger file, and its path in the layer (for errors).
-    Start(File, Vec<u8>, Vec<u8>),
+    Start(File, Parts, Vec<u8>),
     /// More bytes of the file started last.
-    More(Vec<u8>),
+    More(Parts),
     /// The file started last is complete: its metadata, then close it.
     End(Box<FileMeta>),
 }
@@ -47,7 +69,9 @@ enum Job {
 impl Job {
     fn bytes(&self) -> usize {
         match self {
-            Job::Whole(_, b, _) | Job::Start(_, b, _) | Job::More(b) => b.len(),
+            Job::Whole(_, b, _) | Job::Start(_, b, _) | Job::More(b) => {
+                b.iter().map(|p| p.len()).sum()
+            }
             Job::End(_) => 0,
         }
     }
@@ -246,8 +270,11 @@ fn run(rx: Receiver<Vec<Job>>, shared: &Shared, root_path: &Path) {
 }
 
 fn run_job(job: Job, current: &mut Option<(File, Vec<u8>)>, root_path: &Path) -> Result<()> {
-    let write = |f: &mut File, b: &[u8], name: &[u8]| {
-        f.write_all(b).map_err(|e| Error::write_entry(name, e))
+    let write = |f: &mut File, parts: &Parts, name: &[u8]| {
+        parts
+            .iter()
+            .try_for_each(|p| f.write_all(p))
+            .map_err(|e| Error::write_entry(name, e))
     };
     match job {
         Job::Whole(mut f, b, meta) => {
@@ -270,52 +297,93 @@ fn run_job(job: Job, current: &mut Option<(File, Vec<u8>)>, root_path: &Path) ->
     }
 }
 
-/// A regular file whose bytes go to the helper: buffered here, handed over in pieces.
+/// A regular file whose bytes go to the helper: gathered here (copied, or shared chunks of the
+/// decoded stream), handed over in pieces of about [`PIECE`] bytes.
 #[derive(Debug)]
 pub(super) struct QueuedFile {
     /// The file, until its first piece is handed over.
     file: Option<File>,
     /// Its path in the layer.
     name: Vec<u8>,
-    buf: Vec<u8>,
+    /// The piece being gathered, and its length.
+    parts: Parts,
+    len: usize,
+    /// Bytes of the file not gathered yet (by its header's size).
+    left: u64,
+}
+
+impl std::fmt::Debug for Part {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Part::Owned(v) => write!(f, "Owned({})", v.len()),
+            Part::Shared(b) => write!(f, "Shared({})", b.len()),
+        }
+    }
 }
 
 impl QueuedFile {
     pub(super) fn new(file: File, name: Vec<u8>, size: u64) -> QueuedFile {
-        let cap = usize::try_from(size).map_or(PIECE, |s| s.min(PIECE));
         QueuedFile {
             file: Some(file),
             name,
-            buf: Vec::with_capacity(cap),
+            parts: Vec::with_capacity(1),
+            len: 0,
+            left: size,
         }
     }
 
-    /// Appends `b`, handing full pieces to the helper.
+    /// Appends a copy of `b`, handing full pieces to the helper.
     pub(super) fn write(&mut self, d: &Deferred, mut b: &[u8]) -> Result<()> {
         while !b.is_empty() {
-            let room = PIECE - self.buf.len().min(PIECE);
-            let n = room.min(b.len());
-            self.buf.extend_from_slice(&b[..n]);
-            b = &b[n..];
-            if self.buf.len() >= PIECE {
-                let piece = std::mem::replace(&mut self.buf, Vec::with_capacity(PIECE));
-                match self.file.take() {
-                    Some(f) => d.send(Job::Start(f, piece, self.name.clone()))?,
-                    None => d.send(Job::More(piece))?,
+            let n = (PIECE - self.len.min(PIECE)).min(b.len());
+            match self.parts.last_mut() {
+                Some(Part::Owned(v)) if v.capacity() - v.len() >= n => {
+                    v.extend_from_slice(&b[..n]);
+                }
+                _ => {
+                    let left = usize::try_from(self.left).unwrap_or(usize::MAX);
+                    let room = PIECE - self.len.min(PIECE);
+                    let mut v = Vec::with_capacity(left.min(room).max(n));
+                    v.extend_from_slice(&b[..n]);
+                    self.parts.push(Part::Owned(v));
                 }
             }
+            self.gathered(d, n)?;
+            b = &b[n..];
         }
         Ok(())
+    }
+
+    /// Appends `b` as it is (no copy), handing full pieces to the helper.
+    pub(super) fn write_shared(&mut self, d: &Deferred, b: SharedBytes) -> Result<()> {
+        let n = b.len();
+        self.parts.push(Part::Shared(b));
+        self.gathered(d, n)
+    }
+
+    /// `n` more bytes were gathered: a full piece goes to the helper.
+    fn gathered(&mut self, d: &Deferred, n: usize) -> Result<()> {
+        self.len += n;
+        self.left = self.left.saturating_sub(n as u64);
+        if self.len < PIECE {
+            return Ok(());
+        }
+        let piece = std::mem::take(&mut self.parts);
+        self.len = 0;
+        match self.file.take() {
+            Some(f) => d.send(Job::Start(f, piece, self.name.clone())),
+            None => d.send(Job::More(piece)),
+        }
     }
 
     /// The file is complete: queues what is left, then its metadata.
     pub(super) fn finish(self, d: &Deferred, meta: FileMeta) -> Result<()> {
         let meta = Box::new(meta);
         match self.file {
-            Some(f) => d.send(Job::Whole(f, self.buf, meta)),
+            Some(f) => d.send(Job::Whole(f, self.parts, meta)),
             None => {
-                if !self.buf.is_empty() {
-                    d.send(Job::More(self.buf))?;
+                if !self.parts.is_empty() {
+                    d.send(Job::More(self.parts))?;
                 }
                 d.send(Job::End(meta))
             }

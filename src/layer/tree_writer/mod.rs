@@ -25,6 +25,7 @@ pub use metadata::applied_xattr;
 use metadata::{FileMeta, apply_file_meta, dir_times, id, xattr_error_ignored};
 
 use super::path::{clean_components, join};
+use super::pipe::SharedBytes;
 use super::tar_header::{EntryKind, TarHeader};
 use crate::error::{Error, Result};
 use crate::fsutil::{create_new_file_mode_at, proc_path};
@@ -93,6 +94,22 @@ impl OpenFile {
                 std::io::Write::write_all(f, b).map_err(|e| Error::write_entry(name, e))
             }
             FileOut::Queued(q) => q.write(tree.file_thread()?, b),
+        }
+    }
+
+    /// Whether [`write_shared`](Self::write_shared) hands the bytes on without copying them (the
+    /// file is written by the tree writer's file thread).
+    pub fn takes_shared(&self) -> bool {
+        matches!(self.0, FileOut::Queued(_))
+    }
+
+    /// Appends `b`, which a file written by the file thread takes as it is.
+    pub fn write_shared(&mut self, tree: &TreeWriter, b: SharedBytes, name: &[u8]) -> Result<()> {
+        match &mut self.0 {
+            FileOut::Direct(f) => {
+                std::io::Write::write_all(f, &b).map_err(|e| Error::write_entry(name, e))
+            }
+            FileOut::Queued(q) => q.write_shared(tree.file_thread()?, b),
         }
     }
 }
