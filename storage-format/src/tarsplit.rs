@@ -12,7 +12,7 @@
 //!
 //! Gzip compression of the stream is left to the caller.
 
-use std::collections::HashSet;
+use foldhash::{HashSet, HashSetExt};
 use std::fmt;
 use std::io::{BufRead, Write};
 
