@@ -307,12 +307,17 @@ impl<R: Read> BufRead for HashedBlob<R> {
 
 impl<R: Read> Read for HashedBlob<R> {
     fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
-        let avail = self.fill_buf()?;
-        let n = out.len().min(avail.len());
-        out[..n].copy_from_slice(&avail[..n]);
-        self.consume(n);
-        Ok(n)
+        read_buffered(self, out)
     }
+}
+
+/// `Read` of a reader that is a [`BufRead`] first: a copy out of its buffer.
+fn read_buffered(r: &mut impl BufRead, out: &mut [u8]) -> std::io::Result<usize> {
+    let avail = r.fill_buf()?;
+    let n = out.len().min(avail.len());
+    out[..n].copy_from_slice(&avail[..n]);
+    r.consume(n);
+    Ok(n)
 }
 
 fn start<'scope, R: Read + Send + 'scope>(
@@ -431,11 +436,7 @@ impl ContentRead for PipeReader {
 
 impl Read for PipeReader {
     fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
-        let avail = self.fill_buf()?;
-        let n = out.len().min(avail.len());
-        out[..n].copy_from_slice(&avail[..n]);
-        self.consume(n);
-        Ok(n)
+        read_buffered(self, out)
     }
 }
 
