@@ -223,11 +223,17 @@ impl<'a> LayerSink<'a> {
         crc: &mut Crc64,
         buf: &mut [u8],
     ) -> Result<u64> {
-        let sha = &mut self.sha;
+        let d = Drain {
+            name,
+            limit: expected,
+            buf,
+            sha: &mut self.sha,
+            crc,
+        };
         let Some(tree) = self.tree.as_deref_mut() else {
             // Digest-only, or the tar bytes written out.
             let out = self.out.as_deref_mut().map(Out::Stream);
-            return drain(content, name, expected, buf, sha, crc, out);
+            return d.run(content, out);
         };
         let header = header.ok_or_else(|| {
             Error::Internal(format!(
@@ -245,21 +251,11 @@ impl<'a> LayerSink<'a> {
             return match tree.begin_linked(header, file, path)? {
                 Linked::Yes => {
                     self.linked += 1;
-                    drain(content, name, expected, buf, sha, crc, None)
+                    d.run(content, None)
                 }
-                Linked::No(mut out) => {
+                Linked::No(out) => {
                     self.written += 1;
-                    let got = drain(
-                        content,
-                        name,
-                        expected,
-                        buf,
-                        sha,
-                        crc,
-                        Some(Out::File(tree, &mut out)),
-                    )?;
-                    tree.finish_file(out, header)?;
-                    Ok(got)
+                    d.into_file(tree, out, header, content)
                 }
             };
         }
@@ -272,7 +268,7 @@ impl<'a> LayerSink<'a> {
             tree.begin_queued(header)?
         };
         match opened {
-            Some(mut out) => {
+            Some(out) => {
                 // An object that may not become the entry (its inode is another's): its extents
                 // are shared where the file system can (the bytes are still read, for the
                 // digests), else its bytes are written. Only an object exactly as long as the
@@ -288,15 +284,7 @@ impl<'a> LayerSink<'a> {
                     let cloned = dst.metadata().map(|m| m.len()).ok();
                     // Read through a shared handle: the object stays here for the check below.
                     let mut reader: &std::fs::File = file;
-                    let got = drain(
-                        Content::Stream(&mut reader),
-                        name,
-                        expected,
-                        buf,
-                        sha,
-                        crc,
-                        None,
-                    )?;
+                    let got = d.run(Content::Stream(&mut reader), None)?;
                     if cloned != Some(expected) || file_state(file) != Some(before) {
                         return Err(Error::InvalidInput(format!(
                             "{} changed while it was copied: copy from a tree nothing writes to",
@@ -307,21 +295,11 @@ impl<'a> LayerSink<'a> {
                     return Ok(got);
                 }
                 self.written += 1;
-                let got = drain(
-                    content,
-                    name,
-                    expected,
-                    buf,
-                    sha,
-                    crc,
-                    Some(Out::File(tree, &mut out)),
-                )?;
-                tree.finish_file(out, header)?;
-                Ok(got)
+                d.into_file(tree, out, header, content)
             }
             // Content of an entry the tree does not keep (a file under a whiteout name): read,
             // hashed, recorded.
-            None => drain(content, name, expected, buf, sha, crc, None),
+            None => d.run(content, None),
         }
     }
 
@@ -381,47 +359,71 @@ impl Out<'_, '_> {
     }
 }
 
-/// Reads up to `limit` bytes of `content`, hashing them (DiffID, CRC) and writing them to `out`.
-fn drain(
-    content: Content<'_>,
-    name: &[u8],
+/// Where an entry's content goes, apart from its file: the DiffID and the CRC-64, through a
+/// buffer; reads `limit` bytes at most.
+struct Drain<'d> {
+    name: &'d [u8],
     limit: u64,
-    buf: &mut [u8],
-    sha: &mut Option<Sha256>,
-    crc: &mut Crc64,
-    mut out: Option<Out<'_, '_>>,
-) -> Result<u64> {
-    let mut file;
-    let reader: &mut dyn Read = match content {
-        Content::None => return Ok(0),
-        Content::Bytes(b) => {
-            let b = &b[..b.len().min(usize::try_from(limit).unwrap_or(usize::MAX))];
-            consume(b, sha, crc, out.as_mut(), name)?;
-            return Ok(b.len() as u64);
-        }
-        Content::Stream(r) => r,
-        Content::Buffered(r) => return drain_buffered(r, name, limit, sha, crc, out),
-        Content::Object { file: f, .. } => {
-            file = f;
-            &mut file
-        }
-    };
-    let mut got = 0u64;
-    while got < limit {
-        let want = usize::try_from((limit - got).min(buf.len() as u64)).unwrap_or(buf.len());
-        let n = match reader.read(&mut buf[..want]) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(content_error(e, name)),
-        };
-        consume(&buf[..n], sha, crc, out.as_mut(), name)?;
-        got += n as u64;
-    }
-    Ok(got)
+    buf: &'d mut [u8],
+    sha: &'d mut Option<Sha256>,
+    crc: &'d mut Crc64,
 }
 
-/// [`drain`] of a buffered stream: its bytes are taken where it holds them.
+impl Drain<'_> {
+    /// Reads the content, hashing it and writing it to `out`; returns its length.
+    fn run(self, content: Content<'_>, mut out: Option<Out<'_, '_>>) -> Result<u64> {
+        let Drain {
+            name,
+            limit,
+            buf,
+            sha,
+            crc,
+        } = self;
+        let mut file;
+        let reader: &mut dyn Read = match content {
+            Content::None => return Ok(0),
+            Content::Bytes(b) => {
+                let b = &b[..b.len().min(usize::try_from(limit).unwrap_or(usize::MAX))];
+                consume(b, sha, crc, out.as_mut(), name)?;
+                return Ok(b.len() as u64);
+            }
+            Content::Stream(r) => r,
+            Content::Buffered(r) => return drain_buffered(r, name, limit, sha, crc, out),
+            Content::Object { file: f, .. } => {
+                file = f;
+                &mut file
+            }
+        };
+        let mut got = 0u64;
+        while got < limit {
+            let want = usize::try_from((limit - got).min(buf.len() as u64)).unwrap_or(buf.len());
+            let n = match reader.read(&mut buf[..want]) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(content_error(e, name)),
+            };
+            consume(&buf[..n], sha, crc, out.as_mut(), name)?;
+            got += n as u64;
+        }
+        Ok(got)
+    }
+
+    /// Writes the content into the entry's open file `out`, then finishes the file.
+    fn into_file(
+        self,
+        tree: &mut TreeWriter,
+        mut out: OpenFile,
+        header: &TarHeader,
+        content: Content<'_>,
+    ) -> Result<u64> {
+        let got = self.run(content, Some(Out::File(tree, &mut out)))?;
+        tree.finish_file(out, header)?;
+        Ok(got)
+    }
+}
+
+/// [`Drain::run`] of a buffered stream: its bytes are taken where it holds them.
 fn drain_buffered(
     reader: &mut dyn ContentRead,
     name: &[u8],
