@@ -9,6 +9,8 @@ use crate::reference::parse_storage_reference;
 use crate::source::composefs::{ComposefsImage, ImageSelector};
 use crate::source::{self, SourceKind, SourceRef};
 use crate::store::Store;
+use crate::store::image_input::{ImageInput, ImportReport, Progress};
+use std::sync::atomic::Ordering;
 
 /// Options of copy-to-storage.
 #[derive(Debug, clap::Args)]
@@ -276,23 +278,18 @@ pub(super) fn from_composefs(
         ComposefsImage::open(repo, image, vec![name.clone()], verify)
             .with_context(|| format!("reading {what}"))
     };
-    let mut opened = open(args.verify)?;
+    let first = open(args.verify)?;
     let store = Store::open(config.clone())
         .with_context(|| format!("opening the store at {}", config.graphroot.display()))?;
-    let mut reporter = reporter(cli, args, &opened.input.layers, progress_fd.as_ref())?;
-    let mut result = store.import_with(&opened.input, &opened, &|p| reporter.event(p));
-    // A layer whose DiffID does not match was rolled back: copy again checking every object
-    // against its fs-verity digest, which names a damaged object (else the DiffID error stands).
-    if !args.verify && matches!(result, Err(crate::Error::DigestMismatch { .. })) {
-        reporter.finish();
-        opened = open(true)?;
-        reporter = self::reporter(cli, args, &opened.input.layers, progress_fd.as_ref())?;
-        result = store.import_with(&opened.input, &opened, &|p| reporter.event(p));
-    }
+    // Objects are checked against their fs-verity digests on the second try.
+    let (opened, reporter, result, ()) =
+        import_verifying_on_mismatch(cli, args, progress_fd.as_ref(), first, open, |o, ev| {
+            (store.import_with(&o.input, o, ev), ())
+        })?;
     let report = result.with_context(|| format!("copying {what} to {name}"))?;
     reporter.finish();
-    let reflinked = opened.reflinked.load(std::sync::atomic::Ordering::Relaxed);
-    let written = opened.written.load(std::sync::atomic::Ordering::Relaxed);
+    let reflinked = opened.reflinked.load(Ordering::Relaxed);
+    let written = opened.written.load(Ordering::Relaxed);
     let text = [
         format!(
             "Stored {name} from {what} in {} ({} layers written, {} reused; {reflinked} files reflinked from the repository, {written} written)",
@@ -304,6 +301,51 @@ pub(super) fn from_composefs(
     ];
     print_result(cli, args, &reporter, &report, &text, started);
     Ok(())
+}
+
+/// An image of the host (OSTree or composefs) opened for a copy.
+trait OpenedImage {
+    /// What is imported.
+    fn input(&self) -> &ImageInput;
+}
+
+impl OpenedImage for ComposefsImage {
+    fn input(&self) -> &ImageInput {
+        &self.input
+    }
+}
+
+impl OpenedImage for crate::source::ostree_host::HostImage {
+    fn input(&self) -> &ImageInput {
+        &self.input
+    }
+}
+
+/// Imports `first` (opened with `--verify`'s choice) with `import`, which returns the import's
+/// result and what it counted. The fast path takes the DiffIDs from the image's config and
+/// checks them while writing; when one does not match (an object is damaged, or the image was
+/// encapsulated differently) the copy was rolled back, and unless every object was checked
+/// already, the image is opened again (`open(true)`: every object checked, which names a damaged
+/// one, and every DiffID computed from content) and written again.
+fn import_verifying_on_mismatch<S: OpenedImage, T>(
+    cli: &Cli,
+    args: &Args,
+    progress_fd: Option<&std::fs::File>,
+    first: S,
+    open: impl Fn(bool) -> anyhow::Result<S>,
+    import: impl Fn(&S, &(dyn Fn(Progress) + Sync)) -> (crate::Result<ImportReport>, T),
+) -> anyhow::Result<(S, Reporter, crate::Result<ImportReport>, T)> {
+    let mut opened = first;
+    let mut reporter = reporter(cli, args, &opened.input().layers, progress_fd)?;
+    let (mut result, mut counted) = import(&opened, &|p| reporter.event(p));
+    if !args.verify && matches!(result, Err(crate::Error::DigestMismatch { .. })) {
+        reporter.finish();
+        opened = open(true)?;
+        // The layers' DiffIDs and sizes are now the ones computed from content.
+        reporter = self::reporter(cli, args, &opened.input().layers, progress_fd)?;
+        (result, counted) = import(&opened, &|p| reporter.event(p));
+    }
+    Ok((opened, reporter, result, counted))
 }
 
 /// `--source containers-storage:[STORE]NAME`: the image copied natively from that store (its
@@ -479,37 +521,24 @@ fn host(
     };
     let store = Store::open(config.clone())
         .with_context(|| format!("opening the store at {}", config.graphroot.display()))?;
-    // Fast path: DiffIDs from the image's config, checked while writing. If one does not match (an
-    // object is damaged, or the image was encapsulated differently), the copy was rolled back:
-    // check every object and compute every DiffID from content, then write again.
-    let mut image = open(args_verify)?;
-    let mut reporter = reporter(cli, args, &image.input.layers, progress_fd)?;
-    let mut producer = HostLayers {
-        image: &image,
-        counts: LinkCounts::default(),
-    };
-    let mut result = store.import_with(&image.input, &producer, &|p| reporter.event(p));
-    if !args_verify && matches!(result, Err(crate::Error::DigestMismatch { .. })) {
-        image = open(true)?;
-        // The layers' DiffIDs and sizes are now the ones computed from content.
-        reporter.finish();
-        reporter = self::reporter(cli, args, &image.input.layers, progress_fd)?;
-        producer = HostLayers {
-            image: &image,
-            counts: LinkCounts::default(),
-        };
-        result = store.import_with(&image.input, &producer, &|p| reporter.event(p));
-    }
+    // On the second try every object is checked and every DiffID computed from content.
+    let first = open(args_verify)?;
+    let (image, reporter, result, (linked, written)) =
+        import_verifying_on_mismatch(cli, args, progress_fd, first, open, |image, ev| {
+            let producer = HostLayers {
+                image,
+                counts: LinkCounts::default(),
+            };
+            let result = store.import_with(&image.input, &producer, ev);
+            let count = |n: &std::sync::atomic::AtomicU64| n.load(Ordering::Relaxed);
+            let counts = (
+                count(&producer.counts.linked),
+                count(&producer.counts.written),
+            );
+            (result, counts)
+        })?;
     let report = result.with_context(|| format!("copying {} to {name}", image.imgref))?;
     reporter.finish();
-    let linked = producer
-        .counts
-        .linked
-        .load(std::sync::atomic::Ordering::Relaxed);
-    let written = producer
-        .counts
-        .written
-        .load(std::sync::atomic::Ordering::Relaxed);
     let text = [
         format!(
             "Stored {} from {} ({} layers written, {} reused; {linked} files hardlinked from the repository, {written} written)",
