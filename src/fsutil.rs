@@ -121,6 +121,26 @@ pub fn proc_path(dir: BorrowedFd<'_>, name: &[u8]) -> Vec<u8> {
     p
 }
 
+/// `openat2`, tried again while it fails with `EAGAIN`: with `RESOLVE_IN_ROOT` or
+/// `RESOLVE_BENEATH`, the kernel refuses a resolution through `..` that raced with a rename or a
+/// mount anywhere on the system (it cannot rule out an escape), and openat2(2) asks the caller
+/// to retry. A concurrent podman renames all the time.
+pub fn openat2_retry<Fd: AsFd, P: rustix::path::Arg + Copy>(
+    dirfd: Fd,
+    path: P,
+    flags: OFlags,
+    mode: Mode,
+    resolve: rustix::fs::ResolveFlags,
+) -> rustix::io::Result<OwnedFd> {
+    let mut tries = 0;
+    loop {
+        match rustix::fs::openat2(&dirfd, path, flags, mode, resolve) {
+            Err(Errno::AGAIN) if tries < 128 => tries += 1,
+            r => return r,
+        }
+    }
+}
+
 /// Opens an input file for reading only if it is a regular file: `O_NONBLOCK` so that a FIFO or
 /// device cannot block the open, then `fstat`. With `beneath`, `path` is resolved below that
 /// directory and may not leave it (no `..` or symlink out of it). A non-regular file is
@@ -131,7 +151,7 @@ pub fn open_regular(beneath: Option<&Path>, path: &Path) -> std::io::Result<std:
     let fd = match beneath {
         Some(dir) => {
             let dirfd = open_dir(dir)?;
-            rustix::fs::openat2(
+            openat2_retry(
                 &dirfd,
                 path,
                 flags,

@@ -66,7 +66,7 @@ pub fn read(root: &Path) -> Result<Vec<BoundImage>> {
         };
         // Resolve the link (absolute or relative) inside the root, never outside it.
         let rel = format!("{BOUND_IMAGE_DIR}/{name}");
-        let fd = rustix::fs::openat2(
+        let fd = crate::fsutil::openat2_retry(
             root_fd.as_fd(),
             rel.as_str(),
             OFlags::RDONLY | OFlags::CLOEXEC,

@@ -112,7 +112,7 @@ impl Store {
                         let is_whiteout = comps.last().is_some_and(|b| b.starts_with(b".wh."));
                         if !comps.is_empty() && !is_whiteout {
                             let path = crate::layer::path::join(&comps);
-                            rustix::fs::openat2(
+                            crate::fsutil::openat2_retry(
                                 root.as_fd(),
                                 path.as_slice(),
                                 OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
@@ -123,7 +123,7 @@ impl Store {
                         }
                         Content::None
                     } else {
-                        let fd = rustix::fs::openat2(
+                        let fd = crate::fsutil::openat2_retry(
                             root.as_fd(),
                             name.as_slice(),
                             OFlags::RDONLY | OFlags::CLOEXEC,

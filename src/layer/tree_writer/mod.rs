@@ -511,7 +511,7 @@ impl TreeWriter {
             }
             // As c/storage's Chtimes in its chroot: the name is followed (inside the layer), and a
             // directory that a later entry removed fails the layer.
-            let fd = rustix::fs::openat2(
+            let fd = crate::fsutil::openat2_retry(
                 &self.root,
                 join(&comps).as_slice(),
                 OFlags::PATH | OFlags::CLOEXEC,

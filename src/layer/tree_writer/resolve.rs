@@ -24,7 +24,7 @@ impl TreeWriter {
                 Mode::empty(),
             );
         }
-        rustix::fs::openat2(
+        crate::fsutil::openat2_retry(
             self.root.as_fd(),
             path,
             OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
