@@ -11,7 +11,7 @@ use std::fs::File;
 use std::io::{BufRead, Read};
 use std::path::Path;
 
-use super::pipe::SharedBytes;
+use super::shared_bytes::SharedBytes;
 use super::tar_header::{BLOCK, EntryKind, TarHeader};
 
 /// What is known of an entry's header.

@@ -8,6 +8,7 @@ mod page_buf;
 pub mod path;
 pub mod pipe;
 pub mod read_ahead;
+pub mod shared_bytes;
 pub mod sink;
 pub mod tar_build;
 pub mod tar_header;

@@ -15,6 +15,7 @@ use storage_format::Digest;
 use super::entry::ContentRead;
 use super::gzip_members::{CrcCheck, MemberCrcs, MemberEnd};
 use super::page_buf::PageBuf;
+use super::shared_bytes::{Chunk, SharedBytes, recycle};
 
 /// Chunk size handed between the threads.
 const CHUNK: usize = 512 * 1024;
@@ -39,9 +40,6 @@ const STREAM_IDLE: usize = DEPTH + 2 + HASH_DEPTH + FILE_HELD;
 /// Idle blob chunks kept for reuse: as many as can be alive at once (waiting for the hasher, the
 /// decoder's and the one being read).
 const BLOB_IDLE: usize = HASH_DEPTH + 2;
-
-/// A chunk shared by the reader and the hasher.
-type Chunk = Arc<PageBuf>;
 
 /// A chunk for the hasher, and which stream it belongs to.
 enum ToHash {
@@ -92,51 +90,6 @@ impl Pool {
                 Ok(buf)
             }
             _ => PageBuf::with_capacity(capacity),
-        }
-    }
-}
-
-/// Hands `used` back to its pool when nobody else holds it.
-fn recycle(back: &SyncSender<PageBuf>, used: Chunk) {
-    if let Ok(v) = Arc::try_unwrap(used)
-        && v.capacity() > 0
-    {
-        let _ = back.try_send(v);
-    }
-}
-
-/// Bytes of a decoded chunk, handed on without copying them (a file's content, to the tree
-/// writer's file thread): the chunk goes back to its pool when its last holder lets go.
-pub struct SharedBytes {
-    chunk: Option<Chunk>,
-    start: usize,
-    end: usize,
-    back: SyncSender<PageBuf>,
-}
-
-impl std::fmt::Debug for SharedBytes {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SharedBytes")
-            .field("len", &(self.end - self.start))
-            .finish_non_exhaustive()
-    }
-}
-
-impl std::ops::Deref for SharedBytes {
-    type Target = [u8];
-
-    fn deref(&self) -> &[u8] {
-        match &self.chunk {
-            Some(c) => &c[self.start..self.end],
-            None => &[],
-        }
-    }
-}
-
-impl Drop for SharedBytes {
-    fn drop(&mut self) {
-        if let Some(c) = self.chunk.take() {
-            recycle(&self.back, c);
         }
     }
 }
@@ -421,16 +374,8 @@ impl BufRead for PipeReader {
 
 impl ContentRead for PipeReader {
     fn share(&mut self, n: usize) -> Option<SharedBytes> {
-        let end = self
-            .pos
-            .checked_add(n)
-            .filter(|&e| e <= self.current.len())?;
-        Some(SharedBytes {
-            chunk: Some(self.current.clone()),
-            start: self.pos,
-            end,
-            back: self.back.clone(),
-        })
+        let end = self.pos.checked_add(n)?;
+        SharedBytes::new(&self.current, self.pos, end, &self.back)
     }
 }
 

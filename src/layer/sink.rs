@@ -352,7 +352,7 @@ impl Out<'_, '_> {
         }
     }
 
-    /// Whether bytes handed on whole ([`SharedBytes`](super::pipe::SharedBytes)) are taken without
+    /// Whether bytes handed on whole ([`SharedBytes`](super::shared_bytes::SharedBytes)) are taken without
     /// a copy.
     fn takes_shared(&self) -> bool {
         matches!(self, Out::File(_, f) if f.takes_shared())

@@ -8,7 +8,7 @@
 use std::io::{BufRead, Read};
 
 use super::entry::{Content, ContentRead, Entry, EntryMeta};
-use super::pipe::SharedBytes;
+use super::shared_bytes::SharedBytes;
 use super::sink::LayerSink;
 use super::tar_header::{BLOCK, EntryKind, Extensions, RawHeader, TarHeader, parse_pax, resolve};
 use crate::error::{Error, Result};

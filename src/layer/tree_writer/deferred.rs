@@ -20,7 +20,7 @@ use std::thread::JoinHandle;
 
 use super::metadata::{FileMeta, apply_file_meta};
 use crate::error::{Error, Result};
-use crate::layer::pipe::SharedBytes;
+use crate::layer::shared_bytes::SharedBytes;
 
 /// Bytes of file content queued at most.
 const MAX_BYTES: usize = 4 << 20;

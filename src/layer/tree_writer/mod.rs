@@ -25,7 +25,7 @@ pub use metadata::applied_xattr;
 use metadata::{FileMeta, apply_file_meta, dir_times, id, xattr_error_ignored};
 
 use super::path::{clean_components, join};
-use super::pipe::SharedBytes;
+use super::shared_bytes::SharedBytes;
 use super::tar_header::{EntryKind, TarHeader};
 use crate::error::{Error, Result};
 use crate::fsutil::{create_new_file_mode_at, proc_path};
