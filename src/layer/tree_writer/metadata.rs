@@ -124,6 +124,20 @@ impl FileMeta {
     }
 }
 
+/// What an entry's inode still needs of its header's owner and mode, judged from its `stat`
+/// (`None`: not looked at, so both): `(chown, chmod)`. A chown clears set-id bits, so the mode is
+/// only known right when no chown is made.
+fn changes_needed(
+    st: Option<&rustix::fs::Stat>,
+    uid: rustix::fs::Uid,
+    gid: rustix::fs::Gid,
+    mode: u32,
+) -> (bool, bool) {
+    let owned = st.is_some_and(|st| st.st_uid == uid.as_raw() && st.st_gid == gid.as_raw());
+    let mode_right = owned && st.is_some_and(|st| st.st_mode & 0o7777 == mode);
+    (!owned, !mode_right)
+}
+
 /// Applies `m` to the open file `f` (in `root_path`'s tree), in c/storage's order: owner, xattrs,
 /// mode, times.
 pub(super) fn apply_file_meta(f: &File, m: &FileMeta, root_path: &Path) -> Result<()> {
@@ -133,8 +147,8 @@ pub(super) fn apply_file_meta(f: &File, m: &FileMeta, root_path: &Path) -> Resul
     // each dirty the inode. With xattrs, all three calls are made in c/storage's order (an ACL
     // xattr changes the mode; chown drops capabilities).
     let st = rustix::fs::fstat(f).ok().filter(|_| m.xattrs.is_empty());
-    let owned = st.is_some_and(|st| st.st_uid == m.uid.as_raw() && st.st_gid == m.gid.as_raw());
-    if !owned {
+    let (chown, chmod) = changes_needed(st.as_ref(), m.uid, m.gid, m.mode);
+    if chown {
         rustix::fs::fchown(f, Some(m.uid), Some(m.gid))
             .map_err(|e| errno("chown", root_path, full, e))?;
     }
@@ -145,8 +159,7 @@ pub(super) fn apply_file_meta(f: &File, m: &FileMeta, root_path: &Path) -> Resul
             Err(e) => return Err(errno("setting xattr on", root_path, full, e)),
         }
     }
-    // A chown clears set-id bits, so the mode is only known right when none was made.
-    if !(owned && st.is_some_and(|st| st.st_mode & 0o7777 == m.mode)) {
+    if chmod {
         rustix::fs::fchmod(f, Mode::from_raw_mode(m.mode))
             .map_err(|e| errno("chmod", root_path, full, e))?;
     }
@@ -198,8 +211,8 @@ impl TreeWriter {
         let st = (h.kind != EntryKind::HardLink && h.xattrs.is_empty())
             .then(|| rustix::fs::statat(&*parent, base, AtFlags::SYMLINK_NOFOLLOW).ok())
             .flatten();
-        let owned = st.is_some_and(|st| st.st_uid == uid.as_raw() && st.st_gid == gid.as_raw());
-        if !owned {
+        let (chown, chmod) = changes_needed(st.as_ref(), uid, gid, h.mode);
+        if chown {
             rustix::fs::chownat(
                 &*parent,
                 base,
@@ -226,9 +239,7 @@ impl TreeWriter {
                 .unwrap_or(true),
             _ => false,
         };
-        // A chown clears set-id bits, so the mode is only known right when none was made.
-        let mode_set = owned && st.is_some_and(|st| st.st_mode & 0o7777 == h.mode & 0o7777);
-        if !is_symlink && !mode_set {
+        if !is_symlink && chmod {
             rustix::fs::chmodat(&*parent, base, mode, AtFlags::empty())
                 .map_err(|e| errno("chmod", &root_path, &full, e))?;
         }
