@@ -46,8 +46,8 @@ impl std::fmt::Debug for CrcCheck {
 pub(crate) struct MemberCrcs {
     /// Of the current member's bytes so far.
     crc: crc_fast::Digest,
-    /// The current member's bytes so far.
-    member_len: u64,
+    /// Where the current member began in the stream.
+    member_start: u64,
     /// Stream bytes seen.
     pos: u64,
     /// Member ends told but not reached yet (the decoder may be ahead of the hasher).
@@ -64,7 +64,7 @@ impl Default for MemberCrcs {
     fn default() -> Self {
         MemberCrcs {
             crc: crc_fast::Digest::new(crc_fast::CrcAlgorithm::Crc32IsoHdlc),
-            member_len: 0,
+            member_start: 0,
             pos: 0,
             pending: std::collections::VecDeque::new(),
             done: 0,
@@ -83,13 +83,11 @@ impl MemberCrcs {
             self.pending.pop_front();
             let k = usize::try_from(e.end.saturating_sub(self.pos)).unwrap_or(bytes.len());
             self.crc.update(&bytes[..k]);
-            self.member_len += k as u64;
             self.pos = e.end;
             bytes = &bytes[k..];
             self.end_member(e);
         }
         self.crc.update(bytes);
-        self.member_len += bytes.len() as u64;
         self.pos += bytes.len() as u64;
     }
 
@@ -111,7 +109,7 @@ impl MemberCrcs {
             self.bad = Some((self.done, e.crc, sum));
         }
         self.crc.reset();
-        self.member_len = 0;
+        self.member_start = self.pos;
     }
 
     /// The first member whose CRC-32 did not match so far: its number, the trailer's CRC and the
@@ -126,7 +124,7 @@ impl MemberCrcs {
         if self.bad.is_some() {
             return self.bad;
         }
-        let tail = self.member_len > 0 || !self.pending.is_empty() || self.lost;
+        let tail = self.pos > self.member_start || !self.pending.is_empty() || self.lost;
         tail.then_some((self.done + 1, 0, self.sum()))
     }
 
