@@ -482,7 +482,6 @@ fn host(
 ) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     let source = args.source.as_deref();
-    let args_verify = args.verify;
     use crate::source::ostree_host::{HostImage, HostLayers, LinkCounts};
     if let Some(s) = source {
         crate::source::ostree_host::imgref::image_reference(s)?;
@@ -522,7 +521,7 @@ fn host(
     let store = Store::open(config.clone())
         .with_context(|| format!("opening the store at {}", config.graphroot.display()))?;
     // On the second try every object is checked and every DiffID computed from content.
-    let first = open(args_verify)?;
+    let first = open(args.verify)?;
     let (image, reporter, result, (linked, written)) =
         import_verifying_on_mismatch(cli, args, progress_fd, first, open, |image, ev| {
             let producer = HostLayers {
