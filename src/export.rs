@@ -67,16 +67,162 @@ impl Destination {
                 None => (PathBuf::from(rest), None),
             }
         };
-        if let Some(rest) = s.strip_prefix("oci:") {
+        let checked = |rest: &str| -> Result<(PathBuf, Option<String>)> {
             let (path, tag) = split(rest);
+            if path.as_os_str().is_empty() {
+                return Err(Error::InvalidInput(format!(
+                    "destination {s:?} names no path: use oci:DIR[:TAG] or oci-archive:FILE[:TAG] (oci:. for the current directory)"
+                )));
+            }
+            if let Some(t) = &tag
+                && !is_oci_ref_name(t)
+            {
+                return Err(Error::InvalidInput(format!(
+                    "destination {s:?}: the tag {t:?} is not letters and digits separated by one of - . _ : @ + / or -- (as skopeo's oci: transport requires): name it e.g. latest or v1.0"
+                )));
+            }
+            Ok((path, tag))
+        };
+        if let Some(rest) = s.strip_prefix("oci:") {
+            let (path, tag) = checked(rest)?;
             return Ok(Destination::Dir { path, tag });
         }
         if let Some(rest) = s.strip_prefix("oci-archive:") {
-            let (path, tag) = split(rest);
+            let (path, tag) = checked(rest)?;
             return Ok(Destination::Archive { path, tag });
         }
         Err(Error::InvalidInput(format!(
             "destination {s:?}: use oci:DIR[:TAG] or oci-archive:FILE[:TAG]"
+        )))
+    }
+
+    /// The path written.
+    pub fn path(&self) -> &Path {
+        match self {
+            Destination::Dir { path, .. } | Destination::Archive { path, .. } => path,
+        }
+    }
+
+    /// Refuses a destination inside any of `stores` (graph roots and run roots): an export there
+    /// would overwrite the store's own files (`layers.json`, a layer's `diff/`) and break it for
+    /// podman. Paths are compared resolved (symlinks followed, `..` removed).
+    pub fn check_outside(&self, stores: &[&Path]) -> Result<()> {
+        let dest = resolved(self.path());
+        for store in stores {
+            let Ok(store) = std::fs::canonicalize(store) else {
+                continue;
+            };
+            if dest.starts_with(&store) {
+                return Err(Error::InvalidInput(format!(
+                    "{} is inside the store {}: exporting there would overwrite the store's own files; name a path outside it",
+                    self.path().display(),
+                    store.display()
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// An OCI layout's tag (`org.opencontainers.image.ref.name`) as c/image's `oci:` transport accepts
+/// it: components of letters and digits joined by one of `-._:@+` or `--`, separated by `/`.
+fn is_oci_ref_name(t: &str) -> bool {
+    t.split('/').all(|c| {
+        let b = c.as_bytes();
+        let alnum = |x: &u8| x.is_ascii_alphanumeric();
+        if b.is_empty() || !alnum(&b[0]) || !alnum(&b[b.len() - 1]) {
+            return false;
+        }
+        let mut i = 0;
+        while i < b.len() {
+            if alnum(&b[i]) {
+                i += 1;
+                continue;
+            }
+            let start = i;
+            while i < b.len() && !alnum(&b[i]) {
+                i += 1;
+            }
+            let sep = &c[start..i];
+            if !(sep == "--" || sep.len() == 1 && "-._:@+".contains(sep)) {
+                return false;
+            }
+        }
+        true
+    })
+}
+
+/// `path` made absolute with every symlink resolved, as far as it exists (the rest appended).
+fn resolved(path: &Path) -> PathBuf {
+    let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let mut existing = abs.as_path();
+    let mut rest = Vec::new();
+    loop {
+        if let Ok(c) = std::fs::canonicalize(existing) {
+            let mut out = c;
+            for r in rest.iter().rev() {
+                out.push(r);
+            }
+            return out;
+        }
+        match (existing.parent(), existing.file_name()) {
+            (Some(p), Some(n)) => {
+                rest.push(n.to_os_string());
+                existing = p;
+            }
+            _ => return abs,
+        }
+    }
+}
+
+/// Where an archive's bytes go: a regular file (new or replaced, through a temporary file renamed
+/// over it, so a reader never sees half an archive), or — as skopeo does — straight through a
+/// device or FIFO already there. A symlink is followed to its target, which is written (the link
+/// itself stays).
+#[derive(Debug)]
+enum ArchiveTarget {
+    /// A regular file, at its resolved path.
+    File(PathBuf),
+    /// A character device, FIFO or other special file, written through.
+    Special(PathBuf),
+}
+
+impl ArchiveTarget {
+    fn of(path: &Path) -> Result<ArchiveTarget> {
+        let mut p = path.to_path_buf();
+        for _ in 0..40 {
+            let meta = match std::fs::symlink_metadata(&p) {
+                Ok(m) => m,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    return Ok(ArchiveTarget::File(p));
+                }
+                Err(e) => return Err(Error::io("reading", &p, e)),
+            };
+            let ft = meta.file_type();
+            if ft.is_symlink() {
+                let target = std::fs::read_link(&p).map_err(|e| Error::io("reading", &p, e))?;
+                p = match p.parent() {
+                    Some(parent) => parent.join(target),
+                    None => target,
+                };
+                continue;
+            }
+            if ft.is_dir() {
+                return Err(Error::InvalidInput(format!(
+                    "{} is a directory: oci-archive: writes a file (use oci:{} for a layout directory)",
+                    path.display(),
+                    path.display()
+                )));
+            }
+            return Ok(if ft.is_file() {
+                ArchiveTarget::File(p)
+            } else {
+                ArchiveTarget::Special(p)
+            });
+        }
+        Err(Error::InvalidInput(format!(
+            "{}: too many levels of symbolic links",
+            path.display()
         )))
     }
 }
@@ -275,22 +421,38 @@ fn write_layout(
     })
 }
 
-/// Writes the files of the layout `dir` as a tar into `file` (directories first, then files, in
-/// path order).
-fn write_archive(dir: &Path, file: &Path) -> Result<()> {
-    let tmp = crate::store::atomic::temp_path_for(file);
-    let result = write_archive_to(dir, file, &tmp);
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
+/// Writes the files of the layout `dir` as a tar into `target` (directories first, then files,
+/// in path order).
+fn write_archive(dir: &Path, target: &ArchiveTarget) -> Result<()> {
+    match target {
+        ArchiveTarget::File(file) => {
+            let tmp = crate::store::atomic::temp_path_for(file);
+            let result = std::fs::File::create(&tmp)
+                .map_err(|e| Error::io("creating", &tmp, e))
+                .and_then(|out| write_archive_to(dir, out, &tmp))
+                .and_then(|()| {
+                    std::fs::rename(&tmp, file)
+                        .map_err(|e| Error::io("renaming into place", file, e))
+                });
+            if result.is_err() {
+                let _ = std::fs::remove_file(&tmp);
+            }
+            result
+        }
+        ArchiveTarget::Special(path) => {
+            let out = std::fs::OpenOptions::new()
+                .write(true)
+                .open(path)
+                .map_err(|e| Error::io("opening", path, e))?;
+            write_archive_to(dir, out, path)
+        }
     }
-    result
 }
 
-/// [`write_archive`]'s work, through the temporary file `tmp`.
-fn write_archive_to(dir: &Path, file: &Path, tmp: &Path) -> Result<()> {
-    let out = std::fs::File::create(tmp).map_err(|e| Error::io("creating", tmp, e))?;
+/// [`write_archive`]'s work, into `out` (at `at`, for messages).
+fn write_archive_to(dir: &Path, out: std::fs::File, at: &Path) -> Result<()> {
     let mut out = std::io::BufWriter::with_capacity(1 << 20, out);
-    let werr = |e: std::io::Error| Error::io("writing", tmp, e);
+    let werr = |e: std::io::Error| Error::io("writing", at, e);
     let mut entries: Vec<(String, PathBuf)> = Vec::new();
     for rel in ["blobs", "blobs/sha256"] {
         entries.push((format!("{rel}/"), dir.join(rel)));
@@ -335,8 +497,11 @@ fn write_archive_to(dir: &Path, file: &Path, tmp: &Path) -> Result<()> {
     }
     out.write_all(&built.trailer()).map_err(werr)?;
     let f = out.into_inner().map_err(|e| werr(e.into_error()))?;
-    f.sync_all().map_err(werr)?;
-    std::fs::rename(tmp, file).map_err(|e| Error::io("renaming into place", file, e))
+    // A device or FIFO has nothing to sync (and /dev/null refuses to).
+    if f.metadata().is_ok_and(|m| m.is_file()) {
+        f.sync_all().map_err(werr)?;
+    }
+    Ok(())
 }
 
 /// Exports `image` of `store` to `dest` with layers compressed as `compression`.
@@ -351,16 +516,23 @@ pub fn export(
             write_layout(store, image, path, tag.as_deref(), compression)
         }
         Destination::Archive { path, tag } => {
-            let parent = path
-                .parent()
-                .filter(|p| !p.as_os_str().is_empty())
-                .unwrap_or(Path::new("."));
+            let target = ArchiveTarget::of(path)?;
+            // The layout is built beside the file it becomes (the same file system: no copy of
+            // the blobs across devices); for a device, in the temporary directory.
+            let parent = match &target {
+                ArchiveTarget::File(f) => f
+                    .parent()
+                    .filter(|p| !p.as_os_str().is_empty())
+                    .unwrap_or(Path::new("."))
+                    .to_path_buf(),
+                ArchiveTarget::Special(_) => std::env::temp_dir(),
+            };
             let work = tempfile::Builder::new()
                 .prefix(".bootc-image-export-")
-                .tempdir_in(parent)
-                .map_err(|e| Error::io("creating a directory in", parent, e))?;
+                .tempdir_in(&parent)
+                .map_err(|e| Error::io("creating a directory in", &parent, e))?;
             let report = write_layout(store, image, work.path(), tag.as_deref(), compression)?;
-            write_archive(work.path(), path)?;
+            write_archive(work.path(), &target)?;
             Ok(report)
         }
     }

@@ -147,20 +147,41 @@ pub fn openat2_retry<Fd: AsFd, P: rustix::path::Arg + Copy>(
 /// `ErrorKind::InvalidInput`.
 pub fn open_regular(beneath: Option<&Path>, path: &Path) -> std::io::Result<std::fs::File> {
     use rustix::fs::ResolveFlags;
-    let flags = OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY;
     let fd = match beneath {
         Some(dir) => {
             let dirfd = open_dir(dir)?;
             openat2_retry(
                 &dirfd,
                 path,
-                flags,
+                INPUT_FLAGS,
                 Mode::empty(),
                 ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS,
             )?
         }
-        None => rustix::fs::open(path, flags, Mode::empty())?,
+        None => rustix::fs::open(path, INPUT_FLAGS, Mode::empty())?,
     };
+    regular_only(fd)
+}
+
+/// [`open_regular`] relative to the open directory `dir`, without following a final symlink: for
+/// the objects of a repository or a tree read by the thousand.
+pub fn open_regular_at(
+    dir: BorrowedFd<'_>,
+    name: impl rustix::path::Arg,
+) -> std::io::Result<std::fs::File> {
+    let fd = rustix::fs::openat(dir, name, INPUT_FLAGS | OFlags::NOFOLLOW, Mode::empty())?;
+    regular_only(fd)
+}
+
+/// How an input file is opened: read-only, and never blocking in `open` (a FIFO, a tty).
+const INPUT_FLAGS: OFlags = OFlags::RDONLY
+    .union(OFlags::NONBLOCK)
+    .union(OFlags::CLOEXEC)
+    .union(OFlags::NOCTTY);
+
+/// `fd` as a file if it is a regular one (a FIFO, device, socket or directory is
+/// `ErrorKind::InvalidInput`), with `O_NONBLOCK` cleared so reads behave as usual.
+fn regular_only(fd: OwnedFd) -> std::io::Result<std::fs::File> {
     let st = rustix::fs::fstat(&fd)?;
     if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
         return Err(std::io::Error::new(
@@ -168,7 +189,6 @@ pub fn open_regular(beneath: Option<&Path>, path: &Path) -> std::io::Result<std:
             "not a regular file",
         ));
     }
-    // Regular files never block; clear the flag so reads behave as usual.
     rustix::fs::fcntl_setfl(&fd, OFlags::empty())?;
     Ok(std::fs::File::from(fd))
 }

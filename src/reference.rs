@@ -145,9 +145,11 @@ fn is_tag(s: &str) -> bool {
         && b.iter().all(|&c| word(c) || c == b'.' || c == b'-')
 }
 
-/// Parses `name` as podman's `ParseNormalizedNamed`: a domain is the first component when it has a
-/// `.` or `:`, is `localhost`, or has upper-case letters; otherwise `docker.io` (and `library/` for
-/// one-component names).
+/// Parses `name` as podman 4.3's and 5's `ParseNormalizedNamed` (c/image's `docker/reference`): a
+/// domain is the first component when it has a `.` or `:` or is `localhost`; otherwise `docker.io`
+/// (and `library/` for one-component names). Upper-case letters are allowed in a domain only: an
+/// upper-case first component is *not* a domain there (a newer distribution parser's rule), so
+/// `UPPER/x` is refused as podman refuses it ("repository name must be lowercase").
 pub fn parse(name: &str) -> Result<Reference> {
     let bad = |why: &str| {
         Error::InvalidInput(format!(
@@ -195,11 +197,7 @@ pub fn parse(name: &str) -> Result<Reference> {
         )));
     }
     let (domain, path) = match repo.split_once('/') {
-        Some((first, remainder))
-            if first.contains(['.', ':'])
-                || first == "localhost"
-                || first.bytes().any(|c| c.is_ascii_uppercase()) =>
-        {
+        Some((first, remainder)) if first.contains(['.', ':']) || first == "localhost" => {
             if !is_domain(first) {
                 return Err(bad(&format!("{first:?} is not a valid registry")));
             }
@@ -218,6 +216,11 @@ pub fn parse(name: &str) -> Result<Reference> {
         Some(_) => ("docker.io".to_string(), repo.to_string()),
         None => ("docker.io".to_string(), format!("library/{repo}")),
     };
+    if path.bytes().any(|c| c.is_ascii_uppercase()) {
+        return Err(bad(
+            "the repository name must be lowercase (podman refuses upper-case letters outside the registry's name)",
+        ));
+    }
     if let Some(c) = path.split('/').find(|c| !is_path_component(c)) {
         return Err(bad(&format!(
             "{c:?} is not a valid name component (lower-case letters and digits, separated by '.', '_', '__' or '-')"
@@ -403,6 +406,10 @@ mod tests {
         for bad in [
             "",
             "Upper/Case",
+            "UPPER/x:1",
+            "Foo/bar",
+            "localhost/Foo",
+            "quay.io/Org/x",
             "../x",
             "x:t1:t2",
             "docker://x",

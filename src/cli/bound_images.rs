@@ -1,5 +1,6 @@
 //! `bootc-image bound-images list|pull`.
 
+use super::output::outln;
 use anyhow::Context;
 
 use super::Cli;
@@ -51,11 +52,11 @@ pub fn run(cli: &Cli, c: &BoundCommand) -> anyhow::Result<()> {
                     .iter()
                     .map(|b| serde_json::json!({"image": b.image, "source": b.source}))
                     .collect();
-                println!("{}", serde_json::to_string_pretty(&v)?);
+                outln!("{}", serde_json::to_string_pretty(&v)?)?;
                 return Ok(());
             }
             for b in &images {
-                println!("{}\t{}", b.image, b.source);
+                outln!("{}\t{}", b.image, b.source)?;
             }
             Ok(())
         }
@@ -141,7 +142,7 @@ fn pull_all(
                     _ => b.image.clone(),
                 },
             };
-            println!("{}\t{}\t{from}", b.image, b.source);
+            outln!("{}\t{}\t{from}", b.image, b.source)?;
         }
         return Ok(());
     }
@@ -222,7 +223,7 @@ fn pull_all(
         return Err(e);
     }
     if !cli.quiet {
-        println!("Bound images stored: {}", images.len());
+        outln!("Bound images stored: {}", images.len())?;
     }
     Ok(())
 }

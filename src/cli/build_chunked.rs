@@ -1,5 +1,6 @@
 //! `bootc-image build-chunked`: a root filesystem → a chunked, reproducible image in a store.
 
+use super::output::outln;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -76,8 +77,15 @@ pub fn run(cli: &Cli, args: &Args) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     let config = match &args.config {
         Some(path) => {
-            let bytes = std::fs::read(path)
-                .with_context(|| format!("reading the config file {}", path.display()))?;
+            let bytes = std::fs::read(path).map_err(|e| {
+                super::exit::fail(
+                    super::exit::Code::Image,
+                    format!(
+                        "--config {}: {e}: name a readable JSON file",
+                        path.display()
+                    ),
+                )
+            })?;
             match serde_json::from_slice::<serde_json::Value>(&bytes) {
                 Ok(serde_json::Value::Object(m)) => Some(m),
                 _ => {
@@ -109,6 +117,12 @@ pub fn run(cli: &Cli, args: &Args) -> anyhow::Result<()> {
     let (name, store_config) = target(cli, &args.target)?;
     let builder = Builder::new(&args.rootfs, options)
         .with_context(|| format!("reading {}", args.rootfs.display()))?;
+    for list in &builder.skipped_lists {
+        super::warn(format_args!(
+            "{list} in {} is not a regular file: skipped, the files it would list go into the unowned layer",
+            args.rootfs.display()
+        ));
+    }
     let store = Store::open(store_config.clone())
         .with_context(|| format!("opening the store at {}", store_config.graphroot.display()))?;
     let prior = match &args.from_image {
@@ -138,19 +152,19 @@ pub fn run(cli: &Cli, args: &Args) -> anyhow::Result<()> {
                 .iter()
                 .map(|l| serde_json::json!({"key": l.key, "bytes": l.size, "packages": l.packages}))
                 .collect();
-            println!(
+            outln!(
                 "{}",
                 serde_json::json!({"grouping": grouping, "layers": layers})
-            );
+            )?;
         } else {
-            println!("{} layers, grouped by {grouping}:", plan.layers.len());
+            outln!("{} layers, grouped by {grouping}:", plan.layers.len())?;
             for (i, l) in plan.layers.iter().enumerate() {
-                println!(
+                outln!(
                     "{i:3} {:24} {:>10} bytes  {}",
                     l.key,
                     l.size,
                     l.packages.join(" ")
-                );
+                )?;
             }
         }
         return Ok(());
@@ -164,7 +178,7 @@ pub fn run(cli: &Cli, args: &Args) -> anyhow::Result<()> {
     reporter.finish();
     let seconds = started.elapsed().as_secs_f64();
     if args.format == ResultFormat::Json {
-        println!(
+        outln!(
             "{}",
             serde_json::json!({
                 "name": name,
@@ -175,17 +189,17 @@ pub fn run(cli: &Cli, args: &Args) -> anyhow::Result<()> {
                 "layers_reused": report.layers_reused,
                 "seconds": (seconds * 1000.0).round() / 1000.0,
             })
-        );
+        )?;
     } else if !cli.quiet {
-        println!(
+        outln!(
             "Built {name} from {} ({} layers: {} written, {} reused)",
             args.rootfs.display(),
             plan.layers.len(),
             report.layers_written,
             report.layers_reused
-        );
-        println!("ID: {}", report.image_id);
-        println!("Digest: {}", report.manifest_digest);
+        )?;
+        outln!("ID: {}", report.image_id)?;
+        outln!("Digest: {}", report.manifest_digest)?;
     }
     Ok(())
 }

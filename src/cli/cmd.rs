@@ -1,6 +1,7 @@
 //! `bootc-image cmd`: the podman passthrough on bootc's store (build, push, list); `cmd pull` is
 //! native.
 
+use super::output::outln;
 use std::ffi::OsString;
 
 use super::Cli;
@@ -60,7 +61,7 @@ pub fn run(cli: &Cli, c: &CmdCommand) -> anyhow::Result<()> {
             let mode = super::pull::progress_mode(cli, *progress);
             for image in images {
                 let report = super::pull::pull_one(&store, image, &options, mode)?;
-                println!("{}", report.image_id);
+                outln!("{}", report.image_id)?;
             }
             return Ok(());
         }

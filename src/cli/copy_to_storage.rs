@@ -1,5 +1,6 @@
 //! `bootc-image copy-to-storage`.
 
+use super::output::outln;
 use anyhow::Context;
 
 use super::Cli;
@@ -99,7 +100,7 @@ fn print_result(
     report: &crate::store::image_input::ImportReport,
     text: &[String],
     started: std::time::Instant,
-) {
+) -> anyhow::Result<()> {
     let seconds = started.elapsed().as_secs_f64();
     let v = serde_json::json!({
         "name": report.names.first(),
@@ -115,16 +116,17 @@ fn print_result(
         done["event"] = "done".into();
         reporter.emit(done);
         if !reporter.json_on_fd() {
-            return;
+            return Ok(());
         }
     }
     if args.format == ResultFormat::Json {
-        println!("{v}");
+        outln!("{v}")?;
     } else if !cli.quiet {
         for l in text {
-            println!("{l}");
+            outln!("{l}")?;
         }
     }
+    Ok(())
 }
 
 /// Runs the command.
@@ -202,7 +204,7 @@ pub fn run(cli: &Cli, args: &Args) -> anyhow::Result<()> {
         ),
         format!("Digest: {}", report.manifest_digest),
     ];
-    print_result(cli, args, &reporter, &report, &text, started);
+    print_result(cli, args, &reporter, &report, &text, started)?;
     Ok(())
 }
 
@@ -299,7 +301,7 @@ pub(super) fn from_composefs(
         ),
         format!("Digest: {}", report.manifest_digest),
     ];
-    print_result(cli, args, &reporter, &report, &text, started);
+    print_result(cli, args, &reporter, &report, &text, started)?;
     Ok(())
 }
 
@@ -388,16 +390,16 @@ fn from_store(
         .with_context(|| format!("copying {src} to {name}"))?;
     let seconds = started.elapsed().as_secs_f64();
     if args.format == ResultFormat::Json {
-        println!(
+        outln!(
             "{}",
             serde_json::json!({
                 "name": name,
                 "image_id": copied.image_id,
                 "seconds": (seconds * 1000.0).round() / 1000.0,
             })
-        );
+        )?;
     } else if !cli.quiet {
-        println!("Stored {name} from {src} ({})", copied.stats.method());
+        outln!("Stored {name} from {src} ({})", copied.stats.method())?;
     }
     Ok(())
 }
@@ -507,11 +509,11 @@ fn host(
         return Ok(());
     }
     if config.graphroot != original_root && !cli.quiet {
-        eprintln!(
+        super::output::note(format_args!(
             "Reaching the store {} through {}, on the repository's mount, so files can be hardlinked",
             original_root.display(),
             config.graphroot.display()
-        );
+        ));
     }
     let what = source.unwrap_or("the deployed host image");
     let open = |verify: bool| {
@@ -545,6 +547,6 @@ fn host(
         ),
         format!("Digest: {}", report.manifest_digest),
     ];
-    print_result(cli, args, &reporter, &report, &text, started);
+    print_result(cli, args, &reporter, &report, &text, started)?;
     Ok(())
 }

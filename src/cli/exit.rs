@@ -36,6 +36,15 @@ pub struct Failure {
 #[error("")]
 pub struct Delegated(pub i32);
 
+/// Standard output was closed by its reader (`… | head -1`): the command stops at once and prints
+/// nothing more, as podman does (which dies of `SIGPIPE`; a shell reports 141 for both).
+#[derive(Debug, thiserror::Error)]
+#[error("")]
+pub struct ClosedOutput;
+
+/// The exit status for [`ClosedOutput`]: 128 + `SIGPIPE`, what a shell reports for podman there.
+pub const CLOSED_OUTPUT: u8 = 141;
+
 /// A [`Failure`] as an error.
 pub fn fail(code: Code, message: impl Into<String>) -> anyhow::Error {
     Failure {
@@ -48,6 +57,9 @@ pub fn fail(code: Code, message: impl Into<String>) -> anyhow::Error {
 /// The exit code for an error: the class of the first classified error in its chain.
 pub fn code_of(e: &anyhow::Error) -> u8 {
     for cause in e.chain() {
+        if cause.is::<ClosedOutput>() {
+            return CLOSED_OUTPUT;
+        }
         if let Some(Delegated(code)) = cause.downcast_ref::<Delegated>() {
             return u8::try_from(*code).unwrap_or(Code::Internal as u8);
         }

@@ -1,5 +1,6 @@
 //! `bootc-image export IMAGE DEST`: an image of a store into an OCI layout or archive.
 
+use super::output::outln;
 use anyhow::Context;
 
 use super::Cli;
@@ -44,6 +45,19 @@ pub fn run(cli: &Cli, args: &Args) -> anyhow::Result<()> {
         WhichStore::Bootc => crate::bootc::storage::config(&cli.sysroot()),
         WhichStore::Default => cli.store_config()?,
     };
+    // Never into a store we know: the one read, the default one, bootc's.
+    let bootc = crate::bootc::storage::config(&cli.sysroot());
+    let default = cli.store_config().ok();
+    let mut stores = vec![
+        config.graphroot.as_path(),
+        config.runroot.as_path(),
+        bootc.graphroot.as_path(),
+        bootc.runroot.as_path(),
+    ];
+    if let Some(d) = &default {
+        stores.extend([d.graphroot.as_path(), d.runroot.as_path()]);
+    }
+    dest.check_outside(&stores)?;
     let store = Store::open_read_only(config.clone())
         .with_context(|| format!("opening the store {}", config.graphroot.display()))?;
     let images = store.images()?;
@@ -58,7 +72,7 @@ pub fn run(cli: &Cli, args: &Args) -> anyhow::Result<()> {
     let report = export(&store, image, &dest, compression)
         .with_context(|| format!("exporting {} to {}", args.image, args.dest))?;
     if args.format == ResultFormat::Json {
-        println!(
+        outln!(
             "{}",
             serde_json::json!({
                 "image_id": image.id,
@@ -66,10 +80,10 @@ pub fn run(cli: &Cli, args: &Args) -> anyhow::Result<()> {
                 "layer_bytes": report.layer_bytes,
                 "seconds": (started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
             })
-        );
+        )?;
     } else if !cli.quiet {
-        println!("Exported {} to {}", args.image, args.dest);
-        println!("Digest: {}", report.manifest_digest);
+        outln!("Exported {} to {}", args.image, args.dest)?;
+        outln!("Digest: {}", report.manifest_digest)?;
     }
     Ok(())
 }

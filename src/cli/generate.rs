@@ -6,10 +6,12 @@ use clap::CommandFactory;
 
 use super::Cli;
 
-/// Prints the completion script for `shell`.
-pub fn completion(shell: clap_complete::Shell) {
+/// The completion script for `shell`.
+pub fn completion(shell: clap_complete::Shell) -> Vec<u8> {
     let mut cmd = Cli::command();
-    clap_complete::generate(shell, &mut cmd, "bootc-image", &mut std::io::stdout());
+    let mut out = Vec::new();
+    clap_complete::generate(shell, &mut cmd, "bootc-image", &mut out);
+    out
 }
 
 /// Writes `bootc-image.1` and one page per subcommand (`bootc-image-storage-gc.1` …) into `dir`.

@@ -3,6 +3,7 @@
 
 use super::Cli;
 use super::exit::{Code, fail};
+use super::output::outln;
 use super::storage::WhichStore;
 use crate::store::Store;
 use crate::store::lookup::{find_image, matched_name};
@@ -113,7 +114,7 @@ pub fn run(cli: &Cli, c: &ImageCommand) -> anyhow::Result<()> {
                 match matched_name(&img, typed) {
                     Some(name) if img.names.len() > 1 => {
                         s.untag_image(&img.id, &name)?;
-                        println!("Untagged: {name}");
+                        outln!("Untagged: {name}")?;
                         continue;
                     }
                     None if img.names.len() > 1 && !force => {
@@ -139,9 +140,9 @@ pub fn run(cli: &Cli, c: &ImageCommand) -> anyhow::Result<()> {
                 }
                 s.delete_images(std::slice::from_ref(&img.id))?;
                 for n in &img.names {
-                    println!("Untagged: {n}");
+                    outln!("Untagged: {n}")?;
                 }
-                println!("Deleted: {}", img.id);
+                outln!("Deleted: {}", img.id)?;
             }
         }
         ImageCommand::Inspect { images, store } => {
@@ -156,7 +157,7 @@ pub fn run(cli: &Cli, c: &ImageCommand) -> anyhow::Result<()> {
             let fmt = serde_json::ser::PrettyFormatter::with_indent(b"     ");
             let mut ser = serde_json::Serializer::with_formatter(&mut buf, fmt);
             serde::Serialize::serialize(&out, &mut ser)?;
-            println!("{}", String::from_utf8_lossy(&buf));
+            outln!("{}", String::from_utf8_lossy(&buf))?;
         }
         ImageCommand::Tag {
             image,

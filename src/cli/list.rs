@@ -1,5 +1,6 @@
 //! `bootc-image list`: the images bootc holds, in upstream's JSON and table shapes.
 
+use super::output::outln;
 use serde::Serialize;
 
 use super::Cli;
@@ -137,8 +138,8 @@ pub fn table(rows: &[ImageOutput]) -> String {
 pub fn run(cli: &Cli, args: &Args) -> anyhow::Result<()> {
     let rows = collect(cli, args.list_type)?;
     match args.format {
-        Format::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
-        Format::Table => print!("{}", table(&rows)),
+        Format::Json => outln!("{}", serde_json::to_string_pretty(&rows)?)?,
+        Format::Table => super::output::text(&format!("{}", table(&rows)))?,
     }
     Ok(())
 }

@@ -13,6 +13,7 @@ mod fetch_args;
 mod generate;
 mod image;
 mod list;
+mod output;
 mod progress;
 mod pull;
 mod pull_from_default_storage;
@@ -25,6 +26,12 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 use crate::store::StoreConfig;
+use output::outln;
+
+/// A warning on stderr (`warning: …`).
+fn warn(text: std::fmt::Arguments<'_>) {
+    output::warn(text);
+}
 
 /// Work natively with container images in containers-storage (the `bootc image` commands).
 #[derive(Debug, Parser)]
@@ -141,7 +148,9 @@ pub enum Command {
 /// under the store a remedy.
 pub fn error_line(e: &anyhow::Error) -> String {
     // Another process of ours already reported.
-    if e.chain().any(|c| c.is::<exit::Delegated>()) {
+    if e.chain()
+        .any(|c| c.is::<exit::Delegated>() || c.is::<exit::ClosedOutput>())
+    {
         return String::new();
     }
     let mut msg = format!("{e:#}").replace('\n', " ");
@@ -183,9 +192,9 @@ impl Cli {
     /// works on bootc's store only.
     pub fn note_store_options_unused(&self, command: &str) {
         if self.names_a_store() {
-            eprintln!(
+            output::note(format_args!(
                 "note: {command} works on bootc's store under --sysroot; --root/--runroot/--storage-driver name the default store, which it does not use"
-            );
+            ));
         }
     }
 
@@ -233,13 +242,10 @@ fn run_command(cli: &Cli) -> anyhow::Result<()> {
         Command::BoundImages(c) => bound_images::run(cli, c),
         Command::Storage(c) => storage::run(cli, c),
         Command::Image(c) => image::run(cli, c),
-        Command::Completion { shell } => {
-            generate::completion(*shell);
-            Ok(())
-        }
+        Command::Completion { shell } => output::bytes(&generate::completion(*shell)),
         Command::GenerateMan { dir } => {
             for f in generate::man_pages(dir)? {
-                println!("{}", dir.join(f).display());
+                outln!("{}", dir.join(f).display())?;
             }
             Ok(())
         }
@@ -275,10 +281,10 @@ fn lock_wait_notice(path: &std::path::Path, holder: Option<u32>) {
         }
         None => "another process".to_string(),
     };
-    eprintln!(
+    output::note(format_args!(
         "Waiting for the lock {}, held by {who} (podman, skopeo or another copy); it is released when that finishes",
         path.display()
-    );
+    ));
 }
 
 /// Set in the environment of the command re-run in a private mount namespace.

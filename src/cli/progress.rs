@@ -220,7 +220,10 @@ impl Reporter {
                 if reused {
                     let digest = self.layers.get(index).map(|l| l.0.as_str()).unwrap_or("");
                     b.multi.suspend(|| {
-                        eprintln!("Copying blob {} skipped: already exists", short(digest));
+                        super::output::note(format_args!(
+                            "Copying blob {} skipped: already exists",
+                            short(digest)
+                        ));
                     });
                 } else if let Some(Some(bar)) = bars.get(index) {
                     bar.finish_with_message("done");
@@ -241,7 +244,7 @@ impl Reporter {
             }
             // indicatif leaves the cursor at the end of the last bar.
             if bars.iter().any(Option::is_some) {
-                eprintln!();
+                super::output::note(format_args!(""));
             }
         }
     }

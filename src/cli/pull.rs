@@ -1,6 +1,7 @@
 //! `bootc-image pull IMAGE…`: images from registries (or any transport we read) into a store, as
 //! `podman pull`; also the engine of `cmd pull` and of bound images from registries.
 
+use super::output::outln;
 use anyhow::Context;
 
 use super::Cli;
@@ -43,7 +44,7 @@ pub fn run(cli: &Cli, args: &Args) -> anyhow::Result<()> {
                 })?),
             };
         let report = import(store, image, opened, progress_mode(cli, args.progress))?;
-        println!("{}", report.image_id);
+        outln!("{}", report.image_id)?;
     }
     Ok(())
 }

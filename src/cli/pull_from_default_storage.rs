@@ -1,5 +1,6 @@
 //! `bootc-image pull-from-default-storage IMAGE`.
 
+use super::output::outln;
 use anyhow::Context;
 
 use super::Cli;
@@ -120,8 +121,8 @@ pub fn run(cli: &Cli, args: &Args) -> anyhow::Result<()> {
     }
     let (text, json) = pull(cli, &args.image, args.verify)?;
     match args.format {
-        ResultFormat::Json => println!("{json}"),
-        ResultFormat::Text if !cli.quiet => println!("{text}"),
+        ResultFormat::Json => outln!("{json}")?,
+        ResultFormat::Text if !cli.quiet => outln!("{text}")?,
         ResultFormat::Text => {}
     }
     Ok(())

@@ -6,6 +6,7 @@
 //! repository (the OSTree repository, zero-copy; or the composefs repository, reflinked or
 //! copied). On an OSTree sysroot the command runs in `bootc-image-ostree`, which links libostree.
 
+use super::output::outln;
 use anyhow::Context;
 
 use super::Cli;
@@ -131,12 +132,12 @@ fn unify(
 ) -> anyhow::Result<()> {
     if let Some(msg) = already_unified(cli, name, expect)? {
         if args.format == ResultFormat::Json {
-            println!(
+            outln!(
                 "{}",
                 serde_json::json!({"name": name, "already_present": true})
-            );
+            )?;
         } else if !cli.quiet {
-            println!("{msg}");
+            outln!("{msg}")?;
         }
         return Ok(());
     }
@@ -146,8 +147,8 @@ fn unify(
         }
         let (text, json) = super::pull_from_default_storage::pull(cli, name, args.verify)?;
         match args.format {
-            ResultFormat::Json => println!("{json}"),
-            ResultFormat::Text if !cli.quiet => println!("{text} from the default store"),
+            ResultFormat::Json => outln!("{json}")?,
+            ResultFormat::Text if !cli.quiet => outln!("{text} from the default store")?,
             ResultFormat::Text => {}
         }
         return Ok(());

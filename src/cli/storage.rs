@@ -1,5 +1,6 @@
 //! `bootc-image storage init|status|verify|gc`.
 
+use super::output::outln;
 use std::collections::HashSet;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
@@ -96,11 +97,11 @@ pub fn run(cli: &Cli, c: &StorageCommand) -> anyhow::Result<()> {
     match c {
         StorageCommand::Init => {
             let (store, created) = storage::ensure(&sysroot)?;
-            println!(
+            outln!(
                 "{} {}",
                 if created { "Created" } else { "Exists:" },
                 store.config().graphroot.display()
-            );
+            )?;
         }
         StorageCommand::Status { format } => {
             let path = sysroot.storage_path();
@@ -137,24 +138,24 @@ pub fn run(cli: &Cli, c: &StorageCommand) -> anyhow::Result<()> {
                     "bootc_store": {"path": path, "exists": store.is_some(), "store": store},
                     "default_store": {"path": def.graphroot, "driver": def.driver.name()},
                 });
-                println!("{}", serde_json::to_string_pretty(&v)?);
+                outln!("{}", serde_json::to_string_pretty(&v)?)?;
                 return Ok(());
             }
-            println!("bootc store:   {}", path.display());
+            outln!("bootc store:   {}", path.display())?;
             match bootc {
-                None => println!("  (not created yet: `bootc-image storage init`)"),
+                None => outln!("  (not created yet: `bootc-image storage init`)")?,
                 Some((images, layers, incomplete, bytes)) => {
-                    println!("  images:      {images}");
-                    println!("  layers:      {layers} ({incomplete} incomplete)");
-                    println!("  disk use:    {} MiB", bytes >> 20);
-                    println!("  SELinux:     {selinux}");
+                    outln!("  images:      {images}")?;
+                    outln!("  layers:      {layers} ({incomplete} incomplete)")?;
+                    outln!("  disk use:    {} MiB", bytes >> 20)?;
+                    outln!("  SELinux:     {selinux}")?;
                 }
             }
-            println!(
+            outln!(
                 "default store: {} ({})",
                 def.graphroot.display(),
                 def.driver.name()
-            );
+            )?;
         }
         StorageCommand::Verify {
             repair,
@@ -172,7 +173,7 @@ pub fn run(cli: &Cli, c: &StorageCommand) -> anyhow::Result<()> {
                 ));
             }
             let Some(store) = storage::open_existing(&sysroot)? else {
-                println!("Removed 0 images, 0 layers");
+                outln!("Removed 0 images, 0 layers")?;
                 return Ok(());
             };
             let roots = gc::roots(&sysroot)?;
@@ -183,16 +184,16 @@ pub fn run(cli: &Cli, c: &StorageCommand) -> anyhow::Result<()> {
                 ("removed", "Removed")
             };
             for id in &report.images {
-                println!("{each} image {id}");
+                outln!("{each} image {id}")?;
             }
             for id in &report.layers {
-                println!("{each} layer {id}");
+                outln!("{each} layer {id}")?;
             }
-            println!(
+            outln!(
                 "{total} {} images, {} layers",
                 report.images.len(),
                 report.layers.len()
-            );
+            )?;
         }
     }
     Ok(())
@@ -245,36 +246,36 @@ fn verify(cli: &Cli, which: WhichStore, repair: bool, json: bool) -> anyhow::Res
             "problems": report.problems,
             "removed": repaired,
         });
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        outln!("{}", serde_json::to_string_pretty(&v)?)?;
     } else {
         for p in &report.problems {
-            println!("{p}");
+            outln!("{p}")?;
         }
         match &repaired {
             None if report.problems.is_empty() => {
-                println!("{} layers verified", report.layers_checked);
-                println!("{} images verified", report.images_checked);
+                outln!("{} layers verified", report.layers_checked)?;
+                outln!("{} images verified", report.images_checked)?;
             }
             None => {}
             Some(r) => {
                 for id in &r.images {
-                    println!("removed image {id}");
+                    outln!("removed image {id}")?;
                 }
                 for id in &r.layers {
-                    println!("removed layer {id}");
+                    outln!("removed layer {id}")?;
                 }
                 for p in &r.orphans {
-                    println!("removed {}", p.display());
+                    outln!("removed {}", p.display())?;
                 }
                 for id in &r.kept_in_use {
-                    println!("kept damaged layer {id}: a container or a mount uses it");
+                    outln!("kept damaged layer {id}: a container or a mount uses it")?;
                 }
-                println!(
+                outln!(
                     "Repaired: removed {} images, {} layers, {} orphaned files",
                     r.images.len(),
                     r.layers.len(),
                     r.orphans.len()
-                );
+                )?;
             }
         }
     }

@@ -84,13 +84,17 @@ impl ReadAhead {
             }
             if let Ok(fd) = rustix::fs::open(
                 &path,
-                OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NOATIME,
+                OFlags::RDONLY
+                    | OFlags::NONBLOCK
+                    | OFlags::NOFOLLOW
+                    | OFlags::CLOEXEC
+                    | OFlags::NOATIME,
                 Mode::empty(),
             )
             .or_else(|_| {
                 rustix::fs::open(
                     &path,
-                    OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOFOLLOW | OFlags::CLOEXEC,
                     Mode::empty(),
                 )
             }) {

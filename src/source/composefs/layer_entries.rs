@@ -12,7 +12,6 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use composefs::fsverity::{FsVerityHashValue, FsVerityHasher};
-use composefs::repository::Repository;
 use composefs::splitstream::{SplitStreamData, SplitStreamReader};
 
 use crate::error::{Error, Result};
@@ -73,7 +72,6 @@ impl ObjectPlace<'_> {
 /// read through the check). `read_ahead` is told the bytes of each object read; `progress` gets
 /// the stream's bytes consumed so far after each entry.
 pub fn feed_splitstream<H: FsVerityHashValue>(
-    repo: &Repository<H>,
     place: &ObjectPlace<'_>,
     stream: SplitStreamReader<H>,
     (verify, read_ahead): (bool, Option<&ReadAhead>),
@@ -111,12 +109,13 @@ pub fn feed_splitstream<H: FsVerityHashValue>(
             SplitStreamData::External(id) => {
                 tar.data_supplied_apart();
                 let path = place.object_path(&id);
-                let file = repo.open_object(&id).map(File::from).map_err(|e| {
+                // Non-blocking and a regular file only: a FIFO or device planted where an object
+                // should be is damage, not something to wait on.
+                let file = crate::fsutil::open_regular(None, &path).map_err(|e| {
                     place.damaged(format!(
-                        "object {} of {} cannot be opened ({})",
+                        "object {} of {} cannot be opened ({e})",
                         path.display(),
                         String::from_utf8_lossy(&header.name),
-                        e.root_cause()
                     ))
                 })?;
                 let len = file

@@ -251,7 +251,7 @@ impl ComposefsImage {
             });
             let _stop = StopOnDrop(&ra);
             let how = (self.verify, Some(&ra));
-            feed_splitstream(&t.repo, &place, stream, how, sink, report)
+            feed_splitstream(&place, stream, how, sink, report)
         })
     }
 }
@@ -413,23 +413,24 @@ pub fn layer_stream_diff_id(repo_path: &Path, stream: &Path) -> Result<Digest> {
         layer: "(given)",
     };
     check_splitstream(stream).map_err(|e| place.damaged(format!("its splitstream: {e}")))?;
-    let file = std::fs::File::open(stream).map_err(|e| Error::io("opening", stream, e))?;
+    let file =
+        crate::fsutil::open_regular(None, stream).map_err(|e| Error::io("opening", stream, e))?;
     let mut sink = LayerSink::digest_only();
     let cwd = rustix::fs::CWD;
     match Repository::<Sha512HashValue>::open_path(cwd, repo_path) {
-        Ok(repo) => {
+        Ok(_) => {
             let reader =
                 composefs::splitstream::SplitStreamReader::<Sha512HashValue>::new(file, None)
                     .map_err(|e| place.damaged(format!("its splitstream ({e:#})")))?;
-            feed_splitstream(&repo, &place, reader, (false, None), &mut sink, |_| {})?;
+            feed_splitstream(&place, reader, (false, None), &mut sink, |_| {})?;
         }
         Err(RepositoryOpenError::AlgorithmMismatch { .. }) => {
-            let repo = Repository::<Sha256HashValue>::open_path(cwd, repo_path)
+            Repository::<Sha256HashValue>::open_path(cwd, repo_path)
                 .map_err(|e| open_error(repo_path, e))?;
             let reader =
                 composefs::splitstream::SplitStreamReader::<Sha256HashValue>::new(file, None)
                     .map_err(|e| place.damaged(format!("its splitstream ({e:#})")))?;
-            feed_splitstream(&repo, &place, reader, (false, None), &mut sink, |_| {})?;
+            feed_splitstream(&place, reader, (false, None), &mut sink, |_| {})?;
         }
         Err(e) => return Err(open_error(repo_path, e)),
     }
@@ -467,10 +468,8 @@ fn read_document<H: FsVerityHashValue>(
             objects.len()
         )));
     };
-    let file = repo
-        .open_object(object)
-        .map(std::fs::File::from)
-        .map_err(|e| damaged(format!("the object of {content_id} is missing ({e:#})")))?;
+    let file = crate::fsutil::open_regular(None, &object_path(repo_path, object))
+        .map_err(|e| damaged(format!("the object of {content_id} cannot be opened ({e})")))?;
     let bytes = super::read_small(file, DOCUMENT_LIMIT, content_id)?;
     Ok((bytes, stream.into_named_refs()))
 }
@@ -487,7 +486,8 @@ fn object_path<H: FsVerityHashValue>(repo_path: &Path, id: &H) -> PathBuf {
 /// would otherwise make it ask for any amount of memory). Old-format headers are left to it.
 pub fn check_splitstream(path: &Path) -> std::result::Result<(), String> {
     use std::io::{Read, Seek, SeekFrom};
-    let mut f = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut f =
+        crate::fsutil::open_regular(None, path).map_err(|e| format!("{}: {e}", path.display()))?;
     let len = f.metadata().map_err(|e| e.to_string())?.len();
     let mut head = [0u8; 32];
     f.read_exact(&mut head)

@@ -59,7 +59,7 @@ fn object_checksum(repo_path: &Path, csum: &str, info: &ObjectInfo) -> std::io::
     sha.update([0u8; 4]);
     sha.update(&header);
     if info.symlink.is_none() {
-        let mut f = std::fs::File::open(object_path(repo_path, csum, "file"))?;
+        let mut f = crate::fsutil::open_regular(None, &object_path(repo_path, csum, "file"))?;
         std::io::copy(&mut f, &mut sha)?;
     }
     Ok(hex::encode(sha.finalize()))

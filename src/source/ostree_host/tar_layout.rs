@@ -140,15 +140,12 @@ impl<'a> LayoutWriter<'a> {
     fn open_object(&self, csum: &str, path: &Path) -> Result<std::fs::File> {
         let io = |e: std::io::Error| Error::io("reading", path, e);
         match (&self.objects_dir, csum.split_at_checked(2)) {
-            (Some(dir), Some((a, b))) => rustix::fs::openat(
-                dir,
+            (Some(dir), Some((a, b))) => crate::fsutil::open_regular_at(
+                std::os::fd::AsFd::as_fd(dir),
                 format!("{a}/{b}.file"),
-                rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC,
-                rustix::fs::Mode::empty(),
             )
-            .map(std::fs::File::from)
-            .map_err(|e| io(e.into())),
-            _ => std::fs::File::open(path).map_err(io),
+            .map_err(io),
+            _ => crate::fsutil::open_regular(None, path).map_err(io),
         }
     }
 

@@ -24,6 +24,9 @@ pub struct Packages {
     pub owner: HashMap<Vec<u8>, usize>,
     /// The info directory read, relative to the root.
     pub info_dir: &'static str,
+    /// File lists that are not regular files (a directory, a dangling symlink, a FIFO), relative
+    /// to the root: skipped, so the files they would list count as unowned.
+    pub skipped: Vec<String>,
 }
 
 /// Resolves the directory components of `path` through the tree's symlinks (`links`: path →
@@ -98,7 +101,24 @@ pub fn read(root: &Path, links: &HashMap<Vec<u8>, Vec<u8>>) -> Result<Option<Pac
                 packages.names.push(pkg);
             }
             let index = packages.names.len() - 1;
-            let text = std::fs::read(&list).map_err(|e| Error::io("reading", &list, e))?;
+            // Not blocking on a FIFO, not following a link out of the info directory; a list
+            // that is no regular file lists nothing (podman build takes such a tree as it is).
+            let name = list.file_name().map(Path::new).unwrap_or(Path::new(""));
+            let text = match crate::fsutil::open_regular(Some(&dir), name) {
+                Ok(f) => {
+                    let mut text = Vec::new();
+                    std::io::Read::read_to_end(&mut &f, &mut text)
+                        .map_err(|e| Error::read(list.display().to_string(), e))?;
+                    text
+                }
+                Err(e) if skippable(&e) => {
+                    packages
+                        .skipped
+                        .push(format!("{info_dir}/{}", name.display()));
+                    continue;
+                }
+                Err(e) => return Err(Error::read(list.display().to_string(), e)),
+            };
             for line in text.split(|&b| b == b'\n') {
                 let resolved = resolve_dirs(line, links);
                 if !resolved.is_empty() {
@@ -109,6 +129,17 @@ pub fn read(root: &Path, links: &HashMap<Vec<u8>, Vec<u8>>) -> Result<Option<Pac
         return Ok(Some(packages));
     }
     Ok(None)
+}
+
+/// Whether opening a file list failed because it is no regular file inside the info directory
+/// (rather than for want of permission or a broken disk).
+fn skippable(e: &std::io::Error) -> bool {
+    use rustix::io::Errno;
+    e.kind() == std::io::ErrorKind::InvalidInput
+        || e.kind() == std::io::ErrorKind::NotFound
+        || [Errno::XDEV, Errno::LOOP, Errno::ISDIR, Errno::NOTDIR]
+            .iter()
+            .any(|n| e.raw_os_error() == Some(n.raw_os_error()))
 }
 
 #[cfg(test)]

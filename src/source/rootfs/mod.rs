@@ -91,6 +91,25 @@ pub struct Builder {
     groups: Vec<String>,
     /// How the groups were found.
     pub grouping: Grouping,
+    /// dpkg file lists skipped because they are no regular file (relative to the root): the files
+    /// they would list are unowned. Worth telling the user.
+    pub skipped_lists: Vec<String>,
+}
+
+/// Fails when the file `f` (at `path`) is no longer the `size` bytes the scan found: the tree
+/// changed while it was being built, and what went in would not be the file.
+fn changed_during_build(f: &std::fs::File, path: &Path, size: u64) -> Result<()> {
+    let now = f
+        .metadata()
+        .map_err(|e| Error::read(path.display().to_string(), e))?
+        .len();
+    if now != size {
+        return Err(Error::InvalidInput(format!(
+            "{} changed during the build ({size} bytes when the tree was read, {now} now): build from a tree nothing writes to (stop its services, or copy or snapshot it first)",
+            path.display()
+        )));
+    }
+    Ok(())
 }
 
 /// Puts every parent directory of `path` (`index`: path → node) into `layer` too.
@@ -135,8 +154,10 @@ impl Builder {
             .filter(|n| n.kind == NodeKind::Symlink)
             .map(|n| (n.path.clone(), n.target.clone()))
             .collect();
+        let mut skipped_lists = Vec::new();
         let (grouping, groups, mut owner) = match dpkg::read(root, &links)? {
             Some(p) => {
+                skipped_lists = p.skipped.clone();
                 let owner: Vec<Option<usize>> = nodes
                     .iter()
                     .map(|n| {
@@ -181,6 +202,7 @@ impl Builder {
             owner,
             groups,
             grouping,
+            skipped_lists,
         })
     }
 
@@ -359,19 +381,45 @@ impl Builder {
                         .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
                         .open(&path)
                 }
-                .map_err(|e| Error::io("reading (did it change during the build?)", &path, e))?;
-                Content::Object {
-                    file,
-                    path: &path,
-                    linkable: false,
-                }
+                .map_err(|e| {
+                    Error::read(
+                        format!("{} (did it change during the build?)", path.display()),
+                        e,
+                    )
+                })?;
+                // Kept to look again once the bytes are in: a file that grew (or shrank) while
+                // the build read it would otherwise go in as a prefix of itself.
+                let watch = file
+                    .try_clone()
+                    .map_err(|e| Error::read(path.display().to_string(), e))?;
+                changed_during_build(&watch, &path, h.size)?;
+                Some((
+                    Content::Object {
+                        file,
+                        path: &path,
+                        linkable: false,
+                    },
+                    watch,
+                ))
             } else {
-                Content::None
+                None
             };
             let meta = EntryMeta::Header(&h);
             let raw = built.raw(&bytes, meta.content_size());
             let size = meta.content_size();
-            sink.entry(Entry { raw, meta, content })?;
+            match content {
+                Some((content, watch)) => {
+                    sink.entry(Entry { raw, meta, content })?;
+                    changed_during_build(&watch, &path, h.size)?;
+                }
+                None => {
+                    sink.entry(Entry {
+                        raw,
+                        meta,
+                        content: Content::None,
+                    })?;
+                }
+            }
             ra.consumed(size);
         }
         sink.trailer(&built.trailer())
