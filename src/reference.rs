@@ -336,6 +336,41 @@ pub fn check_stored_names(names: &[String]) -> Result<()> {
     Ok(())
 }
 
+/// Checks that every name with a digest (`NAME@sha256:…`) names one of `digests`, the manifest
+/// digests of the image it goes to: c/image resolves `NAME@DIGEST` by that digest, and a name
+/// whose digest is another manifest's makes the image unreadable by that name (skopeo cannot
+/// export it).
+pub fn check_name_digests(names: &[String], digests: &[String]) -> Result<()> {
+    for n in names {
+        if let Some((_, d)) = n.split_once('@')
+            && !digests.iter().any(|x| x == d)
+        {
+            return Err(Error::InvalidInput(format!(
+                "{n:?} names the manifest digest {d}, but the image's is {}: drop the @DIGEST (give NAME:TAG), or name the image's own digest",
+                digests.first().map_or("unknown", String::as_str)
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The manifest digests of a stored image: its `digest`, its `digests`, and those of its
+/// `manifest…` big-data items.
+pub fn record_digests(img: &storage_format::ImageRecord) -> Vec<String> {
+    let mut out: Vec<String> = img.digest.iter().cloned().collect();
+    if let Some(serde_json::Value::Array(a)) = img.extra.get("digests") {
+        out.extend(a.iter().filter_map(|v| v.as_str().map(str::to_string)));
+    }
+    for (k, v) in &img.big_data_digests {
+        if (k == "manifest" || k.starts_with("manifest-"))
+            && let Some(d) = v.as_str()
+        {
+            out.push(d.to_string());
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::normalize;

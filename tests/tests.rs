@@ -70,3 +70,6 @@ mod package;
 
 #[path = "suite/examples.rs"]
 mod examples;
+
+#[path = "suite/round2.rs"]
+mod round2;

@@ -170,6 +170,7 @@ pub fn run(cli: &Cli, args: &Args) -> anyhow::Result<()> {
         return Ok(());
     }
     let input = builder.image(&plan, vec![name.clone()])?;
+    super::copy_to_storage::target_digest_check(&input)?;
     let mode = super::pull::progress_mode(cli, args.progress);
     let reporter = Reporter::new(&input.layers, mode, None);
     let report = builder

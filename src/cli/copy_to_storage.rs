@@ -190,6 +190,7 @@ pub fn run(cli: &Cli, args: &Args) -> anyhow::Result<()> {
     let mut opened = source::open_with(&source_ref, &args.fetch.options())
         .with_context(|| format!("reading {src}"))?;
     opened.image.names = vec![name.clone()];
+    target_digest_check(&opened.image)?;
     let store = Store::open(config.clone())
         .with_context(|| format!("opening the store at {}", config.graphroot.display()))?;
     let reporter = reporter(cli, args, &opened.image.layers, progress_fd.as_ref())?;
@@ -338,6 +339,7 @@ fn import_verifying_on_mismatch<S: OpenedImage, T>(
     import: impl Fn(&S, &(dyn Fn(Progress) + Sync)) -> (crate::Result<ImportReport>, T),
 ) -> anyhow::Result<(S, Reporter, crate::Result<ImportReport>, T)> {
     let mut opened = first;
+    target_digest_check(opened.input())?;
     let mut reporter = reporter(cli, args, &opened.input().layers, progress_fd)?;
     let (mut result, mut counted) = import(&opened, &|p| reporter.event(p));
     if !args.verify && matches!(result, Err(crate::Error::DigestMismatch { .. })) {
@@ -348,6 +350,15 @@ fn import_verifying_on_mismatch<S: OpenedImage, T>(
         (result, counted) = import(&opened, &|p| reporter.event(p));
     }
     Ok((opened, reporter, result, counted))
+}
+
+/// A `--target NAME@DIGEST` must name the image's own manifest digest (c/image finds the image
+/// by it; skopeo cannot export an image stored under another digest).
+pub(super) fn target_digest_check(input: &ImageInput) -> anyhow::Result<()> {
+    Ok(crate::reference::check_name_digests(
+        &input.names,
+        &[input.manifest_digest.to_string()],
+    )?)
 }
 
 /// `--source containers-storage:[STORE]NAME`: the image copied natively from that store (its
@@ -371,6 +382,14 @@ fn from_store(
             ),
         ));
     }
+    // The signature policy's containers-storage scopes, as skopeo copy evaluates them.
+    crate::source::policy::load(args.fetch.signature_policy.as_deref())?.check(
+        &crate::source::policy::PolicyRef::storage(
+            src_config.driver.name(),
+            &src_config.graphroot,
+            &r.name,
+        ),
+    )?;
     let from = Store::open_read_only(src_config.clone())
         .with_context(|| format!("opening the store {}", src_config.graphroot.display()))?;
     let images = from.images()?;

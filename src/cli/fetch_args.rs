@@ -29,6 +29,10 @@ pub struct FetchArgs {
     /// The wait between retries (e.g. 500ms, 2s, 1m). Default: 2 s, doubling each time.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub retry_delay: Option<Duration>,
+    /// The signature policy (containers-policy.json(5)) that decides which images may be pulled.
+    /// Default: as podman (/etc/containers/policy.json for root).
+    #[arg(long, value_name = "FILE")]
+    pub signature_policy: Option<PathBuf>,
 }
 
 impl Default for FetchArgs {
@@ -40,6 +44,7 @@ impl Default for FetchArgs {
             cert_dir: None,
             retry: 3,
             retry_delay: None,
+            signature_policy: None,
         }
     }
 }
@@ -56,6 +61,7 @@ impl FetchArgs {
                 delay: self.retry_delay,
             },
             no_default_credentials: false,
+            signature_policy: self.signature_policy.clone(),
         }
     }
 

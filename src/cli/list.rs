@@ -139,7 +139,7 @@ pub fn run(cli: &Cli, args: &Args) -> anyhow::Result<()> {
     let rows = collect(cli, args.list_type)?;
     match args.format {
         Format::Json => outln!("{}", serde_json::to_string_pretty(&rows)?)?,
-        Format::Table => super::output::text(&format!("{}", table(&rows)))?,
+        Format::Table => super::output::text(&table(&rows))?,
     }
     Ok(())
 }

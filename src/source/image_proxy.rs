@@ -52,6 +52,8 @@ pub struct FetchOptions {
     /// Without `authfile`, use no credentials at all rather than c/image's default files (bootc's
     /// store: never the user's credentials, as upstream).
     pub no_default_credentials: bool,
+    /// The signature policy (podman's `--signature-policy`); `None`: where podman reads it.
+    pub signature_policy: Option<PathBuf>,
 }
 
 /// The proxy with the image open.
@@ -215,7 +217,7 @@ async fn connect_and_read(
     imgref: String,
     opts: FetchOptions,
 ) -> Result<(Connection, String, Vec<u8>, Vec<u8>)> {
-    let conn = connect(imgref.clone(), opts).await?;
+    let conn = connect(imgref.clone(), opts.clone()).await?;
     let imgref = imgref.as_str();
     let (proxy, img) = (&conn.proxy, &conn.img);
     let (digest, manifest) = proxy
@@ -227,6 +229,19 @@ async fn connect_and_read(
             "{imgref}: its manifest is larger than {JSON_LIMIT} bytes"
         )));
     }
+    // A Docker schema 2 manifest arrives converted to OCI (under the original's digest), its
+    // config re-encoded under a digest no source has: the original bytes are what we fetch,
+    // verify and store, as podman does.
+    let manifest = if super::image_documents::parse_digest(&digest, "the manifest")?
+        == Digest::of_bytes(&manifest)
+    {
+        manifest
+    } else {
+        let (r, d, o) = (imgref.to_string(), digest.clone(), opts.clone());
+        tokio::task::spawn_blocking(move || original_manifest(&r, &d, &o))
+            .await
+            .map_err(|e| Error::Internal(format!("the manifest task failed: {e}")))??
+    };
     // The config as stored, byte for byte: as a blob (GetFullConfig would give it re-encoded,
     // which no longer hashes to its digest for configs written by Docker or BuildKit).
     let parsed: super::oci_types::Manifest =
@@ -258,6 +273,77 @@ async fn connect_and_read(
     finished.map_err(|e| remote_error(imgref, "reading the config of", e))?;
     read.map_err(|e| Error::read(format!("the config of {imgref}"), e))?;
     Ok((conn, digest, manifest, config))
+}
+
+/// The manifest of `imgref` as its source holds it, byte for byte (skopeo 1.9's proxy only gives it
+/// converted to OCI): `skopeo inspect --raw`, with the options the proxy got, by `digest` for a
+/// registry (a tag may name a list, or move); it must hash to `digest`.
+fn original_manifest(imgref: &str, digest: &str, opts: &FetchOptions) -> Result<Vec<u8>> {
+    let target = match imgref.strip_prefix("docker://") {
+        Some(rest) => {
+            let r = crate::reference::parse(rest)?;
+            format!("docker://{}@{digest}", r.name())
+        }
+        None => imgref.to_string(),
+    };
+    let mut cmd = std::process::Command::new("skopeo");
+    if let Some(conf) = std::env::var_os("CONTAINERS_REGISTRIES_CONF").filter(|c| !c.is_empty()) {
+        cmd.arg("--registries-conf").arg(conf);
+    }
+    cmd.args(["inspect", "--raw", "--retry-times", "0"]);
+    if let Some(a) = &opts.authfile {
+        cmd.arg("--authfile").arg(a);
+    } else if opts.no_default_credentials {
+        cmd.arg("--no-creds");
+    }
+    if let Some(d) = &opts.cert_dir {
+        cmd.arg("--cert-dir").arg(d);
+    }
+    if opts.tls_verify == Some(false) {
+        cmd.arg("--tls-verify=false");
+    }
+    let out = cmd
+        .arg(&target)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| {
+            Error::external(
+                "skopeo",
+                format!(
+                    "cannot run skopeo ({e}), which reads {imgref}: install it (apt install skopeo)"
+                ),
+            )
+        })?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        let detail = err
+            .lines()
+            .last()
+            .unwrap_or("")
+            .trim_start_matches("time=")
+            .trim();
+        return Err(described(
+            imgref,
+            "reading the original manifest of",
+            detail,
+            false,
+        ));
+    }
+    let expected = super::image_documents::parse_digest(digest, "the manifest")?;
+    let actual = Digest::of_bytes(&out.stdout);
+    if actual != expected {
+        return Err(Error::DigestMismatch {
+            what: format!("manifest of {imgref}"),
+            expected: expected.to_string(),
+            actual: actual.to_string(),
+        });
+    }
+    if out.stdout.len() > JSON_LIMIT {
+        return Err(Error::InvalidInput(format!(
+            "{imgref}: its manifest is larger than {JSON_LIMIT} bytes"
+        )));
+    }
+    Ok(out.stdout)
 }
 
 /// The image from the proxy's documents. The proxy gives the manifest in OCI form: a Docker

@@ -10,6 +10,7 @@ pub mod oci_layout;
 pub mod oci_types;
 #[cfg(feature = "ostree")]
 pub mod ostree_host;
+pub mod policy;
 pub mod retry;
 pub mod rootfs;
 
@@ -169,6 +170,8 @@ pub fn open(source: &SourceRef) -> Result<OpenedSource> {
 
 /// Opens a source; images read through the proxy are fetched as `fetch` says.
 pub fn open_with(source: &SourceRef, fetch: &image_proxy::FetchOptions) -> Result<OpenedSource> {
+    // The signature policy first, as c/image checks it before anything is read.
+    policy::check_source(source, fetch.signature_policy.as_deref())?;
     match source {
         SourceRef::OciDir { path, tag } => oci_layout::open(path, tag.as_deref()),
         SourceRef::OciArchive { path, tag } => oci_archive::open(path, tag.as_deref()),

@@ -79,6 +79,10 @@ impl Store {
                 format!("image {image_id} is not in the source store"),
             )
         })?;
+        crate::reference::check_name_digests(
+            &opts.names,
+            &crate::reference::record_digests(&image),
+        )?;
         let (src_layers, _) = src.read_layers()?;
         // The layer chain, base first.
         let mut chain: Vec<LayerRecord> = Vec::new();

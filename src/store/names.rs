@@ -12,12 +12,13 @@ impl Store {
         let _w = self.writer()?;
         let guard = self.images_lock().lock_write()?;
         let (mut images, _) = self.read_images()?;
-        if images.get(id).is_none() {
+        let Some(img) = images.get(id) else {
             return Err(Error::not_found(
                 id.to_string(),
                 format!("image {id} is not in the store"),
             ));
-        }
+        };
+        crate::reference::check_name_digests(names, &crate::reference::record_digests(img))?;
         let holders: Vec<String> = images
             .iter()
             .filter(|i| i.id != id && i.names.iter().any(|n| names.contains(n)))

@@ -23,7 +23,7 @@ fn write(root: &Path, rel: &str, content: &[u8]) {
 }
 
 /// The fixture rootfs under `dir`; `bash_version` changes the `bash` package's files.
-fn make_rootfs(dir: &Path, bash_version: &str) -> PathBuf {
+pub fn make_rootfs(dir: &Path, bash_version: &str) -> PathBuf {
     let root = dir.join("rootfs");
     let _ = fs::remove_dir_all(&root);
     fs::create_dir_all(root.join("usr/bin")).expect("usr/bin");
@@ -120,7 +120,7 @@ fn make_rootfs(dir: &Path, bash_version: &str) -> PathBuf {
 }
 
 /// `bootc-image build-chunked --rootfs ROOT --target NAME ARGS…` on `store`.
-fn build(store: &TestStore, root: &Path, name: &str, extra: &[&str]) -> std::process::Output {
+pub fn build(store: &TestStore, root: &Path, name: &str, extra: &[&str]) -> std::process::Output {
     let mut c = store.ours_cmd();
     c.arg("build-chunked")
         .arg("--rootfs")

@@ -54,7 +54,7 @@ pub fn import_into_repo(oci_src: &str, repo: &Path, tag: &str) -> String {
 }
 
 /// The source reference of an image in a repository.
-fn source(repo: &Path, image: &str) -> String {
+pub fn source(repo: &Path, image: &str) -> String {
     format!("composefs:{}:{image}", repo.display())
 }
 
@@ -201,7 +201,7 @@ fn composefs_repository_unchanged() {
 }
 
 /// The object files of a repository that hold `content`.
-fn objects_with(repo: &Path, content: &[u8]) -> Vec<PathBuf> {
+pub fn objects_with(repo: &Path, content: &[u8]) -> Vec<PathBuf> {
     let mut out = Vec::new();
     for d in fs::read_dir(repo.join("objects")).expect("objects") {
         let d = d.expect("entry").path();
@@ -219,7 +219,7 @@ fn objects_with(repo: &Path, content: &[u8]) -> Vec<PathBuf> {
 }
 
 /// A repository with one layer holding a large file (an external object) and a small one (inline).
-fn small_repo(dir: &Path) -> (PathBuf, BuiltImage, Vec<u8>) {
+pub fn small_repo(dir: &Path) -> (PathBuf, BuiltImage, Vec<u8>) {
     let big = fixture::pseudo_random(300_000, 7);
     let tar = fixture::build_tar(&[
         fixture::Entry::dir("usr/"),
