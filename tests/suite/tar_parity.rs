@@ -418,11 +418,17 @@ fn generated_tars_match_skopeo() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(30);
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(1)
-        | 1;
+    // BOOTC_IMAGE_DIFF_SEED replays a run (the seed is printed).
+    let seed = std::env::var("BOOTC_IMAGE_DIFF_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(1)
+                | 1
+        });
     let mut rng = crate::fuzz_smoke::Rng(seed);
     let base = RawTar::default()
         .header(b"base/", tar::EntryType::Directory, b"", |_| {})

@@ -7,7 +7,7 @@
 
 use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use std::fs::File;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags, Timestamps, XattrFlags};
@@ -28,7 +28,7 @@ use super::path::{clean_components, join};
 use super::shared_bytes::SharedBytes;
 use super::tar_header::{EntryKind, TarHeader};
 use crate::error::{Error, Result};
-use crate::fsutil::{create_new_file_mode_at, proc_path};
+use crate::fsutil::create_new_file_mode_at;
 
 /// Prefix of whiteout entries.
 pub const WHITEOUT_PREFIX: &[u8] = b".wh.";
@@ -509,8 +509,10 @@ impl TreeWriter {
                     .map_err(|e| errno("setting times of", &self.root_path, &path, e))?;
                 continue;
             }
-            // As c/storage's Chtimes in its chroot: the name is followed (inside the layer), and a
-            // directory that a later entry removed fails the layer.
+            // As c/storage's Chtimes (utimensat, following) in its chroot: the name is followed
+            // (inside the layer), and a directory that a later entry removed fails the layer (ENOENT),
+            // but whatever a later entry put in its place (a file written through a symlink after a
+            // whiteout removed the directory) gets the times, as os.Chtimes gives them.
             let fd = crate::fsutil::openat2_retry(
                 &self.root,
                 join(&comps).as_slice(),
@@ -519,8 +521,10 @@ impl TreeWriter {
                 ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
             )
             .map_err(|e| errno("setting times of", &self.root_path, &path, e))?;
-            let p = proc_path(fd.as_fd(), b"");
-            rustix::fs::utimensat(rustix::fs::CWD, p.as_slice(), &times, AtFlags::empty())
+            // The magic link itself, followed to the inode: not proc_path's "N/.", which fails with
+            // ENOTDIR when the name is no longer a directory.
+            let p = format!("/proc/self/fd/{}", fd.as_raw_fd());
+            rustix::fs::utimensat(rustix::fs::CWD, p.as_str(), &times, AtFlags::empty())
                 .map_err(|e| errno("setting times of", &self.root_path, &path, e))?;
         }
         Ok(())
