@@ -24,15 +24,27 @@ pub fn roots(sysroot: &Sysroot) -> Result<BTreeSet<String>> {
 }
 
 /// Removes every image none of whose names is a root (untagged images too), and their unused layers.
+/// An image a container uses (podman run on bootc's store) stays, as `podman rmi` keeps it: the
+/// report names it and its containers.
 pub fn collect(store: &Store, roots: &BTreeSet<String>, dry_run: bool) -> Result<DeleteReport> {
-    let garbage: Vec<String> = store
-        .images()?
-        .into_iter()
-        .filter(|img| !img.names.iter().any(|n| roots.contains(n)))
-        .map(|img| img.id)
-        .collect();
-    if dry_run {
-        return store.garbage_plan(&garbage);
+    let mut garbage = Vec::new();
+    let mut kept = Vec::new();
+    for img in store.images()? {
+        if img.names.iter().any(|n| roots.contains(n)) {
+            continue;
+        }
+        let containers = store.containers_of_image(&img.id)?;
+        if containers.is_empty() {
+            garbage.push(img.id);
+        } else {
+            kept.push((img.id, containers));
+        }
     }
-    store.collect_garbage(&garbage)
+    let mut report = if dry_run {
+        store.garbage_plan(&garbage)?
+    } else {
+        store.collect_garbage(&garbage)?
+    };
+    report.kept_for_containers = kept;
+    Ok(report)
 }

@@ -65,13 +65,17 @@ fn open(cli: &Cli, which: WhichStore, write: bool) -> anyhow::Result<Option<Stor
         WhichStore::Bootc => crate::bootc::storage::config(&cli.sysroot()),
         WhichStore::Default => cli.store_config()?,
     };
-    if !config
+    // A store we may not look into is an error, not an absent store (or image).
+    let lock = config
         .graphroot
         .join(format!("{}-layers", config.driver.name()))
-        .join("layers.lock")
-        .exists()
-    {
-        return Ok(None);
+        .join("layers.lock");
+    match std::fs::symlink_metadata(&lock) {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            return Err(crate::Error::io("reading the store", &config.graphroot, e).into());
+        }
     }
     Ok(Some(if write {
         Store::open(config)?
@@ -88,6 +92,49 @@ fn open_required(cli: &Cli, which: WhichStore, name: &str, write: bool) -> anyho
             format!("image {name:?} is not in the store: there is no store"),
         )
     })
+}
+
+/// Removes (or untags) one image as `podman rmi` does; prints what it did unless --quiet.
+fn remove_one(cli: &Cli, s: &Store, typed: &str, force: bool) -> anyhow::Result<()> {
+    let all = s.images()?;
+    let img = find_image(&all, typed)?.clone();
+    match matched_name(&img, typed) {
+        Some(name) if img.names.len() > 1 => {
+            s.untag_image(&img.id, &name)?;
+            if !cli.quiet {
+                outln!("Untagged: {name}")?;
+            }
+            return Ok(());
+        }
+        None if img.names.len() > 1 && !force => {
+            return Err(fail(
+                Code::Image,
+                format!(
+                    "image {typed:?} has several names ({}): remove them by name, or all at once with --force",
+                    img.names.join(", ")
+                ),
+            ));
+        }
+        _ => {}
+    }
+    let users = s.containers_of_image(&img.id)?;
+    if !users.is_empty() {
+        return Err(fail(
+            Code::Image,
+            format!(
+                "image {typed:?} is in use by container {}: remove the container first (podman rm -f; bootc-image does not remove containers, even with --force)",
+                users.join(", ")
+            ),
+        ));
+    }
+    s.delete_images(std::slice::from_ref(&img.id))?;
+    if !cli.quiet {
+        for n in &img.names {
+            outln!("Untagged: {n}")?;
+        }
+        outln!("Deleted: {}", img.id)?;
+    }
+    Ok(())
 }
 
 /// Runs the command.
@@ -108,49 +155,49 @@ pub fn run(cli: &Cli, c: &ImageCommand) -> anyhow::Result<()> {
             force,
         } => {
             let s = open_required(cli, *store, &images[0], true)?;
+            // As podman rmi: every image is tried; the first failure is reported at the end
+            // (one line), and with --force an image that is not there is no failure.
+            let mut first_err: Option<anyhow::Error> = None;
             for typed in images {
-                let all = s.images()?;
-                let img = find_image(&all, typed)?.clone();
-                match matched_name(&img, typed) {
-                    Some(name) if img.names.len() > 1 => {
-                        s.untag_image(&img.id, &name)?;
-                        outln!("Untagged: {name}")?;
-                        continue;
+                match remove_one(cli, &s, typed, *force) {
+                    Ok(()) => {}
+                    Err(e) if e.chain().any(|c| c.is::<super::exit::ClosedOutput>()) => {
+                        return Err(e);
                     }
-                    None if img.names.len() > 1 && !force => {
-                        return Err(fail(
-                            Code::Image,
-                            format!(
-                                "image {typed:?} has several names ({}): remove them by name, or all at once with --force",
-                                img.names.join(", ")
-                            ),
-                        ));
+                    Err(e) => {
+                        let absent = e.chain().any(|c| {
+                            matches!(
+                                c.downcast_ref::<crate::Error>(),
+                                Some(crate::Error::NotFound { .. })
+                            )
+                        });
+                        if !(absent && *force) && first_err.is_none() {
+                            first_err = Some(e);
+                        }
                     }
-                    _ => {}
                 }
-                let users = s.containers_of_image(&img.id)?;
-                if !users.is_empty() {
-                    return Err(fail(
-                        Code::Image,
-                        format!(
-                            "image {typed:?} is in use by container {}: remove the container first (podman rm -f; bootc-image does not remove containers, even with --force)",
-                            users.join(", ")
-                        ),
-                    ));
-                }
-                s.delete_images(std::slice::from_ref(&img.id))?;
-                for n in &img.names {
-                    outln!("Untagged: {n}")?;
-                }
-                outln!("Deleted: {}", img.id)?;
+            }
+            if let Some(e) = first_err {
+                return Err(e);
             }
         }
         ImageCommand::Inspect { images, store } => {
             let s = open_required(cli, *store, &images[0], false)?;
             let all = s.images()?;
             let mut out = Vec::new();
+            // As podman: the images found are printed, then the first one not found fails.
+            let mut first_err = None;
             for typed in images {
-                out.push(s.inspect_image(find_image(&all, typed)?)?);
+                match find_image(&all, typed).and_then(|img| s.inspect_image(img)) {
+                    Ok(v) => out.push(v),
+                    Err(e) if first_err.is_none() => first_err = Some(e),
+                    Err(_) => {}
+                }
+            }
+            if out.is_empty()
+                && let Some(e) = first_err
+            {
+                return Err(e.into());
             }
             // podman indents with five spaces.
             let mut buf = Vec::new();
@@ -158,6 +205,9 @@ pub fn run(cli: &Cli, c: &ImageCommand) -> anyhow::Result<()> {
             let mut ser = serde_json::Serializer::with_formatter(&mut buf, fmt);
             serde::Serialize::serialize(&out, &mut ser)?;
             outln!("{}", String::from_utf8_lossy(&buf))?;
+            if let Some(e) = first_err {
+                return Err(e.into());
+            }
         }
         ImageCommand::Tag {
             image,

@@ -54,7 +54,10 @@ pub struct ImageOutput {
 pub fn collect(cli: &Cli, t: ListType) -> anyhow::Result<Vec<ImageOutput>> {
     let sysroot = cli.sysroot();
     let in_container = sysroot::running_in_container() && cli.sysroot == std::path::Path::new("/");
-    let t = if in_container && t == ListType::All {
+    // In a container there are no host images; `--type all` lists what there is: the bound
+    // images, and the store --root (or --runroot/--storage-driver) names.
+    let host_too = !in_container;
+    let t = if in_container && t == ListType::All && !cli.names_a_store() {
         ListType::Logical
     } else {
         t
@@ -66,8 +69,8 @@ pub fn collect(cli: &Cli, t: ListType) -> anyhow::Result<Vec<ImageOutput>> {
         ));
     }
     let mut out = Vec::new();
-    if matches!(t, ListType::All | ListType::Host) && composefs_deployments::is_composefs(&sysroot)
-    {
+    let hosts = t == ListType::Host || t == ListType::All && host_too;
+    if hosts && composefs_deployments::is_composefs(&sysroot) {
         let mut images: Vec<String> = composefs_deployments::list(&sysroot)?
             .iter()
             .filter_map(|d| d.listed_reference())
@@ -80,7 +83,7 @@ pub fn collect(cli: &Cli, t: ListType) -> anyhow::Result<Vec<ImageOutput>> {
                 image,
             });
         }
-    } else if matches!(t, ListType::All | ListType::Host) {
+    } else if hosts {
         for image in host_images::list(&sysroot)? {
             out.push(ImageOutput {
                 image_type: "host",

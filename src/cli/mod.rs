@@ -165,8 +165,15 @@ pub fn error_line(e: &anyhow::Error) -> String {
         Some(rustix::io::Errno::ROFS) => Some(
             "that file system is read-only: remount it read-write, or name another store with --root",
         ),
+        Some(rustix::io::Errno::ACCESS) | Some(rustix::io::Errno::PERM)
+            if !rustix::process::geteuid().is_root() =>
+        {
+            Some(
+                "rootless stores are not supported (the store's files must be owned as the image says): run bootc-image as root",
+            )
+        }
         Some(rustix::io::Errno::ACCESS) | Some(rustix::io::Errno::PERM) => {
-            Some("run as root, or name a store you own with --root")
+            Some("check the permissions of the store (and of --root), or name another with --root")
         }
         _ => None,
     };

@@ -26,6 +26,10 @@ pub struct Args {
     /// or none.
     #[arg(long, value_enum, default_value_t = ProgressMode::Auto)]
     pub progress: ProgressMode,
+    /// The result: each image's ID on a line (as podman pull), or one JSON object per image
+    /// (name, image_id, digest, layers written and reused).
+    #[arg(long, value_enum, default_value_t = super::copy_to_storage::ResultFormat::Text)]
+    pub format: super::copy_to_storage::ResultFormat,
 }
 
 /// Runs the command: each image pulled into the store the global options select; its ID printed.
@@ -43,8 +47,29 @@ pub fn run(cli: &Cli, args: &Args) -> anyhow::Result<()> {
                     format!("opening the store at {}", config.graphroot.display())
                 })?),
             };
-        let report = import(store, image, opened, progress_mode(cli, args.progress))?;
-        outln!("{}", report.image_id)?;
+        let mode = progress_mode(cli, args.progress);
+        let reporter = Reporter::new(&opened.image.layers, mode, None);
+        let report = opened
+            .import_into(store, &|p| reporter.event(p))
+            .with_context(|| format!("pulling {image}"))?;
+        reporter.finish();
+        let v = serde_json::json!({
+            "name": report.names.first(),
+            "image_id": report.image_id,
+            "digest": report.manifest_digest.to_string(),
+            "layers_written": report.layers_written,
+            "layers_reused": report.layers_reused,
+        });
+        if mode == ProgressMode::Json {
+            // JSON events on stdout: the result is their last event, not a bare line among them.
+            let mut done = v.clone();
+            done["event"] = "done".into();
+            reporter.emit(done);
+        } else if args.format == super::copy_to_storage::ResultFormat::Json {
+            outln!("{v}")?;
+        } else {
+            outln!("{}", report.image_id)?;
+        }
     }
     Ok(())
 }

@@ -26,12 +26,17 @@ pub enum StorageCommand {
         /// crash-safely, and say what was removed.
         #[arg(long)]
         repair: bool,
-        /// Print the findings (and what was removed) as JSON.
+        /// Print the findings (and what was removed) as JSON (the same as --format json).
         #[arg(long)]
         json: bool,
-        /// Which store: bootc's own (under --sysroot), or the default one (podman's, or --root).
-        #[arg(long, value_enum, default_value_t = WhichStore::Bootc)]
-        store: WhichStore,
+        /// Lines for people, or one JSON object.
+        #[arg(long, value_enum, default_value_t = super::copy_to_storage::ResultFormat::Text)]
+        format: super::copy_to_storage::ResultFormat,
+        /// Which store: bootc's own (under --sysroot), or the default one (podman's, or the one
+        /// --root/--runroot/--storage-driver name). Default: the default store when one of those
+        /// options is given, else bootc's.
+        #[arg(long, value_enum)]
+        store: Option<WhichStore>,
     },
     /// Remove images no deployment binds or boots, and the layers only they used.
     Gc {
@@ -51,6 +56,16 @@ pub enum WhichStore {
     Bootc,
     /// The default store: podman's, or the one named by --root / storage.conf.
     Default,
+}
+
+/// The store `storage verify` checks: the one named, else the default store when --root,
+/// --runroot or --storage-driver names one (options mean the same in every command), else bootc's.
+fn verify_store(cli: &Cli, store: Option<WhichStore>) -> WhichStore {
+    store.unwrap_or(if cli.names_a_store() {
+        WhichStore::Default
+    } else {
+        WhichStore::Bootc
+    })
 }
 
 /// Disk use of a tree, counting each inode once.
@@ -79,14 +94,10 @@ pub fn run(cli: &Cli, c: &StorageCommand) -> anyhow::Result<()> {
     // private mount namespace where that mount is read-write, as bootc does (nothing changes outside).
     if matches!(
         c,
-        StorageCommand::Init
-            | StorageCommand::Gc { dry_run: false, .. }
-            | StorageCommand::Verify {
-                repair: true,
-                store: WhichStore::Bootc,
-                ..
-            }
-    ) {
+        StorageCommand::Init | StorageCommand::Gc { dry_run: false, .. }
+    ) || matches!(c, StorageCommand::Verify { repair: true, store, .. }
+            if verify_store(cli, *store) == WhichStore::Bootc)
+    {
         let remount: Vec<_> = crate::bootc::mountns::read_only_mount_of(&sysroot.storage_path())
             .into_iter()
             .collect();
@@ -160,8 +171,14 @@ pub fn run(cli: &Cli, c: &StorageCommand) -> anyhow::Result<()> {
         StorageCommand::Verify {
             repair,
             json,
+            format,
             store,
-        } => verify(cli, *store, *repair, *json)?,
+        } => verify(
+            cli,
+            verify_store(cli, *store),
+            *repair,
+            *json || *format == super::copy_to_storage::ResultFormat::Json,
+        )?,
         StorageCommand::Gc { dry_run, force } => {
             if !*force && crate::bootc::deployments::list(&sysroot)?.is_empty() {
                 return Err(super::exit::fail(
@@ -188,6 +205,12 @@ pub fn run(cli: &Cli, c: &StorageCommand) -> anyhow::Result<()> {
             }
             for id in &report.layers {
                 outln!("{each} layer {id}")?;
+            }
+            for (id, containers) in &report.kept_for_containers {
+                outln!(
+                    "kept image {id}: used by container {} (remove it with `bootc-image cmd` … `podman rm`)",
+                    containers.join(", ")
+                )?;
             }
             outln!(
                 "{total} {} images, {} layers",
@@ -244,12 +267,24 @@ fn verify(cli: &Cli, which: WhichStore, repair: bool, json: bool) -> anyhow::Res
             "layers_checked": report.layers_checked,
             "images_checked": report.images_checked,
             "problems": report.problems,
+            "pending": report.pending,
             "removed": repaired,
         });
         outln!("{}", serde_json::to_string_pretty(&v)?)?;
     } else {
         for p in &report.problems {
             outln!("{p}")?;
+        }
+        if repaired.is_none() {
+            for p in &report.pending {
+                outln!("pending: {p}")?;
+            }
+            if !report.pending.is_empty() {
+                outln!(
+                    "An interrupted write or delete left {} items; nothing is lost: the next command that writes to this store (pull, copy, rm, storage verify --repair) finishes it, as podman does",
+                    report.pending.len()
+                )?;
+            }
         }
         match &repaired {
             None if report.problems.is_empty() => {

@@ -46,6 +46,19 @@ pub enum Problem {
         /// Its path.
         path: PathBuf,
     },
+    /// Part of a delete that was interrupted (its journal is there): the next open for writing
+    /// finishes it.
+    InterruptedDelete {
+        /// The layer or image, or the path left behind.
+        what: String,
+    },
+    /// Files a layer's tree has that its tar-split does not name (overlay only).
+    ExtraFiles {
+        /// The layer ID.
+        id: String,
+        /// The first few of those paths.
+        paths: Vec<String>,
+    },
 }
 
 impl std::fmt::Display for Problem {
@@ -57,6 +70,14 @@ impl std::fmt::Display for Problem {
             }
             Problem::DamagedImage { id, detail } => write!(f, "damaged image {id}: {detail}"),
             Problem::Orphan { path } => write!(f, "orphan {}", path.display()),
+            Problem::InterruptedDelete { what } => {
+                write!(f, "{what}: part of an interrupted delete")
+            }
+            Problem::ExtraFiles { id, paths } => write!(
+                f,
+                "damaged layer {id}: its tree has files its tar-split does not name ({})",
+                paths.join(", ")
+            ),
         }
     }
 }
@@ -70,6 +91,10 @@ pub struct CheckReport {
     pub images_checked: usize,
     /// What was found, sorted.
     pub problems: Vec<Problem>,
+    /// What an interrupted write or delete left (incomplete layers, a delete's journal, an image
+    /// directory without a record): not damage — the next open of the store for writing (any
+    /// pull, copy, rm, or a repair) finishes or removes it, as podman does. Sorted.
+    pub pending: Vec<Problem>,
 }
 
 /// What a repair removed.
@@ -102,13 +127,24 @@ impl Store {
         images: &RecordFile<ImageRecord>,
     ) -> Result<CheckReport> {
         let mut problems = BTreeSet::new();
+        let mut pending = BTreeSet::new();
+        let journal = self.pending_delete()?;
+        let journal_names = |id: &str| journal.as_ref().is_some_and(|j| j.names(id));
+        if journal.is_some() {
+            pending.insert(Problem::InterruptedDelete {
+                what: format!(
+                    "the journal {}",
+                    self.layers_dir().join(super::delete::JOURNAL).display()
+                ),
+            });
+        }
         let containers: HashSet<String> = self.container_layers()?.into_iter().collect();
         let by_id: HashMap<&str, &LayerRecord> =
             layers.iter().map(|l| (l.id.as_str(), l)).collect();
         let mut bad_layers: HashMap<String, String> = HashMap::new();
         for l in layers.iter() {
             if l.is_incomplete() {
-                problems.insert(Problem::IncompleteLayer { id: l.id.clone() });
+                pending.insert(Problem::IncompleteLayer { id: l.id.clone() });
                 bad_layers.insert(l.id.clone(), "it is incomplete".into());
                 continue;
             }
@@ -128,12 +164,36 @@ impl Store {
                     Err(e) => Some(e.to_string()),
                 }
             };
+            // A tree with files the tar-split does not name shows them in every container
+            // (overlay only: a vfs tree holds the layers below it too).
+            if detail.is_none()
+                && self.config().driver == super::DriverKind::Overlay
+                && !containers.contains(&l.id)
+                && let Ok(extra) = self.extra_files(l)
+                && !extra.is_empty()
+            {
+                bad_layers.insert(
+                    l.id.clone(),
+                    "its tree has files its tar-split does not name".into(),
+                );
+                problems.insert(Problem::ExtraFiles {
+                    id: l.id.clone(),
+                    paths: extra,
+                });
+                continue;
+            }
             if let Some(detail) = detail {
                 bad_layers.insert(l.id.clone(), detail.clone());
-                problems.insert(Problem::DamagedLayer {
-                    id: l.id.clone(),
-                    detail,
-                });
+                if journal_names(&l.id) {
+                    pending.insert(Problem::InterruptedDelete {
+                        what: format!("layer {}", l.id),
+                    });
+                } else {
+                    problems.insert(Problem::DamagedLayer {
+                        id: l.id.clone(),
+                        detail,
+                    });
+                }
             }
         }
         // A layer above a damaged one is damaged too (its tree is mounted over it).
@@ -159,10 +219,16 @@ impl Store {
             if !bad_layers.contains_key(&l.id)
                 && let Some(why) = l.parent.as_deref().and_then(chain_fault)
             {
-                problems.insert(Problem::DamagedLayer {
-                    id: l.id.clone(),
-                    detail: format!("it is above a damaged layer: {why}"),
-                });
+                if journal_names(&l.id) {
+                    pending.insert(Problem::InterruptedDelete {
+                        what: format!("layer {}", l.id),
+                    });
+                } else {
+                    problems.insert(Problem::DamagedLayer {
+                        id: l.id.clone(),
+                        detail: format!("it is above a damaged layer: {why}"),
+                    });
+                }
             }
         }
         for img in images.iter() {
@@ -178,13 +244,30 @@ impl Store {
                 });
             }
         }
+        let images_dir = self.images_dir();
         for path in self.orphans(layers, images)? {
-            problems.insert(Problem::Orphan { path });
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let id = name.strip_suffix(".tar-split.gz").unwrap_or(&name);
+            if journal_names(id) {
+                pending.insert(Problem::InterruptedDelete {
+                    what: path.display().to_string(),
+                });
+            } else if path.parent() == Some(images_dir.as_path()) {
+                // An image directory without a record: a copy killed before images.json was
+                // written; the next open for writing removes it.
+                pending.insert(Problem::Orphan { path });
+            } else {
+                problems.insert(Problem::Orphan { path });
+            }
         }
         Ok(CheckReport {
             layers_checked: layers.len(),
             images_checked: images.len(),
             problems: problems.into_iter().collect(),
+            pending: pending.into_iter().collect(),
         })
     }
 
@@ -291,13 +374,15 @@ impl Store {
         let report = self.check_records(&layers, &images)?;
         let mut repaired = RepairReport::default();
         let mut damaged: HashSet<String> = HashSet::new();
-        for p in &report.problems {
+        for p in report.problems.iter().chain(&report.pending) {
             match p {
                 Problem::DamagedImage { id, .. } => repaired.images.push(id.clone()),
-                Problem::DamagedLayer { id, .. } | Problem::IncompleteLayer { id } => {
+                Problem::DamagedLayer { id, .. }
+                | Problem::IncompleteLayer { id }
+                | Problem::ExtraFiles { id, .. } => {
                     damaged.insert(id.clone());
                 }
-                Problem::Orphan { .. } => {}
+                _ => {}
             }
         }
         for id in &repaired.images {
@@ -319,7 +404,7 @@ impl Store {
             (&layers_guard, &images_guard),
         )?;
         repaired.layers = order;
-        for p in &report.problems {
+        for p in report.problems.iter().chain(&report.pending) {
             if let Problem::Orphan { path } = p {
                 crate::fsutil::remove_all(path).map_err(|e| Error::io("removing", path, e))?;
                 repaired.orphans.push(path.clone());
@@ -347,6 +432,7 @@ mod tests {
                     detail: "b".into(),
                 },
             ],
+            pending: vec![Problem::IncompleteLayer { id: "c".into() }],
         };
         let v = serde_json::json!({"store": PathBuf::from("/s"), "problems": r.problems, "n": r.layers_checked});
         let s = serde_json::to_string_pretty(&v).unwrap_or_default();

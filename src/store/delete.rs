@@ -43,6 +43,8 @@ pub struct DeleteReport {
     pub images: Vec<String>,
     /// Layers removed.
     pub layers: Vec<String>,
+    /// Images that would have gone but stay because containers use them (ID, container IDs).
+    pub kept_for_containers: Vec<(String, Vec<String>)>,
 }
 
 /// Which layers a removal considers.
@@ -54,10 +56,18 @@ pub enum Sweep {
     Unused,
 }
 
+/// What an interrupted delete's journal names.
 #[derive(Debug, Default, Serialize, Deserialize)]
-struct Journal {
+pub(crate) struct Journal {
     images: Vec<String>,
     layers: Vec<String>,
+}
+
+impl Journal {
+    /// Whether the journal names the image or layer `id`.
+    pub(crate) fn names(&self, id: &str) -> bool {
+        self.images.iter().chain(&self.layers).any(|x| x == id)
+    }
 }
 
 impl Store {
@@ -221,6 +231,16 @@ impl Store {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(Error::io("removing", &p, e)),
+        }
+    }
+
+    /// The journal of an interrupted delete, if one is there (an unreadable one names nothing).
+    pub(crate) fn pending_delete(&self) -> Result<Option<Journal>> {
+        let p = self.journal_path();
+        match std::fs::read(&p) {
+            Ok(b) => Ok(Some(serde_json::from_slice(&b).unwrap_or_default())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io("reading", &p, e)),
         }
     }
 

@@ -77,10 +77,13 @@ impl Store {
                 repos.push(r);
             }
         }
-        let repo_digests: Vec<String> = repos
+        // libimage sorts them (its RepoDigests ends in sort.Strings).
+        let mut repo_digests: Vec<String> = repos
             .iter()
             .flat_map(|r| digests.iter().map(move |d| format!("{r}@{d}")))
             .collect();
+        repo_digests.sort();
+        repo_digests.dedup();
         let cfg = config.get("config").cloned().unwrap_or_else(|| json!({}));
         let str_of =
             |v: &Value, k: &str| v.get(k).and_then(Value::as_str).unwrap_or("").to_string();
@@ -119,13 +122,24 @@ impl Store {
             .and_then(Value::as_str)
             .unwrap_or(MEDIA_OCI_MANIFEST)
             .to_string();
+        // libimage: an OCI image's comment is its first history entry's; a Docker one's the
+        // config's own `comment`.
+        let comment = if manifest_type.starts_with("application/vnd.docker.") {
+            str_of(&config, "comment")
+        } else {
+            config
+                .pointer("/history/0/comment")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string()
+        };
         Ok(json!({
             "Id": img.id,
             "Digest": img.digest.clone().unwrap_or_default(),
             "RepoTags": tags,
             "RepoDigests": repo_digests,
             "Parent": "",
-            "Comment": str_of(&config, "comment"),
+            "Comment": comment,
             "Created": config.get("created").cloned().unwrap_or(Value::Null),
             "Config": cfg,
             "Version": str_of(&config, "docker_version"),

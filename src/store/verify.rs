@@ -77,6 +77,62 @@ impl Store {
         Ok(())
     }
 
+    /// Paths (at most ten, relative) in the layer's tree that its tar-split does not name: a
+    /// whiteout `.wh.NAME` is the device `NAME` there, and directories above named paths may be
+    /// implicit. For overlay trees, which hold the layer's own entries only.
+    pub fn extra_files(&self, layer: &LayerRecord) -> Result<Vec<String>> {
+        let ts_path = self.tar_split_path(&layer.id);
+        let f = std::fs::File::open(&ts_path).map_err(|e| Error::io("opening", &ts_path, e))?;
+        let reader = TarSplitReader::new(BufReader::new(flate2::read::MultiGzDecoder::new(
+            BufReader::new(f),
+        )));
+        let mut named: std::collections::HashSet<Vec<u8>> = std::collections::HashSet::new();
+        for entry in reader {
+            if let TarSplitEntry::File { name, .. } = entry? {
+                let (mut comps, _) = crate::layer::path::clean_components(&name);
+                if comps.last().is_some_and(|l| *l == b".wh..wh..opq") {
+                    comps.pop();
+                } else if let Some(last) = comps.last_mut()
+                    && let Some(hidden) = last.strip_prefix(b".wh.")
+                {
+                    *last = hidden;
+                }
+                // The path and every directory above it.
+                for n in 1..=comps.len() {
+                    named.insert(crate::layer::path::join(&comps[..n]));
+                }
+            }
+        }
+        let tree = self.driver().tree_path(&layer.id);
+        let mut extra = Vec::new();
+        let mut stack: Vec<(std::path::PathBuf, Vec<u8>)> = vec![(tree.clone(), Vec::new())];
+        while let Some((dir, rel)) = stack.pop() {
+            let rd = std::fs::read_dir(&dir).map_err(|e| Error::io("reading", &dir, e))?;
+            for e in rd {
+                let e = e.map_err(|e| Error::io("reading", &dir, e))?;
+                let mut p = rel.clone();
+                if !p.is_empty() {
+                    p.push(b'/');
+                }
+                p.extend_from_slice(std::os::unix::ffi::OsStrExt::as_bytes(
+                    e.file_name().as_os_str(),
+                ));
+                if !named.contains(&p) {
+                    extra.push(String::from_utf8_lossy(&p).into_owned());
+                    if extra.len() >= 10 {
+                        return Ok(extra);
+                    }
+                    continue;
+                }
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    stack.push((e.path(), p));
+                }
+            }
+        }
+        extra.sort();
+        Ok(extra)
+    }
+
     /// The layer's tar stream, rebuilt from its tar-split and the files of its tree, fed into
     /// `sink` (digest-only for `verify`, to a writer for an export): segments up to a file entry
     /// are its raw bytes, the tree's file its content. Each file's CRC-64 is checked.

@@ -1736,3 +1736,72 @@ fn bound_images_pull_from_registry() {
         describe(&out)
     );
 }
+
+/// `storage gc --force` keeps an image that a podman container on bootc's store uses (as `podman
+/// rmi` refuses to remove it), says so, and removes the rest; podman still lists and removes it.
+#[test]
+fn gc_keeps_images_containers_use() {
+    let (def, _fx) = default_store(&["a", "c"]);
+    let sys = Sys::new(&def, "s");
+    sys.pull(&def, name_of("a"));
+    sys.pull(&def, name_of("c"));
+    sys.podman_ok(&["create", "--name", "keeper", name_of("a"), "true"]);
+    let out = sys.ours_ok(&def, &["storage", "gc", "--force"]);
+    assert!(
+        out.contains("kept image") && out.contains("used by container"),
+        "{out}"
+    );
+    let names: Vec<String> = sys.podman_images().iter().flat_map(podman_names).collect();
+    assert_eq!(names, vec![name_of("a").to_string()], "{out}");
+    sys.podman_ok(&["rm", "keeper"]);
+    sys.podman_ok(&["rmi", name_of("a")]);
+}
+
+/// A `storage gc` killed in the middle of its delete leaves a journal: `storage verify` reports it
+/// as pending (exit 0, nothing lost), not as damage; the next write finishes it and verify is clean.
+#[test]
+fn verify_names_an_interrupted_gc_as_pending() {
+    use std::os::unix::process::ExitStatusExt as _;
+    let (def, _fx) = default_store(&["a", "c"]);
+    let sys = Sys::new(&def, "s");
+    sys.pull(&def, name_of("a"));
+    sys.pull(&def, name_of("c"));
+    for point in [
+        "delete:image-dirs",
+        "delete:layers-flagged",
+        "delete:layer-data",
+    ] {
+        let mut c = sys.ours(&def);
+        c.args(["storage", "gc", "--force"])
+            .env("BOOTC_IMAGE_CRASH_AT", point);
+        let out = run(&mut c);
+        assert_eq!(out.status.signal(), Some(9), "{point}: {}", describe(&out));
+        let out = sys.ours_out(&def, &["storage", "verify", "--store", "bootc"]);
+        assert!(out.status.success(), "{point}: {}", describe(&out));
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains("pending:") && text.contains("nothing is lost"),
+            "{point}: {text}"
+        );
+        let out = sys.ours_out(
+            &def,
+            &["storage", "verify", "--store", "bootc", "--format", "json"],
+        );
+        let v: Value = serde_json::from_slice(&out.stdout).expect("verify JSON");
+        assert!(
+            v["problems"].as_array().is_some_and(Vec::is_empty),
+            "{point}: {v}"
+        );
+        assert!(
+            v["pending"].as_array().is_some_and(|p| !p.is_empty()),
+            "{point}: {v}"
+        );
+        // The next write finishes it.
+        sys.ours_ok(&def, &["storage", "verify", "--store", "bootc", "--repair"]);
+        let out = sys.ours_ok(&def, &["storage", "verify", "--store", "bootc"]);
+        assert!(!out.contains("pending"), "{point}: {out}");
+        sys.podman_ok(&["images"]);
+        sys.pull(&def, name_of("a"));
+        sys.pull(&def, name_of("c"));
+    }
+}

@@ -4,6 +4,8 @@
 
 use std::fs;
 use std::os::unix::fs::FileTypeExt as _;
+use std::os::unix::process::CommandExt as _;
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -522,5 +524,188 @@ fn signature_policy_enforced() {
         ),
         0,
         &[],
+    );
+}
+
+/// `--target NAME@DIGEST` and `image tag NAME@DIGEST` must name the image's own manifest digest:
+/// another one is refused (skopeo could not export the image by it); the image's own is stored.
+#[test]
+fn digest_names_must_match() {
+    let (store, src) = setup();
+    let wrong = format!("localhost/x@sha256:{}", "1".repeat(64));
+    refused(
+        &store,
+        &["copy-to-storage", "--source", &src, "--target", &wrong],
+        3,
+        &["manifest digest"],
+    );
+    refused(
+        &store,
+        &["image", "tag", "localhost/r2:1", &wrong],
+        3,
+        &["manifest digest"],
+    );
+    let digest = store.inspect("localhost/r2:1")["Digest"]
+        .as_str()
+        .expect("Digest")
+        .to_string();
+    let right = format!("localhost/x@{digest}");
+    let out = run(store
+        .ours_cmd()
+        .args(["image", "tag", "localhost/r2:1", &right]));
+    assert!(out.status.success(), "{}", describe(&out));
+    crate::util::run_ok(Command::new("skopeo").args([
+        "copy",
+        "--quiet",
+        "--insecure-policy",
+        &store.storage_ref(&right),
+        &format!("oci:{}", store.scratch("by-digest").display()),
+    ]));
+}
+
+/// `image rm` and `image inspect` with names that are not there, as podman: rm removes the rest
+/// (exit 1 without --force, 0 with it), -q prints nothing; inspect prints the images found, then
+/// fails for the missing one; an unreadable store is an error, never "absent".
+#[test]
+fn image_commands_as_podman() {
+    let (store, src) = setup();
+    store.ours_copy_ok(&src, Some("localhost/r2:2"));
+    store.ours_copy_ok(&src, Some("localhost/r2:3"));
+    // rm without --force: the rest goes, the missing one fails (image class).
+    let out = run(store
+        .ours_cmd()
+        .args(["image", "rm", "nope", "localhost/r2:2"]));
+    assert_clean_failure(&out, "rm nope", &["nope"]);
+    assert_eq!(out.status.code(), Some(3), "{}", describe(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Untagged: localhost/r2:2"));
+    // rm -f: missing names are no failure; -q prints nothing.
+    let out = run(store
+        .ours_cmd()
+        .args(["-q", "image", "rm", "-f", "nope", "localhost/r2:3"]));
+    assert!(out.status.success(), "{}", describe(&out));
+    assert!(out.stdout.is_empty(), "{}", describe(&out));
+    assert!(
+        !store
+            .image_names()
+            .iter()
+            .any(|n| n.ends_with(":2") || n.ends_with(":3"))
+    );
+    store.podman_ok(&["images"]);
+    // inspect: found ones printed, then the error.
+    let out = run(store
+        .ours_cmd()
+        .args(["image", "inspect", "localhost/r2:1", "nope"]));
+    assert_clean_failure(&out, "inspect nope", &["nope"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON of the found one");
+    assert_eq!(v.as_array().map(Vec::len), Some(1), "{v}");
+    // The same JSON as podman's for a two-name image.
+    let out = run(store
+        .ours_cmd()
+        .args(["image", "tag", "localhost/r2:1", "localhost/other:9"]));
+    assert!(out.status.success(), "{}", describe(&out));
+    let ours = crate::util::run_ok(
+        store
+            .ours_cmd()
+            .args(["image", "inspect", "localhost/r2:1"]),
+    );
+    let theirs = store.podman_ok(&["image", "inspect", "localhost/r2:1"]);
+    assert_eq!(ours.trim_end(), theirs.trim_end());
+    // An unreadable store (not root): an error, not "absent". Run as nobody.
+    let out =
+        run(store
+            .ours_cmd()
+            .uid(65534)
+            .gid(65534)
+            .args(["image", "exists", "localhost/r2:1"]));
+    assert_ne!(out.status.code(), Some(1), "{}", describe(&out));
+    assert_ne!(out.status.code(), Some(0), "{}", describe(&out));
+    assert_clean_failure(
+        &out,
+        "exists as nobody",
+        &["rootless stores are not supported"],
+    );
+}
+
+/// `--runroot` longer than podman accepts (50 characters) is refused before anything is written.
+#[test]
+fn long_runroot_refused() {
+    let (store, src) = setup();
+    let long = format!("/tmp/{}", "r".repeat(60));
+    let out = run(Command::new(crate::util::BIN)
+        .arg("--root")
+        .arg(&store.root)
+        .arg("--runroot")
+        .arg(&long)
+        .args([
+            "copy-to-storage",
+            "--source",
+            &src,
+            "--target",
+            "localhost/l:1",
+        ]));
+    assert_clean_failure(&out, "long runroot", &["longer than the 50"]);
+    assert!(!Path::new(&long).exists());
+}
+
+/// `pull --progress json` prints only JSON events, the last a `done` event with the image; `pull
+/// --format json` one object per image; `storage verify --root` checks that store, with `--format
+/// json`; `list --root` lists that store even in a container.
+#[test]
+fn options_mean_the_same_everywhere() {
+    let (store, src) = setup();
+    let out = run(store.ours_cmd().args(["pull", "--progress", "json", &src]));
+    assert!(out.status.success(), "{}", describe(&out));
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l:?}: {e}")))
+        .collect();
+    let last = lines.last().expect("events");
+    assert_eq!(last["event"], "done", "{last}");
+    assert!(last["image_id"].is_string(), "{last}");
+    let out = run(store
+        .ours_cmd()
+        .args(["pull", "--progress", "none", "--format", "json", &src]));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("pull JSON");
+    assert!(v["digest"].is_string(), "{v}");
+    // verify with --root checks that store (not bootc's), and speaks JSON.
+    let out = run(store
+        .ours_cmd()
+        .args(["storage", "verify", "--format", "json"]));
+    assert!(out.status.success(), "{}", describe(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("verify JSON");
+    assert_eq!(
+        v["store"].as_str(),
+        Some(store.root.to_str().expect("utf-8")),
+        "{v}"
+    );
+    // list --root in a container (the `container` variable, as podman sets it, says we are in one).
+    let out = run(store
+        .ours_cmd()
+        .env("container", "podman")
+        .args(["list", "--format", "json"]));
+    assert!(out.status.success(), "{}", describe(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("list JSON");
+    assert!(
+        v.as_array()
+            .is_some_and(|a| a.iter().any(|r| r["image"] == "localhost/r2:1")),
+        "{v}"
+    );
+}
+
+/// An extra file in a layer's `diff/` is found by `storage verify` (and removed by repair).
+#[test]
+fn verify_finds_extra_files() {
+    let (store, _src) = setup();
+    let top = store.inspect("localhost/r2:1")["GraphDriver"]["Data"]["UpperDir"]
+        .as_str()
+        .expect("UpperDir")
+        .to_string();
+    fs::write(Path::new(&top).join("planted"), b"x").expect("plant");
+    let out = run(store.ours_cmd().args(["storage", "verify"]));
+    assert_clean_failure(&out, "extra file", &["problems"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("planted"),
+        "{}",
+        describe(&out)
     );
 }
