@@ -275,6 +275,7 @@ fn layer_blob(
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
+    crate::crashpoint::hit("export:layer-blob");
     result
 }
 
@@ -286,7 +287,20 @@ fn compress_into(
     dir: &Path,
     compression: LayerCompression,
 ) -> Result<(Digest, u64, Digest)> {
-    let file = std::fs::File::create(tmp).map_err(|e| Error::io("creating", tmp, e))?;
+    // An unnamed file (O_TMPFILE) that gets its name only once complete: a killed export leaves
+    // nothing behind. File systems without O_TMPFILE get the named temporary file.
+    let blobs = dir.join("blobs/sha256");
+    let (file, unnamed) = match rustix::fs::open(
+        &blobs,
+        rustix::fs::OFlags::TMPFILE | rustix::fs::OFlags::WRONLY | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::from_raw_mode(0o644),
+    ) {
+        Ok(fd) => (std::fs::File::from(fd), true),
+        Err(_) => (
+            std::fs::File::create(tmp).map_err(|e| Error::io("creating", tmp, e))?,
+            false,
+        ),
+    };
     let hashing = Hashing {
         inner: std::io::BufWriter::with_capacity(1 << 20, file),
         sha: Sha256::new(),
@@ -314,8 +328,24 @@ fn compress_into(
     let file = inner.into_inner().map_err(|e| write_err(e.into_error()))?;
     file.sync_data().map_err(write_err)?;
     let digest = Digest::from_sha256(sha.finalize().into());
-    let dest = dir.join("blobs/sha256").join(digest.hex());
-    std::fs::rename(tmp, &dest).map_err(|e| Error::io("renaming into place", &dest, e))?;
+    let dest = blobs.join(digest.hex());
+    if unnamed {
+        use std::os::fd::AsRawFd;
+        let link = format!("/proc/self/fd/{}", file.as_raw_fd());
+        match rustix::fs::linkat(
+            rustix::fs::CWD,
+            link.as_str(),
+            rustix::fs::CWD,
+            &dest,
+            rustix::fs::AtFlags::SYMLINK_FOLLOW,
+        ) {
+            // The same digest is the same blob: the one there stays.
+            Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+            Err(e) => return Err(Error::io("naming", &dest, std::io::Error::from(e))),
+        }
+    } else {
+        std::fs::rename(tmp, &dest).map_err(|e| Error::io("renaming into place", &dest, e))?;
+    }
     Ok((digest, len, diff_id))
 }
 
@@ -504,6 +534,29 @@ fn write_archive_to(dir: &Path, out: std::fs::File, at: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The prefix of the layout an archive is built in, before the exporting process's ID.
+const WORK_PREFIX: &str = ".bootc-image-export-";
+
+/// Removes the work directories in `parent` of exports whose process is gone (killed).
+fn remove_stale_work_dirs(parent: &Path) {
+    let Ok(rd) = std::fs::read_dir(parent) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix(WORK_PREFIX)
+            .and_then(|r| r.split_once('-'))
+            .and_then(|(pid, _)| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() && e.file_type().is_ok_and(|t| t.is_dir()) {
+            let _ = crate::fsutil::remove_all(&e.path());
+        }
+    }
+}
+
 /// Exports `image` of `store` to `dest` with layers compressed as `compression`.
 pub fn export(
     store: &Store,
@@ -527,8 +580,10 @@ pub fn export(
                     .to_path_buf(),
                 ArchiveTarget::Special(_) => std::env::temp_dir(),
             };
+            // Named after this process, so that the next export removes what a killed one left.
+            remove_stale_work_dirs(&parent);
             let work = tempfile::Builder::new()
-                .prefix(".bootc-image-export-")
+                .prefix(&format!("{WORK_PREFIX}{}-", std::process::id()))
                 .tempdir_in(&parent)
                 .map_err(|e| Error::io("creating a directory in", &parent, e))?;
             let report = write_layout(store, image, work.path(), tag.as_deref(), compression)?;

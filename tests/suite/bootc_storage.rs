@@ -563,7 +563,7 @@ fn pull_from_default_storage_shares_files() {
     );
 
     // Every layer of bootc's store checks out.
-    let out = sys.ours_ok(&def, &["storage", "verify"]);
+    let out = sys.ours_ok(&def, &["storage", "verify", "--store", "bootc"]);
     assert!(out.starts_with("3 layers verified\n"), "{out}");
 }
 
@@ -602,7 +602,7 @@ fn pull_through_self_bind_mounts() {
     assert_eq!(after, before, "mounts outside the command");
 
     sys.assert_shares_file(&def.root, &fx.image("a").diff_ids[1]);
-    let out = sys.ours_ok(&def, &["storage", "verify"]);
+    let out = sys.ours_ok(&def, &["storage", "verify", "--store", "bootc"]);
     assert!(out.starts_with("3 layers verified\n"), "{out}");
     let listed = sys.podman_images();
     assert_eq!(
@@ -1134,7 +1134,7 @@ fn bound_images_pull_oci_references() {
         json!(fx.image("a").diff_ids),
         "DiffIDs of the imported image"
     );
-    let out = sys.ours_ok(&def, &["storage", "verify"]);
+    let out = sys.ours_ok(&def, &["storage", "verify", "--store", "bootc"]);
     assert!(out.starts_with("3 layers verified\n"), "{out}");
 }
 
@@ -1399,7 +1399,7 @@ fn pulls_killed_at_every_write_point_recover() {
             };
             let ids: BTreeSet<String> = sys.images().into_iter().map(|(id, _)| id).collect();
             assert_eq!(ids, want, "{args:?} after a kill at {point}");
-            sys.ours_ok(&def, &["storage", "verify"]);
+            sys.ours_ok(&def, &["storage", "verify", "--store", "bootc"]);
         }
     }
 }
@@ -1560,7 +1560,7 @@ fn storage_status_and_verify() {
         out.contains(&def.root.display().to_string()),
         "status names the default store:\n{out}"
     );
-    let out = sys.ours_ok(&def, &["storage", "verify"]);
+    let out = sys.ours_ok(&def, &["storage", "verify", "--store", "bootc"]);
     assert!(out.starts_with("3 layers verified\n"), "{out}");
 }
 

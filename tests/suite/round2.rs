@@ -709,3 +709,43 @@ fn verify_finds_extra_files() {
         describe(&out)
     );
 }
+
+/// An export killed (SIGKILL) after a layer blob: an `oci:` layout keeps no temporary blob, and the
+/// work directory a killed `oci-archive:` export left is removed by the next export there.
+#[test]
+fn killed_exports_leave_nothing() {
+    use std::os::unix::process::ExitStatusExt as _;
+    let (store, _src) = setup();
+    let dir = store.scratch("killed-export");
+    fs::create_dir_all(&dir).expect("mkdir");
+    let layout = dir.join("layout");
+    let archive = dir.join("a.tar");
+    for dest in [
+        format!("oci:{}", layout.display()),
+        format!("oci-archive:{}", archive.display()),
+    ] {
+        let out = run(store
+            .ours_cmd()
+            .env("BOOTC_IMAGE_CRASH_AT", "export:layer-blob")
+            .args(["export", "localhost/r2:1", &dest]));
+        assert_eq!(out.status.signal(), Some(9), "{dest}: {}", describe(&out));
+    }
+    let leftovers = |d: &Path| -> Vec<String> {
+        fs::read_dir(d)
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| n.starts_with('.'))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    assert!(leftovers(&layout.join("blobs/sha256")).is_empty());
+    let out = run(store.ours_cmd().args([
+        "export",
+        "localhost/r2:1",
+        &format!("oci-archive:{}", archive.display()),
+    ]));
+    assert!(out.status.success(), "{}", describe(&out));
+    assert!(leftovers(&dir).is_empty(), "{:?}", leftovers(&dir));
+}
