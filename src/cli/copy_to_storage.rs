@@ -91,6 +91,17 @@ fn reporter(
     Ok(Reporter::new(layers, progress_mode(cli, args), fd))
 }
 
+/// An import's result as one JSON object (name, image_id, digest, layers written and reused).
+pub(super) fn result_json(report: &crate::store::image_input::ImportReport) -> serde_json::Value {
+    serde_json::json!({
+        "name": report.names.first(),
+        "image_id": report.image_id,
+        "digest": report.manifest_digest.to_string(),
+        "layers_written": report.layers_written,
+        "layers_reused": report.layers_reused,
+    })
+}
+
 /// Prints the result: text lines (not with --quiet), or JSON (with --format json); with JSON
 /// progress the result is also the last event (`done`), on stdout or the progress descriptor.
 fn print_result(
@@ -102,14 +113,8 @@ fn print_result(
     started: std::time::Instant,
 ) -> anyhow::Result<()> {
     let seconds = started.elapsed().as_secs_f64();
-    let v = serde_json::json!({
-        "name": report.names.first(),
-        "image_id": report.image_id,
-        "digest": report.manifest_digest.to_string(),
-        "layers_written": report.layers_written,
-        "layers_reused": report.layers_reused,
-        "seconds": (seconds * 1000.0).round() / 1000.0,
-    });
+    let mut v = result_json(report);
+    v["seconds"] = ((seconds * 1000.0).round() / 1000.0).into();
     let json_events = progress_mode(cli, args) == ProgressMode::Json;
     if json_events {
         let mut done = v.clone();

@@ -53,13 +53,7 @@ pub fn run(cli: &Cli, args: &Args) -> anyhow::Result<()> {
             .import_into(store, &|p| reporter.event(p))
             .with_context(|| format!("pulling {image}"))?;
         reporter.finish();
-        let v = serde_json::json!({
-            "name": report.names.first(),
-            "image_id": report.image_id,
-            "digest": report.manifest_digest.to_string(),
-            "layers_written": report.layers_written,
-            "layers_reused": report.layers_reused,
-        });
+        let v = super::copy_to_storage::result_json(&report);
         if mode == ProgressMode::Json {
             // JSON events on stdout: the result is their last event, not a bare line among them.
             let mut done = v.clone();

@@ -111,6 +111,27 @@ pub struct RepairReport {
     pub kept_in_use: Vec<String>,
 }
 
+/// A layer found wrong: part of an interrupted delete when its journal names it (`true`: pending),
+/// else damage.
+fn layer_fault(id: &str, detail: String, in_journal: bool) -> (bool, Problem) {
+    if in_journal {
+        (
+            true,
+            Problem::InterruptedDelete {
+                what: format!("layer {id}"),
+            },
+        )
+    } else {
+        (
+            false,
+            Problem::DamagedLayer {
+                id: id.to_string(),
+                detail,
+            },
+        )
+    }
+}
+
 impl Store {
     /// Checks the whole store without changing it.
     pub fn check(&self) -> Result<CheckReport> {
@@ -184,16 +205,8 @@ impl Store {
             }
             if let Some(detail) = detail {
                 bad_layers.insert(l.id.clone(), detail.clone());
-                if journal_names(&l.id) {
-                    pending.insert(Problem::InterruptedDelete {
-                        what: format!("layer {}", l.id),
-                    });
-                } else {
-                    problems.insert(Problem::DamagedLayer {
-                        id: l.id.clone(),
-                        detail,
-                    });
-                }
+                let (list, p) = layer_fault(&l.id, detail, journal_names(&l.id));
+                if list { &mut pending } else { &mut problems }.insert(p);
             }
         }
         // A layer above a damaged one is damaged too (its tree is mounted over it).
@@ -219,16 +232,9 @@ impl Store {
             if !bad_layers.contains_key(&l.id)
                 && let Some(why) = l.parent.as_deref().and_then(chain_fault)
             {
-                if journal_names(&l.id) {
-                    pending.insert(Problem::InterruptedDelete {
-                        what: format!("layer {}", l.id),
-                    });
-                } else {
-                    problems.insert(Problem::DamagedLayer {
-                        id: l.id.clone(),
-                        detail: format!("it is above a damaged layer: {why}"),
-                    });
-                }
+                let detail = format!("it is above a damaged layer: {why}");
+                let (list, p) = layer_fault(&l.id, detail, journal_names(&l.id));
+                if list { &mut pending } else { &mut problems }.insert(p);
             }
         }
         for img in images.iter() {

@@ -21,7 +21,7 @@ fn setup() -> (TestStore, String) {
 
 /// Runs our binary with `args` on `store` and checks a refusal: `code`, one line naming
 /// `mentions`, the store unchanged, podman still listing the seed image.
-fn refused(store: &TestStore, args: &[&str], code: i32, mentions: &[&str]) {
+pub fn refused(store: &TestStore, args: &[&str], code: i32, mentions: &[&str]) {
     let before = store.snapshot();
     let out = run(store.ours_cmd().args(args));
     let what = format!("{args:?}");

@@ -9,6 +9,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::cli::refused;
 use crate::errors::{assert_seed_listed, seed};
 use crate::fixture::{self, Compression, ImageSpec, OciDir};
 use crate::util::{Driver, TestStore, assert_clean_failure, describe, run};
@@ -23,20 +24,6 @@ fn setup() -> (TestStore, String) {
     let src = oci.source(Some("t"));
     store.ours_copy_ok(&src, Some("localhost/r2:1"));
     (store, src)
-}
-
-/// Runs ours with `args` and checks a refusal: `code`, one line naming `mentions`, the store as
-/// it was, podman listing it.
-fn refused(store: &TestStore, args: &[&str], code: i32, mentions: &[&str]) {
-    let before = store.snapshot();
-    let out = run(store.ours_cmd().args(args));
-    let what = format!("{args:?}");
-    assert_clean_failure(&out, &what, mentions);
-    assert_eq!(out.status.code(), Some(code), "{what}: {}", describe(&out));
-    let d = before.diff(&store.snapshot());
-    assert!(d.is_empty(), "{what}: the store changed:\n{}", d.join("\n"));
-    assert_seed_listed(store);
-    store.podman_ok(&["images"]);
 }
 
 /// Runs `cmd` with a deadline: a hang is a failure, not a stuck suite.
