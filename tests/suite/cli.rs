@@ -9,7 +9,7 @@ use crate::fixture::{self, Compression, ImageSpec, OciDir};
 use crate::util::{BIN, Driver, TestStore, assert_clean_failure, describe, run};
 
 /// A seeded store and a one-image layout in it.
-fn setup() -> (TestStore, String) {
+pub fn setup() -> (TestStore, String) {
     let store = TestStore::new(Driver::Overlay);
     seed(&store);
     let mut oci = OciDir::create(&store.scratch("cli"));

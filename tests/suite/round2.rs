@@ -16,12 +16,7 @@ use crate::util::{Driver, TestStore, assert_clean_failure, describe, run};
 
 /// A seeded store with `localhost/r2:1` copied in from a small layout; the layout's source.
 fn setup() -> (TestStore, String) {
-    let store = TestStore::new(Driver::Overlay);
-    seed(&store);
-    let mut oci = OciDir::create(&store.scratch("r2"));
-    let spec = ImageSpec::from_tars("r2", &[fixture::small_tar(401)], Compression::Gzip);
-    oci.add_image(Some("t"), &spec);
-    let src = oci.source(Some("t"));
+    let (store, src) = crate::cli::setup();
     store.ours_copy_ok(&src, Some("localhost/r2:1"));
     (store, src)
 }
