@@ -10,7 +10,8 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 use anyhow::Context;
-use bootc_image::source::{self, SourceRef};
+use bootc_image::image_ref::ImageRef;
+use bootc_image::source;
 use bootc_image::store::image_input::Progress;
 use bootc_image::store::{Store, StoreConfig};
 
@@ -20,7 +21,7 @@ fn main() -> anyhow::Result<()> {
         anyhow::bail!("usage: import_oci OCI_DIR[:TAG] ROOT RUNROOT NAME");
     };
     // The source: manifest, config and blobs, checked against their digests as they are read.
-    let src = SourceRef::parse(&format!("oci:{layout}"))?;
+    let src = ImageRef::parse(&format!("oci:{layout}"))?;
     let mut opened = source::open(&src).with_context(|| format!("reading {layout}"))?;
     // The name, normalized as podman does (`app` → `docker.io/library/app:latest`).
     opened.image.names = vec![bootc_image::reference::normalize(name)?];

@@ -12,6 +12,7 @@
 //!   image proxy, the OSTree host image, composefs repositories, a root filesystem to build from).
 //! - [`export`]: a stored image to an OCI layout or archive, compressed.
 //! - [`layer`]: the entry model, tar with its raw bytes, decompression, the sink, the tree writer.
+//! - [`image_ref`]: [`image_ref::ImageRef`], the one transport grammar (`docker://`, `oci:`, …).
 //! - [`reference`]: image names by c/image's grammar, normalized as podman does.
 //! - [`bootc`]: bootc's sysroot, its own store, bound images.
 //! - [`cli`]: the `bootc-image` command line, thin over the above.
@@ -22,10 +23,11 @@
 //!
 //! ```no_run
 //! # fn main() -> bootc_image::Result<()> {
-//! use bootc_image::source::{self, SourceRef};
+//! use bootc_image::image_ref::ImageRef;
+//! use bootc_image::source;
 //! use bootc_image::store::{Store, StoreConfig};
 //!
-//! let mut opened = source::open(&SourceRef::parse("oci:./my-image:1")?)?;
+//! let mut opened = source::open(&ImageRef::parse("oci:./my-image:1")?)?;
 //! opened.image.names = vec![bootc_image::reference::normalize("localhost/app:1")?];
 //! let config = StoreConfig::resolve(None, None, None)?; // storage.conf, as podman
 //! let store = Store::open(config)?;
@@ -71,6 +73,7 @@ pub(crate) mod crashpoint;
 pub mod error;
 pub mod export;
 pub(crate) mod fsutil;
+pub mod image_ref;
 pub mod layer;
 pub(crate) mod parallel;
 pub(crate) mod podman;

@@ -95,19 +95,16 @@ pub fn store_name(image: &str) -> Result<String> {
     if let Some(rest) = image.strip_prefix("docker://") {
         return crate::reference::normalize(rest);
     }
-    if let Ok(r) = crate::source::SourceRef::parse(image) {
-        let (path, tag) = match &r {
-            crate::source::SourceRef::OciDir { path, tag }
-            | crate::source::SourceRef::OciArchive { path, tag } => (path.clone(), tag.clone()),
-            crate::source::SourceRef::Proxy(r) => {
-                // dir:PATH, docker-archive:PATH[:NAME]: named after the file.
-                let rest = r.split_once(':').map(|(_, p)| p).unwrap_or(r);
-                (
-                    std::path::PathBuf::from(rest.split(':').next().unwrap_or(rest)),
-                    None,
-                )
-            }
-        };
+    use crate::image_ref::ImageRef;
+    let file_named = match ImageRef::parse(image) {
+        Ok(ImageRef::OciDir { path, tag } | ImageRef::OciArchive { path, tag }) => {
+            Some((path, tag))
+        }
+        // dir:PATH, docker-archive:PATH[:NAME]: named after the file.
+        Ok(ImageRef::Dir(path) | ImageRef::DockerArchive { path, .. }) => Some((path, None)),
+        _ => None,
+    };
+    if let Some((path, tag)) = file_named {
         let (path, tag) = (&path, &tag);
         let base = tag.clone().unwrap_or_else(|| {
             path.file_stem()

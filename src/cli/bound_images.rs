@@ -5,7 +5,8 @@ use anyhow::Context;
 
 use super::Cli;
 use crate::bootc::{bound_images, deployments, storage};
-use crate::source::{self, SourceRef};
+use crate::image_ref::ImageRef;
+use crate::source;
 use crate::store::copy::CopyOptions;
 use crate::store::{Store, lookup};
 
@@ -117,7 +118,7 @@ fn pull_all(
         // A layout or archive the unit names is read from there, never from the default store.
         let local = matches!(
             super::pull::resolve(&b.image),
-            Ok((SourceRef::OciDir { .. } | SourceRef::OciArchive { .. }, _))
+            Ok((ImageRef::OciDir { .. } | ImageRef::OciArchive { .. }, _))
         );
         let origin = if lookup::find_image(&stored, &name).is_ok() {
             Origin::Present
@@ -136,7 +137,7 @@ fn pull_all(
                     format!("the default store (image {})", &id[..12.min(id.len())])
                 }
                 Origin::Fetched => match super::pull::resolve(&b.image) {
-                    Ok((SourceRef::Proxy(r), _)) if r.starts_with("docker://") => {
+                    Ok((ImageRef::Docker(_), _)) => {
                         format!("its registry (docker://{name})")
                     }
                     _ => b.image.clone(),

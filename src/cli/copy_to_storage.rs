@@ -6,9 +6,10 @@ use anyhow::Context;
 use super::Cli;
 use super::progress::{ProgressMode, Reporter};
 use crate::bootc::composefs_deployments;
+use crate::image_ref::ImageRef;
 use crate::reference::parse_storage_reference;
 use crate::source::composefs::{ComposefsImage, ImageSelector};
-use crate::source::{self, SourceKind, SourceRef};
+use crate::source::{self, SourceKind};
 use crate::store::Store;
 use crate::store::image_input::{ImageInput, ImportReport, Progress};
 use std::sync::atomic::Ordering;
@@ -185,13 +186,15 @@ pub fn run(cli: &Cli, args: &Args) -> anyhow::Result<()> {
             return exec_host_helper();
         }
         SourceKind::Composefs => {
-            let (repo, image) = crate::source::composefs::parse_reference(src)?;
+            let ImageRef::Composefs { repo, image } = ImageRef::parse(src)? else {
+                return Err(crate::Error::Internal(format!("{src} routed as composefs")).into());
+            };
             return from_composefs(cli, args, (&repo, &image, src), name, config, progress_fd);
         }
         SourceKind::Store => return from_store(cli, args, src, &name, config, started),
         SourceKind::Layout | SourceKind::Fetched => {}
     }
-    let source_ref = SourceRef::parse(src)?;
+    let source_ref = ImageRef::parse(src)?;
     let mut opened = source::open_with(&source_ref, &args.fetch.options())
         .with_context(|| format!("reading {src}"))?;
     opened.image.names = vec![name.clone()];
@@ -433,7 +436,7 @@ fn host_reference_check(s: &str) -> anyhow::Result<()> {
     #[cfg(feature = "ostree")]
     crate::source::ostree_host::imgref::image_reference(s)?;
     #[cfg(not(feature = "ostree"))]
-    SourceRef::parse(s)?;
+    ImageRef::parse(s)?;
     Ok(())
 }
 

@@ -7,8 +7,9 @@ use anyhow::Context;
 use super::Cli;
 use super::fetch_args::FetchArgs;
 use super::progress::{ProgressMode, Reporter};
+use crate::image_ref::ImageRef;
 use crate::source::image_proxy::FetchOptions;
-use crate::source::{self, OpenedSource, SourceRef};
+use crate::source::{self, OpenedSource};
 use crate::store::Store;
 use crate::store::image_input::ImportReport;
 
@@ -80,7 +81,7 @@ pub fn progress_mode(cli: &Cli, mode: ProgressMode) -> ProgressMode {
 /// Where an image argument leads and the name it gets: `docker://NAME` and a bare `NAME` are
 /// pulled from the registry and named NAME (normalized, as podman); `dir:`, `docker-archive:`,
 /// `oci:` and `oci-archive:` are named `localhost/TAG` (or after the file).
-pub fn resolve(image: &str) -> anyhow::Result<(SourceRef, String)> {
+pub fn resolve(image: &str) -> anyhow::Result<(ImageRef, String)> {
     if image.starts_with("containers-storage:") {
         return Err(super::exit::fail(
             super::exit::Code::Image,
@@ -89,21 +90,10 @@ pub fn resolve(image: &str) -> anyhow::Result<(SourceRef, String)> {
             ),
         ));
     }
-    let known = [
-        "docker://",
-        "dir:",
-        "docker-archive:",
-        "oci:",
-        "oci-archive:",
-    ];
-    let full = if known.iter().any(|p| image.starts_with(p)) {
-        image.to_string()
-    } else {
-        format!("docker://{image}")
-    };
-    let name = crate::bootc::bound_images::store_name(&full)
+    let r = ImageRef::parse_pull(image)?;
+    let name = crate::bootc::bound_images::store_name(&r.to_string())
         .with_context(|| format!("naming {image} in the store"))?;
-    Ok((SourceRef::parse(&full)?, name))
+    Ok((r, name))
 }
 
 /// Opens an image argument for fetching, with its store name.

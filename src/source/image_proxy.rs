@@ -82,13 +82,6 @@ impl std::fmt::Debug for ProxyBlobs {
     }
 }
 
-/// Whether `s` names an image the proxy reads: `docker://`, `dir:`, `docker-archive:`.
-pub fn is_proxy_reference(s: &str) -> bool {
-    ["docker://", "dir:", "docker-archive:"]
-        .iter()
-        .any(|p| s.starts_with(p))
-}
-
 /// Opens `imgref` through the proxy: its manifest (this platform's, from a list) and config,
 /// checked; transient failures retried as `opts.retry` says.
 pub fn open(imgref: &str, opts: &FetchOptions) -> Result<OpenedSource> {

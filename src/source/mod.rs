@@ -15,66 +15,11 @@ pub mod retry;
 pub mod rootfs;
 
 use std::io::Read;
-use std::path::PathBuf;
 
 use crate::error::{Error, Result};
+use crate::image_ref::ImageRef;
 use crate::layer::BlobSource;
 use crate::store::image_input::ImageInput;
-
-/// A parsed `--source` reference.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SourceRef {
-    /// `oci:DIR[:TAG]`: an OCI image layout directory.
-    OciDir {
-        /// The layout directory.
-        path: PathBuf,
-        /// The `org.opencontainers.image.ref.name` to pick, if any.
-        tag: Option<String>,
-    },
-    /// `oci-archive:FILE[:TAG]`: a tar of an OCI image layout.
-    OciArchive {
-        /// The archive.
-        path: PathBuf,
-        /// The tag to pick, if any.
-        tag: Option<String>,
-    },
-    /// `docker://…`, `dir:…`, `docker-archive:…`: read through skopeo's image proxy.
-    Proxy(String),
-}
-
-impl SourceRef {
-    /// Parses `TRANSPORT:REST` as c/image does (the first `:` after the path separates the tag).
-    pub fn parse(s: &str) -> Result<SourceRef> {
-        if image_proxy::is_proxy_reference(s) {
-            return Ok(SourceRef::Proxy(s.to_string()));
-        }
-        let Some((transport, rest)) = s.split_once(':') else {
-            return Err(Error::InvalidInput(format!(
-                "source {s:?} names no transport: use oci:DIR[:TAG] or oci-archive:FILE[:TAG]"
-            )));
-        };
-        let (path, tag) = match rest.split_once(':') {
-            Some((p, t)) => (p, (!t.is_empty()).then(|| t.to_string())),
-            None => (rest, None),
-        };
-        if path.is_empty() {
-            return Err(Error::InvalidInput(format!("source {s:?} names no path")));
-        }
-        match transport {
-            "oci" => Ok(SourceRef::OciDir {
-                path: path.into(),
-                tag,
-            }),
-            "oci-archive" => Ok(SourceRef::OciArchive {
-                path: path.into(),
-                tag,
-            }),
-            other => Err(Error::InvalidInput(format!(
-                "unknown transport {other:?} in {s:?}: supported are oci:DIR[:TAG] and oci-archive:FILE[:TAG]"
-            ))),
-        }
-    }
-}
 
 /// Where a `--source` leads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,17 +42,21 @@ pub enum SourceKind {
 /// transport, are refused with what to do instead. `docker://` is routed as a host image here; the
 /// caller fetches it from its registry when the host does not hold it.
 pub fn classify(s: &str) -> Result<SourceKind> {
-    if s.starts_with("oci:") || s.starts_with("oci-archive:") {
-        return Ok(SourceKind::Layout);
-    }
-    if s.starts_with("dir:") || s.starts_with("docker-archive:") {
-        return Ok(SourceKind::Fetched);
-    }
-    if s.starts_with("containers-storage:") {
-        return Ok(SourceKind::Store);
-    }
-    if s.starts_with(composefs::TRANSPORT) {
-        return Ok(SourceKind::Composefs);
+    match ImageRef::parse(s) {
+        Ok(ImageRef::OciDir { .. } | ImageRef::OciArchive { .. }) => return Ok(SourceKind::Layout),
+        Ok(ImageRef::Dir(_) | ImageRef::DockerArchive { .. }) => return Ok(SourceKind::Fetched),
+        Ok(ImageRef::ContainersStorage { .. }) => return Ok(SourceKind::Store),
+        Ok(ImageRef::Composefs { .. }) => return Ok(SourceKind::Composefs),
+        Ok(_) => return Ok(SourceKind::Host),
+        // A reference of a transport we know but written wrong: its own error.
+        Err(e)
+            if crate::image_ref::TRANSPORTS
+                .iter()
+                .any(|t| s.starts_with(t)) =>
+        {
+            return Err(e);
+        }
+        Err(_) => {}
     }
     const HOST: [&str; 7] = [
         "docker://",
@@ -164,18 +113,22 @@ impl std::fmt::Debug for OpenedSource {
 }
 
 /// Opens a source, reading and verifying its manifest and config.
-pub fn open(source: &SourceRef) -> Result<OpenedSource> {
+pub fn open(source: &ImageRef) -> Result<OpenedSource> {
     open_with(source, &image_proxy::FetchOptions::default())
 }
 
-/// Opens a source; images read through the proxy are fetched as `fetch` says.
-pub fn open_with(source: &SourceRef, fetch: &image_proxy::FetchOptions) -> Result<OpenedSource> {
+/// Opens a source whose layers are tar blobs (`oci:`, `oci-archive:`, `docker://`, `dir:`,
+/// `docker-archive:`); images read through the proxy are fetched as `fetch` says.
+pub fn open_with(source: &ImageRef, fetch: &image_proxy::FetchOptions) -> Result<OpenedSource> {
     // The signature policy first, as c/image checks it before anything is read.
     policy::check_source(source, fetch.signature_policy.as_deref())?;
     match source {
-        SourceRef::OciDir { path, tag } => oci_layout::open(path, tag.as_deref()),
-        SourceRef::OciArchive { path, tag } => oci_archive::open(path, tag.as_deref()),
-        SourceRef::Proxy(r) => image_proxy::open(r, fetch),
+        ImageRef::OciDir { path, tag } => oci_layout::open(path, tag.as_deref()),
+        ImageRef::OciArchive { path, tag } => oci_archive::open(path, tag.as_deref()),
+        r if r.is_proxied() => image_proxy::open(&r.to_string(), fetch),
+        other => Err(Error::Unsupported(format!(
+            "{other} as a blob source: open it with its own reader (containers-storage: and composefs: are copied by copy-to-storage)"
+        ))),
     }
 }
 

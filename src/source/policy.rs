@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
+use crate::image_ref::ImageRef;
 
 /// The system-wide policy.
 pub const SYSTEM_POLICY: &str = "/etc/containers/policy.json";
@@ -371,49 +372,32 @@ impl PolicyRef {
 
     /// The reference of a source we open: `docker://`, `dir:`, `docker-archive:`, `oci:`,
     /// `oci-archive:`.
-    pub fn of_source(source: &super::SourceRef) -> Result<PolicyRef> {
-        use super::SourceRef;
+    pub fn of_source(source: &ImageRef) -> Result<PolicyRef> {
+        // The resolved path, then its parents (for oci: the path is a namespace of itself too,
+        // which changes nothing in the lookup).
+        let paths = |transport: &'static str, p: &Path| {
+            let p = explicit_path(p);
+            let mut scopes = vec![p.display().to_string()];
+            scopes.extend(parents(&p));
+            PolicyRef {
+                transport,
+                shown: source.to_string(),
+                scopes,
+            }
+        };
         match source {
-            SourceRef::OciDir { path, .. } | SourceRef::OciArchive { path, .. } => {
-                let transport = if matches!(source, SourceRef::OciDir { .. }) {
-                    "oci"
-                } else {
-                    "oci-archive"
-                };
-                let p = explicit_path(path);
-                let mut scopes = vec![p.display().to_string()];
-                scopes.extend(parents(&p));
-                Ok(PolicyRef {
-                    transport,
-                    shown: format!("{transport}:{}", path.display()),
-                    scopes,
-                })
-            }
-            SourceRef::Proxy(r) => {
-                if let Some(rest) = r.strip_prefix("docker://") {
-                    return PolicyRef::docker(rest);
-                }
-                if let Some(rest) = r.strip_prefix("dir:") {
-                    let p = explicit_path(Path::new(rest));
-                    let mut scopes = vec![p.display().to_string()];
-                    scopes.extend(parents(&p));
-                    return Ok(PolicyRef {
-                        transport: "dir",
-                        shown: r.clone(),
-                        scopes,
-                    });
-                }
-                if r.starts_with("docker-archive:") {
-                    return Ok(PolicyRef {
-                        transport: "docker-archive",
-                        shown: r.clone(),
-                        scopes: Vec::new(),
-                    });
-                }
-                Err(Error::InvalidInput(format!(
-                    "{r}: no signature policy scope is known for this transport"
-                )))
-            }
+            ImageRef::OciDir { path, .. } => Ok(paths("oci", path)),
+            ImageRef::OciArchive { path, .. } => Ok(paths("oci-archive", path)),
+            ImageRef::Dir(path) => Ok(paths("dir", path)),
+            ImageRef::Docker(name) => PolicyRef::docker(name),
+            ImageRef::DockerArchive { .. } => Ok(PolicyRef {
+                transport: "docker-archive",
+                shown: source.to_string(),
+                scopes: Vec::new(),
+            }),
+            other => Err(Error::InvalidInput(format!(
+                "{other}: no signature policy scope is known for this transport"
+            ))),
         }
     }
 
@@ -449,7 +433,7 @@ impl PolicyRef {
 }
 
 /// Evaluates the policy (`policy_path`, or podman's default) for opening `source`.
-pub fn check_source(source: &super::SourceRef, policy_path: Option<&Path>) -> Result<()> {
+pub fn check_source(source: &ImageRef, policy_path: Option<&Path>) -> Result<()> {
     let r = PolicyRef::of_source(source)?;
     load(policy_path)?.check(&r)
 }

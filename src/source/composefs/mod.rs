@@ -97,25 +97,6 @@ impl std::fmt::Display for ImageSelector {
     }
 }
 
-/// The transport prefix of an image in a composefs repository named by path.
-pub const TRANSPORT: &str = "composefs:";
-
-/// Parses `composefs:REPO:IMAGE` (IMAGE a tag or `sha256:` manifest digest; the repository's path
-/// ends at the first `:`).
-pub fn parse_reference(s: &str) -> Result<(PathBuf, ImageSelector)> {
-    let rest = s.strip_prefix(TRANSPORT).ok_or_else(|| {
-        Error::InvalidInput(format!("{s:?} is not a composefs:REPO:IMAGE reference"))
-    })?;
-    match rest.split_once(':') {
-        Some((repo, image)) if !repo.is_empty() && !image.is_empty() => {
-            Ok((PathBuf::from(repo), ImageSelector::parse(image)))
-        }
-        _ => Err(Error::InvalidInput(format!(
-            "{s:?} names no image: use composefs:REPO:TAG or composefs:REPO:sha256:DIGEST"
-        ))),
-    }
-}
-
 /// The repository and the image's layer streams, for one digest algorithm.
 struct Typed<H: FsVerityHashValue> {
     repo: Repository<H>,
