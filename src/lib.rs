@@ -69,6 +69,7 @@
 
 pub mod bootc;
 pub mod cli;
+pub mod copy;
 pub(crate) mod crashpoint;
 pub mod error;
 pub mod export;
@@ -81,5 +82,7 @@ pub mod reference;
 pub mod source;
 pub mod store;
 
+pub use copy::{Copied, CopyObserver, CopyOptions, Opened, copy, open};
 pub use error::{Error, Result};
+pub use image_ref::ImageRef;
 pub use storage_format::Digest;

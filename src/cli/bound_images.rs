@@ -16,8 +16,8 @@ pub enum BoundCommand {
     /// List the bound images of the running root (or of the sysroot's first deployment).
     List {
         /// Lines of image and unit file, or a JSON list of {"image", "source"}.
-        #[arg(long, value_enum, default_value_t = super::copy_to_storage::ResultFormat::Text)]
-        format: super::copy_to_storage::ResultFormat,
+        #[arg(long, value_enum, default_value_t = super::output::ResultFormat::Text)]
+        format: super::output::ResultFormat,
     },
     /// Copy every bound image not yet in bootc's store into it, all or nothing: from the default
     /// store when it holds the image, else from its registry (or the oci:/oci-archive:/dir:/
@@ -48,7 +48,7 @@ pub fn run(cli: &Cli, c: &BoundCommand) -> anyhow::Result<()> {
     let images = bound(cli)?;
     match c {
         BoundCommand::List { format } => {
-            if *format == super::copy_to_storage::ResultFormat::Json {
+            if *format == super::output::ResultFormat::Json {
                 let v: Vec<serde_json::Value> = images
                     .iter()
                     .map(|b| serde_json::json!({"image": b.image, "source": b.source}))
@@ -180,7 +180,7 @@ fn pull_all(
             })
             .collect();
         let layers: Vec<_> = opened.iter().flat_map(|o| o.image.layers.clone()).collect();
-        let mode = super::pull::progress_mode(cli, progress);
+        let mode = super::progress::progress_mode(cli, progress);
         let reporter = super::progress::Reporter::new(&layers, mode, None);
         let reports = dst
             .import_all(&items, &|p| reporter.event(p))

@@ -7,8 +7,9 @@ use std::path::PathBuf;
 use anyhow::Context;
 
 use super::Cli;
-use super::copy_to_storage::{ResultFormat, target};
+use super::output::ResultFormat;
 use super::progress::{ProgressMode, Reporter};
+use super::store_args::target;
 use crate::source::rootfs::{BuildOptions, Builder, Grouping, prior_from_store};
 use crate::store::Store;
 
@@ -170,8 +171,8 @@ pub fn run(cli: &Cli, args: &Args) -> anyhow::Result<()> {
         return Ok(());
     }
     let input = builder.image(&plan, vec![name.clone()])?;
-    super::copy_to_storage::target_digest_check(&input)?;
-    let mode = super::pull::progress_mode(cli, args.progress);
+    crate::copy::check_name_digests(&input)?;
+    let mode = super::progress::progress_mode(cli, args.progress);
     let reporter = Reporter::new(&input.layers, mode, None);
     let report = builder
         .commit(&plan, &input, &store, &|p| reporter.event(p))

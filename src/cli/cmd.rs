@@ -58,7 +58,7 @@ pub fn run(cli: &Cli, c: &CmdCommand) -> anyhow::Result<()> {
         } => {
             // Natively: podman stays only for build, push and list.
             let options = fetch.options_for_bootc(&cli.sysroot);
-            let mode = super::pull::progress_mode(cli, *progress);
+            let mode = super::progress::progress_mode(cli, *progress);
             for image in images {
                 let report = super::pull::pull_one(&store, image, &options, mode)?;
                 outln!("{}", report.image_id)?;

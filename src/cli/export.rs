@@ -4,7 +4,7 @@ use super::output::outln;
 use anyhow::Context;
 
 use super::Cli;
-use super::copy_to_storage::ResultFormat;
+use super::output::ResultFormat;
 use super::storage::WhichStore;
 use crate::export::{Destination, LayerCompression, export};
 use crate::store::{Store, lookup};

@@ -7,6 +7,7 @@ mod bound_images;
 mod build_chunked;
 mod cmd;
 mod copy_to_storage;
+mod copying;
 pub mod exit;
 mod export;
 mod fetch_args;
@@ -19,6 +20,7 @@ mod pull;
 mod pull_from_default_storage;
 mod set_unified;
 mod storage;
+mod store_args;
 
 use std::ffi::OsString;
 use std::path::PathBuf;

@@ -44,6 +44,26 @@ pub fn note(text: std::fmt::Arguments<'_>) {
     let _ = writeln!(std::io::stderr().lock(), "{text}");
 }
 
+/// How a command prints its result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ResultFormat {
+    /// Lines for people.
+    Text,
+    /// One JSON object.
+    Json,
+}
+
+/// An import's result as one JSON object (name, image_id, digest, layers written and reused).
+pub fn result_json(report: &crate::store::image_input::ImportReport) -> serde_json::Value {
+    serde_json::json!({
+        "name": report.names.first(),
+        "image_id": report.image_id,
+        "digest": report.manifest_digest.to_string(),
+        "layers_written": report.layers_written,
+        "layers_reused": report.layers_reused,
+    })
+}
+
 /// A failed write to stdout as the error the command ends with.
 fn stdout_error(e: std::io::Error) -> anyhow::Error {
     if e.kind() == std::io::ErrorKind::BrokenPipe {

@@ -249,3 +249,12 @@ impl Reporter {
         }
     }
 }
+
+/// The progress mode after --quiet.
+pub fn progress_mode(cli: &super::Cli, mode: ProgressMode) -> ProgressMode {
+    if cli.quiet && mode == ProgressMode::Auto {
+        ProgressMode::None
+    } else {
+        mode
+    }
+}

@@ -29,8 +29,8 @@ pub struct Args {
     pub progress: ProgressMode,
     /// The result: each image's ID on a line (as podman pull), or one JSON object per image
     /// (name, image_id, digest, layers written and reused).
-    #[arg(long, value_enum, default_value_t = super::copy_to_storage::ResultFormat::Text)]
-    pub format: super::copy_to_storage::ResultFormat,
+    #[arg(long, value_enum, default_value_t = super::output::ResultFormat::Text)]
+    pub format: super::output::ResultFormat,
 }
 
 /// Runs the command: each image pulled into the store the global options select; its ID printed.
@@ -48,34 +48,25 @@ pub fn run(cli: &Cli, args: &Args) -> anyhow::Result<()> {
                     format!("opening the store at {}", config.graphroot.display())
                 })?),
             };
-        let mode = progress_mode(cli, args.progress);
+        let mode = super::progress::progress_mode(cli, args.progress);
         let reporter = Reporter::new(&opened.image.layers, mode, None);
         let report = opened
             .import_into(store, &|p| reporter.event(p))
             .with_context(|| format!("pulling {image}"))?;
         reporter.finish();
-        let v = super::copy_to_storage::result_json(&report);
+        let v = super::output::result_json(&report);
         if mode == ProgressMode::Json {
             // JSON events on stdout: the result is their last event, not a bare line among them.
             let mut done = v.clone();
             done["event"] = "done".into();
             reporter.emit(done);
-        } else if args.format == super::copy_to_storage::ResultFormat::Json {
+        } else if args.format == super::output::ResultFormat::Json {
             outln!("{v}")?;
         } else {
             outln!("{}", report.image_id)?;
         }
     }
     Ok(())
-}
-
-/// The progress mode after --quiet.
-pub fn progress_mode(cli: &Cli, mode: ProgressMode) -> ProgressMode {
-    if cli.quiet && mode == ProgressMode::Auto {
-        ProgressMode::None
-    } else {
-        mode
-    }
 }
 
 /// Where an image argument leads and the name it gets: `docker://NAME` and a bare `NAME` are

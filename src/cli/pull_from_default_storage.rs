@@ -4,7 +4,7 @@ use super::output::outln;
 use anyhow::Context;
 
 use super::Cli;
-use super::copy_to_storage::ResultFormat;
+use super::output::ResultFormat;
 use crate::bootc::storage;
 use crate::store::copy::CopyOptions;
 use crate::store::{Store, lookup};

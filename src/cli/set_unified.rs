@@ -10,7 +10,8 @@ use super::output::outln;
 use anyhow::Context;
 
 use super::Cli;
-use super::copy_to_storage::{self, ResultFormat};
+use super::copying::{Reporting, copy_and_print};
+use super::output::ResultFormat;
 use super::progress::ProgressMode;
 use crate::bootc::{composefs_deployments, storage};
 use crate::store::{Store, lookup};
@@ -29,18 +30,9 @@ pub struct Args {
     pub format: ResultFormat,
 }
 
-/// The copy-to-storage options a host copy of set-unified runs with.
-fn copy_args(args: &Args, source: Option<String>, target: String) -> copy_to_storage::Args {
-    copy_to_storage::Args {
-        source,
-        target,
-        progress: args.progress,
-        progress_fd: None,
-        format: args.format,
-        sync: false,
-        verify: args.verify,
-        fetch: super::fetch_args::FetchArgs::default(),
-    }
+/// How a copy of set-unified is shown.
+fn reporting(cli: &Cli, args: &Args) -> Reporting {
+    Reporting::new(cli, args.progress, None, args.format)
 }
 
 /// How the booted image is recognized in a store.
@@ -211,17 +203,20 @@ pub fn run(cli: &Cli, args: &Args) -> anyhow::Result<()> {
         let image = crate::source::composefs::ImageSelector::Manifest(digest);
         let what = deployment.shown();
         return unify(cli, args, &name, &expect, || {
-            let copy = copy_args(args, None, name.clone());
             let repo = composefs_deployments::repo_path(&sysroot);
+            let shown = format!("{what} in {}", repo.display());
+            let opts = crate::copy::CopyOptions {
+                names: vec![name.clone()],
+                verify: args.verify,
+                ..Default::default()
+            };
+            let image = crate::image_ref::ImageRef::Composefs { repo, image };
+            let opened =
+                crate::copy::open(&image, &opts).with_context(|| format!("reading {shown}"))?;
             let config = storage::config(&sysroot);
-            copy_to_storage::from_composefs(
-                cli,
-                &copy,
-                (&repo, &image, &what),
-                name.clone(),
-                config,
-                None,
-            )
+            let store = Store::open(config.clone())
+                .with_context(|| format!("opening the store at {}", config.graphroot.display()))?;
+            copy_and_print(&reporting(cli, args), &store, opened, &shown).map(|_| ())
         });
     }
     if !sysroot.repo_path().is_dir() {
@@ -233,7 +228,7 @@ pub fn run(cli: &Cli, args: &Args) -> anyhow::Result<()> {
             ),
         ));
     }
-    copy_to_storage::exec_host_helper_for("set-unified on an OSTree host needs it")
+    super::copying::exec_host_helper("set-unified on an OSTree host needs it")
 }
 
 /// `set-unified` on an OSTree sysroot, in `bootc-image-ostree`.
@@ -260,7 +255,12 @@ pub fn run_host(cli: &Cli, args: &Args) -> anyhow::Result<()> {
     let expect = Expect::Config(config_sans_layers(config));
     drop(image);
     unify(cli, args, &name, &expect, || {
-        let copy = copy_args(args, Some(reference.clone()), name.clone());
-        copy_to_storage::host_into(cli, &copy, name.clone(), storage::config(&sysroot))
+        super::copying::copy_host(
+            cli,
+            &reporting(cli, args),
+            Some(&reference),
+            (name.clone(), storage::config(&sysroot)),
+            args.verify,
+        )
     })
 }

@@ -16,8 +16,8 @@ pub enum StorageCommand {
     /// Where the stores are, what they hold, disk use, anything incomplete.
     Status {
         /// Lines for people, or one JSON object.
-        #[arg(long, value_enum, default_value_t = super::copy_to_storage::ResultFormat::Text)]
-        format: super::copy_to_storage::ResultFormat,
+        #[arg(long, value_enum, default_value_t = super::output::ResultFormat::Text)]
+        format: super::output::ResultFormat,
     },
     /// Check a store: rebuild every layer from its tar-split and files and check its DiffID, check
     /// every image's layers and data, find orphaned files. With --repair, remove what is damaged.
@@ -30,8 +30,8 @@ pub enum StorageCommand {
         #[arg(long)]
         json: bool,
         /// Lines for people, or one JSON object.
-        #[arg(long, value_enum, default_value_t = super::copy_to_storage::ResultFormat::Text)]
-        format: super::copy_to_storage::ResultFormat,
+        #[arg(long, value_enum, default_value_t = super::output::ResultFormat::Text)]
+        format: super::output::ResultFormat,
         /// Which store: bootc's own (under --sysroot), or the default one (podman's, or the one
         /// --root/--runroot/--storage-driver name). Default: the default store when one of those
         /// options is given, else bootc's.
@@ -138,7 +138,7 @@ pub fn run(cli: &Cli, c: &StorageCommand) -> anyhow::Result<()> {
                 }
             };
             let def = cli.store_config()?;
-            if *format == super::copy_to_storage::ResultFormat::Json {
+            if *format == super::output::ResultFormat::Json {
                 let store = bootc.map(|(images, layers, incomplete, bytes)| {
                     serde_json::json!({
                         "images": images, "layers": layers, "incomplete_layers": incomplete,
@@ -177,7 +177,7 @@ pub fn run(cli: &Cli, c: &StorageCommand) -> anyhow::Result<()> {
             cli,
             verify_store(cli, *store),
             *repair,
-            *json || *format == super::copy_to_storage::ResultFormat::Json,
+            *json || *format == super::output::ResultFormat::Json,
         )?,
         StorageCommand::Gc { dry_run, force } => {
             if !*force && crate::bootc::deployments::list(&sysroot)?.is_empty() {
