@@ -88,6 +88,20 @@ pub fn read(root: &Path) -> Result<Vec<BoundImage>> {
     Ok(out)
 }
 
+/// A pull argument as `podman pull` reads it — `TRANSPORT:REF` or a bare registry `NAME` — and
+/// the name it gets in a store: registry images their normalized name, `dir:`, `docker-archive:`,
+/// `oci:` and `oci-archive:` `localhost/TAG` (or after the file).
+pub fn resolve_pull(image: &str) -> Result<(crate::image_ref::ImageRef, String)> {
+    if image.starts_with("containers-storage:") {
+        return Err(crate::Error::InvalidInput(format!(
+            "{image}: pulling from a store: into bootc's store use `bootc-image pull-from-default-storage NAME`; between stores `copy-to-storage --source {image} --target containers-storage:[STORE]NAME`"
+        )));
+    }
+    let r = crate::image_ref::ImageRef::parse_pull(image)?;
+    let name = store_name(&r.to_string())?;
+    Ok((r, name))
+}
+
 /// The name a bound image has in bootc's store: its normalized reference, or for an
 /// `oci:DIR[:TAG]` / `oci-archive:FILE[:TAG]` reference `localhost/TAG` (the file name without a tag),
 /// made a valid name component. A reference podman could not parse is an error.

@@ -66,7 +66,7 @@ pub fn run(cli: &Cli, c: &BoundCommand) -> anyhow::Result<()> {
             dry_run,
             progress,
         } => {
-            if !dry_run && super::pull_from_default_storage::ran_in_private_namespace(cli)? {
+            if !dry_run && super::default_store::ran_in_private_namespace(cli)? {
                 return Ok(());
             }
             pull_all(cli, &images, fetch, *dry_run, *progress)
@@ -117,7 +117,7 @@ fn pull_all(
             .with_context(|| format!("bound image {} ({})", b.image, b.source))?;
         // A layout or archive the unit names is read from there, never from the default store.
         let local = matches!(
-            super::pull::resolve(&b.image),
+            crate::bootc::bound_images::resolve_pull(&b.image),
             Ok((ImageRef::OciDir { .. } | ImageRef::OciArchive { .. }, _))
         );
         let origin = if lookup::find_image(&stored, &name).is_ok() {
@@ -136,7 +136,7 @@ fn pull_all(
                 Origin::DefaultStore(id) => {
                     format!("the default store (image {})", &id[..12.min(id.len())])
                 }
-                Origin::Fetched => match super::pull::resolve(&b.image) {
+                Origin::Fetched => match crate::bootc::bound_images::resolve_pull(&b.image) {
                     Ok((ImageRef::Docker(_), _)) => {
                         format!("its registry (docker://{name})")
                     }
@@ -155,7 +155,7 @@ fn pull_all(
         .collect();
     let options = fetch.options_for_bootc(&cli.sysroot);
     let opened = crate::parallel::map_in_order(&to_fetch, 4, |(b, name, _)| {
-        let (source, _) = super::pull::resolve(&b.image)?;
+        let (source, _) = crate::bootc::bound_images::resolve_pull(&b.image)?;
         let mut o = source::open_with(&source, &options)
             .with_context(|| format!("bound image {} ({})", b.image, b.source))?;
         o.image.names = vec![name.clone()];

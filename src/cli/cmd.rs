@@ -1,7 +1,6 @@
 //! `bootc-image cmd`: the podman passthrough on bootc's store (build, push, list); `cmd pull` is
 //! native.
 
-use super::output::outln;
 use std::ffi::OsString;
 
 use super::Cli;
@@ -58,10 +57,16 @@ pub fn run(cli: &Cli, c: &CmdCommand) -> anyhow::Result<()> {
         } => {
             // Natively: podman stays only for build, push and list.
             let options = fetch.options_for_bootc(&cli.sysroot);
-            let mode = super::progress::progress_mode(cli, *progress);
+            let mut reporting = super::copying::Reporting::new(
+                cli,
+                *progress,
+                None,
+                super::output::ResultFormat::Text,
+            );
+            reporting.quiet = false;
             for image in images {
-                let report = super::pull::pull_one(&store, image, &options, mode)?;
-                outln!("{}", report.image_id)?;
+                let opened = super::copying::open_pull(image, &options)?;
+                super::copying::pull_into(&reporting, &store, image, opened)?;
             }
             return Ok(());
         }

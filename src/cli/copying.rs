@@ -207,6 +207,41 @@ pub fn copy_and_print(
     Ok(copied)
 }
 
+/// Opens a pull argument (`NAME`, `docker://NAME`, `oci:DIR`, …) for fetching, named as podman
+/// names it.
+pub fn open_pull(
+    image: &str,
+    fetch: &crate::source::image_proxy::FetchOptions,
+) -> anyhow::Result<crate::copy::Opened> {
+    let (src, name) = crate::bootc::bound_images::resolve_pull(image)
+        .with_context(|| format!("naming {image} in the store"))?;
+    let opts = crate::copy::CopyOptions {
+        names: vec![name],
+        fetch: fetch.clone(),
+        verify: false,
+    };
+    crate::copy::open(&src, &opts).with_context(|| format!("pulling {image}"))
+}
+
+/// Pulls the opened `image` into `store` as podman pull does: progress as `reporting` says, then
+/// the image ID (also with --quiet), a JSON object, or — with JSON progress — a last `done` event.
+pub fn pull_into(
+    reporting: &Reporting,
+    store: &crate::store::Store,
+    image: &str,
+    opened: crate::copy::Opened,
+) -> anyhow::Result<Copied> {
+    let rendered = Rendered::new(reporting);
+    let copied = opened
+        .copy_into(store, &rendered)
+        .with_context(|| format!("pulling {image}"));
+    let reporter = rendered.finish()?;
+    let copied = copied?;
+    let id_line = [copied.image_id.clone()];
+    reporting.print(&reporter, copied_json(&copied), &id_line)?;
+    Ok(copied)
+}
+
 /// The result of an import done by the caller (the OSTree host copy), printed as
 /// [`copy_and_print`] prints its own.
 pub fn print_import(

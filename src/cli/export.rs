@@ -5,7 +5,7 @@ use anyhow::Context;
 
 use super::Cli;
 use super::output::ResultFormat;
-use super::storage::WhichStore;
+use super::store_args::WhichStore;
 use crate::export::{Destination, LayerCompression, export};
 use crate::store::{Store, lookup};
 

@@ -4,7 +4,7 @@
 use super::Cli;
 use super::exit::{Code, fail};
 use super::output::outln;
-use super::storage::WhichStore;
+use super::store_args::WhichStore;
 use crate::store::Store;
 use crate::store::lookup::{find_image, matched_name};
 

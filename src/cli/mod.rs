@@ -8,6 +8,7 @@ mod build_chunked;
 mod cmd;
 mod copy_to_storage;
 mod copying;
+mod default_store;
 pub mod exit;
 mod export;
 mod fetch_args;

@@ -1,13 +1,8 @@
 //! `bootc-image pull-from-default-storage IMAGE`.
 
-use super::output::outln;
-use anyhow::Context;
-
 use super::Cli;
-use super::output::ResultFormat;
-use crate::bootc::storage;
-use crate::store::copy::CopyOptions;
-use crate::store::{Store, lookup};
+use super::default_store::{pull, ran_in_private_namespace};
+use super::output::{ResultFormat, outln};
 
 /// Options of pull-from-default-storage.
 #[derive(Debug, clap::Args)]
@@ -20,98 +15,6 @@ pub struct Args {
     /// The result: a line, or one JSON object (name, image ID, layers copied and reused, how).
     #[arg(long, value_enum, default_value_t = ResultFormat::Text)]
     pub format: ResultFormat,
-}
-
-/// The names the copy gets: the name the user typed (as podman's `image push IMG …IMG` keeps it), or
-/// all of the source's names when the image was named by ID.
-fn names_for(found: &storage_format::ImageRecord, typed: &str) -> Vec<String> {
-    match lookup::matched_name(found, typed) {
-        Some(n) => vec![n],
-        None => found.names.clone(),
-    }
-}
-
-/// Copies `image` from the default store into bootc's store; returns a one-line summary and the
-/// same as JSON.
-pub fn pull(cli: &Cli, image: &str, verify: bool) -> anyhow::Result<(String, serde_json::Value)> {
-    let started = std::time::Instant::now();
-    let src_cfg = source_config(cli)?;
-    let src = Store::open_read_only(src_cfg.clone())
-        .with_context(|| format!("opening the default store {}", src_cfg.graphroot.display()))?;
-    let images = src.images()?;
-    let found = lookup::find_image(&images, image)
-        .with_context(|| format!("in the default store {}", src_cfg.graphroot.display()))?;
-    let sysroot = cli.sysroot();
-    let (dst, _) = storage::ensure(&sysroot)
-        .with_context(|| format!("opening bootc's store {}", sysroot.storage_path().display()))?;
-    let names = names_for(found, image);
-    let opts = CopyOptions {
-        names: names.clone(),
-        verify,
-    };
-    let report = dst
-        .copy_image_from(&src, &found.id, &opts)
-        .with_context(|| format!("copying {image} into bootc's store"))?;
-    let shown = names
-        .first()
-        .cloned()
-        .unwrap_or_else(|| report.image_id.clone());
-    let how = match report.stats.method() {
-        "hardlink" => "hardlinked",
-        "reflink" => "reflinked",
-        _ => "copied",
-    };
-    let json = serde_json::json!({
-        "name": shown,
-        "image_id": report.image_id,
-        "digest": report.manifest_digest,
-        "layers_copied": report.layers_copied,
-        "layers_reused": report.layers_reused,
-        "method": if report.layers_copied == 0 { "none" } else { how },
-        "seconds": (started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
-    });
-    if report.layers_copied == 0 {
-        return Ok((
-            format!(
-                "Copied {shown} (all {} layers already present)",
-                report.layers_reused
-            ),
-            json,
-        ));
-    }
-    Ok((
-        format!(
-            "Copied {shown} ({} layers {how}, {} reused)",
-            report.layers_copied, report.layers_reused
-        ),
-        json,
-    ))
-}
-
-/// The default store's configuration, its root reached through the mount of bootc's store when the
-/// two are different mounts of one filesystem (a booted system's `/var` and `/sysroot`), so layers
-/// can be hardlinked (see [`crate::bootc::mountns::path_through_mount_of`]).
-fn source_config(cli: &Cli) -> anyhow::Result<crate::store::StoreConfig> {
-    let mut src = cli.store_config()?;
-    if let Some(through) =
-        crate::bootc::mountns::path_through_mount_of(&cli.sysroot().storage_path(), &src.graphroot)
-    {
-        src.graphroot = through;
-    }
-    Ok(src)
-}
-
-/// Re-runs the command in a private mount namespace when the stores' `overlay/` directories are bind
-/// mounts (podman leaves them so), or bootc's store is on a read-only mount (`/sysroot` on a booted
-/// system), so files can be hardlinked and bootc's store written; returns whether it did.
-pub fn ran_in_private_namespace(cli: &Cli) -> anyhow::Result<bool> {
-    let src = source_config(cli)?;
-    let dst = cli.sysroot().storage_path();
-    let dirs = vec![src.graphroot.join(src.driver.name()), dst.join("overlay")];
-    let remount: Vec<_> = crate::bootc::mountns::read_only_mount_of(&dst)
-        .into_iter()
-        .collect();
-    super::ran_in_private_namespace(&dirs, &remount)
 }
 
 /// Runs the command.

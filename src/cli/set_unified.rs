@@ -134,10 +134,10 @@ fn unify(
         return Ok(());
     }
     if in_default_store(cli, name, expect) {
-        if super::pull_from_default_storage::ran_in_private_namespace(cli)? {
+        if super::default_store::ran_in_private_namespace(cli)? {
             return Ok(());
         }
-        let (text, json) = super::pull_from_default_storage::pull(cli, name, args.verify)?;
+        let (text, json) = super::default_store::pull(cli, name, args.verify)?;
         match args.format {
             ResultFormat::Json => outln!("{json}")?,
             ResultFormat::Text if !cli.quiet => outln!("{text} from the default store")?,

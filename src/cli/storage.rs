@@ -6,6 +6,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use super::Cli;
+use super::store_args::WhichStore;
 use crate::bootc::{gc, storage};
 
 /// Storage commands.
@@ -47,15 +48,6 @@ pub enum StorageCommand {
         #[arg(long)]
         force: bool,
     },
-}
-
-/// The store a command works on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum WhichStore {
-    /// bootc's store, `<sysroot>/ostree/bootc/storage`.
-    Bootc,
-    /// The default store: podman's, or the one named by --root / storage.conf.
-    Default,
 }
 
 /// The store `storage verify` checks: the one named, else the default store when --root,

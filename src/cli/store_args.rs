@@ -37,3 +37,12 @@ pub fn spec_config(
         None => crate::store::StoreConfig::resolve(None, None, None)?,
     })
 }
+
+/// The store a command works on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum WhichStore {
+    /// bootc's store, `<sysroot>/ostree/bootc/storage`.
+    Bootc,
+    /// The default store: podman's, or the one named by --root / storage.conf.
+    Default,
+}
