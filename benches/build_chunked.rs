@@ -79,8 +79,10 @@ fn run() -> Result<bool> {
     let runs = runs_from_env()?;
     let (key, fixtures_dir) = ensure_fixtures(&target_dir, small)?;
     let tar = host_fixture::single_layer_tar(&fixtures_dir.join("none-1"))?;
-    let tool =
-        host_fixture::build_fixture_tool(Path::new(env!("CARGO_MANIFEST_DIR")), &target_dir)?;
+    let tool = host_fixture::build_fixture_tool(
+        Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/..")),
+        &target_dir,
+    )?;
     let fs_ = StoreFs::setup(&target_dir, &BUILD_FS)?;
     fs_.announce();
     let ctx = fs_.base.join("ctx");

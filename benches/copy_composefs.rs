@@ -74,7 +74,7 @@ const FLOOR_TARGET: f64 = 1.5;
 
 /// The fixture tool (`tests/composefs-fixture`, its own workspace), built if needed.
 fn fixture_tool() -> Result<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/composefs-fixture");
+    let dir = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/..")).join("tests/composefs-fixture");
     let status =
         std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
             .args(["build", "--release", "--quiet", "--manifest-path"])

@@ -728,7 +728,7 @@ fn ostree_version() -> String {
 /// Runs the whole benchmark; `Ok(false)` when some measurement failed.
 fn run() -> Result<bool> {
     let ours = PathBuf::from(env!("CARGO_BIN_EXE_bootc-image"));
-    let manifest_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let manifest_dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
     let target_dir = measure::target_dir_of(&ours)?;
     let small = small_from_env();
     let runs = runs_from_env()?;

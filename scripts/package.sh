@@ -17,7 +17,7 @@ mkdir -p "$root/DEBIAN" "$root/usr/bin" "$root/usr/libexec/bootc-image" "$out/de
     "$root/usr/share/zsh/vendor-completions" "$root/usr/share/fish/vendor_completions.d" \
     "$root/usr/share/doc/bootc-image"
 
-cargo build --release --features ostree --bin bootc-image --bin bootc-image-ostree >&2
+cargo build --release -p bootc-image-cli --features ostree --bin bootc-image --bin bootc-image-ostree >&2
 install -m 0755 target/release/bootc-image "$root/usr/bin/bootc-image"
 install -m 0755 target/release/bootc-image-ostree "$root/usr/libexec/bootc-image/bootc-image-ostree"
 for bin in "$root/usr/bin/bootc-image" "$root/usr/libexec/bootc-image/bootc-image-ostree"; do

@@ -67,6 +67,12 @@ impl CopyOptions {
         })
     }
 
+    /// These options with `names` (already normalized) as the names.
+    pub fn with_names(mut self, names: Vec<String>) -> CopyOptions {
+        self.names = names;
+        self
+    }
+
     /// These options with `fetch` as the registry options.
     pub fn with_fetch(mut self, fetch: FetchOptions) -> CopyOptions {
         self.fetch = fetch;

@@ -192,13 +192,3 @@ fn regular_only(fd: OwnedFd) -> std::io::Result<std::fs::File> {
     rustix::fs::fcntl_setfl(&fd, OFlags::empty())?;
     Ok(std::fs::File::from(fd))
 }
-
-/// The exit code a shell would report for a child's status: its code, or 128 + the signal that
-/// killed it.
-pub fn exit_code(status: &std::process::ExitStatus) -> i32 {
-    use std::os::unix::process::ExitStatusExt;
-    status
-        .code()
-        .or_else(|| status.signal().map(|s| 128 + s))
-        .unwrap_or(1)
-}

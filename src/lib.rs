@@ -15,7 +15,9 @@
 //! - [`image_ref`]: [`image_ref::ImageRef`], the one transport grammar (`docker://`, `oci:`, …).
 //! - [`reference`]: image names by c/image's grammar, normalized as podman does.
 //! - [`bootc`]: bootc's sysroot, its own store, bound images.
-//! - [`cli`]: the `bootc-image` command line, thin over the above.
+//!
+//! The `bootc-image` command line is a crate of its own (`cli/`, `bootc-image-cli`), thin over
+//! this one: the library has no command-line dependency, never prints and never exits.
 //!
 //! # Embedding
 //!
@@ -68,7 +70,6 @@
 #![forbid(unsafe_code)]
 
 pub mod bootc;
-pub mod cli;
 pub mod copy;
 pub(crate) mod crashpoint;
 pub mod error;
@@ -76,8 +77,7 @@ pub mod export;
 pub(crate) mod fsutil;
 pub mod image_ref;
 pub mod layer;
-pub(crate) mod parallel;
-pub(crate) mod podman;
+pub mod parallel;
 pub mod reference;
 pub mod source;
 pub mod store;

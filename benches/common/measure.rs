@@ -114,7 +114,7 @@ pub fn measure_in_capture(
     // bootc-image logs its own peak RSS (without its children's) at debug level.
     cmd.args(args)
         .stdin(Stdio::null())
-        .env("RUST_LOG", "warn,bootc_image::cli=debug");
+        .env("RUST_LOG", "warn,bootc_image_cli=debug");
     if let Some(dir) = cwd {
         cmd.current_dir(dir);
     }

@@ -27,7 +27,8 @@ use crate::util::{Driver, TestStore, Tree, run, run_ok, walk_tree};
 pub fn fixture_tool() -> &'static Path {
     static TOOL: OnceLock<PathBuf> = OnceLock::new();
     TOOL.get_or_init(|| {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/composefs-fixture");
+        let dir =
+            Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/..")).join("tests/composefs-fixture");
         let bin = dir.join("target/release/composefs-fixture");
         if !bin.exists() {
             run_ok(

@@ -88,9 +88,9 @@ impl HostFixture {
     }
 }
 
-/// The repository root (`CARGO_MANIFEST_DIR`).
+/// The repository root (above `CARGO_MANIFEST_DIR`, the command line's crate).
 fn project_dir() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
 }
 
 /// The fixture tool binary as `scripts/ostree-fixture.sh` builds it.

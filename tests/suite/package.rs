@@ -9,7 +9,7 @@ use crate::util::{Driver, TestStore, describe, run, run_ok};
 
 #[test]
 fn debian_package_builds_and_runs() {
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let repo = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
     let deb = run_ok(&mut Command::new(repo.join("scripts/package.sh")));
     let deb = repo.join(deb.trim());
     let listing = run_ok(Command::new("dpkg-deb").arg("-c").arg(&deb));

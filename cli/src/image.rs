@@ -5,8 +5,8 @@ use super::Cli;
 use super::exit::{Code, fail};
 use super::output::outln;
 use super::store_args::WhichStore;
-use crate::store::Store;
-use crate::store::lookup::{find_image, matched_name};
+use bootc_image::store::Store;
+use bootc_image::store::lookup::{find_image, matched_name};
 
 /// Image commands.
 #[derive(Debug, clap::Subcommand)]
@@ -62,7 +62,7 @@ pub enum ImageCommand {
 /// exist.
 fn open(cli: &Cli, which: WhichStore, write: bool) -> anyhow::Result<Option<Store>> {
     let config = match which {
-        WhichStore::Bootc => crate::bootc::storage::config(&cli.sysroot()),
+        WhichStore::Bootc => bootc_image::bootc::storage::config(&cli.sysroot()),
         WhichStore::Default => cli.store_config()?,
     };
     // A store we may not look into is an error, not an absent store (or image).
@@ -74,7 +74,7 @@ fn open(cli: &Cli, which: WhichStore, write: bool) -> anyhow::Result<Option<Stor
         Ok(_) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => {
-            return Err(crate::Error::io("reading the store", &config.graphroot, e).into());
+            return Err(bootc_image::Error::io("reading the store", &config.graphroot, e).into());
         }
     }
     Ok(Some(if write {
@@ -167,8 +167,8 @@ pub fn run(cli: &Cli, c: &ImageCommand) -> anyhow::Result<()> {
                     Err(e) => {
                         let absent = e.chain().any(|c| {
                             matches!(
-                                c.downcast_ref::<crate::Error>(),
-                                Some(crate::Error::NotFound { .. })
+                                c.downcast_ref::<bootc_image::Error>(),
+                                Some(bootc_image::Error::NotFound { .. })
                             )
                         });
                         if !(absent && *force) && first_err.is_none() {
@@ -218,7 +218,7 @@ pub fn run(cli: &Cli, c: &ImageCommand) -> anyhow::Result<()> {
             let img = find_image(&s.images()?, image)?.clone();
             let full: Vec<String> = names
                 .iter()
-                .map(|n| crate::reference::normalize(n))
+                .map(|n| bootc_image::reference::normalize(n))
                 .collect::<Result<_, _>>()?;
             s.tag_image(&img.id, &full)?;
         }

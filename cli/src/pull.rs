@@ -7,7 +7,7 @@ use super::Cli;
 use super::copying::{Reporting, open_pull, pull_into};
 use super::fetch_args::FetchArgs;
 use super::progress::ProgressMode;
-use crate::store::Store;
+use bootc_image::store::Store;
 
 /// Options of pull.
 #[derive(Debug, clap::Args)]

@@ -4,7 +4,7 @@ use super::output::outln;
 use serde::Serialize;
 
 use super::Cli;
-use crate::bootc::{
+use bootc_image::bootc::{
     bound_images, composefs_deployments, deployments, host_images, storage, sysroot,
 };
 
@@ -93,7 +93,9 @@ pub fn collect(cli: &Cli, t: ListType) -> anyhow::Result<Vec<ImageOutput>> {
     }
     // With --root (or --runroot/--storage-driver), the store named is listed instead of bootc's.
     let store = if cli.names_a_store() {
-        Some(crate::store::Store::open_read_only(cli.store_config()?)?)
+        Some(bootc_image::store::Store::open_read_only(
+            cli.store_config()?,
+        )?)
     } else {
         storage::open_existing_read_only(&sysroot)?
     };

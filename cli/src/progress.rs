@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::store::image_input::{LayerInput, Progress};
+use bootc_image::store::image_input::{LayerInput, Progress};
 
 /// How progress is shown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

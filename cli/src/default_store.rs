@@ -5,9 +5,9 @@
 use anyhow::Context;
 
 use super::Cli;
-use crate::bootc::storage;
-use crate::store::copy::CopyOptions;
-use crate::store::{Store, lookup};
+use bootc_image::bootc::storage;
+use bootc_image::store::copy::CopyOptions;
+use bootc_image::store::{Store, lookup};
 
 /// The names the copy gets: the name the user typed (as podman's `image push IMG …IMG` keeps it), or
 /// all of the source's names when the image was named by ID.
@@ -77,12 +77,13 @@ pub fn pull(cli: &Cli, image: &str, verify: bool) -> anyhow::Result<(String, ser
 
 /// The default store's configuration, its root reached through the mount of bootc's store when the
 /// two are different mounts of one filesystem (a booted system's `/var` and `/sysroot`), so layers
-/// can be hardlinked (see [`crate::bootc::mountns::path_through_mount_of`]).
-fn source_config(cli: &Cli) -> anyhow::Result<crate::store::StoreConfig> {
+/// can be hardlinked (see [`bootc_image::bootc::mountns::path_through_mount_of`]).
+fn source_config(cli: &Cli) -> anyhow::Result<bootc_image::store::StoreConfig> {
     let mut src = cli.store_config()?;
-    if let Some(through) =
-        crate::bootc::mountns::path_through_mount_of(&cli.sysroot().storage_path(), &src.graphroot)
-    {
+    if let Some(through) = bootc_image::bootc::mountns::path_through_mount_of(
+        &cli.sysroot().storage_path(),
+        &src.graphroot,
+    ) {
         src.graphroot = through;
     }
     Ok(src)
@@ -95,7 +96,7 @@ pub fn ran_in_private_namespace(cli: &Cli) -> anyhow::Result<bool> {
     let src = source_config(cli)?;
     let dst = cli.sysroot().storage_path();
     let dirs = vec![src.graphroot.join(src.driver.name()), dst.join("overlay")];
-    let remount: Vec<_> = crate::bootc::mountns::read_only_mount_of(&dst)
+    let remount: Vec<_> = bootc_image::bootc::mountns::read_only_mount_of(&dst)
         .into_iter()
         .collect();
     super::ran_in_private_namespace(&dirs, &remount)

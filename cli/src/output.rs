@@ -54,7 +54,7 @@ pub enum ResultFormat {
 }
 
 /// An import's result as one JSON object (name, image_id, digest, layers written and reused).
-pub fn result_json(report: &crate::store::image_input::ImportReport) -> serde_json::Value {
+pub fn result_json(report: &bootc_image::store::image_input::ImportReport) -> serde_json::Value {
     serde_json::json!({
         "name": report.names.first(),
         "image_id": report.image_id,
@@ -81,7 +81,7 @@ fn stdout_error(e: std::io::Error) -> anyhow::Error {
 /// `println!` that returns the write's error instead of panicking: `outln!("{x}")?`.
 macro_rules! outln {
     ($($arg:tt)*) => {
-        $crate::cli::output::line(format_args!($($arg)*))
+        $crate::output::line(format_args!($($arg)*))
     };
 }
 pub(crate) use outln;

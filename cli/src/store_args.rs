@@ -2,12 +2,12 @@
 //! reads it (the name, and the store it may name).
 
 use super::Cli;
-use crate::reference::parse_storage_reference;
+use bootc_image::reference::parse_storage_reference;
 
 /// The name and store `--target` selects: `NAME`, `containers-storage:NAME`, or
 /// `containers-storage:[driver@root+runroot]NAME`, which names the store as skopeo's transport does
 /// (and so may not be combined with --root/--runroot/--storage-driver).
-pub fn target(cli: &Cli, t: &str) -> anyhow::Result<(String, crate::store::StoreConfig)> {
+pub fn target(cli: &Cli, t: &str) -> anyhow::Result<(String, bootc_image::store::StoreConfig)> {
     let r = parse_storage_reference(t)?;
     let Some(spec) = r.store else {
         return Ok((r.name, cli.store_config()?));
@@ -26,15 +26,15 @@ pub fn target(cli: &Cli, t: &str) -> anyhow::Result<(String, crate::store::Store
 /// The store a `containers-storage:[driver@root+runroot]` reference names; without one, the
 /// default store (storage.conf), as skopeo reads the transport.
 pub fn spec_config(
-    spec: Option<&crate::reference::StoreSpec>,
-) -> anyhow::Result<crate::store::StoreConfig> {
+    spec: Option<&bootc_image::reference::StoreSpec>,
+) -> anyhow::Result<bootc_image::store::StoreConfig> {
     Ok(match spec {
-        Some(spec) => crate::store::StoreConfig::resolve(
+        Some(spec) => bootc_image::store::StoreConfig::resolve(
             Some(&spec.graphroot),
             spec.runroot.as_deref(),
             spec.driver.as_deref(),
         )?,
-        None => crate::store::StoreConfig::resolve(None, None, None)?,
+        None => bootc_image::store::StoreConfig::resolve(None, None, None)?,
     })
 }
 

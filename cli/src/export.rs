@@ -6,8 +6,8 @@ use anyhow::Context;
 use super::Cli;
 use super::output::ResultFormat;
 use super::store_args::WhichStore;
-use crate::export::{Destination, LayerCompression, export};
-use crate::store::{Store, lookup};
+use bootc_image::export::{Destination, LayerCompression, export};
+use bootc_image::store::{Store, lookup};
 
 /// Layer compression.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -42,11 +42,11 @@ pub struct Args {
 pub fn run(cli: &Cli, args: &Args) -> anyhow::Result<()> {
     let dest = Destination::parse(&args.dest)?;
     let config = match args.store {
-        WhichStore::Bootc => crate::bootc::storage::config(&cli.sysroot()),
+        WhichStore::Bootc => bootc_image::bootc::storage::config(&cli.sysroot()),
         WhichStore::Default => cli.store_config()?,
     };
     // Never into a store we know: the one read, the default one, bootc's.
-    let bootc = crate::bootc::storage::config(&cli.sysroot());
+    let bootc = bootc_image::bootc::storage::config(&cli.sysroot());
     let default = cli.store_config().ok();
     let mut stores = vec![
         config.graphroot.as_path(),

@@ -7,11 +7,11 @@ use super::copying::{Reporting, copy_and_print};
 use super::output::ResultFormat;
 use super::progress::ProgressMode;
 use super::store_args::{spec_config, target};
-use crate::bootc::composefs_deployments;
-use crate::copy::CopyOptions;
-use crate::image_ref::ImageRef;
-use crate::source::{self, SourceKind};
-use crate::store::Store;
+use bootc_image::bootc::composefs_deployments;
+use bootc_image::copy::CopyOptions;
+use bootc_image::image_ref::ImageRef;
+use bootc_image::source::{self, SourceKind};
+use bootc_image::store::Store;
 
 /// Options of copy-to-storage.
 #[derive(Debug, clap::Args)]
@@ -90,11 +90,10 @@ pub fn run(cli: &Cli, args: &Args) -> anyhow::Result<()> {
         }
         k => k,
     };
-    let opts = CopyOptions {
-        names: vec![name.clone()],
-        fetch: args.fetch.options(),
-        verify: args.verify,
-    };
+    let opts = CopyOptions::default()
+        .with_names(vec![name.clone()])
+        .with_fetch(args.fetch.options())
+        .with_verify(args.verify);
     let (image, shown) = match kind {
         SourceKind::Host if composefs => {
             let running = composefs_deployments::is_running_sysroot(&cli.sysroot);
@@ -140,7 +139,8 @@ pub fn run(cli: &Cli, args: &Args) -> anyhow::Result<()> {
         SourceKind::Layout | SourceKind::Fetched => (ImageRef::parse(src)?, src.to_string()),
     };
     // The image first: a source that does not open leaves no trace, not even a new store.
-    let opened = crate::copy::open(&image, &opts).with_context(|| format!("reading {shown}"))?;
+    let opened =
+        bootc_image::copy::open(&image, &opts).with_context(|| format!("reading {shown}"))?;
     let store = Store::open(config.clone())
         .with_context(|| format!("opening the store at {}", config.graphroot.display()))?;
     copy_and_print(&reporting, &store, opened, &shown)?;
@@ -156,7 +156,7 @@ fn host_holds(cli: &Cli, imgref: &str) -> anyhow::Result<bool> {
     }
     #[cfg(feature = "ostree")]
     {
-        let r = crate::source::ostree_host::imgref::image_ref(imgref);
+        let r = bootc_image::source::ostree_host::imgref::image_ref(imgref);
         Ok(sysroot
             .path()
             .join("ostree/repo/refs/heads")
@@ -172,7 +172,7 @@ fn host_holds(cli: &Cli, imgref: &str) -> anyhow::Result<bool> {
 /// Checks a host image reference before handing it to the helper.
 fn host_reference_check(s: &str) -> anyhow::Result<()> {
     #[cfg(feature = "ostree")]
-    crate::source::ostree_host::imgref::image_reference(s)?;
+    bootc_image::source::ostree_host::imgref::image_reference(s)?;
     #[cfg(not(feature = "ostree"))]
     ImageRef::parse(s)?;
     Ok(())

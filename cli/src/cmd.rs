@@ -4,7 +4,7 @@
 use std::ffi::OsString;
 
 use super::Cli;
-use crate::bootc::storage;
+use bootc_image::bootc::storage;
 
 /// The podman verbs bootc passes through.
 #[derive(Debug, clap::Subcommand)]

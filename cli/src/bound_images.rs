@@ -4,11 +4,11 @@ use super::output::outln;
 use anyhow::Context;
 
 use super::Cli;
-use crate::bootc::{bound_images, deployments, storage};
-use crate::image_ref::ImageRef;
-use crate::source;
-use crate::store::copy::CopyOptions;
-use crate::store::{Store, lookup};
+use bootc_image::bootc::{bound_images, deployments, storage};
+use bootc_image::image_ref::ImageRef;
+use bootc_image::source;
+use bootc_image::store::copy::CopyOptions;
+use bootc_image::store::{Store, lookup};
 
 /// Bound-image commands.
 #[derive(Debug, clap::Subcommand)]
@@ -117,7 +117,7 @@ fn pull_all(
             .with_context(|| format!("bound image {} ({})", b.image, b.source))?;
         // A layout or archive the unit names is read from there, never from the default store.
         let local = matches!(
-            crate::bootc::bound_images::resolve_pull(&b.image),
+            bootc_image::bootc::bound_images::resolve_pull(&b.image),
             Ok((ImageRef::OciDir { .. } | ImageRef::OciArchive { .. }, _))
         );
         let origin = if lookup::find_image(&stored, &name).is_ok() {
@@ -136,7 +136,7 @@ fn pull_all(
                 Origin::DefaultStore(id) => {
                     format!("the default store (image {})", &id[..12.min(id.len())])
                 }
-                Origin::Fetched => match crate::bootc::bound_images::resolve_pull(&b.image) {
+                Origin::Fetched => match bootc_image::bootc::bound_images::resolve_pull(&b.image) {
                     Ok((ImageRef::Docker(_), _)) => {
                         format!("its registry (docker://{name})")
                     }
@@ -154,8 +154,8 @@ fn pull_all(
         .filter(|(_, _, o)| matches!(o, Origin::Fetched))
         .collect();
     let options = fetch.options_for_bootc(&cli.sysroot);
-    let opened = crate::parallel::map_in_order(&to_fetch, 4, |(b, name, _)| {
-        let (source, _) = crate::bootc::bound_images::resolve_pull(&b.image)?;
+    let opened = bootc_image::parallel::map_in_order(&to_fetch, 4, |(b, name, _)| {
+        let (source, _) = bootc_image::bootc::bound_images::resolve_pull(&b.image)?;
         let mut o = source::open_with(&source, &options)
             .with_context(|| format!("bound image {} ({})", b.image, b.source))?;
         o.image.names = vec![name.clone()];
@@ -166,15 +166,15 @@ fn pull_all(
     if !opened.is_empty() {
         let producers: Vec<_> = opened
             .iter()
-            .map(|o| crate::source::blob_layers::BlobLayers {
+            .map(|o| bootc_image::source::blob_layers::BlobLayers {
                 blobs: o.blobs.as_ref(),
                 retry: o.retry,
             })
             .collect();
-        let items: Vec<crate::store::import::ImportItem<'_>> = opened
+        let items: Vec<bootc_image::store::import::ImportItem<'_>> = opened
             .iter()
             .zip(&producers)
-            .map(|(o, p)| crate::store::import::ImportItem {
+            .map(|(o, p)| bootc_image::store::import::ImportItem {
                 input: &o.image,
                 producer: p,
             })

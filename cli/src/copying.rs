@@ -9,8 +9,8 @@ use anyhow::Context;
 use super::Cli;
 use super::output::{ResultFormat, outln, result_json};
 use super::progress::{ProgressMode, Reporter};
-use crate::copy::{Copied, CopyObserver, Sharing};
-use crate::store::image_input::{ImageInput, ImportReport, Progress};
+use bootc_image::copy::{Copied, CopyObserver, Sharing};
+use bootc_image::store::image_input::{ImageInput, ImportReport, Progress};
 
 /// How a copy is shown: progress (mode, and the descriptor JSON events go to), the result's
 /// format, quietness.
@@ -53,7 +53,7 @@ impl Reporting {
     /// A reporter for `layers` (events to the descriptor when there is one).
     fn reporter(
         &self,
-        layers: &[crate::store::image_input::LayerInput],
+        layers: &[bootc_image::store::image_input::LayerInput],
     ) -> anyhow::Result<Reporter> {
         let fd = self
             .fd
@@ -188,8 +188,8 @@ pub fn copied_json(copied: &Copied) -> serde_json::Value {
 /// copy-to-storage does (`shown`: how to name the source in the text).
 pub fn copy_and_print(
     reporting: &Reporting,
-    store: &crate::store::Store,
-    opened: crate::copy::Opened,
+    store: &bootc_image::store::Store,
+    opened: bootc_image::copy::Opened,
     shown: &str,
 ) -> anyhow::Result<Copied> {
     let rendered = Rendered::new(reporting);
@@ -211,25 +211,23 @@ pub fn copy_and_print(
 /// names it.
 pub fn open_pull(
     image: &str,
-    fetch: &crate::source::image_proxy::FetchOptions,
-) -> anyhow::Result<crate::copy::Opened> {
-    let (src, name) = crate::bootc::bound_images::resolve_pull(image)
+    fetch: &bootc_image::source::image_proxy::FetchOptions,
+) -> anyhow::Result<bootc_image::copy::Opened> {
+    let (src, name) = bootc_image::bootc::bound_images::resolve_pull(image)
         .with_context(|| format!("naming {image} in the store"))?;
-    let opts = crate::copy::CopyOptions {
-        names: vec![name],
-        fetch: fetch.clone(),
-        verify: false,
-    };
-    crate::copy::open(&src, &opts).with_context(|| format!("pulling {image}"))
+    let opts = bootc_image::copy::CopyOptions::default()
+        .with_names(vec![name])
+        .with_fetch(fetch.clone());
+    bootc_image::copy::open(&src, &opts).with_context(|| format!("pulling {image}"))
 }
 
 /// Pulls the opened `image` into `store` as podman pull does: progress as `reporting` says, then
 /// the image ID (also with --quiet), a JSON object, or — with JSON progress — a last `done` event.
 pub fn pull_into(
     reporting: &Reporting,
-    store: &crate::store::Store,
+    store: &bootc_image::store::Store,
     image: &str,
-    opened: crate::copy::Opened,
+    opened: bootc_image::copy::Opened,
 ) -> anyhow::Result<Copied> {
     let rendered = Rendered::new(reporting);
     let copied = opened
@@ -297,14 +295,14 @@ pub fn copy_host(
     cli: &Cli,
     reporting: &Reporting,
     source: Option<&str>,
-    (name, config): (String, crate::store::StoreConfig),
+    (name, config): (String, bootc_image::store::StoreConfig),
     verify: bool,
 ) -> anyhow::Result<()> {
-    use crate::bootc::mountns;
-    use crate::source::ostree_host::{HostImage, HostLayers, LinkCounts};
+    use bootc_image::bootc::mountns;
+    use bootc_image::source::ostree_host::{HostImage, HostLayers, LinkCounts};
     use std::sync::atomic::Ordering;
     if let Some(s) = source {
-        crate::source::ostree_host::imgref::image_reference(s)?;
+        bootc_image::source::ostree_host::imgref::image_reference(s)?;
     }
     let sysroot = cli.sysroot().path().to_path_buf();
     // link() does not cross mount points, even within one filesystem. On a booted system the store
@@ -335,14 +333,14 @@ pub fn copy_host(
     let what = source.unwrap_or("the deployed host image");
     let open = |verify: bool| HostImage::open(&sysroot, source, vec![name.clone()], verify);
     let first = open(verify).with_context(|| format!("reading {what} in {}", sysroot.display()))?;
-    crate::copy::check_name_digests(&first.input)?;
-    let store = crate::store::Store::open(config.clone())
+    bootc_image::copy::check_name_digests(&first.input)?;
+    let store = bootc_image::store::Store::open(config.clone())
         .with_context(|| format!("opening the store at {}", config.graphroot.display()))?;
     let counts = Mutex::new((0u64, 0u64));
     let rendered = Rendered::new(reporting);
     // On the second try every object is checked and every DiffID computed from content.
     let result =
-        crate::copy::import_verifying_on_mismatch(verify, first, open, &rendered, |image| {
+        bootc_image::copy::import_verifying_on_mismatch(verify, first, open, &rendered, |image| {
             let producer = HostLayers {
                 image,
                 counts: LinkCounts::default(),

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use super::Cli;
 use super::store_args::WhichStore;
-use crate::bootc::{gc, storage};
+use bootc_image::bootc::{gc, storage};
 
 /// Storage commands.
 #[derive(Debug, clap::Subcommand)]
@@ -90,9 +90,10 @@ pub fn run(cli: &Cli, c: &StorageCommand) -> anyhow::Result<()> {
     ) || matches!(c, StorageCommand::Verify { repair: true, store, .. }
             if verify_store(cli, *store) == WhichStore::Bootc)
     {
-        let remount: Vec<_> = crate::bootc::mountns::read_only_mount_of(&sysroot.storage_path())
-            .into_iter()
-            .collect();
+        let remount: Vec<_> =
+            bootc_image::bootc::mountns::read_only_mount_of(&sysroot.storage_path())
+                .into_iter()
+                .collect();
         if super::ran_in_private_namespace(&[], &remount)? {
             return Ok(());
         }
@@ -172,7 +173,7 @@ pub fn run(cli: &Cli, c: &StorageCommand) -> anyhow::Result<()> {
             *json || *format == super::output::ResultFormat::Json,
         )?,
         StorageCommand::Gc { dry_run, force } => {
-            if !*force && crate::bootc::deployments::list(&sysroot)?.is_empty() {
+            if !*force && bootc_image::bootc::deployments::list(&sysroot)?.is_empty() {
                 return Err(super::exit::fail(
                     super::exit::Code::Storage,
                     format!(
@@ -216,7 +217,7 @@ pub fn run(cli: &Cli, c: &StorageCommand) -> anyhow::Result<()> {
 
 /// `storage verify [--repair] [--json] [--store bootc|default]`.
 fn verify(cli: &Cli, which: WhichStore, repair: bool, json: bool) -> anyhow::Result<()> {
-    use crate::store::Store;
+    use bootc_image::store::Store;
     let sysroot = cli.sysroot();
     let config = match which {
         WhichStore::Bootc => storage::config(&sysroot),

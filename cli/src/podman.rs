@@ -6,7 +6,7 @@ use std::ffi::OsString;
 use std::path::Path;
 use std::process::Command;
 
-use crate::error::{Error, Result};
+use bootc_image::error::{Error, Result};
 
 /// Where the store is bind-mounted for podman; also the run root directory (reached as fd 3).
 pub const ALIAS_DIR: &str = "/run/bootc/storage";
@@ -81,5 +81,5 @@ pub fn run(storage: &Path, args: &[OsString]) -> Result<i32> {
     let status = cmd
         .status()
         .map_err(|e| Error::external("podman (through unshare)", e))?;
-    Ok(crate::fsutil::exit_code(&status))
+    Ok(crate::exit_code(&status))
 }

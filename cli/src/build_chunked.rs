@@ -10,8 +10,8 @@ use super::Cli;
 use super::output::ResultFormat;
 use super::progress::{ProgressMode, Reporter};
 use super::store_args::target;
-use crate::source::rootfs::{BuildOptions, Builder, Grouping, prior_from_store};
-use crate::store::Store;
+use bootc_image::source::rootfs::{BuildOptions, Builder, Grouping, prior_from_store};
+use bootc_image::store::Store;
 
 /// Options of build-chunked.
 #[derive(Debug, clap::Args)]
@@ -171,7 +171,7 @@ pub fn run(cli: &Cli, args: &Args) -> anyhow::Result<()> {
         return Ok(());
     }
     let input = builder.image(&plan, vec![name.clone()])?;
-    crate::copy::check_name_digests(&input)?;
+    bootc_image::copy::check_name_digests(&input)?;
     let mode = super::progress::progress_mode(cli, args.progress);
     let reporter = Reporter::new(&input.layers, mode, None);
     let report = builder

@@ -16,6 +16,7 @@ mod generate;
 mod image;
 mod list;
 mod output;
+mod podman;
 mod progress;
 mod pull;
 mod pull_from_default_storage;
@@ -28,7 +29,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-use crate::store::StoreConfig;
+use bootc_image::store::StoreConfig;
 use output::outln;
 
 /// A warning on stderr (`warning: …`).
@@ -189,8 +190,8 @@ pub fn error_line(e: &anyhow::Error) -> String {
 
 impl Cli {
     /// The sysroot these options select.
-    pub fn sysroot(&self) -> crate::bootc::sysroot::Sysroot {
-        crate::bootc::sysroot::Sysroot::new(&self.sysroot)
+    pub fn sysroot(&self) -> bootc_image::bootc::sysroot::Sysroot {
+        bootc_image::bootc::sysroot::Sysroot::new(&self.sysroot)
     }
 
     /// Whether --root, --runroot or --storage-driver was given.
@@ -301,19 +302,19 @@ fn lock_wait_notice(path: &std::path::Path, holder: Option<u32>) {
 const PRIVATE_NS_ENV: &str = "BOOTC_IMAGE_PRIVATE_MOUNTNS";
 
 /// Runs this command again in a private mount namespace when hardlinking needs one (see
-/// [`crate::bootc::mountns`]); returns whether it did (the caller then stops: the child did the
+/// [`bootc_image::bootc::mountns`]); returns whether it did (the caller then stops: the child did the
 /// work, and its failure comes back as [`exit::Delegated`]).
 fn ran_in_private_namespace(
     dirs: &[std::path::PathBuf],
     remount_rw: &[std::path::PathBuf],
 ) -> anyhow::Result<bool> {
-    use crate::bootc::mountns::{Namespace, prepare_private_namespace};
+    use bootc_image::bootc::mountns::{Namespace, prepare_private_namespace};
     let inside = std::env::var_os(PRIVATE_NS_ENV).is_some();
     if prepare_private_namespace(dirs, remount_rw, inside)? == Namespace::Ready {
         return Ok(false);
     }
-    let exe =
-        std::env::current_exe().map_err(|e| crate::Error::io("finding", "/proc/self/exe", e))?;
+    let exe = std::env::current_exe()
+        .map_err(|e| bootc_image::Error::io("finding", "/proc/self/exe", e))?;
     tracing::debug!("re-running in a private mount namespace (unshare)");
     let status = std::process::Command::new("unshare")
         .args(["--mount", "--propagation", "private", "--"])
@@ -321,7 +322,7 @@ fn ran_in_private_namespace(
         .args(std::env::args_os().skip(1))
         .env(PRIVATE_NS_ENV, "1")
         .status()
-        .map_err(|e| crate::Error::external("unshare", e))?;
+        .map_err(|e| bootc_image::Error::external("unshare", e))?;
     delegated(&status)?;
     Ok(true)
 }
@@ -332,7 +333,7 @@ fn delegated(status: &std::process::ExitStatus) -> anyhow::Result<()> {
     if status.success() {
         Ok(())
     } else {
-        Err(exit::Delegated(crate::fsutil::exit_code(status)).into())
+        Err(exit::Delegated(crate::exit_code(status)).into())
     }
 }
 
@@ -368,4 +369,14 @@ fn parse(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<Option<Cli>
         }
         Ok(c) => Ok(Some(c)),
     }
+}
+
+/// The exit code a shell would report for a child's status: its code, or 128 + the signal that
+/// killed it.
+pub(crate) fn exit_code(status: &std::process::ExitStatus) -> i32 {
+    use std::os::unix::process::ExitStatusExt;
+    status
+        .code()
+        .or_else(|| status.signal().map(|s| 128 + s))
+        .unwrap_or(1)
 }

@@ -1,7 +1,7 @@
 //! Exit codes: one per class of failure, as `bootc image`'s error handling distinguishes image,
 //! storage and external errors. Documented in docs/cli.md.
 
-use crate::error::ErrorClass;
+use bootc_image::error::ErrorClass;
 
 /// The exit code of each class.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,7 +66,7 @@ pub fn code_of(e: &anyhow::Error) -> u8 {
         if let Some(f) = cause.downcast_ref::<Failure>() {
             return f.code as u8;
         }
-        if let Some(err) = cause.downcast_ref::<crate::Error>() {
+        if let Some(err) = cause.downcast_ref::<bootc_image::Error>() {
             return match err.class() {
                 ErrorClass::Image => Code::Image,
                 ErrorClass::Storage => Code::Storage,

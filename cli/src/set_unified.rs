@@ -13,8 +13,8 @@ use super::Cli;
 use super::copying::{Reporting, copy_and_print};
 use super::output::ResultFormat;
 use super::progress::ProgressMode;
-use crate::bootc::{composefs_deployments, storage};
-use crate::store::{Store, lookup};
+use bootc_image::bootc::{composefs_deployments, storage};
+use bootc_image::store::{Store, lookup};
 
 /// Options of set-unified.
 #[derive(Debug, clap::Args)]
@@ -61,7 +61,7 @@ impl Expect {
             Expect::Digest(d) => image.digest.as_deref() == Some(d.as_str()),
             Expect::Config(want) => {
                 let key = format!("sha256:{}", image.id);
-                crate::store::copy::read_big_data(store, image, &key)
+                bootc_image::store::copy::read_big_data(store, image, &key)
                     .ok()
                     .and_then(|b| serde_json::from_slice(&b).ok())
                     .is_some_and(|v| &config_sans_layers(v) == want)
@@ -148,7 +148,7 @@ fn unify(
     // On a booted host bootc's store is under the read-only /sysroot: write it from a private
     // mount namespace where that mount is writable, as every command that writes it does.
     let sysroot = cli.sysroot();
-    let remount: Vec<_> = crate::bootc::mountns::read_only_mount_of(&sysroot.storage_path())
+    let remount: Vec<_> = bootc_image::bootc::mountns::read_only_mount_of(&sysroot.storage_path())
         .into_iter()
         .collect();
     if !remount.is_empty() && super::ran_in_private_namespace(&[], &remount)? {
@@ -166,8 +166,8 @@ fn unify(
 /// The name a deployment's image reference gives in bootc's store (normalized as podman does), or
 /// an error naming the origin.
 fn store_name(reference: &str, deployment: &str) -> anyhow::Result<String> {
-    let stripped = crate::bootc::deployments::strip_transport(reference);
-    crate::reference::normalize(&stripped).map_err(|e| {
+    let stripped = bootc_image::bootc::deployments::strip_transport(reference);
+    bootc_image::reference::normalize(&stripped).map_err(|e| {
         super::exit::fail(
             super::exit::Code::Image,
             format!(
@@ -200,19 +200,17 @@ pub fn run(cli: &Cli, args: &Args) -> anyhow::Result<()> {
         let digest = deployment
             .manifest("copy it with copy-to-storage --source and --target naming bootc's store")?;
         let expect = Expect::Digest(digest.to_string());
-        let image = crate::source::composefs::ImageSelector::Manifest(digest);
+        let image = bootc_image::source::composefs::ImageSelector::Manifest(digest);
         let what = deployment.shown();
         return unify(cli, args, &name, &expect, || {
             let repo = composefs_deployments::repo_path(&sysroot);
             let shown = format!("{what} in {}", repo.display());
-            let opts = crate::copy::CopyOptions {
-                names: vec![name.clone()],
-                verify: args.verify,
-                ..Default::default()
-            };
-            let image = crate::image_ref::ImageRef::Composefs { repo, image };
-            let opened =
-                crate::copy::open(&image, &opts).with_context(|| format!("reading {shown}"))?;
+            let opts = bootc_image::copy::CopyOptions::default()
+                .with_names(vec![name.clone()])
+                .with_verify(args.verify);
+            let image = bootc_image::image_ref::ImageRef::Composefs { repo, image };
+            let opened = bootc_image::copy::open(&image, &opts)
+                .with_context(|| format!("reading {shown}"))?;
             let config = storage::config(&sysroot);
             let store = Store::open(config.clone())
                 .with_context(|| format!("opening the store at {}", config.graphroot.display()))?;
@@ -234,10 +232,10 @@ pub fn run(cli: &Cli, args: &Args) -> anyhow::Result<()> {
 /// `set-unified` on an OSTree sysroot, in `bootc-image-ostree`.
 #[cfg(feature = "ostree")]
 pub fn run_host(cli: &Cli, args: &Args) -> anyhow::Result<()> {
-    use crate::source::ostree_host::{HostImage, repo::deployed_reference};
+    use bootc_image::source::ostree_host::{HostImage, repo::deployed_reference};
     let sysroot = cli.sysroot();
     let reference = deployed_reference(sysroot.path()).map_err(|e| match e {
-        crate::Error::NotFound { what, .. } => super::exit::fail(
+        bootc_image::Error::NotFound { what, .. } => super::exit::fail(
             super::exit::Code::Image,
             format!(
                 "the sysroot {} has no deployment from a container image ({what}): {NO_DEPLOYMENT}",
