@@ -14,6 +14,8 @@ echo "== cargo bench --no-run"
 cargo bench --no-run
 echo "== shellcheck"
 shellcheck scripts/*.sh .ci/run
+echo "== architecture rules (no import cycle, no file over 650 lines, no exit in the library, …)"
+python3 scripts/check-architecture.py
 
 echo "== build the OSTree fixture tool (ostree-ext 0.15, its own workspace)"
 cargo build --release --manifest-path tests/ostree-fixture/Cargo.toml

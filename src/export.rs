@@ -60,40 +60,29 @@ pub enum Destination {
 impl Destination {
     /// Parses `oci:DIR[:TAG]` or `oci-archive:FILE[:TAG]`.
     pub fn parse(s: &str) -> Result<Destination> {
-        let split = |rest: &str| -> (PathBuf, Option<String>) {
-            match rest.split_once(':') {
-                Some((p, t)) if !t.is_empty() => (PathBuf::from(p), Some(t.to_string())),
-                Some((p, _)) => (PathBuf::from(p), None),
-                None => (PathBuf::from(rest), None),
-            }
-        };
-        let checked = |rest: &str| -> Result<(PathBuf, Option<String>)> {
-            let (path, tag) = split(rest);
-            if path.as_os_str().is_empty() {
+        use crate::image_ref::ImageRef;
+        let (archive, path, tag) = match ImageRef::parse(s) {
+            Ok(ImageRef::OciDir { path, tag }) => (false, path, tag),
+            Ok(ImageRef::OciArchive { path, tag }) => (true, path, tag),
+            Err(e) if s.starts_with("oci") => return Err(e),
+            _ => {
                 return Err(Error::InvalidInput(format!(
-                    "destination {s:?} names no path: use oci:DIR[:TAG] or oci-archive:FILE[:TAG] (oci:. for the current directory)"
+                    "destination {s:?}: use oci:DIR[:TAG] or oci-archive:FILE[:TAG]"
                 )));
             }
-            if let Some(t) = &tag
-                && !is_oci_ref_name(t)
-            {
-                return Err(Error::InvalidInput(format!(
-                    "destination {s:?}: the tag {t:?} is not letters and digits separated by one of - . _ : @ + / or -- (as skopeo's oci: transport requires): name it e.g. latest or v1.0"
-                )));
-            }
-            Ok((path, tag))
         };
-        if let Some(rest) = s.strip_prefix("oci:") {
-            let (path, tag) = checked(rest)?;
-            return Ok(Destination::Dir { path, tag });
+        if let Some(t) = &tag
+            && !is_oci_ref_name(t)
+        {
+            return Err(Error::InvalidInput(format!(
+                "destination {s:?}: the tag {t:?} is not letters and digits separated by one of - . _ : @ + / or -- (as skopeo's oci: transport requires): name it e.g. latest or v1.0"
+            )));
         }
-        if let Some(rest) = s.strip_prefix("oci-archive:") {
-            let (path, tag) = checked(rest)?;
-            return Ok(Destination::Archive { path, tag });
-        }
-        Err(Error::InvalidInput(format!(
-            "destination {s:?}: use oci:DIR[:TAG] or oci-archive:FILE[:TAG]"
-        )))
+        Ok(if archive {
+            Destination::Archive { path, tag }
+        } else {
+            Destination::Dir { path, tag }
+        })
     }
 
     /// The path written.

@@ -19,8 +19,37 @@
 use std::path::PathBuf;
 
 use crate::error::{Error, Result};
-use crate::reference::StoreSpec;
-use crate::source::composefs::ImageSelector;
+use crate::reference::{StorageReference, StoreSpec};
+use storage_format::Digest;
+
+/// An image in a repository: a tag (`quay.io/org/os:42`, as `streams/refs/oci/` has it) or a
+/// manifest digest (`sha256:…`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ImageSelector {
+    /// A tag.
+    Tag(String),
+    /// A manifest digest.
+    Manifest(Digest),
+}
+
+impl ImageSelector {
+    /// `sha256:<64 hex>` is a manifest digest, anything else a tag.
+    pub fn parse(s: &str) -> ImageSelector {
+        match Digest::parse(s) {
+            Ok(d) if s.starts_with("sha256:") => ImageSelector::Manifest(d),
+            _ => ImageSelector::Tag(s.to_string()),
+        }
+    }
+}
+
+impl std::fmt::Display for ImageSelector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ImageSelector::Tag(t) => f.write_str(t),
+            ImageSelector::Manifest(d) => write!(f, "{d}"),
+        }
+    }
+}
 
 /// How an ostree-container reference asks for the image to be verified (bootc's origin syntax).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -156,7 +185,7 @@ impl ImageRef {
             });
         }
         if s.starts_with("containers-storage:") {
-            let r = crate::reference::parse_storage_reference(s)?;
+            let r = parse_storage_reference(s)?;
             return Ok(ImageRef::ContainersStorage {
                 store: r.store,
                 name: r.name,
@@ -209,7 +238,13 @@ impl ImageRef {
             }
             Ok(Box::new(ImageRef::parse(&format!("docker://{name}"))?))
         };
-        let parsed = |r: &str| -> Result<Box<ImageRef>> { Ok(Box::new(ImageRef::parse(r)?)) };
+        // ostree-ext also reads `registry:NAME` for `docker://NAME` there.
+        let parsed = |r: &str| -> Result<Box<ImageRef>> {
+            match r.strip_prefix("registry:") {
+                Some(name) => registry(name),
+                None => Ok(Box::new(ImageRef::parse(r)?)),
+            }
+        };
         let (verify, image, registry_form) =
             if let Some(r) = s.strip_prefix("ostree-unverified-registry:") {
                 (OstreeVerify::Unverified, registry(r)?, true)
@@ -231,6 +266,12 @@ impl ImageRef {
             image,
             registry_form,
         }))
+    }
+
+    /// Whether `s` starts with the prefix of a transport this grammar reads (so an error parsing
+    /// it is that transport's, not a sign of a bare name).
+    pub fn names_transport(s: &str) -> bool {
+        TRANSPORTS.iter().any(|t| s.starts_with(t))
     }
 
     /// The transport's name, as c/image and the policy name it (`docker`, `oci`, …; `ostree`
@@ -264,6 +305,56 @@ impl ImageRef {
             _ => None,
         }
     }
+}
+
+/// Parses a target as skopeo's `containers-storage:` transport does; any other transport is
+/// refused, and the name must be one podman parses.
+pub fn parse_storage_reference(s: &str) -> Result<StorageReference> {
+    let Some(rest) = s.strip_prefix("containers-storage:") else {
+        return Ok(StorageReference {
+            store: None,
+            name: crate::reference::normalize(s)?,
+        });
+    };
+    let bad = |why: &str| {
+        Error::InvalidInput(format!(
+            "invalid store reference {s:?}: {why}; use containers-storage:[overlay@/var/lib/containers/storage+/run/containers/storage]NAME"
+        ))
+    };
+    let Some(spec_rest) = rest.strip_prefix('[') else {
+        return Ok(StorageReference {
+            store: None,
+            name: crate::reference::normalize(rest)?,
+        });
+    };
+    let (spec, name) = spec_rest
+        .split_once(']')
+        .ok_or_else(|| bad("the store has no closing ']'"))?;
+    let (driver, roots) = match spec.split_once('@') {
+        Some((d, r)) => (Some(d.to_string()), r),
+        None => (None, spec),
+    };
+    if roots.contains(':') {
+        return Err(bad(
+            "store options are not supported (set them in storage.conf)",
+        ));
+    }
+    let (graphroot, runroot) = match roots.split_once('+') {
+        Some((g, r)) => (g, Some(r)),
+        None => (roots, None),
+    };
+    let absolute = |p: &str| p.starts_with('/');
+    if !absolute(graphroot) || runroot.is_some_and(|r| !absolute(r)) {
+        return Err(bad("the store's paths must be absolute"));
+    }
+    Ok(StorageReference {
+        store: Some(StoreSpec {
+            driver: driver.filter(|d| !d.is_empty()),
+            graphroot: graphroot.into(),
+            runroot: runroot.map(Into::into),
+        }),
+        name: crate::reference::normalize(name)?,
+    })
 }
 
 impl std::fmt::Display for ImageRef {
@@ -338,6 +429,39 @@ impl std::str::FromStr for ImageRef {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn storage_references() {
+        use super::parse_storage_reference as p;
+        assert_eq!(
+            p("containers-storage:localhost/x").unwrap().name,
+            "localhost/x:latest"
+        );
+        let r = p("containers-storage:[vfs@/s/root+/s/run]localhost/x:1").unwrap();
+        assert_eq!(r.name, "localhost/x:1");
+        let st = r.store.unwrap();
+        assert_eq!(st.driver.as_deref(), Some("vfs"));
+        assert_eq!(st.graphroot, std::path::PathBuf::from("/s/root"));
+        assert_eq!(st.runroot, Some(std::path::PathBuf::from("/s/run")));
+        assert!(
+            p("containers-storage:[/s/root]x")
+                .unwrap()
+                .store
+                .unwrap()
+                .runroot
+                .is_none()
+        );
+        for bad in [
+            "docker://x",
+            "containers-storage:[rel+/r]x",
+            "containers-storage:[/r:opt]x",
+            "containers-storage:[/r",
+            "containers-storage:docker://x",
+            "containers-storage:",
+        ] {
+            assert!(p(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn round_trips() {

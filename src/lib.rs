@@ -79,6 +79,7 @@ pub mod image_ref;
 pub mod layer;
 pub mod parallel;
 pub mod reference;
+pub mod retry;
 pub mod source;
 pub mod store;
 

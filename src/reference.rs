@@ -272,56 +272,6 @@ pub struct StorageReference {
     pub name: String,
 }
 
-/// Parses a target as skopeo's `containers-storage:` transport does; any other transport is
-/// refused, and the name must be one podman parses.
-pub fn parse_storage_reference(s: &str) -> Result<StorageReference> {
-    let Some(rest) = s.strip_prefix("containers-storage:") else {
-        return Ok(StorageReference {
-            store: None,
-            name: normalize(s)?,
-        });
-    };
-    let bad = |why: &str| {
-        Error::InvalidInput(format!(
-            "invalid store reference {s:?}: {why}; use containers-storage:[overlay@/var/lib/containers/storage+/run/containers/storage]NAME"
-        ))
-    };
-    let Some(spec_rest) = rest.strip_prefix('[') else {
-        return Ok(StorageReference {
-            store: None,
-            name: normalize(rest)?,
-        });
-    };
-    let (spec, name) = spec_rest
-        .split_once(']')
-        .ok_or_else(|| bad("the store has no closing ']'"))?;
-    let (driver, roots) = match spec.split_once('@') {
-        Some((d, r)) => (Some(d.to_string()), r),
-        None => (None, spec),
-    };
-    if roots.contains(':') {
-        return Err(bad(
-            "store options are not supported (set them in storage.conf)",
-        ));
-    }
-    let (graphroot, runroot) = match roots.split_once('+') {
-        Some((g, r)) => (g, Some(r)),
-        None => (roots, None),
-    };
-    let absolute = |p: &str| p.starts_with('/');
-    if !absolute(graphroot) || runroot.is_some_and(|r| !absolute(r)) {
-        return Err(bad("the store's paths must be absolute"));
-    }
-    Ok(StorageReference {
-        store: Some(StoreSpec {
-            driver: driver.filter(|d| !d.is_empty()),
-            graphroot: graphroot.into(),
-            runroot: runroot.map(Into::into),
-        }),
-        name: normalize(name)?,
-    })
-}
-
 /// Checks names about to be stored: each must be a reference podman parses, already normalized
 /// (`domain/path:tag` or `…@digest`), so no reader of the store ever meets a name it cannot parse.
 pub fn check_stored_names(names: &[String]) -> Result<()> {
@@ -397,39 +347,6 @@ mod tests {
         ];
         for (i, want) in cases {
             assert_eq!(normalize(i).unwrap(), want, "{i}");
-        }
-    }
-
-    #[test]
-    fn storage_references() {
-        use super::parse_storage_reference as p;
-        assert_eq!(
-            p("containers-storage:localhost/x").unwrap().name,
-            "localhost/x:latest"
-        );
-        let r = p("containers-storage:[vfs@/s/root+/s/run]localhost/x:1").unwrap();
-        assert_eq!(r.name, "localhost/x:1");
-        let st = r.store.unwrap();
-        assert_eq!(st.driver.as_deref(), Some("vfs"));
-        assert_eq!(st.graphroot, std::path::PathBuf::from("/s/root"));
-        assert_eq!(st.runroot, Some(std::path::PathBuf::from("/s/run")));
-        assert!(
-            p("containers-storage:[/s/root]x")
-                .unwrap()
-                .store
-                .unwrap()
-                .runroot
-                .is_none()
-        );
-        for bad in [
-            "docker://x",
-            "containers-storage:[rel+/r]x",
-            "containers-storage:[/r:opt]x",
-            "containers-storage:[/r",
-            "containers-storage:docker://x",
-            "containers-storage:",
-        ] {
-            assert!(p(bad).is_err(), "{bad}");
         }
     }
 

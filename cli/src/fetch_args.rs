@@ -4,8 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use bootc_image::retry::RetryPolicy;
 use bootc_image::source::image_proxy::FetchOptions;
-use bootc_image::source::retry::RetryPolicy;
 
 /// Options for reaching registries.
 #[derive(Debug, Clone, clap::Args)]

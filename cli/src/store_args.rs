@@ -2,7 +2,7 @@
 //! reads it (the name, and the store it may name).
 
 use super::Cli;
-use bootc_image::reference::parse_storage_reference;
+use bootc_image::image_ref::parse_storage_reference;
 
 /// The name and store `--target` selects: `NAME`, `containers-storage:NAME`, or
 /// `containers-storage:[driver@root+runroot]NAME`, which names the store as skopeo's transport does

@@ -92,12 +92,12 @@ pub fn read(root: &Path) -> Result<Vec<BoundImage>> {
 /// the name it gets in a store: registry images their normalized name, `dir:`, `docker-archive:`,
 /// `oci:` and `oci-archive:` `localhost/TAG` (or after the file).
 pub fn resolve_pull(image: &str) -> Result<(crate::image_ref::ImageRef, String)> {
-    if image.starts_with("containers-storage:") {
+    let r = crate::image_ref::ImageRef::parse_pull(image)?;
+    if let crate::image_ref::ImageRef::ContainersStorage { .. } = r {
         return Err(crate::Error::InvalidInput(format!(
             "{image}: pulling from a store: into bootc's store use `bootc-image pull-from-default-storage NAME`; between stores `copy-to-storage --source {image} --target containers-storage:[STORE]NAME`"
         )));
     }
-    let r = crate::image_ref::ImageRef::parse_pull(image)?;
     let name = store_name(&r.to_string())?;
     Ok((r, name))
 }
@@ -106,11 +106,12 @@ pub fn resolve_pull(image: &str) -> Result<(crate::image_ref::ImageRef, String)>
 /// `oci:DIR[:TAG]` / `oci-archive:FILE[:TAG]` reference `localhost/TAG` (the file name without a tag),
 /// made a valid name component. A reference podman could not parse is an error.
 pub fn store_name(image: &str) -> Result<String> {
-    if let Some(rest) = image.strip_prefix("docker://") {
-        return crate::reference::normalize(rest);
-    }
     use crate::image_ref::ImageRef;
-    let file_named = match ImageRef::parse(image) {
+    let parsed = ImageRef::parse(image);
+    if let Ok(ImageRef::Docker(name)) = &parsed {
+        return crate::reference::normalize(name);
+    }
+    let file_named = match parsed {
         Ok(ImageRef::OciDir { path, tag } | ImageRef::OciArchive { path, tag }) => {
             Some((path, tag))
         }

@@ -11,7 +11,8 @@ pub mod oci_types;
 #[cfg(feature = "ostree")]
 pub mod ostree_host;
 pub mod policy;
-pub mod retry;
+mod proxy_errors;
+pub use crate::retry;
 pub mod rootfs;
 
 use std::io::Read;

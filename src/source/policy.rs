@@ -365,7 +365,7 @@ impl PolicyRef {
         // c/image prints the familiar form (`busybox:latest`); the full one names it as well.
         Ok(PolicyRef {
             transport: "docker",
-            shown: format!("docker://{}", r),
+            shown: ImageRef::Docker(r.to_string()).to_string(),
             scopes,
         })
     }
@@ -424,9 +424,18 @@ impl PolicyRef {
         }
         scopes.push(store.clone());
         scopes.push(format!("[{root}]"));
+        let shown = ImageRef::ContainersStorage {
+            store: Some(crate::reference::StoreSpec {
+                driver: Some(driver.to_string()),
+                graphroot: graphroot.to_path_buf(),
+                runroot: None,
+            }),
+            name: name.to_string(),
+        }
+        .to_string();
         PolicyRef {
             transport: "containers-storage",
-            shown: format!("containers-storage:{store}{name}"),
+            shown,
             scopes,
         }
     }

@@ -25,8 +25,8 @@ pub trait LayerProducer: Sync {
 
     /// How often a layer that failed transiently (see [`crate::Error::is_transient`]) is written
     /// again, from an empty tree; the default never.
-    fn retry(&self) -> crate::source::retry::RetryPolicy {
-        crate::source::retry::RetryPolicy::none()
+    fn retry(&self) -> crate::retry::RetryPolicy {
+        crate::retry::RetryPolicy::none()
     }
 
     /// Feeds layer `index` (described by `layer`) into `sink`, trailer included; `progress` gets

@@ -175,3 +175,36 @@ fn build_layer_example() {
     let second = build("localhost/built:2");
     assert_eq!(first, second, "the same directory built twice");
 }
+
+/// `copy`: the front door in a dozen lines — an OCI layout and the same image from a registry
+/// (`docker://`), each copied into a store podman inspects with the source's ID.
+#[test]
+fn copy_example() {
+    let store = TestStore::new(Driver::Overlay);
+    let mut oci = OciDir::create(&store.scratch("oci"));
+    let tars: Vec<Vec<u8>> = (404..406).map(fixture::small_tar).collect();
+    let built = oci.add_image(
+        Some("ex"),
+        &ImageSpec::from_tars("ex", &tars, Compression::Gzip),
+    );
+    let reg = crate::registry::Registry::start(false);
+    reg.push(&oci.source(Some("ex")), "ex/copy:1");
+    for (src, name) in [
+        (oci.source(Some("ex")), "localhost/copy:1"),
+        (
+            format!("docker://{}/ex/copy:1", reg.host()),
+            "localhost/copy:2",
+        ),
+    ] {
+        let out = run_ok(
+            Command::new(example("copy"))
+                .env("CONTAINERS_REGISTRIES_CONF", reg.conf())
+                .arg(&src)
+                .arg(&store.root)
+                .arg(&store.runroot)
+                .arg(name),
+        );
+        assert!(out.starts_with(&built.image_id()), "{src}: {out}");
+        assert_eq!(store.inspect(name)["Id"], built.image_id().as_str());
+    }
+}

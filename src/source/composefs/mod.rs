@@ -68,34 +68,7 @@ const READ_AHEAD_LEAD: u64 = 64 << 20;
 /// The largest manifest or config we read.
 const DOCUMENT_LIMIT: u64 = 4 << 20;
 
-/// An image in a repository: a tag (`quay.io/org/os:42`, as `streams/refs/oci/` has it) or a
-/// manifest digest (`sha256:…`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ImageSelector {
-    /// A tag.
-    Tag(String),
-    /// A manifest digest.
-    Manifest(Digest),
-}
-
-impl ImageSelector {
-    /// `sha256:<64 hex>` is a manifest digest, anything else a tag.
-    pub fn parse(s: &str) -> ImageSelector {
-        match Digest::parse(s) {
-            Ok(d) if s.starts_with("sha256:") => ImageSelector::Manifest(d),
-            _ => ImageSelector::Tag(s.to_string()),
-        }
-    }
-}
-
-impl std::fmt::Display for ImageSelector {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ImageSelector::Tag(t) => f.write_str(t),
-            ImageSelector::Manifest(d) => write!(f, "{d}"),
-        }
-    }
-}
+pub use crate::image_ref::ImageSelector;
 
 /// The repository and the image's layer streams, for one digest algorithm.
 struct Typed<H: FsVerityHashValue> {

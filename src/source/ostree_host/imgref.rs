@@ -2,6 +2,7 @@
 //! into (`ostree/container/image/docker_3A__2F__2F_quay…`).
 
 use crate::error::{Error, Result};
+use crate::image_ref::ImageRef;
 
 /// ostree-ext's ref prefix for images.
 pub const IMAGE_PREFIX: &str = "ostree/container/image";
@@ -13,42 +14,20 @@ pub const LAYER_PREFIX: &str = "ostree/container/blob";
 /// (`docker://…`, `registry:…`, `oci:…`, or a bare `quay.io/x:y`) into the reference string ostree-ext
 /// keys the stored image by (`docker://quay.io/x:y`).
 pub fn image_reference(s: &str) -> Result<String> {
-    let rest = if let Some(r) = s.strip_prefix("ostree-unverified-registry:") {
-        return Ok(format!("docker://{r}"));
-    } else if let Some(r) = s
-        .strip_prefix("ostree-unverified-image:")
-        .or_else(|| s.strip_prefix("ostree-image-signed:"))
-    {
-        r
-    } else if let Some(r) = s.strip_prefix("ostree-remote-registry:") {
-        let (_, name) = r.split_once(':').ok_or_else(|| bad(s))?;
-        return Ok(format!("docker://{name}"));
-    } else if let Some(r) = s.strip_prefix("ostree-remote-image:") {
-        r.split_once(':').map(|(_, n)| n).ok_or_else(|| bad(s))?
-    } else {
-        s
-    };
-    for (prefix, canonical) in [
-        ("docker://", "docker://"),
-        ("registry:", "docker://"),
-        ("oci-archive:", "oci-archive:"),
-        ("oci:", "oci:"),
-        ("docker-archive:", "docker-archive:"),
-        ("containers-storage:", "containers-storage:"),
-        ("dir:", "dir:"),
-    ] {
-        if let Some(name) = rest.strip_prefix(prefix) {
-            if name.is_empty() {
-                return Err(bad(s));
-            }
-            return Ok(format!("{canonical}{name}"));
-        }
+    if let Some(name) = s.strip_prefix("registry:") {
+        return registry(s, name);
     }
-    if rest.is_empty() || rest.contains(char::is_whitespace) {
+    match ImageRef::parse(s) {
+        Ok(ImageRef::Ostree { image, .. }) => return Ok(image.to_string()),
+        Ok(r) => return Ok(r.to_string()),
+        Err(e) if s.starts_with("ostree-") || ImageRef::names_transport(s) => return Err(e),
+        Err(_) => {}
+    }
+    if s.is_empty() || s.contains(char::is_whitespace) {
         return Err(bad(s));
     }
     // `word:rest` where `word` is no registry host (no `.`, `/`, or `:port`) names a transport.
-    if let Some((t, r)) = rest.split_once(':')
+    if let Some((t, r)) = s.split_once(':')
         && !t.contains('/')
         && !t.contains('.')
         && t != "localhost"
@@ -58,7 +37,15 @@ pub fn image_reference(s: &str) -> Result<String> {
             "unknown transport {t:?} in {s:?}: supported are oci:DIR[:TAG], oci-archive:FILE[:TAG] and host images (docker://…, ostree-unverified-registry:…)"
         )));
     }
-    Ok(format!("docker://{rest}"))
+    registry(s, s)
+}
+
+/// `name` from its registry, as ostree-ext writes the reference.
+fn registry(s: &str, name: &str) -> Result<String> {
+    if name.is_empty() {
+        return Err(bad(s));
+    }
+    Ok(ImageRef::parse_pull(name)?.to_string())
 }
 
 fn bad(s: &str) -> Error {
