@@ -158,7 +158,10 @@ pub fn run(cli: &Cli, args: &Args) -> anyhow::Result<()> {
                 serde_json::json!({"grouping": grouping, "layers": layers})
             )?;
         } else {
-            outln!("{} layers, grouped by {grouping}:", plan.layers.len())?;
+            outln!(
+                "{}, grouped by {grouping}:",
+                super::output::count(plan.layers.len() as u64, "layer")
+            )?;
             for (i, l) in plan.layers.iter().enumerate() {
                 outln!(
                     "{i:3} {:24} {:>10} bytes  {}",
@@ -194,9 +197,9 @@ pub fn run(cli: &Cli, args: &Args) -> anyhow::Result<()> {
         )?;
     } else if !cli.quiet {
         outln!(
-            "Built {name} from {} ({} layers: {} written, {} reused)",
+            "Built {name} from {} ({}: {} written, {} reused)",
             args.rootfs.display(),
-            plan.layers.len(),
+            super::output::count(plan.layers.len() as u64, "layer"),
             report.layers_written,
             report.layers_reused
         )?;

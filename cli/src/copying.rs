@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use anyhow::Context;
 
 use super::Cli;
-use super::output::{ResultFormat, outln, result_json};
+use super::output::{ResultFormat, count, outln, result_json};
 use super::progress::{ProgressMode, Reporter};
 use bootc_image::copy::{Copied, CopyObserver, Sharing};
 use bootc_image::store::image_input::{ImageInput, ImportReport, Progress};
@@ -158,15 +158,19 @@ pub fn copied_text(copied: &Copied, name: &str, shown: &str) -> Vec<String> {
         Sharing::Store(stats) => vec![format!("Stored {name} from {shown} ({})", stats.method())],
         Sharing::Composefs { reflinked, written } => vec![
             format!(
-                "Stored {name} from {shown} ({} layers written, {} reused; {reflinked} files reflinked from the repository, {written} written)",
-                copied.layers_written, copied.layers_reused
+                "Stored {name} from {shown} ({} written, {} reused; {} reflinked from the repository, {} written)",
+                count(copied.layers_written as u64, "layer"),
+                copied.layers_reused,
+                count(*reflinked, "file"),
+                written
             ),
             digest,
         ],
         _ => vec![
             format!(
-                "Stored {name} ({} layers written, {} reused)",
-                copied.layers_written, copied.layers_reused
+                "Stored {name} ({} written, {} reused)",
+                count(copied.layers_written as u64, "layer"),
+                copied.layers_reused
             ),
             digest,
         ],
@@ -361,8 +365,12 @@ pub fn copy_host(
     let (linked, written) = counts.into_inner().unwrap_or_default();
     let text = [
         format!(
-            "Stored {} from {} ({} layers written, {} reused; {linked} files hardlinked from the repository, {written} written)",
-            name, image.imgref, report.layers_written, report.layers_reused
+            "Stored {} from {} ({} written, {} reused; {} hardlinked from the repository, {written} written)",
+            name,
+            image.imgref,
+            count(report.layers_written as u64, "layer"),
+            report.layers_reused,
+            count(linked, "file")
         ),
         format!("Digest: {}", report.manifest_digest),
     ];

@@ -60,16 +60,17 @@ pub fn pull(cli: &Cli, image: &str, verify: bool) -> anyhow::Result<(String, ser
     if report.layers_copied == 0 {
         return Ok((
             format!(
-                "Copied {shown} (all {} layers already present)",
-                report.layers_reused
+                "Copied {shown} (all {} already present)",
+                super::output::count(report.layers_reused as u64, "layer")
             ),
             json,
         ));
     }
     Ok((
         format!(
-            "Copied {shown} ({} layers {how}, {} reused)",
-            report.layers_copied, report.layers_reused
+            "Copied {shown} ({} {how}, {} reused)",
+            super::output::count(report.layers_copied as u64, "layer"),
+            report.layers_reused
         ),
         json,
     ))

@@ -42,23 +42,49 @@ fn warn(text: std::fmt::Arguments<'_>) {
 #[command(name = "bootc-image", version, about)]
 pub struct Cli {
     /// Graph root of the store (like podman's --root). Default: from storage.conf.
-    #[arg(long, global = true, value_name = "PATH")]
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        value_name = "PATH"
+    )]
     pub root: Option<PathBuf>,
     /// Run root of the store (like podman's --runroot). Default: from storage.conf.
-    #[arg(long, global = true, value_name = "PATH")]
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        value_name = "PATH"
+    )]
     pub runroot: Option<PathBuf>,
     /// Storage driver: overlay or vfs (like podman's --storage-driver). Default: from storage.conf.
-    #[arg(long, global = true, value_name = "DRIVER")]
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        value_name = "DRIVER"
+    )]
     pub storage_driver: Option<String>,
     /// Log messages of this level and above on stderr: error, warn, info, debug, trace (as podman's
     /// --log-level). Default: RUST_LOG if set, else warn.
-    #[arg(long, global = true, value_name = "LEVEL")]
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        value_name = "LEVEL"
+    )]
     pub log_level: Option<LogLevel>,
     /// Print no progress and no result lines (errors still go to stderr).
-    #[arg(short, long, global = true)]
+    #[arg(short, long, global = true, help_heading = "Global options")]
     pub quiet: bool,
     /// The physical root bootc manages (a booted system's `/`, or a sysroot on disk).
-    #[arg(long, global = true, value_name = "PATH", default_value = "/")]
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        value_name = "PATH",
+        default_value = "/"
+    )]
     pub sysroot: PathBuf,
     /// The command.
     #[command(subcommand)]

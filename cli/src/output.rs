@@ -64,6 +64,16 @@ pub fn result_json(report: &bootc_image::store::image_input::ImportReport) -> se
     })
 }
 
+/// `n` and the noun, singular for one: `1 layer`, `3 layers`, `0 images`.
+pub fn count(n: impl Into<u64>, noun: &str) -> String {
+    let n = n.into();
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
 /// A failed write to stdout as the error the command ends with.
 fn stdout_error(e: std::io::Error) -> anyhow::Error {
     if e.kind() == std::io::ErrorKind::BrokenPipe {

@@ -1,6 +1,6 @@
 //! `bootc-image storage init|status|verify|gc`.
 
-use super::output::outln;
+use super::output::{count, outln};
 use std::collections::HashSet;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
@@ -206,9 +206,9 @@ pub fn run(cli: &Cli, c: &StorageCommand) -> anyhow::Result<()> {
                 )?;
             }
             outln!(
-                "{total} {} images, {} layers",
-                report.images.len(),
-                report.layers.len()
+                "{total} {}, {}",
+                count(report.images.len() as u64, "image"),
+                count(report.layers.len() as u64, "layer")
             )?;
         }
     }
@@ -281,8 +281,8 @@ fn verify(cli: &Cli, which: WhichStore, repair: bool, json: bool) -> anyhow::Res
         }
         match &repaired {
             None if report.problems.is_empty() => {
-                outln!("{} layers verified", report.layers_checked)?;
-                outln!("{} images verified", report.images_checked)?;
+                outln!("{} verified", count(report.layers_checked as u64, "layer"))?;
+                outln!("{} verified", count(report.images_checked as u64, "image"))?;
             }
             None => {}
             Some(r) => {
@@ -299,10 +299,10 @@ fn verify(cli: &Cli, which: WhichStore, repair: bool, json: bool) -> anyhow::Res
                     outln!("kept damaged layer {id}: a container or a mount uses it")?;
                 }
                 outln!(
-                    "Repaired: removed {} images, {} layers, {} orphaned files",
-                    r.images.len(),
-                    r.layers.len(),
-                    r.orphans.len()
+                    "Repaired: removed {}, {}, {}",
+                    count(r.images.len() as u64, "image"),
+                    count(r.layers.len() as u64, "layer"),
+                    count(r.orphans.len() as u64, "orphaned file")
                 )?;
             }
         }

@@ -543,7 +543,7 @@ fn pull_from_default_storage_shares_files() {
     let before = content_snapshot(&def.root);
     let out = sys.pull(&def, name_of("b"));
     assert_eq!(
-        out, "Copied quay.io/test/b:1 (1 layers hardlinked, 1 reused)",
+        out, "Copied quay.io/test/b:1 (1 layer hardlinked, 1 reused)",
         "stdout of the second pull"
     );
     let d = snapshot_diff(&before, &content_snapshot(&def.root));
@@ -594,7 +594,7 @@ fn pull_through_self_bind_mounts() {
 
     let out = sys.pull(&def, name_of("a"));
     assert_eq!(
-        out, "Copied quay.io/test/a:1 (1 layers hardlinked, 1 reused)",
+        out, "Copied quay.io/test/a:1 (1 layer hardlinked, 1 reused)",
         "pull through self-bind mounts"
     );
     let mut after = mounts_below(&def.dir);
@@ -620,13 +620,13 @@ fn pull_by_short_name_and_id() {
     let out = sys.pull(&def, "shorty");
     assert_eq!(
         out,
-        "Copied docker.io/library/shorty:latest (1 layers hardlinked, 0 reused)"
+        "Copied docker.io/library/shorty:latest (1 layer hardlinked, 0 reused)"
     );
     let c = fx.image("c");
     let out = sys.pull(&def, &c.image_id()[..12]);
     assert_eq!(
         out,
-        "Copied quay.io/test/c:1 (1 layers hardlinked, 0 reused)"
+        "Copied quay.io/test/c:1 (1 layer hardlinked, 0 reused)"
     );
     assert_eq!(
         sys.images(),
@@ -649,7 +649,7 @@ fn pull_verify_detects_corrupted_source() {
     );
     assert_eq!(
         out.trim(),
-        "Copied quay.io/test/c:1 (1 layers hardlinked, 0 reused)"
+        "Copied quay.io/test/c:1 (1 layer hardlinked, 0 reused)"
     );
 
     let a = fx.image("a");

@@ -574,7 +574,7 @@ fn composefs_reflink_on_xfs() {
     let (repo, built, big) = small_repo(&store.dir);
     let out = store.ours_copy_ok(&source(&repo, "small"), Some(NAME));
     assert!(
-        out.contains("1 files reflinked from the repository"),
+        out.contains("1 file reflinked from the repository"),
         "{out}"
     );
     let v = store.inspect(NAME);
