@@ -18,7 +18,9 @@
 //!    `target/bench-results.md`.
 //!
 //! Environment: `BENCH_RUNS=n` (default 1, median reported), `BENCH_SMALL=1` (a ~30 MB tree for
-//! quick checks), `BENCH_FIXTURES=gzip-1,zstd-1` (run only these layouts).
+//! quick checks), `BENCH_FIXTURES=gzip-1,zstd-1` (run only these layouts), `BENCH_BASELINE=PATH`
+//! (an A/B: another build of bootc-image takes skopeo's place, run alternately with ours on the
+//! same fixture; the "skopeo" columns are then the baseline's, and the speed-up baseline / ours).
 //!
 //! It needs root for the loop mount; without it (or without `losetup`) the stores go to
 //! `target/bench-stores` and the report says so.
@@ -141,7 +143,12 @@ fn run() -> Result<bool> {
     // 2. Store filesystem.
     let store_fs = StoreFs::setup(&target_dir, &storefs::COPY_STORE_FS)?;
     store_fs.announce();
-    let skopeo = version_of("skopeo");
+    // An A/B: the baseline build in skopeo's place.
+    let baseline = std::env::var_os("BENCH_BASELINE").map(PathBuf::from);
+    let skopeo = match &baseline {
+        Some(b) => Some(format!("baseline {}", b.display())),
+        None => version_of("skopeo"),
+    };
     if skopeo.is_none() {
         println!("WARNING: skopeo not found; measuring bootc-image alone");
     }
@@ -171,14 +178,30 @@ fn run() -> Result<bool> {
                     root.display(),
                     runroot.display()
                 );
-                settle(&mut warned, Path::new("skopeo"));
-                let args = vec![
-                    "copy".into(),
-                    "--insecure-policy".into(),
-                    source.clone(),
-                    dest,
-                ];
-                let r = measure(Path::new("skopeo"), &args, &scratch)?
+                let (tool, args) = match &baseline {
+                    Some(b) => {
+                        let mut args = overlay_store_args(&root, &runroot);
+                        args.extend([
+                            "copy-to-storage".into(),
+                            "--source".into(),
+                            source.clone(),
+                            "--target".into(),
+                            IMAGE_NAME.into(),
+                        ]);
+                        (b.as_path(), args)
+                    }
+                    None => (
+                        Path::new("skopeo"),
+                        vec![
+                            "copy".into(),
+                            "--insecure-policy".into(),
+                            source.clone(),
+                            dest,
+                        ],
+                    ),
+                };
+                settle(&mut warned, tool);
+                let r = measure(tool, &args, &scratch)?
                     .and_then(|s| check_store(&root, &info).map(|()| s));
                 report_run(spec.name, "skopeo", run, runs, &r);
                 res.record(r);

@@ -15,6 +15,8 @@ pub mod producer;
 pub(crate) mod records;
 pub(crate) mod tree_copy;
 mod txn;
+#[cfg(test)]
+mod unit_tests;
 pub mod verify;
 
 use std::path::{Path, PathBuf};
