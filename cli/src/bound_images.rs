@@ -3,12 +3,12 @@
 use super::output::outln;
 use anyhow::Context;
 
+use std::sync::Mutex;
+
 use super::Cli;
-use bootc_image::bootc::{bound_images, deployments, storage};
-use bootc_image::image_ref::ImageRef;
-use bootc_image::source;
-use bootc_image::store::copy::CopyOptions;
-use bootc_image::store::{Store, lookup};
+use super::progress::Reporter;
+use bootc_image::bootc::{bound_images, bound_pull, deployments, storage};
+use bootc_image::store::Store;
 
 /// Bound-image commands.
 #[derive(Debug, clap::Subcommand)]
@@ -74,17 +74,8 @@ pub fn run(cli: &Cli, c: &BoundCommand) -> anyhow::Result<()> {
     }
 }
 
-/// Where a bound image comes from.
-#[derive(Debug)]
-enum Origin {
-    /// bootc's store has it already.
-    Present,
-    /// The default store has it: copied natively (its files shared).
-    DefaultStore(String),
-    /// Fetched: from its registry, or the layout or archive the unit names.
-    Fetched,
-}
-
+/// The bound images into bootc's store, all or nothing (or, with `dry_run`, where each would come
+/// from).
 fn pull_all(
     cli: &Cli,
     images: &[bound_images::BoundImage],
@@ -94,7 +85,6 @@ fn pull_all(
 ) -> anyhow::Result<()> {
     let sysroot = cli.sysroot();
     let (dst, _) = storage::ensure(&sysroot)?;
-    let stored = dst.images()?;
     // The default store is optional: without it (or unreadable) every image comes from its source.
     let default_store = match Store::open_read_only(cli.store_config()?) {
         Ok(s) => Some(s),
@@ -103,126 +93,39 @@ fn pull_all(
             None
         }
     };
-    let default_images = match default_store.as_ref().map(Store::images) {
-        Some(Ok(images)) => images,
-        Some(Err(e)) => {
-            tracing::warn!("reading the default store's images: {e}; fetching from the sources");
-            Vec::new()
-        }
-        None => Vec::new(),
-    };
-    let mut plan = Vec::new();
-    for b in images {
-        let name = bound_images::store_name(&b.image)
-            .with_context(|| format!("bound image {} ({})", b.image, b.source))?;
-        // A layout or archive the unit names is read from there, never from the default store.
-        let local = matches!(
-            bootc_image::bootc::bound_images::resolve_pull(&b.image),
-            Ok((ImageRef::OciDir { .. } | ImageRef::OciArchive { .. }, _))
-        );
-        let origin = if lookup::find_image(&stored, &name).is_ok() {
-            Origin::Present
-        } else if !local && let Ok(found) = lookup::find_image(&default_images, &b.image) {
-            Origin::DefaultStore(found.id.clone())
-        } else {
-            Origin::Fetched
-        };
-        plan.push((b, name, origin));
-    }
+    let plan = bound_pull::plan(&dst, default_store.as_ref(), images)?;
     if dry_run {
-        for (b, name, origin) in &plan {
-            let from = match origin {
-                Origin::Present => "already in bootc's store".to_string(),
-                Origin::DefaultStore(id) => {
-                    format!("the default store (image {})", &id[..12.min(id.len())])
-                }
-                Origin::Fetched => match bootc_image::bootc::bound_images::resolve_pull(&b.image) {
-                    Ok((ImageRef::Docker(_), _)) => {
-                        format!("its registry (docker://{name})")
-                    }
-                    _ => b.image.clone(),
-                },
-            };
-            outln!("{}\t{}\t{from}", b.image, b.source)?;
+        for p in &plan {
+            outln!("{}\t{}\t{}", p.image.image, p.image.source, p.from())?;
         }
         return Ok(());
     }
-    let before: std::collections::HashSet<String> = stored.into_iter().map(|i| i.id).collect();
-    // Fetched images: opened in parallel (each its own proxy), written in one transaction.
-    let to_fetch: Vec<&(&bound_images::BoundImage, String, Origin)> = plan
-        .iter()
-        .filter(|(_, _, o)| matches!(o, Origin::Fetched))
-        .collect();
-    let options = fetch.options_for_bootc(&cli.sysroot);
-    let opened = bootc_image::parallel::map_in_order(&to_fetch, 4, |(b, name, _)| {
-        let (source, _) = bootc_image::bootc::bound_images::resolve_pull(&b.image)?;
-        let mut o = source::open_with(&source, &options)
-            .with_context(|| format!("bound image {} ({})", b.image, b.source))?;
-        o.image.names = vec![name.clone()];
-        anyhow::Ok(o)
-    });
-    let opened: Vec<source::OpenedSource> = opened.into_iter().collect::<anyhow::Result<_>>()?;
-    let mut added: Vec<String> = Vec::new();
-    if !opened.is_empty() {
-        let producers: Vec<_> = opened
-            .iter()
-            .map(|o| bootc_image::source::blob_layers::BlobLayers {
-                blobs: o.blobs.as_ref(),
-                retry: o.retry,
-            })
-            .collect();
-        let items: Vec<bootc_image::store::import::ImportItem<'_>> = opened
-            .iter()
-            .zip(&producers)
-            .map(|(o, p)| bootc_image::store::import::ImportItem {
-                input: &o.image,
-                producer: p,
-            })
-            .collect();
-        let layers: Vec<_> = opened.iter().flat_map(|o| o.image.layers.clone()).collect();
-        let mode = super::progress::progress_mode(cli, progress);
-        let reporter = super::progress::Reporter::new(&layers, mode, None);
-        let reports = dst
-            .import_all(&items, &|p| reporter.event(p))
-            .context("storing the bound images (none was stored)")?;
-        reporter.finish();
-        added.extend(
-            reports
-                .into_iter()
-                .map(|r| r.image_id)
-                .filter(|id| !before.contains(id)),
-        );
-    }
-    let result = (|| -> anyhow::Result<()> {
-        for (b, name, origin) in &plan {
-            let Origin::DefaultStore(id) = origin else {
-                continue;
-            };
-            let src = default_store
-                .as_ref()
-                .ok_or_else(|| anyhow::anyhow!("the default store is gone"))?;
-            let copied = dst
-                .copy_image_from(
-                    src,
-                    id,
-                    &CopyOptions {
-                        names: vec![name.clone()],
-                        verify: false,
-                    },
-                )
-                .with_context(|| format!("bound image {} ({})", b.image, b.source))?;
-            if !before.contains(&copied.image_id) {
-                added.push(copied.image_id);
-            }
+    let mode = super::progress::progress_mode(cli, progress);
+    let reporter: Mutex<Option<Reporter>> = Mutex::new(None);
+    let layers = |l: &[bootc_image::store::image_input::LayerInput]| {
+        if let Ok(mut r) = reporter.lock() {
+            *r = Some(Reporter::new(l, mode, None));
         }
-        Ok(())
-    })();
-    if let Err(e) = result {
-        // All or nothing: take back what this run added.
-        dst.delete_images(&added)
-            .context("removing the images this pull added")?;
-        return Err(e);
+    };
+    let events = |p| {
+        if let Ok(r) = reporter.lock()
+            && let Some(r) = r.as_ref()
+        {
+            r.event(p);
+        }
+    };
+    let pulled = bound_pull::pull_all(
+        &dst,
+        default_store.as_ref(),
+        &plan,
+        &fetch.options_for_bootc(&cli.sysroot),
+        &layers,
+        &events,
+    );
+    if let Some(r) = reporter.into_inner().ok().flatten() {
+        r.finish();
     }
+    pulled.context("storing the bound images (none was stored)")?;
     if !cli.quiet {
         outln!("Bound images stored: {}", images.len())?;
     }
