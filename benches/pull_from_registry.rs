@@ -16,7 +16,9 @@
 //! 5. a table of medians with the targets (≥ 4× on 40 layers, ≥ 3× on one, RSS ≤ 32 MB, bound
 //!    images ≥ 3×), also written to `target/bench-registry-results.md`.
 //!
-//! Environment: `BENCH_RUNS=n` (default 1), `BENCH_SMALL=1`, `BENCH_FIXTURES=gzip-1,…,bound`.
+//! Environment: `BENCH_RUNS=n` (default 1), `BENCH_SMALL=1`, `BENCH_FIXTURES=gzip-1,…,bound`,
+//! `BENCH_BASELINE=PATH` (an A/B: another build of bootc-image pulls in podman's place, alternately
+//! with ours; the "podman" columns are then the baseline's; not for `bound`).
 
 #![allow(
     clippy::print_stdout,
@@ -283,6 +285,8 @@ fn run() -> Result<bool> {
         bail!("needs skopeo and docker-registry (scripts/install-deps.sh)");
     }
     let podman = version_of("podman");
+    // An A/B: the baseline build in podman's place.
+    let baseline = std::env::var_os("BENCH_BASELINE").map(PathBuf::from);
 
     // 1. Fixtures and the registry.
     let (key, fixtures_dir) = ensure_fixtures(&target_dir, small_from_env())?;
@@ -334,7 +338,7 @@ fn run() -> Result<bool> {
     for (name, _, info, layers, target) in &images {
         let image = registry.image(name);
         let mut sk = ToolResult::default();
-        let mut pm = podman.as_ref().map(|_| ToolResult::default());
+        let mut pm = (podman.is_some() || baseline.is_some()).then(ToolResult::default);
         let mut ou = ToolResult::default();
         for run in 1..=runs {
             store_fs.clean("sk")?;
@@ -358,15 +362,32 @@ fn run() -> Result<bool> {
             if let Some(pm) = pm.as_mut() {
                 store_fs.clean("pm")?;
                 let (root, runroot) = store_fs.store("pm");
-                settle_warm(&mut warned, &[&podman_path]);
-                let mut args = overlay_store_args(&root, &runroot);
-                args.extend([
-                    "pull".into(),
-                    "-q".into(),
-                    "--tls-verify=false".into(),
-                    image.clone(),
-                ]);
-                let r = measure(&podman_path, &args, &scratch)?
+                let (program, args) = match &baseline {
+                    Some(b) => {
+                        settle_warm(&mut warned, &[b, Path::new("/usr/bin/skopeo")]);
+                        let (program, mut args) = env_prefix(b);
+                        args.extend(overlay_store_args(&root, &runroot));
+                        args.extend([
+                            "pull".into(),
+                            "--progress".into(),
+                            "none".into(),
+                            image.clone(),
+                        ]);
+                        (program, args)
+                    }
+                    None => {
+                        settle_warm(&mut warned, &[&podman_path]);
+                        let mut args = overlay_store_args(&root, &runroot);
+                        args.extend([
+                            "pull".into(),
+                            "-q".into(),
+                            "--tls-verify=false".into(),
+                            image.clone(),
+                        ]);
+                        (podman_path.clone(), args)
+                    }
+                };
+                let r = measure(&program, &args, &scratch)?
                     .and_then(|s| check_store_named(&root, info, &image).map(|()| s));
                 record(name, "podman", run, runs, pm, r);
                 store_fs.clean("pm")?;
