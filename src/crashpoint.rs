@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Mutex, OnceLock};
 
 /// The variable that names the point to die at.
-pub const CRASH_ENV: &str = "BOOTC_IMAGE_CRASH_AT";
+pub(crate) const CRASH_ENV: &str = "BOOTC_IMAGE_CRASH_AT";
 
 static ARMED: AtomicU8 = AtomicU8::new(0); // 0 unknown, 1 off, 2 on
 static TARGET: OnceLock<Option<(String, u64)>> = OnceLock::new();

@@ -208,7 +208,7 @@ impl Error {
 
     /// Whether trying again may succeed: a transient [`Error::Remote`], also when it reached us
     /// inside an I/O error of a blob stream ([`RemoteFailure`]).
-    pub fn is_transient(&self) -> bool {
+    pub(crate) fn is_transient(&self) -> bool {
         let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(self);
         while let Some(e) = cur {
             if let Some(Error::Remote { transient, .. }) = e.downcast_ref::<Error>() {
@@ -255,11 +255,11 @@ impl Error {
         }
     }
     /// A malformed tar.
-    pub fn malformed_tar(msg: impl Into<String>) -> Error {
+    pub(crate) fn malformed_tar(msg: impl Into<String>) -> Error {
         Error::MalformedTar(msg.into())
     }
     /// Something missing: `what` names it, `message` says so with the remedy.
-    pub fn not_found(what: impl Into<String>, message: impl Into<String>) -> Error {
+    pub(crate) fn not_found(what: impl Into<String>, message: impl Into<String>) -> Error {
         Error::NotFound {
             what: what.into(),
             message: message.into(),
@@ -275,7 +275,7 @@ impl Error {
 /// passes it through unchanged and [`Error::is_transient`] still sees it.
 #[derive(Debug, thiserror::Error)]
 #[error("{message}")]
-pub struct RemoteFailure {
+pub(crate) struct RemoteFailure {
     /// What failed.
     pub message: String,
     /// Whether trying again may succeed.

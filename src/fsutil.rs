@@ -7,7 +7,7 @@ use rustix::fs::{AtFlags, Dir, FileType, Mode, OFlags};
 use rustix::io::Errno;
 
 /// Opens a directory (for use as a dirfd) relative to `dir`, without following a final symlink.
-pub fn open_dir_at(
+pub(crate) fn open_dir_at(
     dir: BorrowedFd<'_>,
     name: impl rustix::path::Arg,
 ) -> rustix::io::Result<OwnedFd> {
@@ -21,7 +21,7 @@ pub fn open_dir_at(
 
 /// Creates the regular file `name` in `dir` for writing: it must not exist (not even as a
 /// symlink), and it starts private (0600) until its metadata is applied.
-pub fn create_new_file_at(
+pub(crate) fn create_new_file_at(
     dir: BorrowedFd<'_>,
     name: impl rustix::path::Arg,
 ) -> rustix::io::Result<OwnedFd> {
@@ -29,7 +29,7 @@ pub fn create_new_file_at(
 }
 
 /// [`create_new_file_at`] with the permission bits `perm` (the umask and default ACLs apply).
-pub fn create_new_file_mode_at(
+pub(crate) fn create_new_file_mode_at(
     dir: BorrowedFd<'_>,
     name: impl rustix::path::Arg,
     perm: u32,
@@ -43,7 +43,7 @@ pub fn create_new_file_mode_at(
 }
 
 /// Opens a directory by absolute or relative path.
-pub fn open_dir(path: &Path) -> rustix::io::Result<OwnedFd> {
+pub(crate) fn open_dir(path: &Path) -> rustix::io::Result<OwnedFd> {
     rustix::fs::open(
         path,
         OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
@@ -52,7 +52,7 @@ pub fn open_dir(path: &Path) -> rustix::io::Result<OwnedFd> {
 }
 
 /// Removes `name` below `dir`, recursively if it is a directory. A missing entry is not an error.
-pub fn remove_all_at(dir: BorrowedFd<'_>, name: &[u8]) -> rustix::io::Result<()> {
+pub(crate) fn remove_all_at(dir: BorrowedFd<'_>, name: &[u8]) -> rustix::io::Result<()> {
     // Only a child of `dir`: never the directory itself, its parent, or a path through others.
     if name.is_empty() || name == b"." || name == b".." || name.contains(&b'/') {
         return Err(Errno::INVAL);
@@ -72,7 +72,7 @@ pub fn remove_all_at(dir: BorrowedFd<'_>, name: &[u8]) -> rustix::io::Result<()>
 }
 
 /// Removes every child of the directory `dir` for which `keep_not` returns true.
-pub fn remove_children(
+pub(crate) fn remove_children(
     dir: BorrowedFd<'_>,
     mut should_remove: impl FnMut(&[u8]) -> bool,
 ) -> rustix::io::Result<()> {
@@ -101,7 +101,7 @@ pub fn remove_children(
 }
 
 /// Removes a path recursively; a missing path is not an error.
-pub fn remove_all(path: &Path) -> std::io::Result<()> {
+pub(crate) fn remove_all(path: &Path) -> std::io::Result<()> {
     match std::fs::symlink_metadata(path) {
         Ok(m) if m.is_dir() => std::fs::remove_dir_all(path),
         Ok(_) => std::fs::remove_file(path),
@@ -112,7 +112,7 @@ pub fn remove_all(path: &Path) -> std::io::Result<()> {
 
 /// The `/proc/self/fd/N/name` path that reaches `name` inside the directory `dir` without following
 /// anything but the directory's own fd.
-pub fn proc_path(dir: BorrowedFd<'_>, name: &[u8]) -> Vec<u8> {
+pub(crate) fn proc_path(dir: BorrowedFd<'_>, name: &[u8]) -> Vec<u8> {
     use std::os::fd::AsRawFd;
     // With an empty name, "/." keeps the last component from being the magic link itself, which
     // l*xattr calls would act on instead of the directory.
@@ -125,7 +125,7 @@ pub fn proc_path(dir: BorrowedFd<'_>, name: &[u8]) -> Vec<u8> {
 /// `RESOLVE_BENEATH`, the kernel refuses a resolution through `..` that raced with a rename or a
 /// mount anywhere on the system (it cannot rule out an escape), and openat2(2) asks the caller
 /// to retry. A concurrent podman renames all the time.
-pub fn openat2_retry<Fd: AsFd, P: rustix::path::Arg + Copy>(
+pub(crate) fn openat2_retry<Fd: AsFd, P: rustix::path::Arg + Copy>(
     dirfd: Fd,
     path: P,
     flags: OFlags,
@@ -145,7 +145,7 @@ pub fn openat2_retry<Fd: AsFd, P: rustix::path::Arg + Copy>(
 /// device cannot block the open, then `fstat`. With `beneath`, `path` is resolved below that
 /// directory and may not leave it (no `..` or symlink out of it). A non-regular file is
 /// `ErrorKind::InvalidInput`.
-pub fn open_regular(beneath: Option<&Path>, path: &Path) -> std::io::Result<std::fs::File> {
+pub(crate) fn open_regular(beneath: Option<&Path>, path: &Path) -> std::io::Result<std::fs::File> {
     use rustix::fs::ResolveFlags;
     let fd = match beneath {
         Some(dir) => {
@@ -165,7 +165,7 @@ pub fn open_regular(beneath: Option<&Path>, path: &Path) -> std::io::Result<std:
 
 /// [`open_regular`] relative to the open directory `dir`, without following a final symlink: for
 /// the objects of a repository or a tree read by the thousand.
-pub fn open_regular_at(
+pub(crate) fn open_regular_at(
     dir: BorrowedFd<'_>,
     name: impl rustix::path::Arg,
 ) -> std::io::Result<std::fs::File> {

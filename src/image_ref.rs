@@ -120,7 +120,7 @@ pub enum ImageRef {
 }
 
 /// The transports, as their prefixes (without the ostree-container ones).
-pub const TRANSPORTS: [&str; 7] = [
+pub(crate) const TRANSPORTS: [&str; 7] = [
     "docker://",
     "oci:",
     "oci-archive:",
@@ -211,7 +211,7 @@ impl ImageRef {
 
     /// Parses an image argument as `podman pull` reads it: a reference with its transport, or a
     /// bare `NAME[:TAG|@DIGEST]`, which is `docker://NAME`.
-    pub fn parse_pull(s: &str) -> Result<ImageRef> {
+    pub(crate) fn parse_pull(s: &str) -> Result<ImageRef> {
         match ImageRef::parse(s) {
             Ok(r) => Ok(r),
             Err(e) if TRANSPORTS.iter().any(|t| s.starts_with(t)) || s.starts_with("ostree-") => {
@@ -270,7 +270,7 @@ impl ImageRef {
 
     /// Whether `s` starts with the prefix of a transport this grammar reads (so an error parsing
     /// it is that transport's, not a sign of a bare name).
-    pub fn names_transport(s: &str) -> bool {
+    pub(crate) fn names_transport(s: &str) -> bool {
         TRANSPORTS.iter().any(|t| s.starts_with(t))
     }
 
@@ -290,7 +290,7 @@ impl ImageRef {
     }
 
     /// Whether skopeo's image proxy reads this image (registries, `dir:`, `docker-archive:`).
-    pub fn is_proxied(&self) -> bool {
+    pub(crate) fn is_proxied(&self) -> bool {
         matches!(
             self,
             ImageRef::Docker(_) | ImageRef::Dir(_) | ImageRef::DockerArchive { .. }

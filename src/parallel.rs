@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// `f` of every item of `items`, in order, computed by up to `threads` scoped threads; each thread
 /// takes the next item not yet taken, so uneven items still keep every thread busy.
-pub fn map_in_order<T: Sync, R: Send>(
+pub(crate) fn map_in_order<T: Sync, R: Send>(
     items: &[T],
     threads: usize,
     f: impl Fn(&T) -> R + Sync,

@@ -19,9 +19,9 @@
 use crate::error::{Error, Result};
 
 /// Longest name (domain + path) a reference may have.
-pub const NAME_MAX: usize = 255;
+pub(crate) const NAME_MAX: usize = 255;
 /// Longest tag.
-pub const TAG_MAX: usize = 128;
+pub(crate) const TAG_MAX: usize = 128;
 
 /// Transport names of c/image and ostree-ext (not `docker`: `docker:dind` is an image), refused as the first part of a name.
 const TRANSPORTS: [&str; 9] = [
@@ -306,7 +306,7 @@ pub fn check_name_digests(names: &[String], digests: &[String]) -> Result<()> {
 
 /// The manifest digests of a stored image: its `digest`, its `digests`, and those of its
 /// `manifest…` big-data items.
-pub fn record_digests(img: &storage_format::ImageRecord) -> Vec<String> {
+pub(crate) fn record_digests(img: &storage_format::ImageRecord) -> Vec<String> {
     let mut out: Vec<String> = img.digest.iter().cloned().collect();
     if let Some(serde_json::Value::Array(a)) = img.extra.get("digests") {
         out.extend(a.iter().filter_map(|v| v.as_str().map(str::to_string)));

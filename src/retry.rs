@@ -34,7 +34,7 @@ impl RetryPolicy {
     }
 
     /// The wait before retry number `n` (1 for the first retry).
-    pub fn delay_before(&self, n: u32) -> Duration {
+    pub(crate) fn delay_before(&self, n: u32) -> Duration {
         self.delay
             .unwrap_or_else(|| Duration::from_secs(2u64 << n.saturating_sub(1).min(5)))
     }
@@ -62,7 +62,7 @@ impl RetryPolicy {
 }
 
 /// An error and its causes on one line.
-pub fn one_line(e: &Error) -> String {
+pub(crate) fn one_line(e: &Error) -> String {
     let mut s = e.to_string();
     let mut cur = std::error::Error::source(e);
     while let Some(c) = cur {

@@ -12,7 +12,7 @@ use rustix::fs::{Mode, OFlags, ResolveFlags};
 use crate::error::{Error, Result};
 
 /// The directory, relative to a root.
-pub const BOUND_IMAGE_DIR: &str = "usr/lib/bootc/bound-images.d";
+pub(crate) const BOUND_IMAGE_DIR: &str = "usr/lib/bootc/bound-images.d";
 
 /// A bound image.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -153,7 +153,7 @@ pub fn store_name(image: &str) -> Result<String> {
 }
 
 /// Extracts `Image=` from section `[section]` of a quadlet unit; refuses `AuthFile=` and specifiers.
-pub fn parse_unit(text: &str, section: &str) -> std::result::Result<String, String> {
+pub(crate) fn parse_unit(text: &str, section: &str) -> std::result::Result<String, String> {
     let mut current = String::new();
     let mut image = None;
     for raw in text.lines() {

@@ -13,9 +13,9 @@ use crate::error::{Error, Result};
 use crate::source::composefs::ImageSelector;
 
 /// The repository relative to the sysroot.
-pub const REPO_SUBPATH: &str = "composefs";
+pub(crate) const REPO_SUBPATH: &str = "composefs";
 /// The deployments' state relative to the sysroot.
-pub const DEPLOY_SUBPATH: &str = "state/deploy";
+pub(crate) const DEPLOY_SUBPATH: &str = "state/deploy";
 
 /// One deployment.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,7 +30,7 @@ pub struct ComposefsDeployment {
 
 impl ComposefsDeployment {
     /// The image name without its transport (`quay.io/org/os:tag`).
-    pub fn image_name(&self) -> Option<String> {
+    pub(crate) fn image_name(&self) -> Option<String> {
         self.image_reference.as_deref().map(strip_transport)
     }
 
@@ -129,7 +129,7 @@ pub fn list(sysroot: &Sysroot) -> Result<Vec<ComposefsDeployment>> {
 }
 
 /// The deployment id a kernel command line boots (`composefs=<id>` or `composefs=?<id>`).
-pub fn booted_id(cmdline: &str) -> Option<String> {
+pub(crate) fn booted_id(cmdline: &str) -> Option<String> {
     cmdline
         .split_ascii_whitespace()
         .filter_map(|p| p.strip_prefix("composefs="))

@@ -20,7 +20,7 @@ pub struct Deployment {
 
 impl Deployment {
     /// The image name without its ostree-container transport prefix (`ostree-unverified-registry:`…).
-    pub fn image_name(&self) -> Option<String> {
+    pub(crate) fn image_name(&self) -> Option<String> {
         self.image_reference.as_deref().map(strip_transport)
     }
 }
@@ -62,7 +62,7 @@ fn origin_image(origin: &Path) -> Result<Option<String>> {
 
 /// A value of a GLib key file (an `.origin`): `key=value` in `[section]`, spaces around `=`
 /// allowed (ostree writes none, bootc's composefs backend writes `key = value`).
-pub fn keyfile_value(text: &str, section: &str, key: &str) -> Option<String> {
+pub(crate) fn keyfile_value(text: &str, section: &str, key: &str) -> Option<String> {
     let mut in_section = false;
     for line in text.lines() {
         let line = line.trim();

@@ -7,10 +7,10 @@ use super::sysroot::Sysroot;
 use crate::error::{Error, Result};
 
 /// The ref prefix ostree-ext stores images under.
-pub const IMAGE_REF_PREFIX: &str = "ostree/container/image";
+pub(crate) const IMAGE_REF_PREFIX: &str = "ostree/container/image";
 
 /// Reverses ostree-ext's ref escaping: `__` is `_`, `_XX_` is the character with hex code XX.
-pub fn unescape_ref(s: &str) -> Option<String> {
+pub(crate) fn unescape_ref(s: &str) -> Option<String> {
     let mut out = String::new();
     let mut it = s.chars();
     while let Some(c) = it.next() {

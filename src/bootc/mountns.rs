@@ -42,7 +42,7 @@ fn mounts() -> Vec<MountInfo> {
 
 /// Whether `path` is a bind mount of itself (same filesystem, same directory), as podman leaves a store's
 /// `overlay/` directory.
-pub fn is_self_bind(path: &Path) -> bool {
+pub(crate) fn is_self_bind(path: &Path) -> bool {
     let Ok(path) = std::fs::canonicalize(path) else {
         return false;
     };

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 /// bootc's root relative to the sysroot.
 pub const BOOTC_ROOT: &str = "ostree/bootc";
 /// bootc's containers-storage relative to the sysroot.
-pub const STORAGE_SUBPATH: &str = "ostree/bootc/storage";
+pub(crate) const STORAGE_SUBPATH: &str = "ostree/bootc/storage";
 /// The run root podman uses for bootc's store.
 pub const RUNROOT: &str = "/run/bootc/storage";
 

@@ -23,7 +23,7 @@ pub enum Compression {
 
 impl Compression {
     /// The number c/storage records in `compression` (`archive.Compression`).
-    pub fn storage_code(self) -> i32 {
+    pub(crate) fn storage_code(self) -> i32 {
         match self {
             Compression::None => 0,
             Compression::Gzip => 2,
@@ -32,7 +32,7 @@ impl Compression {
     }
 
     /// Recognizes the compression from the first bytes of a blob.
-    pub fn sniff(head: &[u8]) -> Compression {
+    pub(crate) fn sniff(head: &[u8]) -> Compression {
         if head.starts_with(&[0x1f, 0x8b]) {
             Compression::Gzip
         } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
@@ -45,7 +45,7 @@ impl Compression {
 
 /// The digest and size of the bytes that went through a [`HashingReader`].
 #[derive(Debug, Default)]
-pub struct HashState {
+pub(crate) struct HashState {
     sha: Sha256,
     size: u64,
 }
@@ -62,7 +62,7 @@ impl HashState {
 
 /// A reader that hashes everything read through it.
 #[derive(Debug)]
-pub struct HashingReader<R> {
+pub(crate) struct HashingReader<R> {
     inner: R,
     state: Arc<Mutex<HashState>>,
 }

@@ -127,7 +127,7 @@ pub fn padding(size: u64) -> usize {
 }
 
 /// Zeros: padding and the end-of-archive blocks.
-pub const ZEROS: [u8; 1024] = [0; 1024];
+pub(crate) const ZEROS: [u8; 1024] = [0; 1024];
 
 /// For producers that build their own header bytes (the OSTree layout): adds the previous entry's
 /// zero padding before each entry and the end-of-archive blocks at the end, as `tar::Builder` does.

@@ -7,7 +7,7 @@ pub mod gzip_members;
 mod page_buf;
 pub mod path;
 pub mod pipe;
-pub mod read_ahead;
+pub(crate) mod read_ahead;
 pub mod shared_bytes;
 pub mod sink;
 pub mod tar_build;

@@ -3,7 +3,7 @@
 /// Splits a tar entry name into clean components, resolving `.` and `..` lexically against a root
 /// that `..` cannot climb above (as `filepath.Join("/", name)` does inside c/storage's chroot).
 /// Returns the components and whether any `..` tried to climb above the root.
-pub fn clean_components(name: &[u8]) -> (Vec<&[u8]>, bool) {
+pub(crate) fn clean_components(name: &[u8]) -> (Vec<&[u8]>, bool) {
     let mut out: Vec<&[u8]> = Vec::new();
     let mut escaped = false;
     for comp in name.split(|&b| b == b'/') {

@@ -106,7 +106,7 @@ pub struct PipeReader {
 }
 
 /// Starts pumping `source` into a bounded channel on a thread of `scope`; returns the reading end.
-pub fn spawn_pump<'scope, R: Read + Send + 'scope>(
+pub(crate) fn spawn_pump<'scope, R: Read + Send + 'scope>(
     scope: &'scope std::thread::Scope<'scope, '_>,
     source: R,
 ) -> PipeReader {
@@ -137,7 +137,7 @@ impl std::fmt::Debug for StreamFeed {
 impl StreamFeed {
     /// Has the hasher check the CRC-32 of every gzip member the stream is decoded from (off the
     /// decoding thread): give the result to the gzip decoder, before it decodes anything.
-    pub fn gzip_crc_check(&self) -> std::io::Result<CrcCheck> {
+    pub(crate) fn gzip_crc_check(&self) -> std::io::Result<CrcCheck> {
         let stopped = || std::io::Error::other("the stream hasher stopped");
         self.tx.send(ToHash::Members).map_err(|_| stopped())?;
         let tx = self.tx.clone();

@@ -12,7 +12,7 @@ use rustix::fs::{Advice, Mode, OFlags};
 
 /// Shared between the writer (which reports progress) and the read-ahead thread.
 #[derive(Debug)]
-pub struct ReadAhead {
+pub(crate) struct ReadAhead {
     lead: u64,
     state: Mutex<State>,
     moved: Condvar,
@@ -39,7 +39,7 @@ impl ReadAhead {
     }
 
     /// Writer side: `bytes` more of the announced files were read.
-    pub fn consumed(&self, bytes: u64) {
+    pub(crate) fn consumed(&self, bytes: u64) {
         if let Ok(mut s) = self.state.lock() {
             s.consumed += bytes;
             if s.waiting && s.announced.saturating_sub(s.consumed) <= self.lead / 2 {
@@ -107,7 +107,7 @@ impl ReadAhead {
 /// Stops a [`ReadAhead`] when dropped, so an early return of the writer never leaves the helper
 /// waiting.
 #[derive(Debug)]
-pub struct StopOnDrop<'a>(pub &'a ReadAhead);
+pub(crate) struct StopOnDrop<'a>(pub &'a ReadAhead);
 
 impl Drop for StopOnDrop<'_> {
     fn drop(&mut self) {

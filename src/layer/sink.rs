@@ -31,7 +31,7 @@ pub struct LayerSummary {
 
 /// Adds an entry's owner to a layer's uid/gid sets, as c/storage does: every entry but global
 /// headers and whiteouts.
-pub fn record_owner(h: &TarHeader, uids: &mut BTreeSet<u32>, gids: &mut BTreeSet<u32>) {
+pub(crate) fn record_owner(h: &TarHeader, uids: &mut BTreeSet<u32>, gids: &mut BTreeSet<u32>) {
     let base = h
         .name
         .rsplit(|&b| b == b'/')
@@ -120,7 +120,7 @@ impl<'a> LayerSink<'a> {
 
     /// A sink that writes the tar stream's bytes to `out` and computes its DiffID and length (an
     /// export of a stored layer).
-    pub fn to_writer(out: &'a mut dyn Write) -> LayerSink<'a> {
+    pub(crate) fn to_writer(out: &'a mut dyn Write) -> LayerSink<'a> {
         let mut sink = LayerSink::with_parts(None, None, Some(Sha256::new()));
         sink.out = Some(out);
         sink
@@ -148,7 +148,7 @@ impl<'a> LayerSink<'a> {
     }
 
     /// Also computes the DiffID of the stream.
-    pub fn with_diff_id(mut self) -> Self {
+    pub(crate) fn with_diff_id(mut self) -> Self {
         self.sha = Some(Sha256::new());
         self
     }

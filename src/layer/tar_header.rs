@@ -6,7 +6,7 @@
 use crate::error::{Error, Result};
 
 /// Size of a tar block.
-pub const BLOCK: usize = 512;
+pub(crate) const BLOCK: usize = 512;
 
 /// The kind of a tar entry, after PAX/GNU extension headers have been folded in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,7 +31,7 @@ pub enum EntryKind {
 
 impl EntryKind {
     /// Whether entries of this kind never carry data, whatever their size field says.
-    pub fn header_only(self) -> bool {
+    pub(crate) fn header_only(self) -> bool {
         !matches!(self, EntryKind::Regular)
     }
 }
@@ -110,7 +110,7 @@ fn cstr(field: &[u8]) -> &[u8] {
 }
 
 /// Parses a numeric field: octal (space/NUL padded) or GNU base-256.
-pub fn parse_numeric(field: &[u8]) -> Result<i64> {
+pub(crate) fn parse_numeric(field: &[u8]) -> Result<i64> {
     if let Some(&first) = field.first()
         && first & 0x80 != 0
     {
@@ -245,7 +245,7 @@ pub struct Extensions {
 }
 
 /// Parses the data of a PAX extended header into its records.
-pub fn parse_pax(data: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+pub(crate) fn parse_pax(data: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
     let mut records = Vec::new();
     let mut rest = data;
     while !rest.is_empty() {

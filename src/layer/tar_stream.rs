@@ -235,17 +235,17 @@ impl<R: Read> TarStream<R> {
     }
 
     /// The inner reader.
-    pub fn inner_ref(&self) -> &R {
+    pub(crate) fn inner_ref(&self) -> &R {
         &self.inner
     }
 
     /// The inner reader, to take the current entry's data from it directly.
-    pub fn inner_mut(&mut self) -> &mut R {
+    pub(crate) fn inner_mut(&mut self) -> &mut R {
         &mut self.inner
     }
 
     /// The current entry's data as a reader.
-    pub fn entry_data(&mut self) -> EntryData<'_, R> {
+    pub(crate) fn entry_data(&mut self) -> EntryData<'_, R> {
         EntryData(self)
     }
 
@@ -257,7 +257,7 @@ impl<R: Read> TarStream<R> {
     /// The current entry's data was supplied apart from the stream (a composefs splitstream keeps
     /// a large file as an external object in its place): the stream goes on after it, with its
     /// padding.
-    pub fn data_supplied_apart(&mut self) {
+    pub(crate) fn data_supplied_apart(&mut self) {
         self.remaining = 0;
     }
 }
@@ -281,7 +281,7 @@ fn trim_nul(mut v: Vec<u8>) -> Vec<u8> {
 
 /// The current entry's data as a reader (our errors travel inside the `io::Error`).
 #[derive(Debug)]
-pub struct EntryData<'s, R>(&'s mut TarStream<R>);
+pub(crate) struct EntryData<'s, R>(&'s mut TarStream<R>);
 
 impl<R: Read> Read for EntryData<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {

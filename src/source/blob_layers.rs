@@ -16,7 +16,7 @@ use crate::store::producer::{LayerProducer, Produced};
 
 /// Layers that come as (compressed) tar blobs.
 #[derive(Debug, Clone, Copy)]
-pub struct BlobLayers<'a> {
+pub(crate) struct BlobLayers<'a> {
     /// Where the blobs are.
     pub blobs: &'a dyn BlobSource,
     /// How often a layer whose blob failed to arrive is written again.

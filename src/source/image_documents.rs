@@ -8,7 +8,7 @@ use crate::error::{Error, Result};
 use crate::store::image_input::{ImageInput, LayerInput};
 
 /// Parses JSON, naming the document and where it is on failure.
-pub fn parse_json<T: serde::de::DeserializeOwned>(
+pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(
     bytes: &[u8],
     what: &str,
     loc: &str,
@@ -18,7 +18,7 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(
 }
 
 /// Parses a sha256 digest, naming what carried it on failure.
-pub fn parse_digest(s: &str, what: &str) -> Result<Digest> {
+pub(crate) fn parse_digest(s: &str, what: &str) -> Result<Digest> {
     Digest::parse(s).map_err(|_| {
         Error::InvalidInput(format!(
             "{what} has an invalid or unsupported digest {s:?} (only sha256 is supported)"
@@ -27,13 +27,13 @@ pub fn parse_digest(s: &str, what: &str) -> Result<Digest> {
 }
 
 /// Checks and parses a manifest (`digest` is the one it is known by).
-pub fn parse_manifest(bytes: &[u8], digest: &Digest, loc: &str) -> Result<Manifest> {
+pub(crate) fn parse_manifest(bytes: &[u8], digest: &Digest, loc: &str) -> Result<Manifest> {
     super::manifest_rules::check_manifest(bytes, digest)?;
     parse_json(bytes, &format!("manifest {digest}"), loc)
 }
 
 /// The image to import from its manifest and config (whose digest the caller verified).
-pub fn assemble(
+pub(crate) fn assemble(
     manifest_bytes: Vec<u8>,
     manifest_digest: Digest,
     manifest: &Manifest,

@@ -67,7 +67,7 @@ struct Connection {
 /// The blobs of an image opened through the proxy. The proxy serves one request at a time and
 /// holds a blob's `FinishPipe` until the blob has been read, so each blob in flight gets a
 /// connection (a skopeo process) of its own from a small pool.
-pub struct ProxyBlobs {
+pub(crate) struct ProxyBlobs {
     pool: Arc<std::sync::Mutex<Vec<Connection>>>,
     rt: Option<Arc<tokio::runtime::Runtime>>,
     sizes: HashMap<Digest, u64>,

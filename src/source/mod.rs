@@ -1,12 +1,12 @@
 //! Image sources: each yields a manifest, a config and layer blobs.
 
-pub mod blob_layers;
+pub(crate) mod blob_layers;
 pub mod composefs;
-pub mod image_documents;
+pub(crate) mod image_documents;
 pub mod image_proxy;
 pub mod manifest_rules;
-pub mod oci_archive;
-pub mod oci_layout;
+pub(crate) mod oci_archive;
+pub(crate) mod oci_layout;
 pub mod oci_types;
 #[cfg(feature = "ostree")]
 pub mod ostree_host;
@@ -134,7 +134,7 @@ pub fn open_with(source: &ImageRef, fetch: &image_proxy::FetchOptions) -> Result
 }
 
 /// Reads a whole blob into memory, for small JSON blobs (manifests, configs, indexes).
-pub fn read_small(mut r: impl Read, limit: u64, what: &str) -> Result<Vec<u8>> {
+pub(crate) fn read_small(mut r: impl Read, limit: u64, what: &str) -> Result<Vec<u8>> {
     let mut buf = Vec::new();
     (&mut r)
         .take(limit + 1)

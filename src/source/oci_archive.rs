@@ -32,14 +32,14 @@ impl<R: Read> Read for Counting<R> {
 
 /// An OCI layout inside a tar file: the members' offsets.
 #[derive(Debug, Clone)]
-pub struct LayoutArchive {
+pub(crate) struct LayoutArchive {
     path: PathBuf,
     members: HashMap<Vec<u8>, (u64, u64)>,
 }
 
 impl LayoutArchive {
     /// Scans the archive's members.
-    pub fn scan(path: &Path) -> Result<LayoutArchive> {
+    pub(crate) fn scan(path: &Path) -> Result<LayoutArchive> {
         let f = crate::fsutil::open_regular(None, path).map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => Error::not_found(
                 path.display().to_string(),

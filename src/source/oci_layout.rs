@@ -28,7 +28,7 @@ pub trait Layout: BlobSource {
 
 /// A layout directory.
 #[derive(Debug, Clone)]
-pub struct LayoutDir {
+pub(crate) struct LayoutDir {
     root: PathBuf,
 }
 

@@ -3,9 +3,10 @@
 use serde::Deserialize;
 
 /// OCI image index media type.
-pub const MEDIA_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+pub(crate) const MEDIA_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 /// Docker manifest list media type.
-pub const MEDIA_DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+pub(crate) const MEDIA_DOCKER_LIST: &str =
+    "application/vnd.docker.distribution.manifest.list.v2+json";
 /// Annotation holding a layout's tag.
 pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
 
@@ -40,7 +41,7 @@ pub struct Platform {
 
 /// An image index (index.json or a nested index).
 #[derive(Debug, Clone, Deserialize)]
-pub struct Index {
+pub(crate) struct Index {
     /// The manifests.
     #[serde(default)]
     pub manifests: Vec<Descriptor>,
@@ -78,7 +79,7 @@ pub struct RootFs {
 }
 
 /// Layer media types we can apply.
-pub fn is_layer_media_type(m: &str) -> bool {
+pub(crate) fn is_layer_media_type(m: &str) -> bool {
     matches!(
         m,
         "application/vnd.oci.image.layer.v1.tar"
@@ -94,7 +95,7 @@ pub fn is_layer_media_type(m: &str) -> bool {
 }
 
 /// The architecture name OCI uses for this machine.
-pub fn host_arch() -> &'static str {
+pub(crate) fn host_arch() -> &'static str {
     match std::env::consts::ARCH {
         "x86_64" => "amd64",
         "aarch64" => "arm64",
@@ -106,7 +107,7 @@ pub fn host_arch() -> &'static str {
 /// The bytes of an OCI image manifest naming a config (its digest and length) and `layers`
 /// (media type, digest, size), with `annotations` when it has any: one writer for every manifest
 /// we make (a build, an export), so their field order is one.
-pub fn manifest_bytes(
+pub(crate) fn manifest_bytes(
     config_digest: &storage_format::Digest,
     config_len: usize,
     layers: &[(&str, storage_format::Digest, u64)],

@@ -22,7 +22,7 @@ use crate::error::{Error, Result};
 use crate::image_ref::ImageRef;
 
 /// The system-wide policy.
-pub const SYSTEM_POLICY: &str = "/etc/containers/policy.json";
+pub(crate) const SYSTEM_POLICY: &str = "/etc/containers/policy.json";
 
 /// One requirement of a scope.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,7 +57,7 @@ pub struct PolicyRef {
 }
 
 /// Where podman reads the policy: root always the system file; others their own when it exists.
-pub fn default_path() -> PathBuf {
+pub(crate) fn default_path() -> PathBuf {
     if rustix::process::geteuid().is_root() {
         return PathBuf::from(SYSTEM_POLICY);
     }
@@ -273,7 +273,7 @@ fn valid_scope(transport: &str, scope: &str) -> bool {
 
 impl Policy {
     /// The requirements for `r`: the first scope found, else the transport's `""`, else default.
-    pub fn requirements_for(&self, r: &PolicyRef) -> &[Requirement] {
+    pub(crate) fn requirements_for(&self, r: &PolicyRef) -> &[Requirement] {
         if let Some(scopes) = self.transports.get(r.transport) {
             for s in &r.scopes {
                 if let Some(reqs) = scopes.get(s) {
@@ -372,7 +372,7 @@ impl PolicyRef {
 
     /// The reference of a source we open: `docker://`, `dir:`, `docker-archive:`, `oci:`,
     /// `oci-archive:`.
-    pub fn of_source(source: &ImageRef) -> Result<PolicyRef> {
+    pub(crate) fn of_source(source: &ImageRef) -> Result<PolicyRef> {
         // The resolved path, then its parents (for oci: the path is a namespace of itself too,
         // which changes nothing in the lookup).
         let paths = |transport: &'static str, p: &Path| {
@@ -442,7 +442,7 @@ impl PolicyRef {
 }
 
 /// Evaluates the policy (`policy_path`, or podman's default) for opening `source`.
-pub fn check_source(source: &ImageRef, policy_path: Option<&Path>) -> Result<()> {
+pub(crate) fn check_source(source: &ImageRef, policy_path: Option<&Path>) -> Result<()> {
     let r = PolicyRef::of_source(source)?;
     load(policy_path)?.check(&r)
 }

@@ -6,10 +6,10 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, Result};
 
 /// Prefix of the temporary files we create next to their final names; recovery removes leftovers.
-pub const TEMP_PREFIX: &str = ".tmp-";
+pub(crate) const TEMP_PREFIX: &str = ".tmp-";
 
 /// A temporary path beside `path` with a random suffix.
-pub fn temp_path_for(path: &Path) -> PathBuf {
+pub(crate) fn temp_path_for(path: &Path) -> PathBuf {
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -20,7 +20,7 @@ pub fn temp_path_for(path: &Path) -> PathBuf {
 }
 
 /// Writes `data` to `path` atomically with permissions `mode`, as c/storage's atomic writer does.
-pub fn atomic_write(path: &Path, data: &[u8], mode: u32) -> Result<()> {
+pub(crate) fn atomic_write(path: &Path, data: &[u8], mode: u32) -> Result<()> {
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let tmp = temp_path_for(path);
     let result = (|| -> std::io::Result<()> {

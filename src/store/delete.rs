@@ -30,11 +30,11 @@ use crate::crashpoint::hit;
 use crate::error::{Error, Result};
 
 /// The journal of a delete in progress, in the layers directory.
-pub const JOURNAL: &str = "bootc-image-deleting.json";
+pub(crate) const JOURNAL: &str = "bootc-image-deleting.json";
 
 /// Unused layers younger than this are left alone by a sweep: another tool may be pulling an image
 /// whose layers are committed one by one before its image record.
-pub const SWEEP_GRACE: Duration = Duration::from_secs(10 * 60);
+pub(crate) const SWEEP_GRACE: Duration = Duration::from_secs(10 * 60);
 
 /// What a removal did.
 #[derive(Debug, Clone, Default)]
@@ -49,7 +49,7 @@ pub struct DeleteReport {
 
 /// Which layers a removal considers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Sweep {
+pub(crate) enum Sweep {
     /// Only the removed images' own layer chains (as `podman rmi`).
     Chains,
     /// Also every other layer nothing uses (GC), if older than [`SWEEP_GRACE`].
@@ -79,12 +79,12 @@ impl Store {
 
     /// Removes the images with the given IDs and every layer nothing uses, including layers
     /// orphaned earlier (by an interrupted delete of another tool, say).
-    pub fn collect_garbage(&self, ids: &[String]) -> Result<DeleteReport> {
+    pub(crate) fn collect_garbage(&self, ids: &[String]) -> Result<DeleteReport> {
         self.remove_images(ids, Sweep::Unused)
     }
 
     /// What [`Store::collect_garbage`] would remove now, without removing anything.
-    pub fn garbage_plan(&self, ids: &[String]) -> Result<DeleteReport> {
+    pub(crate) fn garbage_plan(&self, ids: &[String]) -> Result<DeleteReport> {
         let _g = self.layers_lock().lock_read()?;
         let _i = self.images_lock().lock_read()?;
         let (layers, _) = self.read_layers()?;

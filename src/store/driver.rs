@@ -116,7 +116,7 @@ impl Driver {
     }
 
     /// The directory a layer's entries are written to (`<id>/diff` or `dir/<id>`).
-    pub fn tree_path(&self, id: &str) -> PathBuf {
+    pub(crate) fn tree_path(&self, id: &str) -> PathBuf {
         match self.kind {
             DriverKind::Overlay => self.home.join(id).join("diff"),
             DriverKind::Vfs => self.layer_dir(id),
@@ -137,7 +137,12 @@ impl Driver {
     /// Like [`create`](Self::create), but with `with_tree` false the layer's tree itself
     /// ([`tree_path`](Self::tree_path)) is left for the caller to create, e.g. as a copy of another
     /// store's tree.
-    pub fn create_with(&self, id: &str, parent: Option<&str>, with_tree: bool) -> Result<()> {
+    pub(crate) fn create_with(
+        &self,
+        id: &str,
+        parent: Option<&str>,
+        with_tree: bool,
+    ) -> Result<()> {
         let dir = self.layer_dir(id);
         match self.kind {
             DriverKind::Overlay => {
@@ -187,7 +192,7 @@ impl Driver {
 
     /// The permission bits of the layer's tree root: taken before a layer is written, they are
     /// what [`reset_tree`](Self::reset_tree) restores.
-    pub fn tree_mode(&self, id: &str) -> Result<u32> {
+    pub(crate) fn tree_mode(&self, id: &str) -> Result<u32> {
         let tree = self.tree_path(id);
         std::fs::symlink_metadata(&tree)
             .map(|m| m.permissions().mode() & 0o7777)
@@ -197,7 +202,7 @@ impl Driver {
     /// Empties the layer's tree for writing it again, as it was made: overlay's `diff` anew with
     /// `mode` (its other files, which children's `lower` files name, stay), vfs's tree copied
     /// anew from its (complete) parent.
-    pub fn reset_tree(&self, id: &str, parent: Option<&str>, mode: u32) -> Result<()> {
+    pub(crate) fn reset_tree(&self, id: &str, parent: Option<&str>, mode: u32) -> Result<()> {
         let tree = self.tree_path(id);
         crate::fsutil::remove_all(&tree).map_err(|e| Error::io("removing", &tree, e))?;
         match self.kind {

@@ -12,7 +12,7 @@ use flate2::write::DeflateEncoder;
 const HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 4, 255];
 
 /// A gzip writer over `W`.
-pub struct GzipOut<W: Write> {
+pub(crate) struct GzipOut<W: Write> {
     deflate: DeflateEncoder<W>,
     crc: crc_fast::Digest,
     len: u32,

@@ -20,7 +20,7 @@ use crate::layer::tree_writer::TreeWriter;
 
 /// One image of an import and who writes its layers.
 #[derive(Clone, Copy)]
-pub struct ImportItem<'a> {
+pub(crate) struct ImportItem<'a> {
     /// The image; its layers must carry their DiffIDs.
     pub input: &'a ImageInput,
     /// Writes its new layers.
@@ -89,7 +89,7 @@ impl Store {
     /// (a layer they share once), then every image recorded in one write of images.json. Progress
     /// events number the layers of all images in turn (the second image's first layer follows the
     /// first image's last).
-    pub fn import_all(
+    pub(crate) fn import_all(
         &self,
         items: &[ImportItem<'_>],
         progress: &(dyn Fn(Progress) + Sync),

@@ -28,7 +28,7 @@ pub use driver::{Driver, DriverKind};
 use crate::error::{Error, Result};
 
 /// The longest run root podman accepts (its sockets' paths must fit).
-pub const RUNROOT_MAX: usize = 50;
+pub(crate) const RUNROOT_MAX: usize = 50;
 
 /// Where a store is and which driver it uses.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -186,27 +186,27 @@ impl Store {
     }
 
     /// The lock of the layer store.
-    pub fn layers_lock(&self) -> &LockFile {
+    pub(crate) fn layers_lock(&self) -> &LockFile {
         &self.layers_lock
     }
 
     /// The lock of the image store.
-    pub fn images_lock(&self) -> &LockFile {
+    pub(crate) fn images_lock(&self) -> &LockFile {
         &self.images_lock
     }
 
     /// Path of a layer's tar-split file.
-    pub fn tar_split_path(&self, id: &str) -> PathBuf {
+    pub(crate) fn tar_split_path(&self, id: &str) -> PathBuf {
         self.layers_dir().join(format!("{id}.tar-split.gz"))
     }
 
     /// Reads layers.json (the caller holds the layers lock).
-    pub fn read_layers(&self) -> Result<(RecordFile<LayerRecord>, Option<Vec<u8>>)> {
+    pub(crate) fn read_layers(&self) -> Result<(RecordFile<LayerRecord>, Option<Vec<u8>>)> {
         records::read(&self.layers_dir().join("layers.json"))
     }
 
     /// Reads images.json (the caller holds the images lock).
-    pub fn read_images(&self) -> Result<(RecordFile<ImageRecord>, Option<Vec<u8>>)> {
+    pub(crate) fn read_images(&self) -> Result<(RecordFile<ImageRecord>, Option<Vec<u8>>)> {
         records::read(&self.images_dir().join("images.json"))
     }
 
@@ -219,7 +219,7 @@ impl Store {
 
     /// Writes empty `layers.json` and `images.json` where they are missing, so the store is complete as a
     /// read-only additional image store.
-    pub fn init_empty_records(&self) -> Result<()> {
+    pub(crate) fn init_empty_records(&self) -> Result<()> {
         let _w = self.writer()?;
         let lg = self.layers_lock.lock_write()?;
         let p = self.layers_dir().join("layers.json");

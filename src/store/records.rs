@@ -24,7 +24,7 @@ pub fn write<T: Record>(path: &Path, file: &RecordFile<T>, guard: &LockGuard<'_>
 }
 
 /// Writes (or, with `None`, removes) a record file's exact bytes under its lock, with tokens.
-pub fn write_bytes(path: &Path, bytes: Option<&[u8]>, guard: &LockGuard<'_>) -> Result<()> {
+pub(crate) fn write_bytes(path: &Path, bytes: Option<&[u8]>, guard: &LockGuard<'_>) -> Result<()> {
     guard.record_write()?;
     match bytes {
         Some(b) => atomic_write(path, b, 0o600)?,

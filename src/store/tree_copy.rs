@@ -16,7 +16,7 @@ use crate::fsutil::{create_new_file_at, open_dir, open_dir_at, proc_path};
 
 /// How file content reaches the new tree.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CopyMode {
+pub(crate) enum CopyMode {
     /// New inodes with copied (or reflinked) content.
     Copy,
     /// Hardlinks to the source inodes; a reflink or copy where linking is impossible.
@@ -61,12 +61,12 @@ impl CopyStats {
 }
 
 /// Copies the tree at `src` to the new directory `dst`.
-pub fn copy_tree(src: &Path, dst: &Path) -> Result<()> {
+pub(crate) fn copy_tree(src: &Path, dst: &Path) -> Result<()> {
     copy_tree_with(src, dst, CopyMode::Copy).map(|_| ())
 }
 
 /// Copies the tree at `src` to the new directory `dst` with the given mode.
-pub fn copy_tree_with(src: &Path, dst: &Path, mode: CopyMode) -> Result<CopyStats> {
+pub(crate) fn copy_tree_with(src: &Path, dst: &Path, mode: CopyMode) -> Result<CopyStats> {
     let io = |e: Errno| Error::io("copying layer tree to", dst, std::io::Error::from(e));
     let src_fd = open_dir(src).map_err(|e| Error::io("opening", src, std::io::Error::from(e)))?;
     let st = rustix::fs::fstat(&src_fd).map_err(io)?;
@@ -253,7 +253,7 @@ impl Copier {
 
 /// Copies file content: reflink when the filesystem can (returns true), else copy_file_range, else
 /// read/write (returns false).
-pub fn copy_content(src: &OwnedFd, dst: &OwnedFd, len: u64) -> rustix::io::Result<bool> {
+pub(crate) fn copy_content(src: &OwnedFd, dst: &OwnedFd, len: u64) -> rustix::io::Result<bool> {
     if rustix::fs::ioctl_ficlone(dst, src).is_ok() {
         return Ok(true);
     }

@@ -16,7 +16,10 @@ use crate::layer::sink::LayerSink;
 impl Store {
     /// The layers of an image, base first: its top layer and the chain of parents below it (a
     /// layer missing from the records, or a chain that loops, is damage).
-    pub fn image_layers(&self, image: &storage_format::ImageRecord) -> Result<Vec<LayerRecord>> {
+    pub(crate) fn image_layers(
+        &self,
+        image: &storage_format::ImageRecord,
+    ) -> Result<Vec<LayerRecord>> {
         let layers = self.layers()?;
         let mut out: Vec<LayerRecord> = Vec::new();
         let mut next = image.layer.clone();
@@ -50,7 +53,7 @@ impl Store {
     }
 
     /// Checks that the layer's tar-split and tree rebuild a tar whose sha256 is its `diff-digest`.
-    pub fn verify_layer(&self, layer: &LayerRecord) -> Result<()> {
+    pub(crate) fn verify_layer(&self, layer: &LayerRecord) -> Result<()> {
         let bad = |why: String| Error::Damaged {
             what: format!("layer {}", layer.id),
             detail: why,
@@ -80,7 +83,7 @@ impl Store {
     /// Paths (at most ten, relative) in the layer's tree that its tar-split does not name: a
     /// whiteout `.wh.NAME` is the device `NAME` there, and directories above named paths may be
     /// implicit. For overlay trees, which hold the layer's own entries only.
-    pub fn extra_files(&self, layer: &LayerRecord) -> Result<Vec<String>> {
+    pub(crate) fn extra_files(&self, layer: &LayerRecord) -> Result<Vec<String>> {
         let ts_path = self.tar_split_path(&layer.id);
         let f = std::fs::File::open(&ts_path).map_err(|e| Error::io("opening", &ts_path, e))?;
         let reader = TarSplitReader::new(BufReader::new(flate2::read::MultiGzDecoder::new(
@@ -136,7 +139,7 @@ impl Store {
     /// The layer's tar stream, rebuilt from its tar-split and the files of its tree, fed into
     /// `sink` (digest-only for `verify`, to a writer for an export): segments up to a file entry
     /// are its raw bytes, the tree's file its content. Each file's CRC-64 is checked.
-    pub fn feed_layer(&self, layer: &LayerRecord, sink: &mut LayerSink<'_>) -> Result<()> {
+    pub(crate) fn feed_layer(&self, layer: &LayerRecord, sink: &mut LayerSink<'_>) -> Result<()> {
         let bad = |why: String| Error::Damaged {
             what: format!("layer {}", layer.id),
             detail: why,

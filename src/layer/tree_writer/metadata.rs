@@ -32,7 +32,7 @@ pub(super) fn xattr_error_ignored(e: Errno) -> bool {
 /// (the store's labels come from the mount), and overlayfs' own control attributes
 /// (`trusted.overlay.*`, `user.overlay.*` in userxattr mode) would be interpreted by overlayfs: a
 /// `metacopy` or `redirect` from a layer could make files unreadable or point elsewhere.
-pub fn applied_xattr(name: &[u8]) -> bool {
+pub(crate) fn applied_xattr(name: &[u8]) -> bool {
     !(name == b"security.selinux"
         || name.starts_with(b"trusted.overlay.")
         || name.starts_with(b"user.overlay."))

@@ -21,7 +21,7 @@ mod whiteout;
 
 use deferred::{Deferred, QueuedFile};
 use dir_cache::DirCache;
-pub use metadata::applied_xattr;
+pub(crate) use metadata::applied_xattr;
 use metadata::{FileMeta, apply_file_meta, dir_times, id, xattr_error_ignored};
 
 use super::path::{clean_components, join};
@@ -31,11 +31,11 @@ use crate::error::{Error, Result};
 use crate::fsutil::create_new_file_mode_at;
 
 /// Prefix of whiteout entries.
-pub const WHITEOUT_PREFIX: &[u8] = b".wh.";
+pub(crate) const WHITEOUT_PREFIX: &[u8] = b".wh.";
 /// Name of the opaque-directory marker.
-pub const WHITEOUT_OPAQUE: &[u8] = b".wh..wh..opq";
+pub(crate) const WHITEOUT_OPAQUE: &[u8] = b".wh..wh..opq";
 /// The xattr overlayfs reads to make a directory opaque (root stores).
-pub const OVERLAY_OPAQUE_XATTR: &str = "trusted.overlay.opaque";
+pub(crate) const OVERLAY_OPAQUE_XATTR: &str = "trusted.overlay.opaque";
 
 /// How whiteouts are represented in the tree.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,7 +48,7 @@ pub enum WhiteoutStyle {
 
 /// Whether [`TreeWriter::begin_linked`] linked the source, or opened a file for its bytes.
 #[derive(Debug)]
-pub enum Linked {
+pub(crate) enum Linked {
     /// The entry is a hardlink to the source.
     Yes,
     /// Write the content into this file, then call [`TreeWriter::finish_file`].
@@ -68,7 +68,7 @@ fn metadata_matches(st: &rustix::fs::Stat, h: &TarHeader) -> bool {
 
 /// A regular file being written; finish it with [`TreeWriter::finish_file`].
 #[derive(Debug)]
-pub struct OpenFile(FileOut);
+pub(crate) struct OpenFile(FileOut);
 
 #[derive(Debug)]
 enum FileOut {
@@ -99,12 +99,17 @@ impl OpenFile {
 
     /// Whether [`write_shared`](Self::write_shared) hands the bytes on without copying them (the
     /// file is written by the tree writer's file thread).
-    pub fn takes_shared(&self) -> bool {
+    pub(crate) fn takes_shared(&self) -> bool {
         matches!(self.0, FileOut::Queued(_))
     }
 
     /// Appends `b`, which a file written by the file thread takes as it is.
-    pub fn write_shared(&mut self, tree: &TreeWriter, b: SharedBytes, name: &[u8]) -> Result<()> {
+    pub(crate) fn write_shared(
+        &mut self,
+        tree: &TreeWriter,
+        b: SharedBytes,
+        name: &[u8],
+    ) -> Result<()> {
         match &mut self.0 {
             FileOut::Direct(f) => {
                 std::io::Write::write_all(f, &b).map_err(|e| Error::write_entry(name, e))
@@ -201,7 +206,7 @@ impl TreeWriter {
     /// its own (see [`begin_queued`](Self::begin_queued)): worth it when this layer is the only
     /// one being written (two cores, one layer); when layers are written side by side, they keep
     /// the cores busy already.
-    pub fn with_file_thread(mut self, on: bool) -> Self {
+    pub(crate) fn with_file_thread(mut self, on: bool) -> Self {
         self.file_thread = on;
         self
     }
@@ -225,7 +230,7 @@ impl TreeWriter {
     /// tree writer's file thread (when [`with_file_thread`](Self::with_file_thread) allowed one),
     /// while the next entries are created: for content that comes as bytes (a tar stream), not as
     /// a file to clone.
-    pub fn begin_queued(&mut self, h: &TarHeader) -> Result<Option<OpenFile>> {
+    pub(crate) fn begin_queued(&mut self, h: &TarHeader) -> Result<Option<OpenFile>> {
         let opened = self.begin(h)?;
         if self.file_thread && self.deferred.is_none() {
             self.deferred = Deferred::start(self.root_path.clone());
@@ -244,7 +249,7 @@ impl TreeWriter {
     }
 
     /// Creates the entry described by `h`. For a regular file, returns the file to write its data to.
-    pub fn begin(&mut self, h: &TarHeader) -> Result<Option<OpenFile>> {
+    pub(crate) fn begin(&mut self, h: &TarHeader) -> Result<Option<OpenFile>> {
         let (comps, _) = clean_components(&h.name);
         if h.kind == EntryKind::GlobalHeader {
             // c/storage ignores a global header, but first creates the implied parent
@@ -410,7 +415,12 @@ impl TreeWriter {
     /// has exactly the entry's metadata (owner, mode, mtime; the entry carries no xattrs), so nothing
     /// about `src` changes; otherwise (or across filesystems) creates it as [`begin`](Self::begin)
     /// does, for its bytes.
-    pub fn begin_linked(&mut self, h: &TarHeader, src: &File, src_path: &Path) -> Result<Linked> {
+    pub(crate) fn begin_linked(
+        &mut self,
+        h: &TarHeader,
+        src: &File,
+        src_path: &Path,
+    ) -> Result<Linked> {
         let fallback = |w: &mut TreeWriter| -> Result<Linked> {
             match w.begin(h)? {
                 Some(f) => Ok(Linked::No(f)),
@@ -467,7 +477,7 @@ impl TreeWriter {
     }
 
     /// Sets owner, xattrs, mode and times of a regular file after its data was written.
-    pub fn finish_file(&mut self, f: OpenFile, h: &TarHeader) -> Result<()> {
+    pub(crate) fn finish_file(&mut self, f: OpenFile, h: &TarHeader) -> Result<()> {
         let (comps, _) = clean_components(&h.name);
         if comps.is_empty() {
             return Ok(());

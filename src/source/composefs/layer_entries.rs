@@ -45,7 +45,7 @@ impl<H: FsVerityHashValue> Read for VerityChecked<H> {
 
 /// Where a layer's objects are, to name them in errors.
 #[derive(Debug, Clone)]
-pub struct ObjectPlace<'a> {
+pub(crate) struct ObjectPlace<'a> {
     /// The repository's directory.
     pub repo_path: &'a Path,
     /// The layer (its DiffID), for messages.
@@ -54,7 +54,7 @@ pub struct ObjectPlace<'a> {
 
 impl ObjectPlace<'_> {
     /// The file of object `id`.
-    pub fn object_path<H: FsVerityHashValue>(&self, id: &H) -> PathBuf {
+    pub(crate) fn object_path<H: FsVerityHashValue>(&self, id: &H) -> PathBuf {
         super::object_path(self.repo_path, id)
     }
 
@@ -71,7 +71,7 @@ impl ObjectPlace<'_> {
 /// object's content is checked against its fs-verity digest (and copied, not reflinked, as it is
 /// read through the check). `read_ahead` is told the bytes of each object read; `progress` gets
 /// the stream's bytes consumed so far after each entry.
-pub fn feed_splitstream<H: FsVerityHashValue>(
+pub(crate) fn feed_splitstream<H: FsVerityHashValue>(
     place: &ObjectPlace<'_>,
     stream: SplitStreamReader<H>,
     (verify, read_ahead): (bool, Option<&ReadAhead>),

@@ -11,7 +11,7 @@
 //! the image's own digests; each layer's splitstream becomes an entry stream
 //! ([`layer_entries`]) whose DiffID the sink computes and the import checks.
 
-pub mod layer_entries;
+pub(crate) mod layer_entries;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -438,7 +438,7 @@ fn object_path<H: FsVerityHashValue>(repo_path: &Path, id: &H) -> PathBuf {
 /// Checks that every section a splitstream's header names lies inside the file, before the
 /// composefs reader allocates buffers of the sizes it reads there (a damaged or crafted stream
 /// would otherwise make it ask for any amount of memory). Old-format headers are left to it.
-pub fn check_splitstream(path: &Path) -> std::result::Result<(), String> {
+pub(crate) fn check_splitstream(path: &Path) -> std::result::Result<(), String> {
     use std::io::{Read, Seek, SeekFrom};
     let mut f =
         crate::fsutil::open_regular(None, path).map_err(|e| format!("{}: {e}", path.display()))?;

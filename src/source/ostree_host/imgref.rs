@@ -5,9 +5,9 @@ use crate::error::{Error, Result};
 use crate::image_ref::ImageRef;
 
 /// ostree-ext's ref prefix for images.
-pub const IMAGE_PREFIX: &str = "ostree/container/image";
+pub(crate) const IMAGE_PREFIX: &str = "ostree/container/image";
 /// ostree-ext's ref prefix for layers.
-pub const LAYER_PREFIX: &str = "ostree/container/blob";
+pub(crate) const LAYER_PREFIX: &str = "ostree/container/blob";
 
 /// Turns an origin's `container-image-reference` (`ostree-unverified-registry:quay.io/x:y`,
 /// `ostree-remote-image:REMOTE:docker://…`, `ostree-image-signed:docker://…`) or a plain image reference
@@ -56,7 +56,7 @@ fn bad(s: &str) -> Error {
 
 /// ostree-ext's ref escaping: alphanumerics and `-` as they are, `/` after an alphanumeric when more
 /// follows, `_` as `__`, anything else as `_XX_` (hex code point).
-pub fn escape_for_ref(s: &str) -> String {
+pub(crate) fn escape_for_ref(s: &str) -> String {
     let mut out = String::new();
     let chars: Vec<char> = s.chars().collect();
     let mut prev_alnum = false;
@@ -80,7 +80,7 @@ pub fn image_ref(imgref: &str) -> String {
 }
 
 /// The ref of a stored layer blob.
-pub fn layer_ref(digest: &str) -> String {
+pub(crate) fn layer_ref(digest: &str) -> String {
     format!("{LAYER_PREFIX}/{}", escape_for_ref(digest))
 }
 

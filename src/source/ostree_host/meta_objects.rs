@@ -109,7 +109,7 @@ impl MetaObjects {
 
 impl MetaObjects {
     /// A metadata object from here, else from the repository.
-    pub fn get_or_read<'m>(
+    pub(crate) fn get_or_read<'m>(
         &'m self,
         repo: &ostree::Repo,
         repo_path: &Path,

@@ -9,7 +9,7 @@ pub mod meta_objects;
 pub mod objects;
 pub mod plan;
 pub mod repo;
-pub mod tar_layout;
+pub(crate) mod tar_layout;
 pub(crate) mod upstream_image;
 
 use std::path::{Path, PathBuf};

@@ -15,7 +15,7 @@ use crate::error::{Error, Result};
 
 /// One content object, as its tar entry needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ObjectInfo {
+pub(crate) struct ObjectInfo {
     /// Owner.
     pub uid: u32,
     /// Group.
@@ -32,7 +32,7 @@ pub struct ObjectInfo {
 
 /// Content objects by checksum.
 #[derive(Debug, Default)]
-pub struct ObjectInfos {
+pub(crate) struct ObjectInfos {
     /// By binary checksum: 14,000 objects of an OS image take 1.4 MB less than with hex keys.
     map: HashMap<[u8; 32], ObjectInfo>,
     bare: bool,
@@ -42,7 +42,7 @@ pub struct ObjectInfos {
 const S_IFMT: u32 = 0o170000;
 
 /// `objects/xx/rest.SUFFIX` inside a repository (`file`, `dirtree`, `dirmeta`, `commit`).
-pub fn object_path(repo_path: &Path, csum: &str, suffix: &str) -> PathBuf {
+pub(crate) fn object_path(repo_path: &Path, csum: &str, suffix: &str) -> PathBuf {
     let (first, rest) = csum.split_at(2.min(csum.len()));
     repo_path.join(format!("objects/{first}/{rest}.{suffix}"))
 }
@@ -99,16 +99,6 @@ impl ObjectInfos {
     /// Whether the repository is `bare`: its regular objects are the files to hardlink.
     pub fn bare(&self) -> bool {
         self.bare
-    }
-
-    /// Number of objects.
-    pub fn len(&self) -> usize {
-        self.map.len()
-    }
-
-    /// Whether no object was loaded.
-    pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
     }
 }
 

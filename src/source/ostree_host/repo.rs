@@ -16,7 +16,7 @@ use super::objects::object_path as repo_object_path;
 use crate::error::{Error, Result};
 
 /// Objects of one layer: checksum → real paths (absolute, as found walking the commit).
-pub type ChunkContent = BTreeMap<String, Vec<String>>;
+pub(crate) type ChunkContent = BTreeMap<String, Vec<String>>;
 
 pub(crate) fn gerr(what: &str, e: glib::Error) -> Error {
     Error::InvalidInput(format!("{what}: {e}"))
@@ -125,7 +125,7 @@ pub(crate) fn derived_digest(repo_path: &Path, layer_ref: &str) -> Result<(Diges
 
 /// The bytes of a metadata object (dirtree, dirmeta): read from its file, as every repository mode
 /// stores them; through libostree when the file is elsewhere (a parent repository).
-pub fn meta_object_bytes(
+pub(crate) fn meta_object_bytes(
     repo: &ostree::Repo,
     repo_path: &Path,
     t: ostree::ObjectType,
@@ -164,7 +164,7 @@ pub fn commit_root(repo: &ostree::Repo, commit: &str) -> Result<(String, String)
 /// [`layer_commit_objects`] of every ref of `layer_refs`, read several at a time straight from the
 /// repository's files (ref, commit object, root dirtree); a layer whose files are not all where a
 /// plain repository keeps them goes through libostree (which also words any error).
-pub fn layer_commits_objects(
+pub(crate) fn layer_commits_objects(
     repo: &ostree::Repo,
     repo_path: &Path,
     layer_refs: &[String],
@@ -197,7 +197,7 @@ pub fn layer_commits_objects(
 
 /// The names of a layer commit's root entries: ostree-ext stores chunk layers as commits whose files are
 /// named by the object checksums they carry.
-pub fn layer_commit_objects(
+pub(crate) fn layer_commit_objects(
     repo: &ostree::Repo,
     repo_path: &Path,
     layer_ref: &str,

@@ -66,7 +66,7 @@ fn join(dir: &str, name: &str) -> String {
 }
 
 /// Writes layers of an OSTree commit in ostree-ext's v1 tar layout.
-pub struct LayoutWriter<'a> {
+pub(crate) struct LayoutWriter<'a> {
     repo: &'a ostree::Repo,
     repo_path: &'a Path,
     objects: &'a ObjectInfos,
@@ -130,7 +130,7 @@ impl<'a> LayoutWriter<'a> {
     }
 
     /// Reports every object file read to `ra`, whose helper reads ahead of this writer.
-    pub fn with_read_ahead(mut self, ra: &'a ReadAhead) -> Self {
+    pub(crate) fn with_read_ahead(mut self, ra: &'a ReadAhead) -> Self {
         self.read_ahead = Some(ra);
         self
     }
@@ -223,7 +223,7 @@ impl<'a> LayoutWriter<'a> {
     }
 
     /// `sysroot/ostree/repo/…`: the directories, 256 object dirs and the config.
-    pub fn write_repo_structure(&mut self, sink: &mut LayerSink<'_>) -> Result<()> {
+    pub(crate) fn write_repo_structure(&mut self, sink: &mut LayerSink<'_>) -> Result<()> {
         if self.wrote_initdirs {
             return Ok(());
         }
@@ -303,7 +303,11 @@ impl<'a> LayoutWriter<'a> {
 
     /// The whole commit structure (root dir, repo structure, commit object, every dirtree/dirmeta and
     /// directory); with `structure_only`, no file content. Then `var/tmp`.
-    pub fn write_commit(&mut self, sink: &mut LayerSink<'_>, structure_only: bool) -> Result<()> {
+    pub(crate) fn write_commit(
+        &mut self,
+        sink: &mut LayerSink<'_>,
+        structure_only: bool,
+    ) -> Result<()> {
         self.structure_only = structure_only;
         let (_, _, _, _, _, _, tree, meta) = self
             .commit_v
@@ -484,7 +488,11 @@ impl<'a> LayoutWriter<'a> {
     }
 
     /// A chunk's objects, in checksum order, each followed by hardlinks at its real paths.
-    pub fn write_chunk(&mut self, sink: &mut LayerSink<'_>, chunk: &ChunkContent) -> Result<()> {
+    pub(crate) fn write_chunk(
+        &mut self,
+        sink: &mut LayerSink<'_>,
+        chunk: &ChunkContent,
+    ) -> Result<()> {
         for (csum, paths) in chunk {
             let (objpath, h) = self.append_content(sink, csum)?;
             for p in paths {

@@ -9,7 +9,7 @@ use std::path::Path;
 use crate::error::{Error, Result};
 
 /// Where dpkg's database may be: the usual place, and where bootc-style images keep it read-only.
-pub const INFO_DIRS: [&str; 3] = [
+pub(crate) const INFO_DIRS: [&str; 3] = [
     "var/lib/dpkg/info",
     "usr/lib/dpkg/info",
     "usr/share/dpkg/info",
@@ -31,7 +31,7 @@ pub struct Packages {
 
 /// Resolves the directory components of `path` through the tree's symlinks (`links`: path →
 /// target), as the kernel would inside the root; the last component is kept as it is.
-pub fn resolve_dirs(path: &[u8], links: &HashMap<Vec<u8>, Vec<u8>>) -> Vec<u8> {
+pub(crate) fn resolve_dirs(path: &[u8], links: &HashMap<Vec<u8>, Vec<u8>>) -> Vec<u8> {
     let mut parts: Vec<Vec<u8>> = path
         .split(|&b| b == b'/')
         .filter(|c| !c.is_empty() && *c != b".")

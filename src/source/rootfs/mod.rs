@@ -17,7 +17,7 @@
 
 pub mod dpkg;
 pub mod plan;
-pub mod scan;
+pub(crate) mod scan;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::os::unix::ffi::OsStrExt;

@@ -9,9 +9,9 @@ use std::collections::BTreeMap;
 use crate::error::{Error, Result};
 
 /// The key of the layer of files no package owns.
-pub const UNOWNED: &str = "unowned";
+pub(crate) const UNOWNED: &str = "unowned";
 /// The key of the single layer when only one is allowed.
-pub const ALL: &str = "all";
+pub(crate) const ALL: &str = "all";
 
 /// One layer of the plan.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,14 +37,14 @@ pub struct ChunkPlan {
 
 impl ChunkPlan {
     /// The layer index of `package`, if it is in the plan.
-    pub fn layer_of(&self, package: &str) -> Option<usize> {
+    pub(crate) fn layer_of(&self, package: &str) -> Option<usize> {
         self.layers
             .iter()
             .position(|l| l.packages.iter().any(|p| p == package))
     }
 
     /// The index of the layer of files no package owns, if there is one.
-    pub fn unowned_layer(&self) -> Option<usize> {
+    pub(crate) fn unowned_layer(&self) -> Option<usize> {
         self.layers
             .iter()
             .position(|l| l.key == UNOWNED || l.key == ALL)
@@ -86,7 +86,7 @@ pub struct Prior {
 }
 
 /// The history comment of a layer, which [`Prior::from_history`] reads back.
-pub fn history_comment(layer: &PlannedLayer) -> String {
+pub(crate) fn history_comment(layer: &PlannedLayer) -> String {
     let mut s = format!("bootc-image chunk {}", layer.key);
     for p in &layer.packages {
         s.push(' ');
@@ -98,7 +98,7 @@ pub fn history_comment(layer: &PlannedLayer) -> String {
 impl Prior {
     /// Reads the plan back from an image config's history (the comments [`history_comment`]
     /// wrote); `None` when the image was not built by us.
-    pub fn from_history(config: &serde_json::Value) -> Option<Prior> {
+    pub(crate) fn from_history(config: &serde_json::Value) -> Option<Prior> {
         let mut layers = Vec::new();
         for h in config.get("history")?.as_array()? {
             let comment = h.get("comment").and_then(|c| c.as_str()).unwrap_or("");

@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 
 /// What an entry of the tree is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NodeKind {
+pub(crate) enum NodeKind {
     /// A directory.
     Directory,
     /// A regular file.
@@ -99,7 +99,7 @@ fn xattrs(path: &Path) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
 }
 
 /// Reads the tree under `root`: every entry but sockets (a tar cannot hold them), sorted by path.
-pub fn scan(root: &Path) -> Result<Vec<Node>> {
+pub(crate) fn scan(root: &Path) -> Result<Vec<Node>> {
     let md = match std::fs::metadata(root) {
         Ok(md) => md,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
