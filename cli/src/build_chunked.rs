@@ -73,35 +73,74 @@ fn pairs(flag: &str, items: &[String]) -> anyhow::Result<BTreeMap<String, String
     Ok(out)
 }
 
+/// The `--config` file: a JSON object (the config's `config` part), if one is named.
+fn read_config(
+    path: Option<&std::path::Path>,
+) -> anyhow::Result<Option<serde_json::Map<String, serde_json::Value>>> {
+    let Some(path) = path else {
+        return Ok(None);
+    };
+    let bytes = std::fs::read(path).map_err(|e| {
+        super::exit::fail(
+            super::exit::Code::Image,
+            format!(
+                "--config {}: {e}: name a readable JSON file",
+                path.display()
+            ),
+        )
+    })?;
+    match serde_json::from_slice::<serde_json::Value>(&bytes) {
+        Ok(serde_json::Value::Object(m)) => Ok(Some(m)),
+        _ => Err(super::exit::fail(
+            super::exit::Code::Usage,
+            format!(
+                "--config {}: not a JSON object (write the config's \"config\" part: {{\"Cmd\": [\"/sbin/init\"]}})",
+                path.display()
+            ),
+        )),
+    }
+}
+
+/// `--plan`: the layers the build would make, as lines or one JSON object.
+fn print_plan(
+    grouping: &Grouping,
+    plan: &bootc_image::source::rootfs::plan::ChunkPlan,
+    format: ResultFormat,
+) -> anyhow::Result<()> {
+    let grouping = match grouping {
+        Grouping::Dpkg(dir) => format!("dpkg ({dir})"),
+        Grouping::Directories => "directories (no package database)".to_string(),
+    };
+    if format == ResultFormat::Json {
+        let layers: Vec<serde_json::Value> = plan
+            .layers
+            .iter()
+            .map(|l| serde_json::json!({"key": l.key, "bytes": l.size, "packages": l.packages}))
+            .collect();
+        return outln!(
+            "{}",
+            serde_json::json!({"grouping": grouping, "layers": layers})
+        );
+    }
+    outln!(
+        "{}, grouped by {grouping}:",
+        super::output::count(plan.layers.len() as u64, "layer")
+    )?;
+    for (i, l) in plan.layers.iter().enumerate() {
+        outln!(
+            "{i:3} {:24} {:>10} bytes  {}",
+            l.key,
+            l.size,
+            l.packages.join(" ")
+        )?;
+    }
+    Ok(())
+}
+
 /// Runs the command.
 pub fn run(cli: &Cli, args: &Args) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
-    let config = match &args.config {
-        Some(path) => {
-            let bytes = std::fs::read(path).map_err(|e| {
-                super::exit::fail(
-                    super::exit::Code::Image,
-                    format!(
-                        "--config {}: {e}: name a readable JSON file",
-                        path.display()
-                    ),
-                )
-            })?;
-            match serde_json::from_slice::<serde_json::Value>(&bytes) {
-                Ok(serde_json::Value::Object(m)) => Some(m),
-                _ => {
-                    return Err(super::exit::fail(
-                        super::exit::Code::Usage,
-                        format!(
-                            "--config {}: not a JSON object (write the config's \"config\" part: {{\"Cmd\": [\"/sbin/init\"]}})",
-                            path.display()
-                        ),
-                    ));
-                }
-            }
-        }
-        None => None,
-    };
+    let config = read_config(args.config.as_deref())?;
     let options = BuildOptions {
         max_layers: args.max_layers,
         timestamp: args.timestamp,
@@ -143,35 +182,7 @@ pub fn run(cli: &Cli, args: &Args) -> anyhow::Result<()> {
     };
     let plan = builder.plan(prior.as_ref())?;
     if args.plan {
-        let grouping = match &builder.grouping {
-            Grouping::Dpkg(dir) => format!("dpkg ({dir})"),
-            Grouping::Directories => "directories (no package database)".to_string(),
-        };
-        if args.format == ResultFormat::Json {
-            let layers: Vec<serde_json::Value> = plan
-                .layers
-                .iter()
-                .map(|l| serde_json::json!({"key": l.key, "bytes": l.size, "packages": l.packages}))
-                .collect();
-            outln!(
-                "{}",
-                serde_json::json!({"grouping": grouping, "layers": layers})
-            )?;
-        } else {
-            outln!(
-                "{}, grouped by {grouping}:",
-                super::output::count(plan.layers.len() as u64, "layer")
-            )?;
-            for (i, l) in plan.layers.iter().enumerate() {
-                outln!(
-                    "{i:3} {:24} {:>10} bytes  {}",
-                    l.key,
-                    l.size,
-                    l.packages.join(" ")
-                )?;
-            }
-        }
-        return Ok(());
+        return print_plan(&builder.grouping, &plan, args.format);
     }
     let input = builder.image(&plan, vec![name.clone()])?;
     bootc_image::copy::check_name_digests(&input)?;

@@ -59,18 +59,15 @@ fn progress_file(args: &Args) -> anyhow::Result<Option<std::fs::File>> {
         .transpose()
 }
 
-/// Runs the command.
-pub fn run(cli: &Cli, args: &Args) -> anyhow::Result<()> {
-    let reporting = Reporting::new(cli, args.progress, progress_file(args)?, args.format);
-    let (name, mut config) = target(cli, &args.target)?;
-    config.sync_filesystem = args.sync;
+/// Where `--source` leads (the booted host image without one): by its transport, and a
+/// `docker://` image the host does not hold is fetched from its registry.
+fn route(cli: &Cli, source: Option<&str>) -> anyhow::Result<SourceKind> {
     let sysroot = cli.sysroot();
-    let composefs = composefs_deployments::is_composefs(&sysroot);
-    let kind = match args.source.as_deref() {
+    let kind = match source {
         Some(s) => source::classify(s)?,
         None => {
             let repo = sysroot.path().join("ostree/repo");
-            if !composefs && !repo.is_dir() {
+            if !composefs_deployments::is_composefs(&sysroot) && !repo.is_dir() {
                 return Err(super::exit::fail(
                     super::exit::Code::Image,
                     format!(
@@ -83,13 +80,24 @@ pub fn run(cli: &Cli, args: &Args) -> anyhow::Result<()> {
             SourceKind::Host
         }
     };
-    let src = args.source.as_deref().unwrap_or_default();
-    let kind = match kind {
+    let src = source.unwrap_or_default();
+    Ok(match kind {
         SourceKind::Host if src.starts_with("docker://") && !host_holds(cli, src)? => {
             SourceKind::Fetched
         }
         k => k,
-    };
+    })
+}
+
+/// Runs the command.
+pub fn run(cli: &Cli, args: &Args) -> anyhow::Result<()> {
+    let reporting = Reporting::new(cli, args.progress, progress_file(args)?, args.format);
+    let (name, mut config) = target(cli, &args.target)?;
+    config.sync_filesystem = args.sync;
+    let kind = route(cli, args.source.as_deref())?;
+    let src = args.source.as_deref().unwrap_or_default();
+    let sysroot = cli.sysroot();
+    let composefs = composefs_deployments::is_composefs(&sysroot);
     let opts = CopyOptions::default()
         .with_names(vec![name.clone()])
         .with_fetch(args.fetch.options())

@@ -181,34 +181,7 @@ pub fn run(cli: &Cli, c: &ImageCommand) -> anyhow::Result<()> {
                 return Err(e);
             }
         }
-        ImageCommand::Inspect { images, store } => {
-            let s = open_required(cli, *store, &images[0], false)?;
-            let all = s.images()?;
-            let mut out = Vec::new();
-            // As podman: the images found are printed, then the first one not found fails.
-            let mut first_err = None;
-            for typed in images {
-                match find_image(&all, typed).and_then(|img| s.inspect_image(img)) {
-                    Ok(v) => out.push(v),
-                    Err(e) if first_err.is_none() => first_err = Some(e),
-                    Err(_) => {}
-                }
-            }
-            if out.is_empty()
-                && let Some(e) = first_err
-            {
-                return Err(e.into());
-            }
-            // podman indents with five spaces.
-            let mut buf = Vec::new();
-            let fmt = serde_json::ser::PrettyFormatter::with_indent(b"     ");
-            let mut ser = serde_json::Serializer::with_formatter(&mut buf, fmt);
-            serde::Serialize::serialize(&out, &mut ser)?;
-            outln!("{}", String::from_utf8_lossy(&buf))?;
-            if let Some(e) = first_err {
-                return Err(e.into());
-            }
-        }
+        ImageCommand::Inspect { images, store } => inspect(cli, *store, images)?,
         ImageCommand::Tag {
             image,
             names,
@@ -224,4 +197,35 @@ pub fn run(cli: &Cli, c: &ImageCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// `image inspect IMAGE…`: podman's JSON for the images found, then — as podman — the first one
+/// not found fails.
+fn inspect(cli: &Cli, store: WhichStore, images: &[String]) -> anyhow::Result<()> {
+    let s = open_required(cli, store, &images[0], false)?;
+    let all = s.images()?;
+    let mut out = Vec::new();
+    let mut first_err = None;
+    for typed in images {
+        match find_image(&all, typed).and_then(|img| s.inspect_image(img)) {
+            Ok(v) => out.push(v),
+            Err(e) if first_err.is_none() => first_err = Some(e),
+            Err(_) => {}
+        }
+    }
+    if out.is_empty()
+        && let Some(e) = first_err
+    {
+        return Err(e.into());
+    }
+    // podman indents with five spaces.
+    let mut buf = Vec::new();
+    let fmt = serde_json::ser::PrettyFormatter::with_indent(b"     ");
+    let mut ser = serde_json::Serializer::with_formatter(&mut buf, fmt);
+    serde::Serialize::serialize(&out, &mut ser)?;
+    outln!("{}", String::from_utf8_lossy(&buf))?;
+    match first_err {
+        Some(e) => Err(e.into()),
+        None => Ok(()),
+    }
 }

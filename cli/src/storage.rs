@@ -105,62 +105,9 @@ pub fn run(cli: &Cli, c: &StorageCommand) -> anyhow::Result<()> {
                 "{} {}",
                 if created { "Created" } else { "Exists:" },
                 store.config().graphroot.display()
-            )?;
+            )
         }
-        StorageCommand::Status { format } => {
-            let path = sysroot.storage_path();
-            let selinux = if storage::selinux_enabled() {
-                if path.join(storage::LABELED_STAMP).exists() {
-                    "labelled"
-                } else {
-                    "not labelled"
-                }
-            } else {
-                "disabled"
-            };
-            let bootc = match storage::open_existing_read_only(&sysroot)? {
-                None => None,
-                Some(store) => {
-                    let layers = store.layers()?;
-                    Some((
-                        store.images()?.len(),
-                        layers.len(),
-                        layers.iter().filter(|l| l.is_incomplete()).count(),
-                        disk_use(&path, &mut HashSet::new()),
-                    ))
-                }
-            };
-            let def = cli.store_config()?;
-            if *format == super::output::ResultFormat::Json {
-                let store = bootc.map(|(images, layers, incomplete, bytes)| {
-                    serde_json::json!({
-                        "images": images, "layers": layers, "incomplete_layers": incomplete,
-                        "disk_use_bytes": bytes, "selinux": selinux,
-                    })
-                });
-                let v = serde_json::json!({
-                    "bootc_store": {"path": path, "exists": store.is_some(), "store": store},
-                    "default_store": {"path": def.graphroot, "driver": def.driver.name()},
-                });
-                outln!("{}", serde_json::to_string_pretty(&v)?)?;
-                return Ok(());
-            }
-            outln!("bootc store:   {}", path.display())?;
-            match bootc {
-                None => outln!("  (not created yet: `bootc-image storage init`)")?,
-                Some((images, layers, incomplete, bytes)) => {
-                    outln!("  images:      {images}")?;
-                    outln!("  layers:      {layers} ({incomplete} incomplete)")?;
-                    outln!("  disk use:    {} MiB", bytes >> 20)?;
-                    outln!("  SELinux:     {selinux}")?;
-                }
-            }
-            outln!(
-                "default store: {} ({})",
-                def.graphroot.display(),
-                def.driver.name()
-            )?;
-        }
+        StorageCommand::Status { format } => status(cli, *format),
         StorageCommand::Verify {
             repair,
             json,
@@ -171,48 +118,106 @@ pub fn run(cli: &Cli, c: &StorageCommand) -> anyhow::Result<()> {
             verify_store(cli, *store),
             *repair,
             *json || *format == super::output::ResultFormat::Json,
-        )?,
-        StorageCommand::Gc { dry_run, force } => {
-            if !*force && bootc_image::bootc::deployments::list(&sysroot)?.is_empty() {
-                return Err(super::exit::fail(
-                    super::exit::Code::Storage,
-                    format!(
-                        "no deployment under {}: every image of bootc's store would be garbage; check --sysroot, or pass --force to remove them all",
-                        sysroot.path().join("ostree/deploy").display()
-                    ),
-                ));
-            }
-            let Some(store) = storage::open_existing(&sysroot)? else {
-                outln!("Removed 0 images, 0 layers")?;
-                return Ok(());
-            };
-            let roots = gc::roots(&sysroot)?;
-            let report = gc::collect(&store, &roots, *dry_run)?;
-            let (each, total) = if *dry_run {
-                ("would remove", "Would remove")
-            } else {
-                ("removed", "Removed")
-            };
-            for id in &report.images {
-                outln!("{each} image {id}")?;
-            }
-            for id in &report.layers {
-                outln!("{each} layer {id}")?;
-            }
-            for (id, containers) in &report.kept_for_containers {
-                outln!(
-                    "kept image {id}: used by container {} (remove it with `bootc-image cmd` … `podman rm`)",
-                    containers.join(", ")
-                )?;
-            }
-            outln!(
-                "{total} {}, {}",
-                count(report.images.len() as u64, "image"),
-                count(report.layers.len() as u64, "layer")
-            )?;
+        ),
+        StorageCommand::Gc { dry_run, force } => collect(cli, *dry_run, *force),
+    }
+}
+
+/// `storage status [--format json]`.
+fn status(cli: &Cli, format: super::output::ResultFormat) -> anyhow::Result<()> {
+    let sysroot = cli.sysroot();
+    let path = sysroot.storage_path();
+    let selinux = if storage::selinux_enabled() {
+        if path.join(storage::LABELED_STAMP).exists() {
+            "labelled"
+        } else {
+            "not labelled"
+        }
+    } else {
+        "disabled"
+    };
+    let bootc = match storage::open_existing_read_only(&sysroot)? {
+        None => None,
+        Some(store) => {
+            let layers = store.layers()?;
+            Some((
+                store.images()?.len(),
+                layers.len(),
+                layers.iter().filter(|l| l.is_incomplete()).count(),
+                disk_use(&path, &mut HashSet::new()),
+            ))
+        }
+    };
+    let def = cli.store_config()?;
+    if format == super::output::ResultFormat::Json {
+        let store = bootc.map(|(images, layers, incomplete, bytes)| {
+            serde_json::json!({
+                "images": images, "layers": layers, "incomplete_layers": incomplete,
+                "disk_use_bytes": bytes, "selinux": selinux,
+            })
+        });
+        let v = serde_json::json!({
+            "bootc_store": {"path": path, "exists": store.is_some(), "store": store},
+            "default_store": {"path": def.graphroot, "driver": def.driver.name()},
+        });
+        return outln!("{}", serde_json::to_string_pretty(&v)?);
+    }
+    outln!("bootc store:   {}", path.display())?;
+    match bootc {
+        None => outln!("  (not created yet: `bootc-image storage init`)")?,
+        Some((images, layers, incomplete, bytes)) => {
+            outln!("  images:      {images}")?;
+            outln!("  layers:      {layers} ({incomplete} incomplete)")?;
+            outln!("  disk use:    {} MiB", bytes >> 20)?;
+            outln!("  SELinux:     {selinux}")?;
         }
     }
-    Ok(())
+    outln!(
+        "default store: {} ({})",
+        def.graphroot.display(),
+        def.driver.name()
+    )
+}
+
+/// `storage gc [--dry-run] [--force]`.
+fn collect(cli: &Cli, dry_run: bool, force: bool) -> anyhow::Result<()> {
+    let sysroot = cli.sysroot();
+    if !force && bootc_image::bootc::deployments::list(&sysroot)?.is_empty() {
+        return Err(super::exit::fail(
+            super::exit::Code::Storage,
+            format!(
+                "no deployment under {}: every image of bootc's store would be garbage; check --sysroot, or pass --force to remove them all",
+                sysroot.path().join("ostree/deploy").display()
+            ),
+        ));
+    }
+    let Some(store) = storage::open_existing(&sysroot)? else {
+        return outln!("Removed 0 images, 0 layers");
+    };
+    let roots = gc::roots(&sysroot)?;
+    let report = gc::collect(&store, &roots, dry_run)?;
+    let (each, total) = if dry_run {
+        ("would remove", "Would remove")
+    } else {
+        ("removed", "Removed")
+    };
+    for id in &report.images {
+        outln!("{each} image {id}")?;
+    }
+    for id in &report.layers {
+        outln!("{each} layer {id}")?;
+    }
+    for (id, containers) in &report.kept_for_containers {
+        outln!(
+            "kept image {id}: used by container {} (remove it with `bootc-image cmd` … `podman rm`)",
+            containers.join(", ")
+        )?;
+    }
+    outln!(
+        "{total} {}, {}",
+        count(report.images.len() as u64, "image"),
+        count(report.layers.len() as u64, "layer")
+    )
 }
 
 /// `storage verify [--repair] [--json] [--store bootc|default]`.
@@ -265,47 +270,7 @@ fn verify(cli: &Cli, which: WhichStore, repair: bool, json: bool) -> anyhow::Res
         });
         outln!("{}", serde_json::to_string_pretty(&v)?)?;
     } else {
-        for p in &report.problems {
-            outln!("{p}")?;
-        }
-        if repaired.is_none() {
-            for p in &report.pending {
-                outln!("pending: {p}")?;
-            }
-            if !report.pending.is_empty() {
-                outln!(
-                    "An interrupted write or delete left {} items; nothing is lost: the next command that writes to this store (pull, copy, rm, storage verify --repair) finishes it, as podman does",
-                    report.pending.len()
-                )?;
-            }
-        }
-        match &repaired {
-            None if report.problems.is_empty() => {
-                outln!("{} verified", count(report.layers_checked as u64, "layer"))?;
-                outln!("{} verified", count(report.images_checked as u64, "image"))?;
-            }
-            None => {}
-            Some(r) => {
-                for id in &r.images {
-                    outln!("removed image {id}")?;
-                }
-                for id in &r.layers {
-                    outln!("removed layer {id}")?;
-                }
-                for p in &r.orphans {
-                    outln!("removed {}", p.display())?;
-                }
-                for id in &r.kept_in_use {
-                    outln!("kept damaged layer {id}: a container or a mount uses it")?;
-                }
-                outln!(
-                    "Repaired: removed {}, {}, {}",
-                    count(r.images.len() as u64, "image"),
-                    count(r.layers.len() as u64, "layer"),
-                    count(r.orphans.len() as u64, "orphaned file")
-                )?;
-            }
-        }
+        print_verify(&report, repaired.as_ref())?;
     }
     if remaining > 0 {
         let message = if repaired.is_some() {
@@ -322,4 +287,52 @@ fn verify(cli: &Cli, which: WhichStore, repair: bool, json: bool) -> anyhow::Res
         return Err(super::exit::fail(super::exit::Code::Storage, message));
     }
     Ok(())
+}
+
+/// The lines of `storage verify`: the problems, what is pending, and what was verified or removed.
+fn print_verify(
+    report: &bootc_image::store::check::CheckReport,
+    repaired: Option<&bootc_image::store::check::RepairReport>,
+) -> anyhow::Result<()> {
+    for p in &report.problems {
+        outln!("{p}")?;
+    }
+    if repaired.is_none() {
+        for p in &report.pending {
+            outln!("pending: {p}")?;
+        }
+        if !report.pending.is_empty() {
+            outln!(
+                "An interrupted write or delete left {} items; nothing is lost: the next command that writes to this store (pull, copy, rm, storage verify --repair) finishes it, as podman does",
+                report.pending.len()
+            )?;
+        }
+    }
+    match repaired {
+        None if report.problems.is_empty() => {
+            outln!("{} verified", count(report.layers_checked as u64, "layer"))?;
+            outln!("{} verified", count(report.images_checked as u64, "image"))
+        }
+        None => Ok(()),
+        Some(r) => {
+            for id in &r.images {
+                outln!("removed image {id}")?;
+            }
+            for id in &r.layers {
+                outln!("removed layer {id}")?;
+            }
+            for p in &r.orphans {
+                outln!("removed {}", p.display())?;
+            }
+            for id in &r.kept_in_use {
+                outln!("kept damaged layer {id}: a container or a mount uses it")?;
+            }
+            outln!(
+                "Repaired: removed {}, {}, {}",
+                count(r.images.len() as u64, "image"),
+                count(r.layers.len() as u64, "layer"),
+                count(r.orphans.len() as u64, "orphaned file")
+            )
+        }
+    }
 }

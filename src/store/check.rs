@@ -111,6 +111,34 @@ pub struct RepairReport {
     pub kept_in_use: Vec<String>,
 }
 
+impl Store {
+    /// What is wrong with the complete layer `l` (its parent, data, tar-split, or the tar they
+    /// rebuild), if anything; a container's read-write layer is not rebuilt.
+    fn layer_fault_detail(
+        &self,
+        l: &LayerRecord,
+        by_id: &HashMap<&str, &LayerRecord>,
+        containers: &HashSet<String>,
+    ) -> Option<String> {
+        if let Some(p) = l.parent.as_deref().filter(|p| !by_id.contains_key(p)) {
+            Some(format!("its parent {p} does not exist"))
+        } else if !self.driver().tree_path(&l.id).is_dir() {
+            Some("its data directory is missing".to_string())
+        } else if containers.contains(&l.id) {
+            // A container's read-write layer changes as the container runs: not rebuilt.
+            None
+        } else if !self.tar_split_path(&l.id).is_file() {
+            Some("its tar-split is missing".to_string())
+        } else {
+            match self.verify_layer(l) {
+                Ok(()) => None,
+                Err(Error::Damaged { detail, .. }) => Some(detail),
+                Err(e) => Some(e.to_string()),
+            }
+        }
+    }
+}
+
 /// A layer found wrong: part of an interrupted delete when its journal names it (`true`: pending),
 /// else damage.
 fn layer_fault(id: &str, detail: String, in_journal: bool) -> (bool, Problem) {
@@ -169,22 +197,7 @@ impl Store {
                 bad_layers.insert(l.id.clone(), "it is incomplete".into());
                 continue;
             }
-            let detail = if let Some(p) = l.parent.as_deref().filter(|p| !by_id.contains_key(p)) {
-                Some(format!("its parent {p} does not exist"))
-            } else if !self.driver().tree_path(&l.id).is_dir() {
-                Some("its data directory is missing".to_string())
-            } else if containers.contains(&l.id) {
-                // A container's read-write layer changes as the container runs: not rebuilt.
-                None
-            } else if !self.tar_split_path(&l.id).is_file() {
-                Some("its tar-split is missing".to_string())
-            } else {
-                match self.verify_layer(l) {
-                    Ok(()) => None,
-                    Err(Error::Damaged { detail, .. }) => Some(detail),
-                    Err(e) => Some(e.to_string()),
-                }
-            };
+            let detail = self.layer_fault_detail(l, &by_id, &containers);
             // A tree with files the tar-split does not name shows them in every container
             // (overlay only: a vfs tree holds the layers below it too).
             if detail.is_none()

@@ -39,78 +39,12 @@ impl Store {
             "config",
         )?;
         let manifest = parse(read_big_data(self, img, "manifest")?, "manifest")?;
-        let layers = self.layers()?;
-        // Size: the layers' uncompressed sizes plus the big-data items, as c/storage counts it.
-        let mut size: i64 = 0;
-        let mut chain = Vec::new();
-        let mut next = img.layer.clone();
-        while let Some(id) = next {
-            let Some(l) = layers.iter().find(|l| l.id == id) else {
-                break;
-            };
-            size += l.diff_size.unwrap_or(0);
-            chain.push(l.id.clone());
-            next = l.parent.clone();
-            if chain.len() > layers.len() {
-                break;
-            }
-        }
-        size += img
-            .big_data_sizes
-            .values()
-            .filter_map(Value::as_i64)
-            .sum::<i64>();
-        let mut digests: Vec<String> = img.digest.iter().cloned().collect();
-        for (k, v) in &img.big_data_digests {
-            if k.starts_with("manifest-")
-                && let Some(d) = v.as_str()
-                && !digests.iter().any(|x| x == d)
-            {
-                digests.push(d.to_string());
-            }
-        }
-        let tags: Vec<&String> = img.names.iter().filter(|n| !n.contains('@')).collect();
-        let mut repos: Vec<&str> = Vec::new();
-        for n in &img.names {
-            let r = repository(n);
-            if !repos.contains(&r) {
-                repos.push(r);
-            }
-        }
-        // libimage sorts them (its RepoDigests ends in sort.Strings).
-        let mut repo_digests: Vec<String> = repos
-            .iter()
-            .flat_map(|r| digests.iter().map(move |d| format!("{r}@{d}")))
-            .collect();
-        repo_digests.sort();
-        repo_digests.dedup();
+        let (chain, size) = self.chain_and_size(img)?;
+        let (tags, repo_digests) = tags_and_repo_digests(img);
         let cfg = config.get("config").cloned().unwrap_or_else(|| json!({}));
         let str_of =
             |v: &Value, k: &str| v.get(k).and_then(Value::as_str).unwrap_or("").to_string();
-        let graph = match self.config().driver {
-            super::DriverKind::Overlay => {
-                let dir = |id: &str, sub: &str| {
-                    self.config()
-                        .graphroot
-                        .join("overlay")
-                        .join(id)
-                        .join(sub)
-                        .display()
-                        .to_string()
-                };
-                let mut data = Map::new();
-                if chain.len() > 1 {
-                    let lower: Vec<String> = chain[1..].iter().map(|id| dir(id, "diff")).collect();
-                    data.insert("LowerDir".into(), json!(lower.join(":")));
-                }
-                if let Some(top) = chain.first() {
-                    data.insert("UpperDir".into(), json!(dir(top, "diff")));
-                    data.insert("WorkDir".into(), json!(dir(top, "work")));
-                }
-                json!({"Name": "overlay", "Data": data})
-            }
-            super::DriverKind::Vfs => json!({"Name": "vfs", "Data": null}),
-        };
+        let graph = self.graph_driver(&chain);
         let labels = cfg.get("Labels").cloned().unwrap_or(Value::Null);
         let annotations = manifest
             .get("annotations")
@@ -161,4 +95,89 @@ impl Store {
             "NamesHistory": img.names_history,
         }))
     }
+}
+
+impl Store {
+    /// The image's layer IDs, top first, and its size as c/storage counts it: the layers'
+    /// uncompressed sizes plus the big-data items.
+    fn chain_and_size(&self, img: &ImageRecord) -> Result<(Vec<String>, i64)> {
+        let layers = self.layers()?;
+        let mut size: i64 = 0;
+        let mut chain = Vec::new();
+        let mut next = img.layer.clone();
+        while let Some(id) = next {
+            let Some(l) = layers.iter().find(|l| l.id == id) else {
+                break;
+            };
+            size += l.diff_size.unwrap_or(0);
+            chain.push(l.id.clone());
+            next = l.parent.clone();
+            if chain.len() > layers.len() {
+                break;
+            }
+        }
+        size += img
+            .big_data_sizes
+            .values()
+            .filter_map(Value::as_i64)
+            .sum::<i64>();
+        Ok((chain, size))
+    }
+
+    /// `GraphDriver` for the layer chain `chain` (top first): overlay's directories, or vfs.
+    fn graph_driver(&self, chain: &[String]) -> Value {
+        match self.config().driver {
+            super::DriverKind::Overlay => {
+                let dir = |id: &str, sub: &str| {
+                    self.config()
+                        .graphroot
+                        .join("overlay")
+                        .join(id)
+                        .join(sub)
+                        .display()
+                        .to_string()
+                };
+                let mut data = Map::new();
+                if chain.len() > 1 {
+                    let lower: Vec<String> = chain[1..].iter().map(|id| dir(id, "diff")).collect();
+                    data.insert("LowerDir".into(), json!(lower.join(":")));
+                }
+                if let Some(top) = chain.first() {
+                    data.insert("UpperDir".into(), json!(dir(top, "diff")));
+                    data.insert("WorkDir".into(), json!(dir(top, "work")));
+                }
+                json!({"Name": "overlay", "Data": data})
+            }
+            super::DriverKind::Vfs => json!({"Name": "vfs", "Data": null}),
+        }
+    }
+}
+
+/// `RepoTags` (the names without a digest) and `RepoDigests` (each repository with each manifest
+/// digest, sorted, as libimage's `RepoDigests` ends in `sort.Strings`).
+fn tags_and_repo_digests(img: &ImageRecord) -> (Vec<&String>, Vec<String>) {
+    let mut digests: Vec<String> = img.digest.iter().cloned().collect();
+    for (k, v) in &img.big_data_digests {
+        if k.starts_with("manifest-")
+            && let Some(d) = v.as_str()
+            && !digests.iter().any(|x| x == d)
+        {
+            digests.push(d.to_string());
+        }
+    }
+    let tags: Vec<&String> = img.names.iter().filter(|n| !n.contains('@')).collect();
+    let mut repos: Vec<&str> = Vec::new();
+    for n in &img.names {
+        let r = repository(n);
+        if !repos.contains(&r) {
+            repos.push(r);
+        }
+    }
+    let mut repo_digests: Vec<String> = repos
+        .iter()
+        .flat_map(|r| digests.iter().map(move |d| format!("{r}@{d}")))
+        .collect();
+    repo_digests.sort();
+    repo_digests.dedup();
+    (tags, repo_digests)
 }
