@@ -84,25 +84,7 @@ impl Store {
             &crate::reference::record_digests(&image),
         )?;
         let (src_layers, _) = src.read_layers()?;
-        // The layer chain, base first.
-        let mut chain: Vec<LayerRecord> = Vec::new();
-        let mut next = image.layer.clone();
-        while let Some(id) = next {
-            let l = src_layers.get(&id).cloned().ok_or_else(|| {
-                Error::Store(format!("layer {id} of image {image_id} is missing from the source store: the source is damaged"))
-            })?;
-            if l.is_incomplete() {
-                return Err(Error::InvalidInput(format!(
-                    "layer {id} of the source store is incomplete"
-                )));
-            }
-            next = l.parent.clone();
-            chain.push(l);
-            if chain.len() > 500 {
-                return Err(Error::InvalidInput("layer chain deeper than 500".into()));
-            }
-        }
-        chain.reverse();
+        let chain = layer_chain(&src_layers, &image)?;
         let manifest = read_big_data(src, &image, "manifest")?;
         let manifest_digest = match &image.digest {
             Some(d) => Digest::parse(d)?,
@@ -135,22 +117,7 @@ impl Store {
                 src.verify_layer(l)?;
             }
         }
-        let records = to_copy
-            .iter()
-            .map(|l| LayerRecord {
-                id: l.id.clone(),
-                parent: l.parent.clone(),
-                created: l.created.clone(),
-                compressed_diff_digest: l.compressed_diff_digest.clone(),
-                compressed_size: l.compressed_size,
-                diff_digest: l.diff_digest.clone(),
-                diff_size: l.diff_size,
-                compression: l.compression,
-                uidset: l.uidset.clone(),
-                gidset: l.gidset.clone(),
-                ..Default::default()
-            })
-            .collect();
+        let records = to_copy.iter().map(|l| fresh_record(l)).collect();
         txn.add_incomplete(records)?;
         let mut stats = CopyStats::default();
         let copied = (|| -> Result<()> {
@@ -183,5 +150,53 @@ impl Store {
             layers_reused: chain.len() - to_copy.len(),
             stats,
         })
+    }
+}
+
+/// The layer chain of `image` in the source's records, base first; a missing or incomplete layer
+/// is refused.
+fn layer_chain(
+    src_layers: &storage_format::RecordFile<LayerRecord>,
+    image: &storage_format::ImageRecord,
+) -> Result<Vec<LayerRecord>> {
+    let mut chain: Vec<LayerRecord> = Vec::new();
+    let mut next = image.layer.clone();
+    while let Some(id) = next {
+        let l = src_layers.get(&id).cloned().ok_or_else(|| {
+            Error::Store(format!(
+                "layer {id} of image {} is missing from the source store: the source is damaged",
+                image.id
+            ))
+        })?;
+        if l.is_incomplete() {
+            return Err(Error::InvalidInput(format!(
+                "layer {id} of the source store is incomplete"
+            )));
+        }
+        next = l.parent.clone();
+        chain.push(l);
+        if chain.len() > 500 {
+            return Err(Error::InvalidInput("layer chain deeper than 500".into()));
+        }
+    }
+    chain.reverse();
+    Ok(chain)
+}
+
+/// The record a copied layer gets: the source's identity and sizes, none of its store-local
+/// state (flags, mount counts, big data).
+fn fresh_record(l: &LayerRecord) -> LayerRecord {
+    LayerRecord {
+        id: l.id.clone(),
+        parent: l.parent.clone(),
+        created: l.created.clone(),
+        compressed_diff_digest: l.compressed_diff_digest.clone(),
+        compressed_size: l.compressed_size,
+        diff_digest: l.diff_digest.clone(),
+        diff_size: l.diff_size,
+        compression: l.compression,
+        uidset: l.uidset.clone(),
+        gidset: l.gidset.clone(),
+        ..Default::default()
     }
 }

@@ -147,94 +147,12 @@ pub fn plan(
     // Biggest first, then by name: the order of own layers and who gets one.
     let mut by_size: Vec<(&String, u64)> = sizes.iter().map(|(k, v)| (k, *v)).collect();
     by_size.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
-    let mut key_of: BTreeMap<&str, String> = BTreeMap::new();
-    let mut order: Vec<String> = Vec::new();
     // A previous single-layer build says nothing about places.
     let prior = prior.filter(|p| p.layers.iter().any(|(k, _)| k != ALL && k != UNOWNED));
-    if let Some(prior) = prior {
-        let kept = prior
-            .layers
-            .iter()
-            .filter(|(k, _)| k != UNOWNED && k != ALL)
-            .count();
-        if kept > budget {
-            return Err(Error::InvalidInput(format!(
-                "the previous build has {} layers and --max-layers allows {max_layers}: raise --max-layers to at least {}, or build without --from-image",
-                prior.layers.len(),
-                kept + 1
-            )));
-        }
-        for (key, pkgs) in &prior.layers {
-            for p in pkgs {
-                if let Some((name, _)) = sizes.get_key_value(p)
-                    && key != UNOWNED
-                    && key != ALL
-                {
-                    key_of.insert(name.as_str(), key.clone());
-                }
-            }
-            if key != UNOWNED && key != ALL && !order.contains(key) {
-                order.push(key.clone());
-            }
-        }
-        // Where new packages go once every layer is taken: the previous build's shared layers,
-        // or (it had none) any of its layers, by the same stable hash.
-        let mut bins: Vec<String> = order
-            .iter()
-            .filter(|k| k.starts_with("bin:"))
-            .cloned()
-            .collect();
-        if bins.is_empty() {
-            bins = order.clone();
-        }
-        for (name, _) in &by_size {
-            if key_of.contains_key(name.as_str()) {
-                continue;
-            }
-            let used = key_of
-                .values()
-                .collect::<std::collections::BTreeSet<_>>()
-                .len();
-            let key = if used < budget {
-                format!("pkg:{name}")
-            } else if !bins.is_empty() {
-                bins[(fnv1a(name) % bins.len() as u64) as usize].clone()
-            } else {
-                UNOWNED.to_string()
-            };
-            if key != UNOWNED && !order.contains(&key) {
-                order.push(key.clone());
-            }
-            key_of.insert(name.as_str(), key);
-        }
-    } else if by_size.len() <= budget {
-        for (name, _) in &by_size {
-            let key = format!("pkg:{name}");
-            order.push(key.clone());
-            key_of.insert(name.as_str(), key);
-        }
-    } else {
-        let own = budget / 2;
-        let bins = (budget - own) as u64;
-        for (i, (name, _)) in by_size.iter().enumerate() {
-            let key = if i < own {
-                let k = format!("pkg:{name}");
-                order.push(k.clone());
-                k
-            } else {
-                format!("bin:{:02}", fnv1a(name) % bins)
-            };
-            key_of.insert(name.as_str(), key);
-        }
-        let mut bin_keys: Vec<String> = key_of
-            .values()
-            .filter(|k| k.starts_with("bin:"))
-            .cloned()
-            .collect();
-        bin_keys.sort();
-        bin_keys.dedup();
-        order.extend(bin_keys);
-    }
+    let (key_of, order) = match prior {
+        Some(prior) => keys_after(prior, sizes, &by_size, budget, max_layers)?,
+        None => fresh_keys(&by_size, budget),
+    };
     let mut layers: Vec<PlannedLayer> = order
         .iter()
         .map(|key| PlannedLayer {
@@ -265,6 +183,114 @@ pub fn plan(
         layers,
         package_sizes: sizes.clone(),
     })
+}
+
+/// Package → layer key, and the keys in layer order, keeping a previous build's places: its
+/// packages stay in their layers; new ones get a layer of their own while the budget allows, then
+/// go to the previous build's shared layers (or, it had none, any of its layers) by a stable hash.
+fn keys_after<'a>(
+    prior: &Prior,
+    sizes: &'a BTreeMap<String, u64>,
+    by_size: &[(&'a String, u64)],
+    budget: usize,
+    max_layers: usize,
+) -> Result<(BTreeMap<&'a str, String>, Vec<String>)> {
+    let mut key_of: BTreeMap<&str, String> = BTreeMap::new();
+    let mut order: Vec<String> = Vec::new();
+    let kept = prior
+        .layers
+        .iter()
+        .filter(|(k, _)| k != UNOWNED && k != ALL)
+        .count();
+    if kept > budget {
+        return Err(Error::InvalidInput(format!(
+            "the previous build has {} layers and --max-layers allows {max_layers}: raise --max-layers to at least {}, or build without --from-image",
+            prior.layers.len(),
+            kept + 1
+        )));
+    }
+    for (key, pkgs) in &prior.layers {
+        for p in pkgs {
+            if let Some((name, _)) = sizes.get_key_value(p)
+                && key != UNOWNED
+                && key != ALL
+            {
+                key_of.insert(name.as_str(), key.clone());
+            }
+        }
+        if key != UNOWNED && key != ALL && !order.contains(key) {
+            order.push(key.clone());
+        }
+    }
+    let mut bins: Vec<String> = order
+        .iter()
+        .filter(|k| k.starts_with("bin:"))
+        .cloned()
+        .collect();
+    if bins.is_empty() {
+        bins = order.clone();
+    }
+    for (name, _) in by_size {
+        if key_of.contains_key(name.as_str()) {
+            continue;
+        }
+        let used = key_of
+            .values()
+            .collect::<std::collections::BTreeSet<_>>()
+            .len();
+        let key = if used < budget {
+            format!("pkg:{name}")
+        } else if !bins.is_empty() {
+            bins[(fnv1a(name) % bins.len() as u64) as usize].clone()
+        } else {
+            UNOWNED.to_string()
+        };
+        if key != UNOWNED && !order.contains(&key) {
+            order.push(key.clone());
+        }
+        key_of.insert(name.as_str(), key);
+    }
+    Ok((key_of, order))
+}
+
+/// Package → layer key, and the keys in layer order, for a first build: a layer per package when
+/// they fit the budget, else the biggest half of the budget gets layers of their own and the rest
+/// share layers by a stable hash of their names.
+fn fresh_keys<'a>(
+    by_size: &[(&'a String, u64)],
+    budget: usize,
+) -> (BTreeMap<&'a str, String>, Vec<String>) {
+    let mut key_of: BTreeMap<&str, String> = BTreeMap::new();
+    let mut order: Vec<String> = Vec::new();
+    if by_size.len() <= budget {
+        for (name, _) in by_size {
+            let key = format!("pkg:{name}");
+            order.push(key.clone());
+            key_of.insert(name.as_str(), key);
+        }
+        return (key_of, order);
+    }
+    let own = budget / 2;
+    let bins = (budget - own) as u64;
+    for (i, (name, _)) in by_size.iter().enumerate() {
+        let key = if i < own {
+            let k = format!("pkg:{name}");
+            order.push(k.clone());
+            k
+        } else {
+            format!("bin:{:02}", fnv1a(name) % bins)
+        };
+        key_of.insert(name.as_str(), key);
+    }
+    let mut bin_keys: Vec<String> = key_of
+        .values()
+        .filter(|k| k.starts_with("bin:"))
+        .cloned()
+        .collect();
+    bin_keys.sort();
+    bin_keys.dedup();
+    order.extend(bin_keys);
+    (key_of, order)
 }
 
 #[cfg(test)]
