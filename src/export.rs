@@ -390,9 +390,29 @@ fn write_layout(
         annotations,
     );
     let manifest_digest = put_blob(dir, &manifest)?;
-    // index.json: the entries already there, but one with the same tag.
     let index_path = dir.join("index.json");
-    let mut manifests: Vec<serde_json::Value> = match std::fs::read(&index_path) {
+    let index = index_with(&index_path, &manifest_digest, manifest.len(), tag)?;
+    crate::store::atomic::atomic_write(
+        &dir.join("oci-layout"),
+        br#"{"imageLayoutVersion":"1.0.0"}"#,
+        0o644,
+    )?;
+    crate::store::atomic::atomic_write(&index_path, &index, 0o644)?;
+    Ok(ExportReport {
+        manifest_digest,
+        layer_bytes: blobs.iter().map(|(_, s, _)| s).sum(),
+    })
+}
+
+/// `index.json` of the layout with the new manifest added: the entries already there, but one
+/// with the same tag (an untagged export replaces an untagged entry of the same manifest).
+fn index_with(
+    index_path: &Path,
+    manifest_digest: &Digest,
+    manifest_len: usize,
+    tag: Option<&str>,
+) -> Result<Vec<u8>> {
+    let mut manifests: Vec<serde_json::Value> = match std::fs::read(index_path) {
         Ok(b) => serde_json::from_slice::<serde_json::Value>(&b)
             .ok()
             .and_then(|v| v.get("manifests").and_then(|m| m.as_array()).cloned())
@@ -403,7 +423,7 @@ fn write_layout(
                 ))
             })?,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-        Err(e) => return Err(Error::io("reading", &index_path, e)),
+        Err(e) => return Err(Error::io("reading", index_path, e)),
     };
     const REF: &str = "org.opencontainers.image.ref.name";
     // One entry per tag; an untagged export replaces an untagged entry of the same manifest.
@@ -417,7 +437,7 @@ fn write_layout(
     let mut desc = serde_json::json!({
         "mediaType": "application/vnd.oci.image.manifest.v1+json",
         "digest": manifest_digest.to_string(),
-        "size": manifest.len(),
+        "size": manifest_len,
     });
     if let Some(t) = tag {
         desc["annotations"] = serde_json::json!({ REF: t });
@@ -428,16 +448,7 @@ fn write_layout(
         "manifests": manifests,
     }))
     .map_err(|e| Error::Internal(format!("serializing the index: {e}")))?;
-    crate::store::atomic::atomic_write(
-        &dir.join("oci-layout"),
-        br#"{"imageLayoutVersion":"1.0.0"}"#,
-        0o644,
-    )?;
-    crate::store::atomic::atomic_write(&index_path, &index, 0o644)?;
-    Ok(ExportReport {
-        manifest_digest,
-        layer_bytes: blobs.iter().map(|(_, s, _)| s).sum(),
-    })
+    Ok(index)
 }
 
 /// Writes the files of the layout `dir` as a tar into `target` (directories first, then files,

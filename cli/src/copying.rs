@@ -291,6 +291,42 @@ pub fn exec_host_helper(instead: &str) -> anyhow::Result<()> {
     super::delegated(&status)
 }
 
+/// The store `config` reached through the OSTree repository's mount, so objects can be
+/// hardlinked: link() does not cross mount points, even within one filesystem, and on a booted
+/// system the store (under /var) and the repository (under /sysroot) are two mounts of one
+/// filesystem. The repository's mount (the stateroot's var) is made writable in a private mount
+/// namespace if it is read-only, as bootc does; podman also leaves the store's driver directory
+/// bind-mounted onto itself, and that mount is detached there too (see bootc::mountns). `None`:
+/// this command ran again in such a namespace and is done.
+#[cfg(feature = "ostree")]
+fn through_repo_mount(
+    cli: &Cli,
+    sysroot: &std::path::Path,
+    mut config: bootc_image::store::StoreConfig,
+) -> anyhow::Result<Option<bootc_image::store::StoreConfig>> {
+    use bootc_image::bootc::mountns;
+    let original_root = config.graphroot.clone();
+    let mut remount = Vec::new();
+    if let Some(through) =
+        mountns::path_through_mount_of(&sysroot.join("ostree/repo"), &config.graphroot)
+    {
+        remount.extend(mountns::read_only_mount_of(&through));
+        config.graphroot = through;
+    }
+    let home = config.graphroot.join(config.driver.name());
+    if super::ran_in_private_namespace(&[home], &remount)? {
+        return Ok(None);
+    }
+    if config.graphroot != original_root && !cli.quiet {
+        super::output::note(format_args!(
+            "Reaching the store {} through {}, on the repository's mount, so files can be hardlinked",
+            original_root.display(),
+            config.graphroot.display()
+        ));
+    }
+    Ok(Some(config))
+}
+
 /// The OSTree host image (`source`, or the booted one) copied into the store `config` as `name`,
 /// its objects hardlinked (reached through the repository's mount, in a private mount namespace
 /// when that needs remounting); `verify` checks every object first.
@@ -302,38 +338,15 @@ pub fn copy_host(
     (name, config): (String, bootc_image::store::StoreConfig),
     verify: bool,
 ) -> anyhow::Result<()> {
-    use bootc_image::bootc::mountns;
     use bootc_image::source::ostree_host::{HostImage, HostLayers, LinkCounts};
     use std::sync::atomic::Ordering;
     if let Some(s) = source {
         bootc_image::source::ostree_host::imgref::image_reference(s)?;
     }
     let sysroot = cli.sysroot().path().to_path_buf();
-    // link() does not cross mount points, even within one filesystem. On a booted system the store
-    // (under /var) and the repository (under /sysroot) are two mounts of one filesystem: reach the
-    // store through the repository's mount (the stateroot's var), made writable in a private mount
-    // namespace if it is read-only, as bootc does. podman also leaves the store's driver directory
-    // bind-mounted onto itself: that mount is detached there too (see bootc::mountns).
-    let mut config = config;
-    let original_root = config.graphroot.clone();
-    let mut remount = Vec::new();
-    if let Some(through) =
-        mountns::path_through_mount_of(&sysroot.join("ostree/repo"), &config.graphroot)
-    {
-        remount.extend(mountns::read_only_mount_of(&through));
-        config.graphroot = through;
-    }
-    let home = config.graphroot.join(config.driver.name());
-    if super::ran_in_private_namespace(&[home], &remount)? {
+    let Some(config) = through_repo_mount(cli, &sysroot, config)? else {
         return Ok(());
-    }
-    if config.graphroot != original_root && !cli.quiet {
-        super::output::note(format_args!(
-            "Reaching the store {} through {}, on the repository's mount, so files can be hardlinked",
-            original_root.display(),
-            config.graphroot.display()
-        ));
-    }
+    };
     let what = source.unwrap_or("the deployed host image");
     let open = |verify: bool| HostImage::open(&sysroot, source, vec![name.clone()], verify);
     let first = open(verify).with_context(|| format!("reading {what} in {}", sysroot.display()))?;

@@ -94,21 +94,7 @@ impl Store {
         items: &[ImportItem<'_>],
         progress: &(dyn Fn(Progress) + Sync),
     ) -> Result<Vec<ImportReport>> {
-        // Layer IDs follow c/image's rule, from the config's DiffIDs.
-        let mut slots: Vec<Slot> = Vec::new();
-        for (n, item) in items.iter().enumerate() {
-            crate::reference::check_stored_names(&item.input.names)?;
-            let mut parent: Option<String> = None;
-            for (k, l) in item.input.layers.iter().enumerate() {
-                let id = ids::layer_id(parent.as_deref(), &l.diff_id);
-                slots.push(Slot {
-                    item: n,
-                    layer: k,
-                    id: id.clone(),
-                    parent: parent.replace(id),
-                });
-            }
-        }
+        let slots = slots_of(items)?;
         let mut txn = LayerTxn::begin(self, TxnKind::Import)?;
         let mut to_write = Vec::new();
         let mut seen = HashSet::new();
@@ -215,19 +201,7 @@ impl Store {
             })
             .collect();
         let reports = txn.commit_images(&tops)?;
-        Ok(reports
-            .into_iter()
-            .enumerate()
-            .map(|(n, report)| {
-                let mine: Vec<usize> = (0..slots.len()).filter(|&g| slots[g].item == n).collect();
-                let new = mine.iter().filter(|g| to_write.contains(g)).count();
-                ImportReport {
-                    layers_written: new,
-                    layers_reused: mine.len() - new,
-                    ..report
-                }
-            })
-            .collect())
+        Ok(with_counts(reports, &slots, &to_write))
     }
 
     fn write_layers(
@@ -440,4 +414,45 @@ impl Store {
             tar_split_tmp: tmp,
         })
     }
+}
+
+/// Every layer of every item, in turn, with its ID by c/image's rule (from the config's DiffIDs
+/// and the parent's ID); the names each image is to get are checked first.
+fn slots_of(items: &[ImportItem<'_>]) -> Result<Vec<Slot>> {
+    let mut slots: Vec<Slot> = Vec::new();
+    for (n, item) in items.iter().enumerate() {
+        crate::reference::check_stored_names(&item.input.names)?;
+        let mut parent: Option<String> = None;
+        for (k, l) in item.input.layers.iter().enumerate() {
+            let id = ids::layer_id(parent.as_deref(), &l.diff_id);
+            slots.push(Slot {
+                item: n,
+                layer: k,
+                id: id.clone(),
+                parent: parent.replace(id),
+            });
+        }
+    }
+    Ok(slots)
+}
+
+/// Each image's report with how many of its layers this import wrote and how many it reused.
+fn with_counts(
+    reports: Vec<ImportReport>,
+    slots: &[Slot],
+    to_write: &[usize],
+) -> Vec<ImportReport> {
+    reports
+        .into_iter()
+        .enumerate()
+        .map(|(n, report)| {
+            let mine: Vec<usize> = (0..slots.len()).filter(|&g| slots[g].item == n).collect();
+            let new = mine.iter().filter(|g| to_write.contains(g)).count();
+            ImportReport {
+                layers_written: new,
+                layers_reused: mine.len() - new,
+                ..report
+            }
+        })
+        .collect()
 }
