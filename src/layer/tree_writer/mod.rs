@@ -9,6 +9,7 @@ use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use std::fs::File;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags, Timestamps, XattrFlags};
 use rustix::io::Errno;
@@ -287,75 +288,18 @@ impl TreeWriter {
         }
         let root_path = self.root_path.clone();
         let style = self.style;
-        let name = || String::from_utf8_lossy(&h.name).into_owned();
-        let not_in_layer = || Error::Unsafe {
-            entry: name(),
-            reason: format!(
-                "is a hardlink to {:?}, which is not in the layer",
-                String::from_utf8_lossy(&h.linkname)
-            ),
-        };
-        // A hardlink's target directory, resolved inside the layer (never created).
         let link_target = if h.kind == EntryKind::HardLink {
-            let (target, escaped) = clean_components(&h.linkname);
-            if escaped {
-                return Err(Error::Unsafe {
-                    entry: name(),
-                    reason: format!(
-                        "is a hardlink to {:?}, outside the layer",
-                        String::from_utf8_lossy(&h.linkname)
-                    ),
-                });
-            }
-            let Some((&tbase, tparent)) = target.split_last() else {
-                return Err(Error::Unsafe {
-                    entry: name(),
-                    reason: "is a hardlink to the layer root".into(),
-                });
-            };
-            let tdir = self
-                .existing_dir(&join(tparent))
-                .map_err(|_| not_in_layer())?;
-            Some((tdir, tbase.to_vec()))
+            Some(self.link_target(h)?)
         } else {
             None
         };
         let mut parent = self.parent(&parent_comps)?;
-        let mode = Mode::from_raw_mode(h.mode);
         let mut file = None;
         // Create first; only when the name is taken look at what is there (c/storage replaces
         // anything but a directory over a directory).
         let mut replaced = false;
         loop {
-            let created = match h.kind {
-                EntryKind::Directory => rustix::fs::mkdirat(&*parent, base, mode),
-                EntryKind::Regular => {
-                    create_new_file_mode_at(parent.as_fd(), base, h.mode).map(|fd| {
-                        file = Some(OpenFile(FileOut::Direct(File::from(fd))));
-                    })
-                }
-                EntryKind::Symlink => rustix::fs::symlinkat(h.linkname.as_slice(), &*parent, base),
-                EntryKind::CharDevice | EntryKind::BlockDevice | EntryKind::Fifo => {
-                    let ft = match h.kind {
-                        EntryKind::CharDevice => FileType::CharacterDevice,
-                        EntryKind::BlockDevice => FileType::BlockDevice,
-                        _ => FileType::Fifo,
-                    };
-                    let dev = rustix::fs::makedev(h.devmajor, h.devminor);
-                    rustix::fs::mknodat(&*parent, base, ft, mode, dev)
-                }
-                EntryKind::HardLink => match &link_target {
-                    Some((tdir, tbase)) => rustix::fs::linkat(
-                        &**tdir,
-                        tbase.as_slice(),
-                        &*parent,
-                        base,
-                        AtFlags::empty(),
-                    ),
-                    None => return Err(Error::Internal("hardlink without a target".into())),
-                },
-                EntryKind::GlobalHeader => return Ok(None),
-            };
+            let created = create_node(&parent, base, h, link_target.as_ref(), &mut file)?;
             match created {
                 Ok(()) => break,
                 Err(Errno::EXIST) if !replaced => {
@@ -370,7 +314,7 @@ impl TreeWriter {
                     replaced = true;
                 }
                 Err(Errno::NOENT) if h.kind == EntryKind::HardLink => {
-                    return Err(not_in_layer());
+                    return Err(not_in_layer(h));
                 }
                 Err(e) => {
                     let what = match h.kind {
@@ -391,6 +335,28 @@ impl TreeWriter {
             self.apply_metadata(&parent_comps, base, h)?;
         }
         Ok(file)
+    }
+
+    /// A hardlink's target: its directory, resolved inside the layer (never created), and name.
+    fn link_target(&mut self, h: &TarHeader) -> Result<(Arc<OwnedFd>, Vec<u8>)> {
+        let unsafe_link = |reason: String| Error::Unsafe {
+            entry: String::from_utf8_lossy(&h.name).into_owned(),
+            reason,
+        };
+        let (target, escaped) = clean_components(&h.linkname);
+        if escaped {
+            return Err(unsafe_link(format!(
+                "is a hardlink to {:?}, outside the layer",
+                String::from_utf8_lossy(&h.linkname)
+            )));
+        }
+        let Some((&tbase, tparent)) = target.split_last() else {
+            return Err(unsafe_link("is a hardlink to the layer root".into()));
+        };
+        let tdir = self
+            .existing_dir(&join(tparent))
+            .map_err(|_| not_in_layer(h))?;
+        Ok((tdir, tbase.to_vec()))
     }
 
     fn apply_root_metadata(&mut self, h: &TarHeader) -> Result<()> {
@@ -544,4 +510,50 @@ impl TreeWriter {
     pub fn style(&self) -> WhiteoutStyle {
         self.style
     }
+}
+
+/// The error for a hardlink whose target is not in the layer.
+fn not_in_layer(h: &TarHeader) -> Error {
+    Error::Unsafe {
+        entry: String::from_utf8_lossy(&h.name).into_owned(),
+        reason: format!(
+            "is a hardlink to {:?}, which is not in the layer",
+            String::from_utf8_lossy(&h.linkname)
+        ),
+    }
+}
+
+/// Creates the node of `h` as `base` in `parent` (a regular file opened into `file`); the
+/// kernel's answer, for the caller to decide about a name already taken.
+fn create_node(
+    parent: &Arc<OwnedFd>,
+    base: &[u8],
+    h: &TarHeader,
+    link_target: Option<&(Arc<OwnedFd>, Vec<u8>)>,
+    file: &mut Option<OpenFile>,
+) -> Result<rustix::io::Result<()>> {
+    let mode = Mode::from_raw_mode(h.mode);
+    Ok(match h.kind {
+        EntryKind::Directory => rustix::fs::mkdirat(&**parent, base, mode),
+        EntryKind::Regular => create_new_file_mode_at(parent.as_fd(), base, h.mode).map(|fd| {
+            *file = Some(OpenFile(FileOut::Direct(File::from(fd))));
+        }),
+        EntryKind::Symlink => rustix::fs::symlinkat(h.linkname.as_slice(), &**parent, base),
+        EntryKind::CharDevice | EntryKind::BlockDevice | EntryKind::Fifo => {
+            let ft = match h.kind {
+                EntryKind::CharDevice => FileType::CharacterDevice,
+                EntryKind::BlockDevice => FileType::BlockDevice,
+                _ => FileType::Fifo,
+            };
+            let dev = rustix::fs::makedev(h.devmajor, h.devminor);
+            rustix::fs::mknodat(&**parent, base, ft, mode, dev)
+        }
+        EntryKind::HardLink => match link_target {
+            Some((tdir, tbase)) => {
+                rustix::fs::linkat(&**tdir, tbase.as_slice(), &**parent, base, AtFlags::empty())
+            }
+            None => return Err(Error::Internal("hardlink without a target".into())),
+        },
+        EntryKind::GlobalHeader => Ok(()),
+    })
 }
