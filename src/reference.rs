@@ -196,26 +196,10 @@ pub fn parse(name: &str) -> Result<Reference> {
             "the tag {t:?} is not 1–{TAG_MAX} letters, digits, '_', '.' or '-' (not starting with '.' or '-')"
         )));
     }
-    let (domain, path) = match repo.split_once('/') {
-        Some((first, remainder)) if first.contains(['.', ':']) || first == "localhost" => {
-            if !is_domain(first) {
-                return Err(bad(&format!("{first:?} is not a valid registry")));
-            }
-            let domain = if first == "index.docker.io" {
-                "docker.io"
-            } else {
-                first
-            };
-            let path = if domain == "docker.io" && !remainder.contains('/') {
-                format!("library/{remainder}")
-            } else {
-                remainder.to_string()
-            };
-            (domain.to_string(), path)
-        }
-        Some(_) => ("docker.io".to_string(), repo.to_string()),
-        None => ("docker.io".to_string(), format!("library/{repo}")),
-    };
+    let (domain, path) = split_domain(repo).ok_or_else(|| {
+        let first = repo.split('/').next().unwrap_or(repo);
+        bad(&format!("{first:?} is not a valid registry"))
+    })?;
     if path.bytes().any(|c| c.is_ascii_uppercase()) {
         return Err(bad(
             "the repository name must be lowercase (podman refuses upper-case letters outside the registry's name)",
@@ -238,6 +222,32 @@ pub fn parse(name: &str) -> Result<Reference> {
         path,
         tag: tag.map(str::to_string),
         digest,
+    })
+}
+
+/// The registry and the path of the repository `repo`, as c/image's `splitDockerDomain`: the
+/// first component is the registry when it has a `.` or `:` or is `localhost` (and must then be a
+/// valid host); otherwise `docker.io`, with `library/` for one-component paths.
+fn split_domain(repo: &str) -> Option<(String, String)> {
+    Some(match repo.split_once('/') {
+        Some((first, remainder)) if first.contains(['.', ':']) || first == "localhost" => {
+            if !is_domain(first) {
+                return None;
+            }
+            let domain = if first == "index.docker.io" {
+                "docker.io"
+            } else {
+                first
+            };
+            let path = if domain == "docker.io" && !remainder.contains('/') {
+                format!("library/{remainder}")
+            } else {
+                remainder.to_string()
+            };
+            (domain.to_string(), path)
+        }
+        Some(_) => ("docker.io".to_string(), repo.to_string()),
+        None => ("docker.io".to_string(), format!("library/{repo}")),
     })
 }
 

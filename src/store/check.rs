@@ -112,6 +112,35 @@ pub struct RepairReport {
 }
 
 impl Store {
+    /// The store's orphans, each as a problem and whether it is pending (part of an interrupted
+    /// delete, or an image directory a killed copy left, which the next open for writing removes).
+    fn classified_orphans(
+        &self,
+        layers: &RecordFile<LayerRecord>,
+        images: &RecordFile<ImageRecord>,
+        journal_names: &dyn Fn(&str) -> bool,
+    ) -> Result<Vec<(Problem, bool)>> {
+        let images_dir = self.images_dir();
+        Ok(self
+            .orphans(layers, images)?
+            .into_iter()
+            .map(|path| {
+                let name = path
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                let id = name.strip_suffix(".tar-split.gz").unwrap_or(&name);
+                if journal_names(id) {
+                    let what = path.display().to_string();
+                    (Problem::InterruptedDelete { what }, true)
+                } else {
+                    let pending = path.parent() == Some(images_dir.as_path());
+                    (Problem::Orphan { path }, pending)
+                }
+            })
+            .collect())
+    }
+
     /// What is wrong with the complete layer `l` (its parent, data, tar-split, or the tar they
     /// rebuild), if anything; a container's read-write layer is not rebuilt.
     fn layer_fault_detail(
@@ -263,23 +292,11 @@ impl Store {
                 });
             }
         }
-        let images_dir = self.images_dir();
-        for path in self.orphans(layers, images)? {
-            let name = path
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            let id = name.strip_suffix(".tar-split.gz").unwrap_or(&name);
-            if journal_names(id) {
-                pending.insert(Problem::InterruptedDelete {
-                    what: path.display().to_string(),
-                });
-            } else if path.parent() == Some(images_dir.as_path()) {
-                // An image directory without a record: a copy killed before images.json was
-                // written; the next open for writing removes it.
-                pending.insert(Problem::Orphan { path });
+        for (path, is_pending) in self.classified_orphans(layers, images, &journal_names)? {
+            if is_pending {
+                pending.insert(path);
             } else {
-                problems.insert(Problem::Orphan { path });
+                problems.insert(path);
             }
         }
         Ok(CheckReport {

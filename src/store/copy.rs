@@ -47,6 +47,31 @@ pub fn read_big_data(store: &Store, image: &ImageRecord, key: &str) -> Result<Ve
 }
 
 impl Store {
+    /// The trees (shared where the file system allows) and tar-splits of `layers` from `src`, into
+    /// this store's driver directories and temporary tar-splits; `stats` counts how.
+    fn copy_layers(
+        &self,
+        src: &Store,
+        layers: &[&LayerRecord],
+        stats: &mut CopyStats,
+    ) -> Result<()> {
+        for l in layers {
+            self.driver()
+                .create_with(&l.id, l.parent.as_deref(), false)?;
+            let s = copy_tree_with(
+                &src.driver().tree_path(&l.id),
+                &self.driver().tree_path(&l.id),
+                CopyMode::Link,
+            )?;
+            stats.add(s);
+            hit("copy:layer-tree");
+            let from = src.tar_split_path(&l.id);
+            let tmp = LayerTxn::tar_split_tmp(self, &l.id);
+            std::fs::copy(&from, &tmp).map_err(|e| Error::io("copying tar-split", &from, e))?;
+        }
+        Ok(())
+    }
+
     /// Copies the image `image_id` from `src` into this store.
     pub fn copy_image_from(
         &self,
@@ -120,24 +145,9 @@ impl Store {
         let records = to_copy.iter().map(|l| fresh_record(l)).collect();
         txn.add_incomplete(records)?;
         let mut stats = CopyStats::default();
-        let copied = (|| -> Result<()> {
-            for l in &to_copy {
-                self.driver()
-                    .create_with(&l.id, l.parent.as_deref(), false)?;
-                let s = copy_tree_with(
-                    &src.driver().tree_path(&l.id),
-                    &self.driver().tree_path(&l.id),
-                    CopyMode::Link,
-                )?;
-                stats.add(s);
-                hit("copy:layer-tree");
-                let from = src.tar_split_path(&l.id);
-                let tmp = LayerTxn::tar_split_tmp(self, &l.id);
-                std::fs::copy(&from, &tmp).map_err(|e| Error::io("copying tar-split", &from, e))?;
-            }
-            Ok(())
-        })()
-        .and_then(|()| txn.complete(|_, _| Ok(())));
+        let copied = self
+            .copy_layers(src, &to_copy, &mut stats)
+            .and_then(|()| txn.complete(|_, _| Ok(())));
         if let Err(e) = copied {
             return Err(txn.abort(e));
         }

@@ -152,19 +152,10 @@ impl Store {
             hit("import:layers-written");
         }
         // Producers that learn their layers' lengths by writing them complete their image now.
-        let mut completed: Vec<Option<ImageInput>> = Vec::with_capacity(items.len());
-        for (n, item) in items.iter().enumerate() {
-            let sizes = slots
-                .iter()
-                .filter(|s| s.item == n)
-                .map(|s| diff_size(&s.id, &slots, txn.layers(), &written))
-                .collect::<Result<Vec<u64>>>()
-                .and_then(|sizes| item.producer.complete_image(item.input, &sizes));
-            match sizes {
-                Ok(c) => completed.push(c),
-                Err(e) => return Err(txn.abort(e)),
-            }
-        }
+        let completed = match completed_images(items, &slots, txn.layers(), &written) {
+            Ok(c) => c,
+            Err(e) => return Err(txn.abort(e)),
+        };
         let inputs: Vec<&ImageInput> = items
             .iter()
             .zip(&completed)
@@ -414,6 +405,28 @@ impl Store {
             tar_split_tmp: tmp,
         })
     }
+}
+
+/// Each item's image as its producer completes it now that its layers' lengths are known
+/// (`None`: the image as given).
+fn completed_images(
+    items: &[ImportItem<'_>],
+    slots: &[Slot],
+    layers: &storage_format::RecordFile<LayerRecord>,
+    written: &[Written],
+) -> Result<Vec<Option<ImageInput>>> {
+    items
+        .iter()
+        .enumerate()
+        .map(|(n, item)| {
+            let sizes = slots
+                .iter()
+                .filter(|s| s.item == n)
+                .map(|s| diff_size(&s.id, slots, layers, written))
+                .collect::<Result<Vec<u64>>>()?;
+            item.producer.complete_image(item.input, &sizes)
+        })
+        .collect()
 }
 
 /// Every layer of every item, in turn, with its ID by c/image's rule (from the config's DiffIDs
