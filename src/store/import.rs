@@ -168,15 +168,7 @@ impl Store {
                 .find(|w| slots[w.index].id == id)
                 .ok_or_else(|| Error::Internal(format!("layer {id} was not written")))?;
             let slot = &slots[w.index];
-            let l = &inputs[slot.item].layers[slot.layer];
-            rec.compressed_diff_digest = Some(l.blob_digest.to_string());
-            rec.compressed_size = Some(i64::try_from(l.blob_size).unwrap_or(i64::MAX));
-            rec.diff_digest = Some(w.diff_id.to_string());
-            rec.diff_size = Some(i64::try_from(w.summary.diff_size).unwrap_or(i64::MAX));
-            let code = w.compression.storage_code();
-            rec.compression = (code != 0).then_some(code);
-            rec.uidset = w.summary.uids.iter().copied().collect();
-            rec.gidset = w.summary.gids.iter().copied().collect();
+            fill_record(rec, w, &inputs[slot.item].layers[slot.layer]);
             Ok(())
         };
         if let Err(e) = txn.complete(fill) {
@@ -235,41 +227,7 @@ impl Store {
                         let Some(&g) = to_write.get(k) else { return };
                         let slot = &slots[g];
                         let item = &items[slot.item];
-                        let layer = &item.input.layers[slot.layer];
-                        let r = (|| {
-                            if !parallel {
-                                driver.create(&slot.id, slot.parent.as_deref())?;
-                            }
-                            let mode = driver.tree_mode(&slot.id)?;
-                            let mut first = true;
-                            item.producer
-                                .retry()
-                                .run(&format!("layer {}", layer.blob_digest), || {
-                                    // A retry starts again from an empty tree: never half a layer.
-                                    if !std::mem::take(&mut first) {
-                                        driver.reset_tree(
-                                            &slot.id,
-                                            slot.parent.as_deref(),
-                                            mode,
-                                        )?;
-                                    }
-                                    self.write_one_layer(
-                                        g,
-                                        slot,
-                                        layer,
-                                        item.producer,
-                                        progress,
-                                        workers == 1,
-                                    )
-                                })
-                                .map_err(|e| match e {
-                                    e @ Error::DigestMismatch { .. } => e,
-                                    e => Error::Layer {
-                                        digest: layer.blob_digest.to_string(),
-                                        source: Box::new(e),
-                                    },
-                                })
-                        })();
+                        let r = self.write_slot(g, slot, item, progress, (parallel, workers == 1));
                         if r.is_err() {
                             failed.store(true, Ordering::SeqCst);
                         } else {
@@ -296,28 +254,42 @@ impl Store {
         let results = results
             .into_inner()
             .map_err(|_| Error::Internal("worker panicked".into()))?;
-        let mut out = Vec::new();
-        let mut first_err = None;
-        for r in results {
-            match r {
-                Ok(w) => out.push(w),
-                Err(e) => {
-                    if first_err.is_none() {
-                        first_err = Some(e);
-                    }
+        all_written(results, to_write.len())
+    }
+
+    /// Writes the layer of `slot` (index `g`) from its item's producer, retried as the producer
+    /// says — each try from an empty tree, never half a layer. `(parallel, single)`: the driver
+    /// dirs were made beforehand (overlay), and this is the only worker.
+    fn write_slot(
+        &self,
+        g: usize,
+        slot: &Slot,
+        item: &ImportItem<'_>,
+        progress: &(dyn Fn(Progress) + Sync),
+        (parallel, single): (bool, bool),
+    ) -> Result<Written> {
+        let driver = self.driver();
+        let layer = &item.input.layers[slot.layer];
+        if !parallel {
+            driver.create(&slot.id, slot.parent.as_deref())?;
+        }
+        let mode = driver.tree_mode(&slot.id)?;
+        let mut first = true;
+        item.producer
+            .retry()
+            .run(&format!("layer {}", layer.blob_digest), || {
+                if !std::mem::take(&mut first) {
+                    driver.reset_tree(&slot.id, slot.parent.as_deref(), mode)?;
                 }
-            }
-        }
-        if let Some(e) = first_err {
-            for w in &out {
-                let _ = std::fs::remove_file(&w.tar_split_tmp);
-            }
-            return Err(e);
-        }
-        if out.len() != to_write.len() {
-            return Err(Error::Internal("a layer worker did not finish".into()));
-        }
-        Ok(out)
+                self.write_one_layer(g, slot, layer, item.producer, progress, single)
+            })
+            .map_err(|e| match e {
+                e @ Error::DigestMismatch { .. } => e,
+                e => Error::Layer {
+                    digest: layer.blob_digest.to_string(),
+                    source: Box::new(e),
+                },
+            })
     }
 
     fn write_one_layer(
@@ -405,6 +377,46 @@ impl Store {
             tar_split_tmp: tmp,
         })
     }
+}
+
+/// A written layer's record made complete: its blob, its DiffID and size, its compression, the
+/// IDs its files use.
+fn fill_record(rec: &mut LayerRecord, w: &Written, l: &LayerInput) {
+    rec.compressed_diff_digest = Some(l.blob_digest.to_string());
+    rec.compressed_size = Some(i64::try_from(l.blob_size).unwrap_or(i64::MAX));
+    rec.diff_digest = Some(w.diff_id.to_string());
+    rec.diff_size = Some(i64::try_from(w.summary.diff_size).unwrap_or(i64::MAX));
+    let code = w.compression.storage_code();
+    rec.compression = (code != 0).then_some(code);
+    rec.uidset = w.summary.uids.iter().copied().collect();
+    rec.gidset = w.summary.gids.iter().copied().collect();
+}
+
+/// The workers' results: every layer written, or the first error (the temporary tar-splits of
+/// the layers that were written removed).
+fn all_written(results: Vec<Result<Written>>, expected: usize) -> Result<Vec<Written>> {
+    let mut out = Vec::new();
+    let mut first_err = None;
+    for r in results {
+        match r {
+            Ok(w) => out.push(w),
+            Err(e) => {
+                if first_err.is_none() {
+                    first_err = Some(e);
+                }
+            }
+        }
+    }
+    if let Some(e) = first_err {
+        for w in &out {
+            let _ = std::fs::remove_file(&w.tar_split_tmp);
+        }
+        return Err(e);
+    }
+    if out.len() != expected {
+        return Err(Error::Internal("a layer worker did not finish".into()));
+    }
+    Ok(out)
 }
 
 /// Each item's image as its producer completes it now that its layers' lengths are known
