@@ -275,6 +275,20 @@ impl Opened {
     }
 }
 
+/// Opens the image `id` of the store `from` (already open, e.g. reached through another mount)
+/// for copying into another store, its files shared: what [`open`] does for a
+/// `containers-storage:` reference, without the reference.
+pub fn open_stored(from: Store, id: &str, opts: &CopyOptions) -> Result<Opened> {
+    Ok(Opened {
+        names: opts.names.clone(),
+        verify: opts.verify,
+        inner: Inner::Store {
+            from,
+            id: id.to_string(),
+        },
+    })
+}
+
 /// Copies the image `src` into `store`, as `opts` says, telling `observer` what happens: [`open`]
 /// then [`Opened::copy_into`]. All or nothing: on any error the store is as it was.
 pub fn copy(

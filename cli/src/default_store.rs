@@ -6,8 +6,14 @@ use anyhow::Context;
 
 use super::Cli;
 use bootc_image::bootc::storage;
-use bootc_image::store::copy::CopyOptions;
+use bootc_image::copy::{CopyOptions, Sharing};
 use bootc_image::store::{Store, lookup};
+
+/// The counts of a copy, as the summary names them.
+struct Report {
+    layers_copied: usize,
+    layers_reused: usize,
+}
 
 /// The names the copy gets: the name the user typed (as podman's `image push IMG …IMG` keeps it), or
 /// all of the source's names when the image was named by ID.
@@ -32,26 +38,34 @@ pub fn pull(cli: &Cli, image: &str, verify: bool) -> anyhow::Result<(String, ser
     let (dst, _) = storage::ensure(&sysroot)
         .with_context(|| format!("opening bootc's store {}", sysroot.storage_path().display()))?;
     let names = names_for(found, image);
-    let opts = CopyOptions {
-        names: names.clone(),
-        verify,
-    };
-    let report = dst
-        .copy_image_from(&src, &found.id, &opts)
+    let id = found.id.clone();
+    let opts = CopyOptions::default()
+        .with_names(names.clone())
+        .with_verify(verify);
+    let copied = bootc_image::copy::open_stored(src, &id, &opts)
+        .and_then(|o| o.copy_into(&dst, &()))
         .with_context(|| format!("copying {image} into bootc's store"))?;
     let shown = names
         .first()
         .cloned()
-        .unwrap_or_else(|| report.image_id.clone());
-    let how = match report.stats.method() {
+        .unwrap_or_else(|| copied.image_id.clone());
+    let method = match &copied.sharing {
+        Sharing::Store(stats) => stats.method(),
+        _ => "copy",
+    };
+    let how = match method {
         "hardlink" => "hardlinked",
         "reflink" => "reflinked",
         _ => "copied",
     };
+    let report = Report {
+        layers_copied: copied.layers_written,
+        layers_reused: copied.layers_reused,
+    };
     let json = serde_json::json!({
         "name": shown,
-        "image_id": report.image_id,
-        "digest": report.manifest_digest,
+        "image_id": copied.image_id,
+        "digest": copied.manifest_digest.to_string(),
         "layers_copied": report.layers_copied,
         "layers_reused": report.layers_reused,
         "method": if report.layers_copied == 0 { "none" } else { how },
