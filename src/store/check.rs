@@ -168,6 +168,31 @@ impl Store {
     }
 }
 
+/// What is wrong below the layer `top`: a damaged layer (`bad`: ID → why) or a missing one in
+/// its chain, or a chain that loops.
+fn chain_fault(
+    top: &str,
+    bad: &HashMap<String, String>,
+    by_id: &HashMap<&str, &LayerRecord>,
+) -> Option<String> {
+    let mut next = Some(top.to_string());
+    let mut steps = 0;
+    while let Some(id) = next {
+        if let Some(why) = bad.get(&id) {
+            return Some(format!("its layer {id} is damaged ({why})"));
+        }
+        let Some(rec) = by_id.get(id.as_str()) else {
+            return Some(format!("its layer {id} does not exist"));
+        };
+        next = rec.parent.clone();
+        steps += 1;
+        if steps > by_id.len() {
+            return Some("its layer chain loops".into());
+        }
+    }
+    None
+}
+
 /// A layer found wrong: part of an interrupted delete when its journal names it (`true`: pending),
 /// else damage.
 fn layer_fault(id: &str, detail: String, in_journal: bool) -> (bool, Problem) {
@@ -252,24 +277,7 @@ impl Store {
             }
         }
         // A layer above a damaged one is damaged too (its tree is mounted over it).
-        let chain_fault = |top: &str| -> Option<String> {
-            let mut next = Some(top.to_string());
-            let mut steps = 0;
-            while let Some(id) = next {
-                if let Some(why) = bad_layers.get(&id) {
-                    return Some(format!("its layer {id} is damaged ({why})"));
-                }
-                let Some(rec) = by_id.get(id.as_str()) else {
-                    return Some(format!("its layer {id} does not exist"));
-                };
-                next = rec.parent.clone();
-                steps += 1;
-                if steps > by_id.len() {
-                    return Some("its layer chain loops".into());
-                }
-            }
-            None
-        };
+        let chain_fault = |top: &str| chain_fault(top, &bad_layers, &by_id);
         for l in layers.iter() {
             if !bad_layers.contains_key(&l.id)
                 && let Some(why) = l.parent.as_deref().and_then(chain_fault)

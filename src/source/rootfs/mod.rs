@@ -96,6 +96,38 @@ pub struct Builder {
     pub skipped_lists: Vec<String>,
 }
 
+/// The tar header of the tree's node `n` (mtime `mtime`): a directory's name ends in `/` and its
+/// mtime is the epoch, a symlink carries its target.
+fn node_header(n: &Node, mtime: i64) -> TarHeader {
+    let mut name = n.path.clone();
+    let mut h = TarHeader::new(Vec::new(), EntryKind::Regular, n.mode, n.size, mtime);
+    h.uid = u64::from(n.uid);
+    h.gid = u64::from(n.gid);
+    h.devmajor = n.rdev.0;
+    h.devminor = n.rdev.1;
+    h.xattrs = n.xattrs.clone();
+    h.kind = match n.kind {
+        NodeKind::Directory => {
+            name.push(b'/');
+            // A directory is in every layer holding something below it, and a package update
+            // changes its mtime (dpkg renames files into it): at the epoch, as in an OSTree commit,
+            // it changes no layer but its package's.
+            h.mtime = 0;
+            EntryKind::Directory
+        }
+        NodeKind::File => EntryKind::Regular,
+        NodeKind::Symlink => {
+            h.linkname = n.target.clone();
+            EntryKind::Symlink
+        }
+        NodeKind::CharDevice => EntryKind::CharDevice,
+        NodeKind::BlockDevice => EntryKind::BlockDevice,
+        NodeKind::Fifo => EntryKind::Fifo,
+    };
+    h.name = name;
+    h
+}
+
 /// Fails when the file `f` (at `path`) is no longer the `size` bytes the scan found: the tree
 /// changed while it was being built, and what went in would not be the file.
 fn changed_during_build(f: &std::fs::File, path: &Path, size: u64) -> Result<()> {
@@ -324,37 +356,7 @@ impl Builder {
             if !set.contains(&layer) {
                 continue;
             }
-            let mut name = n.path.clone();
-            let mut h = TarHeader::new(
-                Vec::new(),
-                EntryKind::Regular,
-                n.mode,
-                n.size,
-                clamp(n.mtime),
-            );
-            h.uid = u64::from(n.uid);
-            h.gid = u64::from(n.gid);
-            h.devmajor = n.rdev.0;
-            h.devminor = n.rdev.1;
-            h.xattrs = n.xattrs.clone();
-            h.kind = match n.kind {
-                NodeKind::Directory => {
-                    name.push(b'/');
-                    // A directory is in every layer holding something below it, and a package
-                    // update changes its mtime (dpkg renames files into it): at the epoch, as in
-                    // an OSTree commit, it changes no layer but its package's.
-                    h.mtime = 0;
-                    EntryKind::Directory
-                }
-                NodeKind::File => EntryKind::Regular,
-                NodeKind::Symlink => {
-                    h.linkname = n.target.clone();
-                    EntryKind::Symlink
-                }
-                NodeKind::CharDevice => EntryKind::CharDevice,
-                NodeKind::BlockDevice => EntryKind::BlockDevice,
-                NodeKind::Fifo => EntryKind::Fifo,
-            };
+            let mut h = node_header(n, clamp(n.mtime));
             if let Some(inode) = n.inode {
                 match first_of.get(&inode) {
                     Some(first) => {
@@ -367,7 +369,6 @@ impl Builder {
                     }
                 }
             }
-            h.name = name;
             let bytes = header_bytes(&h);
             let path = self.root.join(std::ffi::OsStr::from_bytes(&n.path));
             let content = if h.kind == EntryKind::Regular && h.size > 0 {
