@@ -37,36 +37,7 @@ impl TreeWriter {
             )));
         }
         if style == WhiteoutStyle::Delete {
-            // c/storage walks the opaque directory by its name without following it: when the
-            // name is a symlink, nothing is removed.
-            if base == WHITEOUT_OPAQUE
-                && let Some((&last, above)) = parent_comps.split_last()
-            {
-                let above = self.parent(above)?;
-                if rustix::fs::statat(&*above, last, AtFlags::SYMLINK_NOFOLLOW)
-                    .is_ok_and(|st| FileType::from_raw_mode(st.st_mode) == FileType::Symlink)
-                {
-                    return Ok(());
-                }
-            }
-            self.removed = true;
-            let unpacked = std::mem::take(&mut self.unpacked);
-            let parent = self.parent(parent_comps)?;
-            let r = if base == WHITEOUT_OPAQUE {
-                remove_children(parent.as_fd(), |name| {
-                    let mut p = parent_path.clone();
-                    if !p.is_empty() {
-                        p.push(b'/');
-                    }
-                    p.extend_from_slice(name);
-                    !unpacked.contains(&p)
-                })
-            } else {
-                remove_all_at(parent.as_fd(), orig)
-            };
-            self.unpacked = unpacked;
-            self.cache.clear();
-            return r.map_err(|e| errno("applying whiteout in", &root_path, &parent_path, e));
+            return self.delete_whited_out(parent_comps, base, orig);
         }
         let parent = match self.parent(parent_comps) {
             Ok(p) => p,
@@ -117,5 +88,46 @@ impl TreeWriter {
             AtFlags::SYMLINK_NOFOLLOW,
         )
         .map_err(|e| errno("chown", &root_path, orig, e))
+    }
+
+    /// A whiteout on vfs: the named entry (`.wh.NAME`) or everything this layer did not unpack in
+    /// the directory (`.wh..wh..opq`) is deleted.
+    fn delete_whited_out(
+        &mut self,
+        parent_comps: &[&[u8]],
+        base: &[u8],
+        orig: &[u8],
+    ) -> Result<()> {
+        let parent_path = join(parent_comps);
+        // c/storage walks the opaque directory by its name without following it: when the
+        // name is a symlink, nothing is removed.
+        if base == WHITEOUT_OPAQUE
+            && let Some((&last, above)) = parent_comps.split_last()
+        {
+            let above = self.parent(above)?;
+            if rustix::fs::statat(&*above, last, AtFlags::SYMLINK_NOFOLLOW)
+                .is_ok_and(|st| FileType::from_raw_mode(st.st_mode) == FileType::Symlink)
+            {
+                return Ok(());
+            }
+        }
+        self.removed = true;
+        let unpacked = std::mem::take(&mut self.unpacked);
+        let parent = self.parent(parent_comps)?;
+        let r = if base == WHITEOUT_OPAQUE {
+            remove_children(parent.as_fd(), |name| {
+                let mut p = parent_path.clone();
+                if !p.is_empty() {
+                    p.push(b'/');
+                }
+                p.extend_from_slice(name);
+                !unpacked.contains(&p)
+            })
+        } else {
+            remove_all_at(parent.as_fd(), orig)
+        };
+        self.unpacked = unpacked;
+        self.cache.clear();
+        r.map_err(|e| errno("applying whiteout in", &self.root_path, &parent_path, e))
     }
 }
