@@ -3,6 +3,55 @@
 
 use crate::error::Error;
 
+/// Words of a refusal of credentials.
+const AUTH: &[&str] = &[
+    "unauthorized",
+    "authentication required",
+    "requested access to the resource is denied",
+    "denied:",
+    "invalid username/password",
+];
+
+/// Words of a missing image.
+const MISSING: &[&str] = &[
+    "manifest unknown",
+    "name unknown",
+    "not found",
+    "no such file",
+    "does not exist",
+];
+
+/// Words of a TLS failure.
+const TLS: &[&str] = &[
+    "x509",
+    "certificate",
+    "http response to https client",
+    "tls: ",
+];
+
+/// Words of a failure worth retrying.
+const TRANSIENT: &[&str] = &[
+    "connection reset",
+    "connection refused",
+    "unexpected eof",
+    ": eof",
+    "timeout",
+    "timed out",
+    "broken pipe",
+    "no route to host",
+    "network is unreachable",
+    "temporary",
+    "too many requests",
+    "status: 429",
+    "status 429",
+    "http status: 5",
+    "status code 5",
+    "bad gateway",
+    "service unavailable",
+    "gateway timeout",
+    "internal server error",
+];
+
 /// What a proxy failure means for the user: a missing image, refused credentials, a TLS problem,
 /// something transient, or another failure; each with its remedy.
 pub(super) fn remote_error(imgref: &str, doing: &str, e: containers_image_proxy::Error) -> Error {
@@ -35,15 +84,7 @@ pub(super) fn described(imgref: &str, doing: &str, detail: &str, retryable: bool
         .trim_start_matches("proxy request returned error: ")
         .trim_start_matches("other error: ");
     let registry = imgref.starts_with("docker://");
-    if registry
-        && has(&[
-            "unauthorized",
-            "authentication required",
-            "requested access to the resource is denied",
-            "denied:",
-            "invalid username/password",
-        ])
-    {
+    if registry && has(AUTH) {
         return Error::Remote {
             image: imgref.to_string(),
             message: format!(
@@ -52,13 +93,7 @@ pub(super) fn described(imgref: &str, doing: &str, detail: &str, retryable: bool
             transient: false,
         };
     }
-    if has(&[
-        "manifest unknown",
-        "name unknown",
-        "not found",
-        "no such file",
-        "does not exist",
-    ]) {
+    if has(MISSING) {
         return Error::not_found(
             imgref.to_string(),
             format!(
@@ -66,13 +101,7 @@ pub(super) fn described(imgref: &str, doing: &str, detail: &str, retryable: bool
             ),
         );
     }
-    if has(&[
-        "x509",
-        "certificate",
-        "http response to https client",
-        "tls: ",
-    ]) && !has(&["handshake timeout"])
-    {
+    if has(TLS) && !has(&["handshake timeout"]) {
         return Error::Remote {
             image: imgref.to_string(),
             message: format!(
@@ -81,28 +110,7 @@ pub(super) fn described(imgref: &str, doing: &str, detail: &str, retryable: bool
             transient: false,
         };
     }
-    let transient = retryable
-        || has(&[
-            "connection reset",
-            "connection refused",
-            "unexpected eof",
-            ": eof",
-            "timeout",
-            "timed out",
-            "broken pipe",
-            "no route to host",
-            "network is unreachable",
-            "temporary",
-            "too many requests",
-            "status: 429",
-            "status 429",
-            "http status: 5",
-            "status code 5",
-            "bad gateway",
-            "service unavailable",
-            "gateway timeout",
-            "internal server error",
-        ]);
+    let transient = retryable || has(TRANSIENT);
     let remedy = if transient {
         "the registry or the network failed: try again later, or with more --retry"
     } else {
