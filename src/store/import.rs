@@ -96,37 +96,7 @@ impl Store {
     ) -> Result<Vec<ImportReport>> {
         let slots = slots_of(items)?;
         let mut txn = LayerTxn::begin(self, TxnKind::Import)?;
-        let mut to_write = Vec::new();
-        let mut seen = HashSet::new();
-        for (g, slot) in slots.iter().enumerate() {
-            if txn.layers().get(&slot.id).is_none() && seen.insert(slot.id.clone()) {
-                to_write.push(g);
-            }
-        }
-        progress(Progress::Plan {
-            total: slots.len(),
-            to_write: to_write.len(),
-        });
-        let digests: Vec<String> = items
-            .iter()
-            .map(|i| i.input.manifest_digest.to_string())
-            .collect();
-        tracing::info!(
-            images = items.len(),
-            layers = slots.len(),
-            to_write = to_write.len(),
-            "importing image{} {}",
-            if items.len() == 1 { "" } else { "s" },
-            digests.join(", ")
-        );
-        if to_write.is_empty() {
-            for g in 0..slots.len() {
-                progress(Progress::LayerDone {
-                    index: g,
-                    reused: true,
-                });
-            }
-        }
+        let to_write = plan_writes(items, &slots, txn.layers(), progress);
         // 1. Records flagged incomplete, so an interruption is cleaned up by the next opener.
         let created = now_rfc3339_nano();
         let records = to_write
@@ -439,6 +409,48 @@ fn completed_images(
             item.producer.complete_image(item.input, &sizes)
         })
         .collect()
+}
+
+/// Which slots this import writes (layers the store lacks, each once), told to `progress` as the
+/// plan (and, when none, every layer as reused) and logged.
+fn plan_writes(
+    items: &[ImportItem<'_>],
+    slots: &[Slot],
+    layers: &storage_format::RecordFile<LayerRecord>,
+    progress: &(dyn Fn(Progress) + Sync),
+) -> Vec<usize> {
+    let mut to_write = Vec::new();
+    let mut seen = HashSet::new();
+    for (g, slot) in slots.iter().enumerate() {
+        if layers.get(&slot.id).is_none() && seen.insert(slot.id.clone()) {
+            to_write.push(g);
+        }
+    }
+    progress(Progress::Plan {
+        total: slots.len(),
+        to_write: to_write.len(),
+    });
+    let digests: Vec<String> = items
+        .iter()
+        .map(|i| i.input.manifest_digest.to_string())
+        .collect();
+    tracing::info!(
+        images = items.len(),
+        layers = slots.len(),
+        to_write = to_write.len(),
+        "importing image{} {}",
+        if items.len() == 1 { "" } else { "s" },
+        digests.join(", ")
+    );
+    if to_write.is_empty() {
+        for g in 0..slots.len() {
+            progress(Progress::LayerDone {
+                index: g,
+                reused: true,
+            });
+        }
+    }
+    to_write
 }
 
 /// Every layer of every item, in turn, with its ID by c/image's rule (from the config's DiffIDs
