@@ -37,7 +37,9 @@ def rust_files(top):
 def code_of(path):
     """The file without comments and without its #[cfg(test)] module (tests may spell anything)."""
     text = open(path, encoding="utf-8").read()
-    text = re.sub(r"//[^\n]*", "", text)
+    # Comment lines (`//`, `///`, `//!`) and trailing ` // …` comments; not `//` inside strings.
+    text = re.sub(r"(?m)^\s*//[^\n]*", "", text)
+    text = re.sub(r"(?m)\s+//\s[^\n\"]*$", "", text)
     cut = text.find("#[cfg(test)]\nmod tests")
     return text if cut < 0 else text[:cut]
 

@@ -65,22 +65,10 @@ impl ComposefsDeployment {
     /// images.
     pub fn listed_reference(&self) -> Option<String> {
         let r = self.image_reference.as_deref()?;
-        for p in ["ostree-unverified-image:", "ostree-image-signed:"] {
-            if let Some(rest) = r.strip_prefix(p) {
-                return Some(rest.to_string());
-            }
-        }
-        if let Some(rest) = r.strip_prefix("ostree-unverified-registry:") {
-            return Some(format!("docker://{rest}"));
-        }
-        for p in ["ostree-remote-image:", "ostree-remote-registry:"] {
-            if let Some((_, rest)) = r.strip_prefix(p).and_then(|r| r.split_once(':')) {
-                return Some(if p == "ostree-remote-registry:" {
-                    format!("docker://{rest}")
-                } else {
-                    rest.to_string()
-                });
-            }
+        if let Ok(crate::image_ref::ImageRef::Ostree { image, .. }) =
+            crate::image_ref::ImageRef::parse(r)
+        {
+            return Some(image.to_string());
         }
         Some(r.to_string())
     }

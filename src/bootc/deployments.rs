@@ -25,30 +25,21 @@ impl Deployment {
     }
 }
 
-/// Strips `ostree-unverified-registry:`, `ostree-remote-image:REMOTE:`, `docker://` and similar prefixes.
+/// The image an origin's reference names, without its transport: `ostree-unverified-registry:`,
+/// `ostree-remote-image:REMOTE:`, `docker://`, ostree-ext's `registry:`, `containers-storage:` and
+/// the like stripped (a layout or archive keeps its transport).
 pub fn strip_transport(r: &str) -> String {
-    let mut s = r;
-    for p in [
-        "ostree-unverified-registry:",
-        "ostree-unverified-image:",
-        "ostree-image-signed:",
-    ] {
-        if let Some(rest) = s.strip_prefix(p) {
-            s = rest;
-        }
+    use crate::image_ref::ImageRef;
+    let r = r.strip_prefix("registry:").unwrap_or(r);
+    let parsed = match ImageRef::parse(r) {
+        Ok(ImageRef::Ostree { image, .. }) => *image,
+        Ok(other) => other,
+        Err(_) => return r.to_string(),
+    };
+    match parsed {
+        ImageRef::Docker(name) | ImageRef::ContainersStorage { name, .. } => name,
+        other => other.to_string(),
     }
-    if let Some(rest) = s
-        .strip_prefix("ostree-remote-image:")
-        .or_else(|| s.strip_prefix("ostree-remote-registry:"))
-    {
-        s = rest.split_once(':').map(|(_, r)| r).unwrap_or(rest);
-    }
-    for p in ["docker://", "registry:", "containers-storage:"] {
-        if let Some(rest) = s.strip_prefix(p) {
-            s = rest;
-        }
-    }
-    s.to_string()
 }
 
 fn origin_image(origin: &Path) -> Result<Option<String>> {

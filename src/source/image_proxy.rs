@@ -273,12 +273,12 @@ async fn connect_and_read(
 /// converted to OCI): `skopeo inspect --raw`, with the options the proxy got, by `digest` for a
 /// registry (a tag may name a list, or move); it must hash to `digest`.
 fn original_manifest(imgref: &str, digest: &str, opts: &FetchOptions) -> Result<Vec<u8>> {
-    let target = match imgref.strip_prefix("docker://") {
-        Some(rest) => {
-            let r = crate::reference::parse(rest)?;
-            format!("docker://{}@{digest}", r.name())
+    let target = match crate::image_ref::ImageRef::parse(imgref) {
+        Ok(crate::image_ref::ImageRef::Docker(name)) => {
+            let r = crate::reference::parse(&name)?;
+            crate::image_ref::ImageRef::Docker(format!("{}@{digest}", r.name())).to_string()
         }
-        None => imgref.to_string(),
+        _ => imgref.to_string(),
     };
     let mut cmd = std::process::Command::new("skopeo");
     if let Some(conf) = std::env::var_os("CONTAINERS_REGISTRIES_CONF").filter(|c| !c.is_empty()) {

@@ -59,8 +59,7 @@ pub fn classify(s: &str) -> Result<SourceKind> {
         }
         Err(_) => {}
     }
-    const HOST: [&str; 7] = [
-        "docker://",
+    const HOST: [&str; 6] = [
         "registry:",
         "ostree-unverified-registry:",
         "ostree-unverified-image:",

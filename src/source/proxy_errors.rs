@@ -83,7 +83,8 @@ pub(super) fn described(imgref: &str, doing: &str, detail: &str, retryable: bool
     let detail = detail
         .trim_start_matches("proxy request returned error: ")
         .trim_start_matches("other error: ");
-    let registry = imgref.starts_with("docker://");
+    let registry =
+        crate::image_ref::ImageRef::parse(imgref).is_ok_and(|r| r.transport() == "docker");
     if registry && has(AUTH) {
         return Error::Remote {
             image: imgref.to_string(),
