@@ -179,17 +179,7 @@ fn run() -> Result<bool> {
                     runroot.display()
                 );
                 let (tool, args) = match &baseline {
-                    Some(b) => {
-                        let mut args = overlay_store_args(&root, &runroot);
-                        args.extend([
-                            "copy-to-storage".into(),
-                            "--source".into(),
-                            source.clone(),
-                            "--target".into(),
-                            IMAGE_NAME.into(),
-                        ]);
-                        (b.as_path(), args)
-                    }
+                    Some(b) => (b.as_path(), copy_args(&root, &runroot, &source)),
                     None => (
                         Path::new("skopeo"),
                         vec![
@@ -210,14 +200,7 @@ fn run() -> Result<bool> {
             store_fs.clean("ou")?;
             let (root, runroot) = store_fs.store("ou");
             settle(&mut warned, &ours);
-            let mut args = overlay_store_args(&root, &runroot);
-            args.extend([
-                "copy-to-storage".into(),
-                "--source".into(),
-                source.clone(),
-                "--target".into(),
-                IMAGE_NAME.into(),
-            ]);
+            let args = copy_args(&root, &runroot, &source);
             let r = measure(&ours, &args, &scratch)?
                 .and_then(|s| check_store(&root, &info).map(|()| s));
             report_run(spec.name, "ours", run, runs, &r);
@@ -263,6 +246,19 @@ fn run() -> Result<bool> {
         .iter()
         .any(|r| r.ours.error.is_some() || r.skopeo.as_ref().is_some_and(|s| s.error.is_some()));
     Ok(!failed)
+}
+
+/// `bootc-image copy-to-storage` of `source` into the store at `root`/`runroot`.
+fn copy_args(root: &Path, runroot: &Path, source: &str) -> Vec<String> {
+    let mut args = overlay_store_args(root, runroot);
+    args.extend([
+        "copy-to-storage".into(),
+        "--source".into(),
+        source.to_string(),
+        "--target".into(),
+        IMAGE_NAME.into(),
+    ]);
+    args
 }
 
 /// Prints one run's outcome as it happens.

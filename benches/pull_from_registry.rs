@@ -334,6 +334,18 @@ fn run() -> Result<bool> {
             ],
         )
     };
+    // `bootc-image pull IMAGE` (our build, or the baseline's) into the store at root/runroot.
+    let pull_args = |program: &Path, root: &Path, runroot: &Path, image: &str| {
+        let (program, mut args) = env_prefix(program);
+        args.extend(overlay_store_args(root, runroot));
+        args.extend([
+            "pull".into(),
+            "--progress".into(),
+            "none".into(),
+            image.to_string(),
+        ]);
+        (program, args)
+    };
     let podman_path = PathBuf::from("/usr/bin/podman");
     for (name, _, info, layers, target) in &images {
         let image = registry.image(name);
@@ -365,15 +377,7 @@ fn run() -> Result<bool> {
                 let (program, args) = match &baseline {
                     Some(b) => {
                         settle_warm(&mut warned, &[b, Path::new("/usr/bin/skopeo")]);
-                        let (program, mut args) = env_prefix(b);
-                        args.extend(overlay_store_args(&root, &runroot));
-                        args.extend([
-                            "pull".into(),
-                            "--progress".into(),
-                            "none".into(),
-                            image.clone(),
-                        ]);
-                        (program, args)
+                        pull_args(b, &root, &runroot, &image)
                     }
                     None => {
                         settle_warm(&mut warned, &[&podman_path]);
@@ -395,14 +399,7 @@ fn run() -> Result<bool> {
             store_fs.clean("ou")?;
             let (root, runroot) = store_fs.store("ou");
             settle_warm(&mut warned, &[&ours, Path::new("/usr/bin/skopeo")]);
-            let (program, mut args) = env_prefix(&ours);
-            args.extend(overlay_store_args(&root, &runroot));
-            args.extend([
-                "pull".into(),
-                "--progress".into(),
-                "none".into(),
-                image.clone(),
-            ]);
+            let (program, args) = pull_args(&ours, &root, &runroot, &image);
             let r = measure(&program, &args, &scratch)?
                 .and_then(|s| check_store_named(&root, info, &image).map(|()| s));
             record(name, "ours", run, runs, &mut ou, r);

@@ -355,14 +355,7 @@ fn open_store_image(
     name: &str,
     opts: &CopyOptions,
 ) -> Result<(Store, String)> {
-    let config = match spec {
-        Some(s) => crate::store::StoreConfig::resolve(
-            Some(&s.graphroot),
-            s.runroot.as_deref(),
-            s.driver.as_deref(),
-        )?,
-        None => crate::store::StoreConfig::resolve(None, None, None)?,
-    };
+    let config = crate::store::StoreConfig::of_spec(spec)?;
     crate::source::policy::load(opts.fetch.signature_policy.as_deref())?.check(
         &crate::source::policy::PolicyRef::storage(config.driver.name(), &config.graphroot, name),
     )?;

@@ -28,14 +28,7 @@ pub fn target(cli: &Cli, t: &str) -> anyhow::Result<(String, bootc_image::store:
 pub fn spec_config(
     spec: Option<&bootc_image::reference::StoreSpec>,
 ) -> anyhow::Result<bootc_image::store::StoreConfig> {
-    Ok(match spec {
-        Some(spec) => bootc_image::store::StoreConfig::resolve(
-            Some(&spec.graphroot),
-            spec.runroot.as_deref(),
-            spec.driver.as_deref(),
-        )?,
-        None => bootc_image::store::StoreConfig::resolve(None, None, None)?,
-    })
+    Ok(bootc_image::store::StoreConfig::of_spec(spec)?)
 }
 
 /// The store a command works on.

@@ -76,6 +76,21 @@ impl StoreConfig {
     }
 }
 
+impl StoreConfig {
+    /// The store a `containers-storage:[driver@root+runroot]` reference names; without one, the
+    /// default store (storage.conf), as skopeo reads the transport.
+    pub fn of_spec(spec: Option<&crate::reference::StoreSpec>) -> Result<StoreConfig> {
+        match spec {
+            Some(s) => StoreConfig::resolve(
+                Some(&s.graphroot),
+                s.runroot.as_deref(),
+                s.driver.as_deref(),
+            ),
+            None => StoreConfig::resolve(None, None, None),
+        }
+    }
+}
+
 /// With no driver named anywhere, c/storage picks the driver whose directory already exists in the
 /// graph root, else overlay.
 fn detect_driver(graphroot: &Path, configured: &str) -> Result<DriverKind> {
