@@ -193,7 +193,15 @@ pub fn open(src: &ImageRef, opts: &CopyOptions) -> Result<Opened> {
         _ => {
             let mut opened = crate::source::open_with(src, &opts.fetch)?;
             opened.image.names = opts.names.clone();
-            check_name_digests(&opened.image)?;
+            // A registry image pulled by digest may be named by that digest, also when it is a
+            // list's (the proxy resolved it to this platform's manifest), as podman names it.
+            let mut digests = vec![opened.image.manifest_digest.to_string()];
+            if let ImageRef::Docker(name) = src
+                && let Some((_, d)) = name.split_once('@')
+            {
+                digests.push(d.to_string());
+            }
+            crate::reference::check_name_digests(&opened.image.names, &digests)?;
             Inner::Blobs(opened)
         }
     };
@@ -279,6 +287,15 @@ impl Opened {
 /// for copying into another store, its files shared: what [`open`] does for a
 /// `containers-storage:` reference, without the reference.
 pub fn open_stored(from: Store, id: &str, opts: &CopyOptions) -> Result<Opened> {
+    // The signature policy's containers-storage scopes, for the image's (first) name.
+    let name = opts.names.first().map_or(id, String::as_str);
+    crate::source::policy::load(opts.fetch.signature_policy.as_deref())?.check(
+        &crate::source::policy::PolicyRef::storage(
+            from.config().driver.name(),
+            &from.config().graphroot,
+            name,
+        ),
+    )?;
     Ok(Opened {
         names: opts.names.clone(),
         verify: opts.verify,

@@ -146,6 +146,16 @@ pub enum Error {
     /// An invariant of the engine broke.
     #[error("internal error: {0}")]
     Internal(String),
+    /// An error about one thing among several (a bound image, say): what it was, and the error,
+    /// whose class it keeps.
+    #[error("{what}")]
+    Context {
+        /// The thing, e.g. `bound image quay.io/x:1 (x.image)`.
+        what: String,
+        /// The error.
+        #[source]
+        source: Box<Error>,
+    },
 }
 
 /// What kind of failure an error is: the command line maps each class to its exit code.
@@ -169,7 +179,7 @@ impl Error {
     /// The class of this error.
     pub fn class(&self) -> ErrorClass {
         match self {
-            Error::Layer { source, .. } => source.class(),
+            Error::Layer { source, .. } | Error::Context { source, .. } => source.class(),
             // A blob stream the registry or the proxy broke.
             Error::Read { source, .. } | Error::Io { source, .. }
                 if source

@@ -96,7 +96,14 @@ impl Destination {
     /// would overwrite the store's own files (`layers.json`, a layer's `diff/`) and break it for
     /// podman. Paths are compared resolved (symlinks followed, `..` removed).
     pub fn check_outside(&self, stores: &[&Path]) -> Result<()> {
-        let dest = resolved(self.path());
+        // An archive is written where its symlinks lead, even when the last one dangles.
+        let dest = match self {
+            Destination::Archive { path, .. } => match ArchiveTarget::of(path) {
+                Ok(ArchiveTarget::File(p) | ArchiveTarget::Special(p)) => resolved(&p),
+                Err(_) => resolved(path),
+            },
+            Destination::Dir { path, .. } => resolved(path),
+        };
         for store in stores {
             let Ok(store) = std::fs::canonicalize(store) else {
                 continue;

@@ -130,6 +130,15 @@ pub(crate) const TRANSPORTS: [&str; 7] = [
     "composefs:",
 ];
 
+/// The ostree-container forms' prefixes.
+const OSTREE_TRANSPORTS: [&str; 5] = [
+    "ostree-unverified-registry:",
+    "ostree-unverified-image:",
+    "ostree-image-signed:",
+    "ostree-remote-registry:",
+    "ostree-remote-image:",
+];
+
 fn invalid(s: &str, why: &str) -> Error {
     Error::InvalidInput(format!("invalid image reference {s:?}: {why}"))
 }
@@ -184,11 +193,17 @@ impl ImageRef {
                 image,
             });
         }
-        if s.starts_with("containers-storage:") {
+        if let Some(rest) = s.strip_prefix("containers-storage:") {
+            // Checked as skopeo reads it; the name kept as typed (ostree-ext keys a host image by
+            // the reference as written, and a store finds short names itself).
             let r = parse_storage_reference(s)?;
+            let typed = match (&r.store, rest.split_once(']')) {
+                (Some(_), Some((_, name))) => name,
+                _ => rest,
+            };
             return Ok(ImageRef::ContainersStorage {
                 store: r.store,
-                name: r.name,
+                name: typed.to_string(),
             });
         }
         if let Some(rest) = s.strip_prefix("composefs:") {
@@ -214,9 +229,7 @@ impl ImageRef {
     pub(crate) fn parse_pull(s: &str) -> Result<ImageRef> {
         match ImageRef::parse(s) {
             Ok(r) => Ok(r),
-            Err(e) if TRANSPORTS.iter().any(|t| s.starts_with(t)) || s.starts_with("ostree-") => {
-                Err(e)
-            }
+            Err(e) if Self::names_transport(s) => Err(e),
             Err(_) => ImageRef::parse(&format!("docker://{s}")),
         }
     }
@@ -271,7 +284,10 @@ impl ImageRef {
     /// Whether `s` starts with the prefix of a transport this grammar reads (so an error parsing
     /// it is that transport's, not a sign of a bare name).
     pub(crate) fn names_transport(s: &str) -> bool {
-        TRANSPORTS.iter().any(|t| s.starts_with(t))
+        TRANSPORTS
+            .iter()
+            .chain(&OSTREE_TRANSPORTS)
+            .any(|t| s.starts_with(t))
     }
 
     /// The transport's name, as c/image and the policy name it (`docker`, `oci`, …; `ostree`

@@ -349,8 +349,9 @@ pub fn copy_host(
     };
     let what = source.unwrap_or("the deployed host image");
     let open = |verify: bool| HostImage::open(&sysroot, source, vec![name.clone()], verify);
+    // (A NAME@DIGEST is not checked here: the manifest's digest is known only once the layers
+    // are written.)
     let first = open(verify).with_context(|| format!("reading {what} in {}", sysroot.display()))?;
-    bootc_image::copy::check_name_digests(&first.input)?;
     let store = bootc_image::store::Store::open(config.clone())
         .with_context(|| format!("opening the store at {}", config.graphroot.display()))?;
     let counts = Mutex::new((0u64, 0u64));

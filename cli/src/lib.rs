@@ -235,8 +235,22 @@ impl Cli {
         }
     }
 
-    /// The store configuration these options select.
+    /// The store configuration these options select. A --runroot longer than podman accepts is
+    /// refused as podman refuses it.
     pub fn store_config(&self) -> anyhow::Result<StoreConfig> {
+        if let Some(run) = &self.runroot
+            && run.as_os_str().len() > bootc_image::store::RUNROOT_MAX
+        {
+            return Err(exit::fail(
+                exit::Code::Usage,
+                format!(
+                    "the run root {} is {} characters, longer than the {} podman accepts (\"the specified runroot is longer than 50 characters\"): name a shorter --runroot",
+                    run.display(),
+                    run.as_os_str().len(),
+                    bootc_image::store::RUNROOT_MAX
+                ),
+            ));
+        }
         Ok(StoreConfig::resolve(
             self.root.as_deref(),
             self.runroot.as_deref(),

@@ -91,7 +91,10 @@ pub fn plan(dst: &Store, default: Option<&Store>, images: &[BoundImage]) -> Resu
 
 /// An error about bound image `b`, naming it and its unit.
 fn named(b: &BoundImage, e: Error) -> Error {
-    Error::InvalidInput(format!("bound image {} ({}): {e}", b.image, b.source))
+    Error::Context {
+        what: format!("bound image {} ({})", b.image, b.source),
+        source: Box::new(e),
+    }
 }
 
 /// Pulls what `plan` says into `dst`, all or nothing: fetched images opened in parallel and
@@ -169,8 +172,10 @@ pub fn pull_all(
         Ok(())
     })();
     if let Err(e) = copied {
-        // All or nothing: take back what this run added.
-        dst.delete_images(&added)?;
+        // All or nothing: take back what this run added (the copy's error is the one to tell).
+        if let Err(undo) = dst.delete_images(&added) {
+            tracing::warn!("removing the images this pull added: {undo}");
+        }
         return Err(e);
     }
     Ok(added)

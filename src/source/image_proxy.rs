@@ -340,9 +340,8 @@ fn original_manifest(imgref: &str, digest: &str, opts: &FetchOptions) -> Result<
     Ok(out.stdout)
 }
 
-/// The image from the proxy's documents. The proxy gives the manifest in OCI form: a Docker
-/// schema 2 manifest arrives converted, and is recorded as what it now is, under its own digest (a
-/// record whose manifest did not hash to its digest would fail c/image's checks on `NAME@DIGEST`).
+/// The image from the proxy's documents: the manifest as the source holds it (the original
+/// fetched when the proxy converted it) and the config, each checked against its digest.
 fn documents(
     imgref: &str,
     digest: &str,
@@ -361,15 +360,12 @@ fn documents(
             actual: actual.to_string(),
         });
     }
-    let own = Digest::of_bytes(&manifest);
-    let manifest_digest = if own != manifest_digest {
-        tracing::info!(
-            "{imgref}: manifest {manifest_digest} arrived converted to OCI; stored as {own}"
-        );
-        own
-    } else {
-        manifest_digest
-    };
+    // connect_and_read fetched the original when the proxy converted it: it hashes to its digest.
+    if Digest::of_bytes(&manifest) != manifest_digest {
+        return Err(Error::Internal(format!(
+            "{imgref}: the manifest does not hash to {manifest_digest}"
+        )));
+    }
     assemble(
         manifest,
         manifest_digest,

@@ -50,13 +50,7 @@ pub fn classify(s: &str) -> Result<SourceKind> {
         Ok(ImageRef::Composefs { .. }) => return Ok(SourceKind::Composefs),
         Ok(_) => return Ok(SourceKind::Host),
         // A reference of a transport we know but written wrong: its own error.
-        Err(e)
-            if crate::image_ref::TRANSPORTS
-                .iter()
-                .any(|t| s.starts_with(t)) =>
-        {
-            return Err(e);
-        }
+        Err(e) if ImageRef::names_transport(s) => return Err(e),
         Err(_) => {}
     }
     const HOST: [&str; 6] = [

@@ -404,6 +404,9 @@ impl PolicyRef {
     /// An image of the store at `graphroot` (driver `driver`) named `name` (normalized):
     /// `[driver@root]NAME`, its repository and parents, `[driver@root]`, `[root]`.
     pub fn storage(driver: &str, graphroot: &Path, name: &str) -> PolicyRef {
+        // c/image's identity is the normalized name.
+        let normalized = crate::reference::normalize(name).unwrap_or_else(|_| name.to_string());
+        let name = normalized.as_str();
         let root = graphroot.display();
         let store = format!("[{driver}@{root}]");
         let mut scopes = vec![format!("{store}{name}")];

@@ -28,7 +28,7 @@ pub use driver::{Driver, DriverKind};
 use crate::error::{Error, Result};
 
 /// The longest run root podman accepts (its sockets' paths must fit).
-pub(crate) const RUNROOT_MAX: usize = 50;
+pub const RUNROOT_MAX: usize = 50;
 
 /// Where a store is and which driver it uses.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,14 +56,6 @@ impl StoreConfig {
         let (conf, _) = StorageConf::load()?;
         let driver_name = driver.map(str::to_owned).unwrap_or(conf.driver);
         let graphroot = root.map(Path::to_path_buf).unwrap_or(conf.graphroot);
-        let run = runroot.unwrap_or(&conf.runroot);
-        if run.as_os_str().len() > RUNROOT_MAX {
-            return Err(Error::InvalidInput(format!(
-                "the run root {} is {} characters, longer than the {RUNROOT_MAX} podman accepts (\"the specified runroot is longer than 50 characters\"): name a shorter --runroot",
-                run.display(),
-                run.as_os_str().len()
-            )));
-        }
         Ok(StoreConfig {
             driver: match driver {
                 Some(_) => DriverKind::parse(&driver_name)?,

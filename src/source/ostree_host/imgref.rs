@@ -20,7 +20,7 @@ pub fn image_reference(s: &str) -> Result<String> {
     match ImageRef::parse(s) {
         Ok(ImageRef::Ostree { image, .. }) => return Ok(image.to_string()),
         Ok(r) => return Ok(r.to_string()),
-        Err(e) if s.starts_with("ostree-") || ImageRef::names_transport(s) => return Err(e),
+        Err(e) if ImageRef::names_transport(s) => return Err(e),
         Err(_) => {}
     }
     if s.is_empty() || s.contains(char::is_whitespace) {
