@@ -79,6 +79,10 @@ impl Reporting {
             let mut done = v.clone();
             done["event"] = "done".into();
             reporter.emit(done);
+            if reporter.stdout_failed() {
+                // The events' reader went away (or stdout is full): as for any result line.
+                return outln!("{v}");
+            }
             if !reporter.json_on_fd() {
                 return Ok(());
             }

@@ -54,6 +54,8 @@ pub struct Reporter {
     bars: Option<Bars>,
     layers: Vec<(String, u64)>,
     state: Mutex<State>,
+    /// Writing JSON events to stdout failed (a reader that went away, a full disk).
+    stdout_failed: std::sync::atomic::AtomicBool,
 }
 
 /// The terminal display: one bar per layer being written.
@@ -122,6 +124,7 @@ impl Reporter {
                 read: vec![0; n],
                 last: Instant::now(),
             }),
+            stdout_failed: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -137,11 +140,23 @@ impl Reporter {
             }
             Some(JsonOut::Stdout) => {
                 let mut out = std::io::stdout().lock();
-                let _ = out.write_all(format!("{v}\n").as_bytes());
-                let _ = out.flush();
+                if out
+                    .write_all(format!("{v}\n").as_bytes())
+                    .and_then(|()| out.flush())
+                    .is_err()
+                {
+                    self.stdout_failed
+                        .store(true, std::sync::atomic::Ordering::Relaxed);
+                }
             }
             None => {}
         }
+    }
+
+    /// Whether writing JSON events to stdout failed.
+    pub fn stdout_failed(&self) -> bool {
+        self.stdout_failed
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Whether events go somewhere other than stdout.
