@@ -128,17 +128,24 @@ fn node_header(n: &Node, mtime: i64) -> TarHeader {
     h
 }
 
-/// Fails when the file `f` (at `path`) is no longer the `size` bytes the scan found: the tree
-/// changed while it was being built, and what went in would not be the file.
-fn changed_during_build(f: &std::fs::File, path: &Path, size: u64) -> Result<()> {
-    let now = f
+/// Fails when the file `f` (at `path`) is no longer the file the scan found (`size` bytes,
+/// modified at `mtime`): the tree changed while it was being built, and what went in would not be
+/// the file.
+fn changed_during_build(f: &std::fs::File, path: &Path, size: u64, mtime: i64) -> Result<()> {
+    use std::os::unix::fs::MetadataExt as _;
+    let m = f
         .metadata()
-        .map_err(|e| Error::read(path.display().to_string(), e))?
-        .len();
-    if now != size {
+        .map_err(|e| Error::read(path.display().to_string(), e))?;
+    if m.len() != size || m.mtime() != mtime {
         return Err(Error::InvalidInput(format!(
-            "{} changed during the build ({size} bytes when the tree was read, {now} now): build from a tree nothing writes to (stop its services, or copy or snapshot it first)",
-            path.display()
+            "{} changed during the build ({size} bytes when the tree was read, {} now{}): build from a tree nothing writes to (stop its services, or copy or snapshot it first)",
+            path.display(),
+            m.len(),
+            if m.mtime() != mtime {
+                ", modified since"
+            } else {
+                ""
+            }
         )));
     }
     Ok(())
@@ -393,7 +400,7 @@ impl Builder {
                 let watch = file
                     .try_clone()
                     .map_err(|e| Error::read(path.display().to_string(), e))?;
-                changed_during_build(&watch, &path, h.size)?;
+                changed_during_build(&watch, &path, h.size, n.mtime)?;
                 Some((
                     Content::Object {
                         file,
@@ -411,7 +418,7 @@ impl Builder {
             match content {
                 Some((content, watch)) => {
                     sink.entry(Entry { raw, meta, content })?;
-                    changed_during_build(&watch, &path, h.size)?;
+                    changed_during_build(&watch, &path, h.size, n.mtime)?;
                 }
                 None => {
                     sink.entry(Entry {
