@@ -39,52 +39,31 @@ fn warn(text: std::fmt::Arguments<'_>) {
 
 /// Work natively with container images in containers-storage (the `bootc image` commands).
 #[derive(Debug, Parser)]
-#[command(name = "bootc-image", version, about)]
+#[command(
+    name = "bootc-image",
+    version,
+    about,
+    next_help_heading = "Global options"
+)]
 pub struct Cli {
     /// Graph root of the store (like podman's --root). Default: from storage.conf.
-    #[arg(
-        long,
-        global = true,
-        help_heading = "Global options",
-        value_name = "PATH"
-    )]
+    #[arg(long, global = true, value_name = "PATH")]
     pub root: Option<PathBuf>,
     /// Run root of the store (like podman's --runroot). Default: from storage.conf.
-    #[arg(
-        long,
-        global = true,
-        help_heading = "Global options",
-        value_name = "PATH"
-    )]
+    #[arg(long, global = true, value_name = "PATH")]
     pub runroot: Option<PathBuf>,
     /// Storage driver: overlay or vfs (like podman's --storage-driver). Default: from storage.conf.
-    #[arg(
-        long,
-        global = true,
-        help_heading = "Global options",
-        value_name = "DRIVER"
-    )]
+    #[arg(long, global = true, value_name = "DRIVER")]
     pub storage_driver: Option<String>,
     /// Log messages of this level and above on stderr: error, warn, info, debug, trace (as podman's
     /// --log-level). Default: RUST_LOG if set, else warn.
-    #[arg(
-        long,
-        global = true,
-        help_heading = "Global options",
-        value_name = "LEVEL"
-    )]
+    #[arg(long, global = true, value_name = "LEVEL")]
     pub log_level: Option<LogLevel>,
     /// Print no progress and no result lines (errors still go to stderr).
-    #[arg(short, long, global = true, help_heading = "Global options")]
+    #[arg(short, long, global = true)]
     pub quiet: bool,
     /// The physical root bootc manages (a booted system's `/`, or a sysroot on disk).
-    #[arg(
-        long,
-        global = true,
-        help_heading = "Global options",
-        value_name = "PATH",
-        default_value = "/"
-    )]
+    #[arg(long, global = true, value_name = "PATH", default_value = "/")]
     pub sysroot: PathBuf,
     /// The command.
     #[command(subcommand)]
@@ -172,6 +151,22 @@ pub enum Command {
     /// bootc's store: create, inspect, verify, collect garbage.
     #[command(subcommand)]
     Storage(storage::StorageCommand),
+}
+
+/// The process's end for a command's outcome: success, or the one `error:` line (lost, not a
+/// panic, when stderr cannot be written) and the exit code of the error's class.
+pub fn exit_with(result: anyhow::Result<()>) -> std::process::ExitCode {
+    use std::io::Write as _;
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            let line = error_line(&e);
+            if !line.is_empty() {
+                let _ = writeln!(std::io::stderr().lock(), "error: {line}");
+            }
+            std::process::ExitCode::from(exit::code_of(&e))
+        }
+    }
 }
 
 /// The one line printed for a failed command: the error's chain, and for errors of the file system

@@ -186,11 +186,8 @@ async fn connect(imgref: String, opts: FetchOptions) -> Result<Connection> {
     if opts.tls_verify == Some(false) {
         config.insecure_skip_tls_verification = Some(true);
     }
-    // podman honours CONTAINERS_REGISTRIES_CONF; skopeo 1.9's image proxy does not by itself.
-    if let Some(conf) = std::env::var_os("CONTAINERS_REGISTRIES_CONF").filter(|c| !c.is_empty()) {
-        let mut cmd = std::process::Command::new("skopeo");
-        cmd.arg("--registries-conf").arg(conf);
-        config.skopeo_cmd = Some(cmd);
+    if std::env::var_os(REGISTRIES_CONF).is_some_and(|c| !c.is_empty()) {
+        config.skopeo_cmd = Some(skopeo());
     }
     let proxy = ImageProxy::new_with_config(config)
         .await
@@ -204,6 +201,19 @@ async fn connect(imgref: String, opts: FetchOptions) -> Result<Connection> {
         img,
         imgref: imgref.to_string(),
     })
+}
+
+/// The variable naming podman's registries.conf.
+const REGISTRIES_CONF: &str = "CONTAINERS_REGISTRIES_CONF";
+
+/// The `skopeo` command, told the registries.conf podman would read: podman honours
+/// `CONTAINERS_REGISTRIES_CONF`, skopeo 1.9 does not by itself.
+fn skopeo() -> std::process::Command {
+    let mut cmd = std::process::Command::new("skopeo");
+    if let Some(conf) = std::env::var_os(REGISTRIES_CONF).filter(|c| !c.is_empty()) {
+        cmd.arg("--registries-conf").arg(conf);
+    }
+    cmd
 }
 
 /// Starts the proxy, opens the image, reads its manifest and config.
@@ -280,10 +290,7 @@ fn original_manifest(imgref: &str, digest: &str, opts: &FetchOptions) -> Result<
         }
         _ => imgref.to_string(),
     };
-    let mut cmd = std::process::Command::new("skopeo");
-    if let Some(conf) = std::env::var_os("CONTAINERS_REGISTRIES_CONF").filter(|c| !c.is_empty()) {
-        cmd.arg("--registries-conf").arg(conf);
-    }
+    let mut cmd = skopeo();
     cmd.args(["inspect", "--raw", "--retry-times", "0"]);
     if let Some(a) = &opts.authfile {
         cmd.arg("--authfile").arg(a);
