@@ -78,6 +78,7 @@ pub(crate) mod fsutil;
 pub mod image_ref;
 pub mod layer;
 pub mod parallel;
+pub mod proxy_server;
 pub mod reference;
 pub mod retry;
 pub mod source;

@@ -56,6 +56,9 @@ mod store_safety;
 #[path = "suite/tar_parity.rs"]
 mod tar_parity;
 
+#[path = "suite/seam.rs"]
+mod seam;
+
 #[path = "suite/full_disk.rs"]
 mod full_disk;
 

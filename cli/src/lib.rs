@@ -20,6 +20,7 @@ mod podman;
 mod progress;
 mod pull;
 mod pull_from_default_storage;
+pub mod seam;
 mod set_unified;
 mod storage;
 mod store_args;
@@ -86,7 +87,7 @@ pub enum LogLevel {
 }
 
 /// Sends `tracing` events to stderr: the level of --log-level, else RUST_LOG, else warn.
-fn init_logging(level: Option<LogLevel>) {
+pub(crate) fn init_logging(level: Option<LogLevel>) {
     use tracing_subscriber::EnvFilter;
     let filter = match level {
         Some(l) => EnvFilter::new(match l {
@@ -151,6 +152,15 @@ pub enum Command {
     /// bootc's store: create, inspect, verify, collect garbage.
     #[command(subcommand)]
     Storage(storage::StorageCommand),
+}
+
+/// The whole program: bootc's seam roles (podman's, skopeo's) when this binary plays them
+/// ([`seam::role`]), else our own command line.
+pub fn main_with(args: Vec<OsString>) -> std::process::ExitCode {
+    match seam::role(&args) {
+        Some(role) => seam::run(role, args),
+        None => exit_with(run(args)),
+    }
 }
 
 /// The process's end for a command's outcome: success, or the one `error:` line (lost, not a
@@ -364,7 +374,7 @@ fn ran_in_private_namespace(
 
 /// The outcome of another process of ours that reported on its own: its failure as
 /// [`exit::Delegated`].
-fn delegated(status: &std::process::ExitStatus) -> anyhow::Result<()> {
+pub(crate) fn delegated(status: &std::process::ExitStatus) -> anyhow::Result<()> {
     if status.success() {
         Ok(())
     } else {

@@ -116,6 +116,15 @@ pub fn open(source: &ImageRef) -> Result<OpenedSource> {
 pub fn open_with(source: &ImageRef, fetch: &image_proxy::FetchOptions) -> Result<OpenedSource> {
     // The signature policy first, as c/image checks it before anything is read.
     policy::check_source(source, fetch.signature_policy.as_deref())?;
+    open_unchecked(source, fetch)
+}
+
+/// [`open_with`] without evaluating the signature policy: for callers that did (or were told not
+/// to, as skopeo's `--insecure-policy`).
+pub(crate) fn open_unchecked(
+    source: &ImageRef,
+    fetch: &image_proxy::FetchOptions,
+) -> Result<OpenedSource> {
     match source {
         ImageRef::OciDir { path, tag } => oci_layout::open(path, tag.as_deref()),
         ImageRef::OciArchive { path, tag } => oci_archive::open(path, tag.as_deref()),

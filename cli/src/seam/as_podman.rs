@@ -1,0 +1,192 @@
+//! podman's role, on the store `--root`/`--runroot` name (bootc's, bind-mounted on
+//! `/run/bootc/storage`, its run root `/proc/self/fd/3`, used only through that path) or the
+//! default one: `images`, `image list|exists|pull|rm|inspect|tag|push`, `pull`, `inspect`,
+//! `system info`, `system service`. What our own command line does the same way runs there; errors
+//! exit 125 (`image exists`: 1 when absent), as podman's.
+
+use std::ffi::OsString;
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use clap::Parser as _;
+
+use super::listing;
+
+/// podman's global options we take, as given.
+#[derive(Debug, Default)]
+pub struct Globals {
+    /// `--root`, `--runroot`, `--storage-driver`, `--log-level`, as our own options.
+    pub ours: Vec<OsString>,
+}
+
+/// Splits podman's global options off `args` (after argv\[0\]); the rest is the command.
+fn globals(args: &[OsString]) -> anyhow::Result<(Globals, Vec<String>)> {
+    let mut g = Globals::default();
+    let mut rest = Vec::new();
+    let mut it = args.iter().map(|a| a.to_string_lossy().into_owned());
+    while let Some(a) = it.next() {
+        if !rest.is_empty() || !a.starts_with('-') {
+            rest.push(a);
+            continue;
+        }
+        let (name, inline) = match a.split_once('=') {
+            Some((n, v)) => (n.to_string(), Some(v.to_string())),
+            None => (a.clone(), None),
+        };
+        match name.as_str() {
+            "--root" | "--runroot" | "--storage-driver" | "--log-level" => {
+                let v = match inline {
+                    Some(v) => v,
+                    None => it.next().with_context(|| format!("{name} needs a value"))?,
+                };
+                g.ours.push(name.into());
+                g.ours.push(v.into());
+            }
+            _ => bail!("podman option {name} is not served by bootc-image (bootc never passes it)"),
+        }
+    }
+    Ok((g, rest))
+}
+
+/// Runs podman's role: exit 0, 1 for an absent image (`image exists`), 125 for an error.
+pub fn main(args: Vec<OsString>) -> ExitCode {
+    let result = run(&args[1..]);
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            let line = crate::error_line(&e);
+            if !line.is_empty() {
+                use std::io::Write as _;
+                let _ = writeln!(std::io::stderr().lock(), "Error: {line}");
+            }
+            match crate::exit::code_of(&e) {
+                c if c == crate::exit::CLOSED_OUTPUT => ExitCode::from(c),
+                c if c == crate::exit::Code::Absent as u8 => ExitCode::from(1),
+                _ => ExitCode::from(125),
+            }
+        }
+    }
+}
+
+/// Our own command line with the global options `g` and `command`.
+fn ours(g: &Globals, command: &[&str]) -> anyhow::Result<u8> {
+    let mut argv: Vec<OsString> = vec!["bootc-image".into()];
+    argv.extend(g.ours.iter().cloned());
+    argv.extend(command.iter().map(OsString::from));
+    crate::run(argv)?;
+    Ok(0)
+}
+
+fn run(args: &[OsString]) -> anyhow::Result<u8> {
+    let (g, rest) = globals(args)?;
+    let words: Vec<&str> = rest.iter().map(String::as_str).collect();
+    crate::init_logging(None);
+    match words.as_slice() {
+        ["images", opts @ ..] | ["image", "list" | "ls", opts @ ..] => {
+            let Some(format) = listing::Format::parse(opts)? else {
+                return passthrough(&rest);
+            };
+            listing::list(&g, &format)?;
+            Ok(0)
+        }
+        ["image", "exists", name] => ours(&g, &["image", "exists", name]),
+        ["image", "pull", opts @ ..] | ["pull", opts @ ..] => {
+            let mut cmd = vec!["pull", "--progress", "none"];
+            cmd.extend(opts.iter().filter(|o| !matches!(**o, "-q" | "--quiet")));
+            ours(&g, &cmd)
+        }
+        ["image", "rm", opts @ ..] | ["rmi", opts @ ..] => {
+            let mut cmd = vec!["image", "rm"];
+            cmd.extend(opts.iter());
+            ours(&g, &cmd)
+        }
+        ["inspect" | "image", "inspect", ..] | ["inspect", ..] => {
+            let opts = if words[0] == "image" {
+                &words[2..]
+            } else {
+                &words[1..]
+            };
+            let Some((format, names)) = listing::inspect_args(opts)? else {
+                return passthrough(&rest);
+            };
+            listing::inspect(&g, &format, &names)?;
+            Ok(0)
+        }
+        ["image", "tag", image, names @ ..] | ["tag", image, names @ ..] => {
+            let mut cmd = vec!["image", "tag", image];
+            cmd.extend(names.iter());
+            ours(&g, &cmd)
+        }
+        ["image", "push", opts @ ..] => match push_to_store(opts)? {
+            Some((src, dest)) => push_into_store(&g, src, dest),
+            None => passthrough(&rest),
+        },
+        ["image", "build", ..] | ["build", ..] | ["push", ..] => passthrough(&rest),
+        ["system", "info", ..] | ["info", ..] => {
+            listing::system_info(&g)?;
+            Ok(0)
+        }
+        ["system", "service", opts @ ..] => super::libpod_service::run(&g, opts),
+        ["version"] => {
+            crate::output::line(format_args!(
+                "bootc-image {} serving podman's role for bootc",
+                env!("CARGO_PKG_VERSION")
+            ))?;
+            Ok(0)
+        }
+        _ => passthrough(&rest),
+    }
+}
+
+/// `image push [--remove-signatures] SRC containers-storage:[STORE]DEST`: the source and the
+/// destination reference when the push goes into a store; `None` for any other push.
+fn push_to_store<'a>(opts: &[&'a str]) -> anyhow::Result<Option<(&'a str, &'a str)>> {
+    let positional: Vec<&str> = opts
+        .iter()
+        .copied()
+        .filter(|o| !matches!(*o, "--remove-signatures" | "-q" | "--quiet"))
+        .collect();
+    match positional.as_slice() {
+        [src, dest] if dest.starts_with("containers-storage:") && !src.starts_with('-') => {
+            Ok(Some((src, dest)))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// `image push SRC containers-storage:[STORE]DEST`: the image `src` of the store the global
+/// options name (podman's default store when bootc runs this) copied into the store and name of
+/// `dest`, its files shared where the file system allows.
+fn push_into_store(g: &Globals, src: &str, dest: &str) -> anyhow::Result<u8> {
+    let mut argv: Vec<OsString> = vec!["bootc-image".into()];
+    argv.extend(g.ours.iter().cloned());
+    argv.extend(["list".into()]);
+    let cli = crate::Cli::try_parse_from(argv)?;
+    let from = bootc_image::store::Store::open(cli.store_config()?)?;
+    let images = from.images()?;
+    let img = bootc_image::store::lookup::find_image(&images, src)?;
+    let target = bootc_image::image_ref::parse_storage_reference(dest)?;
+    let config = crate::store_args::spec_config(target.store.as_ref())?;
+    let to = bootc_image::store::Store::open(config.clone())
+        .with_context(|| format!("opening the store at {}", config.graphroot.display()))?;
+    let opts = bootc_image::CopyOptions::named(&target.name)?;
+    bootc_image::copy::open_stored(from, &img.id.clone(), &opts)?.copy_into(&to, &())?;
+    Ok(0)
+}
+
+/// Runs the real podman with `args` (what we do not serve natively: `image build`, a push to a
+/// registry, flags we do not know), with the same descriptors and environment.
+fn passthrough(args: &[String]) -> anyhow::Result<u8> {
+    let Some(podman) = super::real_tool("podman") else {
+        bail!(
+            "{}",
+            super::missing("podman", format!("podman {}", args.join(" ")).as_ref())
+        );
+    };
+    let status = std::process::Command::new(podman)
+        .args(std::env::args_os().skip(1))
+        .env_remove(super::TOOL_ENV)
+        .status()
+        .context("running podman")?;
+    Ok(u8::try_from(crate::exit_code(&status)).unwrap_or(125))
+}

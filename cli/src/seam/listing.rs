@@ -1,0 +1,408 @@
+//! What podman's role prints: `images` (a table, `-q`, `--format json`, Go-template fields in
+//! common use), `inspect` (podman's JSON, or a template), `system info`.
+
+use std::ffi::OsString;
+
+use anyhow::bail;
+use clap::Parser as _;
+use serde_json::{Value, json};
+
+use super::as_podman::Globals;
+use crate::output::outln;
+use bootc_image::store::Store;
+
+/// How `images` prints.
+#[derive(Debug, Default)]
+pub struct Format {
+    json: bool,
+    quiet: bool,
+    no_heading: bool,
+    no_trunc: bool,
+    template: Option<String>,
+}
+
+/// The value of option `name` (`--name V`, `--name=V`, `-n V`) at `opts[*i]`, advancing `i`.
+fn value_of(opts: &[&str], i: &mut usize, names: &[&str]) -> Option<String> {
+    let o = opts[*i];
+    for n in names {
+        if o == *n {
+            *i += 1;
+            return opts.get(*i).map(|s| s.to_string());
+        }
+        if let Some(v) = o.strip_prefix(&format!("{n}=")) {
+            return Some(v.to_string());
+        }
+    }
+    None
+}
+
+impl Format {
+    /// The format `images` options ask for; `None` for an option we do not serve (the real
+    /// podman runs then).
+    pub fn parse(opts: &[&str]) -> anyhow::Result<Option<Format>> {
+        let mut f = Format::default();
+        let mut i = 0;
+        while i < opts.len() {
+            match opts[i] {
+                "-q" | "--quiet" => f.quiet = true,
+                "-n" | "--noheading" => f.no_heading = true,
+                "--no-trunc" => f.no_trunc = true,
+                "-a" | "--all" => {}
+                o if o.starts_with("--format") => {
+                    let Some(v) = value_of(opts, &mut i, &["--format"]) else {
+                        bail!("--format needs a value");
+                    };
+                    if v == "json" {
+                        f.json = true;
+                    } else {
+                        f.template = Some(v);
+                    }
+                }
+                _ => return Ok(None),
+            }
+            i += 1;
+        }
+        Ok(Some(f))
+    }
+}
+
+/// The store the global options name, created if missing (as podman's first command does).
+fn open(g: &Globals) -> anyhow::Result<Store> {
+    let mut argv: Vec<OsString> = vec!["bootc-image".into()];
+    argv.extend(g.ours.iter().cloned());
+    argv.push("list".into());
+    let cli = crate::Cli::try_parse_from(argv)?;
+    Ok(Store::open(cli.store_config()?)?)
+}
+
+/// podman's summary of an image (`images --format json`).
+fn summary(store: &Store, img: &storage_format::ImageRecord) -> anyhow::Result<Value> {
+    let i = store.inspect_image(img)?;
+    let created = i["Created"].as_str().unwrap_or_default().to_string();
+    Ok(json!({
+        "Id": img.id,
+        "ParentId": "",
+        "RepoTags": i["RepoTags"],
+        "RepoDigests": i["RepoDigests"],
+        "Size": i["Size"],
+        "SharedSize": 0,
+        "VirtualSize": i["VirtualSize"],
+        "Labels": i["Labels"],
+        "Containers": 0,
+        "Names": img.names,
+        "Digest": i["Digest"],
+        "History": img.names_history,
+        "Created": unix_seconds(&created),
+        "CreatedAt": created,
+    }))
+}
+
+/// Seconds since the epoch of an RFC 3339 time (`2024-01-02T03:04:05.123Z`), 0 when unreadable.
+fn unix_seconds(t: &str) -> i64 {
+    let num = |s: &str| s.parse::<i64>().ok();
+    let parse = || -> Option<i64> {
+        let (date, time) = t.split_once('T')?;
+        let mut d = date.split('-');
+        let (y, m, day) = (num(d.next()?)?, num(d.next()?)?, num(d.next()?)?);
+        let hms: String = time.chars().take(8).collect();
+        let mut h = hms.split(':');
+        let (hh, mm, ss) = (num(h.next()?)?, num(h.next()?)?, num(h.next()?)?);
+        // Days from civil (Howard Hinnant's algorithm).
+        let y = if m <= 2 { y - 1 } else { y };
+        let era = y.div_euclid(400);
+        let yoe = y - era * 400;
+        let doy = (153 * (m + if m > 2 { -3 } else { 9 }) + 2) / 5 + day - 1;
+        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+        let days = era * 146097 + doe - 719468;
+        Some(days * 86400 + hh * 3600 + mm * 60 + ss)
+    };
+    parse().unwrap_or(0)
+}
+
+/// A size as podman prints it (`1.23 MB`, decimal units).
+fn human_size(n: i64) -> String {
+    let units = ["B", "kB", "MB", "GB", "TB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1000.0 && u < units.len() - 1 {
+        v /= 1000.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{:.3} {}", v, units[u])
+            .replace(".000 ", " ")
+            .to_string()
+    }
+}
+
+/// The rows of `images`: one per name (`<none>` for an image without one).
+fn rows(summaries: &[Value], no_trunc: bool) -> Vec<Value> {
+    let mut out = Vec::new();
+    for s in summaries {
+        let id = s["Id"].as_str().unwrap_or_default();
+        let short = if no_trunc {
+            id.to_string()
+        } else {
+            id.chars().take(12).collect()
+        };
+        let tags: Vec<String> = s["RepoTags"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let pairs: Vec<(String, String)> = if tags.is_empty() {
+            vec![("<none>".into(), "<none>".into())]
+        } else {
+            tags.iter()
+                .map(|t| match t.rsplit_once(':') {
+                    Some((r, tag)) if !tag.contains('/') => (r.to_string(), tag.to_string()),
+                    _ => (t.clone(), "<none>".into()),
+                })
+                .collect()
+        };
+        for (repo, tag) in pairs {
+            let mut row = s.clone();
+            row["ID"] = short.clone().into();
+            row["Repository"] = repo.into();
+            row["Tag"] = tag.into();
+            row["Size"] = human_size(s["Size"].as_i64().unwrap_or(0)).into();
+            row["Created"] = s["CreatedAt"].clone();
+            out.push(row);
+        }
+    }
+    out
+}
+
+/// `images`: the store's images as `format` says.
+pub fn list(g: &Globals, format: &Format) -> anyhow::Result<()> {
+    let store = open(g)?;
+    let mut images = store.images()?;
+    images.sort_by(|a, b| b.created.cmp(&a.created));
+    let summaries: Vec<Value> = images
+        .iter()
+        .map(|i| summary(&store, i))
+        .collect::<anyhow::Result<_>>()?;
+    if format.json {
+        return outln!("{}", serde_json::to_string_pretty(&summaries)?);
+    }
+    if format.quiet {
+        let mut seen = std::collections::HashSet::new();
+        for s in &summaries {
+            let id = s["Id"].as_str().unwrap_or_default();
+            let shown: String = if format.no_trunc {
+                id.into()
+            } else {
+                id.chars().take(12).collect()
+            };
+            if seen.insert(shown.clone()) {
+                outln!("{shown}")?;
+            }
+        }
+        return Ok(());
+    }
+    let template = format.template.clone().unwrap_or_else(|| {
+        "table {{.Repository}}\t{{.Tag}}\t{{.ID}}\t{{.Created}}\t{{.Size}}".to_string()
+    });
+    print_template(
+        &template,
+        &rows(&summaries, format.no_trunc),
+        format.no_heading,
+    )
+}
+
+/// Prints `rows` through a Go-template `format` (`{{.Field}}`, `{{json .A.B}}`, a `table`
+/// prefix for a header and aligned columns).
+fn print_template(format: &str, rows: &[Value], no_heading: bool) -> anyhow::Result<()> {
+    let format = format.replace("\\t", "\t").replace("\\n", "\n");
+    let (table, body) = match format.strip_prefix("table") {
+        Some(rest) => (true, rest.trim_start().to_string()),
+        None => (false, format),
+    };
+    let mut lines: Vec<String> = Vec::new();
+    if table && !no_heading {
+        lines.push(render(&body, None)?);
+    }
+    for r in rows {
+        lines.push(render(&body, Some(r))?);
+    }
+    if table {
+        lines = align(&lines);
+    }
+    for l in lines {
+        outln!("{l}")?;
+    }
+    Ok(())
+}
+
+/// Pads tab-separated columns to a common width, three spaces apart (podman's tabwriter).
+fn align(lines: &[String]) -> Vec<String> {
+    let cells: Vec<Vec<&str>> = lines.iter().map(|l| l.split('\t').collect()).collect();
+    let cols = cells.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..cols)
+        .map(|c| {
+            cells
+                .iter()
+                .filter_map(|r| r.get(c))
+                .map(|s| s.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    cells
+        .iter()
+        .map(|r| {
+            let mut s = String::new();
+            for (c, cell) in r.iter().enumerate() {
+                if c + 1 < r.len() {
+                    s.push_str(&format!("{cell:<w$}  ", w = widths[c]));
+                } else {
+                    s.push_str(cell);
+                }
+            }
+            s.trim_end().to_string()
+        })
+        .collect()
+}
+
+/// One line of a template: each `{{…}}` evaluated on `row` (or, for a header, the field names in
+/// capitals).
+fn render(body: &str, row: Option<&Value>) -> anyhow::Result<String> {
+    let mut out = String::new();
+    let mut rest = body;
+    while let Some(start) = rest.find("{{") {
+        out.push_str(&rest[..start]);
+        let Some(end) = rest[start..].find("}}") else {
+            bail!("template {body:?}: a {{{{ without its }}}}");
+        };
+        let action = rest[start + 2..start + end].trim();
+        rest = &rest[start + end + 2..];
+        let (json_fn, path) = match action.strip_prefix("json ") {
+            Some(p) => (true, p.trim()),
+            None => (false, action),
+        };
+        let Some(path) = path.strip_prefix('.') else {
+            bail!(
+                "template action {{{{{action}}}}} is not served by bootc-image (fields: {{{{.Field}}}}, {{{{json .Field}}}})"
+            );
+        };
+        let Some(row) = row else {
+            out.push_str(&header(path));
+            continue;
+        };
+        let v = lookup(row, path);
+        out.push_str(&if json_fn {
+            serde_json::to_string(&v)?
+        } else {
+            go_print(&v)
+        });
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// A header for a field: `.Repository` → `REPOSITORY`, `.ID` → `IMAGE ID`.
+fn header(path: &str) -> String {
+    match path {
+        "ID" | "Id" => "IMAGE ID".into(),
+        p => p.to_uppercase(),
+    }
+}
+
+/// The value at `path` (`RootFS.Layers`); a field matched exactly, else ignoring case.
+fn lookup(v: &Value, path: &str) -> Value {
+    let mut cur = v.clone();
+    for part in path.split('.').filter(|p| !p.is_empty()) {
+        let next = match &cur {
+            Value::Object(m) => m.get(part).cloned().or_else(|| {
+                m.iter()
+                    .find(|(k, _)| k.eq_ignore_ascii_case(part))
+                    .map(|(_, v)| v.clone())
+            }),
+            _ => None,
+        };
+        cur = next.unwrap_or(Value::Null);
+    }
+    cur
+}
+
+/// A value as Go's template prints it: strings bare, lists `[a b]`, maps `map[k:v]`.
+fn go_print(v: &Value) -> String {
+    match v {
+        Value::Null => "<no value>".into(),
+        Value::String(s) => s.clone(),
+        Value::Array(a) => format!("[{}]", a.iter().map(go_print).collect::<Vec<_>>().join(" ")),
+        Value::Object(m) => format!(
+            "map[{}]",
+            m.iter()
+                .map(|(k, v)| format!("{k}:{}", go_print(v)))
+                .collect::<Vec<_>>()
+                .join(" ")
+        ),
+        other => other.to_string(),
+    }
+}
+
+/// `inspect [--type image] [--format F] NAME…`: the format and the names; `None` for options we
+/// do not serve.
+pub fn inspect_args(opts: &[&str]) -> anyhow::Result<Option<(Option<String>, Vec<String>)>> {
+    let mut format = None;
+    let mut names = Vec::new();
+    let mut i = 0;
+    while i < opts.len() {
+        let o = opts[i];
+        if o.starts_with("--format") || o == "-f" {
+            format = value_of(opts, &mut i, &["--format", "-f"]);
+        } else if o.starts_with("--type") || o == "-t" {
+            if value_of(opts, &mut i, &["--type", "-t"]).as_deref() != Some("image") {
+                return Ok(None);
+            }
+        } else if o.starts_with('-') {
+            return Ok(None);
+        } else {
+            names.push(o.to_string());
+        }
+        i += 1;
+    }
+    if names.is_empty() {
+        bail!("inspect needs at least one image");
+    }
+    Ok(Some((format.filter(|f| f != "json"), names)))
+}
+
+/// `inspect NAME…`: podman's JSON (as our `image inspect`), or each image through a template.
+pub fn inspect(g: &Globals, format: &Option<String>, names: &[String]) -> anyhow::Result<()> {
+    let Some(template) = format else {
+        let mut argv: Vec<OsString> = vec!["bootc-image".into()];
+        argv.extend(g.ours.iter().cloned());
+        argv.extend(["image".into(), "inspect".into()]);
+        argv.extend(names.iter().map(OsString::from));
+        return crate::run(argv);
+    };
+    let store = open(g)?;
+    let images = store.images()?;
+    let mut found = Vec::new();
+    for n in names {
+        let img = bootc_image::store::lookup::find_image(&images, n)?;
+        found.push(store.inspect_image(img)?);
+    }
+    print_template(template, &found, true)
+}
+
+/// `system info`: the store's paths and counts, as podman's YAML lists them.
+pub fn system_info(g: &Globals) -> anyhow::Result<()> {
+    let store = open(g)?;
+    let c = store.config();
+    let n = store.images()?.len();
+    outln!(
+        "host:\n  serviceIsRemote: false\nstore:\n  graphDriverName: {}\n  graphRoot: {}\n  imageStore:\n    number: {n}\n  runRoot: {}\nversion:\n  Version: bootc-image {}",
+        c.driver.name(),
+        c.graphroot.display(),
+        c.runroot.display(),
+        env!("CARGO_PKG_VERSION")
+    )
+}

@@ -1,0 +1,382 @@
+//! bootc's external-tool seam (issue 24): our binary as the `skopeo` and `podman` stock bootc runs,
+//! driven as bootc drives them — the image proxy through the `containers-image-proxy` crate with
+//! bootc's call sequences, the podman shapes with their exact argv — and judged by real podman.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use containers_image_proxy::oci_spec::image::Digest;
+use containers_image_proxy::{ImageProxy, ImageProxyConfig};
+use serde_json::Value;
+use tokio::io::AsyncReadExt;
+
+use crate::fixture::{self, Compression, ImageSpec, OciDir};
+use crate::util::{BIN, Driver, TestStore, describe, run, run_ok};
+
+/// A storage.conf naming `store` as the default store (what `CONTAINERS_STORAGE_CONF` selects).
+fn storage_conf(store: &TestStore) -> PathBuf {
+    let conf = store.scratch("storage.conf");
+    fs::write(
+        &conf,
+        format!(
+            "[storage]\ndriver = \"{}\"\ngraphroot = \"{}\"\nrunroot = \"{}\"\n",
+            store.driver.name(),
+            store.root.display(),
+            store.runroot.display()
+        ),
+    )
+    .unwrap();
+    conf
+}
+
+/// A store holding `localhost/seam:1` (three layers, gzip), copied in by skopeo; the layout it
+/// came from.
+fn store_with_image() -> (TestStore, OciDir) {
+    let store = TestStore::new(Driver::Overlay);
+    let mut oci = OciDir::create(&store.scratch("layout"));
+    let spec = ImageSpec::from_tars("seam", &fixture::rich_tars(), Compression::Gzip);
+    oci.add_image(Some("t"), &spec);
+    store.skopeo_copy_in(&oci.source(Some("t")), "localhost/seam:1");
+    (store, oci)
+}
+
+/// The proxy as bootc spawns it through the seam: our binary with the variable set.
+fn proxy_config(conf: &Path, storage_opts: Option<&str>) -> ImageProxyConfig {
+    let mut cmd = Command::new(BIN);
+    cmd.env("BOOTC_EXP_EXTERNAL_CONTAINER_TOOL", BIN)
+        .env("CONTAINERS_STORAGE_CONF", conf)
+        .env_remove("RUST_LOG");
+    if let Some(o) = storage_opts {
+        cmd.env("STORAGE_OPTS", o);
+    }
+    let mut config = ImageProxyConfig::default();
+    config.skopeo_cmd = Some(cmd);
+    config.user_agent_prefix = Some("bootc/1.16.9".into());
+    config.auth_anonymous = true;
+    config.insecure_policy = Some(true);
+    config
+}
+
+/// Reads a whole blob through the proxy; its bytes, or the error `FinishPipe` reported.
+async fn blob(
+    proxy: &ImageProxy,
+    img: &containers_image_proxy::OpenedImage,
+    digest: &str,
+    size: u64,
+) -> anyhow::Result<Vec<u8>> {
+    let d: Digest = digest.parse()?;
+    let (mut reader, finish) = proxy.get_blob(img, &d, size).await?;
+    let mut buf = Vec::new();
+    let read = reader.read_to_end(&mut buf);
+    let (r, f) = tokio::join!(read, finish);
+    r?;
+    f?;
+    Ok(buf)
+}
+
+fn sha256(bytes: &[u8]) -> String {
+    fixture::sha256_digest(bytes)
+}
+
+/// ostree-ext's importer sequence on a store image: the manifest (OCI, its digest the stored
+/// one's), the config, the layers by DiffID (uncompressed, verified), several in flight; a
+/// wrong size is reported by FinishPipe; the proxy exits 0 at Shutdown.
+#[test]
+fn proxy_serves_store_image_as_ostree_ext_reads_it() {
+    let (store, _oci) = store_with_image();
+    let conf = storage_conf(&store);
+    let inspect = store.inspect("localhost/seam:1");
+    let want_digest = inspect["Digest"].as_str().unwrap().to_string();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let proxy = ImageProxy::new_with_config(proxy_config(&conf, None))
+            .await
+            .unwrap();
+        assert!(
+            proxy.supports_get_raw_blob(),
+            "protocol {}",
+            proxy.protocol_version()
+        );
+        let img = proxy
+            .open_image("containers-storage:localhost/seam:1")
+            .await
+            .unwrap();
+        let (digest, manifest) = proxy.fetch_manifest(&img).await.unwrap();
+        assert_eq!(digest, want_digest);
+        let config = proxy.fetch_config(&img).await.unwrap();
+        let diff_ids: Vec<String> = config.rootfs().diff_ids().to_vec();
+        assert_eq!(manifest.layers().len(), diff_ids.len());
+        let infos = proxy
+            .get_layer_info(&img)
+            .await
+            .unwrap()
+            .expect("layer info");
+        assert_eq!(
+            infos
+                .iter()
+                .map(|i| i.digest.to_string())
+                .collect::<Vec<_>>(),
+            diff_ids,
+            "GetLayerInfo lists the DiffIDs for a store's image"
+        );
+        // Two layers in flight at once, as composefs fetches them.
+        let (a, b) = tokio::join!(
+            blob(&proxy, &img, &diff_ids[0], infos[0].size),
+            blob(&proxy, &img, &diff_ids[1], infos[1].size)
+        );
+        for (bytes, want) in [(a.unwrap(), &diff_ids[0]), (b.unwrap(), &diff_ids[1])] {
+            assert_eq!(&sha256(&bytes), want);
+        }
+        let last = blob(&proxy, &img, &diff_ids[2], infos[2].size)
+            .await
+            .unwrap();
+        assert_eq!(sha256(&last), diff_ids[2]);
+        // A size that is not the blob's: FinishPipe says so.
+        let err = blob(&proxy, &img, &diff_ids[0], infos[0].size + 1)
+            .await
+            .unwrap_err();
+        assert!(format!("{err:#}").contains("bytes"), "{err:#}");
+        // A digest the image does not have: GetBlob fails at once.
+        let none = format!("sha256:{}", "0".repeat(64));
+        assert!(blob(&proxy, &img, &none, 1).await.is_err());
+        proxy.close_image(&img).await.unwrap();
+        assert!(
+            proxy
+                .open_image_optional("containers-storage:localhost/nope:1")
+                .await
+                .unwrap()
+                .is_none()
+        );
+        proxy.finalize().await.unwrap();
+    });
+}
+
+/// bootc's unified pull (S1a): the default store empty, the image in the additional store
+/// `STORAGE_OPTS` names; and bound-image resolution, which drops the socket without Shutdown
+/// (the proxy exits on end of file).
+#[test]
+fn proxy_reads_additional_image_store() {
+    let (store, _oci) = store_with_image();
+    let empty = TestStore::new(Driver::Overlay);
+    let conf = storage_conf(&empty);
+    let opts = format!("additionalimagestore={}", store.root.display());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let proxy = ImageProxy::new_with_config(proxy_config(&conf, Some(&opts)))
+            .await
+            .unwrap();
+        let img = proxy
+            .open_image("containers-storage:localhost/seam:1")
+            .await
+            .unwrap();
+        let (digest, _) = proxy.fetch_manifest(&img).await.unwrap();
+        assert!(digest.starts_with("sha256:"));
+        drop(proxy);
+    });
+    assert!(empty.image_names().is_empty());
+}
+
+/// An OCI layout through the proxy: its blobs as the manifest names them (compressed), the
+/// manifest digest the layout's.
+#[test]
+fn proxy_serves_oci_layout() {
+    let (store, oci) = store_with_image();
+    let conf = storage_conf(&store);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let proxy = ImageProxy::new_with_config(proxy_config(&conf, None))
+            .await
+            .unwrap();
+        let img = proxy.open_image(&oci.source(Some("t"))).await.unwrap();
+        let (_, manifest) = proxy.fetch_manifest(&img).await.unwrap();
+        for l in manifest.layers() {
+            let bytes = blob(&proxy, &img, l.digest().as_ref(), l.size())
+                .await
+                .unwrap();
+            assert_eq!(sha256(&bytes), l.digest().to_string());
+        }
+        let d = manifest.layers()[0].digest().clone();
+        let (size, mut data, err) = proxy.get_raw_blob(&img, &d).await.unwrap();
+        let mut bytes = Vec::new();
+        let (r, e) = tokio::join!(data.read_to_end(&mut bytes), err);
+        r.unwrap();
+        e.unwrap();
+        assert_eq!(Some(bytes.len() as u64), size);
+        assert_eq!(sha256(&bytes), d.to_string());
+        proxy.finalize().await.unwrap();
+    });
+}
+
+/// `skopeo copy --digestfile F oci:/proc/self/fd/3 containers-storage:NAME` as ostree-ext's
+/// export runs it: podman lists the image with the digest the file holds.
+#[test]
+fn skopeo_copy_with_digestfile() {
+    let (store, oci) = store_with_image();
+    let conf = storage_conf(&store);
+    let digestfile = store.scratch("digest");
+    // The layout reaches the tool as fd 3, as ostree-ext passes it.
+    let mut cmd = Command::new("sh");
+    cmd.args(["-c", "exec 3<\"$0\"; exec \"$@\""])
+        .arg(&oci.path)
+        .arg(BIN)
+        .env("BOOTC_EXP_EXTERNAL_CONTAINER_TOOL", BIN)
+        .env("CONTAINERS_STORAGE_CONF", &conf)
+        .arg("copy")
+        .arg("--digestfile")
+        .arg(&digestfile)
+        .arg("oci:/proc/self/fd/3:t")
+        .arg("containers-storage:localhost/copied:1");
+    let out = run(&mut cmd);
+    assert!(out.status.success(), "{}", describe(&out));
+    let digest = fs::read_to_string(&digestfile).unwrap();
+    let i = store.inspect("localhost/copied:1");
+    assert_eq!(i["Digest"].as_str().unwrap(), digest.trim());
+}
+
+/// The podman shapes on a store, as bootc runs them: `images` initializes a new store; `image
+/// list --format=json` has Id and Names; `image exists` is 0/1 and silent; `pull` of a layout;
+/// `inspect ID` has the Digest; `image rm`; `system info`. podman reads the store throughout.
+#[test]
+fn podman_shapes_bootc_runs() {
+    let (src_store, oci) = store_with_image();
+    let store = TestStore::new(Driver::Overlay);
+    fs::remove_dir_all(&store.root).unwrap();
+    let podman = |args: &[&str]| {
+        let mut c = Command::new(BIN);
+        c.env("BOOTC_EXP_EXTERNAL_CONTAINER_TOOL", BIN)
+            .env_remove("RUST_LOG")
+            .arg("--root")
+            .arg(&store.root)
+            .arg("--runroot")
+            .arg(&store.runroot)
+            .args(args);
+        run(&mut c)
+    };
+    let out = podman(&["images"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert!(store.root.join("overlay-images").is_dir());
+    let out = podman(&["pull", &oci.source(Some("t"))]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let out = podman(&["image", "list", "--format=json"]);
+    let list: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(list.len(), 1, "{}", describe(&out));
+    let id = list[0]["Id"].as_str().unwrap().to_string();
+    let names = list[0]["Names"].as_array().unwrap();
+    assert_eq!(
+        store.podman_ok(&["images", "-q", "--no-trunc"]).trim(),
+        format!("sha256:{id}")
+    );
+    let name = names[0].as_str().unwrap().to_string();
+    let out = podman(&["image", "exists", &name]);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let out = podman(&["image", "exists", "localhost/nope:1"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        out.stdout.is_empty() && out.stderr.is_empty(),
+        "{}",
+        describe(&out)
+    );
+    let out = podman(&["inspect", &id]);
+    let inspected: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let real: Value = store.inspect(&id);
+    assert_eq!(inspected[0]["Digest"], real["Digest"]);
+    let out = podman(&["inspect", "--format", "{{.Digest}}", &id]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        real["Digest"].as_str().unwrap()
+    );
+    let out = podman(&["system", "info"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    // A push from the default store (here: the first store, by --root) into this one, as P8.
+    let mut c = Command::new(BIN);
+    c.env("BOOTC_EXP_EXTERNAL_CONTAINER_TOOL", BIN)
+        .arg("--root")
+        .arg(&src_store.root)
+        .arg("--runroot")
+        .arg(&src_store.runroot)
+        .args(["image", "push", "--remove-signatures", "localhost/seam:1"])
+        .arg(format!(
+            "containers-storage:[overlay@{}+{}]localhost/seam:1",
+            store.root.display(),
+            store.runroot.display()
+        ));
+    run_ok(&mut c);
+    assert!(
+        store
+            .image_names()
+            .contains(&"localhost/seam:1".to_string())
+    );
+    // Two names now: removing by ID is refused without --force, as podman refuses it.
+    let out = podman(&["image", "rm", &id]);
+    assert_eq!(out.status.code(), Some(125), "{}", describe(&out));
+    let out = podman(&["image", "rm", &name]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let left = store.podman_ok(&["images", "--format", "{{.Repository}}"]);
+    assert_eq!(left.trim(), "localhost/seam");
+    let out = podman(&["image", "rm", &id]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert!(store.image_names().is_empty());
+    // A shape bootc never runs: one line, podman's error status.
+    let out = podman(&["run", "x"]);
+    assert!(!out.status.success());
+}
+
+/// `system service --time=0 unix://PATH` answers the libpod pull bootc sends (curl over the
+/// socket, the reference percent-encoded), with NDJSON and the image in the store.
+#[test]
+fn libpod_pull_over_socket() {
+    let (_src, oci) = store_with_image();
+    let store = TestStore::new(Driver::Overlay);
+    let sock = store.scratch("api.sock");
+    let mut service = Command::new(BIN)
+        .env("BOOTC_EXP_EXTERNAL_CONTAINER_TOOL", BIN)
+        .arg("--root")
+        .arg(&store.root)
+        .arg("--runroot")
+        .arg(&store.runroot)
+        .args(["system", "service", "--time=0"])
+        .arg(format!("unix://{}", sock.display()))
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while !sock.exists() {
+        assert!(started.elapsed().as_secs() < 20, "no socket");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let reference: String = oci
+        .source(Some("t"))
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect();
+    let out = run(Command::new("curl")
+        .args(["-sS", "--unix-socket"])
+        .arg(&sock)
+        .args(["-X", "POST", "-H", "Host: d"])
+        .arg(format!("http://d/v5.0.0/libpod/images/pull?reference={reference}&pullProgress=true&policy=always")));
+    let _ = service.kill();
+    let _ = service.wait();
+    assert!(out.status.success(), "{}", describe(&out));
+    let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(lines.iter().all(|l| l.get("error").is_none()), "{lines:?}");
+    let id = lines.last().unwrap()["id"].as_str().unwrap().to_string();
+    assert!(
+        lines.iter().any(|l| l.get("pullProgress").is_some()),
+        "{lines:?}"
+    );
+    assert_eq!(
+        store.podman_ok(&["images", "-q", "--no-trunc"]).trim(),
+        format!("sha256:{id}")
+    );
+}
