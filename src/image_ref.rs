@@ -196,14 +196,26 @@ impl ImageRef {
         if let Some(rest) = s.strip_prefix("containers-storage:") {
             // Checked as skopeo reads it; the name kept as typed (ostree-ext keys a host image by
             // the reference as written, and a store finds short names itself).
-            let r = parse_storage_reference(s)?;
-            let typed = match (&r.store, rest.split_once(']')) {
-                (Some(_), Some((_, name))) => name,
+            let typed = match rest.split_once(']') {
+                Some((_, name)) if rest.starts_with('[') => name,
                 _ => rest,
             };
+            // An image ID (`ID` or `@ID`), as c/image's storage transport takes it: the store
+            // part checked alone.
+            let id = typed.strip_prefix('@').unwrap_or(typed);
+            let is_id = id.len() == 64
+                && id
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+            let store = if is_id {
+                let spec = &s[..s.len() - typed.len()];
+                parse_storage_reference(&format!("{spec}localhost/id"))?.store
+            } else {
+                parse_storage_reference(s)?.store
+            };
             return Ok(ImageRef::ContainersStorage {
-                store: r.store,
-                name: typed.to_string(),
+                store,
+                name: if is_id { id } else { typed }.to_string(),
             });
         }
         if let Some(rest) = s.strip_prefix("composefs:") {

@@ -256,9 +256,17 @@ impl Cli {
                 ),
             ));
         }
+        // Relative paths are made absolute as podman makes them (no symlink resolved: bootc's
+        // run root /proc/self/fd/3 must stay that path).
+        let absolute = |p: &Option<PathBuf>| -> anyhow::Result<Option<PathBuf>> {
+            Ok(match p {
+                Some(p) => Some(std::path::absolute(p)?),
+                None => None,
+            })
+        };
         Ok(StoreConfig::resolve(
-            self.root.as_deref(),
-            self.runroot.as_deref(),
+            absolute(&self.root)?.as_deref(),
+            absolute(&self.runroot)?.as_deref(),
             self.storage_driver.as_deref(),
         )?)
     }

@@ -78,11 +78,12 @@ fn open(g: &Globals) -> anyhow::Result<Store> {
 /// podman's summary of an image (`images --format json`).
 fn summary(store: &Store, img: &storage_format::ImageRecord) -> anyhow::Result<Value> {
     let i = store.inspect_image(img)?;
-    let created = i["Created"].as_str().unwrap_or_default().to_string();
+    let created = unix_seconds(i["Created"].as_str().unwrap_or_default());
     Ok(json!({
         "Id": img.id,
         "ParentId": "",
-        "RepoTags": i["RepoTags"],
+        // podman 4.3 and 5 leave this out of `images --format json` (null).
+        "RepoTags": null,
         "RepoDigests": i["RepoDigests"],
         "Size": i["Size"],
         "SharedSize": 0,
@@ -92,8 +93,8 @@ fn summary(store: &Store, img: &storage_format::ImageRecord) -> anyhow::Result<V
         "Names": img.names,
         "Digest": i["Digest"],
         "History": img.names_history,
-        "Created": unix_seconds(&created),
-        "CreatedAt": created,
+        "Created": created,
+        "CreatedAt": rfc3339(created),
     }))
 }
 
@@ -119,22 +120,71 @@ fn unix_seconds(t: &str) -> i64 {
     parse().unwrap_or(0)
 }
 
-/// A size as podman prints it (`1.23 MB`, decimal units).
+/// A size as podman prints it: three significant digits, decimal units (`199 kB`, `1.23 MB`).
 fn human_size(n: i64) -> String {
-    let units = ["B", "kB", "MB", "GB", "TB"];
+    let units = ["B", "kB", "MB", "GB", "TB", "PB"];
     let mut v = n as f64;
     let mut u = 0;
     while v >= 1000.0 && u < units.len() - 1 {
         v /= 1000.0;
         u += 1;
     }
-    if u == 0 {
-        format!("{n} B")
+    let int_digits = if v >= 100.0 {
+        3
+    } else if v >= 10.0 {
+        2
     } else {
-        format!("{:.3} {}", v, units[u])
-            .replace(".000 ", " ")
-            .to_string()
+        1
+    };
+    let mut s = format!("{v:.prec$}", prec = 3usize.saturating_sub(int_digits));
+    if s.contains('.') {
+        s = s.trim_end_matches('0').trim_end_matches('.').to_string();
     }
+    format!("{s} {}", units[u])
+}
+
+/// How long ago `then` (seconds since the epoch) was, as podman says it (`4 seconds ago`,
+/// `About a minute ago`, `3 days ago`).
+fn ago(then: i64) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let d = (now - then).max(0);
+    let plural = |n: i64, unit: &str| format!("{n} {unit}{}", if n == 1 { "" } else { "s" });
+    let text = match d {
+        0 => "Less than a second".to_string(),
+        1..60 => plural(d, "second"),
+        60..120 => "About a minute".to_string(),
+        120..3600 => plural(d / 60, "minute"),
+        3600..7200 => "About an hour".to_string(),
+        7200..172800 => plural(d / 3600, "hour"),
+        172800..1209600 => plural(d / 86400, "day"),
+        1209600..7776000 => plural(d / 604800, "week"),
+        7776000..63072000 => plural(d / 2592000, "month"),
+        _ => plural(d / 31536000, "year"),
+    };
+    format!("{text} ago")
+}
+
+/// An RFC 3339 time in UTC, seconds only (`2026-12-07T12:39:33Z`), as podman's JSON has it.
+fn rfc3339(t: i64) -> String {
+    let (days, secs) = (t.div_euclid(86400), t.rem_euclid(86400));
+    // Civil from days (Howard Hinnant's algorithm).
+    let z = days + 719468;
+    let era = z.div_euclid(146097);
+    let doe = z - era * 146097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    )
 }
 
 /// The rows of `images`: one per name (`<none>` for an image without one).
@@ -147,11 +197,13 @@ fn rows(summaries: &[Value], no_trunc: bool) -> Vec<Value> {
         } else {
             id.chars().take(12).collect()
         };
-        let tags: Vec<String> = s["RepoTags"]
+        let tags: Vec<String> = s["Names"]
             .as_array()
             .map(|a| {
                 a.iter()
-                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .filter_map(|v| v.as_str())
+                    .filter(|n| !n.contains('@'))
+                    .map(str::to_string)
                     .collect()
             })
             .unwrap_or_default();
@@ -171,7 +223,7 @@ fn rows(summaries: &[Value], no_trunc: bool) -> Vec<Value> {
             row["Repository"] = repo.into();
             row["Tag"] = tag.into();
             row["Size"] = human_size(s["Size"].as_i64().unwrap_or(0)).into();
-            row["Created"] = s["CreatedAt"].clone();
+            row["Created"] = ago(s["Created"].as_i64().unwrap_or(0)).into();
             out.push(row);
         }
     }
@@ -188,7 +240,12 @@ pub fn list(g: &Globals, format: &Format) -> anyhow::Result<()> {
         .map(|i| summary(&store, i))
         .collect::<anyhow::Result<_>>()?;
     if format.json {
-        return outln!("{}", serde_json::to_string_pretty(&summaries)?);
+        // podman indents with four spaces.
+        let mut buf = Vec::new();
+        let fmt = serde_json::ser::PrettyFormatter::with_indent(b"    ");
+        let mut ser = serde_json::Serializer::with_formatter(&mut buf, fmt);
+        serde::Serialize::serialize(&summaries, &mut ser)?;
+        return outln!("{}", String::from_utf8_lossy(&buf));
     }
     if format.quiet {
         let mut seen = std::collections::HashSet::new();
@@ -239,7 +296,7 @@ fn print_template(format: &str, rows: &[Value], no_heading: bool) -> anyhow::Res
     Ok(())
 }
 
-/// Pads tab-separated columns to a common width, three spaces apart (podman's tabwriter).
+/// Pads tab-separated columns to a common width (podman's tabwriter).
 fn align(lines: &[String]) -> Vec<String> {
     let cells: Vec<Vec<&str>> = lines.iter().map(|l| l.split('\t').collect()).collect();
     let cols = cells.iter().map(Vec::len).max().unwrap_or(0);
@@ -259,7 +316,8 @@ fn align(lines: &[String]) -> Vec<String> {
             let mut s = String::new();
             for (c, cell) in r.iter().enumerate() {
                 if c + 1 < r.len() {
-                    s.push_str(&format!("{cell:<w$}  ", w = widths[c]));
+                    // Go's tabwriter as podman sets it up: cells at least 12 wide, 2 apart.
+                    s.push_str(&format!("{cell:<w$}", w = (widths[c] + 2).max(12)));
                 } else {
                     s.push_str(cell);
                 }
