@@ -13,6 +13,7 @@ packages=(
     debootstrap                                       # podman 5 check: a Debian 13 chroot
     docker-registry apache2-utils                     # registry tests: distribution 2.8, htpasswd -B
     xfsprogs                                          # composefs reflink test and BENCH_FS=xfs
+    curl                                              # seam test: bootc's libpod pull over a Unix socket
 )
 
 missing=()

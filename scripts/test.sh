@@ -32,8 +32,12 @@ cargo test --workspace 2>&1 | tee "$log" || status=$?
 echo "== podman 5 check"
 ./scripts/podman5-check.sh 2>&1 | tee -a "$log" || status=1
 
+# Stock bootc 1.16.9 (built from tests/bootc-oracle on first use) with bootc-image behind its seam.
+echo "== stock bootc through the seam"
+./scripts/bootc-seam-check.sh 2>&1 | tee -a "$log" || status=1
+
 # One closing line for the whole workspace (cargo prints one "test result:" per test binary).
-awk '/^test result:/ || /^podman5-check: [0-9]+ passed/ {
+awk '/^test result:/ || /^podman5-check: [0-9]+ passed/ || /^bootc-seam-check: [0-9]+ passed/ {
         for (i = 1; i <= NF; i++) {
             if ($(i + 1) ~ /^passed/) p += $i
             if ($(i + 1) ~ /^failed/) f += $i

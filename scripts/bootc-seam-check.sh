@@ -1,0 +1,144 @@
+#!/usr/bin/env bash
+# Stock bootc 1.16.9, unpatched, doing its storage work through bootc-image (issue 24, docs/bootc.md):
+# bootc-image is BOOTC_EXP_EXTERNAL_CONTAINER_TOOL and PATH's `podman` and `skopeo`, while the real
+# podman and skopeo are made unusable (/bin/false bound over them in a private mount namespace).
+# Real podman 4.3 judges the stores afterwards. The checks are the bootc commands that run off a
+# booted host (docs/bootc.md lists which seam calls each makes):
+#
+#   encapsulate       bootc internals ostree-container encapsulate … containers-storage:…  (skopeo copy)
+#   image-pull        bootc internals ostree-container image pull … ostree-unverified-image:containers-storage:…
+#                     (the image proxy: GetLayerInfoPiped, GetBlob by DiffID)
+#   composefs-digest  bootc container compute-composefs-digest-from-storage, with and without an
+#                     image (the proxy through the seam with STORAGE_OPTS, and through PATH)
+#   install-completion bootc internals bootc-install-completion on an `ostree admin` sysroot with a
+#                     bound image (podman's images, image exists, image pull on bootc's store)
+#
+# Each prints PASS or FAIL; the last line is `bootc-seam-check: N passed, M failed`. Also shown, not
+# counted: the image pull with Debian's own skopeo (1.9.3), which fails ("skopeo too old").
+# Needs root, ostree, podman, unshare. Builds bootc once (scripts/build-bootc.sh, ~5 minutes).
+# Environment: BOOTC_BUILD (default /var/tmp/bootc-image-bootc, reused), SEAM_BASE (default
+#   /var/tmp/bootc-seam, wiped), BOOTC_IMAGE_BIN (default target/debug/bootc-image, built if missing).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+repo=$(pwd)
+build=${BOOTC_BUILD:-/var/tmp/bootc-image-bootc}
+base=${SEAM_BASE:-/var/tmp/bootc-seam}
+ours=${BOOTC_IMAGE_BIN:-$repo/target/debug/bootc-image}
+bootc=$build/target/debug/bootc
+passed=0
+failed=0
+
+pass() { echo "PASS $1"; passed=$((passed + 1)); }
+fail() { echo "FAIL $1: $2"; failed=$((failed + 1)); }
+
+[ -x "$ours" ] || cargo build -q --bin bootc-image
+[ -x "$bootc" ] || scripts/build-bootc.sh "$build"
+
+# podman leaves its overlay directory mounted on itself; deployments are immutable.
+unmount_below() { awk -v b="$1" '$5 ~ "^"b {print $5}' /proc/self/mountinfo | sort -r | xargs -r umount -l; }
+if [ -d "$base" ]; then
+  unmount_below "$base"
+  chattr -R -i "$base" 2>/dev/null || true
+  rm -rf "$base"
+fi
+mkdir -p "$base"/{links,store/root,store/run,tree}
+ln -s "$ours" "$base/links/podman"
+ln -s "$ours" "$base/links/skopeo"
+printf '[storage]\ndriver = "overlay"\ngraphroot = "%s"\nrunroot = "%s"\n' \
+  "$base/store/root" "$base/store/run" >"$base/storage.conf"
+real_podman() { /usr/bin/podman --root "$1" --runroot "$base/podman-run" "${@:2}"; }
+
+# A bootable-looking tree: a kernel and initramfs, os-release, a bound image, /boot, /sysroot, /var.
+t=$base/tree
+mkdir -p "$t"/{boot,sysroot,var,usr/bin,usr/etc,usr/lib/modules/6.1.0,usr/lib/bootc/bound-images.d,usr/share/containers/systemd}
+cp /bin/true "$t/usr/bin/"
+echo hello >"$t/usr/lib/hello"
+echo kernel >"$t/usr/lib/modules/6.1.0/vmlinuz"
+echo initramfs >"$t/usr/lib/modules/6.1.0/initramfs.img"
+printf 'ID=debian\nVERSION_ID=12\nNAME=seam-check\n' >"$t/usr/lib/os-release"
+cp "$t/usr/lib/os-release" "$t/usr/etc/os-release"
+printf '[Image]\nImage=oci:%s/layout:bound\n' "$base" >"$t/usr/share/containers/systemd/b.image"
+ln -s /usr/share/containers/systemd/b.image "$t/usr/lib/bootc/bound-images.d/b.image"
+ostree --repo="$base/repo" init --mode=archive
+ostree --repo="$base/repo" commit -b os --tree=dir="$t" -s seam >/dev/null
+
+# Runs a command as bootc runs on such a machine, with bootc-image behind the seam and the real
+# tools unusable (its own PID namespace: bootc reads /proc/1).
+# shellcheck disable=SC2016 # the inner script expands its own variables
+seam() {
+  env BOOTC_EXP_EXTERNAL_CONTAINER_TOOL="$base/links/podman" PATH="$base/links:$PATH" \
+    CONTAINERS_STORAGE_CONF="$base/storage.conf" RUST_LOG='' \
+    unshare -m --pid --fork --mount-proc sh -c '
+      for t in podman skopeo; do
+        p=$(command -v -p "$t" || true)
+        if [ -n "$p" ]; then mount --bind /bin/false "$p"; fi
+      done
+      exec "$@"' sh "$@"
+}
+
+echo "== encapsulate"
+if out=$(seam "$bootc" internals ostree-container encapsulate --repo "$base/repo" os \
+  containers-storage:localhost/enc:1 2>&1) &&
+  real_podman "$base/store/root" images --format '{{.Names}}' | grep -q 'localhost/enc:1'; then
+  pass encapsulate
+else
+  fail encapsulate "$out"
+fi
+
+echo "== image-pull"
+ostree --repo="$base/repo2" init --mode=bare-user
+if out=$(seam "$bootc" internals ostree-container image pull "$base/repo2" \
+  ostree-unverified-image:containers-storage:localhost/enc:1 2>&1); then
+  commit=$(sed -n 's/.* => //p' <<<"$out" | tail -1)
+  ostree --repo="$base/repo2" checkout -U "$commit" "$base/checkout"
+  if diff -r --no-dereference "$t/usr" "$base/checkout/usr" >/dev/null; then
+    pass image-pull
+  else
+    fail image-pull "the checkout differs from the committed tree"
+  fi
+else
+  fail image-pull "$out"
+fi
+echo "-- the same pull with Debian's skopeo (not counted):"
+ostree --repo="$base/repo3" init --mode=bare-user
+CONTAINERS_STORAGE_CONF=$base/storage.conf "$bootc" internals ostree-container image pull \
+  "$base/repo3" ostree-unverified-image:containers-storage:localhost/enc:1 2>&1 | tail -1 || true
+
+echo "== composefs-digest"
+id=$(real_podman "$base/store/root" images -q --no-trunc localhost/enc:1 | sed 's/^sha256://')
+# shellcheck disable=SC2016 # the inner script expands its own variables
+digests=$(seam sh -c '
+  mount -t tmpfs tmpfs /run
+  mkdir -p /run/host-container-storage
+  mount --bind "$1" /run/host-container-storage
+  printf "engine=\"podman-4.3.1\"\nimageid=\"%s\"\n" "$2" >/run/.containerenv
+  "$3" container compute-composefs-digest-from-storage
+  "$3" container compute-composefs-digest-from-storage localhost/enc:1
+' sh "$base/store/root" "$id" "$bootc" 2>&1) || true
+if [ "$(grep -cE '^[0-9a-f]{128}$' <<<"$digests")" = 2 ] && [ "$(sort -u <<<"$digests" | wc -l)" = 1 ]; then
+  pass composefs-digest
+else
+  fail composefs-digest "$digests"
+fi
+
+echo "== install-completion"
+real_podman "$base/store/root" push -q localhost/enc:1 "oci:$base/layout:bound" >/dev/null 2>&1 ||
+  /usr/bin/skopeo copy -q "containers-storage:[overlay@$base/store/root+$base/store/run]localhost/enc:1" "oci:$base/layout:bound"
+sysroot=$base/sysroot
+mkdir -p "$sysroot"
+{
+  ostree admin init-fs --modern "$sysroot"
+  ostree admin --sysroot="$sysroot" os-init default
+  ostree --repo="$sysroot/ostree/repo" pull-local "$base/repo" os
+  ostree admin --sysroot="$sysroot" deploy --os=default os
+} >/dev/null 2>&1
+if out=$(seam "$bootc" internals bootc-install-completion "$sysroot" default 2>&1) &&
+  real_podman "$sysroot/ostree/bootc/storage" images --format '{{.Names}}' | grep -q "localhost/bound:latest"; then
+  pass install-completion
+else
+  fail install-completion "$out"
+fi
+
+unmount_below "$base"
+echo "bootc-seam-check: $passed passed, $failed failed"
+[ "$failed" = 0 ]
