@@ -74,6 +74,7 @@ pub mod copy;
 pub(crate) mod crashpoint;
 pub mod error;
 pub mod export;
+pub mod external_tool;
 pub(crate) mod fsutil;
 pub mod image_ref;
 pub mod layer;

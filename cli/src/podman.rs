@@ -13,9 +13,11 @@ pub const ALIAS_DIR: &str = "/run/bootc/storage";
 /// The run root podman is given.
 pub const RUNROOT_ARG: &str = "/proc/self/fd/3";
 
-/// The podman binary (`BOOTC_EXP_EXTERNAL_CONTAINER_TOOL`, as upstream, else `podman`).
+/// The podman binary (`BOOTC_EXP_EXTERNAL_CONTAINER_TOOL`, as upstream, else PATH's real `podman`,
+/// never this binary installed under that name).
 pub fn podman_bin() -> OsString {
-    std::env::var_os("BOOTC_EXP_EXTERNAL_CONTAINER_TOOL").unwrap_or_else(|| "podman".into())
+    std::env::var_os("BOOTC_EXP_EXTERNAL_CONTAINER_TOOL")
+        .unwrap_or_else(|| bootc_image::external_tool::real("podman").into_os_string())
 }
 
 /// Builds the command that runs `podman --root /run/bootc/storage --runroot /proc/self/fd/3 <args>` with

@@ -208,8 +208,9 @@ const REGISTRIES_CONF: &str = "CONTAINERS_REGISTRIES_CONF";
 
 /// The `skopeo` command, told the registries.conf podman would read: podman honours
 /// `CONTAINERS_REGISTRIES_CONF`, skopeo 1.9 does not by itself.
+/// The real skopeo: never this binary, should it be installed as PATH's `skopeo` for bootc.
 fn skopeo() -> std::process::Command {
-    let mut cmd = std::process::Command::new("skopeo");
+    let mut cmd = std::process::Command::new(crate::external_tool::real("skopeo"));
     if let Some(conf) = std::env::var_os(REGISTRIES_CONF).filter(|c| !c.is_empty()) {
         cmd.arg("--registries-conf").arg(conf);
     }

@@ -380,3 +380,152 @@ fn libpod_pull_over_socket() {
         format!("sha256:{id}")
     );
 }
+
+/// A directory whose `skopeo` and `podman` are our binary, as the .deb installs them for bootc.
+fn seam_links(store: &TestStore) -> PathBuf {
+    let dir = store.scratch("links");
+    fs::create_dir_all(&dir).unwrap();
+    for tool in ["skopeo", "podman"] {
+        std::os::unix::fs::symlink(BIN, dir.join(tool)).unwrap();
+    }
+    dir
+}
+
+/// PATH with `links` first.
+fn path_with(links: &Path) -> std::ffi::OsString {
+    let mut paths = vec![links.to_path_buf()];
+    paths.extend(std::env::split_paths(
+        &std::env::var_os("PATH").unwrap_or_default(),
+    ));
+    std::env::join_paths(paths).unwrap()
+}
+
+/// bootc's ordinary pull (L1): the literal `skopeo` on PATH is us, the image on a registry. The
+/// registry is read through the real skopeo, found past our own link (never ourselves again);
+/// the manifest digest is the registry's, the blobs verified.
+#[test]
+fn proxy_as_path_skopeo_reads_registry() {
+    let (store, oci) = store_with_image();
+    let reg = crate::registry::Registry::start(false);
+    reg.push(&oci.source(Some("t")), "seam/img:1");
+    let links = seam_links(&store);
+    let conf = storage_conf(&store);
+    let mut cmd = Command::new(links.join("skopeo"));
+    cmd.env("PATH", path_with(&links))
+        .env("CONTAINERS_STORAGE_CONF", &conf)
+        .env("CONTAINERS_REGISTRIES_CONF", reg.conf())
+        .env_remove("RUST_LOG");
+    let mut config = ImageProxyConfig::default();
+    config.skopeo_cmd = Some(cmd);
+    config.auth_anonymous = true;
+    config.insecure_skip_tls_verification = Some(true);
+    config.insecure_policy = Some(true);
+    let want = run_ok(Command::new("skopeo").args([
+        "inspect",
+        "--tls-verify=false",
+        "--format",
+        "{{.Digest}}",
+        &format!("docker://{}/seam/img:1", reg.host()),
+    ]));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let proxy = ImageProxy::new_with_config(config).await.unwrap();
+        let img = proxy
+            .open_image(&format!("docker://{}/seam/img:1", reg.host()))
+            .await
+            .unwrap();
+        let (digest, manifest) = proxy.fetch_manifest(&img).await.unwrap();
+        assert_eq!(digest, want.trim());
+        let infos = proxy.get_layer_info(&img).await.unwrap().unwrap();
+        assert_eq!(infos.len(), manifest.layers().len());
+        for l in manifest.layers() {
+            let bytes = blob(&proxy, &img, l.digest().as_ref(), l.size())
+                .await
+                .unwrap();
+            assert_eq!(sha256(&bytes), l.digest().to_string());
+        }
+        proxy.finalize().await.unwrap();
+    });
+}
+
+/// bootc's unified pull (P11) from a registry: the libpod service pulls natively into the
+/// store while a CLI pull (P12) runs beside it on the same store; podman lists both, with the
+/// registry's digest.
+#[test]
+fn libpod_registry_pull_beside_cli_pull() {
+    let (_src, oci) = store_with_image();
+    let reg = crate::registry::Registry::start(false);
+    reg.push(&oci.source(Some("t")), "seam/img:1");
+    let store = TestStore::new(Driver::Overlay);
+    let links = seam_links(&store);
+    let sock = store.scratch("api.sock");
+    let podman_as_us = |c: &mut Command| {
+        c.env("PATH", path_with(&links))
+            .env("CONTAINERS_REGISTRIES_CONF", reg.conf())
+            .env_remove("RUST_LOG")
+            .arg("--root")
+            .arg(&store.root)
+            .arg("--runroot")
+            .arg(&store.runroot);
+    };
+    let mut service = Command::new(links.join("podman"));
+    podman_as_us(&mut service);
+    let mut service = service
+        .args(["system", "service", "--time=0"])
+        .arg(format!("unix://{}", sock.display()))
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while !sock.exists() {
+        assert!(started.elapsed().as_secs() < 20, "no socket");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let mut cli = Command::new(links.join("podman"));
+    podman_as_us(&mut cli);
+    let cli = cli
+        .arg("pull")
+        .arg(oci.source(Some("t")))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let reference = format!("{}/seam/img:1", reg.host())
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect::<String>();
+    let out = run(Command::new("curl")
+        .args(["-sS", "--unix-socket"])
+        .arg(&sock)
+        .args(["-X", "POST", "-H", "Host: d"])
+        .arg(format!(
+            "http://d/v5.0.0/libpod/images/pull?reference={reference}&pullProgress=true&policy=always"
+        )));
+    let cli = cli.wait_with_output().unwrap();
+    let _ = service.kill();
+    let _ = service.wait();
+    assert!(cli.status.success(), "{}", describe(&cli));
+    assert!(out.status.success(), "{}", describe(&out));
+    let body = String::from_utf8_lossy(&out.stdout);
+    assert!(!body.contains("\"error\""), "{body}");
+    let digest = run_ok(Command::new("skopeo").args([
+        "inspect",
+        "--tls-verify=false",
+        "--format",
+        "{{.Digest}}",
+        &format!("docker://{}/seam/img:1", reg.host()),
+    ]));
+    let inspected = store.inspect(&format!("{}/seam/img:1", reg.host()));
+    assert_eq!(inspected["Digest"].as_str().unwrap(), digest.trim());
+    let names = store.image_names();
+    assert!(
+        names.contains(&"localhost/t:latest".to_string()),
+        "{names:?}"
+    );
+}

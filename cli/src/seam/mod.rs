@@ -75,15 +75,9 @@ pub fn run(role: Role, args: Vec<OsString>) -> ExitCode {
     }
 }
 
-/// The real `tool` (podman, skopeo) on PATH: the first that is not this binary, so a `podman` on
-/// PATH that is us never runs itself again.
+/// The real `tool` (podman, skopeo) on PATH, never this binary.
 pub fn real_tool(tool: &str) -> Option<PathBuf> {
-    let me = std::fs::canonicalize("/proc/self/exe").ok();
-    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
-    std::env::split_paths(&path)
-        .map(|d| d.join(tool))
-        .filter(|p| rustix::fs::access(p, rustix::fs::Access::EXEC_OK).is_ok() && p.is_file())
-        .find(|p| std::fs::canonicalize(p).ok() != me)
+    bootc_image::external_tool::find(tool)
 }
 
 /// The text for a tool that is needed but missing.
