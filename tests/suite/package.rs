@@ -23,6 +23,10 @@ fn debian_package_builds_and_runs() {
         "./usr/share/zsh/vendor-completions/_bootc-image",
         "./usr/share/fish/vendor_completions.d/bootc-image.fish",
         "./usr/share/doc/bootc-image/copyright",
+        "./usr/libexec/bootc-image/bin/podman -> ../../../bin/bootc-image",
+        "./usr/libexec/bootc-image/bin/skopeo -> ../../../bin/bootc-image",
+        "./usr/share/bootc-image/seam/environment",
+        "./usr/share/bootc-image/seam/50-bootc-image.conf",
     ] {
         assert!(
             listing.contains(want),
@@ -35,6 +39,9 @@ fn debian_package_builds_and_runs() {
     let bin = tree.join("usr/bin/bootc-image");
     let version = run_ok(Command::new(&bin).arg("--version"));
     assert!(version.starts_with("bootc-image "), "{version}");
+    // The seam's skopeo link: skopeo's help, with the option the proxy crate probes for.
+    let help = run_ok(Command::new(tree.join("usr/libexec/bootc-image/bin/skopeo")).arg("--help"));
+    assert!(help.contains("--user-agent-prefix"), "{help}");
     // The demo's kind of copy, with the unpacked binary.
     let mut oci = OciDir::create(&store.scratch("oci"));
     let spec = ImageSpec::from_tars("pkg", &[fixture::small_tar(401)], Compression::Gzip);

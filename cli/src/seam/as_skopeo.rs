@@ -52,6 +52,8 @@ struct Options {
     tls_verify: Option<bool>,
     sockfd: i32,
     digestfile: Option<PathBuf>,
+    help: bool,
+    version: bool,
     positional: Vec<String>,
 }
 
@@ -88,6 +90,8 @@ fn parse(args: &[String]) -> anyhow::Result<Options> {
                 o.tls_verify = Some(boolean(&inline)?)
             }
             "--remove-signatures" | "--quiet" | "-q" => {}
+            "--help" | "-h" => o.help = true,
+            "--version" | "-v" => o.version = true,
             "--policy" => o.policy = Some(value(name)?.into()),
             "--authfile" | "--src-authfile" | "--dest-authfile" => {
                 o.authfile = Some(value(name)?.into())
@@ -157,7 +161,41 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
     }
 }
 
+/// The command of a skopeo command line: the first word not an option or an option's value.
+fn command_of(args: &[String]) -> Option<&str> {
+    const TAKE_VALUE: [&str; 5] = [
+        "--policy",
+        "--user-agent-prefix",
+        "--registries-conf",
+        "--tmpdir",
+        "--command-timeout",
+    ];
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        if TAKE_VALUE.contains(&a.as_str()) {
+            it.next();
+        } else if !a.starts_with('-') {
+            return Some(a);
+        }
+    }
+    None
+}
+
 fn run(args: &[String]) -> anyhow::Result<()> {
+    if let Some(other) =
+        command_of(args).filter(|c| !matches!(*c, "experimental-image-proxy" | "copy"))
+    {
+        // Anything else is the real skopeo's, when one is installed.
+        return match super::real_tool("skopeo") {
+            Some(_) => through_real_skopeo(),
+            None => Err(crate::exit::fail(
+                crate::exit::Code::Usage,
+                format!(
+                    "skopeo {other} is not served by bootc-image (it serves experimental-image-proxy and copy, what bootc runs), and the real skopeo is not installed: install skopeo"
+                ),
+            )),
+        };
+    }
     let o = parse(args)?;
     crate::init_logging(Some(if o.debug {
         crate::LogLevel::Debug
@@ -166,21 +204,15 @@ fn run(args: &[String]) -> anyhow::Result<()> {
     }));
     let command = o.positional.first().map(String::as_str);
     match command {
+        _ if o.help => crate::output::text(HELP),
         Some("experimental-image-proxy") => proxy(&o),
         Some("copy") => copy(&o),
-        None if args.iter().any(|a| a == "--version" || a == "-v") => {
-            crate::output::line(format_args!(
-                "skopeo version 1.14.0 (bootc-image {})",
-                env!("CARGO_PKG_VERSION")
-            ))
-        }
-        None => crate::output::text(HELP),
-        Some(other) => Err(crate::exit::fail(
-            crate::exit::Code::Usage,
-            format!(
-                "skopeo {other} is not served by bootc-image (it serves experimental-image-proxy and copy, what bootc runs): use the real skopeo"
-            ),
+        None if o.version => crate::output::line(format_args!(
+            "skopeo version 1.14.0 (bootc-image {})",
+            env!("CARGO_PKG_VERSION")
         )),
+        None => crate::output::text(HELP),
+        Some(other) => Err(anyhow!("skopeo {other}: not served")),
     }
 }
 

@@ -56,14 +56,14 @@ pub fn role(args: &[OsString]) -> Option<Role> {
     let first = args.get(1).and_then(|a| a.to_str()).unwrap_or("");
     let by_shape = match first {
         "experimental-image-proxy" | "copy" => Some(Role::Skopeo),
-        "system" | "image" | "images" | "inspect" | "pull" | "rmi" => Some(Role::Podman),
+        "system" | "image" | "images" | "pull" | "rmi" => Some(Role::Podman),
         f if f.starts_with("--root") || f.starts_with("--runroot") => Some(Role::Podman),
-        f if f.starts_with("--storage-driver") || f.starts_with("--log-level") => {
-            named.filter(|r| *r == Role::Podman)
-        }
+        // Both tools have it; bootc runs podman's (as argv[0] `bootc`), skopeo's takes a transport.
+        "inspect" if named != Some(Role::Skopeo) => Some(Role::Podman),
         _ => None,
     };
-    // A link's name decides what the shape leaves open (`skopeo --help`, `podman version`).
+    // One value serves both roles (bootc runs `…/podman experimental-image-proxy` when the
+    // variable names our podman link): the shape first, then the link's name.
     by_shape.or(named)
 }
 
