@@ -84,6 +84,13 @@ struct Server {
 pub fn serve(socket: BorrowedFd<'_>, opts: &ServeOptions) -> Result<()> {
     let mut server = Server::default();
     while let Some(req) = wire::receive(socket)? {
+        let req = match req {
+            Ok(r) => r,
+            Err(e) => {
+                wire::send(socket, &Reply::failed(chain(&e)), &[])?;
+                continue;
+            }
+        };
         tracing::debug!(method = %req.method, args = ?req.args, "proxy request");
         if req.method == "Shutdown" {
             server.pipes.finish_all();

@@ -53,8 +53,9 @@ impl Reply {
     }
 }
 
-/// The next request, or `None` at end of file (the client closed its end: we are done).
-pub(crate) fn receive(socket: BorrowedFd<'_>) -> Result<Option<Request>> {
+/// The next request — or the error its bytes make, answered like any failed request — or `None`
+/// at end of file (the client closed its end: we are done).
+pub(crate) fn receive(socket: BorrowedFd<'_>) -> Result<Option<Result<Request>>> {
     let mut buf = vec![0u8; MAX_REQUEST];
     let n = loop {
         match rustix::net::recv(socket, &mut buf[..], rustix::net::RecvFlags::empty()) {
@@ -72,9 +73,9 @@ pub(crate) fn receive(socket: BorrowedFd<'_>) -> Result<Option<Request>> {
     if n == 0 {
         return Ok(None);
     }
-    serde_json::from_slice(&buf[..n])
-        .map(Some)
-        .map_err(|e| Error::InvalidInput(format!("a proxy request that is not valid JSON: {e}")))
+    Ok(Some(serde_json::from_slice(&buf[..n]).map_err(|e| {
+        Error::InvalidInput(format!("a proxy request that is not a request: {e}"))
+    })))
 }
 
 /// Sends `reply` with `fds` (at most two) beside it.

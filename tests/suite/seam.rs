@@ -529,3 +529,127 @@ fn libpod_registry_pull_beside_cli_pull() {
         "{names:?}"
     );
 }
+
+/// The on-disk contract of bootc's unified composefs pull: composefs-storage 0.9.4's own reader
+/// (cstor) imports an image we wrote (copied, and pulled through podman's role) and makes the
+/// same composefs image as a pull of the layout it came from.
+#[test]
+fn composefs_storage_reads_what_we_wrote() {
+    let store = TestStore::new(Driver::Overlay);
+    let mut oci = OciDir::create(&store.scratch("layout"));
+    let base = fixture::build_tar(&[
+        fixture::Entry::dir("usr/"),
+        fixture::Entry::dir("etc/"),
+        fixture::Entry::file("etc/small", b"small".to_vec()),
+        fixture::Entry::file("usr/big.bin", fixture::pseudo_random(300_000, 9)),
+    ]);
+    let top = fixture::build_tar(&[
+        fixture::Entry::dir("usr/"),
+        fixture::Entry::file("usr/top", b"top".to_vec()),
+    ]);
+    let spec = ImageSpec::from_tars("cstor", &[base, top], Compression::Gzip);
+    oci.add_image(Some("t"), &spec);
+    store.ours_copy_ok(&oci.source(Some("t")), Some("localhost/cstor:1"));
+    let id = store.inspect("localhost/cstor:1")["Id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let tool = crate::composefs::fixture_tool();
+    let from_layout = crate::composefs::import_into_repo(
+        &oci.source(Some("t")),
+        &store.scratch("repo-layout"),
+        "t",
+    );
+    let from_store = run_ok(
+        Command::new(tool)
+            .arg("import-cstor")
+            .arg(&store.root)
+            .arg(format!("sha256:{id}"))
+            .arg(store.scratch("repo-cstor"))
+            .arg("t"),
+    );
+    assert_eq!(from_store.trim(), from_layout.trim());
+    let erofs = |repo: &str, digest: &str| {
+        run_ok(
+            Command::new(tool)
+                .arg("erofs-id")
+                .arg(store.scratch(repo))
+                .arg(digest.trim()),
+        )
+    };
+    assert_eq!(
+        erofs("repo-cstor", &from_store),
+        erofs("repo-layout", &from_layout),
+        "composefs-storage's import of our store differs from the layout's"
+    );
+}
+
+/// The proxy on a raw SEQPACKET socket, as the crate drives it: a request that is not JSON and a
+/// method it does not know get error replies (the proxy goes on), and a client that goes away
+/// without `Shutdown` ends it with status 0.
+#[test]
+fn proxy_survives_bad_requests_and_exits_at_eof() {
+    use rustix::net::{AddressFamily, RecvFlags, SendFlags, SocketFlags, SocketType};
+    let (ours, theirs) = rustix::net::socketpair(
+        AddressFamily::UNIX,
+        SocketType::SEQPACKET,
+        SocketFlags::CLOEXEC,
+        None,
+    )
+    .unwrap();
+    let child = Command::new(BIN)
+        .env("BOOTC_EXP_EXTERNAL_CONTAINER_TOOL", BIN)
+        .arg("experimental-image-proxy")
+        .stdin(std::process::Stdio::from(theirs))
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let ask = |msg: &[u8]| -> Value {
+        rustix::net::send(&ours, msg, SendFlags::empty()).unwrap();
+        let mut buf = vec![0u8; 32 * 1024];
+        let (n, _) = rustix::net::recv(&ours, &mut buf[..], RecvFlags::empty()).unwrap();
+        serde_json::from_slice(&buf[..n]).unwrap()
+    };
+    let init = ask(br#"{"method":"Initialize","args":[]}"#);
+    assert_eq!(init["success"], true, "{init}");
+    assert_eq!(init["value"], "0.2.8");
+    for key in ["success", "value", "pipeid", "error"] {
+        assert!(init.get(key).is_some(), "{key} missing: {init}");
+    }
+    let bad = ask(b"{not json");
+    assert_eq!(bad["success"], false, "{bad}");
+    let unknown = ask(br#"{"method":"Frobnicate","args":[]}"#);
+    assert_eq!(unknown["success"], false, "{unknown}");
+    let no_image = ask(br#"{"method":"GetManifest","args":[7]}"#);
+    assert_eq!(no_image["success"], false, "{no_image}");
+    drop(ours);
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", describe(&out));
+}
+
+/// A layout blob whose content lies (same size, other bytes): GetBlob's FinishPipe reports the
+/// digest mismatch, the client never takes the bytes for good ones.
+#[test]
+fn proxy_reports_lying_blob() {
+    let (store, oci) = store_with_image();
+    let conf = storage_conf(&store);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let proxy = ImageProxy::new_with_config(proxy_config(&conf, None))
+            .await
+            .unwrap();
+        let img = proxy.open_image(&oci.source(Some("t"))).await.unwrap();
+        let (_, manifest) = proxy.fetch_manifest(&img).await.unwrap();
+        let layer = &manifest.layers()[0];
+        let path = oci.path.join("blobs/sha256").join(layer.digest().digest());
+        let mut bytes = fs::read(&path).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0xff;
+        fs::write(&path, bytes).unwrap();
+        let err = blob(&proxy, &img, layer.digest().as_ref(), layer.size())
+            .await
+            .unwrap_err();
+        assert!(format!("{err:#}").contains("does not match"), "{err:#}");
+        proxy.finalize().await.unwrap();
+    });
+}

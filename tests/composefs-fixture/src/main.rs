@@ -4,6 +4,8 @@
 //! composefs-fixture import oci:DIR:TAG REPO TAG     → prints the manifest digest
 //! composefs-fixture erofs-id REPO MANIFEST_DIGEST   → prints the image's EROFS id (hex)
 //! composefs-fixture export-oci REPO TAG DIR         → upstream's export: layers as tars into DIR
+//! composefs-fixture import-cstor STORE ID REPO TAG  → composefs-storage's reader (cstor) imports
+//!                                                     image ID of the containers-storage STORE
 //! ```
 
 use std::fs;
@@ -35,6 +37,31 @@ fn import(image: &str, repo: &Path, tag: &str) -> Result<String> {
             composefs_oci::PullOptions::default(),
         ))
         .with_context(|| format!("importing {image}"))?;
+    Ok(pulled.manifest_digest.to_string())
+}
+
+/// Imports the image `id` of the containers-storage store at `store` into a new repository at
+/// `repo` with composefs-storage's native reader (what bootc's unified composefs pull uses);
+/// returns the manifest digest.
+fn import_cstor(store: &Path, id: &str, repo: &Path, tag: &str) -> Result<String> {
+    let config = RepositoryConfig::new(Algorithm::SHA512).set_insecure();
+    let (repository, _) = Repository::<Sha512HashValue>::init_path(rustix::fs::CWD, repo, config)
+        .with_context(|| format!("creating the repository {}", repo.display()))?;
+    let repository = Arc::new(repository);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let mut opts = composefs_oci::PullOptions::default();
+    opts.local_fetch = composefs_oci::LocalFetchOpt::IfPossible;
+    opts.storage_root = Some(store);
+    let pulled = rt
+        .block_on(composefs_oci::pull(
+            &repository,
+            &format!("containers-storage:{id}"),
+            Some(tag),
+            opts,
+        ))
+        .with_context(|| format!("importing {id} from {}", store.display()))?;
     Ok(pulled.manifest_digest.to_string())
 }
 
@@ -142,8 +169,12 @@ fn main() -> Result<()> {
         ["import", image, repo, tag] => println!("{}", import(image, Path::new(repo), tag)?),
         ["erofs-id", repo, digest] => println!("{}", erofs_id(Path::new(repo), digest)?),
         ["export-oci", repo, tag, dir] => export_oci(Path::new(repo), tag, Path::new(dir))?,
+        ["import-cstor", store, id, repo, tag] => println!(
+            "{}",
+            import_cstor(Path::new(store), id, Path::new(repo), tag)?
+        ),
         _ => bail!(
-            "usage: composefs-fixture import oci:DIR:TAG REPO TAG | erofs-id REPO DIGEST | export-oci REPO TAG DIR"
+            "usage: composefs-fixture import oci:DIR:TAG REPO TAG | erofs-id REPO DIGEST | export-oci REPO TAG DIR | import-cstor STORE ID REPO TAG"
         ),
     }
     Ok(())
