@@ -51,9 +51,11 @@ fn import_cstor(store: &Path, id: &str, repo: &Path, tag: &str) -> Result<String
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let mut opts = composefs_oci::PullOptions::default();
-    opts.local_fetch = composefs_oci::LocalFetchOpt::IfPossible;
-    opts.storage_root = Some(store);
+    let opts = composefs_oci::PullOptions {
+        local_fetch: composefs_oci::LocalFetchOpt::IfPossible,
+        storage_root: Some(store),
+        ..Default::default()
+    };
     let pulled = rt
         .block_on(composefs_oci::pull(
             &repository,
