@@ -33,11 +33,13 @@ mod fixtures;
 #[path = "common/measure.rs"]
 #[allow(dead_code, reason = "shared between the benches; each uses a part")]
 mod measure;
+#[path = "common/registry.rs"]
+mod registry;
 #[path = "common/storefs.rs"]
 #[allow(dead_code, reason = "shared between the benches; each uses a part")]
 mod storefs;
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Result, anyhow, bail};
 use fixtures::{FIXTURES, FixtureInfo, TAG, check_store_named, ensure_fixtures};
 use measure::{
     RSS_TARGET_MB, Sample, ToolResult, fmt_opt, load_average, measure, overlay_store_args,
@@ -46,10 +48,9 @@ use measure::{
 use serde_json::{Value, json};
 use std::fmt::Write as _;
 use std::fs;
-use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitCode, Stdio};
-use std::time::{Duration, Instant};
+use std::process::ExitCode;
+use registry::Registry;
 use storefs::StoreFs;
 
 /// One row of results.
@@ -62,78 +63,6 @@ struct Row {
     skopeo: Option<ToolResult>,
     podman: Option<ToolResult>,
     ours: ToolResult,
-}
-
-/// The registry, stopped on drop.
-struct Registry {
-    child: Child,
-    port: u16,
-    conf: PathBuf,
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Registry {
-    fn start(dir: &Path) -> Result<Registry> {
-        fs::create_dir_all(dir.join("data"))?;
-        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let config = format!(
-            "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
-            dir.join("data").display()
-        );
-        fs::write(dir.join("config.yml"), config)?;
-        let conf = dir.join("registries.conf");
-        fs::write(
-            &conf,
-            format!("[[registry]]\nlocation = \"127.0.0.1:{port}\"\ninsecure = true\n"),
-        )?;
-        let child = Command::new("docker-registry")
-            .arg("serve")
-            .arg(dir.join("config.yml"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("starting docker-registry (apt install docker-registry)")?;
-        let r = Registry { child, port, conf };
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if Instant::now() > deadline {
-                bail!("the registry did not start");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Ok(r)
-    }
-
-    fn image(&self, repo: &str) -> String {
-        format!("127.0.0.1:{}/bench/{repo}:{TAG}", self.port)
-    }
-
-    fn push(&self, layout: &Path, repo: &str) -> Result<()> {
-        let out = Command::new("skopeo")
-            .args([
-                "copy",
-                "--quiet",
-                "--insecure-policy",
-                "--dest-tls-verify=false",
-            ])
-            .arg(format!("oci:{}:{TAG}", layout.display()))
-            .arg(format!("docker://{}", self.image(repo)))
-            .output()?;
-        if !out.status.success() {
-            bail!(
-                "pushing {repo}: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
-        Ok(())
-    }
 }
 
 /// A layout of the first `n` layers of the 40-layer one (blobs hardlinked).
