@@ -45,12 +45,12 @@ use measure::{
     RSS_TARGET_MB, Sample, ToolResult, fmt_opt, load_average, measure, overlay_store_args,
     runs_from_env, settle_warm, small_from_env, version_of,
 };
+use registry::Registry;
 use serde_json::{Value, json};
 use std::fmt::Write as _;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use registry::Registry;
 use storefs::StoreFs;
 
 /// One row of results.

@@ -271,24 +271,52 @@ impl Verifying<'_> {
     /// Fails unless what went through is `digest`, of `size` bytes when a size is expected.
     fn check(self, digest: &Digest, size: Option<u64>) -> Result<()> {
         let actual = Digest::from_sha256(self.hash.finalize().into());
-        if let Some(size) = size
-            && size != self.len
-        {
-            return Err(Error::SizeMismatch {
-                what: format!("blob {digest}"),
-                expected: size,
-                found: self.len,
-            });
-        }
-        if actual != *digest {
-            return Err(Error::DigestMismatch {
-                what: "blob".into(),
-                expected: digest.to_string(),
-                actual: actual.to_string(),
-            });
-        }
-        Ok(())
+        check_stream(digest, Some(actual), size, self.len)
     }
+}
+
+/// Counts what goes through it.
+struct Counting<'a> {
+    out: &'a mut File,
+    len: u64,
+}
+
+impl Write for Counting<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.out.write(buf)?;
+        self.len += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush()
+    }
+}
+
+/// Fails unless a stream hashed to `digest` and was `size` bytes long (when one is expected).
+fn check_stream(
+    digest: &Digest,
+    actual: Option<Digest>,
+    size: Option<u64>,
+    len: u64,
+) -> Result<()> {
+    if let Some(size) = size
+        && size != len
+    {
+        return Err(Error::SizeMismatch {
+            what: format!("blob {digest}"),
+            expected: size,
+            found: len,
+        });
+    }
+    let actual = actual.ok_or_else(|| Error::Internal("a writer sink gave no digest".into()))?;
+    if actual != *digest {
+        return Err(Error::DigestMismatch {
+            what: "blob".into(),
+            expected: digest.to_string(),
+            actual: actual.to_string(),
+        });
+    }
+    Ok(())
 }
 
 impl ServedImage {
@@ -326,15 +354,12 @@ impl ServedImage {
                     let layer = layers
                         .get(digest.as_str())
                         .ok_or_else(|| unknown(&digest))?;
-                    let mut v = Verifying {
-                        out,
-                        hash: Sha256::new(),
-                        len: 0,
-                    };
-                    let mut sink = LayerSink::to_writer(&mut v);
+                    // The sink hashes the stream (its DiffID): counted here, not hashed again.
+                    let mut counted = Counting { out, len: 0 };
+                    let mut sink = LayerSink::to_writer(&mut counted);
                     store.feed_layer(layer, &mut sink)?;
-                    drop(sink);
-                    v.check(&digest, size)
+                    let (_, diff_id) = sink.finish();
+                    check_stream(&digest, diff_id, size, counted.len)
                 }))
             }
             Blobs::Source(_) => {

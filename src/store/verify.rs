@@ -11,7 +11,12 @@ use storage_format::{Digest, LayerRecord, TarSplitEntry, TarSplitReader};
 use super::Store;
 use crate::error::{Error, Result};
 use crate::layer::entry::{Content, Entry, EntryMeta};
+use crate::layer::read_ahead::{ReadAhead, StopOnDrop};
 use crate::layer::sink::LayerSink;
+use std::os::unix::ffi::OsStrExt as _;
+
+/// How far the read-ahead runs ahead of a layer's reader.
+const READ_AHEAD_LEAD: u64 = 64 << 20;
 
 impl Store {
     /// The layers of an image, base first: its top layer and the chain of parents below it (a
@@ -140,18 +145,50 @@ impl Store {
     /// `sink` (digest-only for `verify`, to a writer for an export): segments up to a file entry
     /// are its raw bytes, the tree's file its content. Each file's CRC-64 is checked.
     pub(crate) fn feed_layer(&self, layer: &LayerRecord, sink: &mut LayerSink<'_>) -> Result<()> {
+        let ts_path = self.tar_split_path(&layer.id);
+        let open_split = || -> Result<_> {
+            let f = std::fs::File::open(&ts_path).map_err(|e| Error::io("opening", &ts_path, e))?;
+            Ok(TarSplitReader::new(BufReader::new(
+                flate2::read::MultiGzDecoder::new(BufReader::new(f)),
+            )))
+        };
+        let reader = open_split()?;
+        let tree = self.driver().tree_path(&layer.id);
+        let root = crate::fsutil::open_dir(&tree)
+            .map_err(|e| Error::io("opening", &tree, std::io::Error::from(e)))?;
+        // A helper reads the tar-split too and asks the kernel for the files ahead of this thread,
+        // so a cold disk gets many reads at once.
+        let ra = ReadAhead::new(READ_AHEAD_LEAD);
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                if let Ok(split) = open_split() {
+                    ra.run(split.filter_map(|e| match e {
+                        Ok(TarSplitEntry::File { name, size, .. }) if size > 0 => {
+                            Some((tree.join(std::ffi::OsStr::from_bytes(&name)), size))
+                        }
+                        _ => None,
+                    }));
+                }
+            });
+            let _stop = StopOnDrop(&ra);
+            Self::feed_entries_of(layer, reader, &tree, &root, &ra, sink)
+        })
+    }
+
+    /// [`feed_layer`](Self::feed_layer)'s loop: each tar-split entry into `sink`, the files'
+    /// contents from `root`, the read-ahead told what was consumed.
+    fn feed_entries_of(
+        layer: &LayerRecord,
+        reader: impl Iterator<Item = storage_format::Result<TarSplitEntry>>,
+        tree: &std::path::Path,
+        root: &std::os::fd::OwnedFd,
+        ra: &ReadAhead,
+        sink: &mut LayerSink<'_>,
+    ) -> Result<()> {
         let bad = |why: String| Error::Damaged {
             what: format!("layer {}", layer.id),
             detail: why,
         };
-        let ts_path = self.tar_split_path(&layer.id);
-        let f = std::fs::File::open(&ts_path).map_err(|e| Error::io("opening", &ts_path, e))?;
-        let reader = TarSplitReader::new(BufReader::new(flate2::read::MultiGzDecoder::new(
-            BufReader::new(f),
-        )));
-        let tree = self.driver().tree_path(&layer.id);
-        let root = crate::fsutil::open_dir(&tree)
-            .map_err(|e| Error::io("opening", &tree, std::io::Error::from(e)))?;
         // The store's tar-split and tree as an entry stream: segments up to a file entry are its
         // raw bytes, the tree's file its content; the digest-only sink rebuilds the DiffID.
         let mut raw: Vec<u8> = Vec::new();
@@ -192,7 +229,7 @@ impl Store {
                         .map_err(|e| bad(format!("{}: {e}", shown())))?;
                         Content::Object {
                             file: std::fs::File::from(fd),
-                            path: &tree,
+                            path: tree,
                             linkable: false,
                         }
                     };
@@ -212,6 +249,7 @@ impl Store {
                             e => e,
                         })?;
                     raw.clear();
+                    ra.consumed(fsize);
                     if crc.is_some_and(|crc| Some(crc) != done.crc) {
                         return Err(bad(format!("{} does not match its checksum", shown())));
                     }
