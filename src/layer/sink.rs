@@ -126,6 +126,14 @@ impl<'a> LayerSink<'a> {
         sink
     }
 
+    /// A sink that only writes the tar stream's bytes to `out`: the caller hashes them (on a
+    /// thread of its own, say).
+    pub(crate) fn to_writer_unhashed(out: &'a mut dyn Write) -> LayerSink<'a> {
+        let mut sink = LayerSink::with_parts(None, None, None);
+        sink.out = Some(out);
+        sink
+    }
+
     fn with_parts(
         tree: Option<&'a mut TreeWriter>,
         tar_split: Option<&'a mut dyn SplitOut>,

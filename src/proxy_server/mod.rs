@@ -8,6 +8,7 @@
 //! reported by `FinishPipe`), `GetRawBlob`, `FinishPipe`, `CloseImage`, `Shutdown`. The proxy only
 //! reads: stores are opened read-only, nothing is ever written.
 
+mod hash_thread;
 mod pipes;
 mod served_image;
 mod wire;

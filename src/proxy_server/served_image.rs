@@ -275,23 +275,6 @@ impl Verifying<'_> {
     }
 }
 
-/// Counts what goes through it.
-struct Counting<'a> {
-    out: &'a mut File,
-    len: u64,
-}
-
-impl Write for Counting<'_> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let n = self.out.write(buf)?;
-        self.len += n as u64;
-        Ok(n)
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.out.flush()
-    }
-}
-
 /// Fails unless a stream hashed to `digest` and was `size` bytes long (when one is expected).
 fn check_stream(
     digest: &Digest,
@@ -354,12 +337,13 @@ impl ServedImage {
                     let layer = layers
                         .get(digest.as_str())
                         .ok_or_else(|| unknown(&digest))?;
-                    // The sink hashes the stream (its DiffID): counted here, not hashed again.
-                    let mut counted = Counting { out, len: 0 };
-                    let mut sink = LayerSink::to_writer(&mut counted);
+                    // Hashed on another thread while this one reads the files.
+                    let mut hashed = super::hash_thread::HashedWriter::new(out)?;
+                    let mut sink = LayerSink::to_writer_unhashed(&mut hashed);
                     store.feed_layer(layer, &mut sink)?;
-                    let (_, diff_id) = sink.finish();
-                    check_stream(&digest, diff_id, size, counted.len)
+                    drop(sink);
+                    let (diff_id, len) = hashed.finish()?;
+                    check_stream(&digest, Some(diff_id), size, len)
                 }))
             }
             Blobs::Source(_) => {
