@@ -14,7 +14,7 @@
 //!
 //! Fixtures: `gzip-1` and `gzip-40` of copy_to_storage (`target/bench-fixtures/`).
 //! Environment: `BENCH_RUNS=n` (default 1), `BENCH_SMALL=1`, `BENCH_WARM=1` (page cache kept),
-//! `P5_CHROOT` (default
+//! `BENCH_PARTS=proxy,libpod` (which parts run), `P5_CHROOT` (default
 //! /var/tmp/trixie; part 1 is skipped without it), `BENCH_FIXTURES=gzip-1,gzip-40`.
 
 #![allow(
@@ -430,8 +430,17 @@ fn run() -> Result<()> {
     let base = target_dir.join("bench-seam");
     fs::create_dir_all(&base)?;
     let load = load_average();
-    let proxy = proxy_part(&ours, &base, &images, runs)?;
-    let libpod = libpod_part(&ours, &base, &images, runs)?;
+    let parts = std::env::var("BENCH_PARTS").unwrap_or_else(|_| "proxy,libpod".into());
+    let proxy = if parts.contains("proxy") {
+        proxy_part(&ours, &base, &images, runs)?
+    } else {
+        "skipped (BENCH_PARTS)\n".into()
+    };
+    let libpod = if parts.contains("libpod") {
+        libpod_part(&ours, &base, &images, runs)?
+    } else {
+        "skipped (BENCH_PARTS)\n".into()
+    };
     let report = format!(
         "## bootc's seam (`cargo bench --bench seam`, {runs} run(s), medians; load {load} → {})\n\n### The image proxy serving containers-storage:\n\n{proxy}\n### The libpod pull (podman system service)\n\n{libpod}",
         load_average()

@@ -1,5 +1,5 @@
 //! A writer that hashes what it writes on a thread of its own: the bytes go out at once, a copy
-//! of them (in 1 MiB buffers, at most four in flight) to the hashing thread, so SHA-256 runs on
+//! of them (in 256 KiB buffers, at most three in flight) to the hashing thread, so SHA-256 runs on
 //! the other core while this one reads the next file.
 
 use std::io::Write;
@@ -12,7 +12,7 @@ use crate::Digest;
 use crate::error::{Error, Result};
 
 /// Bytes per buffer handed to the hashing thread.
-const CHUNK: usize = 1 << 20;
+const CHUNK: usize = 256 << 10;
 
 /// Writes into `out`, hashes on another thread.
 pub(crate) struct HashedWriter<'a, W: Write> {
@@ -27,8 +27,8 @@ pub(crate) struct HashedWriter<'a, W: Write> {
 impl<'a, W: Write> HashedWriter<'a, W> {
     /// A writer into `out`; its hashing thread started.
     pub(crate) fn new(out: &'a mut W) -> Result<Self> {
-        let (to_hash, chunks) = sync_channel::<Vec<u8>>(4);
-        let (give_back, spent) = sync_channel::<Vec<u8>>(8);
+        let (to_hash, chunks) = sync_channel::<Vec<u8>>(3);
+        let (give_back, spent) = sync_channel::<Vec<u8>>(4);
         let hasher = std::thread::Builder::new()
             .name("proxy-hash".into())
             .spawn(move || {

@@ -72,18 +72,32 @@ impl ServeOptions {
 }
 
 /// The proxy's state: open images and running pipes.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Server {
     images: HashMap<u32, Arc<ServedImage>>,
     last_image: u32,
     pipes: pipes::Pipes,
+    /// Turns for streams with a hashing thread: as many as there are cores (at least two).
+    turns: Arc<pipes::Turns>,
+}
+
+impl Server {
+    fn new() -> Server {
+        let cores = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
+        Server {
+            images: HashMap::new(),
+            last_image: 0,
+            pipes: pipes::Pipes::default(),
+            turns: Arc::new(pipes::Turns::new(cores.max(2))),
+        }
+    }
 }
 
 /// Serves the protocol on `socket` until the client sends `Shutdown` or closes its end. An error
 /// of one request is that request's reply; only a socket that cannot be read or written ends
 /// the service with an error.
 pub fn serve(socket: BorrowedFd<'_>, opts: &ServeOptions) -> Result<()> {
-    let mut server = Server::default();
+    let mut server = Server::new();
     while let Some(req) = wire::receive(socket)? {
         let req = match req {
             Ok(r) => r,
@@ -162,7 +176,7 @@ impl Server {
 
     /// A reply whose payload `write` puts into a pipe.
     fn piped(&mut self, value: Value, write: pipes::Writer) -> Result<Answer> {
-        let (id, read) = self.pipes.start(write)?;
+        let (id, read) = self.pipes.start(write, &self.turns)?;
         Ok((Reply::ok(value, id), vec![read]))
     }
 
@@ -170,7 +184,7 @@ impl Server {
     fn piped_bytes(&mut self, value: Value, bytes: Vec<u8>) -> Result<Answer> {
         self.piped(
             value,
-            Box::new(move |out| {
+            Box::new(move |out, _| {
                 std::io::Write::write_all(out, &bytes).map_err(|e| Error::Write {
                     what: "a reply into its pipe".into(),
                     source: e,
@@ -243,7 +257,7 @@ impl Server {
                 let img = self.image(args, method)?;
                 let digest = Digest::parse(arg_str(args, 1, method)?)?;
                 let (size, write) = img.raw_blob(digest)?;
-                let fds = pipes::start_raw(write)?;
+                let fds = pipes::start_raw(write, &self.turns)?;
                 Ok((Reply::ok(size.into(), 0), fds.into()))
             }
             "FinishPipe" => {

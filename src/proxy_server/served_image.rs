@@ -25,6 +25,9 @@ use crate::layer::sink::LayerSink;
 use crate::source::manifest_rules::{MEDIA_DOCKER_MANIFEST, MEDIA_OCI_CONFIG, MEDIA_OCI_MANIFEST};
 use crate::store::{Store, StoreConfig};
 
+/// How much of the next layer's files is asked for while a layer is served.
+const PREFETCH: u64 = 32 << 20;
+
 /// One entry of `GetLayerInfo`: what the client asks `GetBlob` for.
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct LayerInfo {
@@ -35,10 +38,11 @@ pub(crate) struct LayerInfo {
 
 /// Where the blobs of an image come from.
 enum Blobs {
-    /// A store's layers by DiffID.
+    /// A store's layers by DiffID, and their DiffIDs in order.
     Stored {
         store: Arc<Store>,
-        layers: HashMap<String, LayerRecord>,
+        layers: HashMap<String, Arc<LayerRecord>>,
+        order: Vec<String>,
     },
     /// A source's blobs by digest, with their sizes.
     Source(Box<dyn BlobSource + Send>),
@@ -160,6 +164,7 @@ fn stored(store: Arc<Store>, img: &ImageRecord) -> Result<ServedImage> {
     chain.reverse();
     let mut layer_infos = Vec::new();
     let mut layers = HashMap::new();
+    let mut order = Vec::new();
     for l in chain {
         let (Some(diff), Some(size)) = (l.diff_digest.clone(), l.diff_size) else {
             return Err(Error::Damaged {
@@ -177,7 +182,8 @@ fn stored(store: Arc<Store>, img: &ImageRecord) -> Result<ServedImage> {
             }
             .into(),
         });
-        layers.insert(diff, l);
+        order.push(diff.clone());
+        layers.insert(diff, Arc::new(l));
     }
     Ok(ServedImage {
         manifest: to_oci(&manifest)?,
@@ -185,7 +191,11 @@ fn stored(store: Arc<Store>, img: &ImageRecord) -> Result<ServedImage> {
         config,
         config_digest,
         layer_infos,
-        blobs: Blobs::Stored { store, layers },
+        blobs: Blobs::Stored {
+            store,
+            layers,
+            order,
+        },
     })
 }
 
@@ -275,6 +285,23 @@ impl Verifying<'_> {
     }
 }
 
+/// Counts what goes through it.
+struct Counting<'a> {
+    out: &'a mut File,
+    len: u64,
+}
+
+impl Write for Counting<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.out.write(buf)?;
+        self.len += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush()
+    }
+}
+
 /// Fails unless a stream hashed to `digest` and was `size` bytes long (when one is expected).
 fn check_stream(
     digest: &Digest,
@@ -312,7 +339,7 @@ impl ServedImage {
     ) -> Result<super::pipes::Writer> {
         let me = Arc::clone(self);
         if digest == self.config_digest {
-            return Ok(Box::new(move |out| {
+            return Ok(Box::new(move |out, _| {
                 let mut v = Verifying {
                     out,
                     hash: Sha256::new(),
@@ -330,27 +357,54 @@ impl ServedImage {
                 if !layers.contains_key(digest.as_str()) {
                     return Err(unknown(&digest));
                 }
-                Ok(Box::new(move |out| {
-                    let Blobs::Stored { store, layers } = &me.blobs else {
+                Ok(Box::new(move |out, turns| {
+                    let Blobs::Stored {
+                        store,
+                        layers,
+                        order,
+                    } = &me.blobs
+                    else {
                         return Err(Error::Internal("blob kind changed".into()));
                     };
                     let layer = layers
                         .get(digest.as_str())
                         .ok_or_else(|| unknown(&digest))?;
-                    // Hashed on another thread while this one reads the files.
-                    let mut hashed = super::hash_thread::HashedWriter::new(out)?;
-                    let mut sink = LayerSink::to_writer_unhashed(&mut hashed);
+                    // Hashed on another thread while this one reads the files (in its turn; with
+                    // no turn after a wait, here).
+                    let turn = turns.take();
+                    // The next layer's first files asked for meanwhile (ostree-ext reads them in
+                    // order; on a cold disk each layer would otherwise start from a standstill).
+                    let next = order
+                        .iter()
+                        .position(|d| d == digest.as_str())
+                        .and_then(|i| order.get(i + 1))
+                        .and_then(|d| layers.get(d));
+                    if let Some(next) = next {
+                        let (store, next) = (Arc::clone(store), Arc::clone(next));
+                        let _ = std::thread::Builder::new()
+                            .name("proxy-prefetch".into())
+                            .spawn(move || store.prefetch_layer(&next, PREFETCH));
+                    }
+                    if turn.is_some() {
+                        let mut hashed = super::hash_thread::HashedWriter::new(out)?;
+                        let mut sink = LayerSink::to_writer_unhashed(&mut hashed);
+                        store.feed_layer(layer, &mut sink)?;
+                        drop(sink);
+                        let (diff_id, len) = hashed.finish()?;
+                        return check_stream(&digest, Some(diff_id), size, len);
+                    }
+                    let mut counted = Counting { out, len: 0 };
+                    let mut sink = LayerSink::to_writer(&mut counted);
                     store.feed_layer(layer, &mut sink)?;
-                    drop(sink);
-                    let (diff_id, len) = hashed.finish()?;
-                    check_stream(&digest, Some(diff_id), size, len)
+                    let (_, diff_id) = sink.finish();
+                    check_stream(&digest, diff_id, size, counted.len)
                 }))
             }
             Blobs::Source(_) => {
                 if !self.layer_infos.iter().any(|l| l.digest == digest.as_str()) {
                     return Err(unknown(&digest));
                 }
-                Ok(Box::new(move |out| {
+                Ok(Box::new(move |out, _| {
                     let Blobs::Source(blobs) = &me.blobs else {
                         return Err(Error::Internal("blob kind changed".into()));
                     };

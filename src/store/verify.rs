@@ -175,6 +175,33 @@ impl Store {
         })
     }
 
+    /// Asks the kernel for the first `bytes` of the layer's files, in the order its tar stream
+    /// reads them (`posix_fadvise(WILLNEED)`; nothing is read here), so that a reader starting on
+    /// this layer next finds them on their way. Errors are ignored: the reader meets them.
+    pub(crate) fn prefetch_layer(&self, layer: &LayerRecord, bytes: u64) {
+        let ts_path = self.tar_split_path(&layer.id);
+        let Ok(f) = std::fs::File::open(&ts_path) else {
+            return;
+        };
+        let split = TarSplitReader::new(BufReader::new(flate2::read::MultiGzDecoder::new(
+            BufReader::new(f),
+        )));
+        let tree = self.driver().tree_path(&layer.id);
+        let mut announced = 0u64;
+        let files = split
+            .filter_map(|e| match e {
+                Ok(TarSplitEntry::File { name, size, .. }) if size > 0 => {
+                    Some((tree.join(std::ffi::OsStr::from_bytes(&name)), size))
+                }
+                _ => None,
+            })
+            .take_while(|(_, size)| {
+                announced += size;
+                announced <= bytes
+            });
+        ReadAhead::new(bytes).run(files);
+    }
+
     /// [`feed_layer`](Self::feed_layer)'s loop: each tar-split entry into `sink`, the files'
     /// contents from `root`, the read-ahead told what was consumed.
     fn feed_entries_of(
