@@ -12,6 +12,9 @@
 #                     image (the proxy through the seam with STORAGE_OPTS, and through PATH)
 #   install-completion bootc internals bootc-install-completion on an `ostree admin` sysroot with a
 #                     bound image (podman's images, image exists, image pull on bootc's store)
+#   cstor-0.7         composefs-storage at the revision bootc 1.16.9 pins (its unified composefs
+#                     pull's reader) imports an image bootc-image built into a store: the same
+#                     composefs image (EROFS id) as composefs-oci's import of its OCI export
 #
 # Each prints PASS or FAIL; the last line is `bootc-seam-check: N passed, M failed`. Also shown, not
 # counted: the image pull with Debian's own skopeo (1.9.3), which fails ("skopeo too old").
@@ -137,6 +140,57 @@ if out=$(seam "$bootc" internals bootc-install-completion "$sysroot" default 2>&
   pass install-completion
 else
   fail install-completion "$out"
+fi
+
+echo "== cstor-0.7"
+# The fixture tool of tests/composefs-fixture, built against bootc's pinned composefs-rs (0.7.0),
+# sharing bootc's lock file and target directory.
+cstor_tool() {
+  local dir=$build/cstor-0.7
+  mkdir -p "$dir"
+  cat >"$dir/Cargo.toml" <<TOML
+[package]
+name = "composefs-fixture"
+version = "0.1.0"
+edition = "2024"
+publish = false
+
+[workspace]
+
+[[bin]]
+name = "composefs-fixture"
+path = "$repo/tests/composefs-fixture/src/main.rs"
+
+[dependencies]
+anyhow = "1"
+composefs = { path = "../composefs-rs/crates/composefs" }
+composefs-oci = { path = "../composefs-rs/crates/composefs-oci" }
+hex = "0.4"
+rustix = { version = "1", features = ["fs"] }
+serde_json = "1"
+sha2 = "0.10"
+tokio = { version = "1", features = ["rt", "macros"] }
+TOML
+  [ -f "$dir/Cargo.lock" ] || cp "$build/bootc/Cargo.lock" "$dir/Cargo.lock"
+  cargo build -q --manifest-path "$dir/Cargo.toml" --target-dir "$build/target" >&2
+  echo "$build/target/debug/composefs-fixture"
+}
+if cfs=$(cstor_tool) &&
+  CONTAINERS_STORAGE_CONF=$base/storage.conf "$ours" build-chunked --rootfs "$t" --target localhost/cfs:1 --quiet &&
+  CONTAINERS_STORAGE_CONF=$base/storage.conf "$ours" export localhost/cfs:1 "oci:$base/cfs-layout:1" --quiet; then
+  id=$(real_podman "$base/store/root" images -q --no-trunc localhost/cfs:1)
+  a=$("$cfs" import "oci:$base/cfs-layout:1" "$base/cfs-a" t 2>&1) || true
+  b=$("$cfs" import-cstor "$base/store/root" "$id" "$base/cfs-b" t 2>&1) || true
+  # The export has a manifest of its own (compressed layers): the file systems are compared.
+  ea=$("$cfs" erofs-id "$base/cfs-a" "$a" 2>/dev/null) || true
+  eb=$("$cfs" erofs-id "$base/cfs-b" "$b" 2>/dev/null) || true
+  if [[ $a == sha256:* ]] && [[ $b == sha256:* ]] && [ "${#ea}" -ge 64 ] && [ "$ea" = "$eb" ]; then
+    pass cstor-0.7
+  else
+    fail cstor-0.7 "layout import: $a; containers-storage import: $b"
+  fi
+else
+  fail cstor-0.7 "could not build the tool or write the image"
 fi
 
 unmount_below "$base"
