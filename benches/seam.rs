@@ -66,10 +66,17 @@ fn drop_caches() {
     let _ = fs::write("/proc/sys/vm/drop_caches", "3\n");
 }
 
-/// Reads the peak RSS GNU time wrote to `file` (kB), in MB.
+/// Reads the peak RSS GNU time wrote to `file` (kB; its last line, after "Command terminated by
+/// signal 15" for a service stopped with SIGTERM), in MB.
 fn rss_of(file: &Path) -> Option<f64> {
     let text = fs::read_to_string(file).ok()?;
-    let kb: f64 = text.split_whitespace().next()?.parse().ok()?;
+    let kb: f64 = text
+        .lines()
+        .last()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
     Some(kb * 1024.0 / 1e6)
 }
 

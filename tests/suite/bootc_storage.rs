@@ -1805,3 +1805,29 @@ fn verify_names_an_interrupted_gc_as_pending() {
         sys.pull(&def, name_of("c"));
     }
 }
+
+/// `cmd list` with bootc-image behind the seam (`BOOTC_EXP_EXTERNAL_CONTAINER_TOOL`): the podman
+/// call bootc makes — `--root /run/bootc/storage --runroot /proc/self/fd/3 image list …` in a
+/// private mount namespace, the run root reached through fd 3 only — served natively, printing
+/// what real podman prints for the same store.
+#[test]
+fn cmd_list_through_the_seam() {
+    let (def, _fx) = default_store(&["c"]);
+    let sys = Sys::new(&def, "s");
+    sys.pull(&def, name_of("c"));
+    for format in [
+        "{{.Repository}}:{{.Tag}}",
+        "json",
+        "table {{.ID}}\t{{.Repository}}\t{{.Size}}",
+    ] {
+        let real = sys.ours_ok(&def, &["cmd", "list", "--format", format]);
+        let seam = run_ok(
+            Command::new(BIN)
+                .env("BOOTC_EXP_EXTERNAL_CONTAINER_TOOL", BIN)
+                .arg("--sysroot")
+                .arg(&sys.path)
+                .args(["cmd", "list", "--format", format]),
+        );
+        assert_eq!(seam, real, "cmd list --format {format}");
+    }
+}

@@ -653,3 +653,127 @@ fn proxy_reports_lying_blob() {
         proxy.finalize().await.unwrap();
     });
 }
+
+/// With the variable set (bootc's children inherit it), `bootc-image`'s own commands and options
+/// still work: only podman's and skopeo's shapes take those roles.
+#[test]
+fn own_commands_with_the_variable_set() {
+    let (store, _oci) = store_with_image();
+    let out = run(store
+        .ours_cmd()
+        .env("BOOTC_EXP_EXTERNAL_CONTAINER_TOOL", BIN)
+        .args(["--quiet", "storage", "verify"]));
+    assert!(out.status.success(), "{}", describe(&out));
+    let out = run(store
+        .ours_cmd()
+        .env("BOOTC_EXP_EXTERNAL_CONTAINER_TOOL", BIN)
+        .args(["list", "--type", "unified", "--format", "json"]));
+    assert!(out.status.success(), "{}", describe(&out));
+    // podman's shape, the same store: podman's listing.
+    let out = run(store
+        .ours_cmd()
+        .env("BOOTC_EXP_EXTERNAL_CONTAINER_TOOL", BIN)
+        .args(["images", "--format", "{{.Repository}}:{{.Tag}}"]));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "localhost/seam:1",
+        "{}",
+        describe(&out)
+    );
+}
+
+/// `system service` killed (SIGKILL, at named points of the store's transaction) in the middle of
+/// a libpod pull: the store stays one podman reads, and the next pull completes.
+#[test]
+fn libpod_service_killed_mid_pull() {
+    let (_src, oci) = store_with_image();
+    for point in ["import:layers-written", "image:big-data", "image:record"] {
+        let store = TestStore::new(Driver::Overlay);
+        let sock = store.scratch("api.sock");
+        let pull = |crash: Option<&str>| {
+            let _ = fs::remove_file(&sock);
+            let mut service = Command::new(BIN);
+            service
+                .env("BOOTC_EXP_EXTERNAL_CONTAINER_TOOL", BIN)
+                .env_remove("RUST_LOG")
+                .arg("--root")
+                .arg(&store.root)
+                .arg("--runroot")
+                .arg(&store.runroot)
+                .args(["system", "service", "--time=0"])
+                .arg(format!("unix://{}", sock.display()))
+                .stderr(std::process::Stdio::null());
+            if let Some(p) = crash {
+                service.env("BOOTC_IMAGE_CRASH_AT", p);
+            }
+            let mut service = service.spawn().unwrap();
+            let started = std::time::Instant::now();
+            while !sock.exists() {
+                assert!(started.elapsed().as_secs() < 20, "no socket");
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            let reference: String = oci
+                .source(Some("t"))
+                .bytes()
+                .map(|b| {
+                    if b.is_ascii_alphanumeric() {
+                        (b as char).to_string()
+                    } else {
+                        format!("%{b:02X}")
+                    }
+                })
+                .collect();
+            let out = run(Command::new("curl")
+                .args(["-sS", "--unix-socket"])
+                .arg(&sock)
+                .args(["-X", "POST", "-H", "Host: d"])
+                .arg(format!(
+                    "http://d/v5.0.0/libpod/images/pull?reference={reference}"
+                )));
+            let _ = service.kill();
+            let status = service.wait().unwrap();
+            (out, status)
+        };
+        let (out, _) = pull(Some(point));
+        let body = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            !body.contains("\"id\""),
+            "{point}: the pull finished, the service was not killed there: {body}"
+        );
+        // podman reads what the killed pull left.
+        store.podman_ok(&["images"]);
+        let (out, _) = pull(None);
+        assert!(out.status.success(), "{point}: {}", describe(&out));
+        assert!(
+            store
+                .image_names()
+                .contains(&"localhost/t:latest".to_string()),
+            "{point}: {:?}",
+            store.image_names()
+        );
+    }
+}
+
+/// bootc's fallback for `containers-storage:` references (P12): `pull containers-storage:NAME`
+/// copies the image of the default store into the store `--root` names, same ID and digest.
+#[test]
+fn podman_pull_from_default_store() {
+    let (src, _oci) = store_with_image();
+    let conf = storage_conf(&src);
+    let store = TestStore::new(Driver::Overlay);
+    let out = run(Command::new(BIN)
+        .env("BOOTC_EXP_EXTERNAL_CONTAINER_TOOL", BIN)
+        .env("CONTAINERS_STORAGE_CONF", &conf)
+        .arg("--root")
+        .arg(&store.root)
+        .arg("--runroot")
+        .arg(&store.runroot)
+        .args(["pull", "containers-storage:localhost/seam:1"]));
+    assert!(out.status.success(), "{}", describe(&out));
+    let (a, b) = (
+        src.inspect("localhost/seam:1"),
+        store.inspect("localhost/seam:1"),
+    );
+    assert_eq!(a["Id"], b["Id"]);
+    assert_eq!(a["Digest"], b["Digest"]);
+}

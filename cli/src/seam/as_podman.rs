@@ -48,9 +48,22 @@ fn globals(args: &[OsString]) -> anyhow::Result<(Globals, Vec<String>)> {
     Ok((g, rest))
 }
 
+/// A command line that is not podman's, given to `bootc-image` (not a `podman` link) with the
+/// variable set: bootc-image's own command line runs it.
+#[derive(Debug, thiserror::Error)]
+#[error("not podman's")]
+struct NotPodmans;
+
 /// Runs podman's role: exit 0, 1 for an absent image (`image exists`), 125 for an error.
-pub fn main(args: Vec<OsString>) -> ExitCode {
-    let result = run(&args[1..]);
+/// `named`: this binary runs as `podman` (else as `bootc-image` with the variable set, where a
+/// shape podman's role does not serve is our own command line's).
+pub fn main(args: Vec<OsString>, named: bool) -> ExitCode {
+    let result = run(&args[1..], named);
+    if let Err(e) = &result
+        && e.is::<NotPodmans>()
+    {
+        return crate::exit_with(crate::run(args));
+    }
     match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
@@ -77,8 +90,13 @@ fn ours(g: &Globals, command: &[&str]) -> anyhow::Result<u8> {
     Ok(0)
 }
 
-fn run(args: &[OsString]) -> anyhow::Result<u8> {
-    let (g, rest) = globals(args)?;
+fn run(args: &[OsString], named: bool) -> anyhow::Result<u8> {
+    let (g, rest) = match globals(args) {
+        Ok(split) => split,
+        // `bootc-image --root R --sysroot S …`: our own options, our own command line.
+        Err(_) if !named => return Err(NotPodmans.into()),
+        Err(e) => return Err(e),
+    };
     let words: Vec<&str> = rest.iter().map(String::as_str).collect();
     crate::init_logging(None);
     match words.as_slice() {
@@ -90,6 +108,11 @@ fn run(args: &[OsString]) -> anyhow::Result<u8> {
             Ok(0)
         }
         ["image", "exists", name] => ours(&g, &["image", "exists", name]),
+        ["image", "pull", reference] | ["pull", reference]
+            if reference.starts_with("containers-storage:") =>
+        {
+            pull_from_store(&g, reference)
+        }
         ["image", "pull", opts @ ..] | ["pull", opts @ ..] => {
             let mut cmd = vec!["pull", "--progress", "none"];
             cmd.extend(opts.iter().filter(|o| !matches!(**o, "-q" | "--quiet")));
@@ -134,6 +157,7 @@ fn run(args: &[OsString]) -> anyhow::Result<u8> {
             ))?;
             Ok(0)
         }
+        _ if !named => Err(NotPodmans.into()),
         _ => passthrough(&rest),
     }
 }
@@ -158,10 +182,7 @@ fn push_to_store<'a>(opts: &[&'a str]) -> anyhow::Result<Option<(&'a str, &'a st
 /// options name (podman's default store when bootc runs this) copied into the store and name of
 /// `dest`, its files shared where the file system allows.
 fn push_into_store(g: &Globals, src: &str, dest: &str) -> anyhow::Result<u8> {
-    let mut argv: Vec<OsString> = vec!["bootc-image".into()];
-    argv.extend(g.ours.iter().cloned());
-    argv.extend(["list".into()]);
-    let cli = crate::Cli::try_parse_from(argv)?;
+    let cli = cli_of(g)?;
     let from = bootc_image::store::Store::open(cli.store_config()?)?;
     let images = from.images()?;
     let img = bootc_image::store::lookup::find_image(&images, src)?;
@@ -172,6 +193,31 @@ fn push_into_store(g: &Globals, src: &str, dest: &str) -> anyhow::Result<u8> {
     let opts = bootc_image::CopyOptions::named(&target.name)?;
     bootc_image::copy::open_stored(from, &img.id.clone(), &opts)?.copy_into(&to, &())?;
     Ok(0)
+}
+
+/// `pull containers-storage:[STORE]NAME` (bootc's fallback for that transport): the image of that
+/// store (the default one unless named) copied into the store the global options name, its files
+/// shared, named as the reference names it.
+fn pull_from_store(g: &Globals, reference: &str) -> anyhow::Result<u8> {
+    let cli = cli_of(g)?;
+    let to = bootc_image::store::Store::open(cli.store_config()?)?;
+    let src = bootc_image::ImageRef::parse(reference)?;
+    let opts = match bootc_image::image_ref::parse_storage_reference(reference) {
+        Ok(r) => bootc_image::CopyOptions::named(&r.name)?,
+        // An image ID: the image keeps the names it has.
+        Err(_) => bootc_image::CopyOptions::default(),
+    };
+    let copied = bootc_image::copy(&to, &src, &opts, &())?;
+    crate::output::line(format_args!("{}", copied.image_id))?;
+    Ok(0)
+}
+
+/// Our command line's options for the global options `g` (the store they name).
+pub(crate) fn cli_of(g: &Globals) -> anyhow::Result<crate::Cli> {
+    let mut argv: Vec<OsString> = vec!["bootc-image".into()];
+    argv.extend(g.ours.iter().cloned());
+    argv.push("list".into());
+    Ok(crate::Cli::try_parse_from(argv)?)
 }
 
 /// Runs the real podman with `args` (what we do not serve natively: `image build`, a push to a

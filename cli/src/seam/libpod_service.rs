@@ -12,7 +12,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use anyhow::{Context, bail};
-use clap::Parser as _;
 use serde_json::{Value, json};
 
 use super::as_podman::Globals;
@@ -36,11 +35,7 @@ pub fn run(g: &Globals, opts: &[&str]) -> anyhow::Result<u8> {
     let Some(path) = uri.as_deref().and_then(|u| u.strip_prefix("unix://")) else {
         bail!("podman system service needs unix://PATH (bootc-image serves a Unix socket only)");
     };
-    let mut argv: Vec<std::ffi::OsString> = vec!["bootc-image".into()];
-    argv.extend(g.ours.iter().cloned());
-    argv.push("list".into());
-    let cli = crate::Cli::try_parse_from(argv)?;
-    let config = cli.store_config()?;
+    let config = super::as_podman::cli_of(g)?.store_config()?;
     let listener = bind_atomically(Path::new(path))?;
     // The credentials bootc hands over (REGISTRY_AUTH_FILE=/proc/self/fd/4) stay readable: the
     // descriptor is ours for as long as we run.

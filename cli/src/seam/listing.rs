@@ -4,7 +4,6 @@
 use std::ffi::OsString;
 
 use anyhow::bail;
-use clap::Parser as _;
 use serde_json::{Value, json};
 
 use super::as_podman::Globals;
@@ -68,11 +67,7 @@ impl Format {
 
 /// The store the global options name, created if missing (as podman's first command does).
 fn open(g: &Globals) -> anyhow::Result<Store> {
-    let mut argv: Vec<OsString> = vec!["bootc-image".into()];
-    argv.extend(g.ours.iter().cloned());
-    argv.push("list".into());
-    let cli = crate::Cli::try_parse_from(argv)?;
-    Ok(Store::open(cli.store_config()?)?)
+    Ok(Store::open(super::as_podman::cli_of(g)?.store_config()?)?)
 }
 
 /// podman's summary of an image (`images --format json`).

@@ -71,7 +71,10 @@ pub fn role(args: &[OsString]) -> Option<Role> {
 pub fn run(role: Role, args: Vec<OsString>) -> ExitCode {
     match role {
         Role::Skopeo => as_skopeo::main(args),
-        Role::Podman => as_podman::main(args),
+        Role::Podman => {
+            let named = invoked_as(&args) == Some("podman");
+            as_podman::main(args, named)
+        }
     }
 }
 
