@@ -79,6 +79,46 @@ fn sha256(bytes: &[u8]) -> String {
     fixture::sha256_digest(bytes)
 }
 
+/// `cmd system service --time=0 unix://SOCK` (podman's global options already on `cmd`), started;
+/// returns once the socket is there.
+fn start_service(mut cmd: Command, sock: &Path) -> std::process::Child {
+    let child = cmd
+        .env_remove("RUST_LOG")
+        .args(["system", "service", "--time=0"])
+        .arg(format!("unix://{}", sock.display()))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while !sock.exists() {
+        assert!(started.elapsed().as_secs() < 20, "no socket");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child
+}
+
+/// bootc's libpod pull of `reference` over `sock`, with curl: every byte but letters and digits
+/// percent-encoded, as bootc encodes it.
+fn libpod_pull(sock: &Path, reference: &str) -> std::process::Output {
+    let encoded: String = reference
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect();
+    run(Command::new("curl")
+        .args(["-sS", "--unix-socket"])
+        .arg(sock)
+        .args(["-X", "POST", "-H", "Host: d"])
+        .arg(format!(
+            "http://d/v5.0.0/libpod/images/pull?reference={encoded}&pullProgress=true&policy=always"
+        )))
+}
+
 /// ostree-ext's importer sequence on a store image: the manifest (OCI, its digest the stored
 /// one's), the config, the layers by DiffID (uncompressed, verified), several in flight; a
 /// wrong size is reported by FinishPipe; the proxy exits 0 at Shutdown.
@@ -329,38 +369,14 @@ fn libpod_pull_over_socket() {
     let (_src, oci) = store_with_image();
     let store = TestStore::new(Driver::Overlay);
     let sock = store.scratch("api.sock");
-    let mut service = Command::new(BIN)
-        .env("BOOTC_EXP_EXTERNAL_CONTAINER_TOOL", BIN)
+    let mut cmd = Command::new(BIN);
+    cmd.env("BOOTC_EXP_EXTERNAL_CONTAINER_TOOL", BIN)
         .arg("--root")
         .arg(&store.root)
         .arg("--runroot")
-        .arg(&store.runroot)
-        .args(["system", "service", "--time=0"])
-        .arg(format!("unix://{}", sock.display()))
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let started = std::time::Instant::now();
-    while !sock.exists() {
-        assert!(started.elapsed().as_secs() < 20, "no socket");
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    let reference: String = oci
-        .source(Some("t"))
-        .bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect();
-    let out = run(Command::new("curl")
-        .args(["-sS", "--unix-socket"])
-        .arg(&sock)
-        .args(["-X", "POST", "-H", "Host: d"])
-        .arg(format!("http://d/v5.0.0/libpod/images/pull?reference={reference}&pullProgress=true&policy=always")));
+        .arg(&store.runroot);
+    let mut service = start_service(cmd, &sock);
+    let out = libpod_pull(&sock, &oci.source(Some("t")));
     let _ = service.kill();
     let _ = service.wait();
     assert!(out.status.success(), "{}", describe(&out));
@@ -470,17 +486,7 @@ fn libpod_registry_pull_beside_cli_pull() {
     };
     let mut service = Command::new(links.join("podman"));
     podman_as_us(&mut service);
-    let mut service = service
-        .args(["system", "service", "--time=0"])
-        .arg(format!("unix://{}", sock.display()))
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let started = std::time::Instant::now();
-    while !sock.exists() {
-        assert!(started.elapsed().as_secs() < 20, "no socket");
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    let mut service = start_service(service, &sock);
     let mut cli = Command::new(links.join("podman"));
     podman_as_us(&mut cli);
     let cli = cli
@@ -490,23 +496,7 @@ fn libpod_registry_pull_beside_cli_pull() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let reference = format!("{}/seam/img:1", reg.host())
-        .bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect::<String>();
-    let out = run(Command::new("curl")
-        .args(["-sS", "--unix-socket"])
-        .arg(&sock)
-        .args(["-X", "POST", "-H", "Host: d"])
-        .arg(format!(
-            "http://d/v5.0.0/libpod/images/pull?reference={reference}&pullProgress=true&policy=always"
-        )));
+    let out = libpod_pull(&sock, &format!("{}/seam/img:1", reg.host()));
     let cli = cli.wait_with_output().unwrap();
     let _ = service.kill();
     let _ = service.wait();
@@ -695,46 +685,20 @@ fn libpod_service_killed_mid_pull() {
             let mut service = Command::new(BIN);
             service
                 .env("BOOTC_EXP_EXTERNAL_CONTAINER_TOOL", BIN)
-                .env_remove("RUST_LOG")
                 .arg("--root")
                 .arg(&store.root)
                 .arg("--runroot")
-                .arg(&store.runroot)
-                .args(["system", "service", "--time=0"])
-                .arg(format!("unix://{}", sock.display()))
-                .stderr(std::process::Stdio::null());
+                .arg(&store.runroot);
             if let Some(p) = crash {
                 service.env("BOOTC_IMAGE_CRASH_AT", p);
             }
-            let mut service = service.spawn().unwrap();
-            let started = std::time::Instant::now();
-            while !sock.exists() {
-                assert!(started.elapsed().as_secs() < 20, "no socket");
-                std::thread::sleep(std::time::Duration::from_millis(20));
-            }
-            let reference: String = oci
-                .source(Some("t"))
-                .bytes()
-                .map(|b| {
-                    if b.is_ascii_alphanumeric() {
-                        (b as char).to_string()
-                    } else {
-                        format!("%{b:02X}")
-                    }
-                })
-                .collect();
-            let out = run(Command::new("curl")
-                .args(["-sS", "--unix-socket"])
-                .arg(&sock)
-                .args(["-X", "POST", "-H", "Host: d"])
-                .arg(format!(
-                    "http://d/v5.0.0/libpod/images/pull?reference={reference}"
-                )));
+            let mut service = start_service(service, &sock);
+            let out = libpod_pull(&sock, &oci.source(Some("t")));
             let _ = service.kill();
-            let status = service.wait().unwrap();
-            (out, status)
+            let _ = service.wait();
+            out
         };
-        let (out, _) = pull(Some(point));
+        let out = pull(Some(point));
         let body = String::from_utf8_lossy(&out.stdout);
         assert!(
             !body.contains("\"id\""),
@@ -742,7 +706,7 @@ fn libpod_service_killed_mid_pull() {
         );
         // podman reads what the killed pull left.
         store.podman_ok(&["images"]);
-        let (out, _) = pull(None);
+        let out = pull(None);
         assert!(out.status.success(), "{point}: {}", describe(&out));
         assert!(
             store

@@ -19,16 +19,22 @@ use composefs::repository::{Repository, RepositoryConfig};
 use composefs_oci::oci_image::OciImage;
 use sha2::{Digest as _, Sha256};
 
-/// Imports `image` (`oci:DIR:TAG`) into a new repository at `repo` (SHA-512, fs-verity off, as
-/// bootc's backend on ext4), tagged `tag`; returns the manifest digest.
-fn import(image: &str, repo: &Path, tag: &str) -> Result<String> {
+/// A new repository at `repo` (SHA-512, fs-verity off, as bootc's backend on ext4) and a runtime
+/// for the pulls.
+fn new_repo(repo: &Path) -> Result<(Arc<Repository<Sha512HashValue>>, tokio::runtime::Runtime)> {
     let config = RepositoryConfig::new(Algorithm::SHA512).set_insecure();
     let (repository, _) = Repository::<Sha512HashValue>::init_path(rustix::fs::CWD, repo, config)
         .with_context(|| format!("creating the repository {}", repo.display()))?;
-    let repository = Arc::new(repository);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    Ok((Arc::new(repository), rt))
+}
+
+/// Imports `image` (`oci:DIR:TAG`) into a new repository at `repo` (SHA-512, fs-verity off, as
+/// bootc's backend on ext4), tagged `tag`; returns the manifest digest.
+fn import(image: &str, repo: &Path, tag: &str) -> Result<String> {
+    let (repository, rt) = new_repo(repo)?;
     let pulled = rt
         .block_on(composefs_oci::pull(
             &repository,
@@ -44,13 +50,7 @@ fn import(image: &str, repo: &Path, tag: &str) -> Result<String> {
 /// `repo` with composefs-storage's native reader (what bootc's unified composefs pull uses);
 /// returns the manifest digest.
 fn import_cstor(store: &Path, id: &str, repo: &Path, tag: &str) -> Result<String> {
-    let config = RepositoryConfig::new(Algorithm::SHA512).set_insecure();
-    let (repository, _) = Repository::<Sha512HashValue>::init_path(rustix::fs::CWD, repo, config)
-        .with_context(|| format!("creating the repository {}", repo.display()))?;
-    let repository = Arc::new(repository);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    let (repository, rt) = new_repo(repo)?;
     let opts = composefs_oci::PullOptions {
         local_fetch: composefs_oci::LocalFetchOpt::IfPossible,
         storage_root: Some(store),
@@ -167,7 +167,12 @@ fn export_oci(repo: &Path, tag: &str, dir: &Path) -> Result<()> {
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+    match args
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
         ["import", image, repo, tag] => println!("{}", import(image, Path::new(repo), tag)?),
         ["erofs-id", repo, digest] => println!("{}", erofs_id(Path::new(repo), digest)?),
         ["export-oci", repo, tag, dir] => export_oci(Path::new(repo), tag, Path::new(dir))?,
