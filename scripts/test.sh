@@ -22,6 +22,9 @@ cargo build --release --manifest-path tests/ostree-fixture/Cargo.toml
 echo "== build the composefs fixture tool (composefs-oci, its own workspace)"
 cargo build --release --manifest-path tests/composefs-fixture/Cargo.toml
 
+echo "== build the image proxy client (containers-image-proxy 0.11.0, bootc's; its own workspace)"
+cargo build --release --manifest-path tests/proxy-client/Cargo.toml
+
 echo "== cargo test"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT

@@ -741,3 +741,70 @@ fn podman_pull_from_default_store() {
     assert_eq!(a["Id"], b["Id"]);
     assert_eq!(a["Digest"], b["Digest"]);
 }
+
+/// The client of `tests/proxy-client` (containers-image-proxy 0.11.0, the version stock bootc
+/// 1.16.9 pins; its own workspace), built on first use when `scripts/test.sh` has not built it.
+fn proxy_client() -> &'static Path {
+    static TOOL: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    TOOL.get_or_init(|| {
+        let dir = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/..")).join("tests/proxy-client");
+        let bin = dir.join("target/release/proxy-client");
+        if !bin.exists() {
+            run_ok(
+                Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+                    .args(["build", "--release", "--quiet", "--manifest-path"])
+                    .arg(dir.join("Cargo.toml")),
+            );
+        }
+        bin
+    })
+}
+
+/// bootc's own client version (0.11.0) drives our proxy through its three call sequences on a
+/// store image and a layout: every layer arrives whole (its SHA-256 is the digest asked for), the
+/// manifest digest is the stored one, and `resolve` (no Shutdown) ends with the proxy gone.
+#[test]
+fn proxy_with_bootcs_client_version() {
+    let (store, oci) = store_with_image();
+    let conf = storage_conf(&store);
+    let want = store.inspect("localhost/seam:1")["Digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for (image, sequence) in [
+        ("containers-storage:localhost/seam:1", "ostree-ext"),
+        ("containers-storage:localhost/seam:1", "composefs"),
+        ("containers-storage:localhost/seam:1", "resolve"),
+        (oci.source(Some("t")).as_str(), "ostree-ext"),
+    ] {
+        let out = run(Command::new(proxy_client())
+            .env("BOOTC_EXP_EXTERNAL_CONTAINER_TOOL", BIN)
+            .env("CONTAINERS_STORAGE_CONF", &conf)
+            .env_remove("RUST_LOG")
+            .args([sequence, image, BIN]));
+        assert!(
+            out.status.success(),
+            "{sequence} {image}: {}",
+            describe(&out)
+        );
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        if image.starts_with("containers-storage:") {
+            assert_eq!(v["manifest_digest"], want.as_str(), "{v}");
+        }
+        if sequence == "resolve" {
+            continue;
+        }
+        let layers = v["layers"].as_array().unwrap();
+        assert_eq!(layers.len(), 3, "{v}");
+        for l in layers {
+            assert_eq!(l["sha256"], l["digest"], "{sequence} {image}: {l}");
+            assert_eq!(l["length"], l["size"], "{sequence} {image}: {l}");
+        }
+        if image.starts_with("containers-storage:") {
+            // A store's layers are served by DiffID.
+            let digests: Vec<&Value> = layers.iter().map(|l| &l["digest"]).collect();
+            let diff_ids: Vec<&Value> = v["diff_ids"].as_array().unwrap().iter().collect();
+            assert_eq!(digests, diff_ids);
+        }
+    }
+}
