@@ -808,3 +808,49 @@ fn proxy_with_bootcs_client_version() {
         }
     }
 }
+
+/// `OpenImage` evaluates policy.json as skopeo's proxy does (protocol ≥ 0.2.6): a `reject` policy
+/// refuses the image with c/image's words, `--insecure-policy` skips the policy, an
+/// `insecureAcceptAnything` one opens it.
+#[test]
+fn proxy_open_image_evaluates_the_policy() {
+    let (store, _oci) = store_with_image();
+    let conf = storage_conf(&store);
+    let links = seam_links(&store);
+    let reject = store.scratch("reject.json");
+    fs::write(&reject, r#"{"default":[{"type":"reject"}]}"#).unwrap();
+    let accept = store.scratch("accept.json");
+    fs::write(
+        &accept,
+        r#"{"default":[{"type":"insecureAcceptAnything"}]}"#,
+    )
+    .unwrap();
+    let open = |policy: &Path, insecure: bool| -> Result<(), String> {
+        let mut cmd = Command::new(links.join("skopeo"));
+        cmd.arg("--policy")
+            .arg(policy)
+            .env("CONTAINERS_STORAGE_CONF", &conf)
+            .env_remove("RUST_LOG");
+        let mut config = ImageProxyConfig::default();
+        config.skopeo_cmd = Some(cmd);
+        config.auth_anonymous = true;
+        config.insecure_policy = Some(insecure);
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async {
+            let proxy = ImageProxy::new_with_config(config)
+                .await
+                .map_err(|e| e.to_string())?;
+            let r = proxy
+                .open_image("containers-storage:localhost/seam:1")
+                .await
+                .map(|_| ())
+                .map_err(|e| format!("{e:#}"));
+            proxy.finalize().await.map_err(|e| e.to_string())?;
+            r
+        })
+    };
+    let refused = open(&reject, false).unwrap_err();
+    assert!(refused.contains("rejected"), "{refused}");
+    open(&reject, true).unwrap();
+    open(&accept, false).unwrap();
+}
