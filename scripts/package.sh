@@ -62,6 +62,7 @@ Version: $version
 Architecture: $arch
 Maintainer: bootc-image developers <bootc-image@localhost>
 Depends: libc6, libglib2.0-0, libostree-1-1, util-linux
+Recommends: golang-github-containers-common
 Suggests: podman, skopeo
 Section: admin
 Priority: optional

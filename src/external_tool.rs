@@ -4,13 +4,8 @@
 
 use std::path::PathBuf;
 
-/// The real `tool` on PATH: the first executable of that name that is not this process's own
-/// binary; the bare name when there is none (running it then fails with "not found").
-pub fn real(tool: &str) -> PathBuf {
-    find(tool).unwrap_or_else(|| PathBuf::from(tool))
-}
-
-/// The real `tool` on PATH, if one is installed (see [`real`]).
+/// The real `tool` on PATH, if one is installed: the first executable of that name that is not
+/// this process's own binary.
 pub fn find(tool: &str) -> Option<PathBuf> {
     let me = std::fs::canonicalize("/proc/self/exe").ok();
     let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());

@@ -3,7 +3,7 @@
 //! bind-mounted on `/run/bootc/storage`; podman records the runroot in its database, so it must not change).
 
 use std::ffi::OsString;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use bootc_image::error::{Error, Result};
@@ -17,7 +17,8 @@ pub const RUNROOT_ARG: &str = "/proc/self/fd/3";
 /// never this binary installed under that name).
 pub fn podman_bin() -> OsString {
     std::env::var_os("BOOTC_EXP_EXTERNAL_CONTAINER_TOOL")
-        .unwrap_or_else(|| bootc_image::external_tool::real("podman").into_os_string())
+        .or_else(|| bootc_image::external_tool::find("podman").map(PathBuf::into_os_string))
+        .unwrap_or_else(|| "podman".into())
 }
 
 /// Builds the command that runs `podman --root /run/bootc/storage --runroot /proc/self/fd/3 <args>` with

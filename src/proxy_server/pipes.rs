@@ -111,13 +111,6 @@ impl Pipes {
             .join()
             .map_err(|_| Error::Internal(format!("the writer of pipe {id} panicked")))?
     }
-
-    /// Whether writers are still running (a `Shutdown` waits for them).
-    pub(crate) fn finish_all(&mut self) {
-        for (_, handle) in self.running.drain() {
-            let _ = handle.join();
-        }
-    }
 }
 
 /// Starts a raw blob: `write` into a data pipe; its error, if any, as JSON into a second pipe

@@ -74,8 +74,11 @@ impl std::fmt::Debug for ServedImage {
 /// it does not exist (for `OpenImageOptional`).
 pub(crate) fn open(reference: &str, opts: &ServeOptions) -> Result<Option<ServedImage>> {
     let r = ImageRef::parse(reference)?;
+    // The image missing (no layout, no such tag) is "absent"; a blob missing from an image that is
+    // there is an error of its own.
     let absent = |e: Error| match e {
-        Error::NotFound { .. } => Ok(None),
+        Error::NotFound { what, .. } if !what.starts_with("sha256:") => Ok(None),
+        Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => Ok(None),
         e => Err(e),
     };
     match &r {

@@ -96,8 +96,8 @@ pub fn open(imgref: &str, opts: &FetchOptions) -> Result<OpenedSource> {
         )));
     }
     let rt = shared_runtime()?;
-    // skopeo runs with PR_SET_PDEATHSIG: started on the runtime's worker thread, it lives as long
-    // as the runtime, whichever thread opened the image.
+    // The proxy connections live on the shared runtime's worker threads, whichever thread opened
+    // the image.
     let opened = opts.retry.run(&format!("opening {imgref}"), || {
         rt.block_on(rt.spawn(connect_and_read(imgref.to_string(), opts.clone())))
             .map_err(|e| Error::Internal(format!("the proxy task failed: {e}")))?
@@ -186,9 +186,10 @@ async fn connect(imgref: String, opts: FetchOptions) -> Result<Connection> {
     if opts.tls_verify == Some(false) {
         config.insecure_skip_tls_verification = Some(true);
     }
-    if std::env::var_os(REGISTRIES_CONF).is_some_and(|c| !c.is_empty()) {
-        config.skopeo_cmd = Some(skopeo());
-    }
+    // Always the real skopeo by its path: PATH's `skopeo` may be this very binary (bootc's seam),
+    // which would start itself again. (No parent-death signal then: the proxy exits at end of
+    // file on its socket, which closes when we go.)
+    config.skopeo_cmd = Some(skopeo(imgref)?);
     let proxy = ImageProxy::new_with_config(config)
         .await
         .map_err(|e| remote_error(imgref, "starting skopeo's image proxy", e))?;
@@ -208,13 +209,22 @@ const REGISTRIES_CONF: &str = "CONTAINERS_REGISTRIES_CONF";
 
 /// The `skopeo` command, told the registries.conf podman would read: podman honours
 /// `CONTAINERS_REGISTRIES_CONF`, skopeo 1.9 does not by itself.
-/// The real skopeo: never this binary, should it be installed as PATH's `skopeo` for bootc.
-fn skopeo() -> std::process::Command {
-    let mut cmd = std::process::Command::new(crate::external_tool::real("skopeo"));
+/// The real skopeo: never this binary, should it be installed as PATH's `skopeo` for bootc; an
+/// error naming `imgref` when there is none.
+fn skopeo(imgref: &str) -> Result<std::process::Command> {
+    let Some(path) = crate::external_tool::find("skopeo") else {
+        return Err(Error::external(
+            "skopeo",
+            format!(
+                "{imgref} is read through skopeo's image proxy, and skopeo is not installed (bootc-image's own skopeo role serves only stores and OCI layouts): install it (apt install skopeo)"
+            ),
+        ));
+    };
+    let mut cmd = std::process::Command::new(path);
     if let Some(conf) = std::env::var_os(REGISTRIES_CONF).filter(|c| !c.is_empty()) {
         cmd.arg("--registries-conf").arg(conf);
     }
-    cmd
+    Ok(cmd)
 }
 
 /// Starts the proxy, opens the image, reads its manifest and config.
@@ -291,7 +301,7 @@ fn original_manifest(imgref: &str, digest: &str, opts: &FetchOptions) -> Result<
         }
         _ => imgref.to_string(),
     };
-    let mut cmd = skopeo();
+    let mut cmd = skopeo(imgref)?;
     cmd.args(["inspect", "--raw", "--retry-times", "0"]);
     if let Some(a) = &opts.authfile {
         cmd.arg("--authfile").arg(a);

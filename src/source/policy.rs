@@ -76,13 +76,13 @@ pub fn load(path: Option<&Path>) -> Result<Policy> {
     let path = path.map_or_else(default_path, Path::to_path_buf);
     let bytes = std::fs::read(&path).map_err(|e| {
         Error::InvalidInput(format!(
-            "the signature policy {} cannot be read ({e}): install it (Debian: golang-github-containers-common) or name one with --signature-policy",
+            "the signature policy {} cannot be read ({e}): install it (Debian: golang-github-containers-common) or name one with --signature-policy (skopeo's role: --policy)",
             path.display()
         ))
     })?;
     parse(&bytes).map_err(|why| {
         Error::InvalidInput(format!(
-            "invalid signature policy {}: {why}: fix it (containers-policy.json(5)) or name another with --signature-policy",
+            "invalid signature policy {}: {why}: fix it (containers-policy.json(5)) or name another with --signature-policy (skopeo's role: --policy)",
             path.display()
         ))
     })

@@ -310,6 +310,9 @@ fn podman_shapes_bootc_runs() {
     let name = names[0].as_str().unwrap().to_string();
     let out = podman(&["image", "exists", &name]);
     assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    // bootc passes some names with their transport (to_transport_image()).
+    let out = podman(&["image", "exists", &format!("containers-storage:{name}")]);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
     let out = podman(&["image", "exists", "localhost/nope:1"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
@@ -426,10 +429,11 @@ fn proxy_as_path_skopeo_reads_registry() {
     reg.push(&oci.source(Some("t")), "seam/img:1");
     let links = seam_links(&store);
     let conf = storage_conf(&store);
+    // No CONTAINERS_REGISTRIES_CONF: the crate's own way to find skopeo (PATH) would be us.
     let mut cmd = Command::new(links.join("skopeo"));
     cmd.env("PATH", path_with(&links))
         .env("CONTAINERS_STORAGE_CONF", &conf)
-        .env("CONTAINERS_REGISTRIES_CONF", reg.conf())
+        .env_remove("CONTAINERS_REGISTRIES_CONF")
         .env_remove("RUST_LOG");
     let mut config = ImageProxyConfig::default();
     config.skopeo_cmd = Some(cmd);
@@ -648,7 +652,7 @@ fn proxy_reports_lying_blob() {
 /// still work: only podman's and skopeo's shapes take those roles.
 #[test]
 fn own_commands_with_the_variable_set() {
-    let (store, _oci) = store_with_image();
+    let (store, oci) = store_with_image();
     let out = run(store
         .ours_cmd()
         .env("BOOTC_EXP_EXTERNAL_CONTAINER_TOOL", BIN)
@@ -659,14 +663,26 @@ fn own_commands_with_the_variable_set() {
         .env("BOOTC_EXP_EXTERNAL_CONTAINER_TOOL", BIN)
         .args(["list", "--type", "unified", "--format", "json"]));
     assert!(out.status.success(), "{}", describe(&out));
+    // Our own `image inspect` and `pull`, options podman's role does not know included.
+    let out = run(store
+        .ours_cmd()
+        .env("BOOTC_EXP_EXTERNAL_CONTAINER_TOOL", BIN)
+        .args(["image", "inspect", "--store", "default", "localhost/seam:1"]));
+    assert!(out.status.success(), "{}", describe(&out));
+    let out = run(store
+        .ours_cmd()
+        .env("BOOTC_EXP_EXTERNAL_CONTAINER_TOOL", BIN)
+        .args(["pull", "--progress", "none", "--format", "json"])
+        .arg(oci.source(Some("t"))));
+    assert!(out.status.success(), "{}", describe(&out));
     // podman's shape, the same store: podman's listing.
     let out = run(store
         .ours_cmd()
         .env("BOOTC_EXP_EXTERNAL_CONTAINER_TOOL", BIN)
         .args(["images", "--format", "{{.Repository}}:{{.Tag}}"]));
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
-        "localhost/seam:1",
+    let listed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        listed.lines().any(|l| l == "localhost/seam:1"),
         "{}",
         describe(&out)
     );
@@ -853,4 +869,39 @@ fn proxy_open_image_evaluates_the_policy() {
     assert!(refused.contains("rejected"), "{refused}");
     open(&reject, true).unwrap();
     open(&accept, false).unwrap();
+}
+
+/// bootc pipes the service's stderr and never reads it: with any RUST_LOG inherited, the service
+/// writes nothing there (a full pipe would stop every pull).
+#[test]
+fn libpod_service_is_silent_on_stderr() {
+    let (_src, oci) = store_with_image();
+    let store = TestStore::new(Driver::Overlay);
+    let sock = store.scratch("api.sock");
+    let mut child = Command::new(BIN)
+        .env("BOOTC_EXP_EXTERNAL_CONTAINER_TOOL", BIN)
+        .env("RUST_LOG", "trace")
+        .arg("--root")
+        .arg(&store.root)
+        .arg("--runroot")
+        .arg(&store.runroot)
+        .args(["system", "service", "--time=0"])
+        .arg(format!("unix://{}", sock.display()))
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while !sock.exists() {
+        assert!(started.elapsed().as_secs() < 20, "no socket");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let out = libpod_pull(&sock, &oci.source(Some("t")));
+    assert!(out.status.success(), "{}", describe(&out));
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

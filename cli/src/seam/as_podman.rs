@@ -98,7 +98,16 @@ fn run(args: &[OsString], named: bool) -> anyhow::Result<u8> {
         Err(e) => return Err(e),
     };
     let words: Vec<&str> = rest.iter().map(String::as_str).collect();
-    crate::init_logging(None);
+    if !named && ours_too(&words) {
+        return Err(NotPodmans.into());
+    }
+    if words.starts_with(&["system", "service"]) {
+        // bootc pipes the service's stderr and never reads it: nothing may be written there,
+        // whatever RUST_LOG the service inherited (a full pipe would stop every pull).
+        std::panic::set_hook(Box::new(|_| {}));
+    } else {
+        crate::init_logging(None);
+    }
     match words.as_slice() {
         ["images", opts @ ..] | ["image", "list" | "ls", opts @ ..] => {
             let Some(format) = listing::Format::parse(opts)? else {
@@ -107,14 +116,17 @@ fn run(args: &[OsString], named: bool) -> anyhow::Result<u8> {
             listing::list(&g, &format)?;
             Ok(0)
         }
-        ["image", "exists", name] => ours(&g, &["image", "exists", name]),
+        ["image", "exists", name] => ours(&g, &["image", "exists", without_transport(name)]),
         ["image", "pull", reference] | ["pull", reference]
             if reference.starts_with("containers-storage:") =>
         {
             pull_from_store(&g, reference)
         }
         ["image", "pull", opts @ ..] | ["pull", opts @ ..] => {
-            let mut cmd = vec!["pull", "--progress", "none"];
+            let mut cmd = vec!["pull"];
+            if !opts.iter().any(|o| o.starts_with("--progress")) {
+                cmd.extend(["--progress", "none"]);
+            }
             cmd.extend(opts.iter().filter(|o| !matches!(**o, "-q" | "--quiet")));
             ours(&g, &cmd)
         }
@@ -159,6 +171,28 @@ fn run(args: &[OsString], named: bool) -> anyhow::Result<u8> {
         }
         _ if !named => Err(NotPodmans.into()),
         _ => passthrough(&rest),
+    }
+}
+
+/// Whether `words`, given to `bootc-image` with the variable set (not to a `podman` link), are
+/// rather our own command line: our own commands of the same name (`pull`, `image
+/// exists|rm|inspect|tag`) with options bootc never passes, e.g. `image inspect --store bootc X`.
+fn ours_too(words: &[&str]) -> bool {
+    let opts = match words {
+        ["pull", rest @ ..] => rest,
+        ["image", "exists" | "rm" | "inspect" | "tag", rest @ ..] => rest,
+        _ => return false,
+    };
+    opts.iter()
+        .any(|o| o.starts_with('-') && !matches!(*o, "--format=json"))
+}
+
+/// A name as the store knows it: `containers-storage:NAME` (bootc passes references of other
+/// transports as they are) without its transport, as podman looks such names up locally.
+fn without_transport(name: &str) -> &str {
+    match name.strip_prefix("containers-storage:") {
+        Some(rest) if !rest.starts_with('[') => rest,
+        _ => name,
     }
 }
 

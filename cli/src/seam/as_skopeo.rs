@@ -247,8 +247,10 @@ fn copy(o: &Options) -> anyhow::Result<()> {
             "skopeo copy needs SOURCE and DESTINATION, e.g. copy oci:/tmp/img containers-storage:localhost/img:1"
         );
     };
-    let src_ref = ImageRef::parse(src)?;
-    let dest_ref = ImageRef::parse(dest)?;
+    // A transport we do not read or write (docker-daemon:, …) is the real skopeo's.
+    let (Ok(src_ref), Ok(dest_ref)) = (ImageRef::parse(src), ImageRef::parse(dest)) else {
+        return through_real_skopeo();
+    };
     let digest = match (&src_ref, &dest_ref) {
         (_, ImageRef::ContainersStorage { store, name })
             if !matches!(

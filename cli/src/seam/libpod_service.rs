@@ -94,11 +94,10 @@ fn serve_one(
     let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
     let mut out = conn;
+    // `/v5.0.0/libpod/images/pull`, or unversioned as podman also serves it.
     let is_pull = method == "POST"
-        && path.starts_with("/v")
-        && path
-            .split_once('/')
-            .is_some_and(|_| path.ends_with("/libpod/images/pull"));
+        && (path == "/libpod/images/pull"
+            || path.starts_with("/v") && path.ends_with("/libpod/images/pull"));
     let reference = query
         .split('&')
         .filter_map(|kv| kv.split_once('='))
@@ -220,17 +219,21 @@ fn pull(
     Ok(copied.image_id)
 }
 
-/// `%XX` sequences decoded (the reference comes with every non-alphanumeric byte encoded).
+/// `%XX` sequences decoded (the reference comes with every non-alphanumeric byte encoded); a `%`
+/// not followed by two hex digits is kept as it is.
 fn percent_decode(s: &str) -> String {
     let b = s.as_bytes();
+    let hex = |c: u8| (c as char).to_digit(16);
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
         if b[i] == b'%'
-            && i + 2 < b.len()
-            && let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16)
+            && let (Some(hi), Some(lo)) = (
+                b.get(i + 1).copied().and_then(hex),
+                b.get(i + 2).copied().and_then(hex),
+            )
         {
-            out.push(v);
+            out.push((hi * 16 + lo) as u8);
             i += 3;
             continue;
         }
@@ -238,4 +241,14 @@ fn percent_decode(s: &str) -> String {
         i += 1;
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn percent_decode() {
+        assert_eq!(super::percent_decode("a%2Fb%3A1"), "a/b:1");
+        assert_eq!(super::percent_decode("%zz%2"), "%zz%2");
+        assert_eq!(super::percent_decode("%+F%\u{e9}"), "% F%\u{e9}");
+    }
 }
