@@ -25,6 +25,9 @@ use crate::layer::sink::LayerSink;
 use crate::source::manifest_rules::{MEDIA_DOCKER_MANIFEST, MEDIA_OCI_CONFIG, MEDIA_OCI_MANIFEST};
 use crate::store::{Store, StoreConfig};
 
+/// How many bytes of a stored layer's stream are gathered before they are written into its pipe.
+const PIPE_BATCH: usize = 128 << 10;
+
 /// How much of the next layer's files is asked for while a layer is served.
 const PREFETCH: u64 = 32 << 20;
 
@@ -289,12 +292,12 @@ impl Verifying<'_> {
 }
 
 /// Counts what goes through it.
-struct Counting<'a> {
-    out: &'a mut File,
+struct Counting<'a, W: Write> {
+    out: &'a mut W,
     len: u64,
 }
 
-impl Write for Counting<'_> {
+impl<W: Write> Write for Counting<'_, W> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         let n = self.out.write(buf)?;
         self.len += n as u64;
@@ -388,19 +391,33 @@ impl ServedImage {
                             .name("proxy-prefetch".into())
                             .spawn(move || store.prefetch_layer(&next, PREFETCH));
                     }
+                    // Headers and padding are small writes: gathered before they reach the pipe.
+                    let mut out = std::io::BufWriter::with_capacity(PIPE_BATCH, out);
+                    let flushed = |w: &mut std::io::BufWriter<&mut File>| {
+                        w.flush().map_err(|e| Error::Write {
+                            what: "a layer into its pipe".into(),
+                            source: e,
+                        })
+                    };
                     if turn.is_some() {
-                        let mut hashed = super::hash_thread::HashedWriter::new(out)?;
+                        let mut hashed = super::hash_thread::HashedWriter::new(&mut out)?;
                         let mut sink = LayerSink::to_writer_unhashed(&mut hashed);
                         store.feed_layer(layer, &mut sink)?;
                         drop(sink);
                         let (diff_id, len) = hashed.finish()?;
+                        flushed(&mut out)?;
                         return check_stream(&digest, Some(diff_id), size, len);
                     }
-                    let mut counted = Counting { out, len: 0 };
+                    let mut counted = Counting {
+                        out: &mut out,
+                        len: 0,
+                    };
                     let mut sink = LayerSink::to_writer(&mut counted);
                     store.feed_layer(layer, &mut sink)?;
                     let (_, diff_id) = sink.finish();
-                    check_stream(&digest, diff_id, size, counted.len)
+                    let len = counted.len;
+                    flushed(&mut out)?;
+                    check_stream(&digest, diff_id, size, len)
                 }))
             }
             Blobs::Source(_) => {
