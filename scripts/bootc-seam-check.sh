@@ -12,6 +12,10 @@
 #                     image (the proxy through the seam with STORAGE_OPTS, and through PATH)
 #   install-completion bootc internals bootc-install-completion on an `ostree admin` sysroot with a
 #                     bound image (podman's images, image exists, image pull on bootc's store)
+#   reexport          bootc internals ostree-container image reexport … containers-storage:… (the
+#                     proxy, then skopeo copy): the same digest as with Debian's own skopeo
+#   detached-metadata bootc internals ostree-container image replace-detached-metadata (skopeo copy
+#                     into an OCI layout and back)
 #   cstor-0.7         composefs-storage at the revision bootc 1.16.9 pins (its unified composefs
 #                     pull's reader) imports an image bootc-image built into a store: the same
 #                     composefs image (EROFS id) as composefs-oci's import of its OCI export
@@ -140,6 +144,32 @@ if out=$(seam "$bootc" internals bootc-install-completion "$sysroot" default 2>&
   pass install-completion
 else
   fail install-completion "$out"
+fi
+
+echo "== reexport"
+# The pull above left the image in repo2; Debian's skopeo can do this one (no GetLayerInfo needed).
+if out=$(seam "$bootc" internals ostree-container image reexport --repo "$base/repo2" \
+  containers-storage:localhost/enc:1 containers-storage:localhost/re-seam:1 2>&1); then
+  ours_digest=$(sed -n 's/^Exported: //p' <<<"$out")
+  theirs=$(CONTAINERS_STORAGE_CONF=$base/storage.conf "$bootc" internals ostree-container image reexport \
+    --repo "$base/repo2" containers-storage:localhost/enc:1 containers-storage:localhost/re-skopeo:1 2>&1 |
+    sed -n 's/^Exported: //p')
+  if [ -n "$ours_digest" ] && [ "$ours_digest" = "$theirs" ]; then
+    pass reexport
+  else
+    fail reexport "through the seam $ours_digest, with Debian's skopeo ${theirs:-(failed)}"
+  fi
+else
+  fail reexport "$out"
+fi
+
+echo "== detached-metadata"
+if out=$(seam "$bootc" internals ostree-container image replace-detached-metadata \
+  --src containers-storage:localhost/enc:1 --dest containers-storage:localhost/meta:1 2>&1) &&
+  real_podman "$base/store/root" images --format '{{.Names}}' | grep -q 'localhost/meta:1'; then
+  pass detached-metadata
+else
+  fail detached-metadata "$out"
 fi
 
 echo "== cstor-0.7"
