@@ -322,6 +322,16 @@ phase_podman5() {
     check "composefs: podman image mount + tree" image_mount_tree "${c[@]}" composefs-image
     check "composefs: podman rmi, then the store is empty" rmi_then_empty "${c[@]}"
 
+    say "podman 5 on the stores bootc-image wrote as bootc's podman"
+    local st
+    for st in seam seam-push; do
+        local m=(overlay "$base/$st" "/run/p5-$st")
+        check "$st: podman image inspect" p5 "${m[@]}" image inspect "$image"
+        check "$st: podman system check" system_check "${m[@]}"
+        check "$st: podman image mount + tree" image_mount_tree "${m[@]}" "$st-image"
+        check "$st: podman rmi, then the store is empty" rmi_then_empty "${m[@]}"
+    done
+
     say "podman 5 on stores where our copy was killed"
     local point k
     for point in import:layers-written image:big-data:2; do
@@ -730,6 +740,15 @@ check "composefs: a repository made with composefs-oci" \
 check "composefs: bootc-image copy-to-storage --source composefs:" \
     "$bin" --root "$base/composefs-ours" --runroot /run/p5-composefs --storage-driver overlay \
     copy-to-storage --source "composefs:$base/composefs:$tag" --target "$image" --progress none
+
+say "bootc-image as bootc's podman (docs/bootc.md): pull into a store, push from it into another"
+check "seam: pull oci: as bootc's podman" \
+    env BOOTC_EXP_EXTERNAL_CONTAINER_TOOL="$bin" "$bin" --root "$base/seam" --runroot /run/p5-seam \
+    pull "oci:$oci:$tag"
+check "seam: image push into another store as bootc's podman" \
+    env BOOTC_EXP_EXTERNAL_CONTAINER_TOOL="$bin" "$bin" --root "$base/seam" --runroot /run/p5-seam \
+    image push --remove-signatures "$image" \
+    "containers-storage:[overlay@$base/seam-push+/run/p5-seam-push]$image"
 
 say "a registry (Debian's docker-registry) holding the test image, for skopeo 1.18's image proxy"
 check "registry: docker-registry started and the image pushed (skopeo 1.9)" start_registry
