@@ -618,6 +618,32 @@ verify_reports() {
 
 # Runs this script's copy in P5_BASE inside the chroot, in a private mount namespace. A failure
 # of the namespace or chroot setup is recorded as a failed check.
+# skopeo 1.18 of the chroot as a program the proxy client can spawn (its socket on fd 0): a
+# private mount namespace with /proc, /dev and $base (at its own path) in the chroot.
+write_chroot_skopeo() {
+    cat >"$base/skopeo-1.18" <<SCRIPT
+#!/bin/sh
+exec unshare -m sh -c '
+  mount -t proc proc "$chroot_dir/proc"
+  mount --bind /dev "$chroot_dir/dev"
+  mkdir -p "$chroot_dir$base" && mount --bind "$base" "$chroot_dir$base"
+  exec chroot "$chroot_dir" skopeo "\$@"' - "\$@"
+SCRIPT
+    chmod +x "$base/skopeo-1.18"
+}
+
+# The image proxy driven by bootc's client (containers-image-proxy 0.11.0) through SEQUENCE on REF:
+# skopeo 1.18's answers and ours must be the same (manifest digest, layer digests and sizes, the
+# SHA-256 of every blob that arrived).
+proxy_parity() { # SEQUENCE REF
+    local theirs ours client=tests/proxy-client/target/release/proxy-client
+    theirs=$("$client" "$1" "$2" "$base/skopeo-1.18") || return 1
+    ours=$(BOOTC_EXP_EXTERNAL_CONTAINER_TOOL=$bin "$client" "$1" "$2" "$bin") || return 1
+    echo "skopeo 1.18: $theirs"
+    echo "ours:        $ours"
+    [[ $theirs == "$ours" ]]
+}
+
 in_chroot() { # PHASE
     local rc=0
     unshare -m --propagation private -- bash "$base/podman5-check.sh" __ns "$@" || rc=$?
@@ -768,6 +794,15 @@ check "composefs: records match skopeo 1.18's" \
 for driver in "${drivers[@]}"; do
     check "$driver: $implied_image records match skopeo 1.18's" \
         compare_with_reference "$base/implied-$driver" "$driver" "$base/ref-implied-$driver"
+done
+
+say "the image proxy: ours against skopeo 1.18's, driven by bootc's own client version"
+cargo build --release --quiet --manifest-path tests/proxy-client/Cargo.toml
+write_chroot_skopeo
+for ref in "containers-storage:[overlay@$base/overlay+/run/p5-overlay]$image" "oci:$oci:$tag"; do
+    for sequence in ostree-ext composefs; do
+        check "proxy $sequence, $ref: the same answers as skopeo 1.18" proxy_parity "$sequence" "$ref"
+    done
 done
 
 in_chroot podman5

@@ -905,3 +905,22 @@ fn libpod_service_is_silent_on_stderr() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// P10: bootc re-execs itself into the host's mount namespace and execs the tool as argv[0]
+/// `bootc` with `inspect IMAGEID`; the first element's `Digest` is what it reads.
+#[test]
+fn inspect_as_argv0_bootc() {
+    use std::os::unix::process::CommandExt as _;
+    let (store, _oci) = store_with_image();
+    let conf = storage_conf(&store);
+    let want = store.inspect("localhost/seam:1");
+    let id = want["Id"].as_str().unwrap();
+    let out = run(Command::new(BIN)
+        .arg0("bootc")
+        .env("BOOTC_EXP_EXTERNAL_CONTAINER_TOOL", BIN)
+        .env("CONTAINERS_STORAGE_CONF", &conf)
+        .args(["inspect", id]));
+    assert!(out.status.success(), "{}", describe(&out));
+    let v: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v[0]["Digest"], want["Digest"]);
+}
