@@ -33,6 +33,20 @@ pub struct FetchArgs {
     /// Default: as podman (/etc/containers/policy.json for root).
     #[arg(long, value_name = "FILE")]
     pub signature_policy: Option<PathBuf>,
+    /// How registries (docker://) are reached: through skopeo's image proxy (the default), or
+    /// natively, with no skopeo (the new client: credentials, insecure and blocked registries;
+    /// not yet mirrors, certs.d or short names).
+    #[arg(long, value_enum, value_name = "HOW", env = "BOOTC_IMAGE_VIA", default_value_t = Via::Skopeo)]
+    pub via: Via,
+}
+
+/// How registries are reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Via {
+    /// skopeo's image proxy (c/image).
+    Skopeo,
+    /// bootc-image's own registry client.
+    Native,
 }
 
 impl Default for FetchArgs {
@@ -45,6 +59,7 @@ impl Default for FetchArgs {
             retry: 3,
             retry_delay: None,
             signature_policy: None,
+            via: Via::Skopeo,
         }
     }
 }
@@ -62,6 +77,7 @@ impl FetchArgs {
             },
             no_default_credentials: false,
             signature_policy: self.signature_policy.clone(),
+            native: self.via == Via::Native,
         }
     }
 

@@ -55,6 +55,9 @@ pub struct FetchOptions {
     pub no_default_credentials: bool,
     /// The signature policy (podman's `--signature-policy`); `None`: where podman reads it.
     pub signature_policy: Option<PathBuf>,
+    /// `docker://` images through the native registry client ([`crate::registry`]) rather
+    /// than skopeo's image proxy.
+    pub native: bool,
 }
 
 /// The proxy with the image open.
@@ -360,7 +363,7 @@ fn original_manifest(imgref: &str, digest: &str, opts: &FetchOptions) -> Result<
 
 /// The image from the proxy's documents: the manifest as the source holds it (the original
 /// fetched when the proxy converted it) and the config, each checked against its digest.
-fn documents(
+pub(crate) fn documents(
     imgref: &str,
     digest: &str,
     manifest: Vec<u8>,

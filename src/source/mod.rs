@@ -128,6 +128,7 @@ pub(crate) fn open_unchecked(
     match source {
         ImageRef::OciDir { path, tag } => oci_layout::open(path, tag.as_deref()),
         ImageRef::OciArchive { path, tag } => oci_archive::open(path, tag.as_deref()),
+        ImageRef::Docker(name) if fetch.native => crate::registry::open(name, fetch),
         r if r.is_proxied() => image_proxy::open(&r.to_string(), fetch),
         other => Err(Error::Unsupported(format!(
             "{other} as a blob source: open it with its own reader (containers-storage: and composefs: are copied by copy-to-storage)"

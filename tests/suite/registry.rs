@@ -200,6 +200,11 @@ fn failed(out: &Output, what: &str, codes: &[i32], mentions: &[&str]) -> String 
 
 /// One image through the registry into skopeo's store and ours; podman's views must be equal.
 fn registry_equals_skopeo(driver: Driver, spec: &ImageSpec) {
+    registry_equals_skopeo_via(driver, spec, "skopeo");
+}
+
+/// [`registry_equals_skopeo`], our pull reaching the registry `via` skopeo's proxy or natively.
+fn registry_equals_skopeo_via(driver: Driver, spec: &ImageSpec, via: &str) {
     let reg = Registry::start(false);
     let reference = TestStore::new(driver);
     let mine = TestStore::new(driver);
@@ -211,7 +216,7 @@ fn registry_equals_skopeo(driver: Driver, spec: &ImageSpec) {
     let mut built = built;
     built.manifest_digest = registry_digest(&src);
     skopeo_pull(&reference, &src);
-    let out = run(ours(&mine, &reg).args([
+    let out = run(ours(&mine, &reg).env("BOOTC_IMAGE_VIA", via).args([
         "copy-to-storage",
         "--source",
         &src,
@@ -222,6 +227,15 @@ fn registry_equals_skopeo(driver: Driver, spec: &ImageSpec) {
     ]));
     assert!(out.status.success(), "our copy: {}", describe(&out));
     check_equal(&reference, &mine, &built);
+}
+
+/// The native registry client (issue 25's first part): the same stores as skopeo's, for each
+/// compression, from the plain-HTTP registry registries.conf marks insecure.
+#[test]
+fn registry_native_equals_skopeo() {
+    for compression in [Compression::Gzip, Compression::Zstd, Compression::None] {
+        registry_equals_skopeo_via(Driver::Overlay, &fixture::rich_image(compression), "native");
+    }
 }
 
 /// A registry (with credentials if `auth`), an overlay store, and an image of `tars` (gzip)
@@ -355,12 +369,24 @@ fn registry_pull_names_and_reuses_layers() {
 /// unchanged; --authfile and REGISTRY_AUTH_FILE work.
 #[test]
 fn registry_auth() {
+    registry_auth_via("skopeo");
+}
+
+/// [`registry_auth`] with the native registry client (Basic authentication).
+#[test]
+fn registry_native_auth() {
+    registry_auth_via("native");
+}
+
+/// [`registry_auth`], the registry reached `via` skopeo's proxy or natively.
+fn registry_auth_via(via: &str) {
     let (reg, store, _, _) = pushed(true, "auth", &[fixture::small_tar(30)], "secret/app:1");
     let image = format!("{}/secret/app:1", reg.host());
     let empty = store.dir.join("empty-auth.json");
     fs::write(&empty, "{}").expect("write");
     let snap = store.snapshot();
     let out = run(ours(&store, &reg)
+        .env("BOOTC_IMAGE_VIA", via)
         .args(["pull", "--retry", "0", "--authfile"])
         .arg(&empty)
         .arg(&image));
@@ -368,6 +394,7 @@ fn registry_auth() {
     let wrong = store.dir.join("wrong.json");
     reg.authfile(&wrong, "tester:nope");
     let out = run(ours(&store, &reg)
+        .env("BOOTC_IMAGE_VIA", via)
         .args(["pull", "--retry", "0", "--authfile"])
         .arg(&wrong)
         .arg(&image));
@@ -377,12 +404,14 @@ fn registry_auth() {
     let good = store.dir.join("good.json");
     reg.authfile(&good, "tester:secret");
     let out = run(ours(&store, &reg)
+        .env("BOOTC_IMAGE_VIA", via)
         .args(["pull", "-q", "--authfile"])
         .arg(&good)
         .arg(&image));
     assert!(out.status.success(), "{}", describe(&out));
     store.podman_ok(&["rmi", &image]);
     let out = run(ours(&store, &reg)
+        .env("BOOTC_IMAGE_VIA", via)
         .env("REGISTRY_AUTH_FILE", &good)
         .args(["pull", "-q", &image]));
     assert!(
@@ -686,4 +715,28 @@ fn registry_manifest_lying_about_sizes() {
     eprintln!("lying manifest: {line}");
     let d = snap.diff(&store.snapshot());
     assert!(d.is_empty(), "the store changed: {d:?}");
+}
+
+/// The native client needs no skopeo: with none on PATH, a pull from the registry works, and the
+/// proxy path says in one line that skopeo is missing.
+#[test]
+fn registry_native_without_skopeo() {
+    let (reg, store, _, _) = pushed(false, "noskopeo", &[fixture::small_tar(70)], "n/app:1");
+    let image = format!("{}/n/app:1", reg.host());
+    let empty = store.dir.join("no-tools");
+    fs::create_dir_all(&empty).expect("mkdir");
+    let out = run(ours(&store, &reg)
+        .env("PATH", &empty)
+        .env("BOOTC_IMAGE_VIA", "skopeo")
+        .args(["pull", "--retry", "0", &image]));
+    failed(&out, "no skopeo", &[5], &["skopeo", "install"]);
+    let out = run(ours(&store, &reg)
+        .env("PATH", &empty)
+        .env("BOOTC_IMAGE_VIA", "native")
+        .args(["pull", &image]));
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(
+        store.inspect(&image)["Digest"].as_str(),
+        Some(registry_digest(&format!("docker://{image}")).as_str())
+    );
 }

@@ -1,0 +1,234 @@
+//! One repository of one registry over HTTP(S) (ureq, TLS through the system's OpenSSL): the
+//! endpoint chosen as c/image does (HTTPS; plain HTTP only for a registry marked insecure or with
+//! `--tls-verify=false`, after HTTPS failed), requests retried once after a 401 with the
+//! challenge answered (Basic, or a Bearer token fetched from the realm), the token kept.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use super::auth::{Challenge, Credentials, parse_challenge};
+use crate::error::{Error, Result};
+
+/// What a response may carry at most when read whole (manifests, configs, tokens).
+pub(crate) const SMALL_LIMIT: u64 = 16 << 20;
+
+/// A repository on a registry.
+pub(crate) struct Repo {
+    agent: ureq::Agent,
+    /// `https://host` or `http://host`.
+    base: String,
+    /// The registry's host (`docker.io` as the user wrote it; `registry-1.docker.io` is the
+    /// endpoint).
+    pub host: String,
+    /// The repository path (`library/busybox`).
+    pub path: String,
+    creds: Option<Credentials>,
+    /// The `Authorization` value that worked last.
+    authorization: Mutex<Option<String>>,
+}
+
+impl std::fmt::Debug for Repo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Repo")
+            .field("base", &self.base)
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An agent: TLS verified unless `verify` is false.
+fn agent(verify: bool) -> ureq::Agent {
+    let tls = ureq::tls::TlsConfig::builder()
+        .provider(ureq::tls::TlsProvider::NativeTls)
+        .disable_verification(!verify)
+        .build();
+    ureq::Agent::config_builder()
+        .tls_config(tls)
+        .http_status_as_error(false)
+        .timeout_connect(Some(Duration::from_secs(30)))
+        .timeout_recv_response(Some(Duration::from_secs(60)))
+        .timeout_recv_body(Some(Duration::from_secs(60)))
+        .user_agent(concat!("bootc-image/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .new_agent()
+}
+
+/// A network failure as a transient remote error.
+pub(crate) fn network(image: &str, what: &str, e: impl std::fmt::Display) -> Error {
+    Error::Remote {
+        image: image.to_string(),
+        message: format!("{what}: {e}"),
+        transient: true,
+    }
+}
+
+impl Repo {
+    /// Connects to `host` (as the reference names it) for `path`: HTTPS first; plain HTTP when
+    /// `insecure` and HTTPS cannot be spoken there. `image` names the reference in errors.
+    pub(crate) fn connect(
+        host: &str,
+        path: &str,
+        insecure: bool,
+        creds: Option<Credentials>,
+        image: &str,
+    ) -> Result<Repo> {
+        let endpoint = if host == "docker.io" {
+            "registry-1.docker.io"
+        } else {
+            host
+        };
+        let agent = agent(!insecure);
+        let https = format!("https://{endpoint}");
+        let base = match agent.get(format!("{https}/v2/")).call() {
+            Ok(_) => https,
+            Err(_) if insecure => {
+                let http = format!("http://{endpoint}");
+                agent
+                    .get(format!("{http}/v2/"))
+                    .call()
+                    .map_err(|e| network(image, &format!("reaching {endpoint}"), e))?;
+                http
+            }
+            Err(e) => {
+                return Err(Error::Remote {
+                    image: image.to_string(),
+                    message: format!(
+                        "reaching {endpoint} over HTTPS: {e}: check the address, or mark the registry insecure in registries.conf (or --tls-verify=false) if it speaks plain HTTP"
+                    ),
+                    transient: false,
+                });
+            }
+        };
+        Ok(Repo {
+            agent,
+            base,
+            host: host.to_string(),
+            path: path.to_string(),
+            creds,
+            authorization: Mutex::new(None),
+        })
+    }
+
+    /// `GET /v2/<path>/<what>` with `accept`, answering one authentication challenge.
+    pub(crate) fn get(
+        &self,
+        what: &str,
+        accept: Option<&str>,
+        image: &str,
+    ) -> Result<ureq::http::Response<ureq::Body>> {
+        let url = format!("{}/v2/{}/{what}", self.base, self.path);
+        let send = |auth: Option<&str>| {
+            let mut req = self.agent.get(&url);
+            if let Some(a) = accept {
+                req = req.header("Accept", a);
+            }
+            if let Some(a) = auth {
+                req = req.header("Authorization", a);
+            }
+            req.call()
+                .map_err(|e| network(image, &format!("GET {url}"), e))
+        };
+        let known = self.authorization.lock().ok().and_then(|a| a.clone());
+        let resp = send(known.as_deref())?;
+        if resp.status() != 401 {
+            return Ok(resp);
+        }
+        let challenge = resp
+            .headers()
+            .get("www-authenticate")
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_challenge);
+        let Some(challenge) = challenge else {
+            return Err(self.denied(
+                image,
+                "the registry asks for credentials in a way bootc-image does not speak",
+            ));
+        };
+        let auth = self.answer(&challenge, image)?;
+        let resp = send(Some(&auth))?;
+        if resp.status() == 401 {
+            return Err(self.denied(image, "the registry refused the credentials"));
+        }
+        if let Ok(mut a) = self.authorization.lock() {
+            *a = Some(auth);
+        }
+        Ok(resp)
+    }
+
+    /// The one-line error for refused credentials.
+    fn denied(&self, image: &str, why: &str) -> Error {
+        Error::Remote {
+            image: image.to_string(),
+            message: format!(
+                "{why} ({}): log in (podman login {}) or name the credentials with --authfile",
+                if self.creds.is_some() {
+                    "credentials were sent"
+                } else {
+                    "no credentials found"
+                },
+                self.host
+            ),
+            transient: false,
+        }
+    }
+
+    /// The `Authorization` value answering `challenge`.
+    fn answer(&self, challenge: &Challenge, image: &str) -> Result<String> {
+        match challenge {
+            Challenge::Basic => self
+                .creds
+                .as_ref()
+                .map(Credentials::basic)
+                .ok_or_else(|| self.denied(image, "the registry asks for credentials")),
+            Challenge::Bearer {
+                realm,
+                service,
+                scope,
+            } => {
+                let scope = scope
+                    .clone()
+                    .unwrap_or_else(|| format!("repository:{}:pull", self.path));
+                let mut req = self.agent.get(realm).query("scope", &scope);
+                if let Some(s) = service {
+                    req = req.query("service", s);
+                }
+                if let Some(c) = &self.creds {
+                    req = req.header("Authorization", &c.basic());
+                }
+                let mut resp = req
+                    .call()
+                    .map_err(|e| network(image, &format!("getting a token from {realm}"), e))?;
+                if !resp.status().is_success() {
+                    return Err(self.denied(
+                        image,
+                        &format!("the token service {realm} answered {}", resp.status()),
+                    ));
+                }
+                let body = resp
+                    .body_mut()
+                    .with_config()
+                    .limit(SMALL_LIMIT)
+                    .read_to_vec()
+                    .map_err(|e| network(image, "reading a token", e))?;
+                #[derive(serde::Deserialize)]
+                struct Token {
+                    #[serde(default)]
+                    token: String,
+                    #[serde(default)]
+                    access_token: String,
+                }
+                let t: Token = serde_json::from_slice(&body).map_err(|e| Error::Remote {
+                    image: image.to_string(),
+                    message: format!("the token service {realm} answered no token ({e})"),
+                    transient: false,
+                })?;
+                let token = if t.token.is_empty() {
+                    t.access_token
+                } else {
+                    t.token
+                };
+                Ok(format!("Bearer {token}"))
+            }
+        }
+    }
+}
