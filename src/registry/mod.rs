@@ -161,6 +161,50 @@ impl BlobSource for RegistryBlobs {
             .repo
             .get(&format!("blobs/{digest}"), None, &self.image)?;
         status(&resp, &self.image, &format!("blob {digest}"))?;
-        Ok(Box::new(resp.into_body().into_reader()))
+        let length = resp
+            .headers()
+            .get("content-length")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok());
+        Ok(Box::new(Body {
+            inner: resp.into_body().into_reader(),
+            read: 0,
+            length,
+        }))
+    }
+}
+
+/// A blob's response body. A connection that ends before the announced length, or breaks, is a
+/// transient remote failure (the layer is fetched again), not a truncated blob.
+struct Body<R> {
+    inner: R,
+    read: u64,
+    length: Option<u64>,
+}
+
+impl<R: Read> Read for Body<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let cut = |message: String| {
+            std::io::Error::other(crate::error::RemoteFailure {
+                message,
+                transient: true,
+            })
+        };
+        match self.inner.read(buf) {
+            Ok(0) if self.length.is_some_and(|l| self.read < l) => Err(cut(format!(
+                "the connection ended after {} of {} bytes",
+                self.read,
+                self.length.unwrap_or(0)
+            ))),
+            Ok(n) => {
+                self.read += n as u64;
+                Ok(n)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => Err(e),
+            Err(e) => Err(cut(format!(
+                "the connection broke after {} bytes: {e}",
+                self.read
+            ))),
+        }
     }
 }
