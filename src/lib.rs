@@ -81,7 +81,6 @@ pub mod layer;
 pub mod parallel;
 pub mod proxy_server;
 pub mod reference;
-pub mod registry;
 pub mod retry;
 pub mod source;
 pub mod store;

@@ -55,7 +55,7 @@ pub struct FetchOptions {
     pub no_default_credentials: bool,
     /// The signature policy (podman's `--signature-policy`); `None`: where podman reads it.
     pub signature_policy: Option<PathBuf>,
-    /// `docker://` images through the native registry client ([`crate::registry`]) rather
+    /// `docker://` images through the native registry client ([`crate::source::registry`]) rather
     /// than skopeo's image proxy.
     pub native: bool,
 }

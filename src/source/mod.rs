@@ -11,6 +11,7 @@ pub mod oci_types;
 #[cfg(feature = "ostree")]
 pub mod ostree_host;
 pub mod policy;
+pub mod registry;
 mod proxy_errors;
 pub use crate::retry;
 pub mod rootfs;
@@ -128,7 +129,7 @@ pub(crate) fn open_unchecked(
     match source {
         ImageRef::OciDir { path, tag } => oci_layout::open(path, tag.as_deref()),
         ImageRef::OciArchive { path, tag } => oci_archive::open(path, tag.as_deref()),
-        ImageRef::Docker(name) if fetch.native => crate::registry::open(name, fetch),
+        ImageRef::Docker(name) if fetch.native => registry::open(name, fetch),
         r if r.is_proxied() => image_proxy::open(&r.to_string(), fetch),
         other => Err(Error::Unsupported(format!(
             "{other} as a blob source: open it with its own reader (containers-storage: and composefs: are copied by copy-to-storage)"
