@@ -11,8 +11,8 @@ pub mod oci_types;
 #[cfg(feature = "ostree")]
 pub mod ostree_host;
 pub mod policy;
-pub mod registry;
 mod proxy_errors;
+pub mod registry;
 pub use crate::retry;
 pub mod rootfs;
 
