@@ -16,6 +16,9 @@
 #                     proxy, then skopeo copy): the same digest as with Debian's own skopeo
 #   detached-metadata bootc internals ostree-container image replace-detached-metadata (skopeo copy
 #                     into an OCI layout and back)
+#   registry-native   … image pull ostree-unverified-registry:… from a loopback docker-registry, with
+#                     PATH's skopeo ours reading the registry natively (BOOTC_IMAGE_VIA=native):
+#                     no skopeo at all
 #   cstor-0.7         composefs-storage at the revision bootc 1.16.9 pins (its unified composefs
 #                     pull's reader) imports an image bootc-image built into a store: the same
 #                     composefs image (EROFS id) as composefs-oci's import of its OCI export
@@ -171,6 +174,41 @@ if out=$(seam "$bootc" internals ostree-container image replace-detached-metadat
 else
   fail detached-metadata "$out"
 fi
+
+echo "== registry-native"
+# bootc's ordinary pull from a registry with no skopeo at all: PATH's skopeo is ours, and it reads
+# the registry with bootc-image's own client (BOOTC_IMAGE_VIA=native).
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+mkdir -p "$base/registry/data"
+printf 'version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: %s\nhttp:\n  addr: 127.0.0.1:%s\n' \
+  "$base/registry/data" "$port" >"$base/registry/config.yml"
+printf '[[registry]]\nlocation = "127.0.0.1:%s"\ninsecure = true\n' "$port" >"$base/registries.conf"
+docker-registry serve "$base/registry/config.yml" >/dev/null 2>&1 &
+registry_pid=$!
+for _ in $(seq 100); do
+  (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
+  sleep 0.1
+done
+ostree --repo="$base/repo5" init --mode=bare-user
+if /usr/bin/skopeo copy -q --dest-tls-verify=false \
+  "containers-storage:[overlay@$base/store/root+$base/store/run]localhost/enc:1" \
+  "docker://127.0.0.1:$port/enc:1" &&
+  out=$(
+    export BOOTC_IMAGE_VIA=native CONTAINERS_REGISTRIES_CONF="$base/registries.conf"
+    seam "$bootc" internals ostree-container image pull "$base/repo5" \
+      "ostree-unverified-registry:127.0.0.1:$port/enc:1" 2>&1
+  ); then
+  commit=$(sed -n 's/.* => //p' <<<"$out" | tail -1)
+  ostree --repo="$base/repo5" checkout -U "$commit" "$base/checkout5"
+  if diff -r --no-dereference "$t/usr" "$base/checkout5/usr" >/dev/null; then
+    pass registry-native
+  else
+    fail registry-native "the checkout differs from the committed tree"
+  fi
+else
+  fail registry-native "${out:-the image could not be pushed to the test registry}"
+fi
+kill "$registry_pid" 2>/dev/null || true
 
 echo "== cstor-0.7"
 # The fixture tool of tests/composefs-fixture, built against bootc's pinned composefs-rs (0.7.0),
