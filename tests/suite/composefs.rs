@@ -26,19 +26,7 @@ use crate::util::{Driver, TestStore, Tree, run, run_ok, walk_tree};
 /// build with bootc-image), built on first use when `scripts/test.sh` has not built it.
 pub fn fixture_tool() -> &'static Path {
     static TOOL: OnceLock<PathBuf> = OnceLock::new();
-    TOOL.get_or_init(|| {
-        let dir =
-            Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/..")).join("tests/composefs-fixture");
-        let bin = dir.join("target/release/composefs-fixture");
-        if !bin.exists() {
-            run_ok(
-                Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-                    .args(["build", "--release", "--quiet", "--manifest-path"])
-                    .arg(dir.join("Cargo.toml")),
-            );
-        }
-        bin
-    })
+    TOOL.get_or_init(|| crate::util::workspace_tool("composefs-fixture"))
 }
 
 /// Imports the OCI image `oci_src` (`oci:DIR:TAG`) into a new repository at `repo`, tagged `tag`,

@@ -762,18 +762,7 @@ fn podman_pull_from_default_store() {
 /// 1.16.9 pins; its own workspace), built on first use when `scripts/test.sh` has not built it.
 fn proxy_client() -> &'static Path {
     static TOOL: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    TOOL.get_or_init(|| {
-        let dir = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/..")).join("tests/proxy-client");
-        let bin = dir.join("target/release/proxy-client");
-        if !bin.exists() {
-            run_ok(
-                Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-                    .args(["build", "--release", "--quiet", "--manifest-path"])
-                    .arg(dir.join("Cargo.toml")),
-            );
-        }
-        bin
-    })
+    TOOL.get_or_init(|| crate::util::workspace_tool("proxy-client"))
 }
 
 /// bootc's own client version (0.11.0) drives our proxy through its three call sequences on a

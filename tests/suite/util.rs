@@ -821,3 +821,20 @@ pub fn assert_clean_failure(out: &Output, what: &str, mentions: &[&str]) -> Stri
     }
     lines[0].to_string()
 }
+
+/// The release binary `name` of the tool workspace `tests/<name>` (its own Cargo workspace: the
+/// fixture tools and the proxy client), built on first use when `scripts/test.sh` has not built it.
+pub fn workspace_tool(name: &str) -> PathBuf {
+    let dir = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+        .join("tests")
+        .join(name);
+    let bin = dir.join("target/release").join(name);
+    if !bin.exists() {
+        run_ok(
+            Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+                .args(["build", "--release", "--quiet", "--manifest-path"])
+                .arg(dir.join("Cargo.toml")),
+        );
+    }
+    bin
+}
