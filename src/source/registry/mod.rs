@@ -41,6 +41,14 @@ pub fn open(name: &str, fetch: &FetchOptions) -> Result<OpenedSource> {
             transient: false,
         });
     }
+    // What this client does not follow yet is refused, never ignored.
+    let certs_d = std::path::Path::new("/etc/containers/certs.d").join(&r.domain);
+    if fetch.cert_dir.is_some() || certs_d.is_dir() {
+        return Err(Error::Unsupported(format!(
+            "{image}: client certificates and CAs ({}) with the native registry client: use --via skopeo (or BOOTC_IMAGE_VIA=skopeo) for this registry",
+            fetch.cert_dir.as_deref().unwrap_or(&certs_d).display()
+        )));
+    }
     let insecure = settings.insecure || fetch.tls_verify == Some(false);
     let creds = auth::credentials(fetch, &r.domain, &r.path)?;
     let repo = fetch.retry.run(&format!("opening {image}"), || {
