@@ -89,11 +89,7 @@ impl Store {
     /// whiteout `.wh.NAME` is the device `NAME` there, and directories above named paths may be
     /// implicit. For overlay trees, which hold the layer's own entries only.
     pub(crate) fn extra_files(&self, layer: &LayerRecord) -> Result<Vec<String>> {
-        let ts_path = self.tar_split_path(&layer.id);
-        let f = std::fs::File::open(&ts_path).map_err(|e| Error::io("opening", &ts_path, e))?;
-        let reader = TarSplitReader::new(BufReader::new(flate2::read::MultiGzDecoder::new(
-            BufReader::new(f),
-        )));
+        let reader = self.tar_split_reader(layer)?;
         let mut named: std::collections::HashSet<Vec<u8>> = std::collections::HashSet::new();
         for entry in reader {
             if let TarSplitEntry::File { name, .. } = entry? {
@@ -145,14 +141,7 @@ impl Store {
     /// `sink` (digest-only for `verify`, to a writer for an export): segments up to a file entry
     /// are its raw bytes, the tree's file its content. Each file's CRC-64 is checked.
     pub(crate) fn feed_layer(&self, layer: &LayerRecord, sink: &mut LayerSink<'_>) -> Result<()> {
-        let ts_path = self.tar_split_path(&layer.id);
-        let open_split = || -> Result<_> {
-            let f = std::fs::File::open(&ts_path).map_err(|e| Error::io("opening", &ts_path, e))?;
-            Ok(TarSplitReader::new(BufReader::new(
-                flate2::read::MultiGzDecoder::new(BufReader::new(f)),
-            )))
-        };
-        let reader = open_split()?;
+        let reader = self.tar_split_reader(layer)?;
         let tree = self.driver().tree_path(&layer.id);
         let root = crate::fsutil::open_dir(&tree)
             .map_err(|e| Error::io("opening", &tree, std::io::Error::from(e)))?;
@@ -161,13 +150,8 @@ impl Store {
         let ra = ReadAhead::new(READ_AHEAD_LEAD);
         std::thread::scope(|scope| {
             scope.spawn(|| {
-                if let Ok(split) = open_split() {
-                    ra.run(split.filter_map(|e| match e {
-                        Ok(TarSplitEntry::File { name, size, .. }) if size > 0 => {
-                            Some((tree.join(std::ffi::OsStr::from_bytes(&name)), size))
-                        }
-                        _ => None,
-                    }));
+                if let Ok(files) = self.files_in_order(layer) {
+                    ra.run(files);
                 }
             });
             let _stop = StopOnDrop(&ra);
@@ -179,27 +163,44 @@ impl Store {
     /// reads them (`posix_fadvise(WILLNEED)`; nothing is read here), so that a reader starting on
     /// this layer next finds them on their way. Errors are ignored: the reader meets them.
     pub(crate) fn prefetch_layer(&self, layer: &LayerRecord, bytes: u64) {
-        let ts_path = self.tar_split_path(&layer.id);
-        let Ok(f) = std::fs::File::open(&ts_path) else {
+        let Ok(files) = self.files_in_order(layer) else {
             return;
         };
-        let split = TarSplitReader::new(BufReader::new(flate2::read::MultiGzDecoder::new(
-            BufReader::new(f),
-        )));
-        let tree = self.driver().tree_path(&layer.id);
         let mut announced = 0u64;
-        let files = split
-            .filter_map(|e| match e {
-                Ok(TarSplitEntry::File { name, size, .. }) if size > 0 => {
+        ReadAhead::new(bytes).run(files.take_while(|(_, size)| {
+            announced += size;
+            announced <= bytes
+        }));
+    }
+
+    /// The layer's tar-split, decoded as it is read.
+    fn tar_split_reader(
+        &self,
+        layer: &LayerRecord,
+    ) -> Result<TarSplitReader<impl std::io::BufRead>> {
+        let ts_path = self.tar_split_path(&layer.id);
+        let f = std::fs::File::open(&ts_path).map_err(|e| Error::io("opening", &ts_path, e))?;
+        Ok(TarSplitReader::new(BufReader::new(
+            flate2::read::MultiGzDecoder::new(BufReader::new(f)),
+        )))
+    }
+
+    /// The layer's files with content (their paths in the tree and sizes), in the order its tar
+    /// stream reads them: what a read-ahead announces. An unreadable entry ends the list.
+    fn files_in_order(
+        &self,
+        layer: &LayerRecord,
+    ) -> Result<impl Iterator<Item = (std::path::PathBuf, u64)>> {
+        let tree = self.driver().tree_path(&layer.id);
+        Ok(self
+            .tar_split_reader(layer)?
+            .map_while(|e| e.ok())
+            .filter_map(move |e| match e {
+                TarSplitEntry::File { name, size, .. } if size > 0 => {
                     Some((tree.join(std::ffi::OsStr::from_bytes(&name)), size))
                 }
                 _ => None,
-            })
-            .take_while(|(_, size)| {
-                announced += size;
-                announced <= bytes
-            });
-        ReadAhead::new(bytes).run(files);
+            }))
     }
 
     /// [`feed_layer`](Self::feed_layer)'s loop: each tar-split entry into `sink`, the files'
