@@ -7,11 +7,11 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use sha2::{Digest as _, Sha256};
 use storage_format::{Digest, ImageRecord, LayerRecord};
 
 use crate::error::{Error, Result};
 use crate::layer::entry::BuiltEntries;
+use crate::layer::hashing_writer::HashingWriter;
 use crate::layer::sink::LayerSink;
 use crate::layer::tar_build::header_bytes;
 use crate::layer::tar_header::{EntryKind, TarHeader};
@@ -232,25 +232,6 @@ pub struct ExportReport {
     pub layer_bytes: u64,
 }
 
-/// A writer that hashes and counts what goes through it.
-struct Hashing<W> {
-    inner: W,
-    sha: Sha256,
-    len: u64,
-}
-
-impl<W: Write> Write for Hashing<W> {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        let n = self.inner.write(b)?;
-        self.sha.update(&b[..n]);
-        self.len += n as u64;
-        Ok(n)
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.inner.flush()
-    }
-}
-
 /// Writes `bytes` as a blob of the layout at `dir`; returns its digest.
 fn put_blob(dir: &Path, bytes: &[u8]) -> Result<Digest> {
     let d = Digest::of_bytes(bytes);
@@ -297,11 +278,7 @@ fn compress_into(
             false,
         ),
     };
-    let hashing = Hashing {
-        inner: std::io::BufWriter::with_capacity(1 << 20, file),
-        sha: Sha256::new(),
-        len: 0,
-    };
+    let hashing = HashingWriter::new(std::io::BufWriter::with_capacity(1 << 20, file));
     let write_err = |e: std::io::Error| Error::io("writing", tmp, e);
     let (diff_id, hashing) = match compression {
         LayerCompression::Gzip => {
@@ -320,10 +297,9 @@ fn compress_into(
             (diff_id, h)
         }
     };
-    let Hashing { inner, sha, len } = hashing;
+    let (inner, digest, len) = hashing.finish();
     let file = inner.into_inner().map_err(|e| write_err(e.into_error()))?;
     file.sync_data().map_err(write_err)?;
-    let digest = Digest::from_sha256(sha.finalize().into());
     let dest = blobs.join(digest.hex());
     if unnamed {
         use std::os::fd::AsRawFd;

@@ -4,6 +4,7 @@
 pub mod decompress;
 pub mod entry;
 pub mod gzip_members;
+pub(crate) mod hashing_writer;
 mod page_buf;
 pub mod path;
 pub mod pipe;

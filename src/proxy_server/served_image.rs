@@ -13,7 +13,6 @@ use std::sync::Arc;
 
 use serde::Serialize;
 use serde_json::Value;
-use sha2::{Digest as _, Sha256};
 use storage_format::{ImageRecord, LayerRecord};
 
 use super::ServeOptions;
@@ -21,6 +20,7 @@ use crate::Digest;
 use crate::error::{Error, Result};
 use crate::image_ref::ImageRef;
 use crate::layer::BlobSource;
+use crate::layer::hashing_writer::HashingWriter;
 use crate::layer::sink::LayerSink;
 use crate::source::manifest_rules::{MEDIA_DOCKER_MANIFEST, MEDIA_OCI_CONFIG, MEDIA_OCI_MANIFEST};
 use crate::store::{Store, StoreConfig};
@@ -41,11 +41,10 @@ pub(crate) struct LayerInfo {
 
 /// Where the blobs of an image come from.
 enum Blobs {
-    /// A store's layers by DiffID, and their DiffIDs in order.
+    /// A store's layers by DiffID (in the order of `layer_infos`).
     Stored {
         store: Arc<Store>,
         layers: HashMap<String, Arc<LayerRecord>>,
-        order: Vec<String>,
     },
     /// A source's blobs by digest, with their sizes.
     Source(Box<dyn BlobSource + Send>),
@@ -152,25 +151,12 @@ fn stored(store: Arc<Store>, img: &ImageRecord) -> Result<ServedImage> {
     let config_digest = Digest::of_bytes(&config);
     let manifest_digest = Digest::of_bytes(&manifest).to_string();
     let docker = media_type(&manifest) == MEDIA_DOCKER_MANIFEST;
-    let all: HashMap<String, LayerRecord> = store
-        .layers()?
-        .into_iter()
-        .map(|l| (l.id.clone(), l))
-        .collect();
-    let mut chain = Vec::new();
-    let mut next = img.layer.clone();
-    while let Some(id) = next {
-        let l = all.get(&id).ok_or_else(|| Error::Damaged {
-            what: format!("image {}", img.id),
-            detail: format!("its layer {id} is not in the store"),
-        })?;
-        next = l.parent.clone();
-        chain.push(l.clone());
-    }
-    chain.reverse();
+    let chain = {
+        let _read = store.layers_lock().lock_read()?;
+        crate::store::copy::layer_chain(&store.read_layers()?.0, img)?
+    };
     let mut layer_infos = Vec::new();
     let mut layers = HashMap::new();
-    let mut order = Vec::new();
     for l in chain {
         let (Some(diff), Some(size)) = (l.diff_digest.clone(), l.diff_size) else {
             return Err(Error::Damaged {
@@ -188,7 +174,6 @@ fn stored(store: Arc<Store>, img: &ImageRecord) -> Result<ServedImage> {
             }
             .into(),
         });
-        order.push(diff.clone());
         layers.insert(diff, Arc::new(l));
     }
     Ok(ServedImage {
@@ -197,11 +182,7 @@ fn stored(store: Arc<Store>, img: &ImageRecord) -> Result<ServedImage> {
         config,
         config_digest,
         layer_infos,
-        blobs: Blobs::Stored {
-            store,
-            layers,
-            order,
-        },
+        blobs: Blobs::Stored { store, layers },
     })
 }
 
@@ -264,57 +245,8 @@ pub(crate) fn to_oci(manifest: &[u8]) -> Result<Vec<u8>> {
     serde_json::to_vec(&v).map_err(|e| Error::Internal(format!("converting a manifest: {e}")))
 }
 
-/// Hashes and counts what goes through it.
-struct Verifying<'a> {
-    out: &'a mut File,
-    hash: Sha256,
-    len: u64,
-}
-
-impl Write for Verifying<'_> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let n = self.out.write(buf)?;
-        self.hash.update(&buf[..n]);
-        self.len += n as u64;
-        Ok(n)
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.out.flush()
-    }
-}
-
-impl Verifying<'_> {
-    /// Fails unless what went through is `digest`, of `size` bytes when a size is expected.
-    fn check(self, digest: &Digest, size: Option<u64>) -> Result<()> {
-        let actual = Digest::from_sha256(self.hash.finalize().into());
-        check_stream(digest, Some(actual), size, self.len)
-    }
-}
-
-/// Counts what goes through it.
-struct Counting<'a, W: Write> {
-    out: &'a mut W,
-    len: u64,
-}
-
-impl<W: Write> Write for Counting<'_, W> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let n = self.out.write(buf)?;
-        self.len += n as u64;
-        Ok(n)
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.out.flush()
-    }
-}
-
 /// Fails unless a stream hashed to `digest` and was `size` bytes long (when one is expected).
-fn check_stream(
-    digest: &Digest,
-    actual: Option<Digest>,
-    size: Option<u64>,
-    len: u64,
-) -> Result<()> {
+fn check_stream(digest: &Digest, actual: Digest, size: Option<u64>, len: u64) -> Result<()> {
     if let Some(size) = size
         && size != len
     {
@@ -324,7 +256,6 @@ fn check_stream(
             found: len,
         });
     }
-    let actual = actual.ok_or_else(|| Error::Internal("a writer sink gave no digest".into()))?;
     if actual != *digest {
         return Err(Error::DigestMismatch {
             what: "blob".into(),
@@ -346,16 +277,13 @@ impl ServedImage {
         let me = Arc::clone(self);
         if digest == self.config_digest {
             return Ok(Box::new(move |out, _| {
-                let mut v = Verifying {
-                    out,
-                    hash: Sha256::new(),
-                    len: 0,
-                };
+                let mut v = HashingWriter::new(out);
                 v.write_all(&me.config).map_err(|e| Error::Write {
                     what: "the config into its pipe".into(),
                     source: e,
                 })?;
-                v.check(&digest, size)
+                let (_, actual, len) = v.finish();
+                check_stream(&digest, actual, size, len)
             }));
         }
         match &self.blobs {
@@ -364,12 +292,7 @@ impl ServedImage {
                     return Err(unknown(&digest));
                 }
                 Ok(Box::new(move |out, turns| {
-                    let Blobs::Stored {
-                        store,
-                        layers,
-                        order,
-                    } = &me.blobs
-                    else {
+                    let Blobs::Stored { store, layers } = &me.blobs else {
                         return Err(Error::Internal("blob kind changed".into()));
                     };
                     let layer = layers
@@ -380,11 +303,12 @@ impl ServedImage {
                     let turn = turns.take();
                     // The next layer's first files asked for meanwhile (ostree-ext reads them in
                     // order; on a cold disk each layer would otherwise start from a standstill).
-                    let next = order
+                    let next = me
+                        .layer_infos
                         .iter()
-                        .position(|d| d == digest.as_str())
-                        .and_then(|i| order.get(i + 1))
-                        .and_then(|d| layers.get(d));
+                        .position(|l| l.digest == digest.as_str())
+                        .and_then(|i| me.layer_infos.get(i + 1))
+                        .and_then(|l| layers.get(&l.digest));
                     if let Some(next) = next {
                         let (store, next) = (Arc::clone(store), Arc::clone(next));
                         let _ = std::thread::Builder::new()
@@ -399,23 +323,16 @@ impl ServedImage {
                             source: e,
                         })
                     };
-                    if turn.is_some() {
+                    let (diff_id, len) = if turn.is_some() {
                         let mut hashed = super::hash_thread::HashedWriter::new(&mut out)?;
-                        let mut sink = LayerSink::to_writer_unhashed(&mut hashed);
-                        store.feed_layer(layer, &mut sink)?;
-                        drop(sink);
-                        let (diff_id, len) = hashed.finish()?;
-                        flushed(&mut out)?;
-                        return check_stream(&digest, Some(diff_id), size, len);
-                    }
-                    let mut counted = Counting {
-                        out: &mut out,
-                        len: 0,
+                        store.feed_layer(layer, &mut LayerSink::to_writer_unhashed(&mut hashed))?;
+                        hashed.finish()?
+                    } else {
+                        let mut hashed = HashingWriter::new(&mut out);
+                        store.feed_layer(layer, &mut LayerSink::to_writer_unhashed(&mut hashed))?;
+                        let (_, diff_id, len) = hashed.finish();
+                        (diff_id, len)
                     };
-                    let mut sink = LayerSink::to_writer(&mut counted);
-                    store.feed_layer(layer, &mut sink)?;
-                    let (_, diff_id) = sink.finish();
-                    let len = counted.len;
                     flushed(&mut out)?;
                     check_stream(&digest, diff_id, size, len)
                 }))
@@ -429,20 +346,18 @@ impl ServedImage {
                         return Err(Error::Internal("blob kind changed".into()));
                     };
                     let mut r = blobs.open_blob(&digest)?;
-                    let mut v = Verifying {
-                        out,
-                        hash: Sha256::new(),
-                        len: 0,
-                    };
+                    let mut v = HashingWriter::new(out);
                     std::io::copy(&mut r, &mut v)
                         .map_err(|e| Error::read(format!("blob {digest}"), e))?;
-                    v.check(&digest, size)
+                    let (_, actual, len) = v.finish();
+                    check_stream(&digest, actual, size, len)
                 }))
             }
         }
     }
 
-    /// The writer of blob `digest` as the source has it, unverified (`GetRawBlob`).
+    /// The writer of blob `digest` for `GetRawBlob`, and its size: the same stream as `GetBlob`'s
+    /// (its digest still checked; a mismatch goes to the error pipe).
     pub(crate) fn raw_blob(
         self: &Arc<Self>,
         digest: Digest,

@@ -165,7 +165,7 @@ impl Store {
 
 /// The layer chain of `image` in the source's records, base first; a missing or incomplete layer
 /// is refused.
-fn layer_chain(
+pub(crate) fn layer_chain(
     src_layers: &storage_format::RecordFile<LayerRecord>,
     image: &storage_format::ImageRecord,
 ) -> Result<Vec<LayerRecord>> {
