@@ -166,17 +166,26 @@ pub fn main_with(args: Vec<OsString>) -> std::process::ExitCode {
 /// The process's end for a command's outcome: success, or the one `error:` line (lost, not a
 /// panic, when stderr cannot be written) and the exit code of the error's class.
 pub fn exit_with(result: anyhow::Result<()>) -> std::process::ExitCode {
-    use std::io::Write as _;
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            let line = error_line(&e);
-            if !line.is_empty() {
-                let _ = writeln!(std::io::stderr().lock(), "error: {line}");
-            }
-            std::process::ExitCode::from(exit::code_of(&e))
-        }
+        Err(e) => failed_with(&e, "error", |code| code),
     }
+}
+
+/// The end of a failed command: its one line after `prefix:` (`error` here, `Error` as podman
+/// says it; lost, not a panic, when stderr cannot be written), and the exit code `code` makes
+/// of the error's class ([`exit::code_of`]).
+pub(crate) fn failed_with(
+    e: &anyhow::Error,
+    prefix: &str,
+    code: impl FnOnce(u8) -> u8,
+) -> std::process::ExitCode {
+    use std::io::Write as _;
+    let line = error_line(e);
+    if !line.is_empty() {
+        let _ = writeln!(std::io::stderr().lock(), "{prefix}: {line}");
+    }
+    std::process::ExitCode::from(code(exit::code_of(e)))
 }
 
 /// The one line printed for a failed command: the error's chain, and for errors of the file system

@@ -41,6 +41,29 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
     (year, month as u32, day as u32)
 }
 
+/// The day number counted from 1970-01-01 of a proleptic Gregorian date (H. Hinnant's
+/// `days_from_civil`, the inverse of [`civil_from_days`]).
+fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400; // [0, 399]
+    let doy = (153 * (month + if month > 2 { -3 } else { 9 }) + 2) / 5 + day - 1; // [0, 365]
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy; // [0, 146096]
+    era * 146_097 + doe - 719_468
+}
+
+/// Whole seconds since the epoch of an RFC 3339 time (`2024-01-02T03:04:05.5Z`): the fraction
+/// dropped, the time read as UTC (c/storage writes `Z`). `None` when it is not one.
+pub fn rfc3339_seconds(t: &str) -> Option<i64> {
+    let num = |s: &str| s.parse::<i64>().ok();
+    let (date, time) = t.split_once('T')?;
+    let mut d = date.split('-');
+    let (year, month, day) = (num(d.next()?)?, num(d.next()?)?, num(d.next()?)?);
+    let mut h = time.get(..8)?.split(':');
+    let (hh, mm, ss) = (num(h.next()?)?, num(h.next()?)?, num(h.next()?)?);
+    Some(days_from_civil(year, month, day) * 86_400 + hh * 3600 + mm * 60 + ss)
+}
+
 /// Formats `t` the way Go's `t.UTC().Format(time.RFC3339Nano)` does, e.g.
 /// `"2024-01-02T03:04:05.12345Z"`: trailing zeros of the fraction are
 /// trimmed and the fraction is left out when it is zero.
@@ -103,6 +126,23 @@ mod tests {
         for (secs, nanos, want) in cases {
             assert_eq!(rfc3339_nano(at(*secs, *nanos)), *want, "{secs}.{nanos}");
         }
+    }
+
+    #[test]
+    fn seconds_of_known_times() {
+        for (secs, text) in [
+            (0, "1970-01-01T00:00:00Z"),
+            (1_700_000_000, "2023-11-14T22:13:20.5Z"),
+            (1_709_208_000, "2024-02-29T12:00:00Z"),
+            (4_107_542_400, "2100-03-01T00:00:00Z"),
+            (-2_208_988_800, "1900-01-01T00:00:00Z"),
+        ] {
+            assert_eq!(rfc3339_seconds(text), Some(secs), "{text}");
+            if !text.contains('.') {
+                assert_eq!(rfc3339_nano(at(secs, 0)), text);
+            }
+        }
+        assert_eq!(rfc3339_seconds("yesterday"), None);
     }
 
     #[test]

@@ -19,6 +19,16 @@ pub struct Globals {
     pub ours: Vec<OsString>,
 }
 
+impl Globals {
+    /// Our own command line: these global options, then `command`.
+    pub fn argv<S: Into<OsString>>(&self, command: impl IntoIterator<Item = S>) -> Vec<OsString> {
+        let mut argv: Vec<OsString> = vec!["bootc-image".into()];
+        argv.extend(self.ours.iter().cloned());
+        argv.extend(command.into_iter().map(Into::into));
+        argv
+    }
+}
+
 /// Splits podman's global options off `args` (after argv\[0\]); the rest is the command.
 fn globals(args: &[OsString]) -> anyhow::Result<(Globals, Vec<String>)> {
     let mut g = Globals::default();
@@ -66,27 +76,18 @@ pub fn main(args: Vec<OsString>, named: bool) -> ExitCode {
     }
     match result {
         Ok(code) => ExitCode::from(code),
-        Err(e) => {
-            let line = crate::error_line(&e);
-            if !line.is_empty() {
-                use std::io::Write as _;
-                let _ = writeln!(std::io::stderr().lock(), "Error: {line}");
-            }
-            match crate::exit::code_of(&e) {
-                c if c == crate::exit::CLOSED_OUTPUT => ExitCode::from(c),
-                c if c == crate::exit::Code::Absent as u8 => ExitCode::from(1),
-                _ => ExitCode::from(125),
-            }
-        }
+        // podman's statuses: 1 for an absent image (`image exists`), 125 for any other error.
+        Err(e) => crate::failed_with(&e, "Error", |code| match code {
+            crate::exit::CLOSED_OUTPUT => code,
+            c if c == crate::exit::Code::Absent as u8 => 1,
+            _ => 125,
+        }),
     }
 }
 
 /// Our own command line with the global options `g` and `command`.
 fn ours(g: &Globals, command: &[&str]) -> anyhow::Result<u8> {
-    let mut argv: Vec<OsString> = vec!["bootc-image".into()];
-    argv.extend(g.ours.iter().cloned());
-    argv.extend(command.iter().map(OsString::from));
-    crate::run(argv)?;
+    crate::run(g.argv(command.iter().copied()))?;
     Ok(0)
 }
 
@@ -248,10 +249,7 @@ fn pull_from_store(g: &Globals, reference: &str) -> anyhow::Result<u8> {
 
 /// Our command line's options for the global options `g` (the store they name).
 pub(crate) fn cli_of(g: &Globals) -> anyhow::Result<crate::Cli> {
-    let mut argv: Vec<OsString> = vec!["bootc-image".into()];
-    argv.extend(g.ours.iter().cloned());
-    argv.push("list".into());
-    Ok(crate::Cli::try_parse_from(argv)?)
+    Ok(crate::Cli::try_parse_from(g.argv(["list"]))?)
 }
 
 /// Runs the real podman with `args` (what we do not serve natively: `image build`, a push to a

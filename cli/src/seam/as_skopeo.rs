@@ -149,17 +149,14 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
         .collect();
     match run(&args) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            let line = crate::error_line(&e);
-            if !line.is_empty() {
-                use std::io::Write as _;
-                let _ = writeln!(std::io::stderr().lock(), "error: {line}");
+        // skopeo's status for any failure; a closed stdout as for every command (141).
+        Err(e) => crate::failed_with(&e, "error", |code| {
+            if code == crate::exit::CLOSED_OUTPUT {
+                code
+            } else {
+                1
             }
-            if e.chain().any(|c| c.is::<crate::exit::ClosedOutput>()) {
-                return ExitCode::from(crate::exit::CLOSED_OUTPUT);
-            }
-            ExitCode::from(1)
-        }
+        }),
     }
 }
 

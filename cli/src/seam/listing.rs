@@ -1,8 +1,6 @@
 //! What podman's role prints: `images` (a table, `-q`, `--format json`, Go-template fields in
 //! common use), `inspect` (podman's JSON, or a template), `system info`.
 
-use std::ffi::OsString;
-
 use anyhow::bail;
 use serde_json::{Value, json};
 
@@ -73,7 +71,8 @@ fn open(g: &Globals) -> anyhow::Result<Store> {
 /// podman's summary of an image (`images --format json`).
 fn summary(store: &Store, img: &storage_format::ImageRecord) -> anyhow::Result<Value> {
     let i = store.inspect_image(img)?;
-    let created = unix_seconds(i["Created"].as_str().unwrap_or_default());
+    let created = storage_format::time::rfc3339_seconds(i["Created"].as_str().unwrap_or_default())
+        .unwrap_or(0);
     Ok(json!({
         "Id": img.id,
         "ParentId": "",
@@ -91,28 +90,6 @@ fn summary(store: &Store, img: &storage_format::ImageRecord) -> anyhow::Result<V
         "Created": created,
         "CreatedAt": rfc3339(created),
     }))
-}
-
-/// Seconds since the epoch of an RFC 3339 time (`2024-01-02T03:04:05.123Z`), 0 when unreadable.
-fn unix_seconds(t: &str) -> i64 {
-    let num = |s: &str| s.parse::<i64>().ok();
-    let parse = || -> Option<i64> {
-        let (date, time) = t.split_once('T')?;
-        let mut d = date.split('-');
-        let (y, m, day) = (num(d.next()?)?, num(d.next()?)?, num(d.next()?)?);
-        let hms: String = time.chars().take(8).collect();
-        let mut h = hms.split(':');
-        let (hh, mm, ss) = (num(h.next()?)?, num(h.next()?)?, num(h.next()?)?);
-        // Days from civil (Howard Hinnant's algorithm).
-        let y = if m <= 2 { y - 1 } else { y };
-        let era = y.div_euclid(400);
-        let yoe = y - era * 400;
-        let doy = (153 * (m + if m > 2 { -3 } else { 9 }) + 2) / 5 + day - 1;
-        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-        let days = era * 146097 + doe - 719468;
-        Some(days * 86400 + hh * 3600 + mm * 60 + ss)
-    };
-    parse().unwrap_or(0)
 }
 
 /// A size as podman prints it: three significant digits, decimal units (`199 kB`, `1.23 MB`).
@@ -162,24 +139,14 @@ fn ago(then: i64) -> String {
 }
 
 /// An RFC 3339 time in UTC, seconds only (`2026-12-07T12:39:33Z`), as podman's JSON has it.
-fn rfc3339(t: i64) -> String {
-    let (days, secs) = (t.div_euclid(86400), t.rem_euclid(86400));
-    // Civil from days (Howard Hinnant's algorithm).
-    let z = days + 719468;
-    let era = z.div_euclid(146097);
-    let doe = z - era * 146097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        secs / 3600,
-        secs % 3600 / 60,
-        secs % 60
-    )
+fn rfc3339(secs: i64) -> String {
+    let epoch = std::time::UNIX_EPOCH;
+    let at = if secs >= 0 {
+        epoch + std::time::Duration::from_secs(secs.unsigned_abs())
+    } else {
+        epoch - std::time::Duration::from_secs(secs.unsigned_abs())
+    };
+    storage_format::rfc3339_nano(at)
 }
 
 /// The rows of `images`: one per name (`<none>` for an image without one).
@@ -430,11 +397,8 @@ pub fn inspect_args(opts: &[&str]) -> anyhow::Result<Option<(Option<String>, Vec
 /// `inspect NAME…`: podman's JSON (as our `image inspect`), or each image through a template.
 pub fn inspect(g: &Globals, format: &Option<String>, names: &[String]) -> anyhow::Result<()> {
     let Some(template) = format else {
-        let mut argv: Vec<OsString> = vec!["bootc-image".into()];
-        argv.extend(g.ours.iter().cloned());
-        argv.extend(["image".into(), "inspect".into()]);
-        argv.extend(names.iter().map(OsString::from));
-        return crate::run(argv);
+        let command = ["image", "inspect"].into_iter().map(String::from);
+        return crate::run(g.argv(command.chain(names.iter().cloned())));
     };
     let store = open(g)?;
     let images = store.images()?;
