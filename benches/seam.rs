@@ -123,7 +123,7 @@ fn drive(cmd: Command, image: &str, parallel: bool) -> Result<u64> {
         };
         let mut total = 0;
         if parallel {
-            for n in futures_join_all(infos.iter().map(fetch).collect()).await {
+            for n in futures_util::future::join_all(infos.iter().map(fetch)).await {
                 total += n?;
             }
         } else {
@@ -134,32 +134,6 @@ fn drive(cmd: Command, image: &str, parallel: bool) -> Result<u64> {
         proxy.close_image(img).await?;
         Ok(total)
     })
-}
-
-/// Awaits all `futs` concurrently (on one task, as the proxy crate's pipes allow).
-async fn futures_join_all<F: std::future::Future>(futs: Vec<F>) -> Vec<F::Output> {
-    let mut pinned: Vec<std::pin::Pin<Box<F>>> = futs.into_iter().map(Box::pin).collect();
-    let mut out: Vec<Option<F::Output>> = pinned.iter().map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        let mut pending = false;
-        for (i, f) in pinned.iter_mut().enumerate() {
-            if out[i].is_none() {
-                match f.as_mut().poll(cx) {
-                    std::task::Poll::Ready(v) => out[i] = Some(v),
-                    std::task::Poll::Pending => pending = true,
-                }
-            }
-        }
-        if pending {
-            std::task::Poll::Pending
-        } else {
-            std::task::Poll::Ready(())
-        }
-    })
-    .await;
-    out.into_iter()
-        .map(|o| o.expect("every future finished"))
-        .collect()
 }
 
 /// The proxy command of a tool, under GNU time writing its peak RSS into `rss`.

@@ -88,7 +88,7 @@ async fn run(sequence: &str, image: &str, cmd: Command) -> Result<serde_json::Va
     let mut layers = Vec::new();
     if sequence == "composefs" {
         let fetches = infos.iter().map(|(d, s)| blob(&proxy, &img, d, *s));
-        for r in futures_join(fetches.collect()).await {
+        for r in futures_util::future::join_all(fetches).await {
             layers.push(r?);
         }
     } else {
@@ -111,30 +111,6 @@ async fn run(sequence: &str, image: &str, cmd: Command) -> Result<serde_json::Va
 /// The crate's version, for the record.
 fn proxy_version_string() -> &'static str {
     "containers-image-proxy 0.11.0"
-}
-
-/// Awaits every future at once on this task.
-async fn futures_join<F: std::future::Future>(futs: Vec<F>) -> Vec<F::Output> {
-    let mut pinned: Vec<std::pin::Pin<Box<F>>> = futs.into_iter().map(Box::pin).collect();
-    let mut out: Vec<Option<F::Output>> = pinned.iter().map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        let mut pending = false;
-        for (i, f) in pinned.iter_mut().enumerate() {
-            if out[i].is_none() {
-                match f.as_mut().poll(cx) {
-                    std::task::Poll::Ready(v) => out[i] = Some(v),
-                    std::task::Poll::Pending => pending = true,
-                }
-            }
-        }
-        if pending {
-            std::task::Poll::Pending
-        } else {
-            std::task::Poll::Ready(())
-        }
-    })
-    .await;
-    out.into_iter().flatten().collect()
 }
 
 fn main() {
