@@ -86,6 +86,14 @@ seam() {
       exec "$@"' sh "$@"
 }
 
+# Whether the commit an `image pull` printed (its output OUT) checks out from REPO into DIR as the
+# committed tree.
+pulled_tree_is_ours() { # OUT REPO DIR
+  local commit
+  commit=$(sed -n 's/.* => //p' <<<"$1" | tail -1)
+  ostree --repo="$2" checkout -U "$commit" "$3" && diff -r --no-dereference "$t/usr" "$3/usr" >/dev/null
+}
+
 echo "== encapsulate"
 if out=$(seam "$bootc" internals ostree-container encapsulate --repo "$base/repo" os \
   containers-storage:localhost/enc:1 2>&1) &&
@@ -99,9 +107,7 @@ echo "== image-pull"
 ostree --repo="$base/repo2" init --mode=bare-user
 if out=$(seam "$bootc" internals ostree-container image pull "$base/repo2" \
   ostree-unverified-image:containers-storage:localhost/enc:1 2>&1); then
-  commit=$(sed -n 's/.* => //p' <<<"$out" | tail -1)
-  ostree --repo="$base/repo2" checkout -U "$commit" "$base/checkout"
-  if diff -r --no-dereference "$t/usr" "$base/checkout/usr" >/dev/null; then
+  if pulled_tree_is_ours "$out" "$base/repo2" "$base/checkout"; then
     pass image-pull
   else
     fail image-pull "the checkout differs from the committed tree"
@@ -198,9 +204,7 @@ if /usr/bin/skopeo copy -q --dest-tls-verify=false \
     seam "$bootc" internals ostree-container image pull "$base/repo5" \
       "ostree-unverified-registry:127.0.0.1:$port/enc:1" 2>&1
   ); then
-  commit=$(sed -n 's/.* => //p' <<<"$out" | tail -1)
-  ostree --repo="$base/repo5" checkout -U "$commit" "$base/checkout5"
-  if diff -r --no-dereference "$t/usr" "$base/checkout5/usr" >/dev/null; then
+  if pulled_tree_is_ours "$out" "$base/repo5" "$base/checkout5"; then
     pass registry-native
   else
     fail registry-native "the checkout differs from the committed tree"
