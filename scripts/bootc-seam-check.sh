@@ -57,6 +57,12 @@ ln -s "$ours" "$base/links/skopeo"
 printf '[storage]\ndriver = "overlay"\ngraphroot = "%s"\nrunroot = "%s"\n' \
   "$base/store/root" "$base/store/run" >"$base/storage.conf"
 real_podman() { /usr/bin/podman --root "$1" --runroot "$base/podman-run" "${@:2}"; }
+# Whether real podman lists NAME in the store at ROOT. (Not `podman … | grep -q`: with pipefail,
+# grep leaving early makes podman die of SIGPIPE and the pipeline fail.)
+lists() { # ROOT NAME
+  local names
+  names=$(real_podman "$1" images --format '{{.Names}}') && grep -qF "$2" <<<"$names"
+}
 
 # A bootable-looking tree: a kernel and initramfs, os-release, a bound image, /boot, /sysroot, /var.
 t=$base/tree
@@ -97,7 +103,7 @@ pulled_tree_is_ours() { # OUT REPO DIR
 echo "== encapsulate"
 if out=$(seam "$bootc" internals ostree-container encapsulate --repo "$base/repo" os \
   containers-storage:localhost/enc:1 2>&1) &&
-  real_podman "$base/store/root" images --format '{{.Names}}' | grep -q 'localhost/enc:1'; then
+  lists "$base/store/root" localhost/enc:1; then
   pass encapsulate
 else
   fail encapsulate "$out"
@@ -149,7 +155,7 @@ mkdir -p "$sysroot"
   ostree admin --sysroot="$sysroot" deploy --os=default os
 } >/dev/null 2>&1
 if out=$(seam "$bootc" internals bootc-install-completion "$sysroot" default 2>&1) &&
-  real_podman "$sysroot/ostree/bootc/storage" images --format '{{.Names}}' | grep -q "localhost/bound:latest"; then
+  lists "$sysroot/ostree/bootc/storage" localhost/bound:latest; then
   pass install-completion
 else
   fail install-completion "$out"
@@ -175,7 +181,7 @@ fi
 echo "== detached-metadata"
 if out=$(seam "$bootc" internals ostree-container image replace-detached-metadata \
   --src containers-storage:localhost/enc:1 --dest containers-storage:localhost/meta:1 2>&1) &&
-  real_podman "$base/store/root" images --format '{{.Names}}' | grep -q 'localhost/meta:1'; then
+  lists "$base/store/root" localhost/meta:1; then
   pass detached-metadata
 else
   fail detached-metadata "$out"
