@@ -116,11 +116,24 @@ impl Repo {
         accept: Option<&str>,
         image: &str,
     ) -> Result<ureq::http::Response<ureq::Body>> {
+        match accept {
+            Some(a) => self.get_with(what, &[("Accept", a)], image),
+            None => self.get_with(what, &[], image),
+        }
+    }
+
+    /// `GET /v2/<path>/<what>` with `headers`, answering one authentication challenge.
+    pub(crate) fn get_with(
+        &self,
+        what: &str,
+        headers: &[(&str, &str)],
+        image: &str,
+    ) -> Result<ureq::http::Response<ureq::Body>> {
         let url = format!("{}/v2/{}/{what}", self.base, self.path);
         let send = |auth: Option<&str>| {
             let mut req = self.agent.get(&url);
-            if let Some(a) = accept {
-                req = req.header("Accept", a);
+            for (k, v) in headers {
+                req = req.header(*k, *v);
             }
             if let Some(a) = auth {
                 req = req.header("Authorization", a);

@@ -3,10 +3,11 @@
 //! (OCI or Docker schema 2; an index or list resolved to this machine's platform), the config,
 //! then each layer blob streamed from its HTTP response into the layer pipeline, which verifies
 //! it. Credentials as c/image finds them ([`auth`]), `insecure`/`blocked` from registries.conf
-//! ([`config`]), TLS through the system's OpenSSL.
+//! ([`config`]), TLS through the system's OpenSSL. A blob whose connection is cut is resumed with
+//! `Range` from the byte it stopped at.
 //!
 //! Not yet: mirrors and short names of registries.conf, `certs.d` and client certificates,
-//! resuming a cut blob with `Range`, pushes.
+//! pushes.
 
 pub(crate) mod auth;
 pub(crate) mod client;
@@ -165,54 +166,103 @@ struct RegistryBlobs {
 
 impl BlobSource for RegistryBlobs {
     fn open_blob(&self, digest: &Digest) -> Result<Box<dyn Read + Send>> {
-        let resp = self
-            .repo
-            .get(&format!("blobs/{digest}"), None, &self.image)?;
+        let what = format!("blobs/{digest}");
+        let resp = self.repo.get(&what, None, &self.image)?;
         status(&resp, &self.image, &format!("blob {digest}"))?;
-        let length = resp
-            .headers()
-            .get("content-length")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse().ok());
+        let length = content_length(&resp);
         Ok(Box::new(Body {
-            inner: resp.into_body().into_reader(),
+            inner: Box::new(resp.into_body().into_reader()),
             read: 0,
             length,
+            resumes: 0,
+            repo: self.repo.clone(),
+            what,
+            image: self.image.clone(),
         }))
     }
 }
 
-/// A blob's response body. A connection that ends before the announced length, or breaks, is a
-/// transient remote failure (the layer is fetched again), not a truncated blob.
-struct Body<R> {
-    inner: R,
-    read: u64,
-    length: Option<u64>,
+/// The `Content-Length` of a response, when it has one.
+fn content_length(resp: &ureq::http::Response<ureq::Body>) -> Option<u64> {
+    resp.headers()
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
 }
 
-impl<R: Read> Read for Body<R> {
+/// How many times one blob's download is resumed with `Range` after a cut.
+const RESUMES: u32 = 3;
+
+/// A blob's response body. A connection that ends before the announced length, or breaks, is
+/// resumed from the byte it stopped at (`Range: bytes=N-`, a `206` answer starting there), up to
+/// [`RESUMES`] times; past that, or when the registry answers otherwise, it is a transient remote
+/// failure (the layer is fetched again from nothing), not a truncated blob. The bytes are verified
+/// downstream against the digest either way.
+struct Body {
+    inner: Box<dyn Read + Send>,
+    read: u64,
+    length: Option<u64>,
+    resumes: u32,
+    repo: Arc<Repo>,
+    what: String,
+    image: String,
+}
+
+impl Body {
+    /// Asks for the rest of the blob from `self.read` on; `Err` says why it cannot be resumed.
+    fn resume(&mut self) -> std::result::Result<(), String> {
+        if self.resumes >= RESUMES {
+            return Err(format!("{RESUMES} resumes already"));
+        }
+        self.resumes += 1;
+        std::thread::sleep(std::time::Duration::from_millis(50 << self.resumes));
+        let range = format!("bytes={}-", self.read);
+        let resp = self
+            .repo
+            .get_with(&self.what, &[("Range", &range)], &self.image)
+            .map_err(|e| e.to_string())?;
+        let starts_there = resp
+            .headers()
+            .get("content-range")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("bytes "))
+            .and_then(|v| v.split('-').next())
+            .and_then(|v| v.parse::<u64>().ok())
+            == Some(self.read);
+        if resp.status() != 206 || !starts_there {
+            return Err(format!(
+                "the registry answered {} to a range request",
+                resp.status()
+            ));
+        }
+        tracing::debug!(blob = %self.what, from = self.read, "resuming a cut download");
+        self.inner = Box::new(resp.into_body().into_reader());
+        Ok(())
+    }
+}
+
+impl Read for Body {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let cut = |message: String| {
-            std::io::Error::other(crate::error::RemoteFailure {
-                message,
-                transient: true,
-            })
-        };
-        match self.inner.read(buf) {
-            Ok(0) if self.length.is_some_and(|l| self.read < l) => Err(cut(format!(
-                "the connection ended after {} of {} bytes",
-                self.read,
-                self.length.unwrap_or(0)
-            ))),
-            Ok(n) => {
-                self.read += n as u64;
-                Ok(n)
+        loop {
+            let why = match self.inner.read(buf) {
+                Ok(0) if self.length.is_some_and(|l| self.read < l) => format!(
+                    "the connection ended after {} of {} bytes",
+                    self.read,
+                    self.length.unwrap_or(0)
+                ),
+                Ok(n) => {
+                    self.read += n as u64;
+                    return Ok(n);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => return Err(e),
+                Err(e) => format!("the connection broke after {} bytes: {e}", self.read),
+            };
+            if let Err(no) = self.resume() {
+                return Err(std::io::Error::other(crate::error::RemoteFailure {
+                    message: format!("{why} (not resumed: {no})"),
+                    transient: true,
+                }));
             }
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => Err(e),
-            Err(e) => Err(cut(format!(
-                "the connection broke after {} bytes: {e}",
-                self.read
-            ))),
         }
     }
 }
