@@ -35,7 +35,7 @@ pub struct FetchArgs {
     pub signature_policy: Option<PathBuf>,
     /// How registries (docker://) are reached: through skopeo's image proxy (the default), or
     /// natively, with no skopeo (the new client: credentials, insecure and blocked registries;
-    /// not yet mirrors, certs.d or short names).
+    /// not yet mirrors or short names).
     #[arg(long, value_enum, value_name = "HOW", env = "BOOTC_IMAGE_VIA", default_value_t = Via::Skopeo)]
     pub via: Via,
 }

@@ -27,6 +27,8 @@ pub struct Registry {
     pub port: u16,
     /// `user:password` when it asks for credentials.
     pub creds: Option<String>,
+    /// The certs.d directory of a registry speaking TLS.
+    pub certs: Option<PathBuf>,
 }
 
 /// A port nobody listens on right now.
@@ -38,6 +40,17 @@ pub fn free_port() -> u16 {
 impl Registry {
     /// Starts a registry; with `auth`, htpasswd basic auth for `tester:secret`.
     pub fn start(auth: bool) -> Registry {
+        Registry::start_with(auth, None)
+    }
+
+    /// Starts a registry speaking TLS with the certificates of [`tls_files`] in `certs`,
+    /// requiring a client certificate its CA signed; registries.conf leaves it secure.
+    pub fn start_tls(certs: &Path) -> Registry {
+        Registry::start_with(false, Some(certs))
+    }
+
+    /// Starts a registry: `auth` as in [`Registry::start`], TLS as in [`Registry::start_tls`].
+    fn start_with(auth: bool, tls: Option<&Path>) -> Registry {
         let dir = unique_tmp_path("registry");
         fs::create_dir_all(dir.join("data")).expect("registry dir");
         let port = free_port();
@@ -45,6 +58,14 @@ impl Registry {
             "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
             dir.join("data").display()
         );
+        if let Some(c) = tls {
+            config.push_str(&format!(
+                "  tls:\n    certificate: {}\n    key: {}\n    clientcas:\n      - {}\n",
+                c.join("server.pem").display(),
+                c.join("server-key.pem").display(),
+                c.join("ca.crt").display()
+            ));
+        }
         let creds = auth.then(|| {
             let out = run_ok(Command::new("htpasswd").args(["-Bbn", "tester", "secret"]));
             fs::write(dir.join("htpasswd"), out).expect("write htpasswd");
@@ -57,7 +78,10 @@ impl Registry {
         fs::write(dir.join("config.yml"), config).expect("write registry config");
         fs::write(
             dir.join("registries.conf"),
-            format!("[[registry]]\nlocation = \"127.0.0.1:{port}\"\ninsecure = true\n"),
+            format!(
+                "[[registry]]\nlocation = \"127.0.0.1:{port}\"\ninsecure = {}\n",
+                tls.is_none()
+            ),
         )
         .expect("write registries.conf");
         let log = fs::File::create(dir.join("log")).expect("registry log");
@@ -74,6 +98,7 @@ impl Registry {
             dir,
             port,
             creds,
+            certs: tls.map(Path::to_path_buf),
         };
         let deadline = Instant::now() + Duration::from_secs(15);
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
@@ -104,6 +129,9 @@ impl Registry {
         ]);
         if let Some(cr) = &self.creds {
             c.args(["--dest-creds", cr]);
+        }
+        if let Some(certs) = &self.certs {
+            c.arg("--dest-cert-dir").arg(certs);
         }
         c.args([src, &format!("docker://{}/{repo}", self.host())]);
         run_ok(&mut c);
@@ -145,6 +173,72 @@ impl Drop for Registry {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A CA, a server certificate for 127.0.0.1 and a client certificate it signed, made with
+/// openssl in `dir`: `ca.crt`, `client.cert` and `client.key` there are a certs.d directory for
+/// the registry (the server's files are `server.pem`, `server-key.pem`).
+pub fn tls_files(dir: &Path) {
+    fs::create_dir_all(dir).expect("certs dir");
+    let ssl = |args: &[&str]| {
+        run_ok(Command::new("openssl").current_dir(dir).args(args));
+    };
+    ssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=test CA",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+    ]);
+    fs::write(
+        dir.join("san.ext"),
+        "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n",
+    )
+    .expect("ext");
+    for (name, key) in [("server", "server-key.pem"), ("client", "client.key")] {
+        ssl(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            &format!("/CN={name}"),
+            "-keyout",
+            key,
+            "-out",
+            &format!("{name}.csr"),
+        ]);
+        let out = if name == "server" {
+            "server.pem"
+        } else {
+            "client.cert"
+        };
+        ssl(&[
+            "x509",
+            "-req",
+            "-in",
+            &format!("{name}.csr"),
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "san.ext",
+            "-out",
+            out,
+        ]);
     }
 }
 
@@ -822,4 +916,78 @@ fn registry_native_without_skopeo() {
         store.inspect(&image)["Digest"].as_str(),
         Some(registry_digest(&format!("docker://{image}")).as_str())
     );
+}
+
+/// A registry speaking TLS with a private CA and requiring a client certificate: the native
+/// client pulls from it with `--cert-dir` (the CA beside the system's roots, the client
+/// certificate presented) the image skopeo sees; without the directory, or with the CA but no
+/// client certificate, one line naming certs.d, the store as it was.
+#[test]
+fn registry_native_tls_cert_dir() {
+    let store = TestStore::new(Driver::Overlay);
+    let certs = store.scratch("certs");
+    tls_files(&certs);
+    // certs.d holds only what c/image reads there.
+    let dir = store.scratch("certs.d");
+    fs::create_dir_all(&dir).expect("certs.d");
+    for f in ["ca.crt", "client.cert", "client.key"] {
+        fs::copy(certs.join(f), dir.join(f)).expect("copy cert");
+    }
+    let mut reg = Registry::start_tls(&certs);
+    reg.certs = Some(dir.clone());
+    let mut oci = OciDir::create(&store.dir.join("oci"));
+    oci.add_image(
+        Some("v1"),
+        &ImageSpec::from_tars("tls", &[fixture::small_tar(95)], Compression::Gzip),
+    );
+    reg.push(&oci.source(Some("v1")), "t/app:1");
+    store.podman_ok(&["images"]);
+    let snap = store.snapshot();
+    let image = format!("{}/t/app:1", reg.host());
+    let pull = |cert_dir: Option<&Path>| {
+        let mut c = ours(&store, &reg);
+        c.env("BOOTC_IMAGE_VIA", "native")
+            .args(["pull", "--retry", "0", "--progress", "none"]);
+        if let Some(d) = cert_dir {
+            c.arg("--cert-dir").arg(d);
+        }
+        run(c.arg(&image))
+    };
+    let line = failed(&pull(None), "no CA", &[5], &["certs.d", "--cert-dir"]);
+    eprintln!("no CA: {line}");
+    let no_client = store.scratch("ca-only");
+    fs::create_dir_all(&no_client).expect("mkdir");
+    fs::copy(certs.join("ca.crt"), no_client.join("ca.crt")).expect("copy");
+    let line = failed(
+        &pull(Some(&no_client)),
+        "no client certificate",
+        &[5],
+        &[&image],
+    );
+    eprintln!("no client certificate: {line}");
+    let d = snap.diff(&store.snapshot());
+    assert!(d.is_empty(), "the store changed: {d:?}");
+    let out = pull(Some(&dir));
+    assert!(
+        out.status.success(),
+        "pull with --cert-dir: {}",
+        describe(&out)
+    );
+    let digest = v_digest(&run_ok(
+        Command::new("skopeo")
+            .args(["inspect", "--cert-dir"])
+            .arg(&dir)
+            .arg(format!("docker://{image}")),
+    ));
+    assert_eq!(
+        store.inspect(&image)["Digest"].as_str(),
+        Some(digest.as_str())
+    );
+    store.podman_ok(&["image", "exists", &image]);
+}
+
+/// The `Digest` of `skopeo inspect`'s JSON.
+fn v_digest(json: &str) -> String {
+    let v: serde_json::Value = serde_json::from_str(json).expect("inspect JSON");
+    v["Digest"].as_str().expect("digest").to_string()
 }

@@ -7,6 +7,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use super::auth::{Challenge, Credentials, parse_challenge};
+use super::tls::TlsFiles;
 use crate::error::{Error, Result};
 
 /// What a response may carry at most when read whole (manifests, configs, tokens).
@@ -36,12 +37,8 @@ impl std::fmt::Debug for Repo {
     }
 }
 
-/// An agent: TLS verified unless `verify` is false.
-fn agent(verify: bool) -> ureq::Agent {
-    let tls = ureq::tls::TlsConfig::builder()
-        .provider(ureq::tls::TlsProvider::NativeTls)
-        .disable_verification(!verify)
-        .build();
+/// An agent speaking TLS as `tls` says.
+fn agent(tls: ureq::tls::TlsConfig) -> ureq::Agent {
     ureq::Agent::config_builder()
         .tls_config(tls)
         .http_status_as_error(false)
@@ -63,12 +60,14 @@ pub(crate) fn network(image: &str, what: &str, e: impl std::fmt::Display) -> Err
 }
 
 impl Repo {
-    /// Connects to `host` (as the reference names it) for `path`: HTTPS first; plain HTTP when
-    /// `insecure` and HTTPS cannot be spoken there. `image` names the reference in errors.
+    /// Connects to `host` (as the reference names it) for `path`: HTTPS first (with `tls`'s CAs
+    /// and client certificate); plain HTTP when `insecure` and HTTPS cannot be spoken there.
+    /// `image` names the reference in errors.
     pub(crate) fn connect(
         host: &str,
         path: &str,
         insecure: bool,
+        tls: &TlsFiles,
         creds: Option<Credentials>,
         image: &str,
     ) -> Result<Repo> {
@@ -77,7 +76,7 @@ impl Repo {
         } else {
             host
         };
-        let agent = agent(!insecure);
+        let agent = agent(tls.config(!insecure)?);
         let https = format!("https://{endpoint}");
         let base = match agent.get(format!("{https}/v2/")).call() {
             Ok(_) => https,
@@ -93,7 +92,11 @@ impl Repo {
                 return Err(Error::Remote {
                     image: image.to_string(),
                     message: format!(
-                        "reaching {endpoint} over HTTPS: {e}: check the address, or mark the registry insecure in registries.conf (or --tls-verify=false) if it speaks plain HTTP"
+                        "reaching {endpoint} over HTTPS: {e}: check the address; for a private CA or a client certificate put them in {} (or name a directory with --cert-dir); mark the registry insecure in registries.conf (or --tls-verify=false) if it speaks plain HTTP",
+                        tls.dir.as_ref().map_or_else(
+                            || format!("/etc/containers/certs.d/{host}/"),
+                            |d| format!("{}/", d.display())
+                        )
                     ),
                     transient: false,
                 });

@@ -3,15 +3,16 @@
 //! (OCI or Docker schema 2; an index or list resolved to this machine's platform), the config,
 //! then each layer blob streamed from its HTTP response into the layer pipeline, which verifies
 //! it. Credentials as c/image finds them ([`auth`]), `insecure`/`blocked` from registries.conf
-//! ([`config`]), TLS through the system's OpenSSL. A blob whose connection is cut is resumed with
+//! ([`config`]), TLS through the system's OpenSSL with c/image's certificate directories
+//! ([`tls`]). A blob whose connection is cut is resumed with
 //! `Range` from the byte it stopped at.
 //!
-//! Not yet: mirrors and short names of registries.conf, `certs.d` and client certificates,
-//! pushes.
+//! Not yet: mirrors and short names of registries.conf, pushes.
 
 pub(crate) mod auth;
 pub(crate) mod client;
 pub(crate) mod config;
+pub(crate) mod tls;
 
 use std::io::Read;
 use std::sync::Arc;
@@ -42,18 +43,11 @@ pub fn open(name: &str, fetch: &FetchOptions) -> Result<OpenedSource> {
             transient: false,
         });
     }
-    // What this client does not follow yet is refused, never ignored.
-    let certs_d = std::path::Path::new("/etc/containers/certs.d").join(&r.domain);
-    if fetch.cert_dir.is_some() || certs_d.is_dir() {
-        return Err(Error::Unsupported(format!(
-            "{image}: client certificates and CAs ({}) with the native registry client: use --via skopeo (or BOOTC_IMAGE_VIA=skopeo) for this registry",
-            fetch.cert_dir.as_deref().unwrap_or(&certs_d).display()
-        )));
-    }
+    let tls = tls::TlsFiles::for_host(&r.domain, fetch.cert_dir.as_deref())?;
     let insecure = settings.insecure || fetch.tls_verify == Some(false);
     let creds = auth::credentials(fetch, &r.domain, &r.path)?;
     let repo = fetch.retry.run(&format!("opening {image}"), || {
-        Repo::connect(&r.domain, &r.path, insecure, creds.clone(), &image)
+        Repo::connect(&r.domain, &r.path, insecure, &tls, creds.clone(), &image)
     })?;
     let reference = r
         .digest
