@@ -26,6 +26,9 @@ mod interop;
 #[path = "suite/registry.rs"]
 mod registry;
 
+#[path = "suite/registry_token.rs"]
+mod registry_token;
+
 #[path = "suite/composefs.rs"]
 mod composefs;
 

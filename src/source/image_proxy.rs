@@ -60,6 +60,20 @@ pub struct FetchOptions {
     pub native: bool,
 }
 
+impl FetchOptions {
+    /// Refuses an `--authfile` that is not a file, in one line naming the remedy.
+    pub(crate) fn check_authfile(&self) -> Result<()> {
+        match &self.authfile {
+            Some(f) if !f.is_file() => Err(Error::InvalidInput(format!(
+                "the credentials file {} does not exist: name an existing auth.json with --authfile (podman login --authfile {} REGISTRY writes one)",
+                f.display(),
+                f.display()
+            ))),
+            _ => Ok(()),
+        }
+    }
+}
+
 /// The proxy with the image open.
 struct Connection {
     proxy: ImageProxy,
@@ -89,15 +103,7 @@ impl std::fmt::Debug for ProxyBlobs {
 /// Opens `imgref` through the proxy: its manifest (this platform's, from a list) and config,
 /// checked; transient failures retried as `opts.retry` says.
 pub fn open(imgref: &str, opts: &FetchOptions) -> Result<OpenedSource> {
-    if let Some(f) = &opts.authfile
-        && !f.is_file()
-    {
-        return Err(Error::InvalidInput(format!(
-            "the credentials file {} does not exist: name an existing auth.json with --authfile (podman login --authfile {} REGISTRY writes one)",
-            f.display(),
-            f.display()
-        )));
-    }
+    opts.check_authfile()?;
     let rt = shared_runtime()?;
     // The proxy connections live on the shared runtime's worker threads, whichever thread opened
     // the image.

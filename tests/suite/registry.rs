@@ -40,17 +40,18 @@ pub fn free_port() -> u16 {
 impl Registry {
     /// Starts a registry; with `auth`, htpasswd basic auth for `tester:secret`.
     pub fn start(auth: bool) -> Registry {
-        Registry::start_with(auth, None)
+        Registry::start_with(auth, None, "")
     }
 
     /// Starts a registry speaking TLS with the certificates of [`tls_files`] in `certs`,
     /// requiring a client certificate its CA signed; registries.conf leaves it secure.
     pub fn start_tls(certs: &Path) -> Registry {
-        Registry::start_with(false, Some(certs))
+        Registry::start_with(false, Some(certs), "")
     }
 
-    /// Starts a registry: `auth` as in [`Registry::start`], TLS as in [`Registry::start_tls`].
-    fn start_with(auth: bool, tls: Option<&Path>) -> Registry {
+    /// Starts a registry: `auth` as in [`Registry::start`], TLS as in [`Registry::start_tls`],
+    /// `extra` appended to its configuration (an `auth:` section of its own, say).
+    pub fn start_with(auth: bool, tls: Option<&Path>, extra: &str) -> Registry {
         let dir = unique_tmp_path("registry");
         fs::create_dir_all(dir.join("data")).expect("registry dir");
         let port = free_port();
@@ -75,6 +76,7 @@ impl Registry {
             ));
             "tester:secret".to_string()
         });
+        config.push_str(extra);
         fs::write(dir.join("config.yml"), config).expect("write registry config");
         fs::write(
             dir.join("registries.conf"),
@@ -243,7 +245,7 @@ pub fn tls_files(dir: &Path) {
 }
 
 /// Standard base64 (for auth.json).
-fn base64_encode(data: &[u8]) -> String {
+pub fn base64_encode(data: &[u8]) -> String {
     const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::new();
     for chunk in data.chunks(3) {
@@ -265,7 +267,7 @@ fn base64_encode(data: &[u8]) -> String {
 }
 
 /// Our binary on `store` with the registry's registries.conf.
-fn ours(store: &TestStore, reg: &Registry) -> Command {
+pub fn ours(store: &TestStore, reg: &Registry) -> Command {
     let mut c = store.ours_cmd();
     c.env("CONTAINERS_REGISTRIES_CONF", reg.conf());
     c
@@ -273,7 +275,7 @@ fn ours(store: &TestStore, reg: &Registry) -> Command {
 
 /// A failure whose last stderr line is the one error line (retry notices may come before it);
 /// returns that line.
-fn failed(out: &Output, what: &str, codes: &[i32], mentions: &[&str]) -> String {
+pub fn failed(out: &Output, what: &str, codes: &[i32], mentions: &[&str]) -> String {
     assert!(
         out.status.code().is_some_and(|c| codes.contains(&c)),
         "{what}: exit code not one of {codes:?}\n{}",
@@ -987,7 +989,7 @@ fn registry_native_tls_cert_dir() {
 }
 
 /// The `Digest` of `skopeo inspect`'s JSON.
-fn v_digest(json: &str) -> String {
+pub fn v_digest(json: &str) -> String {
     let v: serde_json::Value = serde_json::from_str(json).expect("inspect JSON");
     v["Digest"].as_str().expect("digest").to_string()
 }

@@ -31,6 +31,7 @@ const ACCEPT: &str = "application/vnd.oci.image.manifest.v1+json, application/vn
 /// Opens `docker://name` natively.
 pub fn open(name: &str, fetch: &FetchOptions) -> Result<OpenedSource> {
     let image = format!("docker://{name}");
+    fetch.check_authfile()?;
     let r = crate::reference::parse(name)?;
     let settings = config::settings(&r.domain, &r.path)?;
     if settings.blocked {
