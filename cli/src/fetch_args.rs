@@ -34,8 +34,8 @@ pub struct FetchArgs {
     #[arg(long, value_name = "FILE")]
     pub signature_policy: Option<PathBuf>,
     /// How registries (docker://) are reached: through skopeo's image proxy (the default), or
-    /// natively, with no skopeo (the new client: credentials, insecure and blocked registries;
-    /// not yet mirrors or short names).
+    /// natively, with no skopeo (the new client: credentials, bearer tokens, certs.d, mirrors,
+    /// insecure and blocked registries, resumed downloads; not yet short-name search).
     #[arg(long, value_enum, value_name = "HOW", env = "BOOTC_IMAGE_VIA", default_value_t = Via::Skopeo)]
     pub via: Via,
 }

@@ -993,3 +993,104 @@ pub fn v_digest(json: &str) -> String {
     let v: serde_json::Value = serde_json::from_str(json).expect("inspect JSON");
     v["Digest"].as_str().expect("digest").to_string()
 }
+
+/// registries.conf's mirrors and prefixes, natively: a name under a prefix is pulled from its
+/// mirror (rewritten there) while the mirror serves it, else from the registry the location
+/// names; `pull-from-mirror = "digest-only"` keeps tags off the mirror; the image keeps the name
+/// the user gave, with the digest skopeo sees where the name was rewritten to.
+#[test]
+fn registry_native_mirrors() {
+    let primary = Registry::start(false);
+    let mirror = Registry::start(false);
+    let store = TestStore::new(Driver::Overlay);
+    let mut oci = OciDir::create(&store.dir.join("oci"));
+    let x = oci.add_image(
+        Some("x"),
+        &ImageSpec::from_tars("x", &[fixture::small_tar(110)], Compression::Gzip),
+    );
+    let y = oci.add_image(
+        Some("y"),
+        &ImageSpec::from_tars("y", &[fixture::small_tar(111)], Compression::Gzip),
+    );
+    primary.push(&oci.source(Some("x")), "real/app:1");
+    mirror.push(&oci.source(Some("y")), "mirrored/app:1");
+    let conf = store.scratch("mirrors.conf");
+    let write_conf = |mirror_at: &str, pull_from: &str| {
+        fs::write(
+            &conf,
+            format!(
+                "[[registry]]\nprefix = \"example.test/team\"\nlocation = \"{}/real\"\ninsecure = true\n[[registry.mirror]]\nlocation = \"{mirror_at}/mirrored\"\ninsecure = true\npull-from-mirror = \"{pull_from}\"\n",
+                primary.host()
+            ),
+        )
+        .expect("write registries.conf");
+    };
+    let name = "example.test/team/app:1";
+    let pull = |image: &str| {
+        run(store
+            .ours_cmd()
+            .env("CONTAINERS_REGISTRIES_CONF", &conf)
+            .env("BOOTC_IMAGE_VIA", "native")
+            .args(["pull", "--retry", "0", "--progress", "none", image]))
+    };
+    // What skopeo sees where the name was rewritten to.
+    let skopeo_digest = |image: String| {
+        v_digest(&run_ok(Command::new("skopeo").args([
+            "inspect",
+            "--tls-verify=false",
+            &format!("docker://{image}"),
+        ])))
+    };
+    // From the mirror.
+    write_conf(&mirror.host(), "all");
+    let out = pull(name);
+    assert!(
+        out.status.success(),
+        "pull from the mirror: {}",
+        describe(&out)
+    );
+    let v = store.inspect(name);
+    assert_eq!(v["Id"], serde_json::Value::from(y.image_id()));
+    assert_eq!(
+        v["Digest"].as_str(),
+        Some(skopeo_digest(format!("{}/mirrored/app:1", mirror.host())).as_str())
+    );
+    assert_eq!(
+        mirror.blob_gets(&y.layer_digests[0]),
+        1,
+        "the mirror served"
+    );
+    // By digest, from the mirror too.
+    let by_digest = format!("example.test/team/app@{}", y.manifest_digest);
+    let out = pull(&by_digest);
+    assert!(out.status.success(), "by digest: {}", describe(&out));
+    // Tags kept off the mirror: from the registry.
+    write_conf(&mirror.host(), "digest-only");
+    let out = pull(name);
+    assert!(
+        out.status.success(),
+        "tag-only from the registry: {}",
+        describe(&out)
+    );
+    let v = store.inspect(name);
+    assert_eq!(v["Id"], serde_json::Value::from(x.image_id()));
+    assert_eq!(
+        v["Digest"].as_str(),
+        Some(skopeo_digest(format!("{}/real/app:1", primary.host())).as_str())
+    );
+    assert_eq!(
+        primary.blob_gets(&x.layer_digests[0]),
+        1,
+        "the registry served"
+    );
+    // A mirror that is down: the registry.
+    run_ok(store.ours_cmd().args(["image", "rm", name]));
+    write_conf(&format!("127.0.0.1:{}", free_port()), "all");
+    let out = pull(name);
+    assert!(out.status.success(), "mirror down: {}", describe(&out));
+    assert_eq!(
+        store.inspect(name)["Id"],
+        serde_json::Value::from(x.image_id())
+    );
+    store.podman_ok(&["image", "exists", name]);
+}

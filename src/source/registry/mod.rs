@@ -7,7 +7,11 @@
 //! ([`tls`]). A blob whose connection is cut is resumed with
 //! `Range` from the byte it stopped at.
 //!
-//! Not yet: mirrors and short names of registries.conf, pushes.
+//! Mirrors and prefixes of registries.conf are followed: each mirror that serves the reference is
+//! tried once in order, then the registry itself; the first that has the manifest serves the
+//! config and layers too, and the image keeps the name the user gave.
+//!
+//! Not yet: short names of registries.conf, pushes.
 
 pub(crate) mod auth;
 pub(crate) mod client;
@@ -33,29 +37,68 @@ pub fn open(name: &str, fetch: &FetchOptions) -> Result<OpenedSource> {
     let image = format!("docker://{name}");
     fetch.check_authfile()?;
     let r = crate::reference::parse(name)?;
-    let settings = config::settings(&r.domain, &r.path)?;
-    if settings.blocked {
-        return Err(Error::Remote {
-            image,
-            message: format!(
-                "{} is blocked in registries.conf: pull from another registry, or unblock it",
-                r.domain
-            ),
-            transient: false,
-        });
-    }
-    let tls = tls::TlsFiles::for_host(&r.domain, fetch.cert_dir.as_deref())?;
-    let insecure = settings.insecure || fetch.tls_verify == Some(false);
-    let creds = auth::credentials(fetch, &r.domain, &r.path)?;
-    let repo = fetch.retry.run(&format!("opening {image}"), || {
-        Repo::connect(&r.domain, &r.path, insecure, &tls, creds.clone(), &image)
-    })?;
     let reference = r
         .digest
         .clone()
         .or_else(|| r.tag.clone())
         .unwrap_or_else(|| "latest".into());
-    let (mut manifest, mut digest) = manifest(&repo, &reference, r.digest.as_deref(), &image)?;
+    let creds = auth::credentials(fetch, &r.domain, &r.path)?;
+    // The mirrors in order, then the registry: the first that has the manifest serves it all.
+    let sources = config::pull_sources(&r.domain, &r.path, r.digest.is_some())?;
+    let mut failures = Vec::new();
+    let mut found = None;
+    for (i, source) in sources.iter().enumerate() {
+        let attempt = || -> Result<(Repo, Vec<u8>, Digest)> {
+            let tls = tls::TlsFiles::for_host(&source.host, fetch.cert_dir.as_deref())?;
+            let insecure = source.insecure || fetch.tls_verify == Some(false);
+            let creds = if source.host == r.domain {
+                creds.clone()
+            } else {
+                auth::credentials(fetch, &source.host, &source.path)?
+            };
+            // A mirror is tried once: the next source is the fallback.
+            let retry = if source.mirror {
+                crate::retry::RetryPolicy::none()
+            } else {
+                fetch.retry
+            };
+            let repo = retry.run(&format!("opening {image}"), || {
+                Repo::connect(
+                    &source.host,
+                    &source.path,
+                    insecure,
+                    &tls,
+                    creds.clone(),
+                    &image,
+                )
+            })?;
+            let (manifest, digest) = manifest(&repo, &reference, r.digest.as_deref(), &image)?;
+            Ok((repo, manifest, digest))
+        };
+        match attempt() {
+            Ok(f) => {
+                found = Some(f);
+                break;
+            }
+            Err(e) if i + 1 < sources.len() => {
+                tracing::info!(mirror = %source.host, error = %e, "mirror failed, trying the next source");
+                failures.push(format!("{}/{}: {e}", source.host, source.path));
+            }
+            Err(e) if failures.is_empty() => return Err(e),
+            Err(e) => {
+                return Err(Error::Context {
+                    what: format!(
+                        "{image} (its mirrors failed first: {})",
+                        failures.join("; ")
+                    ),
+                    source: Box::new(e),
+                });
+            }
+        }
+    }
+    let Some((repo, mut manifest, mut digest)) = found else {
+        return Err(Error::Internal(format!("{image}: no source to pull from")));
+    };
     // An index or list: this platform's manifest.
     if let Some(instance) = platform_instance(&manifest, &image)? {
         (manifest, digest) = self::manifest(&repo, &instance, Some(&instance), &image)?;
