@@ -29,7 +29,7 @@ pub enum LayerCompression {
 }
 
 impl LayerCompression {
-    fn media_type(self) -> &'static str {
+    pub(crate) fn media_type(self) -> &'static str {
         match self {
             LayerCompression::Gzip => "application/vnd.oci.image.layer.v1.tar+gzip",
             LayerCompression::Zstd => "application/vnd.oci.image.layer.v1.tar+zstd",
@@ -278,27 +278,18 @@ fn compress_into(
             false,
         ),
     };
-    let hashing = HashingWriter::new(std::io::BufWriter::with_capacity(1 << 20, file));
     let write_err = |e: std::io::Error| Error::io("writing", tmp, e);
-    let (diff_id, hashing) = match compression {
-        LayerCompression::Gzip => {
-            let mut gz = flate2::write::GzEncoder::new(hashing, flate2::Compression::default());
-            let diff_id = feed(store, layer, &mut gz)?;
-            (diff_id, gz.finish().map_err(write_err)?)
-        }
-        LayerCompression::Zstd => {
-            let mut z = zstd::stream::write::Encoder::new(hashing, 3).map_err(write_err)?;
-            let diff_id = feed(store, layer, &mut z)?;
-            (diff_id, z.finish().map_err(write_err)?)
-        }
-        LayerCompression::None => {
-            let mut h = hashing;
-            let diff_id = feed(store, layer, &mut h)?;
-            (diff_id, h)
-        }
-    };
-    let (inner, digest, len) = hashing.finish();
-    let file = inner.into_inner().map_err(|e| write_err(e.into_error()))?;
+    let (out, digest, len, diff_id) = compressed_layer(
+        store,
+        layer,
+        std::io::BufWriter::with_capacity(1 << 20, file),
+        compression,
+    )
+    .map_err(|e| match e {
+        LayerWriteError::Write(e) => write_err(e),
+        LayerWriteError::Other(e) => e,
+    })?;
+    let file = out.into_inner().map_err(|e| write_err(e.into_error()))?;
     file.sync_data().map_err(write_err)?;
     let dest = blobs.join(digest.hex());
     if unnamed {
@@ -319,6 +310,47 @@ fn compress_into(
         std::fs::rename(tmp, &dest).map_err(|e| Error::io("renaming into place", &dest, e))?;
     }
     Ok((digest, len, diff_id))
+}
+
+/// Why [`compressed_layer`] failed: writing to its output, or anything else.
+#[derive(Debug)]
+pub(crate) enum LayerWriteError {
+    /// Writing (or compressing into) the output failed.
+    Write(std::io::Error),
+    /// Reading the layer failed, or its tar is not what its record says.
+    Other(Error),
+}
+
+/// The layer's tar, compressed as `compression`, into `out`: returns `out`, the blob's digest
+/// and length, and the DiffID (checked against the record).
+pub(crate) fn compressed_layer<W: Write>(
+    store: &Store,
+    layer: &LayerRecord,
+    out: W,
+    compression: LayerCompression,
+) -> std::result::Result<(W, Digest, u64, Digest), LayerWriteError> {
+    let hashing = HashingWriter::new(out);
+    let other = LayerWriteError::Other;
+    let w = LayerWriteError::Write;
+    let (diff_id, hashing) = match compression {
+        LayerCompression::Gzip => {
+            let mut gz = flate2::write::GzEncoder::new(hashing, flate2::Compression::default());
+            let diff_id = feed(store, layer, &mut gz).map_err(other)?;
+            (diff_id, gz.finish().map_err(w)?)
+        }
+        LayerCompression::Zstd => {
+            let mut z = zstd::stream::write::Encoder::new(hashing, 3).map_err(w)?;
+            let diff_id = feed(store, layer, &mut z).map_err(other)?;
+            (diff_id, z.finish().map_err(w)?)
+        }
+        LayerCompression::None => {
+            let mut h = hashing;
+            let diff_id = feed(store, layer, &mut h).map_err(other)?;
+            (diff_id, h)
+        }
+    };
+    let (inner, digest, len) = hashing.finish();
+    Ok((inner, digest, len, diff_id))
 }
 
 /// The layer's tar into `out`; returns its DiffID (checked against the record).

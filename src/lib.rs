@@ -80,6 +80,7 @@ pub mod image_ref;
 pub mod layer;
 pub mod parallel;
 pub mod proxy_server;
+pub mod push;
 pub mod reference;
 pub mod retry;
 pub mod source;

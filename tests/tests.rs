@@ -29,6 +29,9 @@ mod registry;
 #[path = "suite/registry_token.rs"]
 mod registry_token;
 
+#[path = "suite/registry_push.rs"]
+mod registry_push;
+
 #[path = "suite/composefs.rs"]
 mod composefs;
 

@@ -26,6 +26,8 @@ pub(crate) struct Repo {
     creds: Option<Credentials>,
     /// The `Authorization` value that worked last.
     authorization: Mutex<Option<String>>,
+    /// Whether it is pushed to (tokens ask for `pull,push`).
+    pub push: bool,
 }
 
 impl std::fmt::Debug for Repo {
@@ -109,6 +111,7 @@ impl Repo {
             path: path.to_string(),
             creds,
             authorization: Mutex::new(None),
+            push: false,
         })
     }
 
@@ -132,17 +135,48 @@ impl Repo {
         headers: &[(&str, &str)],
         image: &str,
     ) -> Result<ureq::http::Response<ureq::Body>> {
-        let url = format!("{}/v2/{}/{what}", self.base, self.path);
+        let url = self.url(what);
+        self.send("GET", &url, headers, &[], image)
+    }
+
+    /// `https://host/v2/<path>/<what>`.
+    pub(crate) fn url(&self, what: &str) -> String {
+        format!("{}/v2/{}/{what}", self.base, self.path)
+    }
+
+    /// A `Location` the registry answered, as an absolute URL.
+    pub(crate) fn absolute(&self, location: &str) -> String {
+        if location.starts_with("http://") || location.starts_with("https://") {
+            location.to_string()
+        } else {
+            format!("{}/{}", self.base, location.trim_start_matches('/'))
+        }
+    }
+
+    /// `method url` with `headers` and `body` (sent again after answering one authentication
+    /// challenge).
+    pub(crate) fn send(
+        &self,
+        method: &str,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+        image: &str,
+    ) -> Result<ureq::http::Response<ureq::Body>> {
         let send = |auth: Option<&str>| {
-            let mut req = self.agent.get(&url);
+            let mut req = ureq::http::Request::builder().method(method).uri(url);
             for (k, v) in headers {
                 req = req.header(*k, *v);
             }
             if let Some(a) = auth {
                 req = req.header("Authorization", a);
             }
-            req.call()
-                .map_err(|e| network(image, &format!("GET {url}"), e))
+            let req = req
+                .body(body)
+                .map_err(|e| Error::Internal(format!("building a request for {url}: {e}")))?;
+            self.agent
+                .run(req)
+                .map_err(|e| network(image, &format!("{method} {url}"), e))
         };
         let known = self.authorization.lock().ok().and_then(|a| a.clone());
         let resp = send(known.as_deref())?;
@@ -167,6 +201,36 @@ impl Repo {
         }
         if let Ok(mut a) = self.authorization.lock() {
             *a = Some(auth);
+        }
+        Ok(resp)
+    }
+
+    /// `method url` with a streamed body, sent once with the authorization a request before it
+    /// earned (a stream cannot be sent again).
+    pub(crate) fn send_stream(
+        &self,
+        method: &str,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: &mut dyn std::io::Read,
+        image: &str,
+    ) -> Result<ureq::http::Response<ureq::Body>> {
+        let mut req = ureq::http::Request::builder().method(method).uri(url);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        if let Some(a) = self.authorization.lock().ok().and_then(|a| a.clone()) {
+            req = req.header("Authorization", a);
+        }
+        let req = req
+            .body(ureq::SendBody::from_reader(body))
+            .map_err(|e| Error::Internal(format!("building a request for {url}: {e}")))?;
+        let resp = self
+            .agent
+            .run(req)
+            .map_err(|e| network(image, &format!("{method} {url}"), e))?;
+        if resp.status() == 401 {
+            return Err(self.denied(image, "the registry refused the credentials"));
         }
         Ok(resp)
     }
@@ -201,9 +265,10 @@ impl Repo {
                 service,
                 scope,
             } => {
+                let actions = if self.push { "pull,push" } else { "pull" };
                 let scope = scope
                     .clone()
-                    .unwrap_or_else(|| format!("repository:{}:pull", self.path));
+                    .unwrap_or_else(|| format!("repository:{}:{actions}", self.path));
                 let mut req = self.agent.get(realm).query("scope", &scope);
                 if let Some(s) = service {
                     req = req.query("service", s);

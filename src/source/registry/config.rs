@@ -160,6 +160,45 @@ pub(crate) fn pull_sources(host: &str, path: &str, by_digest: bool) -> Result<Ve
     pull_sources_in(&files(), host, path, by_digest)
 }
 
+/// Whether `host/path` may be pushed to over plain HTTP or unverified HTTPS (its registry's
+/// `insecure`); a blocked registry is refused. Pushes go where the name says: no mirror, no
+/// rewriting.
+pub(crate) fn push_insecure(host: &str, path: &str) -> Result<bool> {
+    let full = format!("{host}/{path}");
+    match best_entry(&files(), host, &full)? {
+        Some(e) if e.blocked => Err(blocked(&full, &e)),
+        Some(e) => Ok(e.insecure),
+        None => Ok(false),
+    }
+}
+
+/// The `[[registry]]` of `confs` matching `full` (`host/path`) best.
+fn best_entry(confs: &[PathBuf], host: &str, full: &str) -> Result<Option<Entry>> {
+    let mut best: Option<(usize, Entry)> = None;
+    for f in confs {
+        for e in read(f)? {
+            if let Some(len) = e.matches(host, full)
+                && best.as_ref().is_none_or(|(l, _)| len >= *l)
+            {
+                best = Some((len, e));
+            }
+        }
+    }
+    Ok(best.map(|(_, e)| e))
+}
+
+/// The error for a blocked registry.
+fn blocked(full: &str, entry: &Entry) -> Error {
+    Error::Remote {
+        image: format!("docker://{full}"),
+        message: format!(
+            "{} is blocked in registries.conf: use another registry, or unblock it",
+            entry.prefix()
+        ),
+        transient: false,
+    }
+}
+
 /// [`pull_sources`] as the registries.conf files `confs` say.
 fn pull_sources_in(
     confs: &[PathBuf],
@@ -168,17 +207,7 @@ fn pull_sources_in(
     by_digest: bool,
 ) -> Result<Vec<PullSource>> {
     let full = format!("{host}/{path}");
-    let mut best: Option<(usize, Entry)> = None;
-    for f in confs {
-        for e in read(f)? {
-            if let Some(len) = e.matches(host, &full)
-                && best.as_ref().is_none_or(|(l, _)| len >= *l)
-            {
-                best = Some((len, e));
-            }
-        }
-    }
-    let Some((_, entry)) = best else {
+    let Some(entry) = best_entry(confs, host, &full)? else {
         return Ok(vec![PullSource {
             host: host.to_string(),
             path: path.to_string(),
@@ -187,14 +216,7 @@ fn pull_sources_in(
         }]);
     };
     if entry.blocked {
-        return Err(Error::Remote {
-            image: format!("docker://{full}"),
-            message: format!(
-                "{} is blocked in registries.conf: pull from another registry, or unblock it",
-                entry.prefix()
-            ),
-            transient: false,
-        });
+        return Err(blocked(&full, &entry));
     }
     let prefix = entry.prefix().to_string();
     // The rest of the name after the prefix (empty or starting with '/').
