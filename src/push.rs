@@ -275,16 +275,18 @@ pub fn push(
     let mut repo = fetch.retry.run(&format!("opening {name}"), || {
         Repo::connect(&r.domain, &r.path, insecure, &tls, creds.clone(), &name)
     })?;
-    repo.push = true;
     let layers = store.image_layers(image)?;
     // Other repositories of the same registry the image is named in: blobs may be mounted.
-    let siblings: Vec<String> = image
+    let mut siblings: Vec<String> = image
         .names
         .iter()
         .filter_map(|n| crate::reference::parse(n).ok())
         .filter(|n| n.domain == r.domain && n.path != r.path)
         .map(|n| n.path)
         .collect();
+    siblings.dedup();
+    repo.push = true;
+    repo.mount_from = siblings.clone();
     let config_key = format!("sha256:{}", image.id);
     let config = crate::store::copy::read_big_data(store, image, &config_key)?;
     let (manifest, media_type, uploaded, bytes_sent) = match fetch

@@ -121,8 +121,9 @@ impl TokenServer {
     }
 }
 
-/// The native client pulls with a bearer token from the realm, the credentials sent to it;
-/// without credentials, one line naming the remedy and the store as it was.
+/// The native client pulls with a bearer token from the realm, the credentials sent to it, and
+/// pushes with one for pushing; without credentials, one line naming the remedy and the store as
+/// it was.
 #[test]
 fn registry_native_bearer_token() {
     let store = TestStore::new(Driver::Overlay);
@@ -219,5 +220,30 @@ fn registry_native_bearer_token() {
     assert_eq!(
         store.inspect(&image)["Digest"].as_str(),
         Some(digest.as_str())
+    );
+    // Pushed back under another tag with a token for pull and push: the digest it had.
+    let before = server.asked.lock().expect("log").len();
+    let out = run(ours(&store, &reg)
+        .args([
+            "export",
+            &image,
+            &format!("docker://{}/b/app:2", reg.host()),
+        ])
+        .arg("--authfile")
+        .arg(&authfile));
+    assert!(
+        out.status.success(),
+        "push with a token: {}",
+        describe(&out)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&digest),
+        "the digest it had: {}",
+        describe(&out)
+    );
+    let asked = server.asked.lock().expect("log")[before..].to_vec();
+    assert!(
+        asked.iter().any(|t| t.contains("push")),
+        "a token asked for pushing: {asked:?}"
     );
 }

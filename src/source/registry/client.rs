@@ -28,6 +28,8 @@ pub(crate) struct Repo {
     authorization: Mutex<Option<String>>,
     /// Whether it is pushed to (tokens ask for `pull,push`).
     pub push: bool,
+    /// Repositories of the same registry blobs may be mounted from (tokens ask to pull them).
+    pub mount_from: Vec<String>,
 }
 
 impl std::fmt::Debug for Repo {
@@ -112,6 +114,7 @@ impl Repo {
             creds,
             authorization: Mutex::new(None),
             push: false,
+            mount_from: Vec::new(),
         })
     }
 
@@ -265,11 +268,22 @@ impl Repo {
                 service,
                 scope,
             } => {
+                // As c/image asks: this repository (for pushing too when pushing), the scope the
+                // challenge names when it is another, and pulling from the repositories blobs
+                // may be mounted from.
                 let actions = if self.push { "pull,push" } else { "pull" };
-                let scope = scope
-                    .clone()
-                    .unwrap_or_else(|| format!("repository:{}:{actions}", self.path));
-                let mut req = self.agent.get(realm).query("scope", &scope);
+                let mut scopes = vec![format!("repository:{}:{actions}", self.path)];
+                scopes.extend(scope.iter().cloned());
+                scopes.extend(
+                    self.mount_from
+                        .iter()
+                        .map(|p| format!("repository:{p}:pull")),
+                );
+                scopes.dedup();
+                let mut req = self.agent.get(realm);
+                for s in &scopes {
+                    req = req.query("scope", s);
+                }
                 if let Some(s) = service {
                     req = req.query("service", s);
                 }
