@@ -52,6 +52,13 @@ pub struct Args {
     /// The result: text lines, or one JSON object.
     #[arg(long, value_enum, default_value_t = ResultFormat::Text)]
     pub format: ResultFormat,
+    /// Then push the image to this registry name (REGISTRY/REPO[:TAG], docker:// optional),
+    /// layers gzip-compressed (reproducibly: the same tree pushes the same digests).
+    #[arg(long, value_name = "NAME")]
+    pub push: Option<String>,
+    /// Reaching the registry of --push.
+    #[command(flatten)]
+    pub fetch: super::fetch_args::FetchArgs,
 }
 
 /// `KEY=VALUE` pairs of `--label`/`--annotation`.
@@ -192,6 +199,28 @@ pub fn run(cli: &Cli, args: &Args) -> anyhow::Result<()> {
         .commit(&plan, &input, &store, &|p| reporter.event(p))
         .with_context(|| format!("building {name} from {}", args.rootfs.display()))?;
     reporter.finish();
+    let pushed = match &args.push {
+        Some(dest) => {
+            let dest = dest.strip_prefix("docker://").unwrap_or(dest);
+            let images = store.images()?;
+            let image = images
+                .iter()
+                .find(|i| i.id == report.image_id)
+                .ok_or_else(|| {
+                    anyhow::anyhow!("the image {} just built is gone", report.image_id)
+                })?;
+            let r = bootc_image::push::push(
+                &store,
+                image,
+                dest,
+                &args.fetch.options(),
+                bootc_image::export::LayerCompression::Gzip,
+            )
+            .with_context(|| format!("pushing {name} to docker://{dest}"))?;
+            Some((dest.to_string(), r.manifest_digest))
+        }
+        None => None,
+    };
     let seconds = started.elapsed().as_secs_f64();
     if args.format == ResultFormat::Json {
         outln!(
@@ -203,6 +232,7 @@ pub fn run(cli: &Cli, args: &Args) -> anyhow::Result<()> {
                 "layers": plan.layers.len(),
                 "layers_written": report.layers_written,
                 "layers_reused": report.layers_reused,
+                "pushed": pushed.as_ref().map(|(d, digest)| serde_json::json!({"name": d, "digest": digest.to_string()})),
                 "seconds": (seconds * 1000.0).round() / 1000.0,
             })
         )?;
@@ -216,6 +246,10 @@ pub fn run(cli: &Cli, args: &Args) -> anyhow::Result<()> {
         )?;
         outln!("ID: {}", report.image_id)?;
         outln!("Digest: {}", report.manifest_digest)?;
+        if let Some((dest, digest)) = &pushed {
+            outln!("Pushed to docker://{dest}")?;
+            outln!("Pushed digest: {digest}")?;
+        }
     }
     Ok(())
 }

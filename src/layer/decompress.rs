@@ -31,6 +31,16 @@ impl Compression {
         }
     }
 
+    /// The compression c/storage's number `code` records, if it is one of ours.
+    pub(crate) fn from_storage_code(code: i32) -> Option<Compression> {
+        match code {
+            0 => Some(Compression::None),
+            2 => Some(Compression::Gzip),
+            4 => Some(Compression::Zstd),
+            _ => None,
+        }
+    }
+
     /// Recognizes the compression from the first bytes of a blob.
     pub(crate) fn sniff(head: &[u8]) -> Compression {
         if head.starts_with(&[0x1f, 0x8b]) {

@@ -2,7 +2,7 @@
 //! written by a producer through a `LayerSink` each (one worker per core on overlay), all inside
 //! the one transaction of `txn.rs` (c/storage's order and locks, all or nothing).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
@@ -97,6 +97,7 @@ impl Store {
         let slots = slots_of(items)?;
         let mut txn = LayerTxn::begin(self, TxnKind::Import)?;
         let to_write = plan_writes(items, &slots, txn.layers(), progress);
+        let local = local_copies(self, items, &slots, &to_write, txn.layers());
         // 1. Records flagged incomplete, so an interruption is cleaned up by the next opener.
         let created = now_rfc3339_nano();
         let records = to_write
@@ -113,7 +114,7 @@ impl Store {
         let written = if to_write.is_empty() {
             Vec::new()
         } else {
-            match self.write_layers(items, &slots, &to_write, progress) {
+            match self.write_layers(items, &slots, &to_write, &local, progress) {
                 Ok(w) => w,
                 Err(e) => return Err(txn.abort(e)),
             }
@@ -162,6 +163,7 @@ impl Store {
         items: &[ImportItem<'_>],
         slots: &[Slot],
         to_write: &[usize],
+        local: &HashMap<usize, LayerRecord>,
         progress: &(dyn Fn(Progress) + Sync),
     ) -> Result<Vec<Written>> {
         let driver = self.driver();
@@ -197,7 +199,14 @@ impl Store {
                         let Some(&g) = to_write.get(k) else { return };
                         let slot = &slots[g];
                         let item = &items[slot.item];
-                        let r = self.write_slot(g, slot, item, progress, (parallel, workers == 1));
+                        let r = self.write_slot(
+                            g,
+                            slot,
+                            item,
+                            local.get(&g),
+                            progress,
+                            (parallel, workers == 1),
+                        );
                         if r.is_err() {
                             failed.store(true, Ordering::SeqCst);
                         } else {
@@ -227,14 +236,16 @@ impl Store {
         all_written(results, to_write.len())
     }
 
-    /// Writes the layer of `slot` (index `g`) from its item's producer, retried as the producer
-    /// says — each try from an empty tree, never half a layer. `(parallel, single)`: the driver
-    /// dirs were made beforehand (overlay), and this is the only worker.
+    /// Writes the layer of `slot` (index `g`) from its item's producer — or from `local`, a layer
+    /// of the store with the same blob under another parent — retried as the producer says, each
+    /// try from an empty tree, never half a layer. `(parallel, single)`: the driver dirs were
+    /// made beforehand (overlay), and this is the only worker.
     fn write_slot(
         &self,
         g: usize,
         slot: &Slot,
         item: &ImportItem<'_>,
+        local: Option<&LayerRecord>,
         progress: &(dyn Fn(Progress) + Sync),
         (parallel, single): (bool, bool),
     ) -> Result<Written> {
@@ -251,7 +262,7 @@ impl Store {
                 if !std::mem::take(&mut first) {
                     driver.reset_tree(&slot.id, slot.parent.as_deref(), mode)?;
                 }
-                self.write_one_layer(g, slot, layer, item.producer, progress, single)
+                self.write_one_layer(g, slot, layer, item.producer, local, progress, single)
             })
             .map_err(|e| match e {
                 e @ Error::DigestMismatch { .. } => e,
@@ -262,17 +273,22 @@ impl Store {
             })
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn write_one_layer(
         &self,
         index: usize,
         slot: &Slot,
         layer: &LayerInput,
         producer: &dyn LayerProducer,
+        local: Option<&LayerRecord>,
         progress: &(dyn Fn(Progress) + Sync),
         solo: bool,
     ) -> Result<Written> {
         let id = slot.id.as_str();
         let tmp = LayerTxn::tar_split_tmp(self, id);
+        if let Some(rec) = local {
+            return self.copy_local_layer(index, id, rec, &tmp);
+        }
         let file = std::fs::OpenOptions::new()
             .write(true)
             .create(true)
@@ -345,6 +361,51 @@ impl Store {
             diff_id,
             compression: produced.compression,
             tar_split_tmp: tmp,
+        })
+    }
+}
+
+impl Store {
+    /// Layer `id` (an overlay diff, empty) made a copy of `rec`'s: its tree copied (reflinked
+    /// where the file system can), its tar-split copied to `tmp`; nothing fetched.
+    fn copy_local_layer(
+        &self,
+        index: usize,
+        id: &str,
+        rec: &LayerRecord,
+        tmp: &std::path::Path,
+    ) -> Result<Written> {
+        let driver = self.driver();
+        // The empty diff directory the driver made gives way to the copy (which keeps the
+        // source's root owner, mode and xattrs, as the same tar wrote them).
+        let tree = driver.tree_path(id);
+        std::fs::remove_dir(&tree).map_err(|e| Error::io("replacing", &tree, e))?;
+        super::tree_copy::copy_tree_with(
+            &driver.tree_path(&rec.id),
+            &driver.tree_path(id),
+            super::tree_copy::CopyMode::Copy,
+        )?;
+        let from = self.tar_split_path(&rec.id);
+        std::fs::copy(&from, tmp).map_err(|e| Error::io("copying tar-split", &from, e))?;
+        let diff_id = Digest::parse(rec.diff_digest.as_deref().unwrap_or_default())?;
+        let diff_size = rec
+            .diff_size
+            .and_then(|n| u64::try_from(n).ok())
+            .ok_or_else(|| Error::Internal(format!("layer {} has no recorded size", rec.id)))?;
+        Ok(Written {
+            index,
+            summary: LayerSummary {
+                diff_size,
+                uids: rec.uidset.iter().copied().collect(),
+                gids: rec.gidset.iter().copied().collect(),
+                entries: 0,
+            },
+            diff_id,
+            compression: rec
+                .compression
+                .and_then(Compression::from_storage_code)
+                .unwrap_or(Compression::None),
+            tar_split_tmp: tmp.to_path_buf(),
         })
     }
 }
@@ -451,6 +512,42 @@ fn plan_writes(
         }
     }
     to_write
+}
+
+/// For the layers to write whose blob the store holds already as a complete layer under another
+/// parent (same blob digest, same DiffID: a layer above a changed one, or an image rebased), that
+/// layer: it is copied from there instead of fetched, as c/image reuses a layer by its DiffID.
+/// Overlay only (a vfs layer holds its parent's files too).
+fn local_copies(
+    store: &Store,
+    items: &[ImportItem<'_>],
+    slots: &[Slot],
+    to_write: &[usize],
+    layers: &storage_format::RecordFile<LayerRecord>,
+) -> HashMap<usize, LayerRecord> {
+    let mut out = HashMap::new();
+    if store.driver().kind() != super::DriverKind::Overlay {
+        return out;
+    }
+    for &g in to_write {
+        let l = &items[slots[g].item].input.layers[slots[g].layer];
+        let (blob, diff) = (l.blob_digest.to_string(), l.diff_id.to_string());
+        let found = layers.iter().find(|r| {
+            !r.is_incomplete()
+                && r.diff_digest.as_deref() == Some(diff.as_str())
+                && (r.compressed_diff_digest.as_deref() == Some(blob.as_str()) || blob == diff)
+        });
+        if let Some(r) = found {
+            out.insert(g, r.clone());
+        }
+    }
+    if !out.is_empty() {
+        tracing::info!(
+            layers = out.len(),
+            "copying layers the store holds under another parent"
+        );
+    }
+    out
 }
 
 /// Every layer of every item, in turn, with its ID by c/image's rule (from the config's DiffIDs

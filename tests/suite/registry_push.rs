@@ -169,3 +169,110 @@ fn registry_native_push_refused() {
         .arg(&authfile));
     assert!(out.status.success(), "with credentials: {}", describe(&out));
 }
+
+/// `build-chunked --push`: a build pushed, then a rebuild after one package changed pushed with
+/// --from-image: the registry's two manifests differ in that package's layer only, podman pulls
+/// the update with the digest printed, and our pull of the update after the first fetches only
+/// the changed layer (those above it copied from the store's own layers, the tree as podman's).
+#[test]
+fn build_chunked_push_update() {
+    use crate::build_chunked::make_rootfs;
+    let reg = Registry::start(false);
+    let store = TestStore::new(Driver::Overlay);
+    let conf = reg.conf();
+    let pushed = |version: &str, tag: &str, extra: &[&str]| -> String {
+        let root = make_rootfs(&store.dir, version);
+        let dest = format!("{}/os:{tag}", reg.host());
+        let mut args = vec!["--push", &dest, "--timestamp", "1700000000"];
+        args.extend_from_slice(extra);
+        // The registry's registries.conf (plain HTTP) for the push.
+        let out = run(store
+            .ours_cmd()
+            .arg("build-chunked")
+            .arg("--rootfs")
+            .arg(&root)
+            .args([
+                "--target",
+                &format!("localhost/os:{tag}"),
+                "--progress",
+                "none",
+            ])
+            .args(&args)
+            .env("CONTAINERS_REGISTRIES_CONF", &conf)
+            .env_remove("SOURCE_DATE_EPOCH"));
+        assert!(out.status.success(), "build --push: {}", describe(&out));
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("Pushed digest: "))
+            .expect("pushed digest")
+            .to_string()
+    };
+    let one = pushed("5.2", "1", &[]);
+    let two = pushed("5.2.15-updated", "2", &["--from-image", "localhost/os:1"]);
+    assert_ne!(one, two);
+    let layers = |tag: &str| -> Vec<String> {
+        let raw = run_ok(Command::new("skopeo").args([
+            "inspect",
+            "--raw",
+            "--tls-verify=false",
+            &format!("docker://{}/os:{tag}", reg.host()),
+        ]));
+        let m: serde_json::Value = serde_json::from_str(&raw).expect("manifest");
+        m["layers"]
+            .as_array()
+            .expect("layers")
+            .iter()
+            .map(|d| d["digest"].as_str().expect("digest").to_string())
+            .collect()
+    };
+    let (l1, l2) = (layers("1"), layers("2"));
+    assert_eq!(l1.len(), l2.len());
+    let changed: Vec<usize> = (0..l1.len()).filter(|&i| l1[i] != l2[i]).collect();
+    assert_eq!(changed.len(), 1, "one layer changed: {changed:?}");
+    assert_eq!(remote_digest(&format!("{}/os:2", reg.host())), two);
+    // podman pulls the update.
+    let other = TestStore::new(Driver::Overlay);
+    let image = format!("{}/os:2", reg.host());
+    let pulled = run(other
+        .podman_cmd()
+        .env("CONTAINERS_REGISTRIES_CONF", &conf)
+        .args(["pull", "-q", &image]));
+    assert!(
+        pulled.status.success(),
+        "podman pull: {}",
+        describe(&pulled)
+    );
+    assert_eq!(
+        other.inspect(&image)["Id"],
+        store.inspect("localhost/os:2")["Id"]
+    );
+    // Our pull of the update after the first: only the changed layer is fetched.
+    let mine = TestStore::new(Driver::Overlay);
+    let pull = |tag: &str| {
+        let out = run(ours(&mine, &reg).env("BOOTC_IMAGE_VIA", "native").args([
+            "pull",
+            "--progress",
+            "none",
+            &format!("{}/os:{tag}", reg.host()),
+        ]));
+        assert!(out.status.success(), "pull os:{tag}: {}", describe(&out));
+    };
+    pull("1");
+    let before: Vec<usize> = l2.iter().map(|d| reg.blob_gets(d)).collect();
+    pull("2");
+    let fetched: Vec<usize> = l2
+        .iter()
+        .zip(&before)
+        .map(|(d, b)| reg.blob_gets(d) - b)
+        .collect();
+    let want: Vec<usize> = (0..l2.len())
+        .map(|i| usize::from(changed.contains(&i)))
+        .collect();
+    assert_eq!(fetched, want, "the update fetches only the changed layer");
+    // The layers above it were copied from the store's own: podman mounts the same tree as the
+    // one it pulled itself, and reads the records.
+    crate::interop::assert_trees_equal(&other, &mine, &image, fixture::UNDEFINED_MTIME_PATHS);
+    mine.podman_ok(&["image", "inspect", &image]);
+    assert_eq!(mine.inspect(&image)["Id"], other.inspect(&image)["Id"]);
+}
