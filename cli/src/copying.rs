@@ -221,12 +221,28 @@ pub fn open_pull(
     image: &str,
     fetch: &bootc_image::source::image_proxy::FetchOptions,
 ) -> anyhow::Result<bootc_image::copy::Opened> {
-    let (src, name) = bootc_image::bootc::bound_images::resolve_pull(image)
-        .with_context(|| format!("naming {image} in the store"))?;
-    let opts = bootc_image::copy::CopyOptions::default()
-        .with_names(vec![name])
-        .with_fetch(fetch.clone());
-    bootc_image::copy::open(&src, &opts).with_context(|| format!("pulling {image}"))
+    // A short name: its alias, or each unqualified-search registry in turn, as podman pull.
+    let resolved = bootc_image::bootc::bound_images::pull_candidates(image)
+        .with_context(|| format!("pulling {image}"))?;
+    let last = resolved.candidates.len().saturating_sub(1);
+    for (i, candidate) in resolved.candidates.iter().enumerate() {
+        if let Some(why) = &resolved.rationale {
+            tracing::info!(%image, %candidate, "resolved as {why}");
+        }
+        let (src, name) = bootc_image::bootc::bound_images::resolve_pull(candidate)
+            .with_context(|| format!("naming {candidate} in the store"))?;
+        let opts = bootc_image::copy::CopyOptions::default()
+            .with_names(vec![name])
+            .with_fetch(fetch.clone());
+        match bootc_image::copy::open(&src, &opts) {
+            Ok(o) => return Ok(o),
+            Err(e) if i < last => {
+                tracing::info!(%candidate, error = %e, "trying the next search registry");
+            }
+            Err(e) => return Err(anyhow::Error::new(e).context(format!("pulling {candidate}"))),
+        }
+    }
+    Err(anyhow::anyhow!("pulling {image}: no candidate to pull"))
 }
 
 /// Pulls the opened `image` into `store` as podman pull does: progress as `reporting` says, then

@@ -33,10 +33,10 @@ pub struct FetchArgs {
     /// Default: as podman (/etc/containers/policy.json for root).
     #[arg(long, value_name = "FILE")]
     pub signature_policy: Option<PathBuf>,
-    /// How registries (docker://) are reached: through skopeo's image proxy (the default), or
-    /// natively, with no skopeo (the new client: credentials, bearer tokens, certs.d, mirrors,
-    /// insecure and blocked registries, resumed downloads; not yet short-name search).
-    #[arg(long, value_enum, value_name = "HOW", env = "BOOTC_IMAGE_VIA", default_value_t = Via::Skopeo)]
+    /// How registries (docker://) are reached: natively, with no skopeo (the default:
+    /// credentials, bearer tokens, certs.d, mirrors, insecure and blocked registries, resumed
+    /// downloads), or through skopeo's image proxy (c/image exactly).
+    #[arg(long, value_enum, value_name = "HOW", env = "BOOTC_IMAGE_VIA", default_value_t = Via::Native)]
     pub via: Via,
 }
 
@@ -59,7 +59,7 @@ impl Default for FetchArgs {
             retry: 3,
             retry_delay: None,
             signature_policy: None,
-            via: Via::Skopeo,
+            via: Via::Native,
         }
     }
 }

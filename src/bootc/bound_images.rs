@@ -102,6 +102,19 @@ pub fn resolve_pull(image: &str) -> Result<(crate::image_ref::ImageRef, String)>
     Ok((r, name))
 }
 
+/// What a pull argument may mean, in the order to try: itself when it names a transport or a
+/// registry; for a short name (`busybox`), its alias or one name per unqualified-search registry,
+/// as podman resolves it ([`crate::source::registry::short_names`]).
+pub fn pull_candidates(image: &str) -> Result<crate::source::registry::short_names::Resolved> {
+    if crate::image_ref::ImageRef::parse(image).is_ok() {
+        return Ok(crate::source::registry::short_names::Resolved {
+            candidates: vec![image.to_string()],
+            rationale: None,
+        });
+    }
+    crate::source::registry::short_names::resolve(image)
+}
+
 /// The name a bound image has in bootc's store: its normalized reference, or for an
 /// `oci:DIR[:TAG]` / `oci-archive:FILE[:TAG]` reference `localhost/TAG` (the file name without a tag),
 /// made a valid name component. A reference podman could not parse is an error.

@@ -38,7 +38,8 @@ const CHUNKS: usize = 8;
 const BLOCKING_THREADS: usize = 512;
 
 /// How to reach registries: credentials, TLS, retries (podman's options of the same names).
-#[derive(Debug, Clone, Default)]
+/// The default reaches registries natively (`native`), with c/image's default files.
+#[derive(Debug, Clone)]
 pub struct FetchOptions {
     /// `--authfile`: the credentials file; `None` lets c/image look where it does
     /// (`$REGISTRY_AUTH_FILE`, `$XDG_RUNTIME_DIR/containers/auth.json`, …).
@@ -55,9 +56,23 @@ pub struct FetchOptions {
     pub no_default_credentials: bool,
     /// The signature policy (podman's `--signature-policy`); `None`: where podman reads it.
     pub signature_policy: Option<PathBuf>,
-    /// `docker://` images through the native registry client ([`crate::source::registry`]) rather
-    /// than skopeo's image proxy.
+    /// `docker://` images through the native registry client ([`crate::source::registry`]), the
+    /// default; `false`: through skopeo's image proxy (c/image exactly).
     pub native: bool,
+}
+
+impl Default for FetchOptions {
+    fn default() -> Self {
+        FetchOptions {
+            authfile: None,
+            tls_verify: None,
+            cert_dir: None,
+            retry: RetryPolicy::default(),
+            no_default_credentials: false,
+            signature_policy: None,
+            native: true,
+        }
+    }
 }
 
 impl FetchOptions {

@@ -1094,3 +1094,50 @@ fn registry_native_mirrors() {
     );
     store.podman_ok(&["image", "exists", name]);
 }
+
+/// Short names as podman resolves them: an unqualified-search registry tried (the image named
+/// after it), an alias followed, and with neither one line naming the remedy.
+#[test]
+fn registry_short_names() {
+    let (reg, store, _, built) = pushed(false, "short", &[fixture::small_tar(130)], "team/tool:1");
+    let conf = store.scratch("short.conf");
+    let missing = format!("127.0.0.1:{}", free_port());
+    fs::write(
+        &conf,
+        format!(
+            "unqualified-search-registries = [\"{missing}\", \"{}\"]\n[aliases]\n\"mytool\" = \"{}/team/tool\"\n[[registry]]\nlocation = \"{}\"\ninsecure = true\n[[registry]]\nlocation = \"{missing}\"\ninsecure = true\n",
+            reg.host(),
+            reg.host(),
+            reg.host()
+        ),
+    )
+    .expect("registries.conf");
+    let pull = |name: &str| {
+        run(store
+            .ours_cmd()
+            .env("CONTAINERS_REGISTRIES_CONF", &conf)
+            .args(["pull", "--retry", "0", "--progress", "none", name]))
+    };
+    // Searched: the first registry is down, the second has it.
+    let out = pull("team/tool:1");
+    assert!(out.status.success(), "searched: {}", describe(&out));
+    let full = format!("{}/team/tool:1", reg.host());
+    assert_eq!(
+        store.inspect(&full)["Id"],
+        serde_json::Value::from(built.image_id())
+    );
+    // An alias, the tag kept.
+    run_ok(store.ours_cmd().args(["image", "rm", &full]));
+    let out = pull("mytool:1");
+    assert!(out.status.success(), "alias: {}", describe(&out));
+    store.podman_ok(&["image", "exists", &full]);
+    // Neither: the remedy.
+    fs::write(&conf, "").expect("empty registries.conf");
+    let out = pull("nothing:1");
+    failed(
+        &out,
+        "no search registries",
+        &[3],
+        &["unqualified-search", "docker.io/library/nothing"],
+    );
+}

@@ -128,8 +128,9 @@ impl Options {
             tls_verify: self.tls_verify,
             cert_dir: self.cert_dir.clone(),
             signature_policy: self.policy.clone(),
-            // bootc-image's own registry client when asked for (as for every command).
-            native: std::env::var("BOOTC_IMAGE_VIA").is_ok_and(|v| v == "native"),
+            // bootc-image's own registry client unless skopeo's proxy is asked for (as for every
+            // command).
+            native: !std::env::var("BOOTC_IMAGE_VIA").is_ok_and(|v| v == "skopeo"),
             ..FetchOptions::default()
         };
         if self.no_creds {

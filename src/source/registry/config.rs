@@ -5,7 +5,7 @@
 //! from `CONTAINERS_REGISTRIES_CONF`, else `/etc/containers/registries.conf` and then
 //! `/etc/containers/registries.conf.d/*.conf` in name order (a later table for the same prefix
 //! replaces an earlier one, as c/image merges them). A version 1 file (`[registries.search]`) is
-//! refused rather than ignored. Short-name aliases and search registries are not followed yet.
+//! refused rather than ignored. Short names: [`super::short_names`].
 
 use std::path::{Path, PathBuf};
 
@@ -65,7 +65,7 @@ pub(crate) struct PullSource {
 }
 
 /// The files to read, in order.
-fn files() -> Vec<PathBuf> {
+pub(crate) fn files() -> Vec<PathBuf> {
     if let Some(f) = std::env::var_os("CONTAINERS_REGISTRIES_CONF").filter(|v| !v.is_empty()) {
         return vec![PathBuf::from(f)];
     }

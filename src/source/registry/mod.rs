@@ -11,11 +11,13 @@
 //! tried once in order, then the registry itself; the first that has the manifest serves the
 //! config and layers too, and the image keeps the name the user gave.
 //!
-//! Not yet: short names of registries.conf, pushes.
+//! Short names (`pull busybox`) are resolved before, as podman does ([`short_names`]); pushes are
+//! in [`crate::push`].
 
 pub(crate) mod auth;
 pub(crate) mod client;
 pub(crate) mod config;
+pub mod short_names;
 pub(crate) mod tls;
 
 use std::io::Read;
