@@ -260,7 +260,7 @@ pub fn push(
     fetch: &FetchOptions,
     compression: LayerCompression,
 ) -> Result<PushReport> {
-    let name = format!("docker://{dest}");
+    let name = crate::image_ref::ImageRef::Docker(dest.to_string()).to_string();
     fetch.check_authfile()?;
     let r = crate::reference::parse(dest)?;
     if r.digest.is_some() {

@@ -190,7 +190,7 @@ fn best_entry(confs: &[PathBuf], host: &str, full: &str) -> Result<Option<Entry>
 /// The error for a blocked registry.
 fn blocked(full: &str, entry: &Entry) -> Error {
     Error::Remote {
-        image: format!("docker://{full}"),
+        image: crate::image_ref::ImageRef::Docker(full.to_string()).to_string(),
         message: format!(
             "{} is blocked in registries.conf: use another registry, or unblock it",
             entry.prefix()

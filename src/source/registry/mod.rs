@@ -36,7 +36,7 @@ const ACCEPT: &str = "application/vnd.oci.image.manifest.v1+json, application/vn
 
 /// Opens `docker://name` natively.
 pub fn open(name: &str, fetch: &FetchOptions) -> Result<OpenedSource> {
-    let image = format!("docker://{name}");
+    let image = crate::image_ref::ImageRef::Docker(name.to_string()).to_string();
     fetch.check_authfile()?;
     let r = crate::reference::parse(name)?;
     let reference = r
