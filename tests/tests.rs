@@ -32,6 +32,9 @@ mod registry_token;
 #[path = "suite/registry_push.rs"]
 mod registry_push;
 
+#[path = "suite/registry_faults.rs"]
+mod registry_faults;
+
 #[path = "suite/composefs.rs"]
 mod composefs;
 

@@ -48,10 +48,32 @@ fn agent(tls: ureq::tls::TlsConfig) -> ureq::Agent {
         .http_status_as_error(false)
         .timeout_connect(Some(Duration::from_secs(30)))
         .timeout_recv_response(Some(Duration::from_secs(60)))
-        .timeout_recv_body(Some(Duration::from_secs(60)))
+        // A body may take as long as it takes while it keeps coming (a layer of gigabytes on a
+        // slow link): a minute without a byte either way is a dead connection.
+        .timeout_recv_body(None)
+        .timeout_send_body(None)
+        .timeout_per_read(Some(Duration::from_secs(60)))
+        .timeout_per_write(Some(Duration::from_secs(60)))
         .user_agent(concat!("bootc-image/", env!("CARGO_PKG_VERSION")))
         .build()
         .new_agent()
+}
+
+/// How many times one request waits out a `429 Too Many Requests` before the answer stands.
+const TOO_MANY_WAITS: u32 = 5;
+
+/// How long to wait after a 429: its `Retry-After` in seconds (at most a minute), else 1 s
+/// doubling with each wait.
+fn retry_after(resp: &ureq::http::Response<ureq::Body>, waits: u32) -> Duration {
+    let told = resp
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    match told {
+        Some(s) => Duration::from_secs(s.min(60)),
+        None => Duration::from_secs(1 << waits.saturating_sub(1).min(5)),
+    }
 }
 
 /// A network failure as a transient remote error.
@@ -166,7 +188,7 @@ impl Repo {
         body: &[u8],
         image: &str,
     ) -> Result<ureq::http::Response<ureq::Body>> {
-        let send = |auth: Option<&str>| {
+        let send = |auth: Option<&str>| -> Result<ureq::http::Response<ureq::Body>> {
             let mut req = ureq::http::Request::builder().method(method).uri(url);
             for (k, v) in headers {
                 req = req.header(*k, *v);
@@ -177,9 +199,21 @@ impl Repo {
             let req = req
                 .body(body)
                 .map_err(|e| Error::Internal(format!("building a request for {url}: {e}")))?;
-            self.agent
-                .run(req)
-                .map_err(|e| network(image, &format!("{method} {url}"), e))
+            // 429: waited out as c/image does (Retry-After, else a doubling backoff), a few times.
+            let mut waits = 0;
+            loop {
+                let resp = self
+                    .agent
+                    .run(req.clone())
+                    .map_err(|e| network(image, &format!("{method} {url}"), e))?;
+                if resp.status() != 429 || waits >= TOO_MANY_WAITS {
+                    return Ok(resp);
+                }
+                waits += 1;
+                let wait = retry_after(&resp, waits);
+                tracing::warn!(%url, ?wait, "the registry answered 429 Too Many Requests; waiting");
+                std::thread::sleep(wait);
+            }
         };
         let known = self.authorization.lock().ok().and_then(|a| a.clone());
         let resp = send(known.as_deref())?;

@@ -64,18 +64,18 @@ pub fn open(name: &str, fetch: &FetchOptions) -> Result<OpenedSource> {
             } else {
                 fetch.retry
             };
-            let repo = retry.run(&format!("opening {image}"), || {
-                Repo::connect(
+            retry.run(&format!("opening {image}"), || {
+                let repo = Repo::connect(
                     &source.host,
                     &source.path,
                     insecure,
                     &tls,
                     creds.clone(),
                     &image,
-                )
-            })?;
-            let (manifest, digest) = manifest(&repo, &reference, r.digest.as_deref(), &image)?;
-            Ok((repo, manifest, digest))
+                )?;
+                let (manifest, digest) = manifest(&repo, &reference, r.digest.as_deref(), &image)?;
+                Ok((repo, manifest, digest))
+            })
         };
         match attempt() {
             Ok(f) => {
@@ -107,7 +107,11 @@ pub fn open(name: &str, fetch: &FetchOptions) -> Result<OpenedSource> {
     }
     let parsed: crate::source::oci_types::Manifest = serde_json::from_slice(&manifest)
         .map_err(|e| Error::InvalidInput(format!("the manifest of {image}: {e}")))?;
-    let config = small_blob(&repo, &parsed.config.digest, &image)?;
+    let config = fetch
+        .retry
+        .run(&format!("reading the config of {image}"), || {
+            small_blob(&repo, &parsed.config.digest, &image)
+        })?;
     let input = crate::source::image_proxy::documents(&image, digest.as_str(), manifest, config)?;
     Ok(OpenedSource {
         image: input,
