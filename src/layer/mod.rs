@@ -26,4 +26,10 @@ use crate::error::Result;
 pub trait BlobSource: Sync {
     /// Opens the blob `digest` for reading from its start.
     fn open_blob(&self, digest: &Digest) -> Result<Box<dyn Read + Send>>;
+
+    /// The blobs about to be opened, in order (a source may ask for them ahead); no others will
+    /// be. The default ignores it.
+    fn will_fetch(&self, digests: &[Digest]) {
+        let _ = digests;
+    }
 }

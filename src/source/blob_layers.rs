@@ -38,6 +38,11 @@ impl LayerProducer for BlobLayers<'_> {
         self.retry
     }
 
+    fn will_produce(&self, layers: &[&LayerInput]) {
+        let digests: Vec<_> = layers.iter().map(|l| l.blob_digest.clone()).collect();
+        self.blobs.will_fetch(&digests);
+    }
+
     fn produce(
         &self,
         _index: usize,

@@ -98,6 +98,15 @@ impl Store {
         let mut txn = LayerTxn::begin(self, TxnKind::Import)?;
         let to_write = plan_writes(items, &slots, txn.layers(), progress);
         let local = local_copies(self, items, &slots, &to_write, txn.layers());
+        // Each producer learns which of its layers it will be asked for, in order.
+        for (n, item) in items.iter().enumerate() {
+            let mine: Vec<&super::image_input::LayerInput> = to_write
+                .iter()
+                .filter(|&&g| slots[g].item == n && !local.contains_key(&g))
+                .map(|&g| &item.input.layers[slots[g].layer])
+                .collect();
+            item.producer.will_produce(&mine);
+        }
         // 1. Records flagged incomplete, so an interruption is cleaned up by the next opener.
         let created = now_rfc3339_nano();
         let records = to_write

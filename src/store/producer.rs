@@ -29,6 +29,12 @@ pub trait LayerProducer: Sync {
         crate::retry::RetryPolicy::none()
     }
 
+    /// The layers about to be produced, in order (and no others): a producer may start fetching
+    /// them ahead. The default ignores it.
+    fn will_produce(&self, layers: &[&LayerInput]) {
+        let _ = layers;
+    }
+
     /// Feeds layer `index` (described by `layer`) into `sink`, trailer included; `progress` gets
     /// the bytes written and read so far.
     fn produce(

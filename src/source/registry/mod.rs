@@ -17,6 +17,7 @@
 pub(crate) mod auth;
 pub(crate) mod client;
 pub(crate) mod config;
+mod prefetch;
 pub mod short_names;
 pub(crate) mod tls;
 
@@ -118,6 +119,7 @@ pub fn open(name: &str, fetch: &FetchOptions) -> Result<OpenedSource> {
         blobs: Box::new(RegistryBlobs {
             repo: Arc::new(repo),
             image,
+            prefetch: prefetch::Prefetch::default(),
         }),
         retry: fetch.retry,
     })
@@ -206,12 +208,21 @@ fn status(resp: &ureq::http::Response<ureq::Body>, image: &str, what: &str) -> R
 struct RegistryBlobs {
     repo: Arc<Repo>,
     image: String,
+    /// The next blobs, asked for ahead.
+    prefetch: prefetch::Prefetch,
 }
 
 impl BlobSource for RegistryBlobs {
+    fn will_fetch(&self, digests: &[Digest]) {
+        self.prefetch.announce(digests);
+    }
+
     fn open_blob(&self, digest: &Digest) -> Result<Box<dyn Read + Send>> {
         let what = format!("blobs/{digest}");
-        let resp = self.repo.get(&what, None, &self.image)?;
+        let resp = match self.prefetch.take(&self.repo, &self.image, digest) {
+            Some(answer) => answer?,
+            None => self.repo.get(&what, None, &self.image)?,
+        };
         status(&resp, &self.image, &format!("blob {digest}"))?;
         let length = content_length(&resp);
         Ok(Box::new(Body {
