@@ -16,6 +16,8 @@ use crate::util::{Driver, TestStore, describe, run};
 /// What the proxy does to blob requests.
 #[derive(Debug, Clone)]
 enum Fault {
+    /// Nothing: a forward proxy (absolute-form requests, and CONNECT tunnels to the registry).
+    None,
     /// Answers the first `n` blob GETs with this status line and headers, then forwards.
     Status { n: usize, head: &'static str },
     /// Forwards blob bodies in 64 KiB pieces, `pause` apart.
@@ -31,6 +33,8 @@ struct FaultProxy {
     port: u16,
     /// Blob requests answered by the fault so far.
     hits: Arc<AtomicUsize>,
+    /// Requests seen, in all.
+    requests: Arc<AtomicUsize>,
 }
 
 /// Reads an HTTP head (up to the empty line) from `r`.
@@ -65,23 +69,60 @@ impl FaultProxy {
         let l = TcpListener::bind("127.0.0.1:0").expect("bind");
         let port = l.local_addr().expect("addr").port();
         let hits = Arc::new(AtomicUsize::new(0));
-        let h = hits.clone();
+        let requests = Arc::new(AtomicUsize::new(0));
+        let (h, r) = (hits.clone(), requests.clone());
         std::thread::spawn(move || {
             for conn in l.incoming() {
                 let Ok(client) = conn else { continue };
-                let (fault, h) = (fault.clone(), h.clone());
-                std::thread::spawn(move || serve(client, upstream, &fault, &h));
+                let (fault, h, r) = (fault.clone(), h.clone(), r.clone());
+                std::thread::spawn(move || serve(client, upstream, &fault, &h, &r));
             }
         });
-        FaultProxy { port, hits }
+        FaultProxy {
+            port,
+            hits,
+            requests,
+        }
     }
 }
 
 /// One connection: its requests forwarded (or faulted) one by one.
-fn serve(client: TcpStream, upstream: u16, fault: &Fault, hits: &AtomicUsize) {
+fn serve(
+    client: TcpStream,
+    upstream: u16,
+    fault: &Fault,
+    hits: &AtomicUsize,
+    requests: &AtomicUsize,
+) {
     let mut reader = BufReader::new(client.try_clone().expect("dup"));
     let mut out = client;
-    while let Some(head) = read_head(&mut reader) {
+    while let Some(mut head) = read_head(&mut reader) {
+        requests.fetch_add(1, Ordering::SeqCst);
+        if head[0].starts_with("CONNECT ") {
+            // A tunnel to the registry, whatever host was named.
+            let Ok(up) = TcpStream::connect(("127.0.0.1", upstream)) else {
+                return;
+            };
+            if write!(out, "HTTP/1.1 200 Connection established\r\n\r\n").is_err() {
+                return;
+            }
+            let (mut up_r, mut up_w) = (up.try_clone().expect("dup"), up);
+            let mut back = out.try_clone().expect("dup");
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut up_r, &mut back);
+                let _ = back.shutdown(std::net::Shutdown::Both);
+            });
+            // What the client sent beyond the head is in the reader's buffer.
+            let _ = std::io::copy(&mut reader, &mut up_w);
+            let _ = up_w.shutdown(std::net::Shutdown::Both);
+            return;
+        }
+        // A proxy's request names the whole URL: the registry gets its path.
+        if let Some((method, rest)) = head[0].split_once(" http://")
+            && let Some((_, path)) = rest.split_once('/')
+        {
+            head[0] = format!("{method} /{path}");
+        }
         let mut body = vec![0u8; length(&head)];
         if reader.read_exact(&mut body).is_err() {
             return;
@@ -272,4 +313,58 @@ fn registry_native_lasting_faults() {
     eprintln!("short: {line}");
     let d = snap.diff(&store.snapshot());
     assert!(d.is_empty(), "the store changed: {d:?}");
+}
+
+/// Proxies from the environment, as c/image takes them: a registry reached by a name only the
+/// proxy knows goes through it (HTTPS first through `HTTPS_PROXY`'s tunnel, which fails as the
+/// registry speaks plain HTTP, then through `HTTP_PROXY`'s, as the registry is insecure); a
+/// loopback registry never does, even with a proxy that is not there.
+#[test]
+fn registry_native_http_proxy() {
+    let (reg, store) = setup("proxied");
+    let p = FaultProxy::start(reg.port, Fault::None);
+    let conf = store.scratch("proxied.conf");
+    let host = format!("registry.test:{}", reg.port);
+    std::fs::write(
+        &conf,
+        format!("[[registry]]\nlocation = \"{host}\"\ninsecure = true\n"),
+    )
+    .expect("registries.conf");
+    let proxy = format!("http://127.0.0.1:{}", p.port);
+    let image = format!("{host}/f/app:1");
+    let out = run(store
+        .ours_cmd()
+        .env("CONTAINERS_REGISTRIES_CONF", &conf)
+        .env("HTTPS_PROXY", &proxy)
+        .env("HTTP_PROXY", &proxy)
+        .env_remove("NO_PROXY")
+        .env_remove("no_proxy")
+        .args(["pull", "--retry", "0", "--progress", "none", &image]));
+    assert!(
+        out.status.success(),
+        "through the proxy: {}",
+        describe(&out)
+    );
+    assert!(
+        p.requests.load(Ordering::SeqCst) >= 4,
+        "the proxy carried it"
+    );
+    store.podman_ok(&["image", "exists", &image]);
+    let dead = format!("http://127.0.0.1:{}", crate::registry::free_port());
+    let out = run(ours(&store, &reg)
+        .env("HTTPS_PROXY", &dead)
+        .env("HTTP_PROXY", &dead)
+        .args([
+            "pull",
+            "--retry",
+            "0",
+            "--progress",
+            "none",
+            &format!("{}/f/app:1", reg.host()),
+        ]));
+    assert!(
+        out.status.success(),
+        "loopback, not proxied: {}",
+        describe(&out)
+    );
 }

@@ -7,6 +7,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use super::auth::{Challenge, Credentials, parse_challenge};
+use super::proxy_env::proxy_for;
 use super::tls::TlsFiles;
 use crate::error::{Error, Result};
 
@@ -41,9 +42,20 @@ impl std::fmt::Debug for Repo {
     }
 }
 
-/// An agent speaking TLS as `tls` says.
-fn agent(tls: ureq::tls::TlsConfig) -> ureq::Agent {
-    ureq::Agent::config_builder()
+/// An agent speaking TLS as `tls` says, through `proxy` (an address) when one is given.
+fn agent(tls: ureq::tls::TlsConfig, proxy: Option<&str>, image: &str) -> Result<ureq::Agent> {
+    let proxy = match proxy {
+        Some(p) => Some(ureq::Proxy::new(p).map_err(|e| Error::Remote {
+            image: image.to_string(),
+            message: format!(
+                "the proxy {p} from the environment (HTTPS_PROXY/HTTP_PROXY): {e}: fix the variable"
+            ),
+            transient: false,
+        })?),
+        None => None,
+    };
+    Ok(ureq::Agent::config_builder()
+        .proxy(proxy)
         .tls_config(tls)
         .http_status_as_error(false)
         .timeout_connect(Some(Duration::from_secs(30)))
@@ -56,7 +68,7 @@ fn agent(tls: ureq::tls::TlsConfig) -> ureq::Agent {
         .timeout_per_write(Some(Duration::from_secs(60)))
         .user_agent(concat!("bootc-image/", env!("CARGO_PKG_VERSION")))
         .build()
-        .new_agent()
+        .new_agent())
 }
 
 /// How many times one request waits out a `429 Too Many Requests` before the answer stands.
@@ -102,12 +114,14 @@ impl Repo {
         } else {
             host
         };
-        let agent = agent(tls.config(!insecure)?);
+        let config = tls.config(!insecure)?;
+        let mut agent = agent(config.clone(), proxy_for(endpoint, true).as_deref(), image)?;
         let https = format!("https://{endpoint}");
         let base = match agent.get(format!("{https}/v2/")).call() {
             Ok(_) => https,
             Err(_) if insecure => {
                 let http = format!("http://{endpoint}");
+                agent = self::agent(config, proxy_for(endpoint, false).as_deref(), image)?;
                 agent
                     .get(format!("{http}/v2/"))
                     .call()

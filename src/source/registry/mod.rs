@@ -18,6 +18,7 @@ pub(crate) mod auth;
 pub(crate) mod client;
 pub(crate) mod config;
 mod prefetch;
+mod proxy_env;
 pub mod short_names;
 pub(crate) mod tls;
 
