@@ -300,13 +300,27 @@ phase_podman5() {
     local port g=(overlay "$base/registry-ours" /run/p5-registry)
     port=$(cat "$base/registry/port")
     check "registry: bootc-image copy-to-storage --source docker:// (skopeo $(skopeo --version | awk '{print $3}'))" \
-        "$base/bootc-image" --root "$base/registry-ours" --runroot /run/p5-registry \
+        env BOOTC_IMAGE_VIA=skopeo "$base/bootc-image" --root "$base/registry-ours" --runroot /run/p5-registry \
         --storage-driver overlay copy-to-storage --source "docker://127.0.0.1:$port/p5:$tag" \
         --target "$image" --tls-verify=false --progress none
     check "registry: podman image inspect" p5 "${g[@]}" image inspect "$image"
     check "registry: podman system check" system_check "${g[@]}"
     check "registry: podman image mount + tree" image_mount_tree "${g[@]}" registry-image
     check "registry: podman rmi, then the store is empty" rmi_then_empty "${g[@]}"
+
+    say "podman 5 pulls what bootc-image pushed natively (export docker://), and pushes for us"
+    local q=(overlay "$base/p5-pulled" /run/p5-pulled)
+    local pushed=127.0.0.1:$port/p5-pushed:$tag
+    check "registry: podman 5 pulls the image bootc-image pushed" \
+        p5 "${q[@]}" pull -q --tls-verify=false "$pushed"
+    check "registry: podman 5 sees the digest bootc-image printed" \
+        digest_is "$(cat "$base/registry/pushed-digest")" p5 "${q[@]}" image inspect --format '{{.Digest}}' "$pushed"
+    check "registry: podman 5 tags it $image" p5 "${q[@]}" tag "$pushed" "$image"
+    check "registry: podman 5 image mount + tree of what bootc-image pushed" \
+        image_mount_tree "${q[@]}" registry-pushed
+    check "registry: podman 5 pushes it to another repository" \
+        p5 "${q[@]}" push -q --tls-verify=false --digestfile "$base/registry/p5-digest" \
+        "$pushed" "docker://127.0.0.1:$port/p5-by-podman:$tag"
 
     say "podman 5 on the image bootc-image build-chunked wrote"
     local k=(overlay "$base/built" /run/p5-built)
@@ -603,6 +617,23 @@ built_tree() { # DRIVER ROOT RUNROOT
     return "$rc"
 }
 
+# Pulls IMAGE natively into a fresh store and prints its digest as podman 4.3 reads it.
+native_pull_digest() { # IMAGE
+    "$bin" --root "$base/native-pull" --runroot /run/p5-native-pull --storage-driver overlay \
+        pull --tls-verify=false --progress none "$1" >/dev/null || return 1
+    podman --root "$base/native-pull" --runroot /run/p5-native-pull --storage-driver overlay \
+        image inspect --format '{{.Digest}}' "$1"
+}
+
+# The digest COMMAND... prints (first line) is DIGEST.
+digest_is() { # DIGEST COMMAND...
+    local want=$1 got
+    shift
+    got=$("$@" | head -n1) || return 1
+    echo "expected $want, got $got"
+    [[ -n $want && $got == "$want" ]]
+}
+
 rmi_built_then_empty() { # DRIVER ROOT RUNROOT
     p5 "$@" rmi localhost/p5-built && store_empty "$@"
 }
@@ -778,6 +809,10 @@ check "seam: image push into another store as bootc's podman" \
 
 say "a registry (Debian's docker-registry) holding the test image, for skopeo 1.18's image proxy"
 check "registry: docker-registry started and the image pushed (skopeo 1.9)" start_registry
+check "registry: bootc-image export docker:// (a native push from the overlay store)" \
+    "$bin" --root "$base/overlay" --runroot /run/p5-overlay --storage-driver overlay \
+    export "$image" "docker://127.0.0.1:$(cat "$base/registry/port")/p5-pushed:$tag" \
+    --tls-verify=false --digestfile "$base/registry/pushed-digest"
 cp "$bin" "$base/bootc-image"
 
 in_chroot reference
@@ -806,6 +841,11 @@ for ref in "containers-storage:[overlay@$base/overlay+/run/p5-overlay]$image" "o
 done
 
 in_chroot podman5
+
+say "what podman 5 pushed, pulled by bootc-image natively"
+check "registry: bootc-image pull (native) of podman 5's push, the digest podman 5 wrote" \
+    digest_is "$(cat "$base/registry/p5-digest" 2>/dev/null)" native_pull_digest \
+    "127.0.0.1:$(cat "$base/registry/port")/p5-by-podman:$tag"
 
 say "summary"
 cat "$results"
