@@ -69,6 +69,7 @@
 //! are [`Error`] values with a [`error::ErrorClass`].
 #![forbid(unsafe_code)]
 
+pub(crate) mod blob_info_cache;
 pub mod bootc;
 pub mod copy;
 pub(crate) mod crashpoint;

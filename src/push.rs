@@ -2,15 +2,18 @@
 //! `podman push` does it: when every blob the stored manifest names is on the destination already
 //! (the registry it came from, or mounted there from a repository of the same registry another
 //! name of the image is in), the config and that manifest are put byte for byte, so the image
-//! keeps its digest; otherwise each layer's tar is rebuilt, compressed and uploaded in one pass
-//! (a chunked `PATCH` streamed from the compressor, its digest known at the end and given in the
-//! closing `PUT`), two layers at a time, then the config, then a new OCI manifest naming them.
+//! keeps its digest; otherwise each layer is a blob the destination has already — the one it was
+//! pulled as, or the one an earlier push made of it (the blob-info cache) — or its tar is rebuilt,
+//! compressed and uploaded in one pass (a chunked `PATCH` streamed from the compressor, its digest
+//! known at the end and given in the closing `PUT`), two layers at a time, then the config, then a
+//! new OCI manifest naming them.
 //! Nothing of the store is written.
 
 use std::io::Write;
 
 use storage_format::{Digest, ImageRecord, LayerRecord};
 
+use crate::blob_info_cache::BlobInfoCache;
 use crate::error::{Error, Result};
 use crate::export::{LayerCompression, LayerWriteError, compressed_layer};
 use crate::source::image_proxy::FetchOptions;
@@ -202,6 +205,57 @@ fn upload_layer(
     Ok((digest, len))
 }
 
+/// A blob already on the destination (or mounted there from `siblings`) that holds layer
+/// `layer`: the blob it was pulled as (its record's compressed digest), or the one an earlier push
+/// made of it compressed as `compression` (the blob-info cache). Its media type, digest, size.
+fn known_blob(
+    repo: &Repo,
+    layer: &LayerRecord,
+    compression: LayerCompression,
+    cache: &std::sync::Mutex<BlobInfoCache>,
+    siblings: &[String],
+    name: &str,
+) -> Result<Option<(&'static str, Digest, u64)>> {
+    let Some(diff_id) = layer.diff_digest.as_deref() else {
+        return Ok(None);
+    };
+    let mut candidates: Vec<(&'static str, String, u64)> = Vec::new();
+    let pulled_as = match layer.compression {
+        Some(2) => Some(LayerCompression::Gzip),
+        Some(4) => Some(LayerCompression::Zstd),
+        None | Some(0) => Some(LayerCompression::None),
+        _ => None,
+    };
+    if let (Some(kind), Some(d), Some(n)) = (
+        pulled_as,
+        &layer.compressed_diff_digest,
+        layer.compressed_size.and_then(|n| u64::try_from(n).ok()),
+    ) {
+        candidates.push((kind.media_type(), d.clone(), n));
+    }
+    if let Some(b) = cache
+        .lock()
+        .ok()
+        .and_then(|c| c.get(diff_id, compression.media_type()).cloned())
+    {
+        candidates.push((compression.media_type(), b.digest, b.size));
+    }
+    for (media_type, digest, size) in candidates {
+        let Ok(parsed) = Digest::parse(&digest) else {
+            continue;
+        };
+        if has_blob(repo, &digest, name)? {
+            return Ok(Some((media_type, parsed, size)));
+        }
+        for from in siblings {
+            if mount(repo, &digest, from, name)? {
+                return Ok(Some((media_type, parsed, size)));
+            }
+        }
+    }
+    Ok(None)
+}
+
 /// The stored manifest, when its blobs can all be found on the destination (there, or mounted
 /// from `siblings`): its bytes and media type. `None`: the layers must be uploaded.
 fn reusable_manifest(
@@ -303,15 +357,28 @@ pub fn push(
             (m, t, 0, 0)
         }
         None => {
+            let cache = std::sync::Mutex::new(BlobInfoCache::load());
             let blobs = crate::parallel::map_in_order(&layers, 2, |l| {
                 fetch
                     .retry
                     .run(&format!("uploading layer {} to {name}", l.id), || {
-                        upload_layer(store, l, &repo, compression, &name)
+                        if let Some(known) =
+                            known_blob(&repo, l, compression, &cache, &siblings, &name)?
+                        {
+                            return Ok((known, false));
+                        }
+                        let (digest, size) = upload_layer(store, l, &repo, compression, &name)?;
+                        if let (Some(d), Ok(mut c)) = (&l.diff_digest, cache.lock()) {
+                            c.record(d, compression.media_type(), &digest, size);
+                        }
+                        Ok(((compression.media_type(), digest, size), true))
                     })
             })
             .into_iter()
             .collect::<Result<Vec<_>>>()?;
+            if let Ok(c) = cache.into_inner() {
+                c.save();
+            }
             let config_digest = fetch
                 .retry
                 .run(&format!("uploading the config to {name}"), || {
@@ -319,7 +386,7 @@ pub fn push(
                 })?;
             let descs: Vec<(&str, Digest, u64)> = blobs
                 .iter()
-                .map(|(d, n)| (compression.media_type(), d.clone(), *n))
+                .map(|((t, d, n), _)| (*t, d.clone(), *n))
                 .collect();
             let annotations = crate::store::copy::read_big_data(store, image, "manifest")
                 .ok()
@@ -331,11 +398,15 @@ pub fn push(
                 &descs,
                 annotations,
             );
-            let sent = blobs.iter().map(|(_, n)| n).sum();
+            let sent = blobs
+                .iter()
+                .filter(|(_, up)| *up)
+                .map(|((_, _, n), _)| n)
+                .sum();
             (
                 m,
                 "application/vnd.oci.image.manifest.v1+json".to_string(),
-                blobs.len(),
+                blobs.iter().filter(|(_, up)| *up).count(),
                 sent,
             )
         }

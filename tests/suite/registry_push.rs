@@ -171,7 +171,7 @@ fn registry_native_push_refused() {
 }
 
 /// `build-chunked --push`: a build pushed, then a rebuild after one package changed pushed with
-/// --from-image: the registry's two manifests differ in that package's layer only, podman pulls
+/// --from-image, uploading that layer only: the registry's two manifests differ in it only, podman pulls
 /// the update with the digest printed, and our pull of the update after the first fetches only
 /// the changed layer (those above it copied from the store's own layers, the tree as podman's).
 #[test]
@@ -208,8 +208,22 @@ fn build_chunked_push_update() {
             .expect("pushed digest")
             .to_string()
     };
+    let uploads = || {
+        fs::read_to_string(reg.dir.join("log"))
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("\"PATCH /v2/"))
+            .count()
+    };
     let one = pushed("5.2", "1", &[]);
+    let first = uploads();
     let two = pushed("5.2.15-updated", "2", &["--from-image", "localhost/os:1"]);
+    // The layers pushed before are found there (the blob-info cache): one layer uploaded.
+    assert_eq!(
+        uploads() - first,
+        1,
+        "the update uploads only the changed layer"
+    );
     assert_ne!(one, two);
     let layers = |tag: &str| -> Vec<String> {
         let raw = run_ok(Command::new("skopeo").args([
