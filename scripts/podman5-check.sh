@@ -322,6 +322,10 @@ phase_podman5() {
         p5 "${q[@]}" push -q --tls-verify=false --digestfile "$base/registry/p5-digest" \
         "$pushed" "docker://127.0.0.1:$port/p5-by-podman:$tag"
 
+    say "a signed image: our pull has skopeo 1.18's proxy verify its signatures (policy.json)"
+    check "registry: sigstore-signed image pulled natively after skopeo 1.18 verified it; another key refused" \
+        signed_pull "$port"
+
     say "podman 5 on the image bootc-image build-chunked wrote"
     local k=(overlay "$base/built" /run/p5-built)
     check "build-chunked: podman image inspect" p5 "${k[@]}" image inspect localhost/p5-built
@@ -623,6 +627,35 @@ native_pull_digest() { # IMAGE
         pull --tls-verify=false --progress none "$1" >/dev/null || return 1
     podman --root "$base/native-pull" --runroot /run/p5-native-pull --storage-driver overlay \
         image inspect --format '{{.Digest}}' "$1"
+}
+
+# A signed image (sigstore, signatures as registry attachments) pulled by our binary with a policy
+# that requires them: skopeo 1.18's proxy verifies, our native client fetches what it verified.
+# With a policy naming another key, the pull is refused and the store keeps nothing.
+signed_pull() { # PORT
+    local port=$1 d=$base/sigstore rc=0
+    rm -rf "$d" "$base/signed"
+    mkdir -p "$d" /etc/containers/registries.d
+    printf 'docker:\n  127.0.0.1:%s:\n    use-sigstore-attachments: true\n' "$port" \
+        >/etc/containers/registries.d/p5-sigstore.yaml
+    for k in good other; do
+        (cd "$d" && skopeo generate-sigstore-key --output-prefix "$k" --passphrase-file /dev/null) >/dev/null || return 1
+        printf '{"default":[{"type":"reject"}],"transports":{"docker":{"127.0.0.1:%s/p5-signed":[{"type":"sigstoreSigned","keyPath":"%s","signedIdentity":{"type":"matchRepository"}}]}}}\n' \
+            "$port" "$d/$k.pub" >"$d/$k.json"
+    done
+    skopeo copy -q --insecure-policy --dest-tls-verify=false --sign-by-sigstore-private-key "$d/good.private" \
+        --sign-passphrase-file /dev/null "oci:$oci:$tag" "docker://127.0.0.1:$port/p5-signed:$tag" || return 1
+    local pull=("$base/bootc-image" --root "$base/signed" --runroot /run/p5-signed --storage-driver overlay
+        pull --tls-verify=false --progress none)
+    if "${pull[@]}" --signature-policy "$d/other.json" "127.0.0.1:$port/p5-signed:$tag" 2>"$d/err"; then
+        echo "accepted with a policy naming another key"
+        rc=1
+    fi
+    echo "another key: $(cat "$d/err")"
+    "${pull[@]}" --signature-policy "$d/good.json" "127.0.0.1:$port/p5-signed:$tag" || rc=1
+    p5 overlay "$base/signed" /run/p5-signed image inspect --format '{{.Digest}}' "127.0.0.1:$port/p5-signed:$tag" || rc=1
+    rm -f /etc/containers/registries.d/p5-sigstore.yaml
+    return "$rc"
 }
 
 # The digest COMMAND... prints (first line) is DIGEST.

@@ -116,8 +116,19 @@ pub fn open(source: &ImageRef) -> Result<OpenedSource> {
 /// `docker-archive:`); images read through the proxy are fetched as `fetch` says.
 pub fn open_with(source: &ImageRef, fetch: &image_proxy::FetchOptions) -> Result<OpenedSource> {
     // The signature policy first, as c/image checks it before anything is read.
-    policy::check_source(source, fetch.signature_policy.as_deref())?;
-    open_unchecked(source, fetch)
+    let (verdict, r) = policy::evaluate_source(source, fetch.signature_policy.as_deref())?;
+    let policy::Verdict::Signatures(kind) = verdict else {
+        return open_unchecked(source, fetch);
+    };
+    // Signatures: verified by the installed skopeo's proxy (which knows c/image's signature
+    // formats), then exactly the manifest it verified is read, by its digest.
+    let ImageRef::Docker(name) = source else {
+        return Err(policy::signatures_unverifiable(&r, &kind, None));
+    };
+    let digest = image_proxy::verified_digest(&source.to_string(), &r, &kind, fetch)?;
+    let parsed = crate::reference::parse(name)?;
+    let pinned = format!("{}/{}@{digest}", parsed.domain, parsed.path);
+    open_unchecked(&ImageRef::Docker(pinned), fetch)
 }
 
 /// [`open_with`] without evaluating the signature policy: for callers that did (or were told not

@@ -287,8 +287,19 @@ impl Policy {
         &self.default
     }
 
-    /// Whether `r` may be opened: every requirement must accept it.
+    /// Whether `r` may be opened: every requirement must accept it (a signature requirement is
+    /// refused: see [`Policy::evaluate`] for the callers that can have signatures verified).
     pub fn check(&self, r: &PolicyRef) -> Result<()> {
+        match self.evaluate(r)? {
+            Verdict::Accepted => Ok(()),
+            Verdict::Signatures(kind) => Err(signatures_unverifiable(r, &kind, None)),
+        }
+    }
+
+    /// What the policy says of `r`: refused (`reject`), accepted, or accepted only with
+    /// signatures, which only c/image can verify (a signature requirement is never skipped).
+    pub fn evaluate(&self, r: &PolicyRef) -> Result<Verdict> {
+        let mut signed = None;
         for req in self.requirements_for(r) {
             match req {
                 Requirement::Accept => {}
@@ -299,15 +310,33 @@ impl Policy {
                     )));
                 }
                 Requirement::Signed(kind) => {
-                    return Err(Error::Unsupported(format!(
-                        "{}: the signature policy requires signatures ({kind}), which cannot be verified on this path (Debian 12's skopeo image proxy never checks them): copy it with `skopeo copy {} containers-storage:NAME`, which verifies them, and then use the stored image",
-                        r.shown, r.shown
-                    )));
+                    signed.get_or_insert_with(|| kind.clone());
                 }
             }
         }
-        Ok(())
+        Ok(signed.map_or(Verdict::Accepted, Verdict::Signatures))
     }
+}
+
+/// What the policy says of an image it does not reject.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Verdict {
+    /// Every requirement accepts it.
+    Accepted,
+    /// It needs signatures (the first signature requirement's type).
+    Signatures(String),
+}
+
+/// The one-line refusal of an image whose signatures cannot be verified here; `why` says why
+/// (e.g. the installed skopeo is too old), else that this transport is never verified.
+pub(crate) fn signatures_unverifiable(r: &PolicyRef, kind: &str, why: Option<&str>) -> Error {
+    Error::Unsupported(format!(
+        "{}: the signature policy requires signatures ({kind}), which {}: copy it with `skopeo copy {} containers-storage:NAME`, which verifies them, and then use the stored image",
+        r.shown,
+        why.unwrap_or("cannot be verified for this transport"),
+        r.shown
+    ))
 }
 
 /// `path` made absolute with symlinks resolved, as c/image's `ResolvePathToFullyExplicit` does
@@ -448,6 +477,16 @@ impl PolicyRef {
 pub(crate) fn check_source(source: &ImageRef, policy_path: Option<&Path>) -> Result<()> {
     let r = PolicyRef::of_source(source)?;
     load(policy_path)?.check(&r)
+}
+
+/// [`check_source`], a signature requirement returned as [`Verdict::Signatures`] with the
+/// reference it concerns, for a caller that can have them verified.
+pub(crate) fn evaluate_source(
+    source: &ImageRef,
+    policy_path: Option<&Path>,
+) -> Result<(Verdict, PolicyRef)> {
+    let r = PolicyRef::of_source(source)?;
+    Ok((load(policy_path)?.evaluate(&r)?, r))
 }
 
 #[cfg(test)]
