@@ -393,16 +393,11 @@ fn write_layout(
         .iter()
         .map(|(d, size, _)| (compression.media_type(), d.clone(), *size))
         .collect();
-    // The stored manifest's annotations go along, as podman push keeps them.
-    let annotations = crate::store::copy::read_big_data(store, image, "manifest")
-        .ok()
-        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-        .and_then(|m| m.get("annotations").cloned());
     let manifest = crate::source::oci_types::manifest_bytes(
         &config_digest,
         config.len(),
         &layers,
-        annotations,
+        stored_annotations(store, image),
     );
     let manifest_digest = put_blob(dir, &manifest)?;
     let index_path = dir.join("index.json");
@@ -417,6 +412,15 @@ fn write_layout(
         manifest_digest,
         layer_bytes: blobs.iter().map(|(_, s, _)| s).sum(),
     })
+}
+
+/// The stored manifest's annotations, which a new manifest of the image keeps (as podman push
+/// keeps them).
+pub(crate) fn stored_annotations(store: &Store, image: &ImageRecord) -> Option<serde_json::Value> {
+    crate::store::copy::read_big_data(store, image, "manifest")
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .and_then(|m| m.get("annotations").cloned())
 }
 
 /// `index.json` of the layout with the new manifest added: the entries already there, but one

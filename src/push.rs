@@ -15,7 +15,7 @@ use storage_format::{Digest, ImageRecord, LayerRecord};
 
 use crate::blob_info_cache::BlobInfoCache;
 use crate::error::{Error, Result};
-use crate::export::{LayerCompression, LayerWriteError, compressed_layer};
+use crate::export::{LayerCompression, LayerWriteError, compressed_layer, stored_annotations};
 use crate::source::image_proxy::FetchOptions;
 use crate::source::registry::client::Repo;
 use crate::source::registry::{auth, config, tls};
@@ -388,15 +388,11 @@ pub fn push(
                 .iter()
                 .map(|((t, d, n), _)| (*t, d.clone(), *n))
                 .collect();
-            let annotations = crate::store::copy::read_big_data(store, image, "manifest")
-                .ok()
-                .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-                .and_then(|m| m.get("annotations").cloned());
             let m = crate::source::oci_types::manifest_bytes(
                 &config_digest,
                 config.len(),
                 &descs,
-                annotations,
+                stored_annotations(store, image),
             );
             let sent = blobs
                 .iter()

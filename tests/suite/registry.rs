@@ -186,21 +186,7 @@ pub fn tls_files(dir: &Path) {
     let ssl = |args: &[&str]| {
         run_ok(Command::new("openssl").current_dir(dir).args(args));
     };
-    ssl(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=test CA",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.crt",
-    ]);
+    self_signed(dir, "ca.key", "ca.crt", "test CA");
     fs::write(
         dir.join("san.ext"),
         "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n",
@@ -242,6 +228,25 @@ pub fn tls_files(dir: &Path) {
             out,
         ]);
     }
+}
+
+/// A self-signed certificate `cert` for `cn` with its new RSA key `key`, in `dir` (openssl).
+pub fn self_signed(dir: &Path, key: &str, cert: &str, cn: &str) {
+    run_ok(Command::new("openssl").current_dir(dir).args([
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        &format!("/CN={cn}"),
+        "-keyout",
+        key,
+        "-out",
+        cert,
+    ]));
 }
 
 /// Standard base64 (for auth.json).

@@ -129,21 +129,7 @@ fn registry_native_bearer_token() {
     let store = TestStore::new(Driver::Overlay);
     let keys = store.scratch("token-keys");
     fs::create_dir_all(&keys).expect("mkdir");
-    run_ok(Command::new("openssl").current_dir(&keys).args([
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=token signer",
-        "-keyout",
-        "token.key",
-        "-out",
-        "token.crt",
-    ]));
+    crate::registry::self_signed(&keys, "token.key", "token.crt", "token signer");
     let server = TokenServer::start(signed_token(&keys, "b/app"));
     let mut reg = Registry::start_with(
         false,
