@@ -77,7 +77,12 @@ fn has_blob(repo: &Repo, digest: &str, image: &str) -> Result<bool> {
 fn mount(repo: &Repo, digest: &str, from: &str, image: &str) -> Result<bool> {
     let url = repo.url(&format!("blobs/uploads/?mount={digest}&from={from}"));
     let resp = repo.send("POST", &url, &[], &[], image)?;
-    // 202: the registry started an upload instead; it is left to expire.
+    if resp.status() == 202 {
+        // The registry started an upload instead: cancelled, as c/image does.
+        if let Some(l) = header(&resp, "location") {
+            let _ = repo.send("DELETE", &repo.absolute(l), &[], &[], image);
+        }
+    }
     Ok(resp.status() == 201)
 }
 
@@ -146,9 +151,19 @@ fn upload_layer(
     image: &str,
 ) -> Result<(Digest, u64)> {
     let location = start_upload(repo, image)?;
-    let (mut reader, writer) =
-        std::io::pipe().map_err(|e| Error::io("creating a pipe for", layer.id.as_str(), e))?;
     let (sent, produced) = std::thread::scope(|s| {
+        // The pipe lives in the scope: should the upload panic, the reader is dropped on the way
+        // out and the compressor stops instead of blocking on a full pipe.
+        let (mut reader, writer) = match std::io::pipe() {
+            Ok(p) => p,
+            Err(e) => {
+                let e = Error::io("creating a pipe for", layer.id.as_str(), e);
+                return (
+                    Err(e),
+                    Err(LayerWriteError::Other(Error::Internal(String::new()))),
+                );
+            }
+        };
         let producer = s.spawn(move || {
             compressed_layer(
                 store,
@@ -177,27 +192,28 @@ fn upload_layer(
         });
         (sent, produced)
     });
-    let (digest, len) = match produced {
-        Ok(d) => d,
-        // A write error is the upload's: the registry's answer says more.
-        Err(LayerWriteError::Write(e)) => {
-            sent?;
+    // An upload that failed explains a compressor that could not write (a broken pipe): its
+    // error, a network one (retried), comes first.
+    let resp = match (sent, produced) {
+        (Err(e), _) => return Err(e),
+        (Ok(resp), _) if resp.status() != 202 => {
+            return Err(answered(
+                image,
+                &format!("the upload of layer {}", layer.id),
+                &resp,
+            ));
+        }
+        (Ok(_), Err(LayerWriteError::Write(e))) => {
             return Err(Error::Remote {
                 image: image.to_string(),
                 message: format!("uploading layer {}: {e}", layer.id),
                 transient: true,
             });
         }
-        Err(LayerWriteError::Other(e)) => return Err(e),
+        (Ok(_), Err(LayerWriteError::Other(e))) => return Err(e),
+        (Ok(resp), Ok(produced)) => (resp, produced),
     };
-    let resp = sent?;
-    if resp.status() != 202 {
-        return Err(answered(
-            image,
-            &format!("the upload of layer {}", layer.id),
-            &resp,
-        ));
-    }
+    let (resp, (digest, len)) = resp;
     let location = header(&resp, "location")
         .map(|l| repo.absolute(l))
         .unwrap_or(location);
@@ -323,7 +339,8 @@ pub fn push(
         )));
     }
     let tag = r.tag.clone().unwrap_or_else(|| "latest".into());
-    let insecure = config::push_insecure(&r.domain, &r.path)? || fetch.tls_verify == Some(false);
+    let conf_insecure = config::push_insecure(&r.domain, &r.path)?;
+    let insecure = fetch.tls_verify.map_or(conf_insecure, |v| !v);
     let tls = tls::TlsFiles::for_host(&r.domain, fetch.cert_dir.as_deref())?;
     let creds = auth::credentials(fetch, &r.domain, &r.path)?;
     let mut repo = fetch.retry.run(&format!("opening {name}"), || {

@@ -264,6 +264,19 @@ impl Store {
             driver.create(&slot.id, slot.parent.as_deref())?;
         }
         let mode = driver.tree_mode(&slot.id)?;
+        // The store's own copy first; should it fail, the layer is fetched as any other.
+        if let Some(rec) = local {
+            let tmp = LayerTxn::tar_split_tmp(self, &slot.id);
+            let blob_is_diff = layer.blob_digest == layer.diff_id;
+            match self.copy_local_layer(g, &slot.id, rec, blob_is_diff, &tmp) {
+                Ok(w) => return Ok(w),
+                Err(e) => {
+                    tracing::warn!(layer = %slot.id, from = %rec.id, error = %e, "copying the store's own layer failed; fetching it");
+                    let _ = std::fs::remove_file(&tmp);
+                    driver.reset_tree(&slot.id, slot.parent.as_deref(), mode)?;
+                }
+            }
+        }
         let mut first = true;
         item.producer
             .retry()
@@ -271,7 +284,7 @@ impl Store {
                 if !std::mem::take(&mut first) {
                     driver.reset_tree(&slot.id, slot.parent.as_deref(), mode)?;
                 }
-                self.write_one_layer(g, slot, layer, item.producer, local, progress, single)
+                self.write_one_layer(g, slot, layer, item.producer, progress, single)
             })
             .map_err(|e| match e {
                 e @ Error::DigestMismatch { .. } => e,
@@ -282,22 +295,17 @@ impl Store {
             })
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn write_one_layer(
         &self,
         index: usize,
         slot: &Slot,
         layer: &LayerInput,
         producer: &dyn LayerProducer,
-        local: Option<&LayerRecord>,
         progress: &(dyn Fn(Progress) + Sync),
         solo: bool,
     ) -> Result<Written> {
         let id = slot.id.as_str();
         let tmp = LayerTxn::tar_split_tmp(self, id);
-        if let Some(rec) = local {
-            return self.copy_local_layer(index, id, rec, &tmp);
-        }
         let file = std::fs::OpenOptions::new()
             .write(true)
             .create(true)
@@ -376,12 +384,14 @@ impl Store {
 
 impl Store {
     /// Layer `id` (an overlay diff, empty) made a copy of `rec`'s: its tree copied (reflinked
-    /// where the file system can), its tar-split copied to `tmp`; nothing fetched.
+    /// where the file system can), its tar-split copied to `tmp`; nothing fetched. The blob it
+    /// stands for is `rec`'s compressed one, or (`blob_is_diff`) the uncompressed tar.
     fn copy_local_layer(
         &self,
         index: usize,
         id: &str,
         rec: &LayerRecord,
+        blob_is_diff: bool,
         tmp: &std::path::Path,
     ) -> Result<Written> {
         let driver = self.driver();
@@ -410,10 +420,13 @@ impl Store {
                 entries: 0,
             },
             diff_id,
-            compression: rec
-                .compression
-                .and_then(Compression::from_storage_code)
-                .unwrap_or(Compression::None),
+            compression: if blob_is_diff {
+                Compression::None
+            } else {
+                rec.compression
+                    .and_then(Compression::from_storage_code)
+                    .unwrap_or(Compression::None)
+            },
             tar_split_tmp: tmp.to_path_buf(),
         })
     }
@@ -541,10 +554,22 @@ fn local_copies(
     for &g in to_write {
         let l = &items[slots[g].item].input.layers[slots[g].layer];
         let (blob, diff) = (l.blob_digest.to_string(), l.diff_id.to_string());
-        let found = layers.iter().find(|r| {
+        // Only a plain layer: complete, its tar-split there, no ID-mapped copy (c/storage's
+        // uidmap/gidmap layers hold their files elsewhere) and no partial (TOC) pull.
+        let plain = |r: &LayerRecord| {
             !r.is_incomplete()
-                && r.diff_digest.as_deref() == Some(diff.as_str())
+                && ["uidmap", "gidmap"].iter().all(|k| {
+                    r.extra
+                        .get(*k)
+                        .is_none_or(|v| v.as_array().is_none_or(|a| a.is_empty()))
+                })
+                && !r.extra.contains_key("toc-digest")
+                && store.tar_split_path(&r.id).is_file()
+        };
+        let found = layers.iter().find(|r| {
+            r.diff_digest.as_deref() == Some(diff.as_str())
                 && (r.compressed_diff_digest.as_deref() == Some(blob.as_str()) || blob == diff)
+                && plain(r)
         });
         if let Some(r) = found {
             out.insert(g, r.clone());

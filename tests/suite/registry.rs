@@ -557,6 +557,17 @@ fn registry_faults_via(via: &str) {
         &unreachable,
     ]));
     failed(&out, "unreachable registry", &[5], &[&unreachable]);
+    if via == "native" {
+        // --tls-verify=true wins over registries.conf's `insecure`: HTTPS only, refused.
+        let out = run(ours(&store, &reg).env("BOOTC_IMAGE_VIA", via).args([
+            "pull",
+            "--retry",
+            "0",
+            "--tls-verify=true",
+            &format!("{}/f/app:1", reg.host()),
+        ]));
+        failed(&out, "--tls-verify=true", &[5], &["HTTPS"]);
+    }
     // The registry serves the second layer with other bytes of the same length.
     let f = reg.blob_file(&built.layer_digests[1]);
     let mut bytes = fs::read(&f).expect("blob");

@@ -59,7 +59,8 @@ fn agent(tls: ureq::tls::TlsConfig, proxy: Option<&str>, image: &str) -> Result<
         .tls_config(tls)
         .http_status_as_error(false)
         .timeout_connect(Some(Duration::from_secs(30)))
-        .timeout_recv_response(Some(Duration::from_secs(60)))
+        // Long enough for a registry committing a large upload (the closing PUT) to answer.
+        .timeout_recv_response(Some(Duration::from_secs(600)))
         // A body may take as long as it takes while it keeps coming (a layer of gigabytes on a
         // slow link): a minute without a byte either way is a dead connection.
         .timeout_recv_body(None)
@@ -129,6 +130,11 @@ impl Repo {
                 http
             }
             Err(e) => {
+                // A certificate or TLS failure stays; a network one may pass (retried).
+                let transient = !matches!(e, ureq::Error::Tls(_))
+                    && !e.to_string().to_ascii_lowercase().contains("certificate")
+                    && !e.to_string().contains("native-tls")
+                    && !e.to_string().contains("SSL");
                 return Err(Error::Remote {
                     image: image.to_string(),
                     message: format!(
@@ -138,7 +144,7 @@ impl Repo {
                             |d| format!("{}/", d.display())
                         )
                     ),
-                    transient: false,
+                    transient,
                 });
             }
         };
@@ -229,8 +235,17 @@ impl Repo {
                 std::thread::sleep(wait);
             }
         };
-        let known = self.authorization.lock().ok().and_then(|a| a.clone());
+        // Credentials go to the registry's own origin only (not to a Location elsewhere).
+        let own = url.starts_with(&format!("{}/", self.base));
+        let known = if own {
+            self.authorization.lock().ok().and_then(|a| a.clone())
+        } else {
+            None
+        };
         let resp = send(known.as_deref())?;
+        if !own {
+            return Ok(resp);
+        }
         if resp.status() != 401 {
             return Ok(resp);
         }
@@ -270,7 +285,9 @@ impl Repo {
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
-        if let Some(a) = self.authorization.lock().ok().and_then(|a| a.clone()) {
+        if url.starts_with(&format!("{}/", self.base))
+            && let Some(a) = self.authorization.lock().ok().and_then(|a| a.clone())
+        {
             req = req.header("Authorization", a);
         }
         let req = req

@@ -2,9 +2,8 @@
 //! `[[registry]]` whose `prefix` (or `location`; `*.domain` wildcards too) matches the image best
 //! (the longest), its `insecure` and `blocked`, its `location` (the prefix rewritten) and its
 //! `[[registry.mirror]]`s with `pull-from-mirror` (and the older `mirror-by-digest-only`). Read
-//! from `CONTAINERS_REGISTRIES_CONF`, else `/etc/containers/registries.conf` and then
-//! `/etc/containers/registries.conf.d/*.conf` in name order (a later table for the same prefix
-//! replaces an earlier one, as c/image merges them). A version 1 file (`[registries.search]`) is
+//! from the files c/image reads ([`files`]; a later table for the same prefix replaces an earlier
+//! one, as c/image merges them). A version 1 file (`[registries.search]`) is
 //! refused rather than ignored. Short names: [`super::short_names`].
 
 use std::path::{Path, PathBuf};
@@ -64,14 +63,39 @@ pub(crate) struct PullSource {
     pub mirror: bool,
 }
 
-/// The files to read, in order.
+/// The files to read, in order, as c/image finds them: `CONTAINERS_REGISTRIES_CONF`, else (for a
+/// user other than root) `~/.config/containers/registries.conf` when it exists, else
+/// `/etc/containers/registries.conf`; then the drop-ins in name order — the system's
+/// `/etc/containers/registries.conf.d/*.conf` unless the user's own file is the main one, then the
+/// user's `~/.config/containers/registries.conf.d/*.conf`.
 pub(crate) fn files() -> Vec<PathBuf> {
-    if let Some(f) = std::env::var_os("CONTAINERS_REGISTRIES_CONF").filter(|v| !v.is_empty()) {
-        return vec![PathBuf::from(f)];
+    let user_dir = (!rustix::process::geteuid().is_root())
+        .then(|| std::env::var_os("HOME"))
+        .flatten()
+        .map(|h| PathBuf::from(h).join(".config/containers"));
+    let user_file = user_dir
+        .as_ref()
+        .map(|d| d.join("registries.conf"))
+        .filter(|f| f.is_file());
+    let env = std::env::var_os("CONTAINERS_REGISTRIES_CONF").filter(|v| !v.is_empty());
+    let (main, user_main) = match (env, user_file) {
+        (Some(f), _) => (PathBuf::from(f), false),
+        (None, Some(u)) => (u, true),
+        (None, None) => (PathBuf::from("/etc/containers/registries.conf"), false),
+    };
+    let mut out = vec![main];
+    let mut dirs = Vec::new();
+    if !user_main {
+        dirs.push(PathBuf::from("/etc/containers/registries.conf.d"));
     }
-    let mut out = vec![PathBuf::from("/etc/containers/registries.conf")];
-    if let Ok(dir) = std::fs::read_dir("/etc/containers/registries.conf.d") {
-        let mut extra: Vec<PathBuf> = dir
+    if let Some(d) = user_dir {
+        dirs.push(d.join("registries.conf.d"));
+    }
+    for dir in dirs {
+        let Ok(rd) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        let mut extra: Vec<PathBuf> = rd
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| p.extension().is_some_and(|x| x == "conf"))
             .collect();
@@ -115,6 +139,12 @@ fn read(path: &Path) -> Result<Vec<Entry>> {
             ));
         }
         for m in &e.mirror {
+            if e.mirror_by_digest_only && !m.pull_from_mirror.is_empty() {
+                return Err(bad(
+                    path,
+                    "mirror-by-digest-only and a mirror's pull-from-mirror together",
+                ));
+            }
             if !["", "all", "digest-only", "tag-only"].contains(&m.pull_from_mirror.as_str()) {
                 return Err(bad(
                     path,
@@ -144,7 +174,9 @@ impl Entry {
     fn matches(&self, host: &str, full: &str) -> Option<usize> {
         let prefix = self.prefix();
         if let Some(domain) = prefix.strip_prefix("*.") {
-            return (host.ends_with(&format!(".{domain}"))).then_some(prefix.len());
+            // The host without its port.
+            let name = host.rsplit_once(':').map_or(host, |(h, _)| h);
+            return (name.ends_with(&format!(".{domain}"))).then_some(prefix.len());
         }
         let hit = full == prefix
             || full.starts_with(&format!("{prefix}/"))

@@ -54,7 +54,8 @@ pub fn open(name: &str, fetch: &FetchOptions) -> Result<OpenedSource> {
     for (i, source) in sources.iter().enumerate() {
         let attempt = || -> Result<(Repo, Vec<u8>, Digest)> {
             let tls = tls::TlsFiles::for_host(&source.host, fetch.cert_dir.as_deref())?;
-            let insecure = source.insecure || fetch.tls_verify == Some(false);
+            // --tls-verify, when given, wins over registries.conf either way (as c/image).
+            let insecure = fetch.tls_verify.map_or(source.insecure, |v| !v);
             let creds = if source.host == r.domain {
                 creds.clone()
             } else {

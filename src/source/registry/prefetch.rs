@@ -25,6 +25,16 @@ struct Slot {
     came: Condvar,
 }
 
+impl Slot {
+    /// Gives the answer to whoever waits for it.
+    fn fill(&self, answer: Answer) {
+        if let Ok(mut a) = self.answer.lock() {
+            *a = Some(answer);
+            self.came.notify_all();
+        }
+    }
+}
+
 /// The blobs still to be read, in order, and the requests made ahead.
 #[derive(Default)]
 struct Queue {
@@ -60,14 +70,28 @@ impl Prefetch {
             {
                 let s = Arc::new(Slot::default());
                 q.ahead.insert(next.clone(), s.clone());
-                let (repo, image) = (repo.clone(), image.to_string());
-                std::thread::spawn(move || {
-                    let answer = repo.get(&format!("blobs/{next}"), None, &image);
-                    if let Ok(mut a) = s.answer.lock() {
-                        *a = Some(answer);
-                        s.came.notify_all();
-                    }
-                });
+                let (repo, image, slot) = (repo.clone(), image.to_string(), s.clone());
+                let spawned =
+                    std::thread::Builder::new()
+                        .name("blob-ahead".into())
+                        .spawn(move || {
+                            // A panic still fills the slot: nobody waits for nothing.
+                            let answer =
+                                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                                    repo.get(&format!("blobs/{next}"), None, &image)
+                                }))
+                                .unwrap_or_else(|_| {
+                                    Err(Error::Internal(
+                                        "a blob request made ahead panicked".into(),
+                                    ))
+                                });
+                            slot.fill(answer);
+                        });
+                if let Err(e) = spawned {
+                    s.fill(Err(Error::Internal(format!(
+                        "starting a blob request ahead: {e}"
+                    ))));
+                }
             }
             slot
         }?;

@@ -112,9 +112,15 @@ fn settings(files: &[PathBuf], cache: Option<&Path>) -> Result<Settings> {
 /// The candidates for `name` (as `podman pull` takes it), from registries.conf as c/image finds
 /// it. No prompt is ever shown: enforcing mode with several search registries refuses.
 pub fn resolve(name: &str) -> Result<Resolved> {
-    let cache = rustix::process::geteuid()
-        .is_root()
-        .then(|| PathBuf::from("/var/cache/containers/short-name-aliases.conf"));
+    // c/image's alias cache: root's, or the user's.
+    let cache = if rustix::process::geteuid().is_root() {
+        Some(PathBuf::from(
+            "/var/cache/containers/short-name-aliases.conf",
+        ))
+    } else {
+        std::env::var_os("HOME")
+            .map(|h| PathBuf::from(h).join(".cache/containers/short-name-aliases.conf"))
+    };
     resolve_in(name, &super::config::files(), cache.as_deref())
 }
 

@@ -21,13 +21,20 @@ pub(crate) struct TlsFiles {
     client: Option<ClientCert>,
 }
 
-/// The system's CA bundle, as OpenSSL finds it on Debian.
+/// The system's CA bundle: `SSL_CERT_FILE`, else where Debian, Fedora/CentOS or others keep it.
 fn system_bundle() -> Option<PathBuf> {
     if let Some(f) = std::env::var_os("SSL_CERT_FILE").filter(|v| !v.is_empty()) {
         return Some(PathBuf::from(f));
     }
-    let debian = PathBuf::from("/etc/ssl/certs/ca-certificates.crt");
-    debian.is_file().then_some(debian)
+    [
+        "/etc/ssl/certs/ca-certificates.crt",
+        "/etc/pki/tls/certs/ca-bundle.crt",
+        "/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem",
+        "/etc/ssl/cert.pem",
+    ]
+    .iter()
+    .map(PathBuf::from)
+    .find(|p| p.is_file())
 }
 
 /// The directory c/image would use for `host`.
