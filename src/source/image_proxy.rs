@@ -169,7 +169,7 @@ static SHARED_RUNTIME: std::sync::Mutex<std::sync::Weak<tokio::runtime::Runtime>
 /// that wait, so the count follows the connections open; the cap is only there to stop a runaway
 /// (a lower one, counted per image, deadlocked when several images shared it: the child waits
 /// took every thread and the reads waited for ever).
-fn shared_runtime() -> Result<Arc<tokio::runtime::Runtime>> {
+pub(crate) fn shared_runtime() -> Result<Arc<tokio::runtime::Runtime>> {
     let mut shared = SHARED_RUNTIME
         .lock()
         .map_err(|_| Error::Internal("the proxy runtime's lock is poisoned".into()))?;
@@ -191,7 +191,7 @@ fn shared_runtime() -> Result<Arc<tokio::runtime::Runtime>> {
 /// Lets go of an image's hold on the shared runtime; the last one shuts it down, which stops the
 /// skopeo processes still running (after two seconds, a proxy that does not answer is left to exit
 /// when its socket closes).
-fn release_runtime(rt: Arc<tokio::runtime::Runtime>) {
+pub(crate) fn release_runtime(rt: Arc<tokio::runtime::Runtime>) {
     let held = SHARED_RUNTIME.lock();
     let last = Arc::try_unwrap(rt).ok();
     drop(held);
@@ -201,7 +201,7 @@ fn release_runtime(rt: Arc<tokio::runtime::Runtime>) {
 }
 
 /// The proxy's configuration for `imgref`: credentials, TLS, the real skopeo.
-fn proxy_config(imgref: &str, opts: &FetchOptions) -> Result<ImageProxyConfig> {
+pub(crate) fn proxy_config(imgref: &str, opts: &FetchOptions) -> Result<ImageProxyConfig> {
     let mut config = ImageProxyConfig::default();
     config.authfile = opts.authfile.clone();
     config.certificate_directory = opts.cert_dir.clone();
@@ -218,71 +218,6 @@ fn proxy_config(imgref: &str, opts: &FetchOptions) -> Result<ImageProxyConfig> {
     }
     config.skopeo_cmd = Some(cmd);
     Ok(config)
-}
-
-/// The image-proxy protocol from which skopeo evaluates the signature policy when it opens an
-/// image (skopeo 1.14).
-const VERIFYING_PROTOCOL: (u64, u64, u64) = (0, 2, 6);
-
-/// The digest of the manifest `imgref` (a `docker://` reference) resolves to (this platform's,
-/// from a list), once the installed skopeo's image proxy has verified its signatures against the
-/// signature policy (`opts.signature_policy`, or skopeo's default, podman's) as it opened it: a
-/// proxy of protocol 0.2.6 or later does; an older one cannot, and the image is refused in one
-/// line (`r`, `kind`: what the policy asked). A signature requirement is never skipped.
-pub(crate) fn verified_digest(
-    imgref: &str,
-    r: &super::policy::PolicyRef,
-    kind: &str,
-    opts: &FetchOptions,
-) -> Result<String> {
-    let rt = shared_runtime()?;
-    let result = rt
-        .block_on(rt.spawn(verify(imgref.to_string(), opts.clone())))
-        .map_err(|e| Error::Internal(format!("the proxy task failed: {e}")));
-    release_runtime(rt);
-    match result?? {
-        Ok(digest) => Ok(digest),
-        Err(version) => Err(super::policy::signatures_unverifiable(
-            r,
-            kind,
-            Some(&format!(
-                "the installed skopeo cannot verify when it serves an image (image-proxy protocol {version}; verifying needs 0.2.6, skopeo 1.14 or later)"
-            )),
-        )),
-    }
-}
-
-/// [`verified_digest`]'s work: `Ok(Err(version))` when the proxy is too old to verify.
-async fn verify(imgref: String, opts: FetchOptions) -> Result<std::result::Result<String, String>> {
-    let proxy = ImageProxy::new_with_config(proxy_config(&imgref, &opts)?)
-        .await
-        .map_err(|e| remote_error(&imgref, "starting skopeo's image proxy", e))?;
-    let version = proxy.protocol_version().clone();
-    if (version.major, version.minor, version.patch) < VERIFYING_PROTOCOL {
-        let _ = proxy.finalize().await;
-        return Ok(Err(version.to_string()));
-    }
-    let img = match proxy.open_image(&imgref).await {
-        Ok(img) => img,
-        Err(e) => {
-            let text = e.to_string();
-            // The policy's verdict, in c/image's words, is about the image, not the network.
-            return Err(if text.contains("rejected") || text.contains("ignature") {
-                Error::InvalidInput(format!(
-                    "{imgref}: {text}: the image is not signed as the signature policy requires (policy.json, containers-policy.json(5))"
-                ))
-            } else {
-                remote_error(&imgref, "opening (to verify its signatures)", e)
-            });
-        }
-    };
-    let (digest, _) = proxy
-        .fetch_manifest_raw_oci(&img)
-        .await
-        .map_err(|e| remote_error(&imgref, "reading the manifest of", e))?;
-    let _ = proxy.close_image(&img).await;
-    let _ = proxy.finalize().await;
-    Ok(Ok(digest))
 }
 
 /// Starts the proxy and opens the image.

@@ -13,6 +13,7 @@ pub mod ostree_host;
 pub mod policy;
 mod proxy_errors;
 pub mod registry;
+mod signatures;
 pub use crate::retry;
 pub mod rootfs;
 
@@ -125,7 +126,7 @@ pub fn open_with(source: &ImageRef, fetch: &image_proxy::FetchOptions) -> Result
     let ImageRef::Docker(name) = source else {
         return Err(policy::signatures_unverifiable(&r, &kind, None));
     };
-    let digest = image_proxy::verified_digest(&source.to_string(), &r, &kind, fetch)?;
+    let digest = signatures::verified_digest(&source.to_string(), &r, &kind, fetch)?;
     let parsed = crate::reference::parse(name)?;
     let pinned = format!("{}/{}@{digest}", parsed.domain, parsed.path);
     open_unchecked(&ImageRef::Docker(pinned), fetch)
