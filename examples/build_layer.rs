@@ -111,6 +111,7 @@ impl LayerProducer for DirLayer {
         Ok(Produced {
             diff_id: None,
             compression: Compression::None,
+            toc: None,
         })
     }
 }
@@ -167,6 +168,7 @@ fn main() -> anyhow::Result<()> {
             blob_digest: diff_id.clone(),
             blob_size: summary.diff_size,
             diff_id,
+            toc: None,
         }],
         names: vec![bootc_image::reference::normalize(name)?],
     };

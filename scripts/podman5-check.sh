@@ -269,6 +269,19 @@ phase_versions_and_reference() {
             skopeo copy -q "oci:$oci:$implied_tag" \
             "containers-storage:[$driver@$base/ref-implied-$driver+/run/p5-ref-implied-$driver]$implied_image"
     done
+    say "the test image pushed as zstd:chunked by skopeo 1.18"
+    check "zstd:chunked: skopeo 1.18 pushes the test image as zstd:chunked" \
+        skopeo copy -q --insecure-policy --dest-tls-verify=false --dest-compress-format zstd:chunked \
+        "oci:$oci:$tag" "docker://127.0.0.1:$(cat "$base/registry/port")/p5-zc:$tag"
+}
+
+# podman 5 on STORE with partial pulls on (a storage.conf of its own).
+p5_partial() { # STORE ARGS...
+    local store=$1
+    shift
+    printf '[storage]\ndriver = "overlay"\nrunroot = "/run/p5-partial-%s"\ngraphroot = "%s"\n[storage.options.pull_options]\nenable_partial_images = "true"\n' \
+        "$(basename "$store")" "$store" >"$store.conf"
+    CONTAINERS_STORAGE_CONF=$store.conf podman --cgroup-manager cgroupfs --events-backend file "$@"
 }
 
 phase_podman5() {
@@ -325,6 +338,16 @@ phase_podman5() {
     say "a signed image: our pull has skopeo 1.18's proxy verify its signatures (policy.json)"
     check "registry: sigstore-signed image pulled natively after skopeo 1.18 verified it; another key refused" \
         signed_pull "$port"
+
+    say "a zstd:chunked image: our import keeps its TOC as podman 5's partial pull does"
+    local zc=127.0.0.1:$port/p5-zc:$tag
+    check "zstd:chunked: podman 5 (partial pulls on) pulls it into its own store" \
+        p5_partial "$base/zc-p5" pull -q --tls-verify=false "$zc"
+    check "zstd:chunked: podman 5 image inspect of our import" p5_partial "$base/zc-ours" image inspect "$zc"
+    check "zstd:chunked: podman 5 system check of our import" system_check overlay "$base/zc-ours" /run/p5-partial-zc-ours
+    check "zstd:chunked: podman 5 tags our import $image" p5_partial "$base/zc-ours" tag "$zc" "$image"
+    check "zstd:chunked: podman 5 image mount + tree of our import" \
+        image_mount_tree overlay "$base/zc-ours" /run/p5-partial-zc-ours zc-ours
 
     say "podman 5 on the image bootc-image build-chunked wrote"
     local k=(overlay "$base/built" /run/p5-built)
@@ -658,6 +681,29 @@ signed_pull() { # PORT
     return "$rc"
 }
 
+# Our layers of the zstd:chunked image against podman 5's partial pull of it: the same IDs,
+# toc-digest and big-data names, and the same big-data files byte for byte.
+compare_zc_records() { # OURS THEIRS
+    python3 - "$1" "$2" <<'PY'
+import json, os, sys
+ours, theirs = sys.argv[1], sys.argv[2]
+load = lambda s: json.load(open(os.path.join(s, "overlay-layers/layers.json")))
+a, b = load(ours), load(theirs)
+ok = len(a) == len(b)
+for x, y in zip(a, b):
+    same = all(x.get(k) == y.get(k) for k in ("id", "parent", "diff-digest", "toc-digest", "big-data-names"))
+    for name in y.get("big-data-names", []):
+        f = lambda s, r: os.path.join(s, "overlay-layers", r["id"])
+        files = sorted(os.listdir(f(theirs, y)))
+        same = same and files == sorted(os.listdir(f(ours, x))) and all(
+            open(os.path.join(f(ours, x), n), "rb").read() == open(os.path.join(f(theirs, y), n), "rb").read()
+            for n in files)
+    print(("same" if same else "DIFFERENT"), x.get("id"), x.get("toc-digest"))
+    ok = ok and same and x.get("toc-digest") is not None
+sys.exit(0 if ok else 1)
+PY
+}
+
 # The digest COMMAND... prints (first line) is DIGEST.
 digest_is() { # DIGEST COMMAND...
     local want=$1 got
@@ -850,6 +896,11 @@ cp "$bin" "$base/bootc-image"
 
 in_chroot reference
 
+say "the zstd:chunked image, imported by bootc-image (its TOC kept)"
+check "zstd:chunked: bootc-image pull" \
+    "$bin" --root "$base/zc-ours" --runroot /run/p5-partial-zc-ours --storage-driver overlay \
+    pull --tls-verify=false --progress none "127.0.0.1:$(cat "$base/registry/port")/p5-zc:$tag"
+
 say "our records against skopeo 1.18's (same OCI image)"
 for driver in "${drivers[@]}"; do
     check "$driver: records match skopeo 1.18's" \
@@ -874,6 +925,10 @@ for ref in "containers-storage:[overlay@$base/overlay+/run/p5-overlay]$image" "o
 done
 
 in_chroot podman5
+
+say "zstd:chunked: our records against podman 5's partial pull"
+check "zstd:chunked: layer IDs, toc-digest, big-data names and TOC bytes equal podman 5's" \
+    compare_zc_records "$base/zc-ours" "$base/zc-p5"
 
 say "what podman 5 pushed, pulled by bootc-image natively"
 check "registry: bootc-image pull (native) of podman 5's push, the digest podman 5 wrote" \

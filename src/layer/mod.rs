@@ -15,6 +15,7 @@ pub mod tar_build;
 pub mod tar_header;
 pub mod tar_stream;
 pub mod tree_writer;
+pub mod zstd_chunked_toc;
 
 use std::io::Read;
 

@@ -66,6 +66,8 @@ pub struct Hashes {
     /// Bytes after the last member's end, or an end the stream never reached, count as a member
     /// whose trailer says 0 (the decoder fails first on such input).
     pub bad_member: Option<(u64, u32, u32)>,
+    /// The blob's bytes in the range asked to be kept aside ([`spawn_hasher`]'s `keep`).
+    pub kept: Option<Vec<u8>>,
 }
 
 /// A pool of buffers: the sending half returns them, the receiving half reuses them (no mapping
@@ -151,10 +153,12 @@ impl StreamFeed {
 /// it, as a [`BufRead`], everything the blob has), the feed for the decompressed stream (give it
 /// to [`spawn_pump_hashed`], or drop it when the blob is not compressed), and the hasher's handle.
 /// `read` counts the blob's bytes as they are read (progress, from any thread).
+/// `keep` (`offset`, `length`): a range of the blob's bytes to keep aside (a zstd:chunked TOC).
 pub fn spawn_hasher<'scope, R: Read + Send + 'scope>(
     scope: &'scope std::thread::Scope<'scope, '_>,
     blob: R,
     read: Arc<AtomicU64>,
+    keep: Option<(u64, u64)>,
 ) -> (HashedBlob<R>, StreamFeed, ScopedJoinHandle<'scope, Hashes>) {
     let (tx, rx) = sync_channel::<ToHash>(HASH_DEPTH);
     let blob_pool = Pool::new(BLOB_IDLE);
@@ -165,9 +169,18 @@ pub fn spawn_hasher<'scope, R: Read + Send + 'scope>(
         let (mut blob_sha, mut blob_size) = (Sha256::new(), 0u64);
         let mut stream: Option<(Sha256, u64)> = None;
         let mut members: Option<MemberCrcs> = None;
+        let mut kept: Option<Vec<u8>> = keep.map(|_| Vec::new());
         for msg in rx {
             match msg {
                 ToHash::Blob(c) => {
+                    if let (Some((start, len)), Some(k)) = (keep, kept.as_mut()) {
+                        // The part of this chunk inside [start, start + len).
+                        let (from, to) = (blob_size, blob_size + c.len() as u64);
+                        let (lo, hi) = (start.max(from), (start + len).min(to));
+                        if lo < hi {
+                            k.extend_from_slice(&c[(lo - from) as usize..(hi - from) as usize]);
+                        }
+                    }
                     blob_sha.update(&c[..]);
                     blob_size += c.len() as u64;
                     recycle(&blob_back, c);
@@ -193,6 +206,7 @@ pub fn spawn_hasher<'scope, R: Read + Send + 'scope>(
             blob: (Digest::from_sha256(blob_sha.finalize().into()), blob_size),
             stream: stream.map(|(sha, size)| (Digest::from_sha256(sha.finalize().into()), size)),
             bad_member: members.and_then(MemberCrcs::result),
+            kept,
         }
     });
     let reader = HashedBlob {
@@ -401,7 +415,7 @@ mod tests {
     fn through_pipe(blob: Vec<u8>) -> (std::io::Result<Vec<u8>>, Hashes) {
         std::thread::scope(|s| {
             let read = Arc::new(AtomicU64::new(0));
-            let (blob, feed, hasher) = spawn_hasher(s, std::io::Cursor::new(blob), read);
+            let (blob, feed, hasher) = spawn_hasher(s, std::io::Cursor::new(blob), read, None);
             let (_, reader) = super::super::decompress::decompress_buffered(blob, Some(&feed))
                 .expect("a gzip header");
             let mut pipe = spawn_pump_hashed(s, reader, feed);

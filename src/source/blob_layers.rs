@@ -11,6 +11,7 @@ use crate::layer::decompress::{Compression, decompress_buffered};
 use crate::layer::pipe::{spawn_hasher, spawn_pump, spawn_pump_hashed};
 use crate::layer::sink::LayerSink;
 use crate::layer::tar_stream::feed_tar;
+use crate::layer::zstd_chunked_toc::StoredToc;
 use crate::store::image_input::{LayerBytes, LayerInput};
 use crate::store::producer::{LayerProducer, Produced};
 
@@ -57,7 +58,8 @@ impl LayerProducer for BlobLayers<'_> {
         // with two cores, the scheduler balances them (inflate alone keeps one core busy). An
         // uncompressed blob's DiffID is its own digest.
         let (compression, hashes) = std::thread::scope(|s| -> Result<_> {
-            let (blob, feed, hasher) = spawn_hasher(s, blob, read_bytes.clone());
+            let keep = layer.toc.as_ref().map(|t| t.range());
+            let (blob, feed, hasher) = spawn_hasher(s, blob, read_bytes.clone(), keep);
             let (compression, reader) = decompress_buffered(blob, Some(&feed))?;
             let report = |written| {
                 let read = read_bytes.load(Ordering::Relaxed);
@@ -111,9 +113,25 @@ impl LayerProducer for BlobLayers<'_> {
             written: sink.size(),
             read: blob_size,
         });
+        // A zstd:chunked TOC, checked (the blob's digest already was); one that does not check
+        // is ignored, as c/storage ignores it.
+        let toc = match (&layer.toc, hashes.kept.as_deref()) {
+            (Some(t), Some(bytes)) if compression == Compression::Zstd => match t.checked(bytes) {
+                Ok(manifest) => Some(StoredToc {
+                    digest: t.checksum.clone(),
+                    manifest,
+                }),
+                Err(why) => {
+                    tracing::warn!(layer = %layer.blob_digest, "the zstd:chunked TOC is ignored: {why}");
+                    None
+                }
+            },
+            _ => None,
+        };
         Ok(Produced {
             diff_id: Some(diff_id),
             compression,
+            toc,
         })
     }
 }

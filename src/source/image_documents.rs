@@ -62,6 +62,7 @@ pub(crate) fn assemble(
             blob_digest: parse_digest(&l.digest, "layer")?,
             blob_size: l.size,
             diff_id: parse_digest(d, "config DiffID")?,
+            toc: crate::layer::zstd_chunked_toc::TocRef::from_annotations(&l.annotations),
         });
     }
     Ok(ImageInput {

@@ -68,6 +68,17 @@ impl Store {
             let from = src.tar_split_path(&l.id);
             let tmp = LayerTxn::tar_split_tmp(self, &l.id);
             std::fs::copy(&from, &tmp).map_err(|e| Error::io("copying tar-split", &from, e))?;
+            // The layer's big data (a zstd:chunked TOC), as its record lists it.
+            let bd = src.layer_big_data_dir(&l.id);
+            if let Ok(rd) = std::fs::read_dir(&bd) {
+                let to = self.layer_big_data_dir(&l.id);
+                std::fs::create_dir_all(&to).map_err(|e| Error::io("creating", &to, e))?;
+                for e in rd.flatten() {
+                    let dest = to.join(e.file_name());
+                    std::fs::copy(e.path(), &dest)
+                        .map_err(|err| Error::io("copying layer data", e.path(), err))?;
+                }
+            }
         }
         Ok(())
     }

@@ -205,6 +205,8 @@ impl Store {
             hit("delete:layer-data");
             let ts = self.tar_split_path(id);
             crate::fsutil::remove_all(&ts).map_err(|e| Error::io("removing", &ts, e))?;
+            let bd = self.layer_big_data_dir(id);
+            crate::fsutil::remove_all(&bd).map_err(|e| Error::io("removing", &bd, e))?;
             hit("delete:layer-tar-split");
         }
         for id in doomed {

@@ -12,6 +12,8 @@ pub struct LayerInput {
     pub blob_size: u64,
     /// The DiffID the config declares for this layer.
     pub diff_id: Digest,
+    /// Where a zstd:chunked blob's TOC is, as its descriptor's annotations say.
+    pub toc: Option<crate::layer::zstd_chunked_toc::TocRef>,
 }
 
 /// An image to import.

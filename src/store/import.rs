@@ -17,6 +17,7 @@ use crate::error::{Error, Result};
 use crate::layer::decompress::Compression;
 use crate::layer::sink::{LayerSink, LayerSummary};
 use crate::layer::tree_writer::TreeWriter;
+use crate::layer::zstd_chunked_toc::{self, StoredToc};
 
 /// One image of an import and who writes its layers.
 #[derive(Clone, Copy)]
@@ -52,6 +53,8 @@ struct Written {
     diff_id: Digest,
     compression: Compression,
     tar_split_tmp: std::path::PathBuf,
+    /// A zstd:chunked TOC stored with the layer (its big data is written already).
+    toc: Option<StoredToc>,
 }
 
 /// The uncompressed length of layer `id`: as written now, else from its record in `layers`.
@@ -372,12 +375,27 @@ impl Store {
                 actual: diff_id.to_string(),
             });
         }
+        // A zstd:chunked TOC: its big data beside the layer's records before the layer is
+        // complete (an interrupted import removes it with the layer).
+        if let Some(t) = &produced.toc {
+            self.write_layer_big_data(
+                id,
+                &[
+                    (zstd_chunked_toc::MANIFEST_KEY, &t.manifest),
+                    (
+                        zstd_chunked_toc::LAYER_DATA_KEY,
+                        zstd_chunked_toc::LAYER_DATA,
+                    ),
+                ],
+            )?;
+        }
         Ok(Written {
             index,
             summary,
             diff_id,
             compression: produced.compression,
             tar_split_tmp: tmp,
+            toc: produced.toc,
         })
     }
 }
@@ -428,7 +446,29 @@ impl Store {
                     .unwrap_or(Compression::None)
             },
             tar_split_tmp: tmp.to_path_buf(),
+            toc: None,
         })
+    }
+}
+
+impl Store {
+    /// The directory of layer `id`'s big data (c/storage's `overlay-layers/<id>/`).
+    pub(crate) fn layer_big_data_dir(&self, id: &str) -> std::path::PathBuf {
+        self.layers_dir().join(id)
+    }
+
+    /// Writes layer `id`'s big data `items` (key, bytes), each file named as c/storage names it.
+    fn write_layer_big_data(&self, id: &str, items: &[(&str, &[u8])]) -> Result<()> {
+        let dir = self.layer_big_data_dir(id);
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io("creating", &dir, e))?;
+        for (key, bytes) in items {
+            super::atomic::atomic_write(
+                &dir.join(storage_format::big_data_file_name(key)),
+                bytes,
+                0o600,
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -443,6 +483,20 @@ fn fill_record(rec: &mut LayerRecord, w: &Written, l: &LayerInput) {
     rec.compression = (code != 0).then_some(code);
     rec.uidset = w.summary.uids.iter().copied().collect();
     rec.gidset = w.summary.gids.iter().copied().collect();
+    if let Some(t) = &w.toc {
+        // As podman 5 records a layer it pulled partially: the TOC's digest and its big data.
+        rec.extra.insert(
+            "toc-digest".into(),
+            serde_json::Value::from(t.digest.to_string()),
+        );
+        rec.extra.insert(
+            "big-data-names".into(),
+            serde_json::json!([
+                zstd_chunked_toc::MANIFEST_KEY,
+                zstd_chunked_toc::LAYER_DATA_KEY
+            ]),
+        );
+    }
 }
 
 /// The workers' results: every layer written, or the first error (the temporary tar-splits of

@@ -16,6 +16,8 @@ pub struct Produced {
     pub diff_id: Option<Digest>,
     /// The compression of the source blob (recorded in the layer record).
     pub compression: Compression,
+    /// A zstd:chunked blob's checked TOC, stored with the layer as podman 5 stores it.
+    pub toc: Option<crate::layer::zstd_chunked_toc::StoredToc>,
 }
 
 /// Produces layers: streams layer `index`'s entries into `sink`, in one pass.

@@ -223,6 +223,7 @@ impl<'s> LayerTxn<'s> {
             self.store.driver().remove(id)?;
             let _ = std::fs::remove_file(self.store.tar_split_path(id));
             let _ = std::fs::remove_file(Self::tar_split_tmp(self.store, id));
+            let _ = crate::fsutil::remove_all(&self.store.layer_big_data_dir(id));
         }
         if state != State::Complete && !self.added.is_empty() {
             records::write_bytes(&self.layers_json, self.original.as_deref(), &self.guard)?;

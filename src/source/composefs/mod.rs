@@ -238,6 +238,7 @@ impl LayerProducer for ComposefsImage {
                 .get(index)
                 .copied()
                 .unwrap_or(Compression::None),
+            toc: None,
         })
     }
 }

@@ -205,6 +205,7 @@ fn layer_inputs(
             blob_digest: diff_id.clone(),
             blob_size: size,
             diff_id,
+            toc: None,
         });
     }
     Ok(out)
@@ -301,6 +302,7 @@ impl LayerProducer for HostLayers<'_> {
         Ok(Produced {
             diff_id,
             compression: Compression::None,
+            toc: None,
         })
     }
 

@@ -548,6 +548,7 @@ impl Builder {
                     blob_digest: diff_id.clone(),
                     blob_size: size,
                     diff_id,
+                    toc: None,
                 })
                 .collect(),
             names,
@@ -592,6 +593,7 @@ impl LayerProducer for RootfsLayers<'_> {
         Ok(Produced {
             diff_id: None,
             compression: Compression::None,
+            toc: None,
         })
     }
 }

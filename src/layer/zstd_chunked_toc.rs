@@ -1,0 +1,134 @@
+//! The table of contents (TOC) of a zstd:chunked layer, as c/storage's `pkg/chunked` places and
+//! checks it: the layer descriptor's annotations `io.github.containers.zstd-chunked.manifest-checksum`
+//! (sha256 of the *compressed* TOC bytes) and `…manifest-position` (`offset:length:uncompressed:type`,
+//! type 1: the TOC is a zstd frame inside a skippable frame at that offset of the blob). While a
+//! layer's blob streams through the import, those bytes are kept aside; once checked and
+//! decompressed, the TOC is stored with the layer as podman 5 stores it after a partial pull (the
+//! `zstd-chunked-manifest` big data, the layer's `toc-digest`), so that podman 5's later partial
+//! pulls find our files. A TOC that does not check is ignored (as c/storage ignores it and pulls
+//! whole): the layer is recorded as an ordinary zstd layer.
+
+use std::collections::BTreeMap;
+
+use storage_format::Digest;
+
+/// The annotation with the compressed TOC's digest.
+pub const CHECKSUM_ANNOTATION: &str = "io.github.containers.zstd-chunked.manifest-checksum";
+/// The annotation with the TOC's position.
+pub const POSITION_ANNOTATION: &str = "io.github.containers.zstd-chunked.manifest-position";
+/// The layer big-data key of the uncompressed TOC (c/storage's `chunkedManifest`).
+pub const MANIFEST_KEY: &str = "zstd-chunked-manifest";
+/// The layer big-data key of the layer's format (`{"format":0}`: a directory tree).
+pub const LAYER_DATA_KEY: &str = "zstd-chunked-layer-data";
+/// What `zstd-chunked-layer-data` holds for a layer written as a tree.
+pub const LAYER_DATA: &[u8] = b"{\"format\":0}";
+/// The largest TOC c/storage accepts, compressed or not (`maxTocSize`).
+const MAX_TOC: u64 = 150 << 20;
+
+/// Where a layer's TOC is, as its descriptor says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TocRef {
+    /// The sha256 of the compressed TOC bytes (the layer's `toc-digest` once checked).
+    pub checksum: Digest,
+    /// The offset of the compressed TOC in the blob.
+    pub offset: u64,
+    /// Its compressed length.
+    pub length: u64,
+    /// Its uncompressed length.
+    pub uncompressed: u64,
+}
+
+impl TocRef {
+    /// The TOC a descriptor's annotations name, if they name one c/storage would use.
+    pub fn from_annotations(a: &BTreeMap<String, String>) -> Option<TocRef> {
+        let checksum = Digest::parse(a.get(CHECKSUM_ANNOTATION)?).ok()?;
+        let pos: Vec<u64> = a
+            .get(POSITION_ANNOTATION)?
+            .split(':')
+            .map(|p| p.parse().ok())
+            .collect::<Option<_>>()?;
+        match pos[..] {
+            [offset, length, uncompressed, 1] if length <= MAX_TOC && uncompressed <= MAX_TOC => {
+                Some(TocRef {
+                    checksum,
+                    offset,
+                    length,
+                    uncompressed,
+                })
+            }
+            _ => None,
+        }
+    }
+
+    /// The blob's byte range to keep aside: `(offset, length)`.
+    pub fn range(&self) -> (u64, u64) {
+        (self.offset, self.length)
+    }
+
+    /// The uncompressed TOC from the bytes kept aside, when they are what the annotations say
+    /// (digest, lengths, a zstd frame holding a JSON object); `Err` says why not.
+    pub fn checked(&self, compressed: &[u8]) -> Result<Vec<u8>, String> {
+        if compressed.len() as u64 != self.length {
+            return Err(format!(
+                "{} bytes where the annotation says {}",
+                compressed.len(),
+                self.length
+            ));
+        }
+        let actual = Digest::of_bytes(compressed);
+        if actual != self.checksum {
+            return Err(format!("its digest is {actual}, not {}", self.checksum));
+        }
+        let toc = zstd::bulk::decompress(compressed, self.uncompressed as usize)
+            .map_err(|e| format!("it does not decompress: {e}"))?;
+        if toc.len() as u64 != self.uncompressed {
+            return Err(format!(
+                "it decompresses to {} bytes, not {}",
+                toc.len(),
+                self.uncompressed
+            ));
+        }
+        match serde_json::from_slice::<serde_json::Value>(&toc) {
+            Ok(v) if v.get("entries").is_some_and(|e| e.is_array()) => Ok(toc),
+            _ => Err("it is not a TOC (a JSON object with entries)".into()),
+        }
+    }
+}
+
+/// A layer's checked TOC, to store with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredToc {
+    /// The compressed TOC's digest (the layer's `toc-digest`).
+    pub digest: Digest,
+    /// The uncompressed TOC JSON (the `zstd-chunked-manifest` big data).
+    pub manifest: Vec<u8>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn annotations_and_checks() {
+        let toc = br#"{"version":1,"entries":[{"type":"dir","name":"."}]}"#;
+        let compressed = zstd::bulk::compress(toc, 3).expect("compress");
+        let mut a = BTreeMap::new();
+        a.insert(
+            CHECKSUM_ANNOTATION.to_string(),
+            Digest::of_bytes(&compressed).to_string(),
+        );
+        a.insert(
+            POSITION_ANNOTATION.to_string(),
+            format!("100:{}:{}:1", compressed.len(), toc.len()),
+        );
+        let r = TocRef::from_annotations(&a).expect("a TOC");
+        assert_eq!(r.range(), (100, compressed.len() as u64));
+        assert_eq!(r.checked(&compressed).expect("checks"), toc.to_vec());
+        let mut bad = compressed.clone();
+        bad[0] ^= 1;
+        assert!(r.checked(&bad).unwrap_err().contains("digest"));
+        a.insert(POSITION_ANNOTATION.to_string(), "1:2:3:2".into());
+        assert!(TocRef::from_annotations(&a).is_none(), "type 2 is not ours");
+        assert!(TocRef::from_annotations(&BTreeMap::new()).is_none());
+    }
+}
