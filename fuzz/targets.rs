@@ -342,8 +342,12 @@ pub fn gzip_members(data: &[u8]) {
     let inline = GzipMembers::new(data, CrcCheck::Inline).and_then(|mut g| capped(&mut g));
     let (piped, bad_member) = std::thread::scope(|s| {
         let read = std::sync::Arc::new(AtomicU64::new(0));
-        let (blob, feed, hasher) =
-            bootc_image::layer::pipe::spawn_hasher(s, std::io::Cursor::new(data.to_vec()), read, None);
+        let (blob, feed, hasher) = bootc_image::layer::pipe::spawn_hasher(
+            s,
+            std::io::Cursor::new(data.to_vec()),
+            read,
+            None,
+        );
         let piped = match bootc_image::layer::decompress::decompress_buffered(blob, Some(&feed)) {
             Ok((bootc_image::layer::decompress::Compression::Gzip, reader)) => {
                 let mut pipe = bootc_image::layer::pipe::spawn_pump_hashed(s, reader, feed);

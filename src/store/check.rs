@@ -376,6 +376,9 @@ impl Store {
                 && !known.contains(id)
             {
                 out.push(path);
+            } else if is_valid_id(&name) && path.is_dir() && !known.contains(name.as_str()) {
+                // A layer's big-data directory (a zstd:chunked TOC) without its layer.
+                out.push(path);
             }
         }
         for (name, path) in ids(&self.images_dir()) {

@@ -410,6 +410,8 @@ pub struct LayerBlob {
     pub blob: Vec<u8>,
     /// The DiffID recorded in the config.
     pub diff_id: String,
+    /// Annotations of its descriptor (null: none).
+    pub annotations: Value,
 }
 
 impl LayerBlob {
@@ -419,6 +421,7 @@ impl LayerBlob {
             media_type: compression.media_type().to_string(),
             blob: compression.compress(tar),
             diff_id: sha256_digest(tar),
+            annotations: Value::Null,
         }
     }
 }
@@ -562,7 +565,11 @@ impl OciDir {
         let mut descs = Vec::new();
         for l in &spec.layers {
             let d = self.write_blob(&l.blob);
-            descs.push(json!({"mediaType": l.media_type, "digest": d, "size": l.blob.len()}));
+            let mut desc = json!({"mediaType": l.media_type, "digest": d, "size": l.blob.len()});
+            if !l.annotations.is_null() {
+                desc["annotations"] = l.annotations.clone();
+            }
+            descs.push(desc);
             layer_digests.push(d);
         }
         let manifest = json!({
@@ -855,6 +862,7 @@ pub fn write_broken(oci: &mut OciDir, tag: &str, how: Breakage) {
                 media_type: Compression::Gzip.media_type().to_string(),
                 blob: gz[..gz.len() / 2].to_vec(),
                 diff_id: sha256_digest(&tar),
+                annotations: Value::Null,
             }
         }
         Breakage::TruncatedZstd => {
@@ -863,6 +871,7 @@ pub fn write_broken(oci: &mut OciDir, tag: &str, how: Breakage) {
                 media_type: Compression::Zstd.media_type().to_string(),
                 blob: zst[..zst.len() / 2].to_vec(),
                 diff_id: sha256_digest(&tar),
+                annotations: Value::Null,
             }
         }
         Breakage::GzipBadCrc => {
@@ -873,6 +882,7 @@ pub fn write_broken(oci: &mut OciDir, tag: &str, how: Breakage) {
                 media_type: Compression::Gzip.media_type().to_string(),
                 blob: gz,
                 diff_id: sha256_digest(&tar),
+                annotations: Value::Null,
             }
         }
         Breakage::TruncatedTar => {
@@ -881,6 +891,7 @@ pub fn write_broken(oci: &mut OciDir, tag: &str, how: Breakage) {
                 media_type: Compression::None.media_type().to_string(),
                 diff_id: sha256_digest(&cut),
                 blob: cut,
+                annotations: Value::Null,
             }
         }
         Breakage::HardlinkOutside => LayerBlob::new(

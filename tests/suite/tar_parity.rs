@@ -575,6 +575,7 @@ fn multi_member_gzip_matches_skopeo() {
             media_type: Compression::Gzip.media_type().to_string(),
             blob,
             diff_id: fixture::sha256_digest(&tar),
+            annotations: serde_json::Value::Null,
         }],
         label: "multi-member gzip".into(),
     };

@@ -1,0 +1,155 @@
+//! zstd:chunked layers imported whole (issue 26, first part): the TOC the descriptor's annotations
+//! place is checked and kept as podman 5 keeps it after a partial pull (`toc-digest`, the
+//! `zstd-chunked-manifest` and `zstd-chunked-layer-data` big data); a TOC whose annotation lies is
+//! ignored and the layer recorded as plain zstd. (podman5-check compares the records with podman
+//! 5's own partial pull of a skopeo-made zstd:chunked image.)
+
+use std::fs;
+
+use serde_json::{Value, json};
+
+use crate::fixture::{self, Compression, ImageSpec, LayerBlob, OciDir};
+use crate::util::{Driver, TestStore, describe, run, run_ok};
+
+/// A zstd skippable frame holding `data`.
+fn skippable(data: &[u8]) -> Vec<u8> {
+    let mut f = 0x184D_2A50u32.to_le_bytes().to_vec();
+    f.extend_from_slice(&u32::try_from(data.len()).expect("small").to_le_bytes());
+    f.extend_from_slice(data);
+    f
+}
+
+/// A layer as zstd:chunked lays it out, as far as an importer sees: the tar in zstd frames, then
+/// the compressed TOC in a skippable frame the annotations point at (`lie`: a checksum of other
+/// bytes). Returns the layer and the uncompressed TOC.
+fn chunked_layer(tar: &[u8], lie: bool) -> (LayerBlob, Vec<u8>) {
+    let toc = serde_json::to_vec(&json!({"version": 1, "entries": [
+        {"type": "dir", "name": ".", "mode": 493},
+        {"type": "reg", "name": "f", "mode": 420, "size": 3, "digest": "sha256:00"},
+    ]}))
+    .expect("toc");
+    let compressed = zstd::bulk::compress(&toc, 3).expect("compress toc");
+    let mut blob = zstd::bulk::compress(tar, 3).expect("compress tar");
+    let offset = blob.len() + 8;
+    blob.extend(skippable(&compressed));
+    let checksum = if lie {
+        fixture::sha256_digest(b"other bytes")
+    } else {
+        fixture::sha256_digest(&compressed)
+    };
+    let layer = LayerBlob {
+        media_type: Compression::Zstd.media_type().to_string(),
+        blob,
+        diff_id: fixture::sha256_digest(tar),
+        annotations: json!({
+            "io.github.containers.zstd-chunked.manifest-checksum": checksum,
+            "io.github.containers.zstd-chunked.manifest-position":
+                format!("{offset}:{}:{}:1", compressed.len(), toc.len()),
+        }),
+    };
+    (layer, toc)
+}
+
+/// The layer records of `store`.
+fn layers(store: &TestStore) -> Vec<Value> {
+    let text = fs::read(store.dir.join("root/overlay-layers/layers.json")).expect("layers.json");
+    serde_json::from_slice(&text).expect("JSON")
+}
+
+/// An image of a zstd:chunked layer and a plain gzip one: the first keeps its TOC (record and big
+/// data as podman 5's), podman 4.3 reads the store, `storage verify` passes, a store-to-store copy
+/// carries the TOC, `image rm` removes it with the layer; a lying TOC is ignored.
+#[test]
+fn zstd_chunked_toc_kept() {
+    let store = TestStore::new(Driver::Overlay);
+    let mut oci = OciDir::create(&store.dir.join("oci"));
+    let (chunked, toc) = chunked_layer(&fixture::small_tar(150), false);
+    let checksum = chunked.annotations["io.github.containers.zstd-chunked.manifest-checksum"]
+        .as_str()
+        .expect("checksum")
+        .to_string();
+    let spec = ImageSpec {
+        layers: vec![
+            chunked,
+            LayerBlob::new(&fixture::small_tar(151), Compression::Gzip),
+        ],
+        label: "chunked".into(),
+    };
+    oci.add_image(Some("v1"), &spec);
+    let name = "localhost/chunked:1";
+    let out = run(store.ours_cmd().args([
+        "copy-to-storage",
+        "--source",
+        &oci.source(Some("v1")),
+        "--target",
+        name,
+    ]));
+    assert!(out.status.success(), "{}", describe(&out));
+    let recs = layers(&store);
+    let first = &recs[0];
+    assert_eq!(first["toc-digest"].as_str(), Some(checksum.as_str()));
+    assert_eq!(
+        first["big-data-names"],
+        json!(["zstd-chunked-manifest", "zstd-chunked-layer-data"])
+    );
+    let id = first["id"].as_str().expect("id");
+    let dir = store.dir.join("root/overlay-layers").join(id);
+    assert_eq!(
+        fs::read(dir.join("=enN0ZC1jaHVua2VkLW1hbmlmZXN0")).expect("TOC big data"),
+        toc
+    );
+    assert_eq!(
+        fs::read(dir.join("=enN0ZC1jaHVua2VkLWxheWVyLWRhdGE=")).expect("layer data"),
+        br#"{"format":0}"#
+    );
+    assert!(
+        recs[1].get("toc-digest").is_none(),
+        "the gzip layer has none"
+    );
+    store.podman_ok(&["image", "inspect", name]);
+    run_ok(
+        store
+            .ours_cmd()
+            .args(["storage", "verify", "--store", "default"]),
+    );
+    // Copied into bootc's store with its TOC.
+    let sysroot = store.scratch("sysroot");
+    let out = run(store
+        .ours_cmd()
+        .arg("--sysroot")
+        .arg(&sysroot)
+        .args(["pull-from-default-storage", name]));
+    assert!(out.status.success(), "{}", describe(&out));
+    let bootc = sysroot.join("ostree/bootc/storage/overlay-layers").join(id);
+    assert_eq!(
+        fs::read(bootc.join("=enN0ZC1jaHVua2VkLW1hbmlmZXN0")).expect("copied TOC"),
+        toc
+    );
+    // Removed with the layer.
+    run_ok(store.ours_cmd().args(["image", "rm", name]));
+    assert!(!dir.exists(), "the layer's big data went with it");
+    // A TOC whose annotation lies: ignored, the layer recorded as plain zstd.
+    let mut oci2 = OciDir::create(&store.dir.join("oci2"));
+    let (lying, _) = chunked_layer(&fixture::small_tar(152), true);
+    oci2.add_image(
+        Some("v1"),
+        &ImageSpec {
+            layers: vec![lying],
+            label: "lying".into(),
+        },
+    );
+    let out = run(store.ours_cmd().args([
+        "copy-to-storage",
+        "--source",
+        &oci2.source(Some("v1")),
+        "--target",
+        "localhost/lying:1",
+    ]));
+    assert!(out.status.success(), "{}", describe(&out));
+    let recs = layers(&store);
+    assert!(
+        recs.iter().all(|r| r.get("toc-digest").is_none()),
+        "a lying TOC is not kept: {recs:?}"
+    );
+    store.podman_ok(&["image", "inspect", "localhost/lying:1"]);
+}
