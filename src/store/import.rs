@@ -38,23 +38,23 @@ impl std::fmt::Debug for ImportItem<'_> {
 
 /// A layer of the import: of which image, which of its layers, its ID and parent's.
 #[derive(Debug)]
-struct Slot {
-    item: usize,
-    layer: usize,
-    id: String,
-    parent: Option<String>,
+pub(super) struct Slot {
+    pub(super) item: usize,
+    pub(super) layer: usize,
+    pub(super) id: String,
+    pub(super) parent: Option<String>,
 }
 
 /// Result of writing one layer.
 #[derive(Debug)]
-struct Written {
-    index: usize,
-    summary: LayerSummary,
-    diff_id: Digest,
-    compression: Compression,
-    tar_split_tmp: std::path::PathBuf,
+pub(super) struct Written {
+    pub(super) index: usize,
+    pub(super) summary: LayerSummary,
+    pub(super) diff_id: Digest,
+    pub(super) compression: Compression,
+    pub(super) tar_split_tmp: std::path::PathBuf,
     /// A zstd:chunked TOC stored with the layer (its big data is written already).
-    toc: Option<StoredToc>,
+    pub(super) toc: Option<StoredToc>,
 }
 
 /// The uncompressed length of layer `id`: as written now, else from its record in `layers`.
@@ -100,7 +100,7 @@ impl Store {
         let slots = slots_of(items)?;
         let mut txn = LayerTxn::begin(self, TxnKind::Import)?;
         let to_write = plan_writes(items, &slots, txn.layers(), progress);
-        let local = local_copies(self, items, &slots, &to_write, txn.layers());
+        let local = super::layer_reuse::local_copies(self, items, &slots, &to_write, txn.layers());
         // Each producer learns which of its layers it will be asked for, in order.
         for (n, item) in items.iter().enumerate() {
             let mine: Vec<&super::image_input::LayerInput> = to_write
@@ -400,78 +400,6 @@ impl Store {
     }
 }
 
-impl Store {
-    /// Layer `id` (an overlay diff, empty) made a copy of `rec`'s: its tree copied (reflinked
-    /// where the file system can), its tar-split copied to `tmp`; nothing fetched. The blob it
-    /// stands for is `rec`'s compressed one, or (`blob_is_diff`) the uncompressed tar.
-    fn copy_local_layer(
-        &self,
-        index: usize,
-        id: &str,
-        rec: &LayerRecord,
-        blob_is_diff: bool,
-        tmp: &std::path::Path,
-    ) -> Result<Written> {
-        let driver = self.driver();
-        // The empty diff directory the driver made gives way to the copy (which keeps the
-        // source's root owner, mode and xattrs, as the same tar wrote them).
-        let tree = driver.tree_path(id);
-        std::fs::remove_dir(&tree).map_err(|e| Error::io("replacing", &tree, e))?;
-        super::tree_copy::copy_tree_with(
-            &driver.tree_path(&rec.id),
-            &driver.tree_path(id),
-            super::tree_copy::CopyMode::Copy,
-        )?;
-        let from = self.tar_split_path(&rec.id);
-        std::fs::copy(&from, tmp).map_err(|e| Error::io("copying tar-split", &from, e))?;
-        let diff_id = Digest::parse(rec.diff_digest.as_deref().unwrap_or_default())?;
-        let diff_size = rec
-            .diff_size
-            .and_then(|n| u64::try_from(n).ok())
-            .ok_or_else(|| Error::Internal(format!("layer {} has no recorded size", rec.id)))?;
-        Ok(Written {
-            index,
-            summary: LayerSummary {
-                diff_size,
-                uids: rec.uidset.iter().copied().collect(),
-                gids: rec.gidset.iter().copied().collect(),
-                entries: 0,
-            },
-            diff_id,
-            compression: if blob_is_diff {
-                Compression::None
-            } else {
-                rec.compression
-                    .and_then(Compression::from_storage_code)
-                    .unwrap_or(Compression::None)
-            },
-            tar_split_tmp: tmp.to_path_buf(),
-            toc: None,
-        })
-    }
-}
-
-impl Store {
-    /// The directory of layer `id`'s big data (c/storage's `overlay-layers/<id>/`).
-    pub(crate) fn layer_big_data_dir(&self, id: &str) -> std::path::PathBuf {
-        self.layers_dir().join(id)
-    }
-
-    /// Writes layer `id`'s big data `items` (key, bytes), each file named as c/storage names it.
-    fn write_layer_big_data(&self, id: &str, items: &[(&str, &[u8])]) -> Result<()> {
-        let dir = self.layer_big_data_dir(id);
-        std::fs::create_dir_all(&dir).map_err(|e| Error::io("creating", &dir, e))?;
-        for (key, bytes) in items {
-            super::atomic::atomic_write(
-                &dir.join(storage_format::big_data_file_name(key)),
-                bytes,
-                0o600,
-            )?;
-        }
-        Ok(())
-    }
-}
-
 /// A written layer's record made complete: its blob, its DiffID and size, its compression, the
 /// IDs its files use.
 fn fill_record(rec: &mut LayerRecord, w: &Written, l: &LayerInput) {
@@ -588,54 +516,6 @@ fn plan_writes(
         }
     }
     to_write
-}
-
-/// For the layers to write whose blob the store holds already as a complete layer under another
-/// parent (same blob digest, same DiffID: a layer above a changed one, or an image rebased), that
-/// layer: it is copied from there instead of fetched, as c/image reuses a layer by its DiffID.
-/// Overlay only (a vfs layer holds its parent's files too).
-fn local_copies(
-    store: &Store,
-    items: &[ImportItem<'_>],
-    slots: &[Slot],
-    to_write: &[usize],
-    layers: &storage_format::RecordFile<LayerRecord>,
-) -> HashMap<usize, LayerRecord> {
-    let mut out = HashMap::new();
-    if store.driver().kind() != super::DriverKind::Overlay {
-        return out;
-    }
-    for &g in to_write {
-        let l = &items[slots[g].item].input.layers[slots[g].layer];
-        let (blob, diff) = (l.blob_digest.to_string(), l.diff_id.to_string());
-        // Only a plain layer: complete, its tar-split there, no ID-mapped copy (c/storage's
-        // uidmap/gidmap layers hold their files elsewhere) and no partial (TOC) pull.
-        let plain = |r: &LayerRecord| {
-            !r.is_incomplete()
-                && ["uidmap", "gidmap"].iter().all(|k| {
-                    r.extra
-                        .get(*k)
-                        .is_none_or(|v| v.as_array().is_none_or(|a| a.is_empty()))
-                })
-                && !r.extra.contains_key("toc-digest")
-                && store.tar_split_path(&r.id).is_file()
-        };
-        let found = layers.iter().find(|r| {
-            r.diff_digest.as_deref() == Some(diff.as_str())
-                && (r.compressed_diff_digest.as_deref() == Some(blob.as_str()) || blob == diff)
-                && plain(r)
-        });
-        if let Some(r) = found {
-            out.insert(g, r.clone());
-        }
-    }
-    if !out.is_empty() {
-        tracing::info!(
-            layers = out.len(),
-            "copying layers the store holds under another parent"
-        );
-    }
-    out
 }
 
 /// Every layer of every item, in turn, with its ID by c/image's rule (from the config's DiffIDs

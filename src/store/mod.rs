@@ -9,6 +9,8 @@ pub(crate) mod gzip_out;
 pub mod image_input;
 pub mod import;
 pub mod inspect;
+mod layer_big_data;
+mod layer_reuse;
 pub mod lookup;
 pub mod names;
 pub mod producer;
