@@ -355,15 +355,17 @@ pub fn push(
         .filter(|n| n.domain == r.domain && n.path != r.path)
         .map(|n| n.path)
         .collect();
+    siblings.sort();
     siblings.dedup();
     repo.push = true;
-    repo.mount_from = siblings.clone();
+    repo.mount_from = siblings;
+    let siblings = &repo.mount_from;
     let config_key = format!("sha256:{}", image.id);
     let config = crate::store::copy::read_big_data(store, image, &config_key)?;
     let (manifest, media_type, uploaded, bytes_sent) = match fetch
         .retry
         .run(&format!("checking the blobs of {name}"), || {
-            reusable_manifest(store, image, &repo, &siblings, layers.len(), &name)
+            reusable_manifest(store, image, &repo, siblings, layers.len(), &name)
         })? {
         Some((m, t)) => {
             fetch
@@ -380,7 +382,7 @@ pub fn push(
                     .retry
                     .run(&format!("uploading layer {} to {name}", l.id), || {
                         if let Some(known) =
-                            known_blob(&repo, l, compression, &cache, &siblings, &name)?
+                            known_blob(&repo, l, compression, &cache, siblings, &name)?
                         {
                             return Ok((known, false));
                         }
