@@ -276,6 +276,7 @@ impl Store {
                 Err(e) => {
                     tracing::warn!(layer = %slot.id, from = %rec.id, error = %e, "copying the store's own layer failed; fetching it");
                     let _ = std::fs::remove_file(&tmp);
+                    let _ = crate::fsutil::remove_all(&self.layer_big_data_dir(&slot.id));
                     driver.reset_tree(&slot.id, slot.parent.as_deref(), mode)?;
                 }
             }

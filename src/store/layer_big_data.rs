@@ -23,4 +23,25 @@ impl Store {
         }
         Ok(())
     }
+
+    /// Layer `rec`'s zstd:chunked TOC, when it has one stored as a tree's (`toc-digest`, the
+    /// `zstd-chunked-manifest` big data, `zstd-chunked-layer-data` saying `{"format":0}`).
+    pub(super) fn stored_toc(
+        &self,
+        rec: &storage_format::LayerRecord,
+    ) -> Option<crate::layer::zstd_chunked_toc::StoredToc> {
+        use crate::layer::zstd_chunked_toc as toc;
+        let digest = storage_format::Digest::parse(rec.extra.get("toc-digest")?.as_str()?).ok()?;
+        let dir = self.layer_big_data_dir(&rec.id);
+        let read =
+            |key: &str| std::fs::read(dir.join(storage_format::big_data_file_name(key))).ok();
+        let data: serde_json::Value = serde_json::from_slice(&read(toc::LAYER_DATA_KEY)?).ok()?;
+        if data.get("format").and_then(serde_json::Value::as_u64) != Some(0) {
+            return None;
+        }
+        Some(toc::StoredToc {
+            digest,
+            manifest: read(toc::MANIFEST_KEY)?,
+        })
+    }
 }

@@ -12,6 +12,7 @@ use super::import::{ImportItem, Slot, Written};
 use crate::error::{Error, Result};
 use crate::layer::decompress::Compression;
 use crate::layer::sink::LayerSummary;
+use crate::layer::zstd_chunked_toc;
 
 /// For the layers to write whose blob the store holds already as a complete layer under another
 /// parent (same blob digest, same DiffID: a layer above a changed one, or an image rebased), that
@@ -32,7 +33,8 @@ pub(super) fn local_copies(
         let l = &items[slots[g].item].input.layers[slots[g].layer];
         let (blob, diff) = (l.blob_digest.to_string(), l.diff_id.to_string());
         // Only a plain layer: complete, its tar-split there, no ID-mapped copy (c/storage's
-        // uidmap/gidmap layers hold their files elsewhere) and no partial (TOC) pull.
+        // uidmap/gidmap layers hold their files elsewhere), and a zstd:chunked one only as a tree
+        // (`{"format":0}`, not c/storage's flat composefs layout) with its TOC at hand.
         let plain = |r: &LayerRecord| {
             !r.is_incomplete()
                 && ["uidmap", "gidmap"].iter().all(|k| {
@@ -40,7 +42,7 @@ pub(super) fn local_copies(
                         .get(*k)
                         .is_none_or(|v| v.as_array().is_none_or(|a| a.is_empty()))
                 })
-                && !r.extra.contains_key("toc-digest")
+                && (!r.extra.contains_key("toc-digest") || store.stored_toc(r).is_some())
                 && store.tar_split_path(&r.id).is_file()
         };
         let found = layers.iter().find(|r| {
@@ -74,6 +76,18 @@ impl Store {
         tmp: &std::path::Path,
     ) -> Result<Written> {
         let driver = self.driver();
+        if let Some(t) = self.stored_toc(rec) {
+            self.write_layer_big_data(
+                id,
+                &[
+                    (zstd_chunked_toc::MANIFEST_KEY, &t.manifest),
+                    (
+                        zstd_chunked_toc::LAYER_DATA_KEY,
+                        zstd_chunked_toc::LAYER_DATA,
+                    ),
+                ],
+            )?;
+        }
         // The empty diff directory the driver made gives way to the copy (which keeps the
         // source's root owner, mode and xattrs, as the same tar wrote them).
         let tree = driver.tree_path(id);
@@ -107,7 +121,8 @@ impl Store {
                     .unwrap_or(Compression::None)
             },
             tar_split_tmp: tmp.to_path_buf(),
-            toc: None,
+            // A zstd:chunked layer's TOC goes along (the same blob, the same files).
+            toc: self.stored_toc(rec),
         })
     }
 }

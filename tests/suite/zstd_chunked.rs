@@ -153,3 +153,63 @@ fn zstd_chunked_toc_kept() {
     );
     store.podman_ok(&["image", "inspect", "localhost/lying:1"]);
 }
+
+/// A zstd:chunked layer the store holds, met again under another parent (an update whose base
+/// changed): copied from the store's own layer with its TOC (the layout no longer has the blob),
+/// as if it had been fetched.
+#[test]
+fn zstd_chunked_layer_copied_with_its_toc() {
+    let store = TestStore::new(Driver::Overlay);
+    let mut oci = OciDir::create(&store.dir.join("oci"));
+    let (chunked, toc) = chunked_layer(&fixture::small_tar(160), false);
+    for (tag, base) in [("a", 161), ("b", 162)] {
+        oci.add_image(
+            Some(tag),
+            &ImageSpec {
+                layers: vec![
+                    LayerBlob::new(&fixture::small_tar(base), Compression::Gzip),
+                    chunked.clone(),
+                ],
+                label: format!("rebased {tag}"),
+            },
+        );
+        let out = run(store.ours_cmd().args([
+            "copy-to-storage",
+            "--source",
+            &oci.source(Some(tag)),
+            "--target",
+            &format!("localhost/rebased:{tag}"),
+        ]));
+        assert!(out.status.success(), "{}", describe(&out));
+        // The layout loses the chunked blob: the second image can only have it from the store.
+        let digest = fixture::sha256_digest(&chunked.blob);
+        let _ = fs::remove_file(oci.blob_path(&digest));
+    }
+    let recs = layers(&store);
+    let with_toc: Vec<&Value> = recs
+        .iter()
+        .filter(|r| r.get("toc-digest").is_some())
+        .collect();
+    assert_eq!(
+        with_toc.len(),
+        2,
+        "both copies of the layer keep the TOC: {recs:?}"
+    );
+    assert_ne!(with_toc[0]["id"], with_toc[1]["id"]);
+    for r in with_toc {
+        let dir = store
+            .dir
+            .join("root/overlay-layers")
+            .join(r["id"].as_str().expect("id"));
+        assert_eq!(
+            fs::read(dir.join("=enN0ZC1jaHVua2VkLW1hbmlmZXN0")).expect("TOC"),
+            toc
+        );
+    }
+    store.podman_ok(&["image", "inspect", "localhost/rebased:b"]);
+    run_ok(
+        store
+            .ours_cmd()
+            .args(["storage", "verify", "--store", "default"]),
+    );
+}
