@@ -25,6 +25,9 @@ pub(crate) struct BlobInfo {
     /// When it was last recorded (seconds since the epoch), to keep the newest.
     #[serde(default)]
     pub at: u64,
+    /// Its descriptor's annotations (zstd:chunked's TOC position).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
 }
 
 /// The cache's file.
@@ -65,8 +68,16 @@ impl BlobInfoCache {
         self.entries.get(&key(diff_id, compression))
     }
 
-    /// Records that the layer `diff_id` compressed as `compression` is `digest` (`size` bytes).
-    pub(crate) fn record(&mut self, diff_id: &str, compression: &str, digest: &Digest, size: u64) {
+    /// Records that the layer `diff_id` compressed as `compression` is `digest` (`size` bytes,
+    /// its descriptor's `annotations`).
+    pub(crate) fn record(
+        &mut self,
+        diff_id: &str,
+        compression: &str,
+        digest: &Digest,
+        size: u64,
+        annotations: &Option<BTreeMap<String, String>>,
+    ) {
         let at = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())
@@ -77,6 +88,7 @@ impl BlobInfoCache {
                 digest: digest.to_string(),
                 size,
                 at,
+                annotations: annotations.clone().unwrap_or_default(),
             },
         );
     }

@@ -26,13 +26,26 @@ pub enum LayerCompression {
     Zstd,
     /// None.
     None,
+    /// zstd:chunked: zstd with a frame per file and a table of contents (podman 5 pulls only
+    /// the files it lacks; any zstd reader reads it whole).
+    ZstdChunked,
 }
 
 impl LayerCompression {
+    /// What the blob-info cache keys this compression by (zstd:chunked is not plain zstd).
+    pub(crate) fn cache_key(self) -> &'static str {
+        match self {
+            LayerCompression::ZstdChunked => "zstd:chunked",
+            other => other.media_type(),
+        }
+    }
+
     pub(crate) fn media_type(self) -> &'static str {
         match self {
             LayerCompression::Gzip => "application/vnd.oci.image.layer.v1.tar+gzip",
-            LayerCompression::Zstd => "application/vnd.oci.image.layer.v1.tar+zstd",
+            LayerCompression::Zstd | LayerCompression::ZstdChunked => {
+                "application/vnd.oci.image.layer.v1.tar+zstd"
+            }
             LayerCompression::None => "application/vnd.oci.image.layer.v1.tar",
         }
     }
@@ -240,13 +253,14 @@ fn put_blob(dir: &Path, bytes: &[u8]) -> Result<Digest> {
     Ok(d)
 }
 
-/// One layer compressed into a blob of `dir`: (digest, size, the DiffID of the tar).
+/// One layer compressed into a blob of `dir`: (digest, size, the DiffID of the tar, the
+/// descriptor's annotations).
 fn layer_blob(
     store: &Store,
     layer: &LayerRecord,
     dir: &Path,
     compression: LayerCompression,
-) -> Result<(Digest, u64, Digest)> {
+) -> Result<Compressed> {
     let tmp = crate::store::atomic::temp_path_for(&dir.join("blobs/sha256").join(&layer.id));
     let result = compress_into(store, layer, &tmp, dir, compression);
     if result.is_err() {
@@ -263,7 +277,7 @@ fn compress_into(
     tmp: &Path,
     dir: &Path,
     compression: LayerCompression,
-) -> Result<(Digest, u64, Digest)> {
+) -> Result<Compressed> {
     // An unnamed file (O_TMPFILE) that gets its name only once complete: a killed export leaves
     // nothing behind. File systems without O_TMPFILE get the named temporary file.
     let blobs = dir.join("blobs/sha256");
@@ -279,7 +293,7 @@ fn compress_into(
         ),
     };
     let write_err = |e: std::io::Error| Error::io("writing", tmp, e);
-    let (out, digest, len, diff_id) = compressed_layer(
+    let (out, digest, len, diff_id, annotations) = compressed_layer(
         store,
         layer,
         std::io::BufWriter::with_capacity(1 << 20, file),
@@ -309,7 +323,7 @@ fn compress_into(
     } else {
         std::fs::rename(tmp, &dest).map_err(|e| Error::io("renaming into place", &dest, e))?;
     }
-    Ok((digest, len, diff_id))
+    Ok((digest, len, diff_id, annotations))
 }
 
 /// Why [`compressed_layer`] failed: writing to its output, or anything else.
@@ -321,18 +335,32 @@ pub(crate) enum LayerWriteError {
     Other(Error),
 }
 
+/// A compressed layer blob: digest, size, the DiffID of its tar, its descriptor's annotations.
+pub(crate) type Compressed = (Digest, u64, Digest, Option<Annotations>);
+
+/// A descriptor's annotations.
+pub(crate) type Annotations = std::collections::BTreeMap<String, String>;
+
 /// The layer's tar, compressed as `compression`, into `out`: returns `out`, the blob's digest
-/// and length, and the DiffID (checked against the record).
+/// and length, the DiffID (checked against the record), and the descriptor's annotations
+/// (zstd:chunked's TOC and tar-split positions).
+#[allow(clippy::type_complexity)]
 pub(crate) fn compressed_layer<W: Write>(
     store: &Store,
     layer: &LayerRecord,
     out: W,
     compression: LayerCompression,
-) -> std::result::Result<(W, Digest, u64, Digest), LayerWriteError> {
+) -> std::result::Result<(W, Digest, u64, Digest, Option<Annotations>), LayerWriteError> {
     let hashing = HashingWriter::new(out);
     let other = LayerWriteError::Other;
     let w = LayerWriteError::Write;
+    let mut annotations = None;
     let (diff_id, hashing) = match compression {
+        LayerCompression::ZstdChunked => {
+            let (out, blob) = chunked(store, layer, hashing).map_err(other)?;
+            annotations = Some(blob.annotations);
+            (blob.diff_id, out)
+        }
         LayerCompression::Gzip => {
             let mut gz = flate2::write::GzEncoder::new(hashing, flate2::Compression::default());
             let diff_id = feed(store, layer, &mut gz).map_err(other)?;
@@ -350,7 +378,43 @@ pub(crate) fn compressed_layer<W: Write>(
         }
     };
     let (inner, digest, len) = hashing.finish();
-    Ok((inner, digest, len, diff_id))
+    Ok((inner, digest, len, diff_id, annotations))
+}
+
+/// The layer's tar rebuilt on a thread of its own and written to `out` as zstd:chunked.
+fn chunked<W: Write>(
+    store: &Store,
+    layer: &LayerRecord,
+    out: W,
+) -> Result<(W, crate::layer::zstd_chunked_writer::ChunkedBlob)> {
+    let (reader, writer) =
+        std::io::pipe().map_err(|e| Error::io("creating a pipe for", layer.id.as_str(), e))?;
+    std::thread::scope(|s| {
+        let fed = s.spawn(move || {
+            let mut w = std::io::BufWriter::with_capacity(256 << 10, writer);
+            let d = feed(store, layer, &mut w)?;
+            w.flush()
+                .map_err(|e| Error::io("writing the tar of", layer.id.as_str(), e))?;
+            Ok::<_, Error>(d)
+        });
+        let written = crate::layer::zstd_chunked_writer::write_zstd_chunked(
+            std::io::BufReader::with_capacity(256 << 10, reader),
+            out,
+        );
+        let fed = fed
+            .join()
+            .map_err(|_| Error::Internal("the tar rebuilder panicked".into()))?;
+        // The rebuilder's error (a damaged layer) explains a writer that saw the stream end.
+        let diff_id = fed?;
+        let (out, blob) = written?;
+        if blob.diff_id != diff_id {
+            return Err(Error::Internal(format!(
+                "layer {}: the zstd:chunked writer read {} where the tar is {diff_id}",
+                layer.id, blob.diff_id
+            )));
+        }
+        Ok((out, blob))
+    })
 }
 
 /// The layer's tar into `out`; returns its DiffID (checked against the record).
@@ -391,13 +455,16 @@ fn write_layout(
     let config_digest = put_blob(dir, &config)?;
     let layers: Vec<(&str, Digest, u64)> = blobs
         .iter()
-        .map(|(d, size, _)| (compression.media_type(), d.clone(), *size))
+        .map(|(d, size, _, _)| (compression.media_type(), d.clone(), *size))
         .collect();
-    let manifest = crate::source::oci_types::manifest_bytes(
-        &config_digest,
-        config.len(),
-        &layers,
-        stored_annotations(store, image),
+    let manifest = crate::source::oci_types::with_layer_annotations(
+        crate::source::oci_types::manifest_bytes(
+            &config_digest,
+            config.len(),
+            &layers,
+            stored_annotations(store, image),
+        ),
+        blobs.iter().map(|(_, _, _, a)| a.as_ref()),
     );
     let manifest_digest = put_blob(dir, &manifest)?;
     let index_path = dir.join("index.json");
@@ -410,7 +477,7 @@ fn write_layout(
     crate::store::atomic::atomic_write(&index_path, &index, 0o644)?;
     Ok(ExportReport {
         manifest_digest,
-        layer_bytes: blobs.iter().map(|(_, s, _)| s).sum(),
+        layer_bytes: blobs.iter().map(|(_, s, _, _)| s).sum(),
     })
 }
 

@@ -15,7 +15,12 @@ use storage_format::{Digest, ImageRecord, LayerRecord};
 
 use crate::blob_info_cache::BlobInfoCache;
 use crate::error::{Error, Result};
-use crate::export::{LayerCompression, LayerWriteError, compressed_layer, stored_annotations};
+use crate::export::{
+    Annotations, LayerCompression, LayerWriteError, compressed_layer, stored_annotations,
+};
+
+/// A blob the destination has for a layer: media type, digest, size, annotations.
+type KnownBlob = (&'static str, Digest, u64, Option<Annotations>);
 use crate::source::image_proxy::FetchOptions;
 use crate::source::registry::client::Repo;
 use crate::source::registry::{auth, config, tls};
@@ -149,7 +154,7 @@ fn upload_layer(
     repo: &Repo,
     compression: LayerCompression,
     image: &str,
-) -> Result<(Digest, u64)> {
+) -> Result<(Digest, u64, Option<Annotations>)> {
     let location = start_upload(repo, image)?;
     let (sent, produced) = std::thread::scope(|s| {
         // The pipe lives in the scope: should the upload panic, the reader is dropped on the way
@@ -171,9 +176,9 @@ fn upload_layer(
                 std::io::BufWriter::with_capacity(256 << 10, writer),
                 compression,
             )
-            .and_then(|(mut out, digest, len, _)| {
+            .and_then(|(mut out, digest, len, _, annotations)| {
                 out.flush().map_err(LayerWriteError::Write)?;
-                Ok((digest, len))
+                Ok((digest, len, annotations))
             })
         });
         let sent = repo.send_stream(
@@ -213,12 +218,12 @@ fn upload_layer(
         (Ok(_), Err(LayerWriteError::Other(e))) => return Err(e),
         (Ok(resp), Ok(produced)) => (resp, produced),
     };
-    let (resp, (digest, len)) = resp;
+    let (resp, (digest, len, annotations)) = resp;
     let location = header(&resp, "location")
         .map(|l| repo.absolute(l))
         .unwrap_or(location);
     finish_upload(repo, &location, digest.as_str(), &[], image)?;
-    Ok((digest, len))
+    Ok((digest, len, annotations))
 }
 
 /// A blob already on the destination (or mounted there from `siblings`) that holds layer
@@ -231,11 +236,11 @@ fn known_blob(
     cache: &std::sync::Mutex<BlobInfoCache>,
     siblings: &[String],
     name: &str,
-) -> Result<Option<(&'static str, Digest, u64)>> {
+) -> Result<Option<KnownBlob>> {
     let Some(diff_id) = layer.diff_digest.as_deref() else {
         return Ok(None);
     };
-    let mut candidates: Vec<(&'static str, String, u64)> = Vec::new();
+    let mut candidates: Vec<(&'static str, String, u64, Option<Annotations>)> = Vec::new();
     let pulled_as = match layer.compression {
         Some(2) => Some(LayerCompression::Gzip),
         Some(4) => Some(LayerCompression::Zstd),
@@ -247,25 +252,26 @@ fn known_blob(
         &layer.compressed_diff_digest,
         layer.compressed_size.and_then(|n| u64::try_from(n).ok()),
     ) {
-        candidates.push((kind.media_type(), d.clone(), n));
+        candidates.push((kind.media_type(), d.clone(), n, None));
     }
     if let Some(b) = cache
         .lock()
         .ok()
-        .and_then(|c| c.get(diff_id, compression.media_type()).cloned())
+        .and_then(|c| c.get(diff_id, compression.cache_key()).cloned())
     {
-        candidates.push((compression.media_type(), b.digest, b.size));
+        let a = (!b.annotations.is_empty()).then_some(b.annotations);
+        candidates.push((compression.media_type(), b.digest, b.size, a));
     }
-    for (media_type, digest, size) in candidates {
+    for (media_type, digest, size, annotations) in candidates {
         let Ok(parsed) = Digest::parse(&digest) else {
             continue;
         };
         if has_blob(repo, &digest, name)? {
-            return Ok(Some((media_type, parsed, size)));
+            return Ok(Some((media_type, parsed, size, annotations)));
         }
         for from in siblings {
             if mount(repo, &digest, from, name)? {
-                return Ok(Some((media_type, parsed, size)));
+                return Ok(Some((media_type, parsed, size, annotations)));
             }
         }
     }
@@ -386,11 +392,12 @@ pub fn push(
                         {
                             return Ok((known, false));
                         }
-                        let (digest, size) = upload_layer(store, l, &repo, compression, &name)?;
+                        let (digest, size, annotations) =
+                            upload_layer(store, l, &repo, compression, &name)?;
                         if let (Some(d), Ok(mut c)) = (&l.diff_digest, cache.lock()) {
-                            c.record(d, compression.media_type(), &digest, size);
+                            c.record(d, compression.cache_key(), &digest, size, &annotations);
                         }
-                        Ok(((compression.media_type(), digest, size), true))
+                        Ok(((compression.media_type(), digest, size, annotations), true))
                     })
             })
             .into_iter()
@@ -405,18 +412,21 @@ pub fn push(
                 })?;
             let descs: Vec<(&str, Digest, u64)> = blobs
                 .iter()
-                .map(|((t, d, n), _)| (*t, d.clone(), *n))
+                .map(|((t, d, n, _), _)| (*t, d.clone(), *n))
                 .collect();
-            let m = crate::source::oci_types::manifest_bytes(
-                &config_digest,
-                config.len(),
-                &descs,
-                stored_annotations(store, image),
+            let m = crate::source::oci_types::with_layer_annotations(
+                crate::source::oci_types::manifest_bytes(
+                    &config_digest,
+                    config.len(),
+                    &descs,
+                    stored_annotations(store, image),
+                ),
+                blobs.iter().map(|((_, _, _, a), _)| a.as_ref()),
             );
             let sent = blobs
                 .iter()
                 .filter(|(_, up)| *up)
-                .map(|((_, _, n), _)| n)
+                .map(|((_, _, n, _), _)| n)
                 .sum();
             (
                 m,

@@ -20,6 +20,10 @@ pub enum Compression {
     Zstd,
     /// Uncompressed tar layers.
     None,
+    /// zstd:chunked: a zstd frame per file and a table of contents, so podman 5 (partial pulls
+    /// on) fetches only the files it lacks; any zstd reader reads it whole.
+    #[value(name = "zstd:chunked")]
+    ZstdChunked,
 }
 
 /// Options of export.
@@ -82,6 +86,7 @@ pub fn run(cli: &Cli, args: &Args) -> anyhow::Result<()> {
         Compression::Gzip => LayerCompression::Gzip,
         Compression::Zstd => LayerCompression::Zstd,
         Compression::None => LayerCompression::None,
+        Compression::ZstdChunked => LayerCompression::ZstdChunked,
     };
     let started = std::time::Instant::now();
     let (digest, layer_bytes, verb) = match &dest {

@@ -16,6 +16,7 @@ pub mod tar_header;
 pub mod tar_stream;
 pub mod tree_writer;
 pub mod zstd_chunked_toc;
+pub mod zstd_chunked_writer;
 
 use std::io::Read;
 

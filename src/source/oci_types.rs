@@ -104,6 +104,29 @@ pub(crate) fn host_arch() -> &'static str {
     }
 }
 
+/// `manifest` with each layer's descriptor given its `annotations` (zstd:chunked's), in order;
+/// unchanged when there are none.
+pub(crate) fn with_layer_annotations<'a>(
+    manifest: Vec<u8>,
+    annotations: impl Iterator<Item = Option<&'a std::collections::BTreeMap<String, String>>>,
+) -> Vec<u8> {
+    let annotations: Vec<_> = annotations.collect();
+    if annotations.iter().all(Option::is_none) {
+        return manifest;
+    }
+    let Ok(mut m) = serde_json::from_slice::<serde_json::Value>(&manifest) else {
+        return manifest;
+    };
+    if let Some(layers) = m["layers"].as_array_mut() {
+        for (l, a) in layers.iter_mut().zip(annotations) {
+            if let Some(a) = a {
+                l["annotations"] = serde_json::json!(a);
+            }
+        }
+    }
+    serde_json::to_vec(&m).unwrap_or(manifest)
+}
+
 /// The bytes of an OCI image manifest naming a config (its digest and length) and `layers`
 /// (media type, digest, size), with `annotations` when it has any: one writer for every manifest
 /// we make (a build, an export), so their field order is one.
