@@ -71,8 +71,7 @@ impl Store {
             // The layer's big data (a zstd:chunked TOC), as its record lists it.
             let bd = src.layer_big_data_dir(&l.id);
             if let Ok(rd) = std::fs::read_dir(&bd) {
-                let to = self.layer_big_data_dir(&l.id);
-                std::fs::create_dir_all(&to).map_err(|e| Error::io("creating", &to, e))?;
+                let to = self.create_layer_big_data_dir(&l.id)?;
                 for e in rd.flatten() {
                     let dest = to.join(e.file_name());
                     std::fs::copy(e.path(), &dest)

@@ -1,6 +1,8 @@
 //! A layer's big data: files in c/storage's `overlay-layers/<id>/` (names as for images), which
 //! podman 5 keeps for a zstd:chunked layer (its TOC, see [`crate::layer::zstd_chunked_toc`]).
 
+use std::os::unix::fs::DirBuilderExt;
+
 use super::Store;
 use crate::error::{Error, Result};
 
@@ -10,10 +12,19 @@ impl Store {
         self.layers_dir().join(id)
     }
 
+    /// Layer `id`'s big-data directory, made (0700, as c/storage makes it) if missing.
+    pub(super) fn create_layer_big_data_dir(&self, id: &str) -> Result<std::path::PathBuf> {
+        let dir = self.layer_big_data_dir(id);
+        match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+            Ok(()) => Ok(dir),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(dir),
+            Err(e) => Err(Error::io("creating", &dir, e)),
+        }
+    }
+
     /// Writes layer `id`'s big data `items` (key, bytes), each file named as c/storage names it.
     pub(super) fn write_layer_big_data(&self, id: &str, items: &[(&str, &[u8])]) -> Result<()> {
-        let dir = self.layer_big_data_dir(id);
-        std::fs::create_dir_all(&dir).map_err(|e| Error::io("creating", &dir, e))?;
+        let dir = self.create_layer_big_data_dir(id)?;
         for (key, bytes) in items {
             super::atomic::atomic_write(
                 &dir.join(storage_format::big_data_file_name(key)),

@@ -213,3 +213,105 @@ fn zstd_chunked_layer_copied_with_its_toc() {
             .args(["storage", "verify", "--store", "default"]),
     );
 }
+
+/// `export --compression zstd:chunked`: the blob decodes (any zstd reader) to the layer's tar,
+/// skopeo 1.9 copies it into a store with the image's ID, our import finds its TOC where the
+/// annotations say (the digest checks), and a second export is byte for byte the same.
+/// (podman5-check: podman 5 pulls it partially.)
+#[test]
+fn zstd_chunked_export() {
+    let store = TestStore::new(Driver::Overlay);
+    let mut oci = OciDir::create(&store.dir.join("oci"));
+    let big = fixture::build_tar(&[
+        fixture::Entry::dir("data"),
+        fixture::Entry::file("data/random", fixture::pseudo_random(300_000, 3)),
+        fixture::Entry::file("data/empty", Vec::new()),
+        fixture::Entry::symlink("data/link", "random"),
+    ]);
+    let built = oci.add_image(
+        Some("v1"),
+        &ImageSpec::from_tars(
+            "to chunk",
+            &[fixture::small_tar(170), big],
+            Compression::Gzip,
+        ),
+    );
+    let name = "localhost/tochunk:1";
+    run_ok(store.ours_cmd().args([
+        "copy-to-storage",
+        "--source",
+        &oci.source(Some("v1")),
+        "--target",
+        name,
+    ]));
+    let export = |dir: &str| {
+        let out = store.scratch(dir);
+        run_ok(store.ours_cmd().args([
+            "export",
+            name,
+            &format!("oci:{}:c", out.display()),
+            "--compression",
+            "zstd:chunked",
+        ]));
+        out
+    };
+    let (one, two) = (export("chunked-1"), export("chunked-2"));
+    let index = |d: &std::path::Path| -> Value {
+        serde_json::from_slice(&fs::read(d.join("index.json")).expect("index")).expect("JSON")
+    };
+    let digest = index(&one)["manifests"][0]["digest"].clone();
+    assert_eq!(
+        digest,
+        index(&two)["manifests"][0]["digest"],
+        "deterministic"
+    );
+    let blob = |d: &std::path::Path, digest: &str| {
+        fs::read(d.join("blobs/sha256").join(fixture::digest_hex(digest))).expect("blob")
+    };
+    let manifest: Value =
+        serde_json::from_slice(&blob(&one, digest.as_str().expect("digest"))).expect("manifest");
+    for (l, diff_id) in manifest["layers"]
+        .as_array()
+        .expect("layers")
+        .iter()
+        .zip(&built.diff_ids)
+    {
+        assert!(
+            l["annotations"]["io.github.containers.zstd-chunked.manifest-checksum"].is_string(),
+            "{l}"
+        );
+        let bytes = blob(&one, l["digest"].as_str().expect("digest"));
+        let tar = zstd::stream::decode_all(&bytes[..]).expect("zstd decodes it");
+        assert_eq!(&fixture::sha256_digest(&tar), diff_id, "the layer's tar");
+    }
+    // skopeo 1.9 reads it as zstd.
+    let other = TestStore::new(Driver::Overlay);
+    run_ok(std::process::Command::new("skopeo").args([
+        "copy",
+        "--quiet",
+        &format!("oci:{}:c", one.display()),
+        &format!(
+            "containers-storage:[overlay@{}+{}]{name}",
+            other.dir.join("root").display(),
+            other.dir.join("run").display()
+        ),
+    ]));
+    assert_eq!(
+        other.inspect(name)["Id"],
+        Value::from(built.image_id()),
+        "skopeo 1.9: the same image"
+    );
+    // Our import finds the TOCs the annotations place.
+    let again = TestStore::new(Driver::Overlay);
+    run_ok(again.ours_cmd().args([
+        "copy-to-storage",
+        "--source",
+        &format!("oci:{}:c", one.display()),
+        "--target",
+        name,
+    ]));
+    assert!(
+        layers(&again).iter().all(|r| r["toc-digest"].is_string()),
+        "every layer's TOC found and checked"
+    );
+}
