@@ -6,7 +6,10 @@
 //! offsets, and the tar-split's digest), the zstd-compressed tar-split (NDJSON, as c/storage
 //! keeps it) and the 64-byte footer. Any zstd reader decodes the blob to the layer's tar; the
 //! descriptor's annotations say where the TOC and tar-split are. Deterministic for the same tar.
-//! (Files are not cut into rolling-checksum chunks: each is one frame.)
+//! A file's content is cut as c/storage cuts it: where a rolling checksum (bup's, 64-byte window)
+//! has its low 16 bits set (about 64 KiB chunks), and around runs of 1024 or more zeros (`zeros`
+//! chunks), each chunk a frame with its own digest, so a changed part of a big file is fetched
+//! alone.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -107,8 +110,13 @@ fn go_time(secs: i64, nsec: u32) -> String {
     storage_format::time::rfc3339_nano(t)
 }
 
-/// The TOC entry of `h` (its content's digest and compressed range when it has content).
-fn toc_entry(h: &TarHeader, content: Option<(&Digest, u64, u64)>) -> Option<serde_json::Value> {
+/// The TOC entries of `h`: its own (its content's digest and compressed range when it has
+/// content) and, when the content was cut into several chunks, one `chunk` entry for each after
+/// the first (the first's fields on the entry itself), as c/storage writes them.
+fn toc_entry(
+    h: &TarHeader,
+    content: Option<(&Digest, &Chunker)>,
+) -> Option<Vec<serde_json::Value>> {
     use base64::Engine as _;
     let kind = toc_type(h.kind)?;
     let mut e = serde_json::Map::new();
@@ -152,12 +160,240 @@ fn toc_entry(h: &TarHeader, content: Option<(&Digest, u64, u64)>) -> Option<serd
             .collect();
         e.insert("xattrs".into(), x.into());
     }
-    if let Some((digest, offset, end)) = content {
-        e.insert("digest".into(), digest.to_string().into());
-        e.insert("offset".into(), offset.into());
-        e.insert("endOffset".into(), end.into());
+    let Some((digest, c)) = content else {
+        return Some(vec![e.into()]);
+    };
+    e.insert("digest".into(), digest.to_string().into());
+    e.insert("offset".into(), c.start.into());
+    e.insert("endOffset".into(), c.end.into());
+    let mut out = vec![e];
+    if c.chunks.len() > 1 {
+        for (i, ch) in c.chunks.iter().enumerate() {
+            if i > 0 {
+                let mut x = serde_json::Map::new();
+                x.insert("type".into(), "chunk".into());
+                x.insert("name".into(), String::from_utf8_lossy(&h.name).into());
+                if ch.chunk_offset != 0 {
+                    x.insert("chunkOffset".into(), ch.chunk_offset.into());
+                }
+                out.push(x);
+            }
+            let x = &mut out[i];
+            x.insert("offset".into(), ch.offset.into());
+            x.insert("chunkSize".into(), ch.size.into());
+            x.insert("chunkDigest".into(), ch.digest.to_string().into());
+            if ch.zeros {
+                x.insert("chunkType".into(), "zeros".into());
+            }
+        }
     }
-    Some(e.into())
+    Some(out.into_iter().map(serde_json::Value::from).collect())
+}
+
+/// A window of the rolling checksum c/storage cuts file contents with (bup's, as Perkeep has it).
+const WINDOW: usize = 64;
+/// The checksum's character offset.
+const CHAR_OFFSET: u32 = 31;
+/// A cut where the low bits of `s2` are all ones (about 64 KiB chunks).
+const ROLLSUM_BITS: u32 = 16;
+/// Zero runs at least this long are `zeros` chunks of their own.
+const HOLE: u64 = 1024;
+/// The longest chunk held before it is cut regardless of the checksum.
+const MAX_CHUNK: usize = 8 << 20;
+
+/// The rolling checksum.
+struct RollSum {
+    s1: u32,
+    s2: u32,
+    window: [u8; WINDOW],
+    at: usize,
+}
+
+impl RollSum {
+    fn new() -> RollSum {
+        RollSum {
+            s1: WINDOW as u32 * CHAR_OFFSET,
+            s2: WINDOW as u32 * (WINDOW as u32 - 1) * CHAR_OFFSET,
+            window: [0; WINDOW],
+            at: 0,
+        }
+    }
+
+    fn roll(&mut self, ch: u8) {
+        let drop = u32::from(self.window[self.at]);
+        self.s1 = self.s1.wrapping_add(u32::from(ch)).wrapping_sub(drop);
+        self.s2 = self
+            .s2
+            .wrapping_add(self.s1)
+            .wrapping_sub((WINDOW as u32).wrapping_mul(drop + CHAR_OFFSET));
+        self.window[self.at] = ch;
+        self.at = (self.at + 1) & (WINDOW - 1);
+    }
+
+    fn on_split(&self) -> bool {
+        let mask = (1u32 << ROLLSUM_BITS) - 1;
+        self.s2 & mask == mask
+    }
+}
+
+/// One chunk of a file's content.
+struct Chunk {
+    /// Where it starts in the content.
+    chunk_offset: u64,
+    /// Where its frame starts in the blob.
+    offset: u64,
+    size: u64,
+    digest: Digest,
+    /// A run of zeros.
+    zeros: bool,
+}
+
+/// Cuts one file's content into chunks, each its own zstd frame.
+struct Chunker {
+    sum: RollSum,
+    /// The frame of the chunk being written, and its uncompressed bytes so far.
+    frame: Vec<u8>,
+    sha: Sha256,
+    /// Where the current chunk starts in the content.
+    chunk_start: u64,
+    /// Zeros seen and not yet placed in a chunk.
+    zeros: u64,
+    chunks: Vec<Chunk>,
+    /// The blob offsets of the first frame and after the last.
+    start: u64,
+    end: u64,
+}
+
+impl Chunker {
+    fn new() -> Chunker {
+        Chunker {
+            sum: RollSum::new(),
+            frame: Vec::new(),
+            sha: Sha256::new(),
+            chunk_start: 0,
+            zeros: 0,
+            chunks: Vec::new(),
+            start: 0,
+            end: 0,
+        }
+    }
+
+    /// Ends the chunk being gathered (nothing when it is empty) as a frame of `out`.
+    fn cut<W: Write>(&mut self, out: &mut Counting<W>, zeros: bool) -> Result<()> {
+        let size = self.frame.len() as u64;
+        if size == 0 {
+            return Ok(());
+        }
+        let offset = out.written;
+        if self.chunks.is_empty() {
+            self.start = offset;
+        }
+        let frame = zstd::bulk::compress(&self.frame, LEVEL)
+            .map_err(|e| Error::Internal(format!("zstd: {e}")))?;
+        out.write_all(&frame).map_err(write_err)?;
+        self.end = out.written;
+        let sha = std::mem::replace(&mut self.sha, Sha256::new());
+        self.chunks.push(Chunk {
+            chunk_offset: self.chunk_start,
+            offset,
+            size,
+            digest: Digest::from_sha256(sha.finalize().into()),
+            zeros,
+        });
+        self.frame.clear();
+        self.chunk_start += size;
+        Ok(())
+    }
+
+    /// One byte of data (not of a hole). A chunk is also cut at [`MAX_CHUNK`], so that content
+    /// the checksum never cuts (a run of one byte value) is not held whole.
+    fn data<W: Write>(&mut self, b: u8, out: &mut Counting<W>) -> Result<()> {
+        self.frame.push(b);
+        self.sha.update([b]);
+        self.sum.roll(b);
+        if self.sum.on_split() || self.frame.len() >= MAX_CHUNK {
+            self.cut(out, false)?;
+        }
+        Ok(())
+    }
+
+    /// Places the zeros seen: a hole chunk of their own when long enough, else data.
+    fn place_zeros<W: Write>(&mut self, out: &mut Counting<W>) -> Result<()> {
+        let n = std::mem::take(&mut self.zeros);
+        if n >= HOLE {
+            // The data before the hole ends its chunk; the hole is one chunk (in frames of at
+            // most MAX_CHUNK zeros' worth of memory, hashed as one).
+            self.cut(out, false)?;
+            for _ in 0..n {
+                self.sum.roll(0);
+            }
+            self.frame
+                .resize(usize::try_from(n).unwrap_or(usize::MAX).min(MAX_CHUNK), 0);
+            let mut left = n;
+            while left > 0 {
+                let k = left.min(MAX_CHUNK as u64) as usize;
+                self.sha.update(&self.frame[..k]);
+                left -= k as u64;
+            }
+            self.frame.truncate(0);
+            self.zero_chunk(n, out)?;
+        } else {
+            for _ in 0..n {
+                self.data(0, out)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A hole of `n` zeros (hashed already) as one `zeros` chunk: its zstd frame written
+    /// streaming, so a long hole needs no memory.
+    fn zero_chunk<W: Write>(&mut self, n: u64, out: &mut Counting<W>) -> Result<()> {
+        let offset = out.written;
+        if self.chunks.is_empty() {
+            self.start = offset;
+        }
+        let mut enc = zstd::stream::write::Encoder::new(&mut *out, LEVEL).map_err(write_err)?;
+        let zeros = vec![0u8; MAX_CHUNK.min(usize::try_from(n).unwrap_or(MAX_CHUNK))];
+        let mut left = n;
+        while left > 0 {
+            let k = left.min(zeros.len() as u64) as usize;
+            enc.write_all(&zeros[..k]).map_err(write_err)?;
+            left -= k as u64;
+        }
+        enc.finish().map_err(write_err)?;
+        self.end = out.written;
+        let sha = std::mem::replace(&mut self.sha, Sha256::new());
+        self.chunks.push(Chunk {
+            chunk_offset: self.chunk_start,
+            offset,
+            size: n,
+            digest: Digest::from_sha256(sha.finalize().into()),
+            zeros: true,
+        });
+        self.chunk_start += n;
+        Ok(())
+    }
+
+    /// More content.
+    fn feed<W: Write>(&mut self, bytes: &[u8], out: &mut Counting<W>) -> Result<()> {
+        for &b in bytes {
+            if b == 0 {
+                self.zeros += 1;
+                continue;
+            }
+            if self.zeros > 0 {
+                self.place_zeros(out)?;
+            }
+            self.data(b, out)?;
+        }
+        Ok(())
+    }
+
+    /// The end of the content.
+    fn finish<W: Write>(&mut self, out: &mut Counting<W>) -> Result<()> {
+        self.place_zeros(out)?;
+        self.cut(out, false)
+    }
 }
 
 /// A skippable frame holding `data`.
@@ -194,11 +430,9 @@ pub fn write_zstd_chunked<R: Read, W: Write>(tar: R, out: W) -> Result<(W, Chunk
                 let (mut crc, mut sha) = (Crc64::new(), Sha256::new());
                 let mut got = 0u64;
                 let content = if header.kind == EntryKind::Regular && header.size > 0 {
-                    // The content: a frame of its own.
+                    // The content: frames of its own, cut where c/storage cuts it.
                     meta.flush(&mut out)?;
-                    let start = out.written;
-                    let mut enc =
-                        zstd::stream::write::Encoder::new(&mut out, LEVEL).map_err(write_err)?;
+                    let mut c = Chunker::new();
                     loop {
                         let n = stream.read_data(&mut buf)?;
                         if n == 0 {
@@ -208,12 +442,11 @@ pub fn write_zstd_chunked<R: Read, W: Write>(tar: R, out: W) -> Result<(W, Chunk
                         diff.update(chunk);
                         crc.update(chunk);
                         sha.update(chunk);
-                        enc.write_all(chunk).map_err(write_err)?;
+                        c.feed(chunk, &mut out)?;
                         got += n as u64;
                     }
-                    enc.finish().map_err(write_err)?;
-                    let digest = Digest::from_sha256(sha.finalize().into());
-                    Some((digest, start, out.written))
+                    c.finish(&mut out)?;
+                    Some((Digest::from_sha256(sha.finalize().into()), c))
                 } else {
                     // Content of other kinds (none, normally) stays with the headers.
                     loop {
@@ -230,8 +463,8 @@ pub fn write_zstd_chunked<R: Read, W: Write>(tar: R, out: W) -> Result<(W, Chunk
                     None
                 };
                 split.file(&header.name, got, (got > 0).then(|| crc.finish()))?;
-                if let Some(e) = toc_entry(&header, content.as_ref().map(|(d, s, e)| (d, *s, *e))) {
-                    entries.push(e);
+                if let Some(e) = toc_entry(&header, content.as_ref().map(|(d, c)| (d, c))) {
+                    entries.extend(e);
                 }
             }
             Event::Trailer(t) => {
@@ -292,4 +525,56 @@ pub fn write_zstd_chunked<R: Read, W: Write>(tar: R, out: W) -> Result<(W, Chunk
             annotations,
         },
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Bytes no rolling checksum finds structure in (xorshift).
+    fn noise(n: usize, mut x: u64) -> Vec<u8> {
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 24) as u8
+            })
+            .collect()
+    }
+
+    #[test]
+    fn chunks_as_cut_and_framed() {
+        let content = [noise(1 << 20, 7), vec![0u8; 4096], noise(10_000, 9)].concat();
+        let mut out = Counting {
+            inner: Vec::new(),
+            written: 0,
+        };
+        let mut c = Chunker::new();
+        for piece in content.chunks(4096) {
+            c.feed(piece, &mut out).expect("feed");
+        }
+        c.finish(&mut out).expect("finish");
+        // About one cut per 64 KiB of noise, a hole, and the rest.
+        assert!(c.chunks.len() > 6, "{} chunks", c.chunks.len());
+        assert_eq!(c.chunks.iter().filter(|k| k.zeros).count(), 1);
+        let mut at = 0u64;
+        for k in &c.chunks {
+            assert_eq!(k.chunk_offset, at, "contiguous");
+            let data = zstd::stream::decode_all(&out.inner[k.offset as usize..]).expect("frames");
+            let mine = &content[at as usize..(at + k.size) as usize];
+            assert!(
+                data.starts_with(mine),
+                "the frame at {} holds the chunk",
+                k.offset
+            );
+            assert_eq!(Digest::of_bytes(mine), k.digest);
+            at += k.size;
+        }
+        assert_eq!(at, content.len() as u64);
+        assert_eq!(
+            zstd::stream::decode_all(&out.inner[..]).expect("all"),
+            content
+        );
+    }
 }

@@ -11,6 +11,18 @@ use serde_json::{Value, json};
 use crate::fixture::{self, Compression, ImageSpec, LayerBlob, OciDir};
 use crate::util::{Driver, TestStore, describe, run, run_ok};
 
+/// `n` bytes of xorshift noise (a rolling checksum cuts them about every 64 KiB).
+fn noise(n: usize, mut x: u64) -> Vec<u8> {
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
 /// A zstd skippable frame holding `data`.
 fn skippable(data: &[u8]) -> Vec<u8> {
     let mut f = 0x184D_2A50u32.to_le_bytes().to_vec();
@@ -224,7 +236,17 @@ fn zstd_chunked_export() {
     let mut oci = OciDir::create(&store.dir.join("oci"));
     let big = fixture::build_tar(&[
         fixture::Entry::dir("data"),
-        fixture::Entry::file("data/random", fixture::pseudo_random(300_000, 3)),
+        fixture::Entry::file("data/random", noise(1 << 20, 3)),
+        // A hole: a `zeros` chunk between data chunks.
+        fixture::Entry::file(
+            "data/sparse",
+            [
+                fixture::pseudo_random(5000, 4),
+                vec![0u8; 8192],
+                fixture::pseudo_random(5000, 5),
+            ]
+            .concat(),
+        ),
         fixture::Entry::file("data/empty", Vec::new()),
         fixture::Entry::symlink("data/link", "random"),
     ]);
@@ -283,6 +305,43 @@ fn zstd_chunked_export() {
         let bytes = blob(&one, l["digest"].as_str().expect("digest"));
         let tar = zstd::stream::decode_all(&bytes[..]).expect("zstd decodes it");
         assert_eq!(&fixture::sha256_digest(&tar), diff_id, "the layer's tar");
+    }
+    // The big files were cut into chunks (c/storage's rolling checksum), the hole a `zeros` one.
+    let big = &manifest["layers"][1];
+    let position = big["annotations"]["io.github.containers.zstd-chunked.manifest-position"]
+        .as_str()
+        .expect("position");
+    let p: Vec<usize> = position
+        .split(':')
+        .map(|x| x.parse().expect("number"))
+        .collect();
+    let bytes = blob(&one, big["digest"].as_str().expect("digest"));
+    let toc: Value =
+        serde_json::from_slice(&zstd::stream::decode_all(&bytes[p[0]..p[0] + p[1]]).expect("TOC"))
+            .expect("TOC JSON");
+    let entries = toc["entries"].as_array().expect("entries");
+    let chunks_of = |name: &str| {
+        entries
+            .iter()
+            .filter(|e| e["name"] == name || e["name"] == format!("./{name}"))
+            .count()
+    };
+    assert!(chunks_of("data/random") > 1, "cut into chunks: {toc}");
+    assert!(
+        entries.iter().any(|e| e["chunkType"] == "zeros"),
+        "a zeros chunk: {toc}"
+    );
+    // Each chunk's frame decodes to bytes of its digest.
+    for e in entries.iter().filter(|e| e["chunkDigest"].is_string()) {
+        let off = e["offset"].as_u64().expect("offset") as usize;
+        let size = e["chunkSize"].as_u64().expect("size") as usize;
+        let mut dec = zstd::stream::read::Decoder::new(&bytes[off..]).expect("decoder");
+        let mut data = vec![0u8; size];
+        std::io::Read::read_exact(&mut dec, &mut data).expect("the chunk's frame");
+        assert_eq!(
+            fixture::sha256_digest(&data),
+            e["chunkDigest"].as_str().expect("digest")
+        );
     }
     // skopeo 1.9 reads it as zstd.
     let other = TestStore::new(Driver::Overlay);
