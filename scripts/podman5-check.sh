@@ -355,6 +355,8 @@ phase_podman5() {
         p5_partial "$base/ourzc-p5" pull -q --tls-verify=false "$ourzc"
     check "zstd:chunked: the tree podman 5 pulled partially from our export equals the one it pulled partially from skopeo 1.18's" \
         partial_trees_equal "$ourzc" "$zc"
+    check "zstd:chunked: podman 5 pulls our chunked 3 MiB file partially, byte for byte" \
+        big_partial_pull "127.0.0.1:$port/p5-bigzc:$tag"
 
     say "podman 5 on the image bootc-image build-chunked wrote"
     local k=(overlay "$base/built" /run/p5-built)
@@ -696,6 +698,37 @@ export_zstd_chunked() {
         "docker://127.0.0.1:$(cat "$base/registry/port")/p5-ourzc:$tag"
 }
 
+# An image with one 3 MiB file of noise (many rolling-checksum chunks), copied into a store of
+# ours, exported as zstd:chunked and pushed as 127.0.0.1:PORT/p5-bigzc:$tag.
+export_big_zstd_chunked() {
+    local d=$base/work/big
+    rm -rf "$d" "$base/oci-big" "$base/big-ours"
+    mkdir -p "$d/data"
+    head -c 3145728 /dev/urandom >"$d/data/noise"
+    umoci init --layout "$base/oci-big" && umoci new --image "$base/oci-big:big" || return 1
+    find "$d" -exec touch -h -d @1577836800 {} +
+    tar -C "$d" --format=ustar --numeric-owner -cf "$d.tar" data || return 1
+    umoci raw add-layer --image "$base/oci-big:big" "$d.tar" || return 1
+    sha256sum "$d/data/noise" | cut -d' ' -f1 >"$base/big-noise.sha256"
+    "$bin" --root "$base/big-ours" --runroot /run/p5-big-ours --storage-driver overlay \
+        copy-to-storage --source "oci:$base/oci-big:big" --target localhost/big || return 1
+    "$bin" --root "$base/big-ours" --runroot /run/p5-big-ours --storage-driver overlay \
+        export localhost/big "oci:$base/oci-bigzc:zc" --compression zstd:chunked || return 1
+    skopeo copy -q --insecure-policy --dest-tls-verify=false "oci:$base/oci-bigzc:zc" \
+        "docker://127.0.0.1:$(cat "$base/registry/port")/p5-bigzc:$tag"
+}
+
+# podman 5 pulls the big zstd:chunked image partially: the noise file byte for byte.
+big_partial_pull() { # IMAGE
+    local mnt rc=0
+    p5_partial "$base/bigzc-p5" pull -q --tls-verify=false "$1" || return 1
+    mnt=$(p5_partial "$base/bigzc-p5" image mount "$1") || return 1
+    echo "noise: $(sha256sum "$mnt/data/noise" | cut -d' ' -f1), expected $(cat "$base/big-noise.sha256")"
+    [[ $(sha256sum "$mnt/data/noise" | cut -d' ' -f1) == "$(cat "$base/big-noise.sha256")" ]] || rc=1
+    p5_partial "$base/bigzc-p5" image unmount "$1" >/dev/null || rc=1
+    return "$rc"
+}
+
 # podman 5's record of each layer it pulled from our zstd:chunked push: partially (a TOC digest,
 # no compressed digest: it never had the whole blob).
 pulled_partially() { # STORE
@@ -934,6 +967,8 @@ say "a registry (Debian's docker-registry) holding the test image, for skopeo 1.
 check "registry: docker-registry started and the image pushed (skopeo 1.9)" start_registry
 check "zstd:chunked: bootc-image export --compression zstd:chunked, pushed with skopeo 1.9" \
     export_zstd_chunked
+check "zstd:chunked: a 3 MiB file of noise exported as zstd:chunked (chunks), pushed" \
+    export_big_zstd_chunked
 check "registry: bootc-image export docker:// (a native push from the overlay store)" \
     "$bin" --root "$base/overlay" --runroot /run/p5-overlay --storage-driver overlay \
     export "$image" "docker://127.0.0.1:$(cat "$base/registry/port")/p5-pushed:$tag" \
@@ -975,6 +1010,8 @@ in_chroot podman5
 say "zstd:chunked: podman 5 pulled our export partially"
 check "zstd:chunked: every layer of our export pulled partially by podman 5 (TOC digest, no blob digest)" \
     pulled_partially "$base/ourzc-p5"
+check "zstd:chunked: the chunked 3 MiB file's layer pulled partially by podman 5" \
+    pulled_partially "$base/bigzc-p5"
 
 say "zstd:chunked: our records against podman 5's partial pull"
 check "zstd:chunked: layer IDs, toc-digest, big-data names and TOC bytes equal podman 5's" \
