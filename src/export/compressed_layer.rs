@@ -43,7 +43,11 @@ pub(crate) fn compressed_layer<W: Write>(
     let mut annotations = None;
     let (diff_id, hashing) = match compression {
         LayerCompression::ZstdChunked => {
-            let (out, blob) = chunked(store, layer, hashing).map_err(other)?;
+            // A failure to write the output is the output's (a full disk, a cut upload).
+            let (out, blob) = chunked(store, layer, hashing).map_err(|e| match e {
+                Error::Write { source, .. } => LayerWriteError::Write(source),
+                e => LayerWriteError::Other(e),
+            })?;
             annotations = Some(blob.annotations);
             (blob.diff_id, out)
         }
@@ -90,9 +94,13 @@ fn chunked<W: Write>(
         let fed = fed
             .join()
             .map_err(|_| Error::Internal("the tar rebuilder panicked".into()))?;
-        // The rebuilder's error (a damaged layer) explains a writer that saw the stream end.
-        let diff_id = fed?;
-        let (out, blob) = written?;
+        // The writer's failure to write its output comes first (the rebuilder then only saw its
+        // pipe break); else the rebuilder's error (a damaged layer) explains a writer that saw
+        // the stream end.
+        let (diff_id, (out, blob)) = match (fed, written) {
+            (Ok(d), Ok(w)) => (d, w),
+            (_, Err(e @ Error::Write { .. })) | (Err(e), _) | (Ok(_), Err(e)) => return Err(e),
+        };
         if blob.diff_id != diff_id {
             return Err(Error::Internal(format!(
                 "layer {}: the zstd:chunked writer read {} where the tar is {diff_id}",

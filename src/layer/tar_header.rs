@@ -57,6 +57,10 @@ pub struct TarHeader {
     pub mtime_nsec: u32,
     /// Access time from PAX `atime` or the GNU header, if any.
     pub atime: Option<(i64, u32)>,
+    /// Change time from PAX `ctime` or the GNU header, if any.
+    pub ctime: Option<(i64, u32)>,
+    /// The header's mode field whole (type bits included, as some old tars have them).
+    pub raw_mode: i64,
     /// Link target (hard or symbolic).
     pub linkname: Vec<u8>,
     /// Device major number.
@@ -81,6 +85,8 @@ impl TarHeader {
             mtime,
             mtime_nsec: 0,
             atime: None,
+            ctime: None,
+            raw_mode: i64::from(mode),
             linkname: Vec::new(),
             devmajor: 0,
             devminor: 0,
@@ -170,6 +176,8 @@ pub struct RawHeader {
     pub mtime: i64,
     /// GNU atime field, if present.
     pub atime: Option<i64>,
+    /// GNU ctime field, if present.
+    pub ctime: Option<i64>,
     /// Device major.
     pub devmajor: i64,
     /// Device minor.
@@ -211,11 +219,12 @@ impl RawHeader {
                 parse_numeric(&block[337..345])?,
             )
         };
-        let atime = if format == Format::Gnu {
+        let (atime, ctime) = if format == Format::Gnu {
             let a = parse_numeric(&block[345..357])?;
-            (a != 0).then_some(a)
+            let c = parse_numeric(&block[357..369])?;
+            ((a != 0).then_some(a), (c != 0).then_some(c))
         } else {
-            None
+            (None, None)
         };
         Ok(RawHeader {
             typeflag: block[156],
@@ -227,6 +236,7 @@ impl RawHeader {
             size: parse_numeric(&block[124..136])?,
             mtime: parse_numeric(&block[136..148])?,
             atime,
+            ctime,
             devmajor,
             devminor,
         })
@@ -328,6 +338,7 @@ pub fn resolve(raw: RawHeader, ext: Extensions) -> Result<TarHeader> {
     let mut gid = raw.gid;
     let mut mtime = (raw.mtime, 0u32);
     let mut atime = raw.atime.map(|a| (a, 0u32));
+    let mut ctime = raw.ctime.map(|c| (c, 0u32));
     let mut xattrs = Vec::new();
     for (k, v) in ext.pax {
         // Go's mergePAX: an empty value keeps the header's own (ustar) value, and an empty
@@ -343,6 +354,7 @@ pub fn resolve(raw: RawHeader, ext: Extensions) -> Result<TarHeader> {
             b"gid" => gid = parse_pax_int(&v, "gid")?,
             b"mtime" => mtime = parse_pax_time(&v)?,
             b"atime" => atime = Some(parse_pax_time(&v)?),
+            b"ctime" => ctime = Some(parse_pax_time(&v)?),
             k if k.starts_with(b"SCHILY.xattr.") => {
                 xattrs.push((k[b"SCHILY.xattr.".len()..].to_vec(), v));
             }
@@ -395,12 +407,14 @@ pub fn resolve(raw: RawHeader, ext: Extensions) -> Result<TarHeader> {
         name,
         kind,
         mode: u32::try_from(raw.mode & 0o7777).unwrap_or(0),
+        raw_mode: raw.mode,
         uid: to_u64(uid, "uid")?,
         gid: to_u64(gid, "gid")?,
         size,
         mtime: mtime.0,
         mtime_nsec: mtime.1,
         atime,
+        ctime,
         linkname,
         devmajor: u32::try_from(raw.devmajor).unwrap_or(0),
         devminor: u32::try_from(raw.devminor).unwrap_or(0),

@@ -95,6 +95,47 @@ impl TocRef {
     }
 }
 
+/// Whether the files the TOC names with a digest hold that content in the tree at `root` (the
+/// layer as it was written from the whole blob): a TOC is kept only if it tells the truth about
+/// the files, since podman takes files from a layer by the digests its TOC gives. `Err` names the
+/// first file that differs.
+pub fn matches_tree(manifest: &[u8], root: &std::path::Path) -> Result<(), String> {
+    use sha2::{Digest as _, Sha256};
+    let toc: serde_json::Value =
+        serde_json::from_slice(manifest).map_err(|e| format!("the TOC: {e}"))?;
+    let root = std::fs::canonicalize(root).map_err(|e| format!("{}: {e}", root.display()))?;
+    let entries = toc["entries"].as_array().ok_or("the TOC has no entries")?;
+    for e in entries.iter().filter(|e| e["type"] == "reg") {
+        let Some(want) = e["digest"].as_str().filter(|d| !d.is_empty()) else {
+            continue;
+        };
+        let name = e["name"].as_str().unwrap_or_default();
+        let rel: std::path::PathBuf = std::path::Path::new(name)
+            .components()
+            .filter(|c| matches!(c, std::path::Component::Normal(_)))
+            .collect();
+        if std::path::Path::new(name)
+            .components()
+            .any(|c| matches!(c, std::path::Component::ParentDir))
+        {
+            return Err(format!("{name}: a name that climbs out"));
+        }
+        // Only a regular file inside the tree, reached without leaving it.
+        let path = std::fs::canonicalize(root.join(&rel)).map_err(|e| format!("{name}: {e}"))?;
+        if !path.starts_with(&root) || !path.is_file() {
+            return Err(format!("{name}: not a file of the layer"));
+        }
+        let mut f = std::fs::File::open(&path).map_err(|e| format!("{name}: {e}"))?;
+        let mut sha = Sha256::new();
+        std::io::copy(&mut f, &mut sha).map_err(|e| format!("{name}: {e}"))?;
+        let got = Digest::from_sha256(sha.finalize().into());
+        if got.as_str() != want {
+            return Err(format!("{name}: the TOC says {want}, the file is {got}"));
+        }
+    }
+    Ok(())
+}
+
 /// A layer's checked TOC, to store with it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredToc {

@@ -9,7 +9,8 @@
 //! A file's content is cut as c/storage cuts it: where a rolling checksum (bup's, 64-byte window)
 //! has its low 16 bits set (about 64 KiB chunks), and around runs of 1024 or more zeros (`zeros`
 //! chunks), each chunk a frame with its own digest, so a changed part of a big file is fetched
-//! alone.
+//! alone; unlike c/storage, a data chunk is also cut at 8 MiB, so that content the checksum never
+//! cuts is not held whole.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -25,6 +26,9 @@ use crate::error::{Error, Result};
 /// The annotation with the tar-split's position.
 pub const TARSPLIT_POSITION_ANNOTATION: &str =
     "io.github.containers.zstd-chunked.tarsplit-position";
+/// Headers gathered at most before they are written as a frame (many entries without content
+/// in a row: directories, links).
+const META_FRAME: usize = 1 << 20;
 /// The zstd level (c/storage's default for zstd:chunked is 10; 3 keeps exports fast).
 const LEVEL: i32 = 3;
 /// The skippable frame's magic (`0x184D2A50`, little-endian).
@@ -128,10 +132,12 @@ fn toc_entry(
             String::from_utf8_lossy(&h.linkname).into(),
         );
     }
-    if h.mode != 0 {
-        e.insert("mode".into(), h.mode.into());
+    // As c/storage's NewFileMetadata takes them from Go's reader, which its pull compares with
+    // the tar-split: the mode field whole, the size of any entry, access and change times.
+    if h.raw_mode != 0 {
+        e.insert("mode".into(), h.raw_mode.into());
     }
-    if h.kind == EntryKind::Regular && h.size != 0 {
+    if h.size != 0 {
         e.insert("size".into(), h.size.into());
     }
     if h.uid != 0 {
@@ -141,6 +147,12 @@ fn toc_entry(
         e.insert("gid".into(), h.gid.into());
     }
     e.insert("modtime".into(), go_time(h.mtime, h.mtime_nsec).into());
+    if let Some((secs, nsec)) = h.atime {
+        e.insert("accesstime".into(), go_time(secs, nsec).into());
+    }
+    if let Some((secs, nsec)) = h.ctime {
+        e.insert("changetime".into(), go_time(secs, nsec).into());
+    }
     if h.devmajor != 0 {
         e.insert("devMajor".into(), h.devmajor.into());
     }
@@ -251,9 +263,8 @@ struct Chunk {
 /// Cuts one file's content into chunks, each its own zstd frame.
 struct Chunker {
     sum: RollSum,
-    /// The frame of the chunk being written, and its uncompressed bytes so far.
+    /// The uncompressed bytes of the chunk being gathered.
     frame: Vec<u8>,
-    sha: Sha256,
     /// Where the current chunk starts in the content.
     chunk_start: u64,
     /// Zeros seen and not yet placed in a chunk.
@@ -269,7 +280,6 @@ impl Chunker {
         Chunker {
             sum: RollSum::new(),
             frame: Vec::new(),
-            sha: Sha256::new(),
             chunk_start: 0,
             zeros: 0,
             chunks: Vec::new(),
@@ -278,8 +288,8 @@ impl Chunker {
         }
     }
 
-    /// Ends the chunk being gathered (nothing when it is empty) as a frame of `out`.
-    fn cut<W: Write>(&mut self, out: &mut Counting<W>, zeros: bool) -> Result<()> {
+    /// Ends the data chunk being gathered (nothing when it is empty) as a frame of `out`.
+    fn cut<W: Write>(&mut self, out: &mut Counting<W>) -> Result<()> {
         let size = self.frame.len() as u64;
         if size == 0 {
             return Ok(());
@@ -292,13 +302,12 @@ impl Chunker {
             .map_err(|e| Error::Internal(format!("zstd: {e}")))?;
         out.write_all(&frame).map_err(write_err)?;
         self.end = out.written;
-        let sha = std::mem::replace(&mut self.sha, Sha256::new());
         self.chunks.push(Chunk {
             chunk_offset: self.chunk_start,
             offset,
             size,
-            digest: Digest::from_sha256(sha.finalize().into()),
-            zeros,
+            digest: Digest::of_bytes(&self.frame),
+            zeros: false,
         });
         self.frame.clear();
         self.chunk_start += size;
@@ -309,10 +318,9 @@ impl Chunker {
     /// the checksum never cuts (a run of one byte value) is not held whole.
     fn data<W: Write>(&mut self, b: u8, out: &mut Counting<W>) -> Result<()> {
         self.frame.push(b);
-        self.sha.update([b]);
         self.sum.roll(b);
         if self.sum.on_split() || self.frame.len() >= MAX_CHUNK {
-            self.cut(out, false)?;
+            self.cut(out)?;
         }
         Ok(())
     }
@@ -321,21 +329,12 @@ impl Chunker {
     fn place_zeros<W: Write>(&mut self, out: &mut Counting<W>) -> Result<()> {
         let n = std::mem::take(&mut self.zeros);
         if n >= HOLE {
-            // The data before the hole ends its chunk; the hole is one chunk (in frames of at
-            // most MAX_CHUNK zeros' worth of memory, hashed as one).
-            self.cut(out, false)?;
-            for _ in 0..n {
+            // The data before the hole ends its chunk; the hole is one chunk. (Past a window of
+            // zeros the checksum no longer changes: rolling 64 of them is rolling them all.)
+            self.cut(out)?;
+            for _ in 0..n.min(WINDOW as u64) {
                 self.sum.roll(0);
             }
-            self.frame
-                .resize(usize::try_from(n).unwrap_or(usize::MAX).min(MAX_CHUNK), 0);
-            let mut left = n;
-            while left > 0 {
-                let k = left.min(MAX_CHUNK as u64) as usize;
-                self.sha.update(&self.frame[..k]);
-                left -= k as u64;
-            }
-            self.frame.truncate(0);
             self.zero_chunk(n, out)?;
         } else {
             for _ in 0..n {
@@ -345,8 +344,8 @@ impl Chunker {
         Ok(())
     }
 
-    /// A hole of `n` zeros (hashed already) as one `zeros` chunk: its zstd frame written
-    /// streaming, so a long hole needs no memory.
+    /// A hole of `n` zeros as one `zeros` chunk: its zstd frame written and hashed streaming, so
+    /// a long hole needs no memory.
     fn zero_chunk<W: Write>(&mut self, n: u64, out: &mut Counting<W>) -> Result<()> {
         let offset = out.written;
         if self.chunks.is_empty() {
@@ -354,15 +353,16 @@ impl Chunker {
         }
         let mut enc = zstd::stream::write::Encoder::new(&mut *out, LEVEL).map_err(write_err)?;
         let zeros = vec![0u8; MAX_CHUNK.min(usize::try_from(n).unwrap_or(MAX_CHUNK))];
+        let mut sha = Sha256::new();
         let mut left = n;
         while left > 0 {
             let k = left.min(zeros.len() as u64) as usize;
             enc.write_all(&zeros[..k]).map_err(write_err)?;
+            sha.update(&zeros[..k]);
             left -= k as u64;
         }
         enc.finish().map_err(write_err)?;
         self.end = out.written;
-        let sha = std::mem::replace(&mut self.sha, Sha256::new());
         self.chunks.push(Chunk {
             chunk_offset: self.chunk_start,
             offset,
@@ -392,7 +392,7 @@ impl Chunker {
     /// The end of the content.
     fn finish<W: Write>(&mut self, out: &mut Counting<W>) -> Result<()> {
         self.place_zeros(out)?;
-        self.cut(out, false)
+        self.cut(out)
     }
 }
 
@@ -418,7 +418,11 @@ pub fn write_zstd_chunked<R: Read, W: Write>(tar: R, out: W) -> Result<(W, Chunk
         pending: Vec::new(),
     };
     let mut diff = Sha256::new();
-    let mut split = TarSplitWriter::new(Vec::new());
+    // The tar-split compressed as it is written (its uncompressed length counted).
+    let mut split = TarSplitWriter::new(Counting {
+        inner: zstd::stream::write::Encoder::new(Vec::new(), LEVEL).map_err(write_err)?,
+        written: 0,
+    });
     let mut entries: Vec<serde_json::Value> = Vec::new();
     let mut buf = vec![0u8; 256 << 10];
     loop {
@@ -426,6 +430,9 @@ pub fn write_zstd_chunked<R: Read, W: Write>(tar: R, out: W) -> Result<(W, Chunk
             Event::Entry { raw, header } => {
                 diff.update(&raw);
                 meta.pending.extend_from_slice(&raw);
+                if meta.pending.len() >= META_FRAME {
+                    meta.flush(&mut out)?;
+                }
                 split.segment(&raw)?;
                 let (mut crc, mut sha) = (Crc64::new(), Sha256::new());
                 let mut got = 0u64;
@@ -477,8 +484,8 @@ pub fn write_zstd_chunked<R: Read, W: Write>(tar: R, out: W) -> Result<(W, Chunk
     }
     meta.flush(&mut out)?;
     let split = split.finish()?;
-    let split_z =
-        zstd::bulk::compress(&split, LEVEL).map_err(|e| Error::Internal(format!("zstd: {e}")))?;
+    let split_len = split.written;
+    let split_z = split.inner.finish().map_err(write_err)?;
     let toc = serde_json::to_vec(&serde_json::json!({
         "version": 1,
         "entries": entries,
@@ -499,7 +506,7 @@ pub fn write_zstd_chunked<R: Read, W: Write>(tar: R, out: W) -> Result<(W, Chunk
         1,
         split_offset,
         split_z.len() as u64,
-        split.len() as u64,
+        split_len,
     ] {
         footer.extend_from_slice(&v.to_le_bytes());
     }
@@ -516,7 +523,7 @@ pub fn write_zstd_chunked<R: Read, W: Write>(tar: R, out: W) -> Result<(W, Chunk
     );
     annotations.insert(
         TARSPLIT_POSITION_ANNOTATION.to_string(),
-        format!("{split_offset}:{}:{}", split_z.len(), split.len()),
+        format!("{split_offset}:{}:{split_len}", split_z.len()),
     );
     Ok((
         out.inner,

@@ -57,7 +57,17 @@ async fn verify(imgref: String, opts: FetchOptions) -> Result<std::result::Resul
         Err(e) => {
             let text = e.to_string();
             // The policy's verdict, in c/image's words, is about the image, not the network.
-            return Err(if text.contains("rejected") || text.contains("ignature") {
+            // c/image's verdicts (PolicyRequirementError, "Source image rejected", signature
+            // verification) — not a network failure while fetching signatures.
+            let verdict = [
+                "rejected",
+                "A signature was required",
+                "signature verification failed",
+                "is not signed",
+            ]
+            .iter()
+            .any(|w| text.contains(w));
+            return Err(if verdict {
                 Error::InvalidInput(format!(
                     "{imgref}: {text}: the image is not signed as the signature policy requires (policy.json, containers-policy.json(5))"
                 ))

@@ -68,14 +68,17 @@ impl Store {
             let from = src.tar_split_path(&l.id);
             let tmp = LayerTxn::tar_split_tmp(self, &l.id);
             std::fs::copy(&from, &tmp).map_err(|e| Error::io("copying tar-split", &from, e))?;
-            // The layer's big data (a zstd:chunked TOC), as its record lists it.
-            let bd = src.layer_big_data_dir(&l.id);
-            if let Ok(rd) = std::fs::read_dir(&bd) {
-                let to = self.create_layer_big_data_dir(&l.id)?;
-                for e in rd.flatten() {
-                    let dest = to.join(e.file_name());
-                    std::fs::copy(e.path(), &dest)
-                        .map_err(|err| Error::io("copying layer data", e.path(), err))?;
+            // The layer's big data its record lists (a zstd:chunked TOC).
+            let names = big_data_names(l);
+            if !names.is_empty() {
+                let (from, to) = (
+                    src.layer_big_data_dir(&l.id),
+                    self.create_layer_big_data_dir(&l.id)?,
+                );
+                for name in names {
+                    let file = big_data_file_name(&name);
+                    std::fs::copy(from.join(&file), to.join(&file))
+                        .map_err(|e| Error::io("copying layer data", from.join(&file), e))?;
                 }
             }
         }
@@ -203,8 +206,9 @@ pub(crate) fn layer_chain(
     Ok(chain)
 }
 
-/// The record a copied layer gets: the source's identity and sizes, none of its store-local
-/// state (flags, mount counts, big data).
+/// The record a copied layer gets: the source's identity and sizes (and a zstd:chunked TOC's
+/// digest and big-data names, whose files are copied too), none of its store-local state (flags,
+/// mount counts).
 fn fresh_record(l: &LayerRecord) -> LayerRecord {
     LayerRecord {
         id: l.id.clone(),
@@ -217,6 +221,26 @@ fn fresh_record(l: &LayerRecord) -> LayerRecord {
         compression: l.compression,
         uidset: l.uidset.clone(),
         gidset: l.gidset.clone(),
+        // A zstd:chunked layer's TOC, whose big data is copied with it.
+        extra: l
+            .extra
+            .iter()
+            .filter(|(k, _)| *k == "toc-digest" || *k == "big-data-names")
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
         ..Default::default()
     }
+}
+
+/// The big-data keys a layer record lists.
+fn big_data_names(l: &LayerRecord) -> Vec<String> {
+    l.extra
+        .get("big-data-names")
+        .and_then(|v| v.as_array())
+        .map(|a| {
+            a.iter()
+                .filter_map(|n| n.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
 }

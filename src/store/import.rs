@@ -376,9 +376,18 @@ impl Store {
                 actual: diff_id.to_string(),
             });
         }
-        // A zstd:chunked TOC: its big data beside the layer's records before the layer is
-        // complete (an interrupted import removes it with the layer).
-        if let Some(t) = &produced.toc {
+        // A zstd:chunked TOC: kept only if its digests are the files' (podman reuses files by
+        // them); its big data beside the layer's records before the layer is complete (an
+        // interrupted import removes it with the layer).
+        let mut toc = produced.toc;
+        if let Some(t) = &toc
+            && let Err(why) =
+                zstd_chunked_toc::matches_tree(&t.manifest, &self.driver().tree_path(id))
+        {
+            tracing::warn!(layer = %layer.blob_digest, "the zstd:chunked TOC is not kept: {why}");
+            toc = None;
+        }
+        if let Some(t) = &toc {
             self.write_layer_big_data(
                 id,
                 &[
@@ -396,7 +405,7 @@ impl Store {
             diff_id,
             compression: produced.compression,
             tar_split_tmp: tmp,
-            toc: produced.toc,
+            toc,
         })
     }
 }

@@ -76,7 +76,14 @@ impl Store {
         tmp: &std::path::Path,
     ) -> Result<Written> {
         let driver = self.driver();
-        if let Some(t) = self.stored_toc(rec) {
+        // A zstd:chunked layer's TOC goes along (the same blob, the same files) — not to a layer
+        // whose blob is the plain tar.
+        let toc = if blob_is_diff {
+            None
+        } else {
+            self.stored_toc(rec)
+        };
+        if let Some(t) = &toc {
             self.write_layer_big_data(
                 id,
                 &[
@@ -121,8 +128,7 @@ impl Store {
                     .unwrap_or(Compression::None)
             },
             tar_split_tmp: tmp.to_path_buf(),
-            // A zstd:chunked layer's TOC goes along (the same blob, the same files).
-            toc: self.stored_toc(rec),
+            toc,
         })
     }
 }

@@ -35,11 +35,12 @@ fn skippable(data: &[u8]) -> Vec<u8> {
 /// the compressed TOC in a skippable frame the annotations point at (`lie`: a checksum of other
 /// bytes). Returns the layer and the uncompressed TOC.
 fn chunked_layer(tar: &[u8], lie: bool) -> (LayerBlob, Vec<u8>) {
-    let toc = serde_json::to_vec(&json!({"version": 1, "entries": [
-        {"type": "dir", "name": ".", "mode": 493},
-        {"type": "reg", "name": "f", "mode": 420, "size": 3, "digest": "sha256:00"},
-    ]}))
-    .expect("toc");
+    chunked_layer_with(tar, lie, json!([{"type": "dir", "name": ".", "mode": 493}]))
+}
+
+/// [`chunked_layer`] with these TOC `entries`.
+fn chunked_layer_with(tar: &[u8], lie: bool, entries: Value) -> (LayerBlob, Vec<u8>) {
+    let toc = serde_json::to_vec(&json!({"version": 1, "entries": entries})).expect("toc");
     let compressed = zstd::bulk::compress(&toc, 3).expect("compress toc");
     let mut blob = zstd::bulk::compress(tar, 3).expect("compress tar");
     let offset = blob.len() + 8;
@@ -70,7 +71,8 @@ fn layers(store: &TestStore) -> Vec<Value> {
 
 /// An image of a zstd:chunked layer and a plain gzip one: the first keeps its TOC (record and big
 /// data as podman 5's), podman 4.3 reads the store, `storage verify` passes, a store-to-store copy
-/// carries the TOC, `image rm` removes it with the layer; a lying TOC is ignored.
+/// carries the TOC, `image rm` removes it with the layer; a TOC that lies about a file's digest,
+/// or whose annotation lies, is not kept.
 #[test]
 fn zstd_chunked_toc_kept() {
     let store = TestStore::new(Driver::Overlay);
@@ -140,6 +142,40 @@ fn zstd_chunked_toc_kept() {
     // Removed with the layer.
     run_ok(store.ours_cmd().args(["image", "rm", name]));
     assert!(!dir.exists(), "the layer's big data went with it");
+    // A TOC that lies about a file's content: not kept (podman would hand that file out by the
+    // digest the TOC gives).
+    let mut oci3 = OciDir::create(&store.dir.join("oci3"));
+    let tar = fixture::build_tar(&[fixture::Entry::file("etc/x", b"hello\n".to_vec())]);
+    let (false_toc, _) = chunked_layer_with(
+        &tar,
+        false,
+        json!([{"type": "reg", "name": "etc/x", "size": 6,
+                "digest": fixture::sha256_digest(b"other\n")}]),
+    );
+    oci3.add_image(
+        Some("v1"),
+        &ImageSpec {
+            layers: vec![false_toc],
+            label: "false toc".into(),
+        },
+    );
+    let out = run(store.ours_cmd().args([
+        "copy-to-storage",
+        "--source",
+        &oci3.source(Some("v1")),
+        "--target",
+        "localhost/falsetoc:1",
+    ]));
+    assert!(out.status.success(), "{}", describe(&out));
+    assert!(
+        layers(&store).iter().all(|r| r.get("toc-digest").is_none()),
+        "a TOC that lies about a file is not kept"
+    );
+    run_ok(
+        store
+            .ours_cmd()
+            .args(["image", "rm", "localhost/falsetoc:1"]),
+    );
     // A TOC whose annotation lies: ignored, the layer recorded as plain zstd.
     let mut oci2 = OciDir::create(&store.dir.join("oci2"));
     let (lying, _) = chunked_layer(&fixture::small_tar(152), true);
