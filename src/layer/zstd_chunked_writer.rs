@@ -396,6 +396,23 @@ impl Chunker {
     }
 }
 
+/// Reads the current entry's content through `buf`, each piece to `f`; returns its length.
+fn each_piece<R: Read>(
+    stream: &mut TarStream<R>,
+    buf: &mut [u8],
+    mut f: impl FnMut(&[u8]) -> Result<()>,
+) -> Result<u64> {
+    let mut got = 0u64;
+    loop {
+        let n = stream.read_data(buf)?;
+        if n == 0 {
+            return Ok(got);
+        }
+        f(&buf[..n])?;
+        got += n as u64;
+    }
+}
+
 /// A skippable frame holding `data`.
 fn skippable(data: &[u8]) -> Result<Vec<u8>> {
     let len = u32::try_from(data.len())
@@ -435,38 +452,27 @@ pub fn write_zstd_chunked<R: Read, W: Write>(tar: R, out: W) -> Result<(W, Chunk
                 }
                 split.segment(&raw)?;
                 let (mut crc, mut sha) = (Crc64::new(), Sha256::new());
-                let mut got = 0u64;
+                let got;
                 let content = if header.kind == EntryKind::Regular && header.size > 0 {
                     // The content: frames of its own, cut where c/storage cuts it.
                     meta.flush(&mut out)?;
                     let mut c = Chunker::new();
-                    loop {
-                        let n = stream.read_data(&mut buf)?;
-                        if n == 0 {
-                            break;
-                        }
-                        let chunk = &buf[..n];
-                        diff.update(chunk);
-                        crc.update(chunk);
-                        sha.update(chunk);
-                        c.feed(chunk, &mut out)?;
-                        got += n as u64;
-                    }
+                    got = each_piece(&mut stream, &mut buf, |piece| {
+                        diff.update(piece);
+                        crc.update(piece);
+                        sha.update(piece);
+                        c.feed(piece, &mut out)
+                    })?;
                     c.finish(&mut out)?;
                     Some((Digest::from_sha256(sha.finalize().into()), c))
                 } else {
                     // Content of other kinds (none, normally) stays with the headers.
-                    loop {
-                        let n = stream.read_data(&mut buf)?;
-                        if n == 0 {
-                            break;
-                        }
-                        let chunk = &buf[..n];
-                        diff.update(chunk);
-                        crc.update(chunk);
-                        meta.pending.extend_from_slice(chunk);
-                        got += n as u64;
-                    }
+                    got = each_piece(&mut stream, &mut buf, |piece| {
+                        diff.update(piece);
+                        crc.update(piece);
+                        meta.pending.extend_from_slice(piece);
+                        Ok(())
+                    })?;
                     None
                 };
                 split.file(&header.name, got, (got > 0).then(|| crc.finish()))?;

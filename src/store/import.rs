@@ -388,16 +388,7 @@ impl Store {
             toc = None;
         }
         if let Some(t) = &toc {
-            self.write_layer_big_data(
-                id,
-                &[
-                    (zstd_chunked_toc::MANIFEST_KEY, &t.manifest),
-                    (
-                        zstd_chunked_toc::LAYER_DATA_KEY,
-                        zstd_chunked_toc::LAYER_DATA,
-                    ),
-                ],
-            )?;
+            self.write_toc(id, t)?;
         }
         Ok(Written {
             index,

@@ -23,7 +23,7 @@ impl Store {
     }
 
     /// Writes layer `id`'s big data `items` (key, bytes), each file named as c/storage names it.
-    pub(super) fn write_layer_big_data(&self, id: &str, items: &[(&str, &[u8])]) -> Result<()> {
+    fn write_layer_big_data(&self, id: &str, items: &[(&str, &[u8])]) -> Result<()> {
         let dir = self.create_layer_big_data_dir(id)?;
         for (key, bytes) in items {
             super::atomic::atomic_write(
@@ -33,6 +33,23 @@ impl Store {
             )?;
         }
         Ok(())
+    }
+
+    /// Stores a zstd:chunked TOC with layer `id`, as podman 5 stores it (the TOC, and the layer
+    /// data saying the layer is a tree).
+    pub(super) fn write_toc(
+        &self,
+        id: &str,
+        toc: &crate::layer::zstd_chunked_toc::StoredToc,
+    ) -> Result<()> {
+        use crate::layer::zstd_chunked_toc as z;
+        self.write_layer_big_data(
+            id,
+            &[
+                (z::MANIFEST_KEY, &toc.manifest),
+                (z::LAYER_DATA_KEY, z::LAYER_DATA),
+            ],
+        )
     }
 
     /// Layer `rec`'s zstd:chunked TOC, when it has one stored as a tree's (`toc-digest`, the

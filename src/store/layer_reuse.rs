@@ -12,7 +12,6 @@ use super::import::{ImportItem, Slot, Written};
 use crate::error::{Error, Result};
 use crate::layer::decompress::Compression;
 use crate::layer::sink::LayerSummary;
-use crate::layer::zstd_chunked_toc;
 
 /// For the layers to write whose blob the store holds already as a complete layer under another
 /// parent (same blob digest, same DiffID: a layer above a changed one, or an image rebased), that
@@ -84,16 +83,7 @@ impl Store {
             self.stored_toc(rec)
         };
         if let Some(t) = &toc {
-            self.write_layer_big_data(
-                id,
-                &[
-                    (zstd_chunked_toc::MANIFEST_KEY, &t.manifest),
-                    (
-                        zstd_chunked_toc::LAYER_DATA_KEY,
-                        zstd_chunked_toc::LAYER_DATA,
-                    ),
-                ],
-            )?;
+            self.write_toc(id, t)?;
         }
         // The empty diff directory the driver made gives way to the copy (which keeps the
         // source's root owner, mode and xattrs, as the same tar wrote them).
