@@ -410,18 +410,15 @@ pub fn push(
                 .run(&format!("uploading the config to {name}"), || {
                     put_small(&repo, &config, &name)
                 })?;
-            let descs: Vec<(&str, Digest, u64)> = blobs
+            let descs: Vec<crate::source::oci_types::LayerDescriptor<'_>> = blobs
                 .iter()
-                .map(|((t, d, n, _), _)| (*t, d.clone(), *n))
+                .map(|((t, d, n, a), _)| (*t, d.clone(), *n, a.as_ref()))
                 .collect();
-            let m = crate::source::oci_types::with_layer_annotations(
-                crate::source::oci_types::manifest_bytes(
-                    &config_digest,
-                    config.len(),
-                    &descs,
-                    stored_annotations(store, image),
-                ),
-                blobs.iter().map(|((_, _, _, a), _)| a.as_ref()),
+            let m = crate::source::oci_types::manifest_bytes(
+                &config_digest,
+                config.len(),
+                &descs,
+                stored_annotations(store, image),
             );
             let sent = blobs
                 .iter()

@@ -13,6 +13,7 @@ use crate::error::{Error, Result};
 use crate::layer::entry::BuiltEntries;
 use crate::layer::tar_build::header_bytes;
 use crate::layer::tar_header::{EntryKind, TarHeader};
+use crate::source::oci_types::LayerDescriptor;
 use crate::store::Store;
 
 mod compressed_layer;
@@ -345,18 +346,15 @@ fn write_layout(
     let config_key = format!("sha256:{}", image.id);
     let config = crate::store::copy::read_big_data(store, image, &config_key)?;
     let config_digest = put_blob(dir, &config)?;
-    let layers: Vec<(&str, Digest, u64)> = blobs
+    let layers: Vec<LayerDescriptor<'_>> = blobs
         .iter()
-        .map(|(d, size, _, _)| (compression.media_type(), d.clone(), *size))
+        .map(|(d, size, _, a)| (compression.media_type(), d.clone(), *size, a.as_ref()))
         .collect();
-    let manifest = crate::source::oci_types::with_layer_annotations(
-        crate::source::oci_types::manifest_bytes(
-            &config_digest,
-            config.len(),
-            &layers,
-            stored_annotations(store, image),
-        ),
-        blobs.iter().map(|(_, _, _, a)| a.as_ref()),
+    let manifest = crate::source::oci_types::manifest_bytes(
+        &config_digest,
+        config.len(),
+        &layers,
+        stored_annotations(store, image),
     );
     let manifest_digest = put_blob(dir, &manifest)?;
     let index_path = dir.join("index.json");

@@ -104,28 +104,14 @@ pub(crate) fn host_arch() -> &'static str {
     }
 }
 
-/// `manifest` with each layer's descriptor given its `annotations` (zstd:chunked's), in order;
-/// unchanged when there are none.
-pub(crate) fn with_layer_annotations<'a>(
-    manifest: Vec<u8>,
-    annotations: impl Iterator<Item = Option<&'a std::collections::BTreeMap<String, String>>>,
-) -> Vec<u8> {
-    let annotations: Vec<_> = annotations.collect();
-    if annotations.iter().all(Option::is_none) {
-        return manifest;
-    }
-    let Ok(mut m) = serde_json::from_slice::<serde_json::Value>(&manifest) else {
-        return manifest;
-    };
-    if let Some(layers) = m["layers"].as_array_mut() {
-        for (l, a) in layers.iter_mut().zip(annotations) {
-            if let Some(a) = a {
-                l["annotations"] = serde_json::json!(a);
-            }
-        }
-    }
-    serde_json::to_vec(&m).unwrap_or(manifest)
-}
+/// A layer's descriptor in a manifest we make: media type, digest, size, and annotations (a
+/// zstd:chunked layer's TOC position).
+pub(crate) type LayerDescriptor<'a> = (
+    &'a str,
+    storage_format::Digest,
+    u64,
+    Option<&'a std::collections::BTreeMap<String, String>>,
+);
 
 /// The bytes of an OCI image manifest naming a config (its digest and length) and `layers`
 /// (media type, digest, size), with `annotations` when it has any: one writer for every manifest
@@ -133,7 +119,7 @@ pub(crate) fn with_layer_annotations<'a>(
 pub(crate) fn manifest_bytes(
     config_digest: &storage_format::Digest,
     config_len: usize,
-    layers: &[(&str, storage_format::Digest, u64)],
+    layers: &[LayerDescriptor<'_>],
     annotations: Option<serde_json::Value>,
 ) -> Vec<u8> {
     let mut manifest = serde_json::json!({
@@ -144,11 +130,17 @@ pub(crate) fn manifest_bytes(
             "digest": config_digest.to_string(),
             "size": config_len,
         },
-        "layers": layers.iter().map(|(media_type, d, size)| serde_json::json!({
-            "mediaType": media_type,
-            "digest": d.to_string(),
-            "size": size,
-        })).collect::<Vec<_>>(),
+        "layers": layers.iter().map(|(media_type, d, size, a)| {
+            let mut desc = serde_json::json!({
+                "mediaType": media_type,
+                "digest": d.to_string(),
+                "size": size,
+            });
+            if let Some(a) = a {
+                desc["annotations"] = serde_json::json!(a);
+            }
+            desc
+        }).collect::<Vec<_>>(),
     });
     if let Some(a) = annotations.filter(|a| a.as_object().is_some_and(|o| !o.is_empty())) {
         manifest["annotations"] = a;

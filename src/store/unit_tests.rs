@@ -94,6 +94,7 @@ fn image(name: &str, layers: &[Vec<u8>], corrupt: Option<usize>) -> OpenedSource
             "application/vnd.oci.image.layer.v1.tar",
             d.clone(),
             t.len() as u64,
+            None,
         ));
         diff_ids.push(d.to_string());
     }

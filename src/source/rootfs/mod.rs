@@ -525,9 +525,16 @@ impl Builder {
         }))
         .map_err(|e| Error::Internal(format!("serializing the config: {e}")))?;
         let config_digest = Digest::of_bytes(&config);
-        let layers: Vec<(&str, Digest, u64)> = digests
+        let layers: Vec<crate::source::oci_types::LayerDescriptor<'_>> = digests
             .iter()
-            .map(|(d, size)| ("application/vnd.oci.image.layer.v1.tar", d.clone(), *size))
+            .map(|(d, size)| {
+                (
+                    "application/vnd.oci.image.layer.v1.tar",
+                    d.clone(),
+                    *size,
+                    None,
+                )
+            })
             .collect();
         let annotations = serde_json::to_value(&self.options.annotations).ok();
         let manifest = crate::source::oci_types::manifest_bytes(
