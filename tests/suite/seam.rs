@@ -82,11 +82,16 @@ fn sha256(bytes: &[u8]) -> String {
 /// `cmd system service --time=0 unix://SOCK` (podman's global options already on `cmd`), started;
 /// returns once the socket is there.
 fn start_service(mut cmd: Command, sock: &Path) -> std::process::Child {
+    cmd.env_remove("RUST_LOG")
+        .stderr(std::process::Stdio::null());
+    spawn_service(cmd, sock)
+}
+
+/// [`start_service`] with the environment and stderr `cmd` has.
+fn spawn_service(mut cmd: Command, sock: &Path) -> std::process::Child {
     let child = cmd
-        .env_remove("RUST_LOG")
         .args(["system", "service", "--time=0"])
         .arg(format!("unix://{}", sock.display()))
-        .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
     let started = std::time::Instant::now();
@@ -867,23 +872,15 @@ fn libpod_service_is_silent_on_stderr() {
     let (_src, oci) = store_with_image();
     let store = TestStore::new(Driver::Overlay);
     let sock = store.scratch("api.sock");
-    let mut child = Command::new(BIN)
-        .env("BOOTC_EXP_EXTERNAL_CONTAINER_TOOL", BIN)
+    let mut cmd = Command::new(BIN);
+    cmd.env("BOOTC_EXP_EXTERNAL_CONTAINER_TOOL", BIN)
         .env("RUST_LOG", "trace")
         .arg("--root")
         .arg(&store.root)
         .arg("--runroot")
         .arg(&store.runroot)
-        .args(["system", "service", "--time=0"])
-        .arg(format!("unix://{}", sock.display()))
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let started = std::time::Instant::now();
-    while !sock.exists() {
-        assert!(started.elapsed().as_secs() < 20, "no socket");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+        .stderr(std::process::Stdio::piped());
+    let mut child = spawn_service(cmd, &sock);
     let out = libpod_pull(&sock, &oci.source(Some("t")));
     assert!(out.status.success(), "{}", describe(&out));
     let _ = child.kill();
