@@ -12,7 +12,7 @@ use super::tls::TlsFiles;
 use crate::error::{Error, Result};
 
 /// What a response may carry at most when read whole (manifests, configs, tokens).
-pub(crate) const SMALL_LIMIT: u64 = 16 << 20;
+const SMALL_LIMIT: u64 = 16 << 20;
 
 /// A repository on a registry.
 pub(crate) struct Repo {
@@ -87,6 +87,20 @@ fn retry_after(resp: &ureq::http::Response<ureq::Body>, waits: u32) -> Duration 
         Some(s) => Duration::from_secs(s.min(60)),
         None => Duration::from_secs(1 << waits.saturating_sub(1).min(5)),
     }
+}
+
+/// A small response body (a manifest, a config, a token) read whole, at most [`SMALL_LIMIT`]
+/// bytes; `what` names the read in errors.
+pub(crate) fn read_small(
+    resp: &mut ureq::http::Response<ureq::Body>,
+    image: &str,
+    what: &str,
+) -> Result<Vec<u8>> {
+    resp.body_mut()
+        .with_config()
+        .limit(SMALL_LIMIT)
+        .read_to_vec()
+        .map_err(|e| network(image, what, e))
 }
 
 /// A network failure as a transient remote error.
@@ -364,12 +378,7 @@ impl Repo {
                         &format!("the token service {realm} answered {}", resp.status()),
                     ));
                 }
-                let body = resp
-                    .body_mut()
-                    .with_config()
-                    .limit(SMALL_LIMIT)
-                    .read_to_vec()
-                    .map_err(|e| network(image, "reading a token", e))?;
+                let body = read_small(&mut resp, image, "reading a token")?;
                 #[derive(serde::Deserialize)]
                 struct Token {
                     #[serde(default)]

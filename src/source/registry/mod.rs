@@ -31,7 +31,7 @@ use crate::layer::BlobSource;
 use crate::source::OpenedSource;
 use crate::source::image_proxy::FetchOptions;
 use crate::source::oci_types::host_arch;
-use client::{Repo, SMALL_LIMIT, network};
+use client::{Repo, read_small};
 
 /// The manifest types asked for, as c/image asks for them.
 const ACCEPT: &str = "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.list.v2+json";
@@ -137,12 +137,7 @@ fn manifest(
 ) -> Result<(Vec<u8>, Digest)> {
     let mut resp = repo.get(&format!("manifests/{reference}"), Some(ACCEPT), image)?;
     status(&resp, image, &format!("manifest {reference}"))?;
-    let bytes = resp
-        .body_mut()
-        .with_config()
-        .limit(SMALL_LIMIT)
-        .read_to_vec()
-        .map_err(|e| network(image, "reading the manifest", e))?;
+    let bytes = read_small(&mut resp, image, "reading the manifest")?;
     let digest = Digest::of_bytes(&bytes);
     if let Some(w) = want
         && digest.as_str() != w
@@ -180,11 +175,7 @@ fn platform_instance(bytes: &[u8], image: &str) -> Result<Option<String>> {
 fn small_blob(repo: &Repo, digest: &str, image: &str) -> Result<Vec<u8>> {
     let mut resp = repo.get(&format!("blobs/{digest}"), None, image)?;
     status(&resp, image, &format!("blob {digest}"))?;
-    resp.body_mut()
-        .with_config()
-        .limit(SMALL_LIMIT)
-        .read_to_vec()
-        .map_err(|e| network(image, "reading the config", e))
+    read_small(&mut resp, image, "reading the config")
 }
 
 /// Fails unless `resp` is a success: 404 as not found, 429 and 5xx as transient.
