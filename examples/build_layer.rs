@@ -112,6 +112,7 @@ impl LayerProducer for DirLayer {
             diff_id: None,
             compression: Compression::None,
             toc: None,
+            partial: false,
         })
     }
 }

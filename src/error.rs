@@ -146,6 +146,10 @@ pub enum Error {
     /// An invariant of the engine broke.
     #[error("internal error: {0}")]
     Internal(String),
+    /// A producer gave up on a layer half-written (a partial pull that failed): the layer is
+    /// written again from an empty tree, and the producer then writes it the ordinary way.
+    #[error("{0}")]
+    StartOver(Box<Error>),
     /// An error about one thing among several (a bound image, say): what it was, and the error,
     /// whose class it keeps.
     #[error("{what}")]
@@ -180,6 +184,7 @@ impl Error {
     pub fn class(&self) -> ErrorClass {
         match self {
             Error::Layer { source, .. } | Error::Context { source, .. } => source.class(),
+            Error::StartOver(e) => e.class(),
             // A blob stream the registry or the proxy broke.
             Error::Read { source, .. } | Error::Io { source, .. }
                 if source

@@ -35,6 +35,9 @@ mod registry_push;
 #[path = "suite/registry_faults.rs"]
 mod registry_faults;
 
+#[path = "suite/registry_partial.rs"]
+mod registry_partial;
+
 #[path = "suite/zstd_chunked.rs"]
 mod zstd_chunked;
 

@@ -38,6 +38,10 @@ pub struct FetchArgs {
     /// downloads), or through skopeo's image proxy (c/image exactly).
     #[arg(long, value_enum, value_name = "HOW", env = "BOOTC_IMAGE_VIA", default_value_t = Via::Native)]
     pub via: Via,
+    /// Whether zstd:chunked layers are pulled partially (natively, from registries that serve
+    /// ranges): files the store already holds, in layers stored with a TOC, are not downloaded.
+    #[arg(long, value_name = "BOOL", env = "BOOTC_IMAGE_PARTIAL_PULLS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub partial_pulls: bool,
 }
 
 /// How registries are reached.
@@ -60,6 +64,7 @@ impl Default for FetchArgs {
             retry_delay: None,
             signature_policy: None,
             via: Via::Native,
+            partial_pulls: true,
         }
     }
 }
@@ -78,6 +83,7 @@ impl FetchArgs {
             no_default_credentials: false,
             signature_policy: self.signature_policy.clone(),
             native: self.via == Via::Native,
+            partial: self.partial_pulls,
         }
     }
 

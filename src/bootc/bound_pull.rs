@@ -125,9 +125,9 @@ pub fn pull_all(
     if !opened.is_empty() {
         let producers: Vec<_> = opened
             .iter()
-            .map(|o| crate::source::blob_layers::BlobLayers {
-                blobs: o.blobs.as_ref(),
-                retry: o.retry,
+            .map(|o| {
+                crate::source::blob_layers::BlobLayers::new(o.blobs.as_ref(), o.retry)
+                    .partial_into(dst)
             })
             .collect();
         let items: Vec<crate::store::import::ImportItem<'_>> = opened

@@ -15,6 +15,7 @@ pub mod tar_build;
 pub mod tar_header;
 pub mod tar_stream;
 pub mod tree_writer;
+pub mod zstd_chunked_partial;
 pub mod zstd_chunked_toc;
 pub mod zstd_chunked_writer;
 
@@ -33,5 +34,23 @@ pub trait BlobSource: Sync {
     /// be. The default ignores it.
     fn will_fetch(&self, digests: &[Digest]) {
         let _ = digests;
+    }
+
+    /// Whether [`open_range`](Self::open_range) may serve ranges (the default: no).
+    fn serves_ranges(&self) -> bool {
+        false
+    }
+
+    /// Opens bytes `start..end` of blob `digest` (what a partial pull of a zstd:chunked layer
+    /// reads); `None` when the source does not serve ranges (the default), and an error when this
+    /// blob's cannot be had.
+    fn open_range(
+        &self,
+        digest: &Digest,
+        start: u64,
+        end: u64,
+    ) -> Option<Result<Box<dyn Read + Send>>> {
+        let _ = (digest, start, end);
+        None
     }
 }

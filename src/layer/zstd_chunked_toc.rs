@@ -16,6 +16,9 @@ use storage_format::Digest;
 pub const CHECKSUM_ANNOTATION: &str = "io.github.containers.zstd-chunked.manifest-checksum";
 /// The annotation with the TOC's position.
 pub const POSITION_ANNOTATION: &str = "io.github.containers.zstd-chunked.manifest-position";
+/// The annotation with the tar-split's position (`offset:length:uncompressed`).
+pub const TARSPLIT_POSITION_ANNOTATION: &str =
+    "io.github.containers.zstd-chunked.tarsplit-position";
 /// The layer big-data key of the uncompressed TOC (c/storage's `chunkedManifest`).
 pub const MANIFEST_KEY: &str = "zstd-chunked-manifest";
 /// The layer big-data key of the layer's format (`{"format":0}`: a directory tree).
@@ -36,6 +39,9 @@ pub struct TocRef {
     pub length: u64,
     /// Its uncompressed length.
     pub uncompressed: u64,
+    /// Where the tar-split is (`offset`, compressed length, uncompressed length), when the
+    /// annotations say: what a partial pull fetches besides the TOC.
+    pub tar_split: Option<(u64, u64, u64)>,
 }
 
 impl TocRef {
@@ -47,6 +53,18 @@ impl TocRef {
             .split(':')
             .map(|p| p.parse().ok())
             .collect::<Option<_>>()?;
+        let tar_split = a.get(TARSPLIT_POSITION_ANNOTATION).and_then(|p| {
+            let v: Vec<u64> = p
+                .split(':')
+                .map(|p| p.parse().ok())
+                .collect::<Option<_>>()?;
+            match v[..] {
+                [offset, length, uncompressed] if length <= MAX_TOC => {
+                    Some((offset, length, uncompressed))
+                }
+                _ => None,
+            }
+        });
         match pos[..] {
             [offset, length, uncompressed, 1] if length <= MAX_TOC && uncompressed <= MAX_TOC => {
                 Some(TocRef {
@@ -54,6 +72,7 @@ impl TocRef {
                     offset,
                     length,
                     uncompressed,
+                    tar_split,
                 })
             }
             _ => None,

@@ -20,12 +20,10 @@ use storage_format::{Crc64, Digest, TarSplitWriter};
 
 use super::tar_header::{EntryKind, TarHeader};
 use super::tar_stream::{Event, TarStream};
+pub use super::zstd_chunked_toc::TARSPLIT_POSITION_ANNOTATION;
 use super::zstd_chunked_toc::{CHECKSUM_ANNOTATION, POSITION_ANNOTATION};
 use crate::error::{Error, Result};
 
-/// The annotation with the tar-split's position.
-pub const TARSPLIT_POSITION_ANNOTATION: &str =
-    "io.github.containers.zstd-chunked.tarsplit-position";
 /// Headers gathered at most before they are written as a frame (many entries without content
 /// in a row: directories, links).
 const META_FRAME: usize = 1 << 20;

@@ -16,12 +16,34 @@ use crate::store::image_input::{LayerBytes, LayerInput};
 use crate::store::producer::{LayerProducer, Produced};
 
 /// Layers that come as (compressed) tar blobs.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug)]
 pub(crate) struct BlobLayers<'a> {
     /// Where the blobs are.
-    pub blobs: &'a dyn BlobSource,
+    blobs: &'a dyn BlobSource,
     /// How often a layer whose blob failed to arrive is written again.
-    pub retry: super::retry::RetryPolicy,
+    retry: super::retry::RetryPolicy,
+    /// zstd:chunked layers pulled partially, with the files of this store.
+    partial: Option<super::partial_pull::PartialPulls<'a>>,
+}
+
+impl<'a> BlobLayers<'a> {
+    /// Layers from `blobs`, each fetched whole.
+    pub(crate) fn new(blobs: &'a dyn BlobSource, retry: super::retry::RetryPolicy) -> Self {
+        BlobLayers {
+            blobs,
+            retry,
+            partial: None,
+        }
+    }
+
+    /// zstd:chunked layers pulled partially where `blobs` serves ranges: the files `store`
+    /// holds are taken from it.
+    pub(crate) fn partial_into(self, store: &'a crate::store::Store) -> Self {
+        BlobLayers {
+            partial: Some(super::partial_pull::PartialPulls::new(store)),
+            ..self
+        }
+    }
 }
 
 impl std::fmt::Debug for dyn BlobSource + '_ {
@@ -40,7 +62,16 @@ impl LayerProducer for BlobLayers<'_> {
     }
 
     fn will_produce(&self, layers: &[&LayerInput]) {
-        let digests: Vec<_> = layers.iter().map(|l| l.blob_digest.clone()).collect();
+        // A layer that may be pulled partially is not fetched whole ahead.
+        let digests: Vec<_> = layers
+            .iter()
+            .filter(|l| {
+                self.partial
+                    .as_ref()
+                    .is_none_or(|p| !p.may_apply(self.blobs, l))
+            })
+            .map(|l| l.blob_digest.clone())
+            .collect();
         self.blobs.will_fetch(&digests);
     }
 
@@ -51,6 +82,11 @@ impl LayerProducer for BlobLayers<'_> {
         sink: &mut LayerSink<'_>,
         progress: &dyn Fn(LayerBytes),
     ) -> Result<Produced> {
+        if let Some(p) = &self.partial
+            && let Some(produced) = p.produce(self.blobs, layer, sink, progress)?
+        {
+            return Ok(produced);
+        }
         let blob = self.blobs.open_blob(&layer.blob_digest)?;
         let read_bytes = Arc::new(AtomicU64::new(0));
         // Decompression runs on its own thread, the entries are written on this one (and the
@@ -132,6 +168,7 @@ impl LayerProducer for BlobLayers<'_> {
             diff_id: Some(diff_id),
             compression,
             toc,
+            partial: false,
         })
     }
 }

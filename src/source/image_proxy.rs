@@ -59,6 +59,9 @@ pub struct FetchOptions {
     /// `docker://` images through the native registry client ([`crate::source::registry`]), the
     /// default; `false`: through skopeo's image proxy (c/image exactly).
     pub native: bool,
+    /// zstd:chunked layers pulled partially (natively, from registries that serve ranges): the
+    /// files the store holds are not fetched. The default.
+    pub partial: bool,
 }
 
 impl Default for FetchOptions {
@@ -71,6 +74,7 @@ impl Default for FetchOptions {
             no_default_credentials: false,
             signature_policy: None,
             native: true,
+            partial: true,
         }
     }
 }

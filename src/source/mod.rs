@@ -10,6 +10,7 @@ pub(crate) mod oci_layout;
 pub mod oci_types;
 #[cfg(feature = "ostree")]
 pub mod ostree_host;
+mod partial_pull;
 pub mod policy;
 mod proxy_errors;
 pub mod registry;
@@ -172,10 +173,8 @@ impl OpenedSource {
         store: &crate::store::Store,
         progress: &(dyn Fn(crate::store::image_input::Progress) + Sync),
     ) -> Result<crate::store::image_input::ImportReport> {
-        let producer = blob_layers::BlobLayers {
-            blobs: self.blobs.as_ref(),
-            retry: self.retry,
-        };
+        let producer =
+            blob_layers::BlobLayers::new(self.blobs.as_ref(), self.retry).partial_into(store);
         store.import_with(&self.image, &producer, progress)
     }
 }

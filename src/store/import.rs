@@ -10,7 +10,7 @@ use storage_format::{Digest, LayerRecord, TarSplitWriter, ids, now_rfc3339_nano}
 
 use super::Store;
 use super::image_input::{ImageInput, ImportReport, LayerBytes, LayerInput, Progress};
-use super::producer::LayerProducer;
+use super::producer::{LayerProducer, Produced};
 use super::txn::{LayerTxn, TxnKind};
 use crate::crashpoint::hit;
 use crate::error::{Error, Result};
@@ -55,6 +55,8 @@ pub(super) struct Written {
     pub(super) tar_split_tmp: std::path::PathBuf,
     /// A zstd:chunked TOC stored with the layer (its big data is written already).
     pub(super) toc: Option<StoredToc>,
+    /// Pulled partially: no whole blob was seen (see [`Produced::partial`]).
+    pub(super) partial: bool,
 }
 
 /// The uncompressed length of layer `id`: as written now, else from its record in `layers`.
@@ -288,7 +290,16 @@ impl Store {
                 if !std::mem::take(&mut first) {
                     driver.reset_tree(&slot.id, slot.parent.as_deref(), mode)?;
                 }
-                self.write_one_layer(g, slot, layer, item.producer, progress, single)
+                match self.write_one_layer(g, slot, layer, item.producer, progress, single) {
+                    // A partial pull that failed half-way: once more from an empty tree, whole.
+                    Err(Error::StartOver(why)) => {
+                        tracing::warn!(layer = %layer.blob_digest, "{why}; pulling the whole layer");
+                        driver.reset_tree(&slot.id, slot.parent.as_deref(), mode)?;
+                        let _ = std::fs::remove_dir_all(self.layer_big_data_dir(&slot.id));
+                        self.write_one_layer(g, slot, layer, item.producer, progress, single)
+                    }
+                    r => r,
+                }
             })
             .map_err(|e| match e {
                 e @ Error::DigestMismatch { .. } => e,
@@ -379,8 +390,14 @@ impl Store {
         // A zstd:chunked TOC: kept only if its digests are the files' (podman reuses files by
         // them); its big data beside the layer's records before the layer is complete (an
         // interrupted import removes it with the layer).
-        let mut toc = produced.toc;
+        let Produced {
+            mut toc,
+            partial,
+            compression,
+            ..
+        } = produced;
         if let Some(t) = &toc
+            && !partial
             && let Err(why) =
                 zstd_chunked_toc::matches_tree(&t.manifest, &self.driver().tree_path(id))
         {
@@ -394,9 +411,10 @@ impl Store {
             index,
             summary,
             diff_id,
-            compression: produced.compression,
+            compression,
             tar_split_tmp: tmp,
             toc,
+            partial,
         })
     }
 }
@@ -404,12 +422,16 @@ impl Store {
 /// A written layer's record made complete: its blob, its DiffID and size, its compression, the
 /// IDs its files use.
 fn fill_record(rec: &mut LayerRecord, w: &Written, l: &LayerInput) {
-    rec.compressed_diff_digest = Some(l.blob_digest.to_string());
-    rec.compressed_size = Some(i64::try_from(l.blob_size).unwrap_or(i64::MAX));
+    // A partial pull never saw the whole blob: no compressed digest, size or compression (as
+    // podman 5 records its partial pulls).
+    if !w.partial {
+        rec.compressed_diff_digest = Some(l.blob_digest.to_string());
+        rec.compressed_size = Some(i64::try_from(l.blob_size).unwrap_or(i64::MAX));
+        let code = w.compression.storage_code();
+        rec.compression = (code != 0).then_some(code);
+    }
     rec.diff_digest = Some(w.diff_id.to_string());
     rec.diff_size = Some(i64::try_from(w.summary.diff_size).unwrap_or(i64::MAX));
-    let code = w.compression.storage_code();
-    rec.compression = (code != 0).then_some(code);
     rec.uidset = w.summary.uids.iter().copied().collect();
     rec.gidset = w.summary.gids.iter().copied().collect();
     if let Some(t) = &w.toc {

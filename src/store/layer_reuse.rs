@@ -119,6 +119,7 @@ impl Store {
             },
             tar_split_tmp: tmp.to_path_buf(),
             toc,
+            partial: false,
         })
     }
 }

@@ -2,6 +2,7 @@
 
 pub(crate) mod atomic;
 pub mod check;
+pub(crate) mod content_index;
 pub mod copy;
 pub mod delete;
 pub mod driver;

@@ -18,6 +18,10 @@ pub struct Produced {
     pub compression: Compression,
     /// A zstd:chunked blob's checked TOC, stored with the layer as podman 5 stores it.
     pub toc: Option<crate::layer::zstd_chunked_toc::StoredToc>,
+    /// The layer was pulled partially (a zstd:chunked blob's files, some taken from the store):
+    /// its blob was never whole here, so its record names no compressed digest (as podman 5's
+    /// partial pulls), and its TOC was checked file by file as it was written.
+    pub partial: bool,
 }
 
 /// Produces layers: streams layer `index`'s entries into `sink`, in one pass.
@@ -38,7 +42,9 @@ pub trait LayerProducer: Sync {
     }
 
     /// Feeds layer `index` (described by `layer`) into `sink`, trailer included; `progress` gets
-    /// the bytes written and read so far.
+    /// the bytes written and read so far. [`Error::StartOver`](crate::Error::StartOver): the
+    /// layer is to be written again from an empty tree (a partial pull that failed half-way;
+    /// the producer then pulls it whole).
     fn produce(
         &self,
         index: usize,

@@ -131,6 +131,7 @@ impl Options {
             // bootc-image's own registry client unless skopeo's proxy is asked for (as for every
             // command).
             native: !std::env::var("BOOTC_IMAGE_VIA").is_ok_and(|v| v == "skopeo"),
+            partial: !std::env::var("BOOTC_IMAGE_PARTIAL_PULLS").is_ok_and(|v| v == "false"),
             ..FetchOptions::default()
         };
         if self.no_creds {

@@ -239,6 +239,7 @@ impl LayerProducer for ComposefsImage {
                 .copied()
                 .unwrap_or(Compression::None),
             toc: None,
+            partial: false,
         })
     }
 }

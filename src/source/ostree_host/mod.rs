@@ -303,6 +303,7 @@ impl LayerProducer for HostLayers<'_> {
             diff_id,
             compression: Compression::None,
             toc: None,
+            partial: false,
         })
     }
 

@@ -122,6 +122,7 @@ pub fn open(name: &str, fetch: &FetchOptions) -> Result<OpenedSource> {
             repo: Arc::new(repo),
             image,
             prefetch: prefetch::Prefetch::default(),
+            ranges: fetch.partial,
         }),
         retry: fetch.retry,
     })
@@ -203,6 +204,8 @@ struct RegistryBlobs {
     image: String,
     /// The next blobs, asked for ahead.
     prefetch: prefetch::Prefetch,
+    /// Whether ranges are served (partial pulls of zstd:chunked layers).
+    ranges: bool,
 }
 
 impl BlobSource for RegistryBlobs {
@@ -221,13 +224,69 @@ impl BlobSource for RegistryBlobs {
         Ok(Box::new(Body {
             inner: Box::new(resp.into_body().into_reader()),
             read: 0,
+            start: 0,
             length,
+            ranged: false,
             resumes: 0,
             repo: self.repo.clone(),
             what,
             image: self.image.clone(),
         }))
     }
+
+    fn serves_ranges(&self) -> bool {
+        self.ranges
+    }
+
+    fn open_range(
+        &self,
+        digest: &Digest,
+        start: u64,
+        end: u64,
+    ) -> Option<Result<Box<dyn Read + Send>>> {
+        self.ranges.then(|| self.range(digest, start, end))
+    }
+}
+
+impl RegistryBlobs {
+    /// Bytes `start..end` of blob `digest`: a `Range` request answered `206` from `start`; any
+    /// other answer (a registry that serves whole blobs only) is an error, and the caller pulls
+    /// the whole blob.
+    fn range(&self, digest: &Digest, start: u64, end: u64) -> Result<Box<dyn Read + Send>> {
+        let what = format!("blobs/{digest}");
+        let range = format!("bytes={start}-{}", end.saturating_sub(1));
+        let resp = self
+            .repo
+            .get_with(&what, &[("Range", &range)], &self.image)?;
+        if resp.status() != 206 || range_start(&resp) != Some(start) {
+            return Err(Error::Unsupported(format!(
+                "{}: the registry answered {} to a range request of blob {digest}",
+                self.image,
+                resp.status()
+            )));
+        }
+        Ok(Box::new(Body {
+            inner: Box::new(resp.into_body().into_reader()),
+            read: 0,
+            start,
+            length: Some(end - start),
+            ranged: true,
+            resumes: 0,
+            repo: self.repo.clone(),
+            what,
+            image: self.image.clone(),
+        }))
+    }
+}
+
+/// Where a `206` answer's `Content-Range` starts.
+fn range_start(resp: &ureq::http::Response<ureq::Body>) -> Option<u64> {
+    resp.headers()
+        .get("content-range")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("bytes "))
+        .and_then(|v| v.split('-').next())
+        .and_then(|v| v.parse::<u64>().ok())
 }
 
 /// The `Content-Length` of a response, when it has one.
@@ -248,8 +307,14 @@ const RESUMES: u32 = 3;
 /// downstream against the digest either way.
 struct Body {
     inner: Box<dyn Read + Send>,
+    /// Bytes read so far.
     read: u64,
+    /// The blob offset of the first byte (a range's start; 0 for the whole blob).
+    start: u64,
+    /// How many bytes are announced (the blob's, or the range's).
     length: Option<u64>,
+    /// A range of the blob: a resume asks for the rest of that range only.
+    ranged: bool,
     resumes: u32,
     repo: Arc<Repo>,
     what: String,
@@ -264,26 +329,23 @@ impl Body {
         }
         self.resumes += 1;
         std::thread::sleep(std::time::Duration::from_millis(50 << self.resumes));
-        let range = format!("bytes={}-", self.read);
+        let from = self.start + self.read;
+        let range = match self.length {
+            Some(l) if self.ranged => format!("bytes={from}-{}", self.start + l - 1),
+            _ => format!("bytes={from}-"),
+        };
         let resp = self
             .repo
             .get_with(&self.what, &[("Range", &range)], &self.image)
             .map_err(|e| e.to_string())?;
-        let starts_there = resp
-            .headers()
-            .get("content-range")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("bytes "))
-            .and_then(|v| v.split('-').next())
-            .and_then(|v| v.parse::<u64>().ok())
-            == Some(self.read);
+        let starts_there = range_start(&resp) == Some(from);
         if resp.status() != 206 || !starts_there {
             return Err(format!(
                 "the registry answered {} to a range request",
                 resp.status()
             ));
         }
-        tracing::debug!(blob = %self.what, from = self.read, "resuming a cut download");
+        tracing::debug!(blob = %self.what, from, "resuming a cut download");
         self.inner = Box::new(resp.into_body().into_reader());
         Ok(())
     }

@@ -601,6 +601,7 @@ impl LayerProducer for RootfsLayers<'_> {
             diff_id: None,
             compression: Compression::None,
             toc: None,
+            partial: false,
         })
     }
 }

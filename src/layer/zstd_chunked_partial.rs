@@ -1,0 +1,642 @@
+//! Partial pulls of zstd:chunked layers, as c/storage's `pkg/chunked` makes them: the TOC and the
+//! tar-split are fetched by range and checked (the TOC against the digest its annotation gives,
+//! the tar-split against the digest the TOC gives); each regular file whose content the store
+//! already holds (found by the content digest the TOC names, in the TOCs stored with the store's
+//! layers: [`LocalFiles`]) is read from there; the frames of the others are fetched in merged
+//! ranges and decoded. The layer's tar is rebuilt from the tar-split and those contents
+//! ([`Rebuild`]), so the import writes the layer, its tar-split and its DiffID exactly as from the
+//! whole blob, and the DiffID is checked against the config as c/storage checks it.
+//!
+//! Each fetched file's content is checked against its TOC digest as it is decoded; a file taken
+//! from the store is vouched for by the TOC it was stored with and, with the whole layer, by the
+//! DiffID. Anything that does not fit (no tar-split, a file the TOC and tar-split disagree on, a
+//! registry that serves no ranges) is an error, and the caller pulls the whole blob.
+
+use std::collections::HashMap;
+use std::io::{BufReader, Read};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::Deserialize;
+use sha2::{Digest as _, Sha256};
+use storage_format::{Digest, TarSplitEntry, TarSplitReader};
+
+use super::zstd_chunked_toc::TocRef;
+use crate::error::{Error, Result};
+
+/// Gaps between missing chunks up to this many bytes are fetched rather than split into two
+/// ranges (c/storage's `autoMergePartsThreshold`).
+const MERGE_GAP: u64 = 1024;
+/// At most this many ranges (each a request): beyond, the closest ones are merged.
+const MAX_RANGES: usize = 256;
+
+/// Files of the store found by the sha256 of their content.
+pub trait LocalFiles: Sync {
+    /// Whether the store has a file with this content.
+    fn has(&self, digest: &[u8; 32]) -> bool;
+    /// Opens one, checked to be a regular file of `size` bytes.
+    fn open(&self, digest: &[u8; 32], size: u64) -> std::io::Result<std::fs::File>;
+}
+
+/// Opens bytes `start..end` of the layer's blob.
+pub type OpenRange<'a> = dyn Fn(u64, u64) -> Result<Box<dyn Read + Send>> + Sync + 'a;
+
+/// A TOC as c/storage writes it: the fields a partial pull reads.
+#[derive(Debug, Deserialize)]
+pub struct Toc {
+    /// The entries, in tar order.
+    #[serde(default)]
+    pub entries: Vec<TocEntry>,
+    /// sha256 of the compressed tar-split.
+    #[serde(default, rename = "tarSplitDigest")]
+    pub tar_split_digest: Option<String>,
+}
+
+/// One TOC entry (c/storage's `FileMetadata`), the fields a partial pull reads.
+#[derive(Debug, Deserialize)]
+pub struct TocEntry {
+    /// `reg`, `chunk`, `dir`, `symlink`, …
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The entry's name.
+    #[serde(default)]
+    pub name: String,
+    /// A regular file's size.
+    #[serde(default)]
+    pub size: u64,
+    /// sha256 of a regular file's content.
+    #[serde(default)]
+    pub digest: Option<String>,
+    /// Where the (first chunk's) frames start in the blob.
+    #[serde(default)]
+    pub offset: u64,
+    /// Where the file's (or this chunk's) frames end.
+    #[serde(default, rename = "endOffset")]
+    pub end_offset: u64,
+    /// The chunk's uncompressed size.
+    #[serde(default, rename = "chunkSize")]
+    pub chunk_size: u64,
+    /// `zeros` for a run of zeros (nothing to fetch).
+    #[serde(default, rename = "chunkType")]
+    pub chunk_type: Option<String>,
+}
+
+/// The 32 bytes of a `sha256:…` digest.
+pub fn sha256_bytes(d: &str) -> Option<[u8; 32]> {
+    let hex = d.strip_prefix("sha256:")?;
+    if hex.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+/// A name as the tar-split and the TOC are matched by: its components, cleaned; `None` for a
+/// name that climbs out.
+fn clean_name(name: &[u8]) -> Option<Vec<u8>> {
+    let (comps, escaped) = super::path::clean_components(name);
+    (!escaped).then(|| super::path::join(&comps))
+}
+
+/// One chunk of a file: its uncompressed size and, unless it is a run of zeros, its frames.
+#[derive(Debug, Clone)]
+struct Chunk {
+    offset: u64,
+    end: u64,
+    size: u64,
+    zeros: bool,
+}
+
+/// A regular file of the layer with content.
+#[derive(Debug)]
+struct RemoteFile {
+    size: u64,
+    digest: [u8; 32],
+    chunks: Vec<Chunk>,
+}
+
+/// A zstd:chunked layer's TOC and tar-split, fetched and checked: what a partial pull needs.
+#[derive(Debug)]
+pub struct ChunkedLayer {
+    files: Vec<RemoteFile>,
+    by_name: HashMap<Vec<u8>, usize>,
+    tar_split: Vec<u8>,
+    /// The uncompressed TOC (stored with the layer).
+    pub manifest: Vec<u8>,
+}
+
+/// An error of a partial pull (the caller falls back to the whole blob).
+fn bad(why: impl std::fmt::Display) -> Error {
+    Error::Unsupported(format!("a partial pull: {why}"))
+}
+
+/// Reads `n` bytes of `r` (a range's body).
+fn read_exactly(mut r: impl Read, n: u64) -> Result<Vec<u8>> {
+    let mut v = Vec::with_capacity(usize::try_from(n).unwrap_or(0));
+    (&mut r)
+        .take(n)
+        .read_to_end(&mut v)
+        .map_err(|e| Error::read("a range of the layer blob".to_string(), e))?;
+    if v.len() as u64 != n {
+        return Err(bad(format!("a range of {n} bytes came with {}", v.len())));
+    }
+    Ok(v)
+}
+
+impl ChunkedLayer {
+    /// Fetches the TOC and tar-split `toc` places (one range when they are adjacent, as
+    /// c/storage writes them) and checks them.
+    pub fn fetch(toc: &TocRef, open: &OpenRange<'_>) -> Result<ChunkedLayer> {
+        let (ts_off, ts_len, _) = toc
+            .tar_split
+            .ok_or_else(|| bad("the layer has no tar-split position"))?;
+        let (toc_bytes, tar_split) = if ts_off == toc.offset + toc.length + 8 {
+            let all = read_exactly(
+                open(toc.offset, ts_off + ts_len)?,
+                ts_off + ts_len - toc.offset,
+            )?;
+            let at = (ts_off - toc.offset) as usize;
+            (all[..toc.length as usize].to_vec(), all[at..].to_vec())
+        } else {
+            (
+                read_exactly(open(toc.offset, toc.offset + toc.length)?, toc.length)?,
+                read_exactly(open(ts_off, ts_off + ts_len)?, ts_len)?,
+            )
+        };
+        let manifest = toc
+            .checked(&toc_bytes)
+            .map_err(|why| bad(format!("the TOC: {why}")))?;
+        let parsed: Toc =
+            serde_json::from_slice(&manifest).map_err(|e| bad(format!("the TOC: {e}")))?;
+        let want = parsed
+            .tar_split_digest
+            .as_deref()
+            .ok_or_else(|| bad("the TOC names no tar-split digest"))?;
+        let got = Digest::of_bytes(&tar_split);
+        if got.as_str() != want {
+            return Err(bad(format!("the tar-split is {got}, the TOC says {want}")));
+        }
+        let (files, by_name) = files_of(&parsed.entries)?;
+        Ok(ChunkedLayer {
+            files,
+            by_name,
+            tar_split,
+            manifest,
+        })
+    }
+
+    /// What to take from the store and what to fetch.
+    pub fn plan(&self, local: &dyn LocalFiles) -> Plan {
+        let mut plan = Plan::default();
+        let mut parts = Vec::new();
+        for f in &self.files {
+            let here = local.has(&f.digest);
+            plan.local.push(here);
+            if here {
+                plan.local_files += 1;
+                plan.local_bytes += f.size;
+            } else {
+                plan.remote_files += 1;
+                parts.extend(
+                    f.chunks
+                        .iter()
+                        .filter(|c| !c.zeros)
+                        .map(|c| (c.offset, c.end)),
+                );
+            }
+        }
+        plan.ranges = merge_ranges(parts);
+        plan.fetch_bytes = plan.ranges.iter().map(|(s, e)| e - s).sum();
+        plan
+    }
+
+    /// The layer's tar, rebuilt: read it once, to its end.
+    pub fn rebuild<'a>(
+        &'a self,
+        plan: &'a Plan,
+        local: &'a dyn LocalFiles,
+        open: &'a OpenRange<'a>,
+        fetched: &'a AtomicU64,
+    ) -> Result<Rebuild<'a>> {
+        let decoder = zstd::stream::read::Decoder::new(&self.tar_split[..])
+            .map_err(|e| bad(format!("the tar-split: {e}")))?;
+        Ok(Rebuild {
+            layer: self,
+            plan,
+            local,
+            entries: TarSplitReader::new(BufReader::new(decoder)),
+            ranges: Some(Ranges {
+                list: &plan.ranges,
+                cur: None,
+                pos: 0,
+                end: 0,
+                open,
+                fetched,
+            }),
+            cur: Cur::Next,
+            files_seen: 0,
+        })
+    }
+}
+
+/// The regular files with content the TOC lists, and their indexes by cleaned name.
+#[allow(clippy::type_complexity)]
+fn files_of(entries: &[TocEntry]) -> Result<(Vec<RemoteFile>, HashMap<Vec<u8>, usize>)> {
+    let mut files: Vec<RemoteFile> = Vec::new();
+    let mut ends: Vec<u64> = Vec::new();
+    let mut by_name = HashMap::new();
+    let mut current: Option<(Vec<u8>, usize)> = None;
+    for e in entries {
+        let name = clean_name(e.name.as_bytes())
+            .ok_or_else(|| bad(format!("the TOC names {:?}", e.name)))?;
+        let zeros = e.chunk_type.as_deref() == Some("zeros");
+        match e.kind.as_str() {
+            "reg" if e.size > 0 => {
+                let digest = e
+                    .digest
+                    .as_deref()
+                    .and_then(sha256_bytes)
+                    .ok_or_else(|| bad(format!("{} has no digest in the TOC", e.name)))?;
+                let size = if e.chunk_size > 0 {
+                    e.chunk_size
+                } else {
+                    e.size
+                };
+                files.push(RemoteFile {
+                    size: e.size,
+                    digest,
+                    chunks: vec![Chunk {
+                        offset: e.offset,
+                        end: 0,
+                        size,
+                        zeros,
+                    }],
+                });
+                ends.push(e.end_offset);
+                if by_name.insert(name.clone(), files.len() - 1).is_some() {
+                    return Err(bad(format!("{} is twice in the TOC", e.name)));
+                }
+                current = Some((name, files.len() - 1));
+            }
+            "chunk" => {
+                let Some((n, i)) = current.as_ref().filter(|(n, _)| *n == name) else {
+                    return Err(bad(format!(
+                        "a chunk of {} out of place in the TOC",
+                        e.name
+                    )));
+                };
+                let _ = n;
+                files[*i].chunks.push(Chunk {
+                    offset: e.offset,
+                    end: e.end_offset,
+                    size: e.chunk_size,
+                    zeros,
+                });
+            }
+            _ => current = None,
+        }
+    }
+    // A chunk without an end of its own ends where the next one starts (the first, whose
+    // entry's end is the file's, too); the last where the file's frames end.
+    for (f, end) in files.iter_mut().zip(ends) {
+        let nexts: Vec<u64> = f
+            .chunks
+            .iter()
+            .skip(1)
+            .map(|c| c.offset)
+            .chain([end])
+            .collect();
+        for (c, next) in f.chunks.iter_mut().zip(nexts) {
+            if c.end == 0 {
+                c.end = next;
+            }
+        }
+        let total: u64 = f.chunks.iter().map(|c| c.size).sum();
+        if total != f.size || f.chunks.iter().any(|c| !c.zeros && c.end <= c.offset) {
+            return Err(bad("the TOC's chunks do not add up to their file"));
+        }
+    }
+    Ok((files, by_name))
+}
+
+/// Sorted ranges, those closer than [`MERGE_GAP`] merged, then the closest merged until at most
+/// [`MAX_RANGES`] are left.
+fn merge_ranges(mut parts: Vec<(u64, u64)>) -> Vec<(u64, u64)> {
+    parts.sort_unstable();
+    let mut out: Vec<(u64, u64)> = Vec::new();
+    for (s, e) in parts {
+        match out.last_mut() {
+            Some(last) if s <= last.1 + MERGE_GAP => last.1 = last.1.max(e),
+            _ => out.push((s, e)),
+        }
+    }
+    if out.len() > MAX_RANGES {
+        // The widest gap that still has to be bridged: merge every gap no wider than it.
+        let mut gaps: Vec<u64> = out.windows(2).map(|w| w[1].0 - w[0].1).collect();
+        gaps.sort_unstable();
+        let limit = gaps[out.len() - MAX_RANGES - 1];
+        let mut merged: Vec<(u64, u64)> = Vec::new();
+        for (s, e) in out {
+            match merged.last_mut() {
+                Some(last) if s - last.1 <= limit => last.1 = e,
+                _ => merged.push((s, e)),
+            }
+        }
+        out = merged;
+    }
+    out
+}
+
+/// What a partial pull takes from the store and what it fetches.
+#[derive(Debug, Default)]
+pub struct Plan {
+    /// For each file of the TOC, whether the store has its content.
+    local: Vec<bool>,
+    /// The blob's ranges to fetch, sorted.
+    ranges: Vec<(u64, u64)>,
+    /// Their total length.
+    pub fetch_bytes: u64,
+    /// Files taken from the store, and their bytes.
+    pub local_files: usize,
+    /// Their total size.
+    pub local_bytes: u64,
+    /// Files fetched.
+    pub remote_files: usize,
+}
+
+/// The planned ranges of the blob, read forward (a range opened when first needed).
+struct Ranges<'a> {
+    list: &'a [(u64, u64)],
+    cur: Option<Box<dyn Read + Send>>,
+    /// The blob offset the current range's reader is at, and where it ends.
+    pos: u64,
+    end: u64,
+    open: &'a OpenRange<'a>,
+    fetched: &'a AtomicU64,
+}
+
+impl Ranges<'_> {
+    /// Moves to blob offset `off`, within the current range or by opening the one holding it.
+    fn seek_to(&mut self, off: u64) -> std::io::Result<()> {
+        if self.cur.is_none() || off < self.pos || off >= self.end {
+            let k = self.list.partition_point(|r| r.1 <= off);
+            let Some(&(s, e)) = self.list.get(k).filter(|r| r.0 <= off) else {
+                return Err(std::io::Error::other(bad(format!(
+                    "offset {off} is in no planned range"
+                ))));
+            };
+            self.cur = Some((self.open)(s, e).map_err(std::io::Error::other)?);
+            (self.pos, self.end) = (s, e);
+        }
+        let skip = off - self.pos;
+        let copied = std::io::copy(&mut self.take(skip), &mut std::io::sink())?;
+        if copied != skip {
+            return Err(std::io::Error::other(bad("a range ended early")));
+        }
+        Ok(())
+    }
+}
+
+impl Read for Ranges<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let Some(r) = self.cur.as_mut() else {
+            return Ok(0);
+        };
+        let max = usize::try_from(self.end - self.pos).unwrap_or(usize::MAX);
+        let max = buf.len().min(max);
+        let n = r.read(&mut buf[..max])?;
+        self.pos += n as u64;
+        self.fetched.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
+type ChunkDecoder<'a> = zstd::stream::read::Decoder<'static, BufReader<std::io::Take<Ranges<'a>>>>;
+
+/// A fetched file being decoded.
+struct Remote<'a> {
+    file: usize,
+    chunk: usize,
+    /// Bytes of the current chunk still to come.
+    left: u64,
+    decoder: Option<ChunkDecoder<'a>>,
+    sha: Sha256,
+}
+
+/// Where the rebuilt tar's next bytes come from.
+enum Cur<'a> {
+    /// The next tar-split entry.
+    Next,
+    /// A segment's raw bytes.
+    Bytes(Vec<u8>, usize),
+    /// A file of the store.
+    Local(std::fs::File, u64),
+    /// A fetched file.
+    Remote(Box<Remote<'a>>),
+}
+
+/// The layer's tar rebuilt from its tar-split, the store's files and fetched frames.
+pub struct Rebuild<'a> {
+    layer: &'a ChunkedLayer,
+    plan: &'a Plan,
+    local: &'a dyn LocalFiles,
+    entries: TarSplitReader<BufReader<zstd::stream::read::Decoder<'static, BufReader<&'a [u8]>>>>,
+    ranges: Option<Ranges<'a>>,
+    cur: Cur<'a>,
+    files_seen: usize,
+}
+
+impl std::fmt::Debug for Rebuild<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Rebuild")
+            .field("files_seen", &self.files_seen)
+            .finish_non_exhaustive()
+    }
+}
+
+fn io_bad(why: impl std::fmt::Display) -> std::io::Error {
+    std::io::Error::other(bad(why))
+}
+
+impl Rebuild<'_> {
+    /// The next entry of the tar-split as the source of the next bytes; `false` at the end.
+    fn next_entry(&mut self) -> std::io::Result<bool> {
+        let Some(entry) = self.entries.next() else {
+            if self.files_seen != self.layer.files.len() {
+                return Err(io_bad(format!(
+                    "the tar-split has {} files with content, the TOC {}",
+                    self.files_seen,
+                    self.layer.files.len()
+                )));
+            }
+            return Ok(false);
+        };
+        match entry.map_err(|e| io_bad(format!("the tar-split: {e}")))? {
+            TarSplitEntry::Segment(b) => self.cur = Cur::Bytes(b, 0),
+            TarSplitEntry::File { size: 0, .. } => {}
+            TarSplitEntry::File { name, size, .. } => {
+                let shown = || String::from_utf8_lossy(&name).into_owned();
+                let i = clean_name(&name)
+                    .and_then(|n| self.layer.by_name.get(&n).copied())
+                    .filter(|&i| self.layer.files[i].size == size)
+                    .ok_or_else(|| {
+                        io_bad(format!("{} is not in the TOC with its size", shown()))
+                    })?;
+                self.files_seen += 1;
+                let f = &self.layer.files[i];
+                self.cur = if self.plan.local[i] {
+                    let file = self
+                        .local
+                        .open(&f.digest, size)
+                        .map_err(|e| io_bad(format!("{} from the store: {e}", shown())))?;
+                    Cur::Local(file, size)
+                } else {
+                    Cur::Remote(Box::new(Remote {
+                        file: i,
+                        chunk: 0,
+                        left: 0,
+                        decoder: None,
+                        sha: Sha256::new(),
+                    }))
+                };
+                if let Cur::Remote(r) = &mut self.cur {
+                    start_chunk(r, &self.layer.files[i], &mut self.ranges)?;
+                }
+            }
+        }
+        Ok(true)
+    }
+}
+
+/// Starts chunk `r.chunk` of `f`: its frames opened for decoding (the ranges move into the
+/// decoder), or zeros.
+fn start_chunk<'a>(
+    r: &mut Remote<'a>,
+    f: &RemoteFile,
+    ranges: &mut Option<Ranges<'a>>,
+) -> std::io::Result<()> {
+    let c = &f.chunks[r.chunk];
+    r.left = c.size;
+    if !c.zeros {
+        let mut rs = ranges
+            .take()
+            .ok_or_else(|| std::io::Error::other(Error::Internal("ranges lost".into())))?;
+        rs.seek_to(c.offset)?;
+        r.decoder = Some(zstd::stream::read::Decoder::new(rs.take(c.end - c.offset))?);
+    }
+    Ok(())
+}
+
+impl Read for Rebuild<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        loop {
+            match &mut self.cur {
+                Cur::Next => {
+                    if !self.next_entry()? {
+                        return Ok(0);
+                    }
+                }
+                Cur::Bytes(b, pos) => {
+                    if *pos < b.len() {
+                        let n = (b.len() - *pos).min(buf.len());
+                        buf[..n].copy_from_slice(&b[*pos..*pos + n]);
+                        *pos += n;
+                        return Ok(n);
+                    }
+                    self.cur = Cur::Next;
+                }
+                Cur::Local(file, left) => {
+                    if *left == 0 {
+                        self.cur = Cur::Next;
+                        continue;
+                    }
+                    let max = usize::try_from(*left).unwrap_or(usize::MAX).min(buf.len());
+                    let n = file.read(&mut buf[..max])?;
+                    if n == 0 {
+                        return Err(io_bad("a file of the store is shorter than its TOC says"));
+                    }
+                    *left -= n as u64;
+                    return Ok(n);
+                }
+                Cur::Remote(r) => {
+                    let f = &self.layer.files[r.file];
+                    if r.left == 0 {
+                        // The chunk is done: the ranges come back from its decoder.
+                        if let Some(d) = r.decoder.take() {
+                            self.ranges = Some(d.finish().into_inner().into_inner());
+                        }
+                        r.chunk += 1;
+                        if r.chunk < f.chunks.len() {
+                            start_chunk(r, f, &mut self.ranges)?;
+                            continue;
+                        }
+                        let got: [u8; 32] = std::mem::take(&mut r.sha).finalize().into();
+                        if got != f.digest {
+                            return Err(io_bad(format!(
+                                "a fetched file is {}, its TOC says {}",
+                                Digest::from_sha256(got),
+                                Digest::from_sha256(f.digest)
+                            )));
+                        }
+                        self.cur = Cur::Next;
+                        continue;
+                    }
+                    let max = usize::try_from(r.left).unwrap_or(usize::MAX).min(buf.len());
+                    let n = match r.decoder.as_mut() {
+                        Some(d) => d.read(&mut buf[..max])?,
+                        None => {
+                            let n = max.min(super::entry::ZEROS.len());
+                            buf[..n].fill(0);
+                            n
+                        }
+                    };
+                    if n == 0 {
+                        return Err(io_bad(
+                            "a chunk's frames decode to fewer bytes than the TOC says",
+                        ));
+                    }
+                    r.sha.update(&buf[..n]);
+                    r.left -= n as u64;
+                    return Ok(n);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_merge() {
+        assert_eq!(
+            merge_ranges(vec![(5000, 6000), (0, 100), (600, 700), (100, 200)]),
+            vec![(0, 700), (5000, 6000)]
+        );
+        let many: Vec<(u64, u64)> = (0..1000u64)
+            .map(|i| (i * 10_000, i * 10_000 + 10))
+            .collect();
+        let merged = merge_ranges(many);
+        assert!(merged.len() <= MAX_RANGES, "{}", merged.len());
+        assert_eq!(merged[0].0, 0);
+        assert_eq!(merged.last().map(|r| r.1), Some(999 * 10_000 + 10));
+    }
+
+    #[test]
+    fn digests() {
+        let d = Digest::of_bytes(b"x");
+        assert_eq!(
+            sha256_bytes(d.as_str()).map(Digest::from_sha256),
+            Some(d.clone())
+        );
+        assert!(sha256_bytes("sha512:00").is_none());
+        assert_eq!(clean_name(b"./usr//bin/x"), Some(b"usr/bin/x".to_vec()));
+        assert_eq!(clean_name(b"../x"), None);
+    }
+}

@@ -1,0 +1,91 @@
+//! The store's files found by the sha256 of their content, from the TOCs stored with its layers
+//! (zstd:chunked layers we imported, and those podman 5 pulled): what a partial pull takes from
+//! the store instead of fetching it, as c/storage's layers cache finds files in other layers.
+//! Only layers with a TOC take part (c/storage's rule too: a layer stored without one cannot
+//! say what its files hold without reading them all).
+
+use std::collections::HashMap;
+use std::os::fd::AsFd;
+use std::path::PathBuf;
+
+use rustix::fs::{Mode, OFlags, ResolveFlags};
+use storage_format::LayerRecord;
+
+use super::Store;
+use crate::layer::zstd_chunked_partial::{LocalFiles, Toc, sha256_bytes};
+
+/// Content digest → a layer's tree and the file's name in it.
+#[derive(Debug, Default)]
+pub(crate) struct ContentIndex {
+    trees: Vec<PathBuf>,
+    files: HashMap<[u8; 32], (u32, Box<[u8]>)>,
+}
+
+impl ContentIndex {
+    /// The index of the complete layers of `layers` that have a TOC stored as a tree's.
+    pub(crate) fn of_layers<'a>(
+        store: &Store,
+        layers: impl IntoIterator<Item = &'a LayerRecord>,
+    ) -> ContentIndex {
+        let mut index = ContentIndex::default();
+        for rec in layers {
+            if rec.is_incomplete() {
+                continue;
+            }
+            let Some(toc) = store.stored_toc(rec) else {
+                continue;
+            };
+            let Ok(toc) = serde_json::from_slice::<Toc>(&toc.manifest) else {
+                tracing::debug!(layer = %rec.id, "a stored TOC that does not parse is not indexed");
+                continue;
+            };
+            let tree = u32::try_from(index.trees.len()).unwrap_or(u32::MAX);
+            index.trees.push(store.driver().tree_path(&rec.id));
+            for e in toc.entries.iter().filter(|e| e.kind == "reg" && e.size > 0) {
+                if let Some(d) = e.digest.as_deref().and_then(sha256_bytes) {
+                    index
+                        .files
+                        .entry(d)
+                        .or_insert_with(|| (tree, e.name.as_bytes().into()));
+                }
+            }
+        }
+        index
+    }
+
+    /// How many distinct contents it finds.
+    pub(crate) fn len(&self) -> usize {
+        self.files.len()
+    }
+}
+
+impl LocalFiles for ContentIndex {
+    fn has(&self, digest: &[u8; 32]) -> bool {
+        self.files.contains_key(digest)
+    }
+
+    fn open(&self, digest: &[u8; 32], size: u64) -> std::io::Result<std::fs::File> {
+        let (tree, name) = self
+            .files
+            .get(digest)
+            .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotFound))?;
+        let root = std::fs::File::open(&self.trees[*tree as usize])?;
+        // Inside the layer's tree, whatever its links say.
+        let fd = crate::fsutil::openat2_retry(
+            root.as_fd(),
+            &name[..],
+            OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+            Mode::empty(),
+            ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
+        )?;
+        let file = std::fs::File::from(fd);
+        let meta = file.metadata()?;
+        if !meta.is_file() || meta.len() != size {
+            return Err(std::io::Error::other(format!(
+                "{} is not a file of {size} bytes",
+                String::from_utf8_lossy(name)
+            )));
+        }
+        Ok(file)
+    }
+}
