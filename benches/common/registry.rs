@@ -32,10 +32,17 @@ impl Drop for Registry {
 impl Registry {
     /// Starts a registry keeping its data under `dir`.
     pub fn start(dir: &Path) -> Result<Registry> {
+        Self::start_logged(dir, None)
+    }
+
+    /// Starts a registry keeping its data under `dir`, its access log (combined format: the
+    /// bytes of each answer) appended to `log` when given.
+    pub fn start_logged(dir: &Path, log: Option<&Path>) -> Result<Registry> {
         fs::create_dir_all(dir.join("data"))?;
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let config = format!(
-            "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
+            "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: {}\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
+            log.is_none(),
             dir.join("data").display()
         );
         fs::write(dir.join("config.yml"), config)?;
@@ -48,7 +55,10 @@ impl Registry {
             .arg("serve")
             .arg(dir.join("config.yml"))
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(match log {
+                Some(l) => Stdio::from(fs::OpenOptions::new().create(true).append(true).open(l)?),
+                None => Stdio::null(),
+            })
             .stderr(Stdio::null())
             .spawn()
             .context("starting docker-registry (apt install docker-registry)")?;

@@ -107,9 +107,15 @@ impl TocRef {
                 self.uncompressed
             ));
         }
-        match serde_json::from_slice::<serde_json::Value>(&toc) {
-            Ok(v) if v.get("entries").is_some_and(|e| e.is_array()) => Ok(toc),
-            _ => Err("it is not a TOC (a JSON object with entries)".into()),
+        // A JSON object with an array of entries, checked without building it in memory.
+        #[derive(serde::Deserialize)]
+        struct Shape {
+            #[allow(dead_code, reason = "its presence and shape are what is checked")]
+            entries: Vec<serde::de::IgnoredAny>,
+        }
+        match serde_json::from_slice::<Shape>(&toc) {
+            Ok(_) => Ok(toc),
+            Err(_) => Err("it is not a TOC (a JSON object with entries)".into()),
         }
     }
 }
@@ -120,15 +126,14 @@ impl TocRef {
 /// first file that differs.
 pub fn matches_tree(manifest: &[u8], root: &std::path::Path) -> Result<(), String> {
     use sha2::{Digest as _, Sha256};
-    let toc: serde_json::Value =
+    let toc: super::zstd_chunked_partial::Toc =
         serde_json::from_slice(manifest).map_err(|e| format!("the TOC: {e}"))?;
     let root = std::fs::canonicalize(root).map_err(|e| format!("{}: {e}", root.display()))?;
-    let entries = toc["entries"].as_array().ok_or("the TOC has no entries")?;
-    for e in entries.iter().filter(|e| e["type"] == "reg") {
-        let Some(want) = e["digest"].as_str().filter(|d| !d.is_empty()) else {
+    for e in toc.entries.iter().filter(|e| e.kind == "reg") {
+        let Some(want) = e.digest.as_deref().filter(|d| !d.is_empty()) else {
             continue;
         };
-        let name = e["name"].as_str().unwrap_or_default();
+        let name = e.name.as_str();
         let rel: std::path::PathBuf = std::path::Path::new(name)
             .components()
             .filter(|c| matches!(c, std::path::Component::Normal(_)))
