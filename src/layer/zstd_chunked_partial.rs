@@ -35,6 +35,8 @@ pub trait LocalFiles: Sync {
     fn has(&self, digest: &[u8; 32]) -> bool;
     /// Opens one, checked to be a regular file of `size` bytes.
     fn open(&self, digest: &[u8; 32], size: u64) -> std::io::Result<std::fs::File>;
+    /// Where one is (for read-ahead hints only: [`open`](Self::open) checks what it opens).
+    fn path(&self, digest: &[u8; 32]) -> Option<std::path::PathBuf>;
 }
 
 /// Opens bytes `start..end` of the layer's blob.
@@ -212,13 +214,29 @@ impl ChunkedLayer {
         plan
     }
 
-    /// The layer's tar, rebuilt: read it once, to its end.
-    pub fn rebuild<'a>(
+    /// The store's files the rebuild reads, in the order it reads them, with their sizes: what
+    /// a [`ReadAhead`](super::read_ahead::ReadAhead) announces.
+    pub fn local_files_in_order<'a>(
+        &'a self,
+        plan: &'a Plan,
+        local: &'a dyn LocalFiles,
+    ) -> impl Iterator<Item = (std::path::PathBuf, u64)> + 'a {
+        self.files
+            .iter()
+            .zip(&plan.local)
+            .filter(|(_, here)| **here)
+            .filter_map(|(f, _)| Some((local.path(&f.digest)?, f.size)))
+    }
+
+    /// The layer's tar, rebuilt: read it once, to its end. `ra` is told the bytes of the store's
+    /// files read.
+    pub(crate) fn rebuild<'a>(
         &'a self,
         plan: &'a Plan,
         local: &'a dyn LocalFiles,
         open: &'a OpenRange<'a>,
         fetched: &'a AtomicU64,
+        ra: &'a super::read_ahead::ReadAhead,
     ) -> Result<Rebuild<'a>> {
         let decoder = zstd::stream::read::Decoder::new(&self.tar_split[..])
             .map_err(|e| bad(format!("the tar-split: {e}")))?;
@@ -237,6 +255,7 @@ impl ChunkedLayer {
             }),
             cur: Cur::Next,
             files_seen: 0,
+            ra,
         })
     }
 }
@@ -446,6 +465,7 @@ pub struct Rebuild<'a> {
     ranges: Option<Ranges<'a>>,
     cur: Cur<'a>,
     files_seen: usize,
+    ra: &'a super::read_ahead::ReadAhead,
 }
 
 impl std::fmt::Debug for Rebuild<'_> {
@@ -561,6 +581,7 @@ impl Read for Rebuild<'_> {
                         return Err(io_bad("a file of the store is shorter than its TOC says"));
                     }
                     *left -= n as u64;
+                    self.ra.consumed(n as u64);
                     return Ok(n);
                 }
                 Cur::Remote(r) => {

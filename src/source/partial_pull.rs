@@ -15,6 +15,7 @@ use crate::error::{Error, ErrorClass, Result};
 use crate::layer::BlobSource;
 use crate::layer::decompress::Compression;
 use crate::layer::pipe::{spawn_hasher, spawn_pump};
+use crate::layer::read_ahead::{ReadAhead, StopOnDrop};
 use crate::layer::sink::LayerSink;
 use crate::layer::tar_stream::feed_tar;
 use crate::layer::zstd_chunked_partial::ChunkedLayer;
@@ -23,6 +24,9 @@ use crate::store::Store;
 use crate::store::content_index::ContentIndex;
 use crate::store::image_input::{LayerBytes, LayerInput};
 use crate::store::producer::Produced;
+
+/// How far the read-ahead of the store's files runs ahead of the rebuild.
+const READ_AHEAD_LEAD: u64 = 64 << 20;
 
 /// The partial pulls of one import into a store.
 #[derive(Debug)]
@@ -111,8 +115,13 @@ impl<'a> PartialPulls<'a> {
         );
         let metadata = toc.length + toc.tar_split.map_or(0, |t| t.1);
         let fetched = AtomicU64::new(metadata);
+        // A helper asks the kernel for the store's files ahead of the rebuild (a cold disk gets
+        // many reads at once).
+        let ra = ReadAhead::new(READ_AHEAD_LEAD);
         let rebuilt = std::thread::scope(|s| -> Result<(Digest, u64)> {
-            let rebuild = chunked.rebuild(&plan, index, &open, &fetched)?;
+            let _stop = StopOnDrop(&ra);
+            s.spawn(|| ra.run(chunked.local_files_in_order(&plan, index)));
+            let rebuild = chunked.rebuild(&plan, index, &open, &fetched, &ra)?;
             // The rebuilt tar is hashed as it is read (the DiffID) and fed to the sink.
             let (tar, feed, hasher) = spawn_hasher(s, rebuild, Arc::new(AtomicU64::new(0)), None);
             drop(feed);

@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 use std::os::fd::AsFd;
+use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
 use rustix::fs::{Mode, OFlags, ResolveFlags};
@@ -62,6 +63,11 @@ impl ContentIndex {
 impl LocalFiles for ContentIndex {
     fn has(&self, digest: &[u8; 32]) -> bool {
         self.files.contains_key(digest)
+    }
+
+    fn path(&self, digest: &[u8; 32]) -> Option<PathBuf> {
+        let (tree, name) = self.files.get(digest)?;
+        Some(self.trees[*tree as usize].join(std::ffi::OsStr::from_bytes(name)))
     }
 
     fn open(&self, digest: &[u8; 32], size: u64) -> std::io::Result<std::fs::File> {

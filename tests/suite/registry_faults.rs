@@ -15,7 +15,7 @@ use crate::util::{Driver, TestStore, describe, run};
 
 /// What the proxy does to blob requests.
 #[derive(Debug, Clone)]
-enum Fault {
+pub enum Fault {
     /// Nothing: a forward proxy (absolute-form requests, and CONNECT tunnels to the registry).
     None,
     /// Answers the first `n` blob GETs with this status line and headers, then forwards.
@@ -26,11 +26,16 @@ enum Fault {
     Flip,
     /// Forwards a layer's response head, then half its body, then closes (every time).
     Short,
+    /// Forwards requests without their `Range` header (a registry that serves whole blobs only).
+    NoRanges,
+    /// Flips a byte in the middle of every ranged answer (206) but the first.
+    FlipRanges,
 }
 
 /// An HTTP proxy of one request per connection (it asks the registry to close after each).
-struct FaultProxy {
-    port: u16,
+pub struct FaultProxy {
+    /// Its port on 127.0.0.1.
+    pub port: u16,
     /// Blob requests answered by the fault so far.
     hits: Arc<AtomicUsize>,
     /// Requests seen, in all.
@@ -65,7 +70,8 @@ fn length(head: &[String]) -> usize {
 }
 
 impl FaultProxy {
-    fn start(upstream: u16, fault: Fault) -> FaultProxy {
+    /// A proxy before the registry on `upstream`, doing `fault`.
+    pub fn start(upstream: u16, fault: Fault) -> FaultProxy {
         let l = TcpListener::bind("127.0.0.1:0").expect("bind");
         let port = l.local_addr().expect("addr").port();
         let hits = Arc::new(AtomicUsize::new(0));
@@ -144,7 +150,9 @@ fn serve(
         };
         let mut req = String::new();
         for l in &head {
-            if !l.to_ascii_lowercase().starts_with("connection:") {
+            let lower = l.to_ascii_lowercase();
+            let ranges_dropped = matches!(fault, Fault::NoRanges) && lower.starts_with("range:");
+            if !lower.starts_with("connection:") && !ranges_dropped {
                 req.push_str(l);
                 req.push_str("\r\n");
             }
@@ -182,6 +190,13 @@ fn serve(
                 hits.fetch_add(1, Ordering::SeqCst);
                 let mid = rbody.len() / 2;
                 rbody[mid] ^= 0xff;
+                let _ = out.write_all(&rbody);
+            }
+            Fault::FlipRanges if blob && rhead[0].contains(" 206 ") && rbody.len() > 4096 => {
+                if hits.fetch_add(1, Ordering::SeqCst) > 0 {
+                    let mid = rbody.len() / 2;
+                    rbody[mid] ^= 0xff;
+                }
                 let _ = out.write_all(&rbody);
             }
             Fault::Short if blob && ok && rbody.len() > 4096 => {

@@ -68,14 +68,8 @@ fn pull(
     run(&mut cmd)
 }
 
-/// Two versions of a one-layer image pushed as zstd:chunked by our export; pulled one after the
-/// other into a fresh store, the second fetches its TOC, tar-split and the changed file only
-/// (under 10 % of the blob), rebuilds the layer podman 4.3 reads and `storage verify` checks,
-/// with the tree a whole pull gives; its record has the TOC and no compressed digest. With
-/// partial pulls off, or into an empty store, the blob comes whole.
-#[test]
-fn registry_partial_pull_update() {
-    let reg = Registry::start(false);
+/// v1 and v2 of the test image in a store, pushed to `reg` as zstd:chunked (`p/app:1`, `:2`).
+fn pushed_pair(reg: &Registry) -> TestStore {
     let src = TestStore::new(Driver::Overlay);
     let mut oci = OciDir::create(&src.dir.join("oci"));
     for v in [1u64, 2] {
@@ -94,6 +88,18 @@ fn registry_partial_pull_update() {
         ]));
         assert!(out.status.success(), "push v{v}: {}", describe(&out));
     }
+    src
+}
+
+/// Two versions of a one-layer image pushed as zstd:chunked by our export; pulled one after the
+/// other into a fresh store, the second fetches its TOC, tar-split and the changed file only
+/// (under 10 % of the blob), rebuilds the layer podman 4.3 reads and `storage verify` checks,
+/// with the tree a whole pull gives; its record has the TOC and no compressed digest. With
+/// partial pulls off, or into an empty store, the blob comes whole.
+#[test]
+fn registry_partial_pull_update() {
+    let reg = Registry::start(false);
+    let src = pushed_pair(&reg);
     let image = |v: u64| format!("{}/p/app:{v}", reg.host());
     let manifest = |v: u64| -> serde_json::Value {
         let raw = crate::util::run_ok(std::process::Command::new("skopeo").args([
@@ -167,4 +173,44 @@ fn registry_partial_pull_update() {
         .find(|l| l["compressed-diff-digest"] == blob.as_str())
         .expect("the v2 layer, whole");
     assert!(rec["toc-digest"].is_string(), "the TOC kept: {rec}");
+}
+
+/// What stands before the registry ignores ranges: the update comes whole, before anything is
+/// written. Its ranged answers after the TOC's are damaged: a fetched file does not match its TOC
+/// digest half-way through the layer, the layer is written again whole — and either way the image
+/// is the source's, checked by `storage verify`.
+#[test]
+fn registry_partial_pull_fallbacks() {
+    use crate::registry_faults::{Fault, FaultProxy};
+    let reg = Registry::start(false);
+    let src = pushed_pair(&reg);
+    for (fault, said) in [
+        (Fault::NoRanges, "pulled whole"),
+        (Fault::FlipRanges, "pulling the whole layer"),
+    ] {
+        let p = FaultProxy::start(reg.port, fault.clone());
+        let mine = TestStore::new(Driver::Overlay);
+        for v in [1, 2] {
+            let image = format!("127.0.0.1:{}/p/app:{v}", p.port);
+            let out = run(ours(&mine, &reg).env("RUST_LOG", "bootc_image=info").args([
+                "pull",
+                "--tls-verify=false",
+                "--progress",
+                "none",
+                &image,
+            ]));
+            assert!(out.status.success(), "{fault:?} v{v}: {}", describe(&out));
+            if v == 2 {
+                let log = String::from_utf8_lossy(&out.stderr);
+                assert!(log.contains(said), "{fault:?}: {log}");
+                assert_eq!(
+                    mine.inspect(&image)["Id"],
+                    src.inspect("localhost/p:2")["Id"],
+                    "{fault:?}"
+                );
+            }
+        }
+        let v = run(mine.ours_cmd().args(["storage", "verify"]));
+        assert!(v.status.success(), "{fault:?} verify: {}", describe(&v));
+    }
 }
