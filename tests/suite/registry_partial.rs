@@ -79,7 +79,7 @@ fn pushed_pair(reg: &Registry) -> TestStore {
             &ImageSpec::from_tars("partial", &[tree(v)], Compression::Gzip),
         );
         src.ours_copy_ok(&oci.source(Some(&tag)), Some(&format!("localhost/p:{v}")));
-        let out = run(ours(&src, &reg).args([
+        let out = run(ours(&src, reg).args([
             "export",
             "--compression",
             "zstd:chunked",
