@@ -16,11 +16,11 @@ use std::collections::HashMap;
 use std::io::{BufReader, Read};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use serde::Deserialize;
 use sha2::{Digest as _, Sha256};
 use storage_format::{Digest, TarSplitEntry, TarSplitReader};
 
 use super::zstd_chunked_toc::TocRef;
+pub use super::zstd_chunked_toc::{Toc, TocEntry, sha256_bytes};
 use crate::error::{Error, Result};
 
 /// Gaps between missing chunks up to this many bytes are fetched rather than split into two
@@ -41,59 +41,6 @@ pub trait LocalFiles: Sync {
 
 /// Opens bytes `start..end` of the layer's blob.
 pub type OpenRange<'a> = dyn Fn(u64, u64) -> Result<Box<dyn Read + Send>> + Sync + 'a;
-
-/// A TOC as c/storage writes it: the fields a partial pull reads.
-#[derive(Debug, Deserialize)]
-pub struct Toc {
-    /// The entries, in tar order.
-    #[serde(default)]
-    pub entries: Vec<TocEntry>,
-    /// sha256 of the compressed tar-split.
-    #[serde(default, rename = "tarSplitDigest")]
-    pub tar_split_digest: Option<String>,
-}
-
-/// One TOC entry (c/storage's `FileMetadata`), the fields a partial pull reads.
-#[derive(Debug, Deserialize)]
-pub struct TocEntry {
-    /// `reg`, `chunk`, `dir`, `symlink`, …
-    #[serde(rename = "type")]
-    pub kind: String,
-    /// The entry's name.
-    #[serde(default)]
-    pub name: String,
-    /// A regular file's size.
-    #[serde(default)]
-    pub size: u64,
-    /// sha256 of a regular file's content.
-    #[serde(default)]
-    pub digest: Option<String>,
-    /// Where the (first chunk's) frames start in the blob.
-    #[serde(default)]
-    pub offset: u64,
-    /// Where the file's (or this chunk's) frames end.
-    #[serde(default, rename = "endOffset")]
-    pub end_offset: u64,
-    /// The chunk's uncompressed size.
-    #[serde(default, rename = "chunkSize")]
-    pub chunk_size: u64,
-    /// `zeros` for a run of zeros (nothing to fetch).
-    #[serde(default, rename = "chunkType")]
-    pub chunk_type: Option<String>,
-}
-
-/// The 32 bytes of a `sha256:…` digest.
-pub fn sha256_bytes(d: &str) -> Option<[u8; 32]> {
-    let hex = d.strip_prefix("sha256:")?;
-    if hex.len() != 64 {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (i, b) in out.iter_mut().enumerate() {
-        *b = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(out)
-}
 
 /// A name as the tar-split and the TOC are matched by: its components, cleaned; `None` for a
 /// name that climbs out.

@@ -10,6 +10,7 @@
 
 use std::collections::BTreeMap;
 
+use serde::Deserialize;
 use storage_format::Digest;
 
 /// The annotation with the compressed TOC's digest.
@@ -126,8 +127,7 @@ impl TocRef {
 /// first file that differs.
 pub fn matches_tree(manifest: &[u8], root: &std::path::Path) -> Result<(), String> {
     use sha2::{Digest as _, Sha256};
-    let toc: super::zstd_chunked_partial::Toc =
-        serde_json::from_slice(manifest).map_err(|e| format!("the TOC: {e}"))?;
+    let toc: Toc = serde_json::from_slice(manifest).map_err(|e| format!("the TOC: {e}"))?;
     let root = std::fs::canonicalize(root).map_err(|e| format!("{}: {e}", root.display()))?;
     for e in toc.entries.iter().filter(|e| e.kind == "reg") {
         let Some(want) = e.digest.as_deref().filter(|d| !d.is_empty()) else {
@@ -167,6 +167,59 @@ pub struct StoredToc {
     pub digest: Digest,
     /// The uncompressed TOC JSON (the `zstd-chunked-manifest` big data).
     pub manifest: Vec<u8>,
+}
+
+/// A TOC as c/storage writes it: the fields a partial pull reads.
+#[derive(Debug, Deserialize)]
+pub struct Toc {
+    /// The entries, in tar order.
+    #[serde(default)]
+    pub entries: Vec<TocEntry>,
+    /// sha256 of the compressed tar-split.
+    #[serde(default, rename = "tarSplitDigest")]
+    pub tar_split_digest: Option<String>,
+}
+
+/// One TOC entry (c/storage's `FileMetadata`), the fields a partial pull reads.
+#[derive(Debug, Deserialize)]
+pub struct TocEntry {
+    /// `reg`, `chunk`, `dir`, `symlink`, …
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The entry's name.
+    #[serde(default)]
+    pub name: String,
+    /// A regular file's size.
+    #[serde(default)]
+    pub size: u64,
+    /// sha256 of a regular file's content.
+    #[serde(default)]
+    pub digest: Option<String>,
+    /// Where the (first chunk's) frames start in the blob.
+    #[serde(default)]
+    pub offset: u64,
+    /// Where the file's (or this chunk's) frames end.
+    #[serde(default, rename = "endOffset")]
+    pub end_offset: u64,
+    /// The chunk's uncompressed size.
+    #[serde(default, rename = "chunkSize")]
+    pub chunk_size: u64,
+    /// `zeros` for a run of zeros (nothing to fetch).
+    #[serde(default, rename = "chunkType")]
+    pub chunk_type: Option<String>,
+}
+
+/// The 32 bytes of a `sha256:…` digest.
+pub fn sha256_bytes(d: &str) -> Option<[u8; 32]> {
+    let hex = d.strip_prefix("sha256:")?;
+    if hex.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
 }
 
 #[cfg(test)]
