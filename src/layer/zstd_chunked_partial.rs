@@ -114,8 +114,10 @@ impl ChunkedLayer {
                 read_exactly(open(ts_off, ts_off + ts_len)?, ts_len)?,
             )
         };
+        // Decompressed and checked against the annotations; parsed once (which checks its shape
+        // as `TocRef::checked` does).
         let manifest = toc
-            .checked(&toc_bytes)
+            .decompressed(&toc_bytes)
             .map_err(|why| bad(format!("the TOC: {why}")))?;
         let parsed: Toc =
             serde_json::from_slice(&manifest).map_err(|e| bad(format!("the TOC: {e}")))?;
@@ -247,14 +249,13 @@ fn files_of(entries: &[TocEntry]) -> Result<(Vec<RemoteFile>, HashMap<Vec<u8>, u
                 current = Some((name, files.len() - 1));
             }
             "chunk" => {
-                let Some((n, i)) = current.as_ref().filter(|(n, _)| *n == name) else {
+                let Some(&(_, i)) = current.as_ref().filter(|(n, _)| *n == name) else {
                     return Err(bad(format!(
                         "a chunk of {} out of place in the TOC",
                         e.name
                     )));
                 };
-                let _ = n;
-                files[*i].chunks.push(Chunk {
+                files[i].chunks.push(Chunk {
                     offset: e.offset,
                     end: e.end_offset,
                     size: e.chunk_size,

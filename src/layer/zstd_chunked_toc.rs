@@ -86,8 +86,25 @@ impl TocRef {
     }
 
     /// The uncompressed TOC from the bytes kept aside, when they are what the annotations say
-    /// (digest, lengths, a zstd frame holding a JSON object); `Err` says why not.
+    /// (digest, lengths, a zstd frame holding a JSON object with entries); `Err` says why not.
     pub fn checked(&self, compressed: &[u8]) -> Result<Vec<u8>, String> {
+        let toc = self.decompressed(compressed)?;
+        // A JSON object with an array of entries, checked without building it in memory.
+        #[derive(serde::Deserialize)]
+        struct Shape {
+            #[allow(dead_code, reason = "its presence and shape are what is checked")]
+            entries: Vec<serde::de::IgnoredAny>,
+        }
+        match serde_json::from_slice::<Shape>(&toc) {
+            Ok(_) => Ok(toc),
+            Err(_) => Err("it is not a TOC (a JSON object with entries)".into()),
+        }
+    }
+
+    /// The TOC decompressed from `compressed` when its length and digest are the annotations'
+    /// and it decompresses to the length they give (its JSON is not looked at); `Err` says why
+    /// not.
+    pub fn decompressed(&self, compressed: &[u8]) -> Result<Vec<u8>, String> {
         if compressed.len() as u64 != self.length {
             return Err(format!(
                 "{} bytes where the annotation says {}",
@@ -108,16 +125,7 @@ impl TocRef {
                 self.uncompressed
             ));
         }
-        // A JSON object with an array of entries, checked without building it in memory.
-        #[derive(serde::Deserialize)]
-        struct Shape {
-            #[allow(dead_code, reason = "its presence and shape are what is checked")]
-            entries: Vec<serde::de::IgnoredAny>,
-        }
-        match serde_json::from_slice::<Shape>(&toc) {
-            Ok(_) => Ok(toc),
-            Err(_) => Err("it is not a TOC (a JSON object with entries)".into()),
-        }
+        Ok(toc)
     }
 }
 
@@ -169,11 +177,11 @@ pub struct StoredToc {
     pub manifest: Vec<u8>,
 }
 
-/// A TOC as c/storage writes it: the fields a partial pull reads.
+/// A TOC as c/storage writes it: the fields a partial pull reads. Parsing it checks what
+/// [`TocRef::checked`] checks: a JSON object with an array of entries.
 #[derive(Debug, Deserialize)]
 pub struct Toc {
     /// The entries, in tar order.
-    #[serde(default)]
     pub entries: Vec<TocEntry>,
     /// sha256 of the compressed tar-split.
     #[serde(default, rename = "tarSplitDigest")]
@@ -211,14 +219,8 @@ pub struct TocEntry {
 
 /// The 32 bytes of a `sha256:…` digest.
 pub fn sha256_bytes(d: &str) -> Option<[u8; 32]> {
-    let hex = d.strip_prefix("sha256:")?;
-    if hex.len() != 64 {
-        return None;
-    }
     let mut out = [0u8; 32];
-    for (i, b) in out.iter_mut().enumerate() {
-        *b = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
+    hex::decode_to_slice(d.strip_prefix("sha256:")?, &mut out).ok()?;
     Some(out)
 }
 

@@ -291,11 +291,12 @@ impl Store {
                     driver.reset_tree(&slot.id, slot.parent.as_deref(), mode)?;
                 }
                 match self.write_one_layer(g, slot, layer, item.producer, progress, single) {
-                    // A partial pull that failed half-way: once more from an empty tree, whole.
+                    // A partial pull that failed half-way: once more from an empty tree, whole
+                    // (nothing beside the tree was written yet: the TOC's big data comes after
+                    // the producer).
                     Err(Error::StartOver(why)) => {
                         tracing::warn!(layer = %layer.blob_digest, "{why}; pulling the whole layer");
                         driver.reset_tree(&slot.id, slot.parent.as_deref(), mode)?;
-                        let _ = std::fs::remove_dir_all(self.layer_big_data_dir(&slot.id));
                         self.write_one_layer(g, slot, layer, item.producer, progress, single)
                     }
                     r => r,

@@ -258,7 +258,7 @@ impl RegistryBlobs {
         let resp = self
             .repo
             .get_with(&what, &[("Range", &range)], &self.image)?;
-        if resp.status() != 206 || range_start(&resp) != Some(start) {
+        if !answers_range_from(&resp, start) {
             return Err(Error::Unsupported(format!(
                 "{}: the registry answered {} to a range request of blob {digest}",
                 self.image,
@@ -279,14 +279,17 @@ impl RegistryBlobs {
     }
 }
 
-/// Where a `206` answer's `Content-Range` starts.
-fn range_start(resp: &ureq::http::Response<ureq::Body>) -> Option<u64> {
-    resp.headers()
-        .get("content-range")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("bytes "))
-        .and_then(|v| v.split('-').next())
-        .and_then(|v| v.parse::<u64>().ok())
+/// Whether `resp` is a `206` whose `Content-Range` starts at byte `from`.
+fn answers_range_from(resp: &ureq::http::Response<ureq::Body>, from: u64) -> bool {
+    resp.status() == 206
+        && resp
+            .headers()
+            .get("content-range")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("bytes "))
+            .and_then(|v| v.split('-').next())
+            .and_then(|v| v.parse::<u64>().ok())
+            == Some(from)
 }
 
 /// The `Content-Length` of a response, when it has one.
@@ -338,8 +341,7 @@ impl Body {
             .repo
             .get_with(&self.what, &[("Range", &range)], &self.image)
             .map_err(|e| e.to_string())?;
-        let starts_there = range_start(&resp) == Some(from);
-        if resp.status() != 206 || !starts_there {
+        if !answers_range_from(&resp, from) {
             return Err(format!(
                 "the registry answered {} to a range request",
                 resp.status()
