@@ -14,6 +14,7 @@ pub mod sink;
 pub mod tar_build;
 pub mod tar_header;
 pub mod tar_stream;
+pub mod toc_out;
 pub mod tree_writer;
 pub mod zstd_chunked_partial;
 pub mod zstd_chunked_toc;

@@ -10,6 +10,7 @@ use storage_format::{Crc64, Digest, TarSplitWriter};
 
 use super::entry::{Content, ContentRead, Entry, EntryDone, EntryMeta};
 use super::tar_header::{EntryKind, TarHeader};
+use super::toc_out::TocEntries;
 use super::tree_writer::{Linked, OpenFile, TreeWriter, WHITEOUT_PREFIX};
 use crate::error::{Error, Result};
 
@@ -67,6 +68,8 @@ pub struct LayerSink<'a> {
     /// The tar stream's bytes, when the sink writes them out (an export).
     out: Option<&'a mut dyn Write>,
     sha: Option<Sha256>,
+    /// The TOC written as the layer is (a layer that came without one).
+    toc: Option<&'a mut dyn TocEntries>,
     size: u64,
     uids: BTreeSet<u32>,
     gids: BTreeSet<u32>,
@@ -144,6 +147,7 @@ impl<'a> LayerSink<'a> {
             tar_split,
             out: None,
             sha,
+            toc: None,
             size: 0,
             uids: BTreeSet::new(),
             gids: BTreeSet::new(),
@@ -158,6 +162,13 @@ impl<'a> LayerSink<'a> {
     /// Also computes the DiffID of the stream.
     pub(crate) fn with_diff_id(mut self) -> Self {
         self.sha = Some(Sha256::new());
+        self
+    }
+
+    /// Also writes the layer's TOC to `toc`: each entry, a regular file's with the sha256 of its
+    /// content (see [`toc_out`](super::toc_out)).
+    pub(crate) fn with_toc(mut self, toc: &'a mut dyn TocEntries) -> Self {
+        self.toc = Some(toc);
         self
     }
 
@@ -202,8 +213,20 @@ impl<'a> LayerSink<'a> {
             EntryMeta::Recorded { .. } => None,
         };
         let mut crc = Crc64::new();
+        // A file's own digest, for the TOC.
+        let mut file_sha = (self.toc.is_some()
+            && expected > 0
+            && header.is_some_and(|h| h.kind == EntryKind::Regular))
+        .then(Sha256::new);
         let mut buf = std::mem::take(&mut self.buf);
-        let got = self.content(header, name, expected, e.content, &mut crc, &mut buf);
+        let got = self.content(
+            header,
+            name,
+            expected,
+            e.content,
+            (&mut crc, &mut file_sha),
+            &mut buf,
+        );
         self.buf = buf;
         let got = got?;
         if got != expected {
@@ -218,6 +241,10 @@ impl<'a> LayerSink<'a> {
         if let Some(ts) = &mut self.tar_split {
             ts.file(name, got, crc)?;
         }
+        if let (Some(toc), Some(h)) = (&mut self.toc, header) {
+            let digest: Option<[u8; 32]> = file_sha.map(|s| s.finalize().into());
+            toc.entry(h, digest.as_ref())?;
+        }
         Ok(EntryDone { size: got, crc })
     }
 
@@ -228,7 +255,7 @@ impl<'a> LayerSink<'a> {
         name: &[u8],
         expected: u64,
         content: Content<'_>,
-        crc: &mut Crc64,
+        (crc, file_sha): (&mut Crc64, &mut Option<Sha256>),
         buf: &mut [u8],
     ) -> Result<u64> {
         let d = Drain {
@@ -237,6 +264,7 @@ impl<'a> LayerSink<'a> {
             buf,
             sha: &mut self.sha,
             crc,
+            file_sha,
         };
         let Some(tree) = self.tree.as_deref_mut() else {
             // Digest-only, or the tar bytes written out.
@@ -375,6 +403,8 @@ struct Drain<'d> {
     buf: &'d mut [u8],
     sha: &'d mut Option<Sha256>,
     crc: &'d mut Crc64,
+    /// The file's own sha256, when the TOC needs it.
+    file_sha: &'d mut Option<Sha256>,
 }
 
 impl Drain<'_> {
@@ -386,17 +416,19 @@ impl Drain<'_> {
             buf,
             sha,
             crc,
+            file_sha,
         } = self;
+        let mut hashes = Hashes { sha, crc, file_sha };
         let mut file;
         let reader: &mut dyn Read = match content {
             Content::None => return Ok(0),
             Content::Bytes(b) => {
                 let b = &b[..b.len().min(usize::try_from(limit).unwrap_or(usize::MAX))];
-                consume(b, sha, crc, out.as_mut(), name)?;
+                consume(b, &mut hashes, out.as_mut(), name)?;
                 return Ok(b.len() as u64);
             }
             Content::Stream(r) => r,
-            Content::Buffered(r) => return drain_buffered(r, name, limit, sha, crc, out),
+            Content::Buffered(r) => return drain_buffered(r, name, limit, &mut hashes, out),
             Content::Object { file: f, .. } => {
                 file = f;
                 &mut file
@@ -411,7 +443,7 @@ impl Drain<'_> {
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(content_error(e, name)),
             };
-            consume(&buf[..n], sha, crc, out.as_mut(), name)?;
+            consume(&buf[..n], &mut hashes, out.as_mut(), name)?;
             got += n as u64;
         }
         Ok(got)
@@ -436,8 +468,7 @@ fn drain_buffered(
     reader: &mut dyn ContentRead,
     name: &[u8],
     limit: u64,
-    sha: &mut Option<Sha256>,
-    crc: &mut Crc64,
+    hashes: &mut Hashes<'_>,
     mut out: Option<Out<'_, '_>>,
 ) -> Result<u64> {
     let share = out.as_ref().is_some_and(Out::takes_shared);
@@ -453,9 +484,9 @@ fn drain_buffered(
             .len()
             .min(usize::try_from(limit - got).unwrap_or(usize::MAX));
         if !share {
-            consume(&avail[..n], sha, crc, out.as_mut(), name)?;
+            consume(&avail[..n], hashes, out.as_mut(), name)?;
         } else {
-            consume(&avail[..n], sha, crc, None, name)?;
+            consume(&avail[..n], hashes, None, name)?;
             if let Some(Out::File(tree, f)) = out.as_mut() {
                 match reader.share(n) {
                     Some(bytes) => f.write_shared(tree, bytes, name)?,
@@ -472,17 +503,26 @@ fn drain_buffered(
     Ok(got)
 }
 
+/// The digests content bytes go into.
+struct Hashes<'h> {
+    sha: &'h mut Option<Sha256>,
+    crc: &'h mut Crc64,
+    file_sha: &'h mut Option<Sha256>,
+}
+
 fn consume(
     b: &[u8],
-    sha: &mut Option<Sha256>,
-    crc: &mut Crc64,
+    hashes: &mut Hashes<'_>,
     out: Option<&mut Out<'_, '_>>,
     name: &[u8],
 ) -> Result<()> {
-    if let Some(sha) = sha {
+    if let Some(sha) = hashes.sha.as_mut() {
         sha.update(b);
     }
-    crc.update(b);
+    hashes.crc.update(b);
+    if let Some(sha) = hashes.file_sha.as_mut() {
+        sha.update(b);
+    }
     if let Some(f) = out {
         f.write_all(b, name)?;
     }

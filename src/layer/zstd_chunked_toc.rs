@@ -13,6 +13,8 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use storage_format::Digest;
 
+use super::tar_header::{EntryKind, TarHeader};
+
 /// The annotation with the compressed TOC's digest.
 pub const CHECKSUM_ANNOTATION: &str = "io.github.containers.zstd-chunked.manifest-checksum";
 /// The annotation with the TOC's position.
@@ -215,6 +217,91 @@ pub struct TocEntry {
     /// `zeros` for a run of zeros (nothing to fetch).
     #[serde(default, rename = "chunkType")]
     pub chunk_type: Option<String>,
+}
+
+/// The TOC's name for an entry kind.
+pub(crate) fn toc_type(kind: EntryKind) -> Option<&'static str> {
+    Some(match kind {
+        EntryKind::Regular => "reg",
+        EntryKind::HardLink => "hardlink",
+        EntryKind::Symlink => "symlink",
+        EntryKind::Directory => "dir",
+        EntryKind::CharDevice => "char",
+        EntryKind::BlockDevice => "block",
+        EntryKind::Fifo => "fifo",
+        _ => return None,
+    })
+}
+
+/// Go's RFC 3339 with nanoseconds (trailing zeros trimmed), UTC, as Go marshals a time.
+pub(crate) fn go_time(secs: i64, nsec: u32) -> String {
+    use std::time::{Duration, UNIX_EPOCH};
+    let t = if secs >= 0 {
+        UNIX_EPOCH + Duration::new(secs.unsigned_abs(), nsec)
+    } else {
+        UNIX_EPOCH - Duration::from_secs(secs.unsigned_abs()) + Duration::from_nanos(nsec.into())
+    };
+    storage_format::time::rfc3339_nano(t)
+}
+
+/// The TOC fields of the entry `h` that do not depend on how its content is stored (type, name,
+/// link, mode, size, owner, times, device, xattrs), as c/storage's `NewFileMetadata` takes them
+/// from Go's tar reader; `None` for kinds a TOC does not list.
+pub(crate) fn toc_entry_fields(
+    h: &TarHeader,
+) -> Option<serde_json::Map<String, serde_json::Value>> {
+    use base64::Engine as _;
+    let kind = toc_type(h.kind)?;
+    let mut e = serde_json::Map::new();
+    e.insert("type".into(), kind.into());
+    e.insert("name".into(), String::from_utf8_lossy(&h.name).into());
+    if !h.linkname.is_empty() {
+        e.insert(
+            "linkName".into(),
+            String::from_utf8_lossy(&h.linkname).into(),
+        );
+    }
+    // As c/storage's NewFileMetadata takes them from Go's reader, which its pull compares with
+    // the tar-split: the mode field whole, the size of any entry, access and change times.
+    if h.raw_mode != 0 {
+        e.insert("mode".into(), h.raw_mode.into());
+    }
+    if h.size != 0 {
+        e.insert("size".into(), h.size.into());
+    }
+    if h.uid != 0 {
+        e.insert("uid".into(), h.uid.into());
+    }
+    if h.gid != 0 {
+        e.insert("gid".into(), h.gid.into());
+    }
+    e.insert("modtime".into(), go_time(h.mtime, h.mtime_nsec).into());
+    if let Some((secs, nsec)) = h.atime {
+        e.insert("accesstime".into(), go_time(secs, nsec).into());
+    }
+    if let Some((secs, nsec)) = h.ctime {
+        e.insert("changetime".into(), go_time(secs, nsec).into());
+    }
+    if h.devmajor != 0 {
+        e.insert("devMajor".into(), h.devmajor.into());
+    }
+    if h.devminor != 0 {
+        e.insert("devMinor".into(), h.devminor.into());
+    }
+    if !h.xattrs.is_empty() {
+        let x: serde_json::Map<String, serde_json::Value> = h
+            .xattrs
+            .iter()
+            .map(|(k, v)| {
+                (
+                    String::from_utf8_lossy(k).into_owned(),
+                    base64::engine::general_purpose::STANDARD.encode(v).into(),
+                )
+            })
+            .collect();
+        e.insert("xattrs".into(), x.into());
+    }
+    Some(e)
 }
 
 /// The 32 bytes of a `sha256:…` digest.

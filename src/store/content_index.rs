@@ -33,10 +33,10 @@ impl ContentIndex {
             if rec.is_incomplete() {
                 continue;
             }
-            let Some(toc) = store.stored_toc(rec) else {
+            let Some(manifest) = store.stored_manifest(rec) else {
                 continue;
             };
-            let Ok(toc) = serde_json::from_slice::<Toc>(&toc.manifest) else {
+            let Ok(toc) = serde_json::from_slice::<Toc>(&manifest) else {
                 tracing::debug!(layer = %rec.id, "a stored TOC that does not parse is not indexed");
                 continue;
             };

@@ -57,6 +57,9 @@ pub(super) struct Written {
     pub(super) toc: Option<StoredToc>,
     /// Pulled partially: no whole blob was seen (see [`Produced::partial`]).
     pub(super) partial: bool,
+    /// A TOC of our own stored with the layer (it came without one: see
+    /// [`toc_out`](crate::layer::toc_out)); its big data is written already.
+    pub(super) own_toc: bool,
 }
 
 /// The uncompressed length of layer `id`: as written now, else from its record in `layers`.
@@ -337,9 +340,17 @@ impl Store {
         )?
         .with_file_thread(solo);
         let read = AtomicU64::new(0);
+        // A layer that comes without a TOC gets one of ours, written beside its records.
+        let mut own_toc = match &layer.toc {
+            None => Some(self.own_toc_out(id)?),
+            Some(_) => None,
+        };
         let mut sink = LayerSink::new(&mut tree, &mut ts);
         if producer.sink_hashes(slot.layer) {
             sink = sink.with_diff_id();
+        }
+        if let Some((t, _)) = &mut own_toc {
+            sink = sink.with_toc(t);
         }
         let produced = producer.produce(slot.layer, layer, &mut sink, &|b: LayerBytes| {
             read.store(b.read, Ordering::Relaxed);
@@ -408,6 +419,13 @@ impl Store {
         if let Some(t) = &toc {
             self.write_toc(id, t)?;
         }
+        let own_toc = match own_toc {
+            Some((t, path)) => {
+                self.store_own_toc(id, t, &path)?;
+                true
+            }
+            None => false,
+        };
         Ok(Written {
             index,
             summary,
@@ -416,6 +434,7 @@ impl Store {
             tar_split_tmp: tmp,
             toc,
             partial,
+            own_toc,
         })
     }
 }
@@ -441,6 +460,15 @@ fn fill_record(rec: &mut LayerRecord, w: &Written, l: &LayerInput) {
             "toc-digest".into(),
             serde_json::Value::from(t.digest.to_string()),
         );
+        rec.extra.insert(
+            "big-data-names".into(),
+            serde_json::json!([
+                zstd_chunked_toc::MANIFEST_KEY,
+                zstd_chunked_toc::LAYER_DATA_KEY
+            ]),
+        );
+    } else if w.own_toc {
+        // Our own TOC: its big data, and no `toc-digest` (no compressed TOC was ever here).
         rec.extra.insert(
             "big-data-names".into(),
             serde_json::json!([

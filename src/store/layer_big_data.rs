@@ -1,10 +1,15 @@
 //! A layer's big data: files in c/storage's `overlay-layers/<id>/` (names as for images), which
 //! podman 5 keeps for a zstd:chunked layer (its TOC, see [`crate::layer::zstd_chunked_toc`]).
 
-use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+
+use crate::layer::toc_out::TocOut;
 
 use super::Store;
 use crate::error::{Error, Result};
+
+/// Our own TOC being written into a layer's big-data directory.
+pub(super) type OwnTocOut = TocOut<std::io::BufWriter<std::fs::File>>;
 
 impl Store {
     /// The directory of layer `id`'s big data (c/storage's `overlay-layers/<id>/`).
@@ -50,6 +55,77 @@ impl Store {
                 (z::LAYER_DATA_KEY, z::LAYER_DATA),
             ],
         )
+    }
+
+    /// A TOC of our own for layer `id`, written to a temporary file in its big-data directory
+    /// (see [`crate::layer::toc_out`]); [`Self::store_own_toc`] makes it the layer's.
+    pub(super) fn own_toc_out(&self, id: &str) -> Result<(OwnTocOut, std::path::PathBuf)> {
+        let path = self
+            .create_layer_big_data_dir(id)?
+            .join(format!("{}toc", super::atomic::TEMP_PREFIX));
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| Error::io("creating", &path, e))?;
+        let out = TocOut::new(std::io::BufWriter::with_capacity(64 * 1024, file))?;
+        Ok((out, path))
+    }
+
+    /// Makes the TOC written to `path` layer `id`'s `zstd-chunked-manifest`, with the layer data
+    /// saying the layer is a tree.
+    pub(super) fn store_own_toc(
+        &self,
+        id: &str,
+        toc: OwnTocOut,
+        path: &std::path::Path,
+    ) -> Result<()> {
+        use crate::layer::zstd_chunked_toc as z;
+        let file = toc
+            .finish()?
+            .into_inner()
+            .map_err(|e| Error::io("writing", path, e.into_error()))?;
+        if self.config().sync_filesystem {
+            file.sync_data()
+                .map_err(|e| Error::io("syncing", path, e))?;
+        }
+        drop(file);
+        let dir = self.layer_big_data_dir(id);
+        let to = dir.join(storage_format::big_data_file_name(z::MANIFEST_KEY));
+        std::fs::rename(path, &to).map_err(|e| Error::io("renaming", path, e))?;
+        self.write_layer_big_data(id, &[(z::LAYER_DATA_KEY, z::LAYER_DATA)])
+    }
+
+    /// Stores `manifest` as layer `id`'s TOC of our own (no `toc-digest`).
+    pub(super) fn write_own_toc(&self, id: &str, manifest: &[u8]) -> Result<()> {
+        use crate::layer::zstd_chunked_toc as z;
+        self.write_layer_big_data(
+            id,
+            &[
+                (z::MANIFEST_KEY, manifest),
+                (z::LAYER_DATA_KEY, z::LAYER_DATA),
+            ],
+        )
+    }
+
+    /// Layer `rec`'s TOC as stored for a tree (a zstd:chunked one or ours), whatever its
+    /// `toc-digest`: what c/storage's layers cache reads to find files by content.
+    pub(super) fn stored_manifest(&self, rec: &storage_format::LayerRecord) -> Option<Vec<u8>> {
+        use crate::layer::zstd_chunked_toc as toc;
+        let names = rec.extra.get("big-data-names")?.as_array()?;
+        if !names.iter().any(|n| n.as_str() == Some(toc::MANIFEST_KEY)) {
+            return None;
+        }
+        let dir = self.layer_big_data_dir(&rec.id);
+        let read =
+            |key: &str| std::fs::read(dir.join(storage_format::big_data_file_name(key))).ok();
+        let data: serde_json::Value = serde_json::from_slice(&read(toc::LAYER_DATA_KEY)?).ok()?;
+        if data.get("format").and_then(serde_json::Value::as_u64) != Some(0) {
+            return None;
+        }
+        read(toc::MANIFEST_KEY)
     }
 
     /// Layer `rec`'s zstd:chunked TOC, when it has one stored as a tree's (`toc-digest`, the

@@ -85,6 +85,18 @@ impl Store {
         if let Some(t) = &toc {
             self.write_toc(id, t)?;
         }
+        // Else a TOC that names the files only (ours, or a zstd:chunked one whose blob is not this
+        // layer's) goes along as one of our own: the same files, the same digests.
+        let own_toc = match &toc {
+            Some(_) => false,
+            None => match self.stored_manifest(rec) {
+                Some(m) => {
+                    self.write_own_toc(id, &m)?;
+                    true
+                }
+                None => false,
+            },
+        };
         // The empty diff directory the driver made gives way to the copy (which keeps the
         // source's root owner, mode and xattrs, as the same tar wrote them).
         let tree = driver.tree_path(id);
@@ -120,6 +132,7 @@ impl Store {
             tar_split_tmp: tmp.to_path_buf(),
             toc,
             partial: false,
+            own_toc,
         })
     }
 }

@@ -214,3 +214,76 @@ fn registry_partial_pull_fallbacks() {
         assert!(v.status.success(), "{fault:?} verify: {}", describe(&v));
     }
 }
+
+/// Issue 26, item 4: a layer imported without a TOC (here v1 from a gzip OCI layout) gets one of
+/// ours — c/storage's `zstd-chunked-manifest` big data naming each file's sha256, no
+/// `toc-digest` — so the zstd:chunked v2 is pulled partially over it (under 10 % of the blob),
+/// into the image a whole pull gives.
+#[test]
+fn registry_partial_pull_over_gzip_import() {
+    let reg = Registry::start(false);
+    let src = pushed_pair(&reg);
+    let mine = TestStore::new(Driver::Overlay);
+    mine.ours_copy_ok(
+        &format!("oci:{}:v1", src.dir.join("oci").display()),
+        Some("localhost/p:1"),
+    );
+    // v1's layer: our TOC, no `toc-digest`, the compressed digest of the gzip blob.
+    let rec = layers(&mine).into_iter().next().expect("the v1 layer");
+    assert!(rec.get("toc-digest").is_none(), "{rec}");
+    assert!(rec["compressed-diff-digest"].is_string(), "{rec}");
+    assert_eq!(
+        rec["big-data-names"],
+        serde_json::json!(["zstd-chunked-manifest", "zstd-chunked-layer-data"])
+    );
+    let id = rec["id"].as_str().expect("id");
+    let big = mine.dir.join("root/overlay-layers").join(id);
+    let toc: serde_json::Value = serde_json::from_slice(
+        &fs::read(big.join(storage_format::big_data_file_name("zstd-chunked-manifest")))
+            .expect("the TOC"),
+    )
+    .expect("TOC JSON");
+    let entries = toc["entries"].as_array().expect("entries");
+    let changed = entries
+        .iter()
+        .find(|e| e["name"] == "etc/changed")
+        .expect("etc/changed in the TOC");
+    assert_eq!(changed["type"], "reg");
+    assert_eq!(changed["size"], 100_000);
+    let want = format!(
+        "sha256:{}",
+        hex_sha256(&fixture::pseudo_random(100_000, 1001))
+    );
+    assert_eq!(changed["digest"], want.as_str());
+    assert!(entries.iter().any(|e| e["type"] == "hardlink"), "{toc}");
+
+    let m2 = crate::util::run_ok(std::process::Command::new("skopeo").args([
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        &format!("docker://{}/p/app:2", reg.host()),
+    ]));
+    let m2: serde_json::Value = serde_json::from_str(&m2).expect("manifest");
+    let blob = m2["layers"][0]["digest"].as_str().expect("digest");
+    let size = m2["layers"][0]["size"].as_u64().expect("size");
+    let image = format!("{}/p/app:2", reg.host());
+    let out = pull(&mine, &reg, &image, &[]);
+    assert!(out.status.success(), "pull v2: {}", describe(&out));
+    let sent = blob_bytes_sent(&reg, blob);
+    assert!(
+        sent * 10 <= size,
+        "{sent} bytes of a {size}-byte blob fetched over a gzip import"
+    );
+    assert_eq!(
+        mine.inspect(&image)["Id"],
+        src.inspect("localhost/p:2")["Id"]
+    );
+    let v = run(mine.ours_cmd().args(["storage", "verify"]));
+    assert!(v.status.success(), "verify: {}", describe(&v));
+}
+
+/// `sha256` of `b`, in hex.
+fn hex_sha256(b: &[u8]) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(b))
+}
