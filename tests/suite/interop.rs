@@ -193,6 +193,20 @@ pub fn compare_copies(
     assert_rmi_cleans(&ours, NAME);
 }
 
+/// A layer record without the big-data names of the TOC we write for a layer that came without
+/// one (issue 26, item 4: skopeo writes none); a zstd:chunked layer's (with its `toc-digest`)
+/// stays.
+pub fn without_own_toc(mut rec: Value) -> Value {
+    let own = serde_json::json!(["zstd-chunked-manifest", "zstd-chunked-layer-data"]);
+    if let Some(o) = rec.as_object_mut()
+        && !o.contains_key("toc-digest")
+        && o.get("big-data-names") == Some(&own)
+    {
+        o.remove("big-data-names");
+    }
+    rec
+}
+
 /// layers.json records must equal skopeo's (apart from `created`); the images.json record must
 /// agree on identity, names, top layer, creation time and the manifest/config big data
 /// (c/image's empty `signature-*` item and its `metadata` are optional).
@@ -208,7 +222,12 @@ pub fn assert_records_equal(reference: &TestStore, ours: &TestStore) {
             .collect()
     };
     let a = by_id(reference.layer_records());
-    let b = by_id(ours.layer_records());
+    let b = by_id(
+        ours.layer_records()
+            .into_iter()
+            .map(without_own_toc)
+            .collect(),
+    );
     let ids_a: Vec<&String> = a.keys().collect();
     let ids_b: Vec<&String> = b.keys().collect();
     assert_eq!(ids_a, ids_b, "layer IDs (skopeo vs ours)");
