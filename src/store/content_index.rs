@@ -1,8 +1,10 @@
 //! The store's files found by the sha256 of their content, from the TOCs stored with its layers
-//! (zstd:chunked layers we imported, and those podman 5 pulled): what a partial pull takes from
-//! the store instead of fetching it, as c/storage's layers cache finds files in other layers.
-//! Only layers with a TOC take part (c/storage's rule too: a layer stored without one cannot
-//! say what its files hold without reading them all).
+//! (zstd:chunked ones, the TOC of our own every other layer we write gets, and those podman 5
+//! pulled): what a partial pull takes from the store instead of fetching it, as c/storage's
+//! layers cache finds files in other layers, reading any layer with a `zstd-chunked-manifest`
+//! whether it has a `toc-digest` or not. Only layers with a TOC take part (c/storage's rule too:
+//! a layer stored without one — podman's or skopeo's — cannot say what its files hold without
+//! reading them all).
 
 use std::collections::HashMap;
 use std::os::fd::AsFd;
