@@ -795,7 +795,8 @@ fetches_under_10_percent() { # PULL...
 
 # The files of v2 of the reuse pair in the image podman 5 mounts from STORE, byte for byte.
 reuse_tree_ok() { # STORE
-    local mnt rc=0 image=127.0.0.1:$(cat "$base/registry/port")/p5-reuse:v2
+    local mnt rc=0 image
+    image=127.0.0.1:$(cat "$base/registry/port")/p5-reuse:v2
     mnt=$(p5_partial "$1" image mount "$image") || return 1
     diff <(cd "$mnt" && sha256sum data/*) <(cd "$base/work/reuse" && sha256sum data/*) || rc=1
     p5_partial "$1" image unmount "$image" >/dev/null || rc=1
