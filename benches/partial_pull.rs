@@ -6,6 +6,8 @@
 //!    same size, other bytes, so layer reuse cannot help). Both copied into a store and pushed as
 //!    zstd:chunked by `bootc-image export` to Debian's docker-registry on 127.0.0.1, whose access
 //!    log gives the bytes each pull fetched.
+//!    Everything (registry, layouts, stores) lives on a journaled ext4 on a loop device
+//!    (`target/bench-partial-fs.img` on `/tmp/bp-mnt`), as in the copy benches.
 //! 2. For each run and tool: a fresh store, v1 pulled (not timed), the page cache dropped (not
 //!    with `BENCH_WARM=1`), v2 pulled, timed: ours (native, partial pulls on), podman 5.4 of the
 //!    Debian 13 chroot of scripts/podman5-check.sh with `enable_partial_images = "true"`, and ours
@@ -32,6 +34,9 @@ mod measure;
 #[path = "common/registry.rs"]
 #[allow(dead_code, reason = "shared between the benches; each uses a part")]
 mod registry;
+#[path = "common/storefs.rs"]
+#[allow(dead_code, reason = "shared between the benches; each uses a part")]
+mod storefs;
 
 use anyhow::{Context, Result, bail};
 use measure::{Sample, fmt_opt, load_average, measure_in_capture, median, runs_from_env};
@@ -168,6 +173,14 @@ fn drop_caches() {
     }
 }
 
+/// The loop-mounted ext4 of this bench (its own: benches may run at the same time).
+const PARTIAL_FS: storefs::FsSpec = storefs::FsSpec {
+    mount_dir: "/tmp/bp-mnt",
+    image: "bench-partial-fs.img",
+    size: "12G",
+    fallback: "bench-partial",
+};
+
 /// One tool's timed pulls.
 #[derive(Default)]
 struct Runs {
@@ -189,7 +202,12 @@ fn run() -> Result<bool> {
     }
     let changed = std::env::var("BENCH_CHANGED").unwrap_or("usr/bin/perl5.36.0".into());
     let runs = runs_from_env()?;
-    let base = target.join("bench-partial");
+    // Stores, registry and fixtures on a journaled ext4 of their own, as the copy benches have
+    // theirs: stores made and deleted run after run on the machine's root file system slow every
+    // later run down, both tools' alike (see docs/performance.md).
+    let store_fs = storefs::StoreFs::setup(&target, &PARTIAL_FS)?;
+    store_fs.announce();
+    let base = store_fs.base.join("bench");
     let _ = Command::new("umount")
         .arg("-R")
         .arg(base.join("p5"))
@@ -211,9 +229,11 @@ fn run() -> Result<bool> {
     };
     // 1. v1 and v2, pushed as zstd:chunked.
     println!("fixtures: the rootfs as v1 and, with {changed} replaced, v2; pushed as zstd:chunked");
-    updated_tree(&rootfs, &base.join("rootfs-v2"), &changed)?;
+    // v2's tree beside v1's (it is v1's hardlinked, one file replaced).
+    let v2_tree = target.join("bench-partial-v2");
+    updated_tree(&rootfs, &v2_tree, &changed)?;
     let image = |v: u32| format!("127.0.0.1:{}/bench/partial:{v}", reg.port);
-    for (v, root) in [(1, rootfs.clone()), (2, base.join("rootfs-v2"))] {
+    for (v, root) in [(1, rootfs.clone()), (2, v2_tree.clone())] {
         let layout = base.join(format!("oci-v{v}"));
         layout_of(&root, &layout)?;
         sh(Command::new(&ours)
@@ -234,7 +254,7 @@ fn run() -> Result<bool> {
             ]))?;
         fs::remove_dir_all(&layout)?;
     }
-    let _ = fs::remove_dir_all(base.join("rootfs-v2"));
+    let _ = fs::remove_dir_all(&v2_tree);
     let manifest: serde_json::Value = serde_json::from_str(&sh(Command::new("skopeo").args([
         "inspect",
         "--raw",
