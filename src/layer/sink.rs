@@ -172,6 +172,11 @@ impl<'a> LayerSink<'a> {
         self
     }
 
+    /// No TOC entries from here on (a producer that checks each file itself: a partial pull).
+    pub(crate) fn without_toc(&mut self) {
+        self.toc = None;
+    }
+
     /// Whether entries must carry their parsed header (a tree is written).
     pub fn needs_headers(&self) -> bool {
         self.tree.is_some()

@@ -131,41 +131,50 @@ impl TocRef {
     }
 }
 
-/// Whether the files the TOC names with a digest hold that content in the tree at `root` (the
-/// layer as it was written from the whole blob): a TOC is kept only if it tells the truth about
-/// the files, since podman takes files from a layer by the digests its TOC gives. `Err` names the
-/// first file that differs.
-pub fn matches_tree(manifest: &[u8], root: &std::path::Path) -> Result<(), String> {
-    use sha2::{Digest as _, Sha256};
+/// An entry of a written layer as its TOC is checked against: its cleaned name and, for a
+/// regular file with content, the sha256 of that content.
+pub type WrittenEntry = (Box<[u8]>, Option<[u8; 32]>);
+
+/// Whether the TOC tells the truth about the files it names by digest, in the layer as it was
+/// written from the whole blob: `written` is each entry of the layer's tar (cleaned name; a
+/// regular file's sha256, computed as the sink wrote it), in tar order. Each regular file the TOC
+/// names with a digest must be, in the same order, a regular file of the layer with that content,
+/// not replaced by a later entry of the same name. A TOC is kept only if it is true, since podman
+/// takes files from a layer by the digests its TOC gives. `Err` names the first file that
+/// differs.
+pub fn matches_digests(manifest: &[u8], written: &[WrittenEntry]) -> Result<(), String> {
     let toc: Toc = serde_json::from_slice(manifest).map_err(|e| format!("the TOC: {e}"))?;
-    let root = std::fs::canonicalize(root).map_err(|e| format!("{}: {e}", root.display()))?;
-    for e in toc.entries.iter().filter(|e| e.kind == "reg") {
-        let Some(want) = e.digest.as_deref().filter(|d| !d.is_empty()) else {
-            continue;
-        };
+    let mut last = std::collections::HashMap::new();
+    for (k, (name, _)) in written.iter().enumerate() {
+        last.insert(name.as_ref(), k);
+    }
+    let mut k = 0;
+    for e in toc.entries.iter().filter(|e| e.kind == "reg" && e.size > 0) {
         let name = e.name.as_str();
-        let rel: std::path::PathBuf = std::path::Path::new(name)
-            .components()
-            .filter(|c| matches!(c, std::path::Component::Normal(_)))
-            .collect();
-        if std::path::Path::new(name)
-            .components()
-            .any(|c| matches!(c, std::path::Component::ParentDir))
-        {
+        let (comps, escaped) = super::path::clean_components(name.as_bytes());
+        if escaped {
             return Err(format!("{name}: a name that climbs out"));
         }
-        // Only a regular file inside the tree, reached without leaving it.
-        let path = std::fs::canonicalize(root.join(&rel)).map_err(|e| format!("{name}: {e}"))?;
-        if !path.starts_with(&root) || !path.is_file() {
-            return Err(format!("{name}: not a file of the layer"));
+        let clean = super::path::join(&comps);
+        while written
+            .get(k)
+            .is_some_and(|w| w.0.as_ref() != clean.as_slice())
+        {
+            k += 1;
         }
-        let mut f = std::fs::File::open(&path).map_err(|e| format!("{name}: {e}"))?;
-        let mut sha = Sha256::new();
-        std::io::copy(&mut f, &mut sha).map_err(|e| format!("{name}: {e}"))?;
-        let got = Digest::from_sha256(sha.finalize().into());
-        if got.as_str() != want {
-            return Err(format!("{name}: the TOC says {want}, the file is {got}"));
+        let Some((_, digest)) = written.get(k) else {
+            return Err(format!(
+                "{name}: not a file of the layer (in the TOC's order)"
+            ));
+        };
+        let want = e.digest.as_deref().unwrap_or_default();
+        if digest.is_none_or(|d| sha256_bytes(want) != Some(d)) {
+            return Err(format!("{name}: the TOC says {want}, the file differs"));
         }
+        if last.get(clean.as_slice()) != Some(&k) {
+            return Err(format!("{name}: replaced later in the layer"));
+        }
+        k += 1;
     }
     Ok(())
 }
@@ -314,6 +323,41 @@ pub fn sha256_bytes(d: &str) -> Option<[u8; 32]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn digests_checked_in_order() {
+        let d = |b: u8| [b; 32];
+        let hex = |b: u8| format!("sha256:{}", hex::encode([b; 32]));
+        let toc = format!(
+            r#"{{"version":1,"entries":[{{"type":"dir","name":"./"}},{{"type":"reg","name":"./a","size":3,"digest":"{}"}},{{"type":"chunk","name":"./a"}},{{"type":"reg","name":"e"}}]}}"#,
+            hex(1)
+        );
+        let files = |a: u8| -> Vec<WrittenEntry> {
+            vec![
+                (Box::from(&b""[..]), None),
+                (Box::from(&b"a"[..]), Some(d(a))),
+                (Box::from(&b"e"[..]), None),
+            ]
+        };
+        assert_eq!(matches_digests(toc.as_bytes(), &files(1)), Ok(()));
+        assert!(matches_digests(toc.as_bytes(), &files(2)).is_err());
+        let mut more = files(1);
+        more.push((Box::from(&b"a"[..]), None));
+        assert!(
+            matches_digests(toc.as_bytes(), &more).is_err(),
+            "an entry the TOC lacks"
+        );
+        let replaced = toc.replace(
+            r#"{"type":"reg","name":"e"}"#,
+            r#"{"type":"symlink","name":"a"}"#,
+        );
+        let mut then_link = files(1);
+        then_link[2].0 = Box::from(&b"a"[..]);
+        assert!(
+            matches_digests(replaced.as_bytes(), &then_link).is_err(),
+            "replaced later"
+        );
+    }
 
     #[test]
     fn annotations_and_checks() {

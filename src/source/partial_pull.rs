@@ -129,6 +129,9 @@ impl<'a> PartialPulls<'a> {
                 let read = fetched.load(Ordering::Relaxed);
                 progress(LayerBytes { written, read });
             };
+            // Every fetched file is checked against its TOC digest as it is decoded: the sink
+            // need not hash them again.
+            sink.without_toc();
             feed_tar(spawn_pump(s, tar), sink, report)?;
             let hashes = hasher
                 .join()

@@ -16,6 +16,7 @@ use crate::crashpoint::hit;
 use crate::error::{Error, Result};
 use crate::layer::decompress::Compression;
 use crate::layer::sink::{LayerSink, LayerSummary};
+use crate::layer::toc_out::FileDigests;
 use crate::layer::tree_writer::TreeWriter;
 use crate::layer::zstd_chunked_toc::{self, StoredToc};
 
@@ -340,17 +341,20 @@ impl Store {
         )?
         .with_file_thread(solo);
         let read = AtomicU64::new(0);
-        // A layer that comes without a TOC gets one of ours, written beside its records.
+        // A layer that comes without a TOC gets one of ours, written beside its records; a
+        // zstd:chunked one's files are listed with their digests, to check its TOC by.
         let mut own_toc = match &layer.toc {
             None => Some(self.own_toc_out(id)?),
             Some(_) => None,
         };
+        let mut digests = FileDigests::default();
         let mut sink = LayerSink::new(&mut tree, &mut ts);
         if producer.sink_hashes(slot.layer) {
             sink = sink.with_diff_id();
         }
-        if let Some((t, _)) = &mut own_toc {
-            sink = sink.with_toc(t);
+        match &mut own_toc {
+            Some((t, _)) => sink = sink.with_toc(t),
+            None => sink = sink.with_toc(&mut digests),
         }
         let produced = producer.produce(slot.layer, layer, &mut sink, &|b: LayerBytes| {
             read.store(b.read, Ordering::Relaxed);
@@ -410,8 +414,7 @@ impl Store {
         } = produced;
         if let Some(t) = &toc
             && !partial
-            && let Err(why) =
-                zstd_chunked_toc::matches_tree(&t.manifest, &self.driver().tree_path(id))
+            && let Err(why) = zstd_chunked_toc::matches_digests(&t.manifest, &digests.0)
         {
             tracing::warn!(layer = %layer.blob_digest, "the zstd:chunked TOC is not kept: {why}");
             toc = None;
