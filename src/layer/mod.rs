@@ -1,6 +1,7 @@
 //! Layers as streams of tar entries: reading tar with its raw bytes, decompression, and the layer sink
 //! that writes tar-split, DiffID and tree in one pass.
 
+pub mod blob_ranges;
 pub mod decompress;
 pub mod entry;
 pub mod gzip_members;

@@ -14,20 +14,16 @@
 
 use std::collections::HashMap;
 use std::io::{BufReader, Read};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 
 use sha2::{Digest as _, Sha256};
 use storage_format::{Digest, TarSplitEntry, TarSplitReader};
 
+pub use super::blob_ranges::OpenRange;
+use super::blob_ranges::{Ranges, merge_ranges};
 use super::zstd_chunked_toc::TocRef;
 pub use super::zstd_chunked_toc::{Toc, TocEntry, sha256_bytes};
 use crate::error::{Error, Result};
-
-/// Gaps between missing chunks up to this many bytes are fetched rather than split into two
-/// ranges (c/storage's `autoMergePartsThreshold`).
-const MERGE_GAP: u64 = 1024;
-/// At most this many ranges (each a request): beyond, the closest ones are merged.
-const MAX_RANGES: usize = 256;
 
 /// Files of the store found by the sha256 of their content.
 pub trait LocalFiles: Sync {
@@ -38,9 +34,6 @@ pub trait LocalFiles: Sync {
     /// Where one is (for read-ahead hints only: [`open`](Self::open) checks what it opens).
     fn path(&self, digest: &[u8; 32]) -> Option<std::path::PathBuf>;
 }
-
-/// Opens bytes `start..end` of the layer's blob.
-pub type OpenRange<'a> = dyn Fn(u64, u64) -> Result<Box<dyn Read + Send>> + Sync + 'a;
 
 /// A name as the tar-split and the TOC are matched by: its components, cleaned; `None` for a
 /// name that climbs out.
@@ -194,14 +187,7 @@ impl ChunkedLayer {
             plan,
             local,
             entries: TarSplitReader::new(BufReader::new(decoder)),
-            ranges: Some(Ranges {
-                list: &plan.ranges,
-                cur: None,
-                pos: 0,
-                end: 0,
-                open,
-                fetched,
-            }),
+            ranges: Some(Ranges::new(&plan.ranges, open, fetched)),
             cur: Cur::Next,
             files_seen: 0,
             ra,
@@ -288,34 +274,6 @@ fn files_of(entries: &[TocEntry]) -> Result<(Vec<RemoteFile>, HashMap<Vec<u8>, u
     Ok((files, by_name))
 }
 
-/// Sorted ranges, those closer than [`MERGE_GAP`] merged, then the closest merged until at most
-/// [`MAX_RANGES`] are left.
-fn merge_ranges(mut parts: Vec<(u64, u64)>) -> Vec<(u64, u64)> {
-    parts.sort_unstable();
-    let mut out: Vec<(u64, u64)> = Vec::new();
-    for (s, e) in parts {
-        match out.last_mut() {
-            Some(last) if s <= last.1 + MERGE_GAP => last.1 = last.1.max(e),
-            _ => out.push((s, e)),
-        }
-    }
-    if out.len() > MAX_RANGES {
-        // The widest gap that still has to be bridged: merge every gap no wider than it.
-        let mut gaps: Vec<u64> = out.windows(2).map(|w| w[1].0 - w[0].1).collect();
-        gaps.sort_unstable();
-        let limit = gaps[out.len() - MAX_RANGES - 1];
-        let mut merged: Vec<(u64, u64)> = Vec::new();
-        for (s, e) in out {
-            match merged.last_mut() {
-                Some(last) if s - last.1 <= limit => last.1 = e,
-                _ => merged.push((s, e)),
-            }
-        }
-        out = merged;
-    }
-    out
-}
-
 /// What a partial pull takes from the store and what it fetches.
 #[derive(Debug, Default)]
 pub struct Plan {
@@ -331,53 +289,6 @@ pub struct Plan {
     pub local_bytes: u64,
     /// Files fetched.
     pub remote_files: usize,
-}
-
-/// The planned ranges of the blob, read forward (a range opened when first needed).
-struct Ranges<'a> {
-    list: &'a [(u64, u64)],
-    cur: Option<Box<dyn Read + Send>>,
-    /// The blob offset the current range's reader is at, and where it ends.
-    pos: u64,
-    end: u64,
-    open: &'a OpenRange<'a>,
-    fetched: &'a AtomicU64,
-}
-
-impl Ranges<'_> {
-    /// Moves to blob offset `off`, within the current range or by opening the one holding it.
-    fn seek_to(&mut self, off: u64) -> std::io::Result<()> {
-        if self.cur.is_none() || off < self.pos || off >= self.end {
-            let k = self.list.partition_point(|r| r.1 <= off);
-            let Some(&(s, e)) = self.list.get(k).filter(|r| r.0 <= off) else {
-                return Err(std::io::Error::other(bad(format!(
-                    "offset {off} is in no planned range"
-                ))));
-            };
-            self.cur = Some((self.open)(s, e).map_err(std::io::Error::other)?);
-            (self.pos, self.end) = (s, e);
-        }
-        let skip = off - self.pos;
-        let copied = std::io::copy(&mut self.take(skip), &mut std::io::sink())?;
-        if copied != skip {
-            return Err(std::io::Error::other(bad("a range ended early")));
-        }
-        Ok(())
-    }
-}
-
-impl Read for Ranges<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let Some(r) = self.cur.as_mut() else {
-            return Ok(0);
-        };
-        let max = usize::try_from(self.end - self.pos).unwrap_or(usize::MAX);
-        let max = buf.len().min(max);
-        let n = r.read(&mut buf[..max])?;
-        self.pos += n as u64;
-        self.fetched.fetch_add(n as u64, Ordering::Relaxed);
-        Ok(n)
-    }
 }
 
 type ChunkDecoder<'a> = zstd::stream::read::Decoder<'static, BufReader<std::io::Take<Ranges<'a>>>>;
@@ -581,21 +492,6 @@ impl Read for Rebuild<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn ranges_merge() {
-        assert_eq!(
-            merge_ranges(vec![(5000, 6000), (0, 100), (600, 700), (100, 200)]),
-            vec![(0, 700), (5000, 6000)]
-        );
-        let many: Vec<(u64, u64)> = (0..1000u64)
-            .map(|i| (i * 10_000, i * 10_000 + 10))
-            .collect();
-        let merged = merge_ranges(many);
-        assert!(merged.len() <= MAX_RANGES, "{}", merged.len());
-        assert_eq!(merged[0].0, 0);
-        assert_eq!(merged.last().map(|r| r.1), Some(999 * 10_000 + 10));
-    }
 
     #[test]
     fn digests() {
