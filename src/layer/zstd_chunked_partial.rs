@@ -33,6 +33,17 @@ pub trait LocalFiles: Sync {
     fn open(&self, digest: &[u8; 32], size: u64) -> std::io::Result<std::fs::File>;
     /// Where one is (for read-ahead hints only: [`open`](Self::open) checks what it opens).
     fn path(&self, digest: &[u8; 32]) -> Option<std::path::PathBuf>;
+    /// Whether the store has a chunk with this content (part of a file, as a zstd:chunked TOC
+    /// cuts it); the default: no.
+    fn has_chunk(&self, digest: &[u8; 32]) -> bool {
+        let _ = digest;
+        false
+    }
+    /// Opens the file holding one, at the chunk's start, checked to have `size` bytes there.
+    fn open_chunk(&self, digest: &[u8; 32], size: u64) -> std::io::Result<std::fs::File> {
+        let _ = (digest, size);
+        Err(std::io::ErrorKind::NotFound.into())
+    }
 }
 
 /// A name as the tar-split and the TOC are matched by: its components, cleaned; `None` for a
@@ -49,6 +60,8 @@ struct Chunk {
     end: u64,
     size: u64,
     zeros: bool,
+    /// The chunk's content digest, when the TOC gives one.
+    digest: Option<[u8; 32]>,
 }
 
 /// A regular file of the layer with content.
@@ -143,12 +156,26 @@ impl ChunkedLayer {
                 plan.local_bytes += f.size;
             } else {
                 plan.remote_files += 1;
+                // Chunks the store holds (of files that changed in part) are read from there.
+                let here: Vec<bool> = f
+                    .chunks
+                    .iter()
+                    .map(|c| !c.zeros && c.digest.is_some_and(|d| local.has_chunk(&d)))
+                    .collect();
+                for (c, _) in f.chunks.iter().zip(&here).filter(|(_, h)| **h) {
+                    plan.local_chunks += 1;
+                    plan.local_chunk_bytes += c.size;
+                }
                 parts.extend(
                     f.chunks
                         .iter()
-                        .filter(|c| !c.zeros)
-                        .map(|c| (c.offset, c.end)),
+                        .zip(&here)
+                        .filter(|(c, h)| !c.zeros && !**h)
+                        .map(|(c, _)| (c.offset, c.end)),
                 );
+                if here.iter().any(|h| *h) {
+                    plan.chunks_here.insert(plan.local.len() - 1, here);
+                }
             }
         }
         plan.ranges = merge_ranges(parts);
@@ -226,6 +253,7 @@ fn files_of(entries: &[TocEntry]) -> Result<(Vec<RemoteFile>, HashMap<Vec<u8>, u
                         end: 0,
                         size,
                         zeros,
+                        digest: e.chunk_digest.as_deref().and_then(sha256_bytes),
                     }],
                 });
                 ends.push(e.end_offset);
@@ -246,6 +274,7 @@ fn files_of(entries: &[TocEntry]) -> Result<(Vec<RemoteFile>, HashMap<Vec<u8>, u
                     end: e.end_offset,
                     size: e.chunk_size,
                     zeros,
+                    digest: e.chunk_digest.as_deref().and_then(sha256_bytes),
                 });
             }
             _ => current = None,
@@ -289,6 +318,12 @@ pub struct Plan {
     pub local_bytes: u64,
     /// Files fetched.
     pub remote_files: usize,
+    /// For a fetched file some of whose chunks the store holds: which ones.
+    chunks_here: HashMap<usize, Vec<bool>>,
+    /// Chunks taken from the store, and their bytes.
+    pub local_chunks: usize,
+    /// Their total size.
+    pub local_chunk_bytes: u64,
 }
 
 type ChunkDecoder<'a> = zstd::stream::read::Decoder<'static, BufReader<std::io::Take<Ranges<'a>>>>;
@@ -300,6 +335,8 @@ struct Remote<'a> {
     /// Bytes of the current chunk still to come.
     left: u64,
     decoder: Option<ChunkDecoder<'a>>,
+    /// The current chunk read from the store.
+    stored: Option<std::io::Take<std::fs::File>>,
     sha: Sha256,
 }
 
@@ -377,11 +414,18 @@ impl Rebuild<'_> {
                         chunk: 0,
                         left: 0,
                         decoder: None,
+                        stored: None,
                         sha: Sha256::new(),
                     }))
                 };
                 if let Cur::Remote(r) = &mut self.cur {
-                    start_chunk(r, &self.layer.files[i], &mut self.ranges)?;
+                    start_chunk(
+                        r,
+                        &self.layer.files[i],
+                        &mut self.ranges,
+                        self.plan,
+                        self.local,
+                    )?;
                 }
             }
         }
@@ -389,16 +433,27 @@ impl Rebuild<'_> {
     }
 }
 
-/// Starts chunk `r.chunk` of `f`: its frames opened for decoding (the ranges move into the
-/// decoder), or zeros.
+/// Starts chunk `r.chunk` of `f`: read from the store when the plan says the store holds it,
+/// else its frames opened for decoding (the ranges move into the decoder), or zeros.
 fn start_chunk<'a>(
     r: &mut Remote<'a>,
     f: &RemoteFile,
     ranges: &mut Option<Ranges<'a>>,
+    plan: &Plan,
+    local: &dyn LocalFiles,
 ) -> std::io::Result<()> {
     let c = &f.chunks[r.chunk];
     r.left = c.size;
-    if !c.zeros {
+    let here = plan
+        .chunks_here
+        .get(&r.file)
+        .is_some_and(|h| h.get(r.chunk) == Some(&true));
+    if let (true, Some(d)) = (here, c.digest) {
+        let file = local
+            .open_chunk(&d, c.size)
+            .map_err(|e| io_bad(format!("a chunk from the store: {e}")))?;
+        r.stored = Some(file.take(c.size));
+    } else if !c.zeros {
         let mut rs = ranges
             .take()
             .ok_or_else(|| std::io::Error::other(Error::Internal("ranges lost".into())))?;
@@ -450,9 +505,10 @@ impl Read for Rebuild<'_> {
                         if let Some(d) = r.decoder.take() {
                             self.ranges = Some(d.finish().into_inner().into_inner());
                         }
+                        r.stored = None;
                         r.chunk += 1;
                         if r.chunk < f.chunks.len() {
-                            start_chunk(r, f, &mut self.ranges)?;
+                            start_chunk(r, f, &mut self.ranges, self.plan, self.local)?;
                             continue;
                         }
                         let got: [u8; 32] = std::mem::take(&mut r.sha).finalize().into();
@@ -467,9 +523,10 @@ impl Read for Rebuild<'_> {
                         continue;
                     }
                     let max = usize::try_from(r.left).unwrap_or(usize::MAX).min(buf.len());
-                    let n = match r.decoder.as_mut() {
-                        Some(d) => d.read(&mut buf[..max])?,
-                        None => {
+                    let n = match (r.stored.as_mut(), r.decoder.as_mut()) {
+                        (Some(s), _) => s.read(&mut buf[..max])?,
+                        (None, Some(d)) => d.read(&mut buf[..max])?,
+                        (None, None) => {
                             let n = max.min(super::entry::ZEROS.len());
                             buf[..n].fill(0);
                             n
@@ -477,7 +534,7 @@ impl Read for Rebuild<'_> {
                     };
                     if n == 0 {
                         return Err(io_bad(
-                            "a chunk's frames decode to fewer bytes than the TOC says",
+                            "a chunk (its frames, or the store's copy) has fewer bytes than the TOC says",
                         ));
                     }
                     r.sha.update(&buf[..n]);

@@ -226,6 +226,13 @@ pub struct TocEntry {
     /// `zeros` for a run of zeros (nothing to fetch).
     #[serde(default, rename = "chunkType")]
     pub chunk_type: Option<String>,
+    /// sha256 of the chunk's content (a file cut into several chunks: on the file's entry for
+    /// its first chunk, on each `chunk` entry for the others).
+    #[serde(default, rename = "chunkDigest")]
+    pub chunk_digest: Option<String>,
+    /// Where the chunk starts in its file.
+    #[serde(default, rename = "chunkOffset")]
+    pub chunk_offset: u64,
 }
 
 /// The TOC's name for an entry kind.

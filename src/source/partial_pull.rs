@@ -68,7 +68,7 @@ impl<'a> PartialPulls<'a> {
                 .whole
                 .lock()
                 .is_ok_and(|w| !w.contains(&layer.blob_digest))
-            && self.index().len() > 0
+            && (self.index().len() > 0 || self.index().chunks() > 0)
     }
 
     /// Writes `layer` into `sink` partially, if it may be; `Ok(None)`: pull it whole (nothing
@@ -100,7 +100,7 @@ impl<'a> PartialPulls<'a> {
         };
         let index = self.index();
         let plan = chunked.plan(index);
-        if plan.local_files == 0 {
+        if plan.local_files == 0 && plan.local_chunks == 0 {
             tracing::info!(layer = %digest, "pulled whole: the store has none of its files");
             return Ok(None);
         }
@@ -108,6 +108,8 @@ impl<'a> PartialPulls<'a> {
             layer = %digest,
             from_store = plan.local_files,
             from_store_bytes = plan.local_bytes,
+            chunks_from_store = plan.local_chunks,
+            chunk_bytes_from_store = plan.local_chunk_bytes,
             fetched_files = plan.remote_files,
             fetched_bytes = plan.fetch_bytes,
             blob_bytes = layer.blob_size,

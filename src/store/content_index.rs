@@ -22,6 +22,8 @@ use crate::layer::zstd_chunked_partial::{LocalFiles, Toc, sha256_bytes};
 pub(crate) struct ContentIndex {
     trees: Vec<PathBuf>,
     files: HashMap<[u8; 32], (u32, Box<[u8]>)>,
+    /// Chunks of files (zstd:chunked TOCs cut big files): digest → tree, file, offset in it.
+    chunks: HashMap<[u8; 32], (u32, Box<[u8]>, u64)>,
 }
 
 impl ContentIndex {
@@ -52,6 +54,21 @@ impl ContentIndex {
                         .or_insert_with(|| (tree, e.name.as_bytes().into()));
                 }
             }
+            // A file's first chunk is on its own entry (at offset 0), the others on `chunk`
+            // entries; runs of zeros are never fetched, so never looked for.
+            for e in toc.entries.iter().filter(|e| {
+                matches!(e.kind.as_str(), "reg" | "chunk")
+                    && e.chunk_size > 0
+                    && e.chunk_type.as_deref() != Some("zeros")
+            }) {
+                if let Some(d) = e.chunk_digest.as_deref().and_then(sha256_bytes) {
+                    let at = if e.kind == "reg" { 0 } else { e.chunk_offset };
+                    index
+                        .chunks
+                        .entry(d)
+                        .or_insert_with(|| (tree, e.name.as_bytes().into(), at));
+                }
+            }
         }
         index
     }
@@ -59,6 +76,11 @@ impl ContentIndex {
     /// How many distinct contents it finds.
     pub(crate) fn len(&self) -> usize {
         self.files.len()
+    }
+
+    /// How many distinct chunks it finds.
+    pub(crate) fn chunks(&self) -> usize {
+        self.chunks.len()
     }
 }
 
@@ -77,16 +99,7 @@ impl LocalFiles for ContentIndex {
             .files
             .get(digest)
             .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotFound))?;
-        let root = std::fs::File::open(&self.trees[*tree as usize])?;
-        // Inside the layer's tree, whatever its links say.
-        let fd = crate::fsutil::openat2_retry(
-            root.as_fd(),
-            &name[..],
-            OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
-            Mode::empty(),
-            ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
-        )?;
-        let file = std::fs::File::from(fd);
+        let file = self.open_in(*tree, name)?;
         let meta = file.metadata()?;
         if !meta.is_file() || meta.len() != size {
             return Err(std::io::Error::other(format!(
@@ -95,5 +108,43 @@ impl LocalFiles for ContentIndex {
             )));
         }
         Ok(file)
+    }
+
+    fn has_chunk(&self, digest: &[u8; 32]) -> bool {
+        self.chunks.contains_key(digest)
+    }
+
+    fn open_chunk(&self, digest: &[u8; 32], size: u64) -> std::io::Result<std::fs::File> {
+        use std::io::{Seek, SeekFrom};
+        let (tree, name, at) = self
+            .chunks
+            .get(digest)
+            .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotFound))?;
+        let mut file = self.open_in(*tree, name)?;
+        let meta = file.metadata()?;
+        if !meta.is_file() || meta.len() < at.saturating_add(size) {
+            return Err(std::io::Error::other(format!(
+                "{} is not a file with {size} bytes at {at}",
+                String::from_utf8_lossy(name)
+            )));
+        }
+        file.seek(SeekFrom::Start(*at))?;
+        Ok(file)
+    }
+}
+
+impl ContentIndex {
+    /// Opens file `name` inside tree `tree`, whatever its links say.
+    fn open_in(&self, tree: u32, name: &[u8]) -> std::io::Result<std::fs::File> {
+        let root = std::fs::File::open(&self.trees[tree as usize])?;
+        // Inside the layer's tree, whatever its links say.
+        let fd = crate::fsutil::openat2_retry(
+            root.as_fd(),
+            &name[..],
+            OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+            Mode::empty(),
+            ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
+        )?;
+        Ok(std::fs::File::from(fd))
     }
 }

@@ -70,6 +70,12 @@ fn pull(
 
 /// v1 and v2 of the test image in a store, pushed to `reg` as zstd:chunked (`p/app:1`, `:2`).
 fn pushed_pair(reg: &Registry) -> TestStore {
+    pushed_pair_of(reg, "app", tree)
+}
+
+/// v1 and v2 of the image of `tree` in a store (`localhost/p:1`, `:2`), pushed to `reg` as
+/// zstd:chunked (`p/REPO:1`, `:2`).
+fn pushed_pair_of(reg: &Registry, repo: &str, tree: fn(u64) -> Vec<u8>) -> TestStore {
     let src = TestStore::new(Driver::Overlay);
     let mut oci = OciDir::create(&src.dir.join("oci"));
     for v in [1u64, 2] {
@@ -84,7 +90,7 @@ fn pushed_pair(reg: &Registry) -> TestStore {
             "--compression",
             "zstd:chunked",
             &format!("localhost/p:{v}"),
-            &format!("docker://{}/p/app:{v}", reg.host()),
+            &format!("docker://{}/p/{repo}:{v}", reg.host()),
         ]));
         assert!(out.status.success(), "push v{v}: {}", describe(&out));
     }
@@ -286,4 +292,59 @@ fn registry_partial_pull_over_gzip_import() {
 fn hex_sha256(b: &[u8]) -> String {
     use sha2::Digest as _;
     hex::encode(sha2::Sha256::digest(b))
+}
+
+/// The tree of [`tree`]`(1)`'s kind: a small file and a 2 MiB one, 100 bytes in the middle of
+/// the big one changed in v2.
+fn tree_big_changed(version: u64) -> Vec<u8> {
+    let mut big = fixture::pseudo_random(2 << 20, 77);
+    if version == 2 {
+        for b in &mut big[1_000_000..1_000_100] {
+            *b ^= 0xff;
+        }
+    }
+    fixture::build_tar(&[
+        Entry::dir("usr"),
+        Entry::dir("usr/lib"),
+        Entry::file("usr/lib/small", fixture::pseudo_random(10_000, 5)),
+        Entry::file("usr/lib/big", big),
+    ])
+}
+
+/// A file changed in part: its chunks the store holds (from v1's zstd:chunked TOC) are read from
+/// there, only the changed chunk's frames are fetched (c/storage's chunk reuse); the file is
+/// checked whole against its digest, the image is the source's.
+#[test]
+fn registry_partial_pull_reuses_chunks() {
+    let reg = Registry::start(false);
+    let src = pushed_pair_of(&reg, "chunks", tree_big_changed);
+    let image = |v: u64| format!("{}/p/chunks:{v}", reg.host());
+    let mine = TestStore::new(Driver::Overlay);
+    let out = pull(&mine, &reg, &image(1), &[]);
+    assert!(out.status.success(), "pull v1: {}", describe(&out));
+    let m2 = crate::util::run_ok(std::process::Command::new("skopeo").args([
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        &format!("docker://{}", image(2)),
+    ]));
+    let m2: serde_json::Value = serde_json::from_str(&m2).expect("manifest");
+    let blob = m2["layers"][0]["digest"].as_str().expect("digest");
+    let out = pull(&mine, &reg, &image(2), &[]);
+    assert!(out.status.success(), "pull v2: {}", describe(&out));
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(log.contains("pulling partially"), "{log}");
+    assert!(!log.contains("chunks_from_store=0 "), "{log}");
+    // 100 changed bytes: one or two chunks (64 KiB on average) and the TOC and tar-split.
+    let sent = blob_bytes_sent(&reg, blob);
+    assert!(
+        sent < 256 * 1024,
+        "{sent} bytes fetched for 100 changed bytes of a 2 MiB file: more than its changed chunks"
+    );
+    assert_eq!(
+        mine.inspect(&image(2))["Id"],
+        src.inspect("localhost/p:2")["Id"]
+    );
+    let v = run(mine.ours_cmd().args(["storage", "verify"]));
+    assert!(v.status.success(), "verify: {}", describe(&v));
 }
