@@ -2,8 +2,9 @@
 //! tar-split are fetched by range and checked (the TOC against the digest its annotation gives,
 //! the tar-split against the digest the TOC gives); each regular file whose content the store
 //! already holds (found by the content digest the TOC names, in the TOCs stored with the store's
-//! layers: [`LocalFiles`]) is read from there; the frames of the others are fetched in merged
-//! ranges and decoded. The layer's tar is rebuilt from the tar-split and those contents
+//! layers: [`LocalFiles`]) is read from there; of the others, the chunks the store holds (by the
+//! chunk digests of stored zstd:chunked TOCs, as c/storage reuses them) are read from there too,
+//! and the remaining frames are fetched in merged ranges and decoded. The layer's tar is rebuilt from the tar-split and those contents
 //! ([`Rebuild`]), so the import writes the layer, its tar-split and its DiffID exactly as from the
 //! whole blob, and the DiffID is checked against the config as c/storage checks it.
 //!

@@ -1,4 +1,5 @@
-//! The store's files found by the sha256 of their content, from the TOCs stored with its layers
+//! The store's files found by the sha256 of their content (and the chunks zstd:chunked TOCs cut
+//! big files into, by theirs), from the TOCs stored with its layers
 //! (zstd:chunked ones, the TOC of our own every other layer we write gets, and those podman 5
 //! pulled): what a partial pull takes from the store instead of fetching it, as c/storage's
 //! layers cache finds files in other layers, reading any layer with a `zstd-chunked-manifest`
@@ -22,9 +23,12 @@ use crate::layer::zstd_chunked_partial::{LocalFiles, Toc, sha256_bytes};
 pub(crate) struct ContentIndex {
     trees: Vec<PathBuf>,
     files: HashMap<[u8; 32], (u32, Box<[u8]>)>,
-    /// Chunks of files (zstd:chunked TOCs cut big files): digest → tree, file, offset in it.
-    chunks: HashMap<[u8; 32], (u32, Box<[u8]>, u64)>,
+    /// Chunks of files (zstd:chunked TOCs cut big files): digest → where.
+    chunks: HashMap<[u8; 32], ChunkAt>,
 }
+
+/// Where a chunk is: a tree (index), a file in it, the chunk's offset in the file.
+type ChunkAt = (u32, Box<[u8]>, u64);
 
 impl ContentIndex {
     /// The index of the complete layers of `layers` that have a TOC stored as a tree's.
@@ -140,7 +144,7 @@ impl ContentIndex {
         // Inside the layer's tree, whatever its links say.
         let fd = crate::fsutil::openat2_retry(
             root.as_fd(),
-            &name[..],
+            name,
             OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
             Mode::empty(),
             ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
