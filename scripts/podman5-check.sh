@@ -358,15 +358,20 @@ phase_podman5() {
     check "zstd:chunked: podman 5 pulls our chunked 3 MiB file partially, byte for byte" \
         big_partial_pull "127.0.0.1:$port/p5-bigzc:$tag"
 
-    say "podman 5 reuses the files of a layer bootc-image imported from gzip (our own TOC)"
-    local reuse=127.0.0.1:$port/p5-reuse
-    check "reuse: podman 5 (partial pulls on) pulls the zstd:chunked v2 over our gzip import of v1, fetching under 10 % of the blob" \
-        fetches_under_10_percent p5_partial "$base/reuse-ours" pull -q --tls-verify=false "$reuse:v2"
-    check "reuse: podman 5 system check finds nothing wrong in our layer it took files from" \
-        system_check_spares "$base/reuse-ours" "$(cat "$base/reuse-v1.layer")"
-    check "reuse: podman 5 image mount, v2's files byte for byte" reuse_tree_ok "$base/reuse-ours"
-    check "reuse: podman 5 pulls v1 partially into a store of its own (bootc-image pulls v2 over it next)" \
-        p5_partial "$base/reuse-p5" pull -q --tls-verify=false "$reuse:v1"
+    local pair what
+    for pair in reuse rchunks; do
+        what="files of a layer bootc-image imported from gzip (our own TOC)"
+        [[ $pair == rchunks ]] && what="chunks of a file bootc-image pulled as zstd:chunked"
+        say "podman 5 reuses the $what"
+        check "$pair: podman 5 (partial pulls on) pulls v2 over our v1, fetching under 10 % of the blob" \
+            fetches_under_10_percent "$pair" p5_partial "$base/$pair-ours" pull -q --tls-verify=false \
+            "127.0.0.1:$port/p5-$pair:v2"
+        check "$pair: podman 5 system check finds nothing wrong in our layer it took from" \
+            system_check_spares "$base/$pair-ours" "$(cat "$base/$pair-v1.layer")"
+        check "$pair: podman 5 image mount, v2's files byte for byte" reuse_tree_ok "$pair"
+        check "$pair: podman 5 pulls v1 partially into a store of its own (bootc-image pulls v2 over it next)" \
+            p5_partial "$base/$pair-p5" pull -q --tls-verify=false "127.0.0.1:$port/p5-$pair:v1"
+    done
 
     say "podman 5 on the image bootc-image build-chunked wrote"
     local k=(overlay "$base/built" /run/p5-built)
@@ -728,32 +733,50 @@ export_big_zstd_chunked() {
         "docker://127.0.0.1:$(cat "$base/registry/port")/p5-bigzc:$tag"
 }
 
-# v1 and v2 of an image of forty files of noise and one that differs, as gzip OCI layouts
-# ($base/oci-reuse:v1, :v2); both exported by us as zstd:chunked and pushed as
-# 127.0.0.1:PORT/p5-reuse:v1, :v2 (v2's blob digest and size in $base/reuse-v2.blob); v1 imported
-# by us from the gzip layout into $base/reuse-ours (its layer gets our own TOC).
-make_reuse_pair() {
-    local d=$base/work/reuse v i port s=(--root "$base/reuse-src" --runroot /run/p5-reuse-src --storage-driver overlay)
+# v1 and v2 of an image as gzip OCI layouts ($base/oci-NAME:v1, :v2), both exported by us as
+# zstd:chunked and pushed as 127.0.0.1:PORT/p5-NAME:v1, :v2 (v2's blob digest and size in
+# $base/NAME-v2.blob, v2's tree in $base/work/NAME); v1 then stored by us in $base/NAME-ours
+# (runroot /run/p5-partial-NAME-ours; its layer ID in $base/NAME-v1.layer).
+# NAME reuse: forty 100 KB files of noise and one that differs; v1 copied from the gzip layout
+# (its layer gets our own TOC, whole files only).
+# NAME rchunks: a 3 MiB file of noise (dozens of chunks), 100 bytes in its middle changed in v2;
+# v1 pulled natively from the registry (the zstd:chunked TOC kept, with its chunks).
+make_reuse_pair() { # NAME
+    local name=$1 d=$base/work/$1 v i port
+    local s=(--root "$base/$1-src" --runroot "/run/p5-$1-src" --storage-driver overlay)
+    local o=(--root "$base/$1-ours" --runroot "/run/p5-partial-$1-ours" --storage-driver overlay)
     port=$(cat "$base/registry/port")
-    rm -rf "$d" "$base/oci-reuse" "$base/reuse-src" "$base/reuse-ours"
+    rm -rf "$d" "$base/oci-$name" "$base/$name-src" "$base/$name-ours"
     mkdir -p "$d/data"
-    for i in $(seq -w 1 40); do head -c 100000 /dev/urandom >"$d/data/f$i"; done
-    umoci init --layout "$base/oci-reuse" || return 1
+    if [[ $name == reuse ]]; then
+        for i in $(seq -w 1 40); do head -c 100000 /dev/urandom >"$d/data/f$i"; done
+    else
+        head -c 3145728 /dev/urandom >"$d/data/noise"
+        head -c 1000 /dev/urandom >"$d/data/small"
+    fi
+    umoci init --layout "$base/oci-$name" || return 1
     for v in 1 2; do
-        head -c 100000 /dev/urandom >"$d/data/changed"
+        if [[ $name == reuse ]]; then
+            head -c 100000 /dev/urandom >"$d/data/changed"
+        elif ((v == 2)); then
+            head -c 100 /dev/urandom | dd of="$d/data/noise" bs=1 seek=1572864 conv=notrunc status=none
+        fi
         find "$d" -exec touch -h -d @1577836800 {} +
         tar -C "$d" --format=ustar --numeric-owner -cf "$d-v$v.tar" data || return 1
-        umoci new --image "$base/oci-reuse:v$v" || return 1
-        umoci raw add-layer --image "$base/oci-reuse:v$v" "$d-v$v.tar" || return 1
-        "$bin" "${s[@]}" copy-to-storage --source "oci:$base/oci-reuse:v$v" --target "localhost/reuse:v$v" || return 1
-        "$bin" "${s[@]}" export "localhost/reuse:v$v" "docker://127.0.0.1:$port/p5-reuse:v$v" \
+        umoci new --image "$base/oci-$name:v$v" || return 1
+        umoci raw add-layer --image "$base/oci-$name:v$v" "$d-v$v.tar" || return 1
+        "$bin" "${s[@]}" copy-to-storage --source "oci:$base/oci-$name:v$v" --target "localhost/$name:v$v" || return 1
+        "$bin" "${s[@]}" export "localhost/$name:v$v" "docker://127.0.0.1:$port/p5-$name:v$v" \
             --compression zstd:chunked --tls-verify=false || return 1
     done
-    skopeo inspect --raw --tls-verify=false "docker://127.0.0.1:$port/p5-reuse:v2" |
-        jq -r '.layers[0] | "\(.digest) \(.size)"' >"$base/reuse-v2.blob" || return 1
-    "$bin" --root "$base/reuse-ours" --runroot /run/p5-partial-reuse-ours --storage-driver overlay \
-        copy-to-storage --source "oci:$base/oci-reuse:v1" --target localhost/reuse:v1 || return 1
-    jq -r '.[0].id' "$base/reuse-ours/overlay-layers/layers.json" >"$base/reuse-v1.layer"
+    skopeo inspect --raw --tls-verify=false "docker://127.0.0.1:$port/p5-$name:v2" |
+        jq -r '.layers[0] | "\(.digest) \(.size)"' >"$base/$name-v2.blob" || return 1
+    if [[ $name == reuse ]]; then
+        "$bin" "${o[@]}" copy-to-storage --source "oci:$base/oci-$name:v1" --target "localhost/$name:v1" || return 1
+    else
+        "$bin" "${o[@]}" pull --tls-verify=false --progress none "127.0.0.1:$port/p5-$name:v1" || return 1
+    fi
+    jq -r '.[0].id' "$base/$name-ours/overlay-layers/layers.json" >"$base/$name-v1.layer"
 }
 
 # podman 5's system check of STORE reports no damage in LAYER... (written by bootc-image).
@@ -782,10 +805,11 @@ blob_bytes_sent() { # DIGEST
         "$base/registry/log"
 }
 
-# PULL... (a command pulling v2 of the reuse pair) fetches at most 10 % of v2's blob.
-fetches_under_10_percent() { # PULL...
+# PULL... (a command pulling v2 of the pair NAME) fetches at most 10 % of v2's blob.
+fetches_under_10_percent() { # NAME PULL...
     local digest size before after
-    read -r digest size <"$base/reuse-v2.blob"
+    read -r digest size <"$base/$1-v2.blob"
+    shift
     before=$(blob_bytes_sent "$digest")
     "$@" || return 1
     after=$(blob_bytes_sent "$digest")
@@ -793,14 +817,15 @@ fetches_under_10_percent() { # PULL...
     ((after > before && (after - before) * 10 <= size))
 }
 
-# The files of v2 of the reuse pair in the image podman 5 mounts from STORE, byte for byte.
-reuse_tree_ok() { # STORE
-    local mnt rc=0 image
-    image=127.0.0.1:$(cat "$base/registry/port")/p5-reuse:v2
-    mnt=$(p5_partial "$1" image mount "$image") || return 1
-    diff <(cd "$mnt" && sha256sum data/*) <(cd "$base/work/reuse" && sha256sum data/*) || rc=1
-    p5_partial "$1" image unmount "$image" >/dev/null || rc=1
-    ((rc == 0)) && echo "41 files byte for byte"
+# The files of v2 of the pair NAME in the image podman 5 mounts from $base/NAME-ours, byte for
+# byte.
+reuse_tree_ok() { # NAME
+    local mnt rc=0 image store=$base/$1-ours
+    image=127.0.0.1:$(cat "$base/registry/port")/p5-$1:v2
+    mnt=$(p5_partial "$store" image mount "$image") || return 1
+    diff <(cd "$mnt" && sha256sum data/*) <(cd "$base/work/$1" && sha256sum data/*) || rc=1
+    p5_partial "$store" image unmount "$image" >/dev/null || rc=1
+    ((rc == 0)) && echo "$(find "$base/work/$1/data" -type f | wc -l) files byte for byte"
     return "$rc"
 }
 
@@ -1056,7 +1081,9 @@ check "zstd:chunked: bootc-image export --compression zstd:chunked, pushed with 
 check "zstd:chunked: a 3 MiB file of noise exported as zstd:chunked (chunks), pushed" \
     export_big_zstd_chunked
 check "reuse: v1 and v2 (one file changed) pushed as zstd:chunked; v1 imported from gzip by bootc-image" \
-    make_reuse_pair
+    make_reuse_pair reuse
+check "rchunks: v1 and v2 (100 bytes of a 3 MiB file changed) pushed as zstd:chunked; v1 pulled by bootc-image" \
+    make_reuse_pair rchunks
 check "registry: bootc-image export docker:// (a native push from the overlay store)" \
     "$bin" --root "$base/overlay" --runroot /run/p5-overlay --storage-driver overlay \
     export "$image" "docker://127.0.0.1:$(cat "$base/registry/port")/p5-pushed:$tag" \
@@ -1105,13 +1132,19 @@ say "zstd:chunked: our records against podman 5's partial pull"
 check "zstd:chunked: layer IDs, toc-digest, big-data names and TOC bytes equal podman 5's" \
     compare_zc_records "$base/zc-ours" "$base/zc-p5"
 
-say "bootc-image reuses the files of podman 5's partial pull"
-check "reuse: bootc-image pulls v2 partially over podman 5's partial pull of v1, fetching under 10 % of the blob" \
-    fetches_under_10_percent "$bin" --root "$base/reuse-p5" --runroot /run/p5-partial-reuse-p5 \
-    --storage-driver overlay pull --tls-verify=false --progress none \
-    "127.0.0.1:$(cat "$base/registry/port")/p5-reuse:v2"
-check "reuse: bootc-image storage verify of podman 5's store after our partial pull" \
-    "$bin" --root "$base/reuse-p5" --runroot /run/p5-partial-reuse-p5 --storage-driver overlay storage verify
+for pair in reuse rchunks; do
+    if [[ $pair == reuse ]]; then
+        say "bootc-image reuses the files of podman 5's partial pull"
+    else
+        say "bootc-image reuses the chunks of podman 5's partial pull"
+    fi
+    check "$pair: bootc-image pulls v2 partially over podman 5's partial pull of v1, fetching under 10 % of the blob" \
+        fetches_under_10_percent "$pair" "$bin" --root "$base/$pair-p5" --runroot "/run/p5-partial-$pair-p5" \
+        --storage-driver overlay pull --tls-verify=false --progress none \
+        "127.0.0.1:$(cat "$base/registry/port")/p5-$pair:v2"
+    check "$pair: bootc-image storage verify of podman 5's store after our partial pull" \
+        "$bin" --root "$base/$pair-p5" --runroot "/run/p5-partial-$pair-p5" --storage-driver overlay storage verify
+done
 
 say "what podman 5 pushed, pulled by bootc-image natively"
 check "registry: bootc-image pull (native) of podman 5's push, the digest podman 5 wrote" \
