@@ -273,11 +273,23 @@ impl Cli {
                 None => None,
             })
         };
-        Ok(StoreConfig::resolve(
+        let config = StoreConfig::resolve(
             absolute(&self.root)?.as_deref(),
             absolute(&self.runroot)?.as_deref(),
             self.storage_driver.as_deref(),
-        )?)
+        )?;
+        // Where podman 6's storage.conf lookup moves the store podman 4.3 and 5 use: said once.
+        static SAID: std::sync::Once = std::sync::Once::new();
+        SAID.call_once(|| {
+            if let Some(line) = bootc_image::store::storage_conf_difference(
+                self.root.is_some(),
+                self.runroot.is_some(),
+                self.storage_driver.is_some(),
+            ) {
+                output::note(format_args!("note: {line}"));
+            }
+        });
+        Ok(config)
     }
 }
 

@@ -48,6 +48,25 @@ pub struct StoreConfig {
     pub sync_filesystem: bool,
 }
 
+/// One line when storage.conf, read as podman 6 reads it (the user's file, the `storage.conf.d`
+/// drop-ins, `$CONTAINERS_STORAGE_CONF_OVERRIDE`), selects another store than podman 4.3 and 5
+/// would open, in the settings no option replaced (`root`, `runroot`, `driver`: whether
+/// `--root`, `--runroot`, `--storage-driver` were given); `None` when they agree, or when
+/// storage.conf cannot be read (resolving the store reports that).
+pub fn storage_conf_difference(root: bool, runroot: bool, driver: bool) -> Option<String> {
+    let loaded = StorageConf::load_layered().ok()?;
+    let used: Vec<&str> = [
+        ("graphroot", root),
+        ("runroot", runroot),
+        ("driver", driver),
+    ]
+    .into_iter()
+    .filter(|(_, given)| !given)
+    .map(|(k, _)| k)
+    .collect();
+    loaded.difference(&used)
+}
+
 impl StoreConfig {
     /// The configuration podman would use: storage.conf (or `CONTAINERS_STORAGE_CONF`), then the given
     /// overrides, like podman's `--root`, `--runroot` and `--storage-driver`.

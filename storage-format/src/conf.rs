@@ -80,7 +80,16 @@ impl StorageConf {
     /// [`StorageConf::defaults`]; unknown keys are ignored; invalid TOML or a
     /// known key of the wrong type is [`Error::Toml`].
     pub fn parse(text: &str) -> Result<StorageConf> {
-        let file: FileConf = toml::from_str(text).map_err(|e| Error::Toml(e.to_string()))?;
+        Self::from_table(toml_table(text)?)
+    }
+
+    /// The settings of a TOML table (one file's, or several merged with [`merge_tables`]), as
+    /// [`StorageConf::parse`] takes them; an array's `{append = true}` marker is dropped.
+    pub fn from_table(mut table: toml::Table) -> Result<StorageConf> {
+        strip_append_markers(&mut table);
+        let file: FileConf = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| Error::Toml(e.to_string()))?;
         let s = file.storage;
         let d = StorageConf::defaults();
         Ok(StorageConf {
@@ -98,6 +107,56 @@ impl StorageConf {
             mount_program: non_empty(s.options.overlay.mount_program)
                 .or_else(|| non_empty(s.options.mount_program)),
         })
+    }
+}
+
+/// The TOML table of a `storage.conf`'s text; invalid TOML is [`Error::Toml`].
+pub fn toml_table(text: &str) -> Result<toml::Table> {
+    text.parse::<toml::Table>()
+        .map_err(|e| Error::Toml(e.to_string()))
+}
+
+/// Whether `array` ends with the `{append = true}` marker of c/storage's config files
+/// (`additionalimagestores = ["/x", {append = true}]`: added to the earlier files' list).
+fn appends(array: &[toml::Value]) -> bool {
+    array.last().is_some_and(|v| {
+        v.as_table()
+            .is_some_and(|t| t.len() == 1 && t.get("append") == Some(&toml::Value::Boolean(true)))
+    })
+}
+
+/// Applies a later file's `from` over `into`, as c/storage's config loader decodes file after
+/// file into one value: a key `from` sets replaces the earlier value, tables are merged key by
+/// key, an array replaces the earlier one unless it ends with `{append = true}` (then its
+/// elements are added to it); keys `from` leaves out keep their values.
+pub fn merge_tables(into: &mut toml::Table, from: toml::Table) {
+    for (key, value) in from {
+        match (into.get_mut(&key), value) {
+            (Some(toml::Value::Table(a)), toml::Value::Table(b)) => merge_tables(a, b),
+            (Some(toml::Value::Array(a)), toml::Value::Array(mut b)) if appends(&b) => {
+                b.pop();
+                if appends(a) {
+                    a.pop();
+                }
+                a.extend(b);
+            }
+            (_, value) => {
+                into.insert(key, value);
+            }
+        }
+    }
+}
+
+/// Drops the `{append = true}` markers left in `table`'s arrays.
+fn strip_append_markers(table: &mut toml::Table) {
+    for (_, value) in table.iter_mut() {
+        match value {
+            toml::Value::Table(t) => strip_append_markers(t),
+            toml::Value::Array(a) if appends(a) => {
+                a.pop();
+            }
+            _ => {}
+        }
     }
 }
 
@@ -160,6 +219,41 @@ autoextend_percent = "20"
         for (text, want) in cases {
             assert_eq!(StorageConf::parse(text).unwrap(), want, "{text}");
         }
+    }
+
+    #[test]
+    fn merged_files() {
+        let mut t = toml_table(
+            "[storage]\ndriver = \"overlay\"\ngraphroot = \"/a\"\n[storage.options]\nadditionalimagestores = [\"/s1\"]\n",
+        )
+        .unwrap();
+        merge_tables(
+            &mut t,
+            toml_table("[storage]\ngraphroot = \"/b\"\n[storage.options]\nadditionalimagestores = [\"/s2\", {append = true}]\n").unwrap(),
+        );
+        let c = StorageConf::from_table(t.clone()).unwrap();
+        assert_eq!(c.graphroot, PathBuf::from("/b"));
+        assert_eq!(c.driver, "overlay", "a key the later file leaves out stays");
+        assert_eq!(
+            c.additional_image_stores,
+            vec![PathBuf::from("/s1"), PathBuf::from("/s2")]
+        );
+        merge_tables(
+            &mut t,
+            toml_table("[storage.options]\nadditionalimagestores = [\"/s3\"]\n").unwrap(),
+        );
+        let c = StorageConf::from_table(t).unwrap();
+        assert_eq!(
+            c.additional_image_stores,
+            vec![PathBuf::from("/s3")],
+            "replaced"
+        );
+        // A first file's own marker is dropped.
+        let c = StorageConf::parse(
+            "[storage.options]\nadditionalimagestores = [\"/x\", {append = true}]\n",
+        )
+        .unwrap();
+        assert_eq!(c.additional_image_stores, vec![PathBuf::from("/x")]);
     }
 
     #[test]

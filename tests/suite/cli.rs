@@ -617,3 +617,81 @@ fn log_levels() {
     let out = run(store.ours_cmd().args(["--log-level", "loud", "list"]));
     assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
 }
+
+/// podman 6's storage.conf lookup (issue 27): with no `--root`, a drop-in of the user's
+/// `storage.conf.d` (read as root too, after the main file) moves the default store; the store is
+/// the drop-in's, podman reads it there, and one line says how it differs from the store podman
+/// 4.3 and 5 would open. `--root` wins over it, and then nothing is said.
+#[test]
+fn storage_conf_drop_in_moves_the_default_store() {
+    let (store, src) = setup();
+    let home = store.scratch("xdg");
+    let moved = store.scratch("moved");
+    let drop_in = home.join("containers/storage.conf.d/50-moved.conf");
+    std::fs::create_dir_all(drop_in.parent().expect("parent")).expect("mkdir");
+    std::fs::write(
+        &drop_in,
+        format!(
+            "[storage]\ndriver = \"overlay\"\ngraphroot = \"{0}/root\"\nrunroot = \"{0}/run\"\n",
+            moved.display()
+        ),
+    )
+    .expect("drop-in");
+    let cmd = || {
+        let mut c = Command::new(crate::util::BIN);
+        c.env_remove("RUST_LOG")
+            .env_remove("CONTAINERS_STORAGE_CONF")
+            .env_remove("CONTAINERS_STORAGE_CONF_OVERRIDE")
+            .env("XDG_CONFIG_HOME", &home);
+        c
+    };
+    let out = crate::util::run(cmd().args([
+        "copy-to-storage",
+        "--source",
+        &src,
+        "--target",
+        "localhost/moved:1",
+        "--progress",
+        "none",
+    ]));
+    assert!(out.status.success(), "{}", crate::util::describe(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let notes: Vec<&str> = err
+        .lines()
+        .filter(|l| l.starts_with("note: storage.conf:"))
+        .collect();
+    assert_eq!(notes.len(), 1, "{err}");
+    assert!(notes[0].contains("50-moved.conf"), "{err}");
+    assert!(
+        notes[0].contains(&format!("graphroot {}/root", moved.display())),
+        "{err}"
+    );
+    // The image is in the drop-in's store, where podman finds it.
+    let podman = crate::util::run_ok(
+        Command::new("podman")
+            .arg("--root")
+            .arg(moved.join("root"))
+            .arg("--runroot")
+            .arg(moved.join("run"))
+            .args([
+                "--storage-driver",
+                "overlay",
+                "images",
+                "--format",
+                "{{.Repository}}",
+            ]),
+    );
+    assert!(podman.contains("localhost/moved"), "{podman}");
+    // `--root` (and the others) replace what the drop-in says: nothing to say.
+    let mut c = store.ours_cmd();
+    c.env("XDG_CONFIG_HOME", &home)
+        .env_remove("CONTAINERS_STORAGE_CONF")
+        .args(["list", "--type", "unified"]);
+    let out = crate::util::run(&mut c);
+    assert!(out.status.success(), "{}", crate::util::describe(&out));
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("note: storage.conf:"),
+        "{}",
+        crate::util::describe(&out)
+    );
+}
