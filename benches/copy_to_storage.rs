@@ -17,7 +17,9 @@
 //! 4. prints a table (median of the runs) with the targets beside it, and writes it as Markdown to
 //!    `target/bench-results.md`.
 //!
-//! Environment: `BENCH_RUNS=n` (default 1, median reported), `BENCH_SMALL=1` (a ~30 MB tree for
+//! Environment: `BENCH_CONSTRAIN=1core` or `=64m` (both tools on one CPU, or in a memory cgroup
+//! of that size: see `common/constrain.rs`; skopeo killed for memory is shown as such),
+//! `BENCH_RUNS=n` (default 1, median reported), `BENCH_SMALL=1` (a ~30 MB tree for
 //! quick checks), `BENCH_FIXTURES=gzip-1,zstd-1` (run only these layouts), `BENCH_BASELINE=PATH`
 //! (an A/B: another build of bootc-image takes skopeo's place, run alternately with ours on the
 //! same fixture; the "skopeo" columns are then the baseline's, and the speed-up baseline / ours).
@@ -38,6 +40,8 @@ mod fixtures;
 #[path = "common/measure.rs"]
 #[allow(dead_code, reason = "shared between the benches; each uses a part")]
 mod measure;
+#[path = "common/constrain.rs"]
+mod constrain;
 #[path = "common/storefs.rs"]
 #[allow(dead_code, reason = "shared between the benches; each uses a part")]
 mod storefs;
@@ -65,6 +69,8 @@ struct Row {
     skopeo: Option<ToolResult>,
     /// Our results.
     ours: ToolResult,
+    /// skopeo was killed for memory (a constrained run): a result, not a failure.
+    skopeo_oom: bool,
 }
 
 /// Renders the results as a Markdown table (also readable on a terminal).
@@ -90,6 +96,8 @@ fn render_table(rows: &[Row]) -> String {
         let rss_ok = rss.map(|m| m <= RSS_TARGET_MB);
         let status = if let Some(e) = &r.ours.error {
             format!("ours failed: {e}")
+        } else if r.skopeo_oom {
+            "skopeo OOM-killed".to_owned()
         } else if let Some(e) = r.skopeo.as_ref().and_then(|t| t.error.as_ref()) {
             format!("skopeo failed: {e}")
         } else if ratio_ok == Some(false) || rss_ok == Some(false) {
@@ -103,7 +111,11 @@ fn render_table(rows: &[Row]) -> String {
             r.spec.name,
             r.spec.layers,
             r.info.blob_bytes as f64 / 1e6,
-            fmt_opt(sk, 2),
+            if r.skopeo_oom {
+                "OOM-killed".to_owned()
+            } else {
+                fmt_opt(sk, 2)
+            },
             fmt_opt(ours, 2),
             ratio.map_or_else(|| "—".to_owned(), |x| format!("{x:.1}×")),
             r.spec
@@ -154,6 +166,19 @@ fn run() -> Result<bool> {
     }
     let scratch = target_dir.join("bench-scratch");
     fs::create_dir_all(&scratch)?;
+    let constrained = constrain::Constrained::from_env(&scratch)?;
+    if let Some(c) = &constrained {
+        println!("constrained: {}", c.label);
+    }
+    let run_under = |program: &Path, args: &[String]| -> Result<Result<Sample, String>> {
+        match &constrained {
+            Some(c) => {
+                let (p, a) = c.wrap(program, args);
+                measure(&p, &a, &scratch)
+            }
+            None => measure(program, args, &scratch),
+        }
+    };
 
     // 3. Measure.
     let load_start = load_average();
@@ -169,6 +194,7 @@ fn run() -> Result<bool> {
         let source = format!("oci:{layout_str}:{TAG}");
         let mut sk_result = skopeo.as_ref().map(|_| ToolResult::default());
         let mut our_result = ToolResult::default();
+        let mut skopeo_oom = false;
         for run in 1..=runs {
             if let Some(res) = sk_result.as_mut() {
                 store_fs.clean("sk")?;
@@ -191,17 +217,25 @@ fn run() -> Result<bool> {
                     ),
                 };
                 settle(&mut warned, tool);
-                let r = measure(tool, &args, &scratch)?
+                let r = run_under(tool, &args)?
                     .and_then(|s| check_store(&root, &info).map(|()| s));
                 report_run(spec.name, "skopeo", run, runs, &r);
-                res.record(r);
+                match r {
+                    Err(e)
+                        if constrained.as_ref().is_some_and(|c| c.limits_memory())
+                            && constrain::oom_killed(&e) =>
+                    {
+                        skopeo_oom = true;
+                    }
+                    r => res.record(r),
+                }
                 store_fs.clean("sk")?;
             }
             store_fs.clean("ou")?;
             let (root, runroot) = store_fs.store("ou");
             settle(&mut warned, &ours);
             let args = copy_args(&root, &runroot, &source);
-            let r = measure(&ours, &args, &scratch)?
+            let r = run_under(&ours, &args)?
                 .and_then(|s| check_store(&root, &info).map(|()| s));
             report_run(spec.name, "ours", run, runs, &r);
             our_result.record(r);
@@ -212,6 +246,7 @@ fn run() -> Result<bool> {
             info,
             skopeo: sk_result,
             ours: our_result,
+            skopeo_oom,
         });
     }
     drop(store_fs);
@@ -225,8 +260,11 @@ fn run() -> Result<bool> {
     let _ = writeln!(md, "# copy_to_storage bench results\n");
     let _ = writeln!(
         md,
-        "fixtures `{key}`, {runs} run(s) each (median), cold page cache; skopeo: {}\n",
-        skopeo.as_deref().unwrap_or("absent")
+        "fixtures `{key}`, {runs} run(s) each (median), cold page cache; skopeo: {}{}\n",
+        skopeo.as_deref().unwrap_or("absent"),
+        constrained
+            .as_ref()
+            .map_or(String::new(), |c| format!("; constrained: {}", c.label))
     );
     let _ = writeln!(md, "{table}");
     let _ = writeln!(
