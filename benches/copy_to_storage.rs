@@ -35,13 +35,13 @@
     clippy::expect_used
 )]
 
+#[path = "common/constrain.rs"]
+mod constrain;
 #[path = "common/fixtures.rs"]
 mod fixtures;
 #[path = "common/measure.rs"]
 #[allow(dead_code, reason = "shared between the benches; each uses a part")]
 mod measure;
-#[path = "common/constrain.rs"]
-mod constrain;
 #[path = "common/storefs.rs"]
 #[allow(dead_code, reason = "shared between the benches; each uses a part")]
 mod storefs;
@@ -217,8 +217,7 @@ fn run() -> Result<bool> {
                     ),
                 };
                 settle(&mut warned, tool);
-                let r = run_under(tool, &args)?
-                    .and_then(|s| check_store(&root, &info).map(|()| s));
+                let r = run_under(tool, &args)?.and_then(|s| check_store(&root, &info).map(|()| s));
                 report_run(spec.name, "skopeo", run, runs, &r);
                 match r {
                     Err(e)
@@ -235,8 +234,7 @@ fn run() -> Result<bool> {
             let (root, runroot) = store_fs.store("ou");
             settle(&mut warned, &ours);
             let args = copy_args(&root, &runroot, &source);
-            let r = run_under(&ours, &args)?
-                .and_then(|s| check_store(&root, &info).map(|()| s));
+            let r = run_under(&ours, &args)?.and_then(|s| check_store(&root, &info).map(|()| s));
             report_run(spec.name, "ours", run, runs, &r);
             our_result.record(r);
             store_fs.clean("ou")?;

@@ -32,7 +32,11 @@ impl Constrained {
         };
         let script = scratch.join("constrain.sh");
         let (label, cgroup, body) = if spec == "1core" {
-            ("1 core (taskset -c 0)".to_owned(), None, "exec taskset -c 0 \"$@\"\n".to_owned())
+            (
+                "1 core (taskset -c 0)".to_owned(),
+                None,
+                "exec taskset -c 0 \"$@\"\n".to_owned(),
+            )
         } else if let Some(mib) = spec.strip_suffix('m').and_then(|n| n.parse::<u64>().ok()) {
             let cg = make_memory_cgroup(mib)?;
             (
@@ -43,7 +47,10 @@ impl Constrained {
         } else {
             bail!("BENCH_CONSTRAIN={spec}: use 1core or <N>m (e.g. 64m)");
         };
-        fs::write(&script, format!("#!/bin/sh\n# bench constraint: {label}\n{body}"))?;
+        fs::write(
+            &script,
+            format!("#!/bin/sh\n# bench constraint: {label}\n{body}"),
+        )?;
         Ok(Some(Constrained {
             label,
             script,

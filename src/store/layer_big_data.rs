@@ -113,19 +113,12 @@ impl Store {
     /// Layer `rec`'s TOC as stored for a tree (a zstd:chunked one or ours), whatever its
     /// `toc-digest`: what c/storage's layers cache reads to find files by content.
     pub(super) fn stored_manifest(&self, rec: &storage_format::LayerRecord) -> Option<Vec<u8>> {
-        use crate::layer::zstd_chunked_toc as toc;
         let names = rec.extra.get("big-data-names")?.as_array()?;
-        if !names.iter().any(|n| n.as_str() == Some(toc::MANIFEST_KEY)) {
+        let key = crate::layer::zstd_chunked_toc::MANIFEST_KEY;
+        if !names.iter().any(|n| n.as_str() == Some(key)) {
             return None;
         }
-        let dir = self.layer_big_data_dir(&rec.id);
-        let read =
-            |key: &str| std::fs::read(dir.join(storage_format::big_data_file_name(key))).ok();
-        let data: serde_json::Value = serde_json::from_slice(&read(toc::LAYER_DATA_KEY)?).ok()?;
-        if data.get("format").and_then(serde_json::Value::as_u64) != Some(0) {
-            return None;
-        }
-        read(toc::MANIFEST_KEY)
+        self.tree_manifest(&rec.id)
     }
 
     /// Layer `rec`'s zstd:chunked TOC, when it has one stored as a tree's (`toc-digest`, the
@@ -134,18 +127,24 @@ impl Store {
         &self,
         rec: &storage_format::LayerRecord,
     ) -> Option<crate::layer::zstd_chunked_toc::StoredToc> {
-        use crate::layer::zstd_chunked_toc as toc;
         let digest = storage_format::Digest::parse(rec.extra.get("toc-digest")?.as_str()?).ok()?;
-        let dir = self.layer_big_data_dir(&rec.id);
+        Some(crate::layer::zstd_chunked_toc::StoredToc {
+            digest,
+            manifest: self.tree_manifest(&rec.id)?,
+        })
+    }
+
+    /// Layer `id`'s `zstd-chunked-manifest` big data, when its `zstd-chunked-layer-data` says
+    /// the layer is a tree (`{"format":0}`).
+    fn tree_manifest(&self, id: &str) -> Option<Vec<u8>> {
+        use crate::layer::zstd_chunked_toc as toc;
+        let dir = self.layer_big_data_dir(id);
         let read =
             |key: &str| std::fs::read(dir.join(storage_format::big_data_file_name(key))).ok();
         let data: serde_json::Value = serde_json::from_slice(&read(toc::LAYER_DATA_KEY)?).ok()?;
         if data.get("format").and_then(serde_json::Value::as_u64) != Some(0) {
             return None;
         }
-        Some(toc::StoredToc {
-            digest,
-            manifest: read(toc::MANIFEST_KEY)?,
-        })
+        read(toc::MANIFEST_KEY)
     }
 }

@@ -316,34 +316,34 @@ mod tests {
     fn drop_ins_in_order() {
         let t = tempfile::tempdir().unwrap();
         let d = dirs(t.path(), 0);
-        write(
-            &d.admin.join("storage.conf"),
-            "[storage]\ndriver = \"overlay\"\ngraphroot = \"/main\"\n",
-        );
-        write(
-            &d.vendor.join("storage.conf.d/10-a.conf"),
-            &graphroot("/v10"),
-        );
-        write(
-            &d.vendor.join("storage.conf.d/20-b.conf"),
-            "[storage]\nrunroot = \"/v20-run\"\n",
-        );
-        write(
-            &d.admin.join("storage.conf.d/10-a.conf"),
-            &graphroot("/a10"),
-        );
-        write(
-            &d.admin.join("storage.rootful.conf.d/15-r.conf"),
-            "[storage.options]\nadditionalimagestores = [\"/ais\"]\n",
-        );
-        write(
-            &d.admin.join("storage.rootless.conf.d/90-x.conf"),
-            &graphroot("/rootless"),
-        );
-        write(
-            &d.admin.join("storage.conf.d/30-ignored.txt"),
-            &graphroot("/txt"),
-        );
+        let files = [
+            (
+                &d.admin,
+                "storage.conf",
+                "[storage]\ndriver = \"overlay\"\ngraphroot = \"/main\"\n".to_owned(),
+            ),
+            (&d.vendor, "storage.conf.d/10-a.conf", graphroot("/v10")),
+            (
+                &d.vendor,
+                "storage.conf.d/20-b.conf",
+                "[storage]\nrunroot = \"/v20-run\"\n".to_owned(),
+            ),
+            (&d.admin, "storage.conf.d/10-a.conf", graphroot("/a10")),
+            (
+                &d.admin,
+                "storage.rootful.conf.d/15-r.conf",
+                "[storage.options]\nadditionalimagestores = [\"/ais\"]\n".to_owned(),
+            ),
+            (
+                &d.admin,
+                "storage.rootless.conf.d/90-x.conf",
+                graphroot("/rootless"),
+            ),
+            (&d.admin, "storage.conf.d/30-ignored.txt", graphroot("/txt")),
+        ];
+        for (dir, name, text) in &files {
+            write(&dir.join(name), text);
+        }
         let l = load_with(&d, None, None).unwrap();
         // The admin's 10-a replaces the vendor's; 15-r (rootful) and 20-b apply; names sort.
         assert_eq!(l.conf.graphroot, PathBuf::from("/a10"));
