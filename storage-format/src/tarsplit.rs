@@ -12,7 +12,7 @@
 //!
 //! Gzip compression of the stream is left to the caller.
 
-use foldhash::{HashSet, HashSetExt};
+use crate::sys::seen_paths::SeenPaths;
 use std::fmt;
 use std::io::{BufRead, Write};
 
@@ -160,12 +160,15 @@ fn push_b64_string(out: &mut Vec<u8>, data: &[u8]) {
     out.push(b'"');
 }
 
+/// What a duplicate found only at the end names (its path is not kept).
+const FAR_DUPLICATE: &str = "(a path named twice, the second time more than 65536 entries later)";
+
 /// Writes tar-split JSON lines, numbering entries and refusing duplicate
 /// file paths as tar-split's JSON packer does.
 pub struct TarSplitWriter<W: Write> {
     out: W,
     position: u64,
-    seen: HashSet<Vec<u8>>,
+    seen: SeenPaths,
     line: Vec<u8>,
 }
 
@@ -185,7 +188,7 @@ impl<W: Write> TarSplitWriter<W> {
         TarSplitWriter {
             out,
             position: 0,
-            seen: HashSet::new(),
+            seen: SeenPaths::default(),
             line: Vec::with_capacity(1024),
         }
     }
@@ -219,7 +222,7 @@ impl<W: Write> TarSplitWriter<W> {
     /// Fails with [`Error::DuplicatePath`] if the same path (compared after
     /// Go `filepath.Clean`) was written before.
     pub fn file(&mut self, name: &[u8], size: u64, crc: Option<[u8; 8]>) -> Result<()> {
-        if !self.seen.insert(clean_path(name)) {
+        if !self.seen.insert(&clean_path(name))? {
             return Err(Error::DuplicatePath(
                 String::from_utf8_lossy(name).into_owned(),
             ));
@@ -252,6 +255,9 @@ impl<W: Write> TarSplitWriter<W> {
 
     /// Flushes and returns the output.
     pub fn finish(mut self) -> Result<W> {
+        if !self.seen.finish()? {
+            return Err(Error::DuplicatePath(FAR_DUPLICATE.into()));
+        }
         self.out.flush()?;
         Ok(self.out)
     }
@@ -279,7 +285,7 @@ struct RawEntry {
 pub struct TarSplitReader<R: BufRead> {
     r: R,
     line: Vec<u8>,
-    seen: HashSet<Vec<u8>>,
+    seen: SeenPaths,
     failed: bool,
 }
 
@@ -298,7 +304,7 @@ impl<R: BufRead> TarSplitReader<R> {
         TarSplitReader {
             r,
             line: Vec::with_capacity(1024),
-            seen: HashSet::new(),
+            seen: SeenPaths::default(),
             failed: false,
         }
     }
@@ -353,7 +359,7 @@ impl<R: BufRead> TarSplitReader<R> {
                             )));
                         }
                     };
-                    if !self.seen.insert(clean_path(&name)) {
+                    if !self.seen.insert(&clean_path(&name))? {
                         return Err(Error::DuplicatePath(
                             String::from_utf8_lossy(&name).into_owned(),
                         ));
@@ -374,7 +380,16 @@ impl<R: BufRead> Iterator for TarSplitReader<R> {
             return None;
         }
         match self.read_entry() {
-            Ok(entry) => entry.map(Ok),
+            Ok(Some(entry)) => Some(Ok(entry)),
+            // The end: a path named twice far apart is found now.
+            Ok(None) => {
+                self.failed = true;
+                match self.seen.finish() {
+                    Ok(true) => None,
+                    Ok(false) => Some(Err(Error::DuplicatePath(FAR_DUPLICATE.into()))),
+                    Err(e) => Some(Err(e)),
+                }
+            }
             Err(e) => {
                 self.failed = true;
                 Some(Err(e))

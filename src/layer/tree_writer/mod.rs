@@ -149,6 +149,9 @@ pub struct TreeWriter {
     file_thread: bool,
 }
 
+/// The most files [`TreeWriter`] remembers the metadata of (about 100 bytes each).
+const KNOWN_MAX: usize = 16 * 1024;
+
 /// An eighth of the process's descriptor limit (the soft one): what one part of a layer writer
 /// (its directory cache, its file thread's queue) may hold open, so that two writers at once
 /// leave most descriptors to everything else.
@@ -426,7 +429,7 @@ impl TreeWriter {
             }
             match linked {
                 Ok(()) => {
-                    self.known.insert(full.clone(), meta_of(h));
+                    self.remember(full.clone(), meta_of(h));
                     if self.style == WhiteoutStyle::Delete {
                         self.unpacked.insert(full);
                     }
@@ -455,9 +458,20 @@ impl TreeWriter {
             FileOut::Queued(q) => q.finish(self.file_thread()?, meta)?,
         }
         if h.kind == EntryKind::Regular && h.xattrs.is_empty() {
-            self.known.insert(full, meta_of(h));
+            self.remember(full, meta_of(h));
         }
         Ok(())
+    }
+
+    /// Remembers that the file at `full` has exactly `meta`. The memory stays bounded whatever the
+    /// layer's size: past [`KNOWN_MAX`] files the map starts again (a hardlink to a file it
+    /// forgot costs one `stat`).
+    fn remember(&mut self, full: Vec<u8>, meta: Meta) {
+        if self.known.len() >= KNOWN_MAX {
+            self.known.clear();
+            self.known.shrink_to(KNOWN_MAX);
+        }
+        self.known.insert(full, meta);
     }
 
     /// Applies directory times, last, as c/storage does.
