@@ -82,9 +82,18 @@ impl ConfDirs {
     pub fn drop_ins(&self) -> Result<Vec<PathBuf>> {
         let mut by_name: BTreeMap<OsString, PathBuf> = BTreeMap::new();
         for dir in self.drop_in_dirs() {
+            // A directory that is not there, or that this user may not read (a user's `$HOME`
+            // it cannot enter), holds nothing for it: as a main file that cannot be seen.
             let entries = match std::fs::read_dir(&dir) {
                 Ok(e) => e,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied
+                    ) =>
+                {
+                    continue;
+                }
                 Err(e) => return Err(read_error(&dir, e)),
             };
             for entry in entries {
