@@ -90,7 +90,8 @@ impl Store {
     /// implicit. For overlay trees, which hold the layer's own entries only.
     pub(crate) fn extra_files(&self, layer: &LayerRecord) -> Result<Vec<String>> {
         let reader = self.tar_split_reader(layer)?;
-        let mut named: std::collections::HashSet<Vec<u8>> = std::collections::HashSet::new();
+        // Kept as 128-bit hashes (16 bytes a path, not the path: a layer may have a million).
+        let mut named: std::collections::HashSet<u128> = std::collections::HashSet::new();
         for entry in reader {
             if let TarSplitEntry::File { name, .. } = entry? {
                 let (mut comps, _) = crate::layer::path::clean_components(&name);
@@ -103,7 +104,9 @@ impl Store {
                 }
                 // The path and every directory above it.
                 for n in 1..=comps.len() {
-                    named.insert(crate::layer::path::join(&comps[..n]));
+                    named.insert(storage_format::path_hash(&crate::layer::path::join(
+                        &comps[..n],
+                    )));
                 }
             }
         }
@@ -121,7 +124,7 @@ impl Store {
                 p.extend_from_slice(std::os::unix::ffi::OsStrExt::as_bytes(
                     e.file_name().as_os_str(),
                 ));
-                if !named.contains(&p) {
+                if !named.contains(&storage_format::path_hash(&p)) {
                     extra.push(String::from_utf8_lossy(&p).into_owned());
                     if extra.len() >= 10 {
                         return Ok(extra);

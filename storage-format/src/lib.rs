@@ -37,5 +37,6 @@ pub use records::{ImageRecord, LayerRecord, Record, RecordFile};
 pub use sys::clock::now_rfc3339_nano;
 pub use sys::lockfile::{LockFile, LockGuard, WaitNotice, new_token, set_wait_notice};
 pub use sys::random::new_link_id;
+pub use sys::seen_paths::path_hash;
 pub use tarsplit::{Crc64, TarSplitEntry, TarSplitReader, TarSplitWriter};
 pub use time::rfc3339_nano;

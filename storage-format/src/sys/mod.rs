@@ -6,4 +6,4 @@ pub mod clock;
 pub mod conf_files;
 pub mod lockfile;
 pub(crate) mod random;
-pub(crate) mod seen_paths;
+pub mod seen_paths;

@@ -20,7 +20,7 @@ const RUN_BUF: usize = 16 * 1024;
 
 /// See the module documentation.
 #[derive(Default)]
-pub struct SeenPaths {
+pub(crate) struct SeenPaths {
     recent: HashSet<u128>,
     /// The spilled runs: the file, and each run's length in hashes.
     spilled: Option<(std::fs::File, Vec<u64>)>,
@@ -35,7 +35,9 @@ impl std::fmt::Debug for SeenPaths {
     }
 }
 
-fn hash(path: &[u8]) -> u128 {
+/// The 128-bit hash a path is kept as (of its cleaned form, which the caller gives): equal paths
+/// hash equal; two distinct ones collide with probability about 2⁻¹²⁸.
+pub fn path_hash(path: &[u8]) -> u128 {
     use std::hash::BuildHasher as _;
     let a = foldhash::quality::FixedState::with_seed(0x5eed_0001).hash_one(path);
     let b = foldhash::quality::FixedState::with_seed(0x5eed_0002).hash_one(path);
@@ -58,7 +60,7 @@ impl SeenPaths {
     /// Records the cleaned path `path`; `Ok(false)` when it was among the recent ones already
     /// (older duplicates are found by [`finish`](Self::finish)).
     pub fn insert(&mut self, path: &[u8]) -> Result<bool> {
-        if !self.recent.insert(hash(path)) {
+        if !self.recent.insert(path_hash(path)) {
             return Ok(false);
         }
         self.count += 1;
