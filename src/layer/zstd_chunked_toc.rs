@@ -50,23 +50,17 @@ pub struct TocRef {
 impl TocRef {
     /// The TOC a descriptor's annotations name, if they name one c/storage would use.
     pub fn from_annotations(a: &BTreeMap<String, String>) -> Option<TocRef> {
+        // `n:n:…`, every field a number.
+        let numbers = |key: &str| -> Option<Vec<u64>> {
+            a.get(key)?.split(':').map(|p| p.parse().ok()).collect()
+        };
         let checksum = Digest::parse(a.get(CHECKSUM_ANNOTATION)?).ok()?;
-        let pos: Vec<u64> = a
-            .get(POSITION_ANNOTATION)?
-            .split(':')
-            .map(|p| p.parse().ok())
-            .collect::<Option<_>>()?;
-        let tar_split = a.get(TARSPLIT_POSITION_ANNOTATION).and_then(|p| {
-            let v: Vec<u64> = p
-                .split(':')
-                .map(|p| p.parse().ok())
-                .collect::<Option<_>>()?;
-            match v[..] {
-                [offset, length, uncompressed] if length <= MAX_TOC => {
-                    Some((offset, length, uncompressed))
-                }
-                _ => None,
+        let pos = numbers(POSITION_ANNOTATION)?;
+        let tar_split = numbers(TARSPLIT_POSITION_ANNOTATION).and_then(|v| match v[..] {
+            [offset, length, uncompressed] if length <= MAX_TOC => {
+                Some((offset, length, uncompressed))
             }
+            _ => None,
         });
         match pos[..] {
             [offset, length, uncompressed, 1] if length <= MAX_TOC && uncompressed <= MAX_TOC => {

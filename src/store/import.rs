@@ -420,7 +420,7 @@ impl Store {
             toc = None;
         }
         if let Some(t) = &toc {
-            self.write_toc(id, t)?;
+            self.write_toc(id, &t.manifest)?;
         }
         let own_toc = match own_toc {
             Some((t, path)) => {
@@ -457,21 +457,15 @@ fn fill_record(rec: &mut LayerRecord, w: &Written, l: &LayerInput) {
     rec.diff_size = Some(i64::try_from(w.summary.diff_size).unwrap_or(i64::MAX));
     rec.uidset = w.summary.uids.iter().copied().collect();
     rec.gidset = w.summary.gids.iter().copied().collect();
+    // As podman 5 records a layer it pulled partially: the TOC's digest and its big data. Our
+    // own TOC has the big data only (no compressed TOC was ever here).
     if let Some(t) = &w.toc {
-        // As podman 5 records a layer it pulled partially: the TOC's digest and its big data.
         rec.extra.insert(
             "toc-digest".into(),
             serde_json::Value::from(t.digest.to_string()),
         );
-        rec.extra.insert(
-            "big-data-names".into(),
-            serde_json::json!([
-                zstd_chunked_toc::MANIFEST_KEY,
-                zstd_chunked_toc::LAYER_DATA_KEY
-            ]),
-        );
-    } else if w.own_toc {
-        // Our own TOC: its big data, and no `toc-digest` (no compressed TOC was ever here).
+    }
+    if w.toc.is_some() || w.own_toc {
         rec.extra.insert(
             "big-data-names".into(),
             serde_json::json!([

@@ -40,18 +40,14 @@ impl Store {
         Ok(())
     }
 
-    /// Stores a zstd:chunked TOC with layer `id`, as podman 5 stores it (the TOC, and the layer
-    /// data saying the layer is a tree).
-    pub(super) fn write_toc(
-        &self,
-        id: &str,
-        toc: &crate::layer::zstd_chunked_toc::StoredToc,
-    ) -> Result<()> {
+    /// Stores a TOC (a zstd:chunked one, or our own) with layer `id`, as podman 5 stores it: the
+    /// uncompressed TOC, and the layer data saying the layer is a tree.
+    pub(super) fn write_toc(&self, id: &str, manifest: &[u8]) -> Result<()> {
         use crate::layer::zstd_chunked_toc as z;
         self.write_layer_big_data(
             id,
             &[
-                (z::MANIFEST_KEY, &toc.manifest),
+                (z::MANIFEST_KEY, manifest),
                 (z::LAYER_DATA_KEY, z::LAYER_DATA),
             ],
         )
@@ -96,18 +92,6 @@ impl Store {
         let to = dir.join(storage_format::big_data_file_name(z::MANIFEST_KEY));
         std::fs::rename(path, &to).map_err(|e| Error::io("renaming", path, e))?;
         self.write_layer_big_data(id, &[(z::LAYER_DATA_KEY, z::LAYER_DATA)])
-    }
-
-    /// Stores `manifest` as layer `id`'s TOC of our own (no `toc-digest`).
-    pub(super) fn write_own_toc(&self, id: &str, manifest: &[u8]) -> Result<()> {
-        use crate::layer::zstd_chunked_toc as z;
-        self.write_layer_big_data(
-            id,
-            &[
-                (z::MANIFEST_KEY, manifest),
-                (z::LAYER_DATA_KEY, z::LAYER_DATA),
-            ],
-        )
     }
 
     /// Layer `rec`'s TOC as stored for a tree (a zstd:chunked one or ours), whatever its

@@ -83,7 +83,7 @@ impl Store {
             self.stored_toc(rec)
         };
         if let Some(t) = &toc {
-            self.write_toc(id, t)?;
+            self.write_toc(id, &t.manifest)?;
         }
         // Else a TOC that names the files only (ours, or a zstd:chunked one whose blob is not this
         // layer's) goes along as one of our own: the same files, the same digests.
@@ -91,7 +91,7 @@ impl Store {
             Some(_) => false,
             None => match self.stored_manifest(rec) {
                 Some(m) => {
-                    self.write_own_toc(id, &m)?;
+                    self.write_toc(id, &m)?;
                     true
                 }
                 None => false,

@@ -221,17 +221,7 @@ impl BlobSource for RegistryBlobs {
         };
         status(&resp, &self.image, &format!("blob {digest}"))?;
         let length = content_length(&resp);
-        Ok(Box::new(Body {
-            inner: Box::new(resp.into_body().into_reader()),
-            read: 0,
-            start: 0,
-            length,
-            ranged: false,
-            resumes: 0,
-            repo: self.repo.clone(),
-            what,
-            image: self.image.clone(),
-        }))
+        Ok(self.body(resp, what, 0, length, false))
     }
 
     fn serves_ranges(&self) -> bool {
@@ -265,17 +255,30 @@ impl RegistryBlobs {
                 resp.status()
             )));
         }
-        Ok(Box::new(Body {
+        Ok(self.body(resp, what, start, Some(end - start), true))
+    }
+
+    /// The body of `resp` (blob path `what`, from byte `start` of it, `length` bytes when
+    /// known; `ranged`: resumed with ranges inside that part), resumed where it breaks.
+    fn body(
+        &self,
+        resp: ureq::http::Response<ureq::Body>,
+        what: String,
+        start: u64,
+        length: Option<u64>,
+        ranged: bool,
+    ) -> Box<dyn Read + Send> {
+        Box::new(Body {
             inner: Box::new(resp.into_body().into_reader()),
             read: 0,
             start,
-            length: Some(end - start),
-            ranged: true,
+            length,
+            ranged,
             resumes: 0,
             repo: self.repo.clone(),
             what,
             image: self.image.clone(),
-        }))
+        })
     }
 }
 
