@@ -16,6 +16,10 @@ use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+#[path = "scale_trees.rs"]
+#[allow(dead_code, reason = "only the scale bench uses the scale fixtures")]
+pub mod scale_trees;
+
 /// Bump when the generator or the layouts change: it keys the fixture cache.
 pub const FIXTURE_VERSION: &str = "v1";
 /// The tag every fixture layout carries in its `index.json`.
