@@ -334,7 +334,8 @@ impl Store {
             .map_err(|e| Error::io("creating", &tmp, e))?;
         let gz = super::gzip_out::GzipOut::new(std::io::BufWriter::with_capacity(128 * 1024, file))
             .map_err(|e| Error::io("writing", &tmp, e))?;
-        let mut ts = TarSplitWriter::new(gz);
+        let mut ts =
+            TarSplitWriter::new(gz).spill_in(tmp.parent().unwrap_or(std::path::Path::new(".")));
         let mut tree = TreeWriter::new(
             &self.driver().tree_path(id),
             self.driver().kind().whiteouts(),

@@ -161,7 +161,11 @@ fn push_b64_string(out: &mut Vec<u8>, data: &[u8]) {
 }
 
 /// What a duplicate found only at the end names (its path is not kept).
-const FAR_DUPLICATE: &str = "(a path named twice, the second time more than 65536 entries later)";
+const FAR_DUPLICATE: &str = "(a path named twice, the second time more than 32768 entries later)";
+const _: () = assert!(
+    crate::sys::seen_paths::RECENT_MAX == 32768,
+    "FAR_DUPLICATE names it"
+);
 
 /// Writes tar-split JSON lines, numbering entries and refusing duplicate
 /// file paths as tar-split's JSON packer does.
@@ -191,6 +195,14 @@ impl<W: Write> TarSplitWriter<W> {
             seen: SeenPaths::default(),
             line: Vec::with_capacity(1024),
         }
+    }
+
+    /// Keeps the paths seen, past what stays in memory, in an anonymous file in `dir` (the
+    /// store's own filesystem, not a tmpfs `/tmp`).
+    #[must_use]
+    pub fn spill_in(mut self, dir: &std::path::Path) -> Self {
+        self.seen.spill_in(dir);
+        self
     }
 
     fn emit(&mut self) -> Result<()> {

@@ -244,7 +244,7 @@ impl TreeWriter {
                 .map_err(|e| errno("chmod", &root_path, &full, e))?;
         }
         match h.kind {
-            EntryKind::Directory => self.dirs.push((full, dir_times(h))),
+            EntryKind::Directory => self.dirs.push(full, dir_times(h))?,
             _ => {
                 rustix::fs::utimensat(&*parent, base, &file_times(h), AtFlags::SYMLINK_NOFOLLOW)
                     .map_err(|e| errno("setting times of", &root_path, &full, e))?;

@@ -16,12 +16,14 @@ use rustix::io::Errno;
 
 mod deferred;
 mod dir_cache;
+mod dir_times;
 mod metadata;
 mod resolve;
 mod whiteout;
 
 use deferred::{Deferred, QueuedFile};
 use dir_cache::DirCache;
+use dir_times::DirTimes;
 pub(crate) use metadata::applied_xattr;
 use metadata::{FileMeta, apply_file_meta, dir_times, id, xattr_error_ignored};
 
@@ -127,7 +129,7 @@ pub struct TreeWriter {
     root_path: PathBuf,
     style: WhiteoutStyle,
     /// Directory entries whose times are set at the end (creating children changes them).
-    dirs: Vec<(Vec<u8>, Timestamps)>,
+    dirs: DirTimes,
     /// Paths written by this layer (vfs opaque handling keeps them).
     unpacked: HashSet<Vec<u8>>,
     /// Directories resolved so far (see [`DirCache`]).
@@ -150,7 +152,7 @@ pub struct TreeWriter {
 }
 
 /// The most files [`TreeWriter`] remembers the metadata of (about 100 bytes each).
-const KNOWN_MAX: usize = 16 * 1024;
+const KNOWN_MAX: usize = 4 * 1024;
 
 /// An eighth of the process's descriptor limit (the soft one): what one part of a layer writer
 /// (its directory cache, its file thread's queue) may hold open, so that two writers at once
@@ -195,7 +197,7 @@ impl TreeWriter {
             root,
             root_path: root_path.to_path_buf(),
             style,
-            dirs: Vec::new(),
+            dirs: DirTimes::new(root_path),
             unpacked: HashSet::new(),
             cache: DirCache::new(),
             link_by_fd: true,
@@ -376,7 +378,7 @@ impl TreeWriter {
         }
         rustix::fs::fchmod(&self.root, Mode::from_raw_mode(h.mode))
             .map_err(|err| e("chmod", err))?;
-        self.dirs.push((Vec::new(), dir_times(h)));
+        self.dirs.push(Vec::new(), dir_times(h))?;
         Ok(())
     }
 
@@ -478,45 +480,48 @@ impl TreeWriter {
     pub fn finish(mut self) -> Result<()> {
         self.flush_files()?;
         self.cache.clear();
-        let dirs = std::mem::take(&mut self.dirs);
-        for (path, times) in dirs {
-            let (comps, _) = clean_components(&path);
-            if comps.is_empty() {
-                rustix::fs::futimens(&self.root, &times)
-                    .map_err(|e| errno("setting times of", &self.root_path, b"", e))?;
-                continue;
-            }
-            if !self.removed {
-                // Nothing was removed: every directory is still where its entry made it.
-                let Some((&base, parent_comps)) = comps.split_last() else {
-                    continue;
-                };
-                let parent_path = join(parent_comps);
-                let parent = self
-                    .existing_dir(&parent_path)
-                    .map_err(|e| errno("resolving", &self.root_path, &parent_path, e))?;
-                rustix::fs::utimensat(&*parent, base, &times, AtFlags::SYMLINK_NOFOLLOW)
-                    .map_err(|e| errno("setting times of", &self.root_path, &path, e))?;
-                continue;
-            }
-            // As c/storage's Chtimes (utimensat, following) in its chroot: the name is followed
-            // (inside the layer), and a directory that a later entry removed fails the layer (ENOENT),
-            // but whatever a later entry put in its place (a file written through a symlink after a
-            // whiteout removed the directory) gets the times, as os.Chtimes gives them.
-            let fd = crate::fsutil::openat2_retry(
-                &self.root,
-                join(&comps).as_slice(),
-                OFlags::PATH | OFlags::CLOEXEC,
-                Mode::empty(),
-                ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
-            )
-            .map_err(|e| errno("setting times of", &self.root_path, &path, e))?;
-            // The magic link itself, followed to the inode: not proc_path's "N/.", which fails with
-            // ENOTDIR when the name is no longer a directory.
-            let p = format!("/proc/self/fd/{}", fd.as_raw_fd());
-            rustix::fs::utimensat(rustix::fs::CWD, p.as_str(), &times, AtFlags::empty())
-                .map_err(|e| errno("setting times of", &self.root_path, &path, e))?;
+        let dirs = std::mem::replace(&mut self.dirs, DirTimes::new(&self.root_path));
+        dirs.for_each(|path, times| self.set_dir_times(path, times))
+    }
+
+    /// Sets the times of the directory entry at `path`, once the layer's entries are all written.
+    fn set_dir_times(&mut self, path: &[u8], times: &Timestamps) -> Result<()> {
+        let (comps, _) = clean_components(path);
+        if comps.is_empty() {
+            rustix::fs::futimens(&self.root, times)
+                .map_err(|e| errno("setting times of", &self.root_path, b"", e))?;
+            return Ok(());
         }
+        if !self.removed {
+            // Nothing was removed: every directory is still where its entry made it.
+            let Some((&base, parent_comps)) = comps.split_last() else {
+                return Ok(());
+            };
+            let parent_path = join(parent_comps);
+            let parent = self
+                .existing_dir(&parent_path)
+                .map_err(|e| errno("resolving", &self.root_path, &parent_path, e))?;
+            rustix::fs::utimensat(&*parent, base, times, AtFlags::SYMLINK_NOFOLLOW)
+                .map_err(|e| errno("setting times of", &self.root_path, path, e))?;
+            return Ok(());
+        }
+        // As c/storage's Chtimes (utimensat, following) in its chroot: the name is followed
+        // (inside the layer), and a directory that a later entry removed fails the layer (ENOENT),
+        // but whatever a later entry put in its place (a file written through a symlink after a
+        // whiteout removed the directory) gets the times, as os.Chtimes gives them.
+        let fd = crate::fsutil::openat2_retry(
+            &self.root,
+            join(&comps).as_slice(),
+            OFlags::PATH | OFlags::CLOEXEC,
+            Mode::empty(),
+            ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
+        )
+        .map_err(|e| errno("setting times of", &self.root_path, path, e))?;
+        // The magic link itself, followed to the inode: not proc_path's "N/.", which fails with
+        // ENOTDIR when the name is no longer a directory.
+        let p = format!("/proc/self/fd/{}", fd.as_raw_fd());
+        rustix::fs::utimensat(rustix::fs::CWD, p.as_str(), times, AtFlags::empty())
+            .map_err(|e| errno("setting times of", &self.root_path, path, e))?;
         Ok(())
     }
 

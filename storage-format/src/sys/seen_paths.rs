@@ -13,8 +13,8 @@ use foldhash::HashSet;
 
 use crate::error::{Error, Result};
 
-/// Hashes kept in memory before they are spilled (16 bytes each, about 1.5 MB of table).
-const RECENT_MAX: usize = 64 * 1024;
+/// Hashes kept in memory before they are spilled (16 bytes each, about 0.8 MB of table).
+pub(crate) const RECENT_MAX: usize = 32 * 1024;
 /// The read buffer of each run during the final merge.
 const RUN_BUF: usize = 16 * 1024;
 
@@ -25,6 +25,8 @@ pub(crate) struct SeenPaths {
     /// The spilled runs: the file, and each run's length in hashes.
     spilled: Option<(std::fs::File, Vec<u64>)>,
     count: u64,
+    /// Where the spill file goes (the system's temporary directory when `None`).
+    spill_dir: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for SeenPaths {
@@ -52,6 +54,12 @@ fn spill_error(e: std::io::Error) -> Error {
 }
 
 impl SeenPaths {
+    /// Spills to an anonymous file in `dir` instead of the system's temporary directory (which
+    /// may be a tmpfs: memory again).
+    pub fn spill_in(&mut self, dir: &std::path::Path) {
+        self.spill_dir = Some(dir.to_path_buf());
+    }
+
     /// How many paths were recorded.
     pub fn len(&self) -> u64 {
         self.count
@@ -75,7 +83,11 @@ impl SeenPaths {
         let mut run: Vec<u128> = self.recent.drain().collect();
         run.sort_unstable();
         if self.spilled.is_none() {
-            self.spilled = Some((tempfile::tempfile().map_err(spill_error)?, Vec::new()));
+            let file = match &self.spill_dir {
+                Some(dir) => tempfile::tempfile_in(dir),
+                None => tempfile::tempfile(),
+            };
+            self.spilled = Some((file.map_err(spill_error)?, Vec::new()));
         }
         if let Some((file, runs)) = self.spilled.as_mut() {
             file.seek(SeekFrom::End(0)).map_err(spill_error)?;
