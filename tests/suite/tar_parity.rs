@@ -597,3 +597,78 @@ fn multi_member_gzip_matches_skopeo() {
         ours.image_records()[0]["id"]
     );
 }
+
+/// A layer with more directories than a layer writer keeps in memory (their times are set last,
+/// from a spill file past 256 KiB): every directory gets its header's time, as skopeo gives it,
+/// also when a later entry replaced one (then each name is resolved again).
+#[test]
+fn many_directories_times_match_skopeo() {
+    let reference = TestStore::new(Driver::Overlay);
+    let ours = TestStore::new(Driver::Overlay);
+    let mut oci = OciDir::create(&reference.scratch("dirs"));
+    let layer = |replace: bool| {
+        let mut b = tar::Builder::new(Vec::new());
+        for i in 0..6000u64 {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(tar::EntryType::Directory);
+            h.set_mode(0o755);
+            h.set_mtime(fixture::EPOCH + i);
+            h.set_size(0);
+            b.append_data(&mut h, format!("d{:02}/s{i:04}/", i % 50), std::io::empty())
+                .expect("dir");
+            let mut f = tar::Header::new_gnu();
+            f.set_entry_type(tar::EntryType::Regular);
+            f.set_mode(0o644);
+            f.set_mtime(fixture::EPOCH);
+            f.set_size(2);
+            b.append_data(&mut f, format!("d{:02}/s{i:04}/f", i % 50), &b"x\n"[..])
+                .expect("file");
+        }
+        if replace {
+            // A file written through a symlink replaces `d00/s0000/f` (tar-split refuses the
+            // same name twice, so the replacement takes another one).
+            let mut l = tar::Header::new_gnu();
+            l.set_entry_type(tar::EntryType::Symlink);
+            l.set_mode(0o777);
+            l.set_mtime(fixture::EPOCH);
+            l.set_size(0);
+            b.append_link(&mut l, "zz", "d00/s0000").expect("symlink");
+            let mut f = tar::Header::new_gnu();
+            f.set_entry_type(tar::EntryType::Regular);
+            f.set_mode(0o600);
+            f.set_mtime(fixture::EPOCH);
+            f.set_size(2);
+            b.append_data(&mut f, "zz/f", &b"y\n"[..])
+                .expect("replacement");
+        }
+        b.into_inner().expect("tar")
+    };
+    for (tag, replace) in [("plain", false), ("replaced", true)] {
+        let spec = ImageSpec::from_tars(tag, &[layer(replace)], Compression::Gzip);
+        oci.add_image(Some(tag), &spec);
+        let name = format!("localhost/dirs:{tag}");
+        let src = oci.source(Some(tag));
+        assert!(
+            matches!(
+                copy_both(&reference, &ours, &src, &name),
+                Outcome::BothAccept
+            ),
+            "{tag}: both tools accept the layer"
+        );
+        let ta = walk_tree(&reference.image_mount(&name));
+        reference.image_umount(&name);
+        let tb = walk_tree(&ours.image_mount(&name));
+        ours.image_umount(&name);
+        assert_eq!(
+            tb.nodes.len(),
+            12_051 + usize::from(replace),
+            "{tag}: every entry"
+        );
+        // The d00..d49 parents are implied: they get the time of extraction.
+        let implied: Vec<String> = (0..50).map(|i| format!("d{i:02}")).collect();
+        let mut skip: Vec<&str> = implied.iter().map(String::as_str).collect();
+        skip.push("");
+        let d = diff_trees(&ta, &tb, &skip);
+        assert!(d.is_empty(), "{tag}: trees differ:\n{}", d.join("\n"));
+    }
+}
