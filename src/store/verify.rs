@@ -6,7 +6,8 @@ use std::io::BufReader;
 use std::os::fd::AsFd;
 
 use rustix::fs::{Mode, OFlags, ResolveFlags};
-use storage_format::{Digest, LayerRecord, TarSplitEntry, TarSplitReader};
+use storage_format::sys::sorted_hashes::SortedHashes;
+use storage_format::{Digest, LayerRecord, TarSplitEntry, TarSplitReader, path_hash};
 
 use super::Store;
 use crate::error::{Error, Result};
@@ -88,11 +89,15 @@ impl Store {
     /// Paths (at most ten, relative) in the layer's tree that its tar-split does not name: a
     /// whiteout `.wh.NAME` is the device `NAME` there, and directories above named paths may be
     /// implicit. For overlay trees, which hold the layer's own entries only.
+    ///
+    /// Memory stays flat at any entry count: the names on both sides are 128-bit hashes in
+    /// sorted runs ([`SortedHashes`]), merged; only when some are extra is the tree walked again,
+    /// to name them.
     pub(crate) fn extra_files(&self, layer: &LayerRecord) -> Result<Vec<String>> {
-        let reader = self.tar_split_reader(layer)?;
-        // Kept as 128-bit hashes (16 bytes a path, not the path: a layer may have a million).
-        let mut named: std::collections::HashSet<u128> = std::collections::HashSet::new();
-        for entry in reader {
+        let mut named = SortedHashes::new();
+        // The directories above the previous entry, pushed already.
+        let mut above_last: Vec<u8> = Vec::new();
+        for entry in self.tar_split_reader(layer)? {
             if let TarSplitEntry::File { name, .. } = entry? {
                 let (mut comps, _) = crate::layer::path::clean_components(&name);
                 if comps.last().is_some_and(|l| *l == b".wh..wh..opq") {
@@ -102,40 +107,65 @@ impl Store {
                 {
                     *last = hidden;
                 }
-                // The path and every directory above it.
-                for n in 1..=comps.len() {
-                    named.insert(storage_format::path_hash(&crate::layer::path::join(
-                        &comps[..n],
-                    )));
+                let Some((_, parents)) = comps.split_last() else {
+                    continue;
+                };
+                // The path, and every directory above it unless the previous entry had them.
+                let above = crate::layer::path::join(parents);
+                if above != above_last {
+                    for n in 1..comps.len() {
+                        named.push(path_hash(&crate::layer::path::join(&comps[..n])))?;
+                    }
+                    above_last = above;
                 }
+                named.push(path_hash(&crate::layer::path::join(&comps)))?;
             }
         }
         let tree = self.driver().tree_path(&layer.id);
-        let mut extra = Vec::new();
-        let mut stack: Vec<(std::path::PathBuf, Vec<u8>)> = vec![(tree.clone(), Vec::new())];
-        while let Some((dir, rel)) = stack.pop() {
-            let rd = std::fs::read_dir(&dir).map_err(|e| Error::io("reading", &dir, e))?;
-            for e in rd {
-                let e = e.map_err(|e| Error::io("reading", &dir, e))?;
-                let mut p = rel.clone();
-                if !p.is_empty() {
-                    p.push(b'/');
-                }
-                p.extend_from_slice(std::os::unix::ffi::OsStrExt::as_bytes(
-                    e.file_name().as_os_str(),
-                ));
-                if !named.contains(&storage_format::path_hash(&p)) {
-                    extra.push(String::from_utf8_lossy(&p).into_owned());
-                    if extra.len() >= 10 {
-                        return Ok(extra);
+        let mut present = SortedHashes::new();
+        walk_tree(&tree, |p, _| {
+            present.push(path_hash(p))?;
+            Ok(true)
+        })?;
+        // The tree's names the tar-split does not have (a bounded number is enough to name ten).
+        let mut unnamed: std::collections::HashSet<u128> = std::collections::HashSet::new();
+        let mut named = named.into_sorted()?.peekable();
+        for h in present.into_sorted()? {
+            let h = h?;
+            let mut is_named = false;
+            while let Some(n) = named.peek() {
+                match n {
+                    Ok(n) if *n < h => {
+                        named.next();
                     }
-                    continue;
-                }
-                if e.file_type().is_ok_and(|t| t.is_dir()) {
-                    stack.push((e.path(), p));
+                    Ok(n) => {
+                        is_named = *n == h;
+                        break;
+                    }
+                    Err(_) => {
+                        if let Some(Err(e)) = named.next() {
+                            return Err(e.into());
+                        }
+                    }
                 }
             }
+            if !is_named && unnamed.len() < UNNAMED_MAX {
+                unnamed.insert(h);
+            }
         }
+        let mut extra = Vec::new();
+        if unnamed.is_empty() {
+            return Ok(extra);
+        }
+        // Name them: the first ten met, not descending into an extra directory.
+        walk_tree(&tree, |p, _| {
+            if unnamed.contains(&path_hash(p)) {
+                extra.push(String::from_utf8_lossy(p).into_owned());
+                return Ok(false);
+            }
+            Ok(extra.len() < 10)
+        })?;
+        extra.truncate(10);
         extra.sort();
         Ok(extra)
     }
@@ -290,4 +320,34 @@ impl Store {
         sink.trailer(&raw)?;
         Ok(())
     }
+}
+
+/// The most unnamed hashes [`Store::extra_files`] keeps to name (ten are reported).
+const UNNAMED_MAX: usize = 4096;
+
+/// Walks the tree at `root` depth first, calling `visit` with each entry's path relative to it
+/// and whether it is a directory; a directory is entered when `visit` returns `Ok(true)`.
+fn walk_tree(
+    root: &std::path::Path,
+    mut visit: impl FnMut(&[u8], bool) -> Result<bool>,
+) -> Result<()> {
+    let mut stack: Vec<(std::path::PathBuf, Vec<u8>)> = vec![(root.to_path_buf(), Vec::new())];
+    while let Some((dir, rel)) = stack.pop() {
+        let rd = std::fs::read_dir(&dir).map_err(|e| Error::io("reading", &dir, e))?;
+        for e in rd {
+            let e = e.map_err(|e| Error::io("reading", &dir, e))?;
+            let mut p = rel.clone();
+            if !p.is_empty() {
+                p.push(b'/');
+            }
+            p.extend_from_slice(std::os::unix::ffi::OsStrExt::as_bytes(
+                e.file_name().as_os_str(),
+            ));
+            let is_dir = e.file_type().is_ok_and(|t| t.is_dir());
+            if visit(&p, is_dir)? && is_dir {
+                stack.push((e.path(), p));
+            }
+        }
+    }
+    Ok(())
 }

@@ -683,10 +683,14 @@ fn verify_finds_extra_files() {
         .expect("UpperDir")
         .to_string();
     fs::write(Path::new(&top).join("planted"), b"x").expect("plant");
+    // A planted directory is named, not each file in it.
+    fs::create_dir_all(Path::new(&top).join("planteddir/sub")).expect("plant dir");
+    fs::write(Path::new(&top).join("planteddir/sub/f"), b"x").expect("plant in dir");
     let out = run(store.ours_cmd().args(["storage", "verify"]));
     assert_clean_failure(&out, "extra file", &["problems"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
-        String::from_utf8_lossy(&out.stdout).contains("planted"),
+        stdout.contains("planted") && stdout.contains("planteddir") && !stdout.contains("sub"),
         "{}",
         describe(&out)
     );

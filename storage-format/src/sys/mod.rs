@@ -7,3 +7,4 @@ pub mod conf_files;
 pub mod lockfile;
 pub(crate) mod random;
 pub mod seen_paths;
+pub mod sorted_hashes;

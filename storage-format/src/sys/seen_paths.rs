@@ -1,32 +1,27 @@
 //! The paths a tar-split has named so far, to refuse a duplicate as tar-split's packer does, in
 //! memory that does not grow with the layer: each path is kept as a 128-bit hash of its cleaned
 //! form; the most recent [`RECENT_MAX`] in memory (a duplicate among them is found at once, with
-//! its name), older ones spilled to an anonymous temporary file as sorted runs, checked against
-//! each other and the rest by a merge when the stream ends ([`SeenPaths::finish`]). A true
+//! its name), older ones spilled to an anonymous temporary file as sorted runs
+//! ([`SortedHashes`]), checked against each other and the rest by a merge when the stream ends
+//! ([`SeenPaths::finish`]). A true
 //! duplicate is always found; a false one needs a 128-bit collision (about 10⁻²⁷ for a million
 //! paths).
 
-use std::collections::BinaryHeap;
-use std::io::{BufWriter, Seek, SeekFrom, Write};
-
 use foldhash::HashSet;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
+use crate::sys::sorted_hashes::SortedHashes;
 
 /// Hashes kept in memory before they are spilled (16 bytes each, about 0.8 MB of table).
 pub(crate) const RECENT_MAX: usize = 32 * 1024;
-/// The read buffer of each run during the final merge.
-const RUN_BUF: usize = 16 * 1024;
 
 /// See the module documentation.
 #[derive(Default)]
 pub(crate) struct SeenPaths {
     recent: HashSet<u128>,
-    /// The spilled runs: the file, and each run's length in hashes.
-    spilled: Option<(std::fs::File, Vec<u64>)>,
+    /// The older ones, spilled.
+    older: SortedHashes,
     count: u64,
-    /// Where the spill file goes (the system's temporary directory when `None`).
-    spill_dir: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for SeenPaths {
@@ -46,18 +41,11 @@ pub fn path_hash(path: &[u8]) -> u128 {
     (u128::from(a) << 64) | u128::from(b)
 }
 
-fn spill_error(e: std::io::Error) -> Error {
-    Error::Io(std::io::Error::new(
-        e.kind(),
-        format!("keeping a tar-split's paths in a temporary file: {e}"),
-    ))
-}
-
 impl SeenPaths {
     /// Spills to an anonymous file in `dir` instead of the system's temporary directory (which
     /// may be a tmpfs: memory again).
     pub fn spill_in(&mut self, dir: &std::path::Path) {
-        self.spill_dir = Some(dir.to_path_buf());
+        self.older.spill_in(dir);
     }
 
     /// How many paths were recorded.
@@ -78,113 +66,30 @@ impl SeenPaths {
         Ok(true)
     }
 
-    /// Writes the recent hashes as one sorted run.
+    /// Moves the recent hashes to the older ones.
     fn spill(&mut self) -> Result<()> {
-        let mut run: Vec<u128> = self.recent.drain().collect();
-        run.sort_unstable();
-        if self.spilled.is_none() {
-            let file = match &self.spill_dir {
-                Some(dir) => tempfile::tempfile_in(dir),
-                None => tempfile::tempfile(),
-            };
-            self.spilled = Some((file.map_err(spill_error)?, Vec::new()));
-        }
-        if let Some((file, runs)) = self.spilled.as_mut() {
-            file.seek(SeekFrom::End(0)).map_err(spill_error)?;
-            let mut w = BufWriter::with_capacity(RUN_BUF, &*file);
-            for h in &run {
-                w.write_all(&h.to_le_bytes()).map_err(spill_error)?;
-            }
-            w.flush().map_err(spill_error)?;
-            runs.push(run.len() as u64);
+        for h in self.recent.drain() {
+            self.older.push(h)?;
         }
         Ok(())
     }
 
     /// After the last path: `Ok(true)` when no path was recorded twice, counting those spilled.
     pub fn finish(&mut self) -> Result<bool> {
-        let Some((file, runs)) = self.spilled.take() else {
+        if self.older.is_empty() {
+            // Every path is among the recent ones, which hold no duplicate.
             return Ok(true);
-        };
-        let mut recent: Vec<u128> = self.recent.drain().collect();
-        recent.sort_unstable();
-        // A k-way merge of the runs and the recent hashes: equal neighbours are a duplicate.
-        // Each run is read at its own offset (`pread`: the runs share one file).
-        let mut readers = Vec::with_capacity(runs.len());
-        let mut start = 0u64;
-        for &n in &runs {
-            readers.push(RunReader {
-                pos: start * 16,
-                left: n,
-                buf: Vec::new(),
-                at: 0,
-            });
-            start += n;
         }
-        let file = &file;
-        let next = |r: &mut RunReader| r.next(file);
-        let mut heap = BinaryHeap::new();
-        for (i, r) in readers.iter_mut().enumerate() {
-            if let Some(h) = next(r)? {
-                heap.push(std::cmp::Reverse((h, i)));
-            }
-        }
-        let mut recent = recent.into_iter().peekable();
+        self.spill()?;
         let mut last: Option<u128> = None;
-        loop {
-            let from_runs = heap.peek().map(|r| r.0.0);
-            let h = match (from_runs, recent.peek().copied()) {
-                (None, None) => return Ok(true),
-                (Some(a), Some(b)) if b < a => recent.next(),
-                (None, Some(_)) => recent.next(),
-                (Some(_), _) => match heap.pop() {
-                    Some(std::cmp::Reverse((h, i))) => {
-                        if let Some(n) = next(&mut readers[i])? {
-                            heap.push(std::cmp::Reverse((n, i)));
-                        }
-                        Some(h)
-                    }
-                    None => None,
-                },
-            };
-            let Some(h) = h else { return Ok(true) };
+        for h in std::mem::take(&mut self.older).into_sorted()? {
+            let h = h?;
             if last == Some(h) {
                 return Ok(false);
             }
             last = Some(h);
         }
-    }
-}
-
-/// One sorted run of the spilled file, read forward in blocks.
-struct RunReader {
-    /// The file offset of the next block.
-    pos: u64,
-    /// Hashes not yet returned.
-    left: u64,
-    buf: Vec<u8>,
-    at: usize,
-}
-
-impl RunReader {
-    fn next(&mut self, file: &std::fs::File) -> Result<Option<u128>> {
-        use std::os::unix::fs::FileExt as _;
-        if self.left == 0 {
-            return Ok(None);
-        }
-        if self.at == self.buf.len() {
-            let want = (self.left * 16).min(RUN_BUF as u64) as usize;
-            self.buf.resize(want, 0);
-            file.read_exact_at(&mut self.buf, self.pos)
-                .map_err(spill_error)?;
-            self.pos += want as u64;
-            self.at = 0;
-        }
-        let mut b = [0u8; 16];
-        b.copy_from_slice(&self.buf[self.at..self.at + 16]);
-        self.at += 16;
-        self.left -= 1;
-        Ok(Some(u128::from_le_bytes(b)))
+        Ok(true)
     }
 }
 
