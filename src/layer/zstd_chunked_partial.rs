@@ -23,7 +23,7 @@ use storage_format::{Digest, TarSplitEntry, TarSplitReader};
 pub use super::blob_ranges::OpenRange;
 use super::blob_ranges::{Ranges, merge_ranges};
 use super::zstd_chunked_toc::TocRef;
-pub use super::zstd_chunked_toc::{Toc, TocEntry, sha256_bytes};
+pub use super::zstd_chunked_toc::{TocEntry, read_toc, sha256_bytes};
 use crate::error::{Error, Result};
 
 /// Files of the store found by the sha256 of their content.
@@ -77,7 +77,9 @@ struct RemoteFile {
 #[derive(Debug)]
 pub struct ChunkedLayer {
     files: Vec<RemoteFile>,
-    by_name: HashMap<Vec<u8>, usize>,
+    /// File indexes by the 128-bit hash of their cleaned name (not the name: a TOC may list a
+    /// million).
+    by_name: HashMap<u128, usize>,
     tar_split: Vec<u8>,
     /// The uncompressed TOC (stored with the layer).
     pub manifest: Vec<u8>,
@@ -126,17 +128,15 @@ impl ChunkedLayer {
         let manifest = toc
             .decompressed(&toc_bytes)
             .map_err(|why| bad(format!("the TOC: {why}")))?;
-        let parsed: Toc =
-            serde_json::from_slice(&manifest).map_err(|e| bad(format!("the TOC: {e}")))?;
-        let want = parsed
-            .tar_split_digest
-            .as_deref()
-            .ok_or_else(|| bad("the TOC names no tar-split digest"))?;
+        let mut files = FilesOf::default();
+        let split_digest = read_toc(&manifest, |e| files.push(&e))
+            .map_err(|why| bad(format!("the TOC: {why}")))?;
+        let want = split_digest.ok_or_else(|| bad("the TOC names no tar-split digest"))?;
         let got = Digest::of_bytes(&tar_split);
         if got.as_str() != want {
             return Err(bad(format!("the tar-split is {got}, the TOC says {want}")));
         }
-        let (files, by_name) = files_of(&parsed.entries)?;
+        let (files, by_name) = files.finish()?;
         Ok(ChunkedLayer {
             files,
             by_name,
@@ -223,30 +223,37 @@ impl ChunkedLayer {
     }
 }
 
-/// The regular files with content the TOC lists, and their indexes by cleaned name.
-#[allow(clippy::type_complexity)]
-fn files_of(entries: &[TocEntry]) -> Result<(Vec<RemoteFile>, HashMap<Vec<u8>, usize>)> {
-    let mut files: Vec<RemoteFile> = Vec::new();
-    let mut ends: Vec<u64> = Vec::new();
-    let mut by_name = HashMap::new();
-    let mut current: Option<(Vec<u8>, usize)> = None;
-    for e in entries {
-        let name = clean_name(e.name.as_bytes())
-            .ok_or_else(|| bad(format!("the TOC names {:?}", e.name)))?;
+/// The regular files with content the TOC lists, and their indexes by cleaned name, gathered
+/// entry by entry.
+#[derive(Default)]
+struct FilesOf {
+    files: Vec<RemoteFile>,
+    /// Where each file's frames end (its entry's `endOffset`).
+    ends: Vec<u64>,
+    by_name: HashMap<u128, usize>,
+    /// The file whose `chunk` entries may follow: its name's hash and index.
+    current: Option<(u128, usize)>,
+}
+
+impl FilesOf {
+    /// Takes the next entry of the TOC.
+    fn push(&mut self, e: &TocEntry<'_>) -> std::result::Result<(), String> {
+        let name = clean_name(e.name.as_bytes()).ok_or_else(|| format!("it names {:?}", e.name))?;
+        let key = storage_format::path_hash(&name);
         let zeros = e.chunk_type.as_deref() == Some("zeros");
-        match e.kind.as_str() {
+        match &*e.kind {
             "reg" if e.size > 0 => {
                 let digest = e
                     .digest
                     .as_deref()
                     .and_then(sha256_bytes)
-                    .ok_or_else(|| bad(format!("{} has no digest in the TOC", e.name)))?;
+                    .ok_or_else(|| format!("{} has no digest in it", e.name))?;
                 let size = if e.chunk_size > 0 {
                     e.chunk_size
                 } else {
                     e.size
                 };
-                files.push(RemoteFile {
+                self.files.push(RemoteFile {
                     size: e.size,
                     digest,
                     chunks: vec![Chunk {
@@ -257,20 +264,18 @@ fn files_of(entries: &[TocEntry]) -> Result<(Vec<RemoteFile>, HashMap<Vec<u8>, u
                         digest: e.chunk_digest.as_deref().and_then(sha256_bytes),
                     }],
                 });
-                ends.push(e.end_offset);
-                if by_name.insert(name.clone(), files.len() - 1).is_some() {
-                    return Err(bad(format!("{} is twice in the TOC", e.name)));
+                self.ends.push(e.end_offset);
+                let i = self.files.len() - 1;
+                if self.by_name.insert(key, i).is_some() {
+                    return Err(format!("{} is twice in it", e.name));
                 }
-                current = Some((name, files.len() - 1));
+                self.current = Some((key, i));
             }
             "chunk" => {
-                let Some(&(_, i)) = current.as_ref().filter(|(n, _)| *n == name) else {
-                    return Err(bad(format!(
-                        "a chunk of {} out of place in the TOC",
-                        e.name
-                    )));
+                let Some(&(_, i)) = self.current.as_ref().filter(|(n, _)| *n == key) else {
+                    return Err(format!("a chunk of {} is out of place in it", e.name));
                 };
-                files[i].chunks.push(Chunk {
+                self.files[i].chunks.push(Chunk {
                     offset: e.offset,
                     end: e.end_offset,
                     size: e.chunk_size,
@@ -278,30 +283,41 @@ fn files_of(entries: &[TocEntry]) -> Result<(Vec<RemoteFile>, HashMap<Vec<u8>, u
                     digest: e.chunk_digest.as_deref().and_then(sha256_bytes),
                 });
             }
-            _ => current = None,
+            _ => self.current = None,
         }
+        Ok(())
     }
-    // A chunk without an end of its own ends where the next one starts (the first, whose
-    // entry's end is the file's, too); the last where the file's frames end.
-    for (f, end) in files.iter_mut().zip(ends) {
-        let nexts: Vec<u64> = f
-            .chunks
-            .iter()
-            .skip(1)
-            .map(|c| c.offset)
-            .chain([end])
-            .collect();
-        for (c, next) in f.chunks.iter_mut().zip(nexts) {
-            if c.end == 0 {
-                c.end = next;
+
+    /// The files, their chunks' ends filled in and checked.
+    #[allow(clippy::type_complexity)]
+    fn finish(self) -> Result<(Vec<RemoteFile>, HashMap<u128, usize>)> {
+        let FilesOf {
+            mut files,
+            ends,
+            mut by_name,
+            ..
+        } = self;
+        // A chunk without an end of its own ends where the next one starts (the first, whose
+        // entry's end is the file's, too); the last where the file's frames end.
+        for (f, end) in files.iter_mut().zip(ends) {
+            f.chunks.shrink_to_fit();
+            for k in 0..f.chunks.len() {
+                let next = f.chunks.get(k + 1).map_or(end, |c| c.offset);
+                if let Some(c) = f.chunks.get_mut(k)
+                    && c.end == 0
+                {
+                    c.end = next;
+                }
+            }
+            let total: u64 = f.chunks.iter().map(|c| c.size).sum();
+            if total != f.size || f.chunks.iter().any(|c| !c.zeros && c.end <= c.offset) {
+                return Err(bad("the TOC's chunks do not add up to their file"));
             }
         }
-        let total: u64 = f.chunks.iter().map(|c| c.size).sum();
-        if total != f.size || f.chunks.iter().any(|c| !c.zeros && c.end <= c.offset) {
-            return Err(bad("the TOC's chunks do not add up to their file"));
-        }
+        files.shrink_to_fit();
+        by_name.shrink_to_fit();
+        Ok((files, by_name))
     }
-    Ok((files, by_name))
 }
 
 /// What a partial pull takes from the store and what it fetches.
@@ -396,7 +412,12 @@ impl Rebuild<'_> {
             TarSplitEntry::File { name, size, .. } => {
                 let shown = || String::from_utf8_lossy(&name).into_owned();
                 let i = clean_name(&name)
-                    .and_then(|n| self.layer.by_name.get(&n).copied())
+                    .and_then(|n| {
+                        self.layer
+                            .by_name
+                            .get(&storage_format::path_hash(&n))
+                            .copied()
+                    })
                     .filter(|&i| self.layer.files[i].size == size)
                     .ok_or_else(|| {
                         io_bad(format!("{} is not in the TOC with its size", shown()))

@@ -8,6 +8,7 @@
 //! pulls find our files. A TOC that does not check is ignored (as c/storage ignores it and pulls
 //! whole): the layer is recorded as an ordinary zstd layer.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
@@ -137,14 +138,16 @@ pub type WrittenEntry = (Box<[u8]>, Option<[u8; 32]>);
 /// takes files from a layer by the digests its TOC gives. `Err` names the first file that
 /// differs.
 pub fn matches_digests(manifest: &[u8], written: &[WrittenEntry]) -> Result<(), String> {
-    let toc: Toc = serde_json::from_slice(manifest).map_err(|e| format!("the TOC: {e}"))?;
     let mut last = std::collections::HashMap::new();
     for (k, (name, _)) in written.iter().enumerate() {
         last.insert(name.as_ref(), k);
     }
     let mut k = 0;
-    for e in toc.entries.iter().filter(|e| e.kind == "reg" && e.size > 0) {
-        let name = e.name.as_str();
+    read_toc(manifest, |e| {
+        if e.kind != "reg" || e.size == 0 {
+            return Ok(());
+        }
+        let name = &*e.name;
         let (comps, escaped) = super::path::clean_components(name.as_bytes());
         if escaped {
             return Err(format!("{name}: a name that climbs out"));
@@ -169,8 +172,9 @@ pub fn matches_digests(manifest: &[u8], written: &[WrittenEntry]) -> Result<(), 
             return Err(format!("{name}: replaced later in the layer"));
         }
         k += 1;
-    }
-    Ok(())
+        Ok(())
+    })
+    .map(|_| ())
 }
 
 /// A layer's checked TOC, to store with it.
@@ -182,32 +186,22 @@ pub struct StoredToc {
     pub manifest: Vec<u8>,
 }
 
-/// A TOC as c/storage writes it: the fields a partial pull reads. Parsing it checks what
-/// [`TocRef::checked`] checks: a JSON object with an array of entries.
+/// One TOC entry (c/storage's `FileMetadata`), the fields a partial pull reads; its strings are
+/// borrowed from the TOC's bytes where the JSON has no escapes in them.
 #[derive(Debug, Deserialize)]
-pub struct Toc {
-    /// The entries, in tar order.
-    pub entries: Vec<TocEntry>,
-    /// sha256 of the compressed tar-split.
-    #[serde(default, rename = "tarSplitDigest")]
-    pub tar_split_digest: Option<String>,
-}
-
-/// One TOC entry (c/storage's `FileMetadata`), the fields a partial pull reads.
-#[derive(Debug, Deserialize)]
-pub struct TocEntry {
+pub struct TocEntry<'a> {
     /// `reg`, `chunk`, `dir`, `symlink`, …
-    #[serde(rename = "type")]
-    pub kind: String,
+    #[serde(rename = "type", borrow)]
+    pub kind: Cow<'a, str>,
     /// The entry's name.
-    #[serde(default)]
-    pub name: String,
+    #[serde(default, borrow)]
+    pub name: Cow<'a, str>,
     /// A regular file's size.
     #[serde(default)]
     pub size: u64,
     /// sha256 of a regular file's content.
-    #[serde(default)]
-    pub digest: Option<String>,
+    #[serde(default, borrow)]
+    pub digest: Option<Cow<'a, str>>,
     /// Where the (first chunk's) frames start in the blob.
     #[serde(default)]
     pub offset: u64,
@@ -218,15 +212,111 @@ pub struct TocEntry {
     #[serde(default, rename = "chunkSize")]
     pub chunk_size: u64,
     /// `zeros` for a run of zeros (nothing to fetch).
-    #[serde(default, rename = "chunkType")]
-    pub chunk_type: Option<String>,
+    #[serde(default, rename = "chunkType", borrow)]
+    pub chunk_type: Option<Cow<'a, str>>,
     /// sha256 of the chunk's content (a file cut into several chunks: on the file's entry for
     /// its first chunk, on each `chunk` entry for the others).
-    #[serde(default, rename = "chunkDigest")]
-    pub chunk_digest: Option<String>,
+    #[serde(default, rename = "chunkDigest", borrow)]
+    pub chunk_digest: Option<Cow<'a, str>>,
     /// Where the chunk starts in its file.
     #[serde(default, rename = "chunkOffset")]
     pub chunk_offset: u64,
+}
+
+/// Reads the TOC JSON `manifest` (c/storage's: a JSON object with an array of entries) entry by
+/// entry, calling `each` with each in order, without building the list: a TOC of a million
+/// entries costs one entry's memory. Returns the TOC's `tarSplitDigest`. `Err` says what is
+/// wrong: the JSON, or the first error `each` returned.
+pub fn read_toc<'a>(
+    manifest: &'a [u8],
+    mut each: impl FnMut(TocEntry<'a>) -> Result<(), String>,
+) -> Result<Option<String>, String> {
+    let mut failed: Option<String> = None;
+    let mut call = |e: TocEntry<'a>| -> bool {
+        match each(e) {
+            Ok(()) => true,
+            Err(why) => {
+                failed = Some(why);
+                false
+            }
+        }
+    };
+    let mut de = serde_json::Deserializer::from_slice(manifest);
+    let read = serde::Deserializer::deserialize_map(&mut de, TocVisitor { each: &mut call })
+        .and_then(|split| de.end().map(|()| split));
+    match (failed, read) {
+        (Some(why), _) => Err(why),
+        (None, Ok(split)) => Ok(split),
+        (None, Err(e)) => Err(format!("the TOC: {e}")),
+    }
+}
+
+/// The top-level object of a TOC: `entries` streamed, `tarSplitDigest` kept, the rest skipped.
+struct TocVisitor<'f, F> {
+    each: &'f mut F,
+}
+
+impl<'de, F: FnMut(TocEntry<'de>) -> bool> serde::de::Visitor<'de> for TocVisitor<'_, F> {
+    type Value = Option<String>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a TOC (a JSON object with entries)")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        use serde::de::Error as _;
+        let mut split = None;
+        let mut entries = false;
+        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+            match &*key {
+                "entries" if !entries => {
+                    map.next_value_seed(EntriesSeed {
+                        each: &mut *self.each,
+                    })?;
+                    entries = true;
+                }
+                "tarSplitDigest" => split = map.next_value::<Option<String>>()?,
+                _ => {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                }
+            }
+        }
+        if !entries {
+            return Err(A::Error::missing_field("entries"));
+        }
+        Ok(split)
+    }
+}
+
+/// The `entries` array, each element handed over as it is parsed.
+struct EntriesSeed<'f, F> {
+    each: &'f mut F,
+}
+
+impl<'de, F: FnMut(TocEntry<'de>) -> bool> serde::de::DeserializeSeed<'de> for EntriesSeed<'_, F> {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de, F: FnMut(TocEntry<'de>) -> bool> serde::de::Visitor<'de> for EntriesSeed<'_, F> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an array of TOC entries")
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        use serde::de::Error as _;
+        while let Some(e) = seq.next_element::<TocEntry<'de>>()? {
+            if !(self.each)(e) {
+                return Err(A::Error::custom("stopped"));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The TOC's name for an entry kind.
@@ -358,6 +448,36 @@ mod tests {
             matches_digests(replaced.as_bytes(), &then_link).is_err(),
             "replaced later"
         );
+    }
+
+    #[test]
+    fn toc_read_entry_by_entry() {
+        let toc = br#"{"version":1,"entries":[{"type":"dir","name":"./"},{"type":"reg","name":"a\u0041","size":3,"x":[1,{"y":2}]}],"tarSplitDigest":"sha256:ab"}"#;
+        let mut names = Vec::new();
+        let split = read_toc(toc, |e| {
+            names.push((e.kind.into_owned(), e.name.into_owned(), e.size));
+            Ok(())
+        });
+        assert_eq!(split, Ok(Some("sha256:ab".to_string())));
+        assert_eq!(
+            names,
+            vec![
+                ("dir".to_string(), "./".to_string(), 0),
+                ("reg".to_string(), "aA".to_string(), 3)
+            ]
+        );
+        // The first error of the callback, as it gave it; the rest is not read.
+        let mut seen = 0;
+        let r = read_toc(toc, |_| {
+            seen += 1;
+            Err("no".into())
+        });
+        assert_eq!((r, seen), (Err("no".to_string()), 1));
+        // Not a TOC.
+        assert!(read_toc(br#"{"version":1}"#, |_| Ok(())).is_err());
+        assert!(read_toc(br#"{"entries":{}}"#, |_| Ok(())).is_err());
+        assert!(read_toc(br#"{"entries":[]} x"#, |_| Ok(())).is_err());
+        assert_eq!(read_toc(br#"{"entries":[]}"#, |_| Ok(())), Ok(None));
     }
 
     #[test]

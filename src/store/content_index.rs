@@ -16,7 +16,7 @@ use rustix::fs::{Mode, OFlags, ResolveFlags};
 use storage_format::LayerRecord;
 
 use super::Store;
-use crate::layer::zstd_chunked_partial::{LocalFiles, Toc, sha256_bytes};
+use crate::layer::zstd_chunked_partial::{LocalFiles, read_toc, sha256_bytes};
 
 /// Content digest → a layer's tree and the file's name in it.
 #[derive(Debug, Default)]
@@ -44,35 +44,43 @@ impl ContentIndex {
             let Some(manifest) = store.stored_manifest(rec) else {
                 continue;
             };
-            let Ok(toc) = serde_json::from_slice::<Toc>(&manifest) else {
-                tracing::debug!(layer = %rec.id, "a stored TOC that does not parse is not indexed");
-                continue;
-            };
             let tree = u32::try_from(index.trees.len()).unwrap_or(u32::MAX);
-            index.trees.push(store.driver().tree_path(&rec.id));
-            for e in toc.entries.iter().filter(|e| e.kind == "reg" && e.size > 0) {
-                if let Some(d) = e.digest.as_deref().and_then(sha256_bytes) {
-                    index
-                        .files
+            let mut files = std::mem::take(&mut index.files);
+            let mut chunks = std::mem::take(&mut index.chunks);
+            // Read entry by entry (a TOC may list a million); a file's first chunk is on its own
+            // entry (at offset 0), the others on `chunk` entries; runs of zeros are never
+            // fetched, so never looked for.
+            let read = read_toc(&manifest, |e| {
+                if e.kind == "reg"
+                    && e.size > 0
+                    && let Some(d) = e.digest.as_deref().and_then(sha256_bytes)
+                {
+                    files
                         .entry(d)
                         .or_insert_with(|| (tree, e.name.as_bytes().into()));
                 }
-            }
-            // A file's first chunk is on its own entry (at offset 0), the others on `chunk`
-            // entries; runs of zeros are never fetched, so never looked for.
-            for e in toc.entries.iter().filter(|e| {
-                matches!(e.kind.as_str(), "reg" | "chunk")
+                if (e.kind == "reg" || e.kind == "chunk")
                     && e.chunk_size > 0
                     && e.chunk_type.as_deref() != Some("zeros")
-            }) {
-                if let Some(d) = e.chunk_digest.as_deref().and_then(sha256_bytes) {
+                    && let Some(d) = e.chunk_digest.as_deref().and_then(sha256_bytes)
+                {
                     let at = if e.kind == "reg" { 0 } else { e.chunk_offset };
-                    index
-                        .chunks
+                    chunks
                         .entry(d)
                         .or_insert_with(|| (tree, e.name.as_bytes().into(), at));
                 }
+                Ok(())
+            });
+            if let Err(why) = read {
+                // None of it is used: what it gave before the error goes again.
+                tracing::debug!(layer = %rec.id, "a stored TOC that does not parse is not indexed: {why}");
+                files.retain(|_, at| at.0 != tree);
+                chunks.retain(|_, at| at.0 != tree);
+            } else {
+                index.trees.push(store.driver().tree_path(&rec.id));
             }
+            index.files = files;
+            index.chunks = chunks;
         }
         index
     }
