@@ -192,3 +192,27 @@ fn regular_only(fd: OwnedFd) -> std::io::Result<std::fs::File> {
     rustix::fs::fcntl_setfl(&fd, OFlags::empty())?;
     Ok(std::fs::File::from(fd))
 }
+
+/// A reader of a shared file from its start, with `pread`: readers of one file do not move each
+/// other.
+#[derive(Debug)]
+pub(crate) struct ReadAt<'a> {
+    file: &'a std::fs::File,
+    pos: u64,
+}
+
+impl<'a> ReadAt<'a> {
+    /// A reader of `file` from its first byte.
+    pub(crate) fn new(file: &'a std::fs::File) -> Self {
+        ReadAt { file, pos: 0 }
+    }
+}
+
+impl std::io::Read for ReadAt<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        use std::os::unix::fs::FileExt as _;
+        let n = self.file.read_at(buf, self.pos)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}

@@ -23,7 +23,7 @@ use storage_format::{Digest, TarSplitEntry, TarSplitReader};
 pub use super::blob_ranges::OpenRange;
 use super::blob_ranges::{Ranges, merge_ranges};
 use super::zstd_chunked_toc::TocRef;
-pub use super::zstd_chunked_toc::{TocEntry, read_toc, sha256_bytes};
+pub use super::zstd_chunked_toc::{TocBytes, TocEntry, read_toc, sha256_bytes};
 use crate::error::{Error, Result};
 
 /// Files of the store found by the sha256 of their content.
@@ -80,9 +80,10 @@ pub struct ChunkedLayer {
     /// File indexes by the 128-bit hash of their cleaned name (not the name: a TOC may list a
     /// million).
     by_name: HashMap<u128, usize>,
-    tar_split: Vec<u8>,
+    /// The compressed tar-split, in an anonymous file.
+    tar_split: std::fs::File,
     /// The uncompressed TOC (stored with the layer).
-    pub manifest: Vec<u8>,
+    pub manifest: TocBytes,
 }
 
 /// An error of a partial pull (the caller falls back to the whole blob).
@@ -103,36 +104,76 @@ fn read_exactly(mut r: impl Read, n: u64) -> Result<Vec<u8>> {
     Ok(v)
 }
 
+/// Copies the `n` bytes of a range's body `r` into an anonymous file in `dir`; returns it and
+/// their digest.
+fn spill_range(r: impl Read, n: u64, dir: &std::path::Path) -> Result<(std::fs::File, Digest)> {
+    use sha2::Digest as _;
+    let file = tempfile::tempfile_in(dir)
+        .map_err(|e| Error::io("creating a temporary file in", dir, e))?;
+    let mut out = std::io::BufWriter::with_capacity(64 * 1024, &file);
+    let mut hash = sha2::Sha256::new();
+    let mut r = r.take(n);
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut got = 0u64;
+    loop {
+        let k = r
+            .read(&mut buf)
+            .map_err(|e| Error::read("a range of the layer blob".to_string(), e))?;
+        if k == 0 {
+            break;
+        }
+        hash.update(&buf[..k]);
+        std::io::Write::write_all(&mut out, &buf[..k])
+            .map_err(|e| Error::io("writing a temporary file in", dir, e))?;
+        got += k as u64;
+    }
+    if got != n {
+        return Err(bad(format!("a range of {n} bytes came with {got}")));
+    }
+    std::io::Write::flush(&mut out)
+        .map_err(|e| Error::io("writing a temporary file in", dir, e))?;
+    drop(out);
+    Ok((file, Digest::from_sha256(hash.finalize().into())))
+}
+
 impl ChunkedLayer {
     /// Fetches the TOC and tar-split `toc` places (one range when they are adjacent, as
-    /// c/storage writes them) and checks them.
-    pub fn fetch(toc: &TocRef, open: &OpenRange<'_>) -> Result<ChunkedLayer> {
+    /// c/storage writes them) and checks them. The TOC is decompressed into an anonymous file
+    /// in `spill_dir` (the store's filesystem) and read from there entry by entry: a TOC of a
+    /// hundred thousand entries is tens of MB.
+    pub fn fetch(
+        toc: &TocRef,
+        open: &OpenRange<'_>,
+        spill_dir: &std::path::Path,
+    ) -> Result<ChunkedLayer> {
         let (ts_off, ts_len, _) = toc
             .tar_split
             .ok_or_else(|| bad("the layer has no tar-split position"))?;
-        let (toc_bytes, tar_split) = if ts_off == toc.offset + toc.length + 8 {
-            let all = read_exactly(
-                open(toc.offset, ts_off + ts_len)?,
-                ts_off + ts_len - toc.offset,
-            )?;
-            let at = (ts_off - toc.offset) as usize;
-            (all[..toc.length as usize].to_vec(), all[at..].to_vec())
+        let file = tempfile::tempfile_in(spill_dir)
+            .map_err(|e| Error::io("creating a temporary file in", spill_dir, e))?;
+        let mut out = std::io::BufWriter::with_capacity(64 * 1024, &file);
+        // Decompressed and checked against the annotations as it arrives.
+        let toc_error = |why: String| bad(format!("the TOC: {why}"));
+        let (tar_split, got) = if ts_off == toc.offset + toc.length + 8 {
+            let mut body = open(toc.offset, ts_off + ts_len)?;
+            toc.decompress_into(&mut body, &mut out)
+                .map_err(toc_error)?;
+            read_exactly(&mut body, ts_off - toc.offset - toc.length)?;
+            spill_range(body, ts_len, spill_dir)?
         } else {
-            (
-                read_exactly(open(toc.offset, toc.offset + toc.length)?, toc.length)?,
-                read_exactly(open(ts_off, ts_off + ts_len)?, ts_len)?,
-            )
+            let body = open(toc.offset, toc.offset + toc.length)?;
+            toc.decompress_into(body, &mut out).map_err(toc_error)?;
+            spill_range(open(ts_off, ts_off + ts_len)?, ts_len, spill_dir)?
         };
-        // Decompressed and checked against the annotations; parsed once (which checks its shape
-        // as `TocRef::checked` does).
-        let manifest = toc
-            .decompressed(&toc_bytes)
-            .map_err(|why| bad(format!("the TOC: {why}")))?;
+        std::io::Write::flush(&mut out)
+            .map_err(|e| Error::io("writing a temporary file in", spill_dir, e))?;
+        drop(out);
+        let manifest = TocBytes::File(file);
         let mut files = FilesOf::default();
-        let split_digest = read_toc(&manifest, |e| files.push(&e))
+        let split_digest = manifest
+            .read(|e| files.push(&e))
             .map_err(|why| bad(format!("the TOC: {why}")))?;
         let want = split_digest.ok_or_else(|| bad("the TOC names no tar-split digest"))?;
-        let got = Digest::of_bytes(&tar_split);
         if got.as_str() != want {
             return Err(bad(format!("the tar-split is {got}, the TOC says {want}")));
         }
@@ -208,7 +249,7 @@ impl ChunkedLayer {
         fetched: &'a AtomicU64,
         ra: &'a super::read_ahead::ReadAhead,
     ) -> Result<Rebuild<'a>> {
-        let decoder = zstd::stream::read::Decoder::new(&self.tar_split[..])
+        let decoder = zstd::stream::read::Decoder::new(crate::fsutil::ReadAt::new(&self.tar_split))
             .map_err(|e| bad(format!("the tar-split: {e}")))?;
         Ok(Rebuild {
             layer: self,
@@ -374,7 +415,9 @@ pub struct Rebuild<'a> {
     layer: &'a ChunkedLayer,
     plan: &'a Plan,
     local: &'a dyn LocalFiles,
-    entries: TarSplitReader<BufReader<zstd::stream::read::Decoder<'static, BufReader<&'a [u8]>>>>,
+    entries: TarSplitReader<
+        BufReader<zstd::stream::read::Decoder<'static, BufReader<crate::fsutil::ReadAt<'a>>>>,
+    >,
     ranges: Option<Ranges<'a>>,
     cur: Cur<'a>,
     files_seen: usize,

@@ -98,6 +98,65 @@ impl TocRef {
         }
     }
 
+    /// Reads the compressed TOC from `compressed` (its first [`length`](Self::length) bytes)
+    /// and writes it decompressed to `out`, in pieces: a TOC of tens of MB is never in memory.
+    /// `Err` says why it is not what the annotations say (as [`decompressed`](Self::decompressed)
+    /// does) or why it could not be read.
+    pub fn decompress_into(
+        &self,
+        compressed: impl std::io::Read,
+        out: &mut dyn std::io::Write,
+    ) -> Result<(), String> {
+        use sha2::Digest as _;
+        /// Hashes and counts what is read through it.
+        struct Hashing<R> {
+            inner: R,
+            hash: sha2::Sha256,
+            n: u64,
+        }
+        impl<R: std::io::Read> std::io::Read for Hashing<R> {
+            fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+                let n = self.inner.read(buf)?;
+                self.hash.update(&buf[..n]);
+                self.n += n as u64;
+                Ok(n)
+            }
+        }
+        let mut input = Hashing {
+            inner: std::io::Read::take(compressed, self.length),
+            hash: sha2::Sha256::new(),
+            n: 0,
+        };
+        let mut decoder = zstd::stream::read::Decoder::new(&mut input)
+            .map_err(|e| format!("it does not decompress: {e}"))?;
+        // One byte more than the annotation says shows a TOC that is longer.
+        let written = std::io::copy(
+            &mut std::io::Read::take(&mut decoder, self.uncompressed + 1),
+            out,
+        )
+        .map_err(|e| format!("it does not decompress: {e}"))?;
+        drop(decoder);
+        // The rest of the frame's bytes (a trailing skippable frame, say) are hashed too.
+        std::io::copy(&mut input, &mut std::io::sink()).map_err(|e| format!("reading it: {e}"))?;
+        if input.n != self.length {
+            return Err(format!(
+                "{} bytes where the annotation says {}",
+                input.n, self.length
+            ));
+        }
+        let actual = Digest::from_sha256(input.hash.finalize().into());
+        if actual != self.checksum {
+            return Err(format!("its digest is {actual}, not {}", self.checksum));
+        }
+        if written != self.uncompressed {
+            return Err(format!(
+                "it decompresses to {written} bytes, not {}",
+                self.uncompressed
+            ));
+        }
+        Ok(())
+    }
+
     /// The TOC decompressed from `compressed` when its length and digest are the annotations'
     /// and it decompresses to the length they give (its JSON is not looked at); `Err` says why
     /// not.
@@ -137,53 +196,95 @@ pub type WrittenEntry = (Box<[u8]>, Option<[u8; 32]>);
 /// not replaced by a later entry of the same name. A TOC is kept only if it is true, since podman
 /// takes files from a layer by the digests its TOC gives. `Err` names the first file that
 /// differs.
-pub fn matches_digests(manifest: &[u8], written: &[WrittenEntry]) -> Result<(), String> {
+pub fn matches_digests(manifest: &TocBytes, written: &[WrittenEntry]) -> Result<(), String> {
     let mut last = std::collections::HashMap::new();
     for (k, (name, _)) in written.iter().enumerate() {
         last.insert(name.as_ref(), k);
     }
     let mut k = 0;
-    read_toc(manifest, |e| {
-        if e.kind != "reg" || e.size == 0 {
-            return Ok(());
-        }
-        let name = &*e.name;
-        let (comps, escaped) = super::path::clean_components(name.as_bytes());
-        if escaped {
-            return Err(format!("{name}: a name that climbs out"));
-        }
-        let clean = super::path::join(&comps);
-        while written
-            .get(k)
-            .is_some_and(|w| w.0.as_ref() != clean.as_slice())
-        {
+    manifest
+        .read(|e| {
+            if e.kind != "reg" || e.size == 0 {
+                return Ok(());
+            }
+            let name = &*e.name;
+            let (comps, escaped) = super::path::clean_components(name.as_bytes());
+            if escaped {
+                return Err(format!("{name}: a name that climbs out"));
+            }
+            let clean = super::path::join(&comps);
+            while written
+                .get(k)
+                .is_some_and(|w| w.0.as_ref() != clean.as_slice())
+            {
+                k += 1;
+            }
+            let Some((_, digest)) = written.get(k) else {
+                return Err(format!(
+                    "{name}: not a file of the layer (in the TOC's order)"
+                ));
+            };
+            let want = e.digest.as_deref().unwrap_or_default();
+            if digest.is_none_or(|d| sha256_bytes(want) != Some(d)) {
+                return Err(format!("{name}: the TOC says {want}, the file differs"));
+            }
+            if last.get(clean.as_slice()) != Some(&k) {
+                return Err(format!("{name}: replaced later in the layer"));
+            }
             k += 1;
-        }
-        let Some((_, digest)) = written.get(k) else {
-            return Err(format!(
-                "{name}: not a file of the layer (in the TOC's order)"
-            ));
-        };
-        let want = e.digest.as_deref().unwrap_or_default();
-        if digest.is_none_or(|d| sha256_bytes(want) != Some(d)) {
-            return Err(format!("{name}: the TOC says {want}, the file differs"));
-        }
-        if last.get(clean.as_slice()) != Some(&k) {
-            return Err(format!("{name}: replaced later in the layer"));
-        }
-        k += 1;
-        Ok(())
-    })
-    .map(|_| ())
+            Ok(())
+        })
+        .map(|_| ())
 }
 
 /// A layer's checked TOC, to store with it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct StoredToc {
     /// The compressed TOC's digest (the layer's `toc-digest`).
     pub digest: Digest,
     /// The uncompressed TOC JSON (the `zstd-chunked-manifest` big data).
-    pub manifest: Vec<u8>,
+    pub manifest: TocBytes,
+}
+
+/// An uncompressed TOC's JSON: in memory, or in an anonymous file (a partial pull's, which may
+/// be tens of MB for a layer of a hundred thousand entries).
+#[derive(Debug)]
+pub enum TocBytes {
+    /// The bytes.
+    Mem(Vec<u8>),
+    /// An anonymous file holding them from its start; read with `pread`, so shared reads do
+    /// not move each other.
+    File(std::fs::File),
+}
+
+impl TocBytes {
+    /// [`read_toc`] of these bytes.
+    pub fn read<'a>(
+        &'a self,
+        each: impl FnMut(TocEntry<'a>) -> Result<(), String>,
+    ) -> Result<Option<String>, String> {
+        match self {
+            TocBytes::Mem(b) => read_toc(b, each),
+            TocBytes::File(f) => read_toc_with(
+                serde_json::Deserializer::from_reader(std::io::BufReader::with_capacity(
+                    64 * 1024,
+                    crate::fsutil::ReadAt::new(f),
+                )),
+                each,
+            ),
+        }
+    }
+
+    /// Writes the bytes to `out`.
+    pub fn write_to(&self, out: &mut dyn std::io::Write) -> std::io::Result<()> {
+        match self {
+            TocBytes::Mem(b) => out.write_all(b),
+            TocBytes::File(f) => {
+                std::io::copy(&mut crate::fsutil::ReadAt::new(f), out)?;
+                Ok(())
+            }
+        }
+    }
 }
 
 /// One TOC entry (c/storage's `FileMetadata`), the fields a partial pull reads; its strings are
@@ -229,10 +330,18 @@ pub struct TocEntry<'a> {
 /// wrong: the JSON, or the first error `each` returned.
 pub fn read_toc<'a>(
     manifest: &'a [u8],
-    mut each: impl FnMut(TocEntry<'a>) -> Result<(), String>,
+    each: impl FnMut(TocEntry<'a>) -> Result<(), String>,
+) -> Result<Option<String>, String> {
+    read_toc_with(serde_json::Deserializer::from_slice(manifest), each)
+}
+
+/// [`read_toc`] from any of serde_json's readers.
+fn read_toc_with<'de, R: serde_json::de::Read<'de>>(
+    mut de: serde_json::Deserializer<R>,
+    mut each: impl FnMut(TocEntry<'de>) -> Result<(), String>,
 ) -> Result<Option<String>, String> {
     let mut failed: Option<String> = None;
-    let mut call = |e: TocEntry<'a>| -> bool {
+    let mut call = |e: TocEntry<'de>| -> bool {
         match each(e) {
             Ok(()) => true,
             Err(why) => {
@@ -241,7 +350,6 @@ pub fn read_toc<'a>(
             }
         }
     };
-    let mut de = serde_json::Deserializer::from_slice(manifest);
     let read = serde::Deserializer::deserialize_map(&mut de, TocVisitor { each: &mut call })
         .and_then(|split| de.end().map(|()| split));
     match (failed, read) {
@@ -430,12 +538,15 @@ mod tests {
                 (Box::from(&b"e"[..]), None),
             ]
         };
-        assert_eq!(matches_digests(toc.as_bytes(), &files(1)), Ok(()));
-        assert!(matches_digests(toc.as_bytes(), &files(2)).is_err());
+        assert_eq!(
+            matches_digests(&TocBytes::Mem(toc.clone().into_bytes()), &files(1)),
+            Ok(())
+        );
+        assert!(matches_digests(&TocBytes::Mem(toc.clone().into_bytes()), &files(2)).is_err());
         let mut more = files(1);
         more.push((Box::from(&b"a"[..]), None));
         assert!(
-            matches_digests(toc.as_bytes(), &more).is_err(),
+            matches_digests(&TocBytes::Mem(toc.clone().into_bytes()), &more).is_err(),
             "an entry the TOC lacks"
         );
         let replaced = toc.replace(
@@ -445,7 +556,7 @@ mod tests {
         let mut then_link = files(1);
         then_link[2].0 = Box::from(&b"a"[..]);
         assert!(
-            matches_digests(replaced.as_bytes(), &then_link).is_err(),
+            matches_digests(&TocBytes::Mem(replaced.into_bytes()), &then_link).is_err(),
             "replaced later"
         );
     }

@@ -11,7 +11,7 @@ use crate::layer::decompress::{Compression, decompress_buffered};
 use crate::layer::pipe::{spawn_hasher, spawn_pump, spawn_pump_hashed};
 use crate::layer::sink::LayerSink;
 use crate::layer::tar_stream::feed_tar;
-use crate::layer::zstd_chunked_toc::StoredToc;
+use crate::layer::zstd_chunked_toc::{StoredToc, TocBytes};
 use crate::store::image_input::{LayerBytes, LayerInput};
 use crate::store::producer::{LayerProducer, Produced};
 
@@ -155,7 +155,7 @@ impl LayerProducer for BlobLayers<'_> {
             (Some(t), Some(bytes)) if compression == Compression::Zstd => match t.checked(bytes) {
                 Ok(manifest) => Some(StoredToc {
                     digest: t.checksum.clone(),
-                    manifest,
+                    manifest: TocBytes::Mem(manifest),
                 }),
                 Err(why) => {
                     tracing::warn!(layer = %layer.blob_digest, "the zstd:chunked TOC is ignored: {why}");

@@ -91,7 +91,7 @@ impl<'a> PartialPulls<'a> {
                 )))
             })
         };
-        let chunked = match ChunkedLayer::fetch(toc, &open) {
+        let chunked = match ChunkedLayer::fetch(toc, &open, &self.store.config().graphroot) {
             Ok(c) => c,
             Err(e) => {
                 tracing::info!(layer = %digest, "pulled whole: {e}");

@@ -21,15 +21,28 @@ pub(crate) fn temp_path_for(path: &Path) -> PathBuf {
 
 /// Writes `data` to `path` atomically with permissions `mode`, as c/storage's atomic writer does.
 pub(crate) fn atomic_write(path: &Path, data: &[u8], mode: u32) -> Result<()> {
+    atomic_write_with(path, mode, &mut |f| f.write_all(data))
+}
+
+/// [`atomic_write`] of what `write` writes (in pieces: the content need not be in memory).
+pub(crate) fn atomic_write_with(
+    path: &Path,
+    mode: u32,
+    write: &mut dyn FnMut(&mut dyn Write) -> std::io::Result<()>,
+) -> Result<()> {
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let tmp = temp_path_for(path);
     let result = (|| -> std::io::Result<()> {
-        let mut f = std::fs::OpenOptions::new()
+        let f = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(0o600)
             .open(&tmp)?;
-        f.write_all(data)?;
+        let mut w = std::io::BufWriter::with_capacity(64 * 1024, f);
+        write(&mut w)?;
+        let f = w
+            .into_inner()
+            .map_err(std::io::IntoInnerError::into_error)?;
         f.sync_data()?;
         f.set_permissions(std::fs::Permissions::from_mode(mode))?;
         drop(f);

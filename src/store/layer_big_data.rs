@@ -42,15 +42,19 @@ impl Store {
 
     /// Stores a TOC (a zstd:chunked one, or our own) with layer `id`, as podman 5 stores it: the
     /// uncompressed TOC, and the layer data saying the layer is a tree.
-    pub(super) fn write_toc(&self, id: &str, manifest: &[u8]) -> Result<()> {
+    pub(super) fn write_toc(
+        &self,
+        id: &str,
+        manifest: &crate::layer::zstd_chunked_toc::TocBytes,
+    ) -> Result<()> {
         use crate::layer::zstd_chunked_toc as z;
-        self.write_layer_big_data(
-            id,
-            &[
-                (z::MANIFEST_KEY, manifest),
-                (z::LAYER_DATA_KEY, z::LAYER_DATA),
-            ],
-        )
+        let dir = self.create_layer_big_data_dir(id)?;
+        super::atomic::atomic_write_with(
+            &dir.join(storage_format::big_data_file_name(z::MANIFEST_KEY)),
+            0o600,
+            &mut |w| manifest.write_to(w),
+        )?;
+        self.write_layer_big_data(id, &[(z::LAYER_DATA_KEY, z::LAYER_DATA)])
     }
 
     /// A TOC of our own for layer `id`, written to a temporary file in its big-data directory
@@ -114,7 +118,7 @@ impl Store {
         let digest = storage_format::Digest::parse(rec.extra.get("toc-digest")?.as_str()?).ok()?;
         Some(crate::layer::zstd_chunked_toc::StoredToc {
             digest,
-            manifest: self.tree_manifest(&rec.id)?,
+            manifest: crate::layer::zstd_chunked_toc::TocBytes::Mem(self.tree_manifest(&rec.id)?),
         })
     }
 
