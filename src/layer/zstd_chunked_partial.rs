@@ -77,9 +77,11 @@ struct RemoteFile {
 #[derive(Debug)]
 pub struct ChunkedLayer {
     files: Vec<RemoteFile>,
-    /// File indexes by the 128-bit hash of their cleaned name (not the name: a TOC may list a
-    /// million).
-    by_name: HashMap<u128, usize>,
+    /// File indexes by a 64-bit hash of their cleaned name (not the name: a TOC may list a
+    /// million). Two names of the TOC that collide make it "twice in the TOC" (a whole pull); a
+    /// name of the tar-split that collides with another file's gets that file's content, which
+    /// the DiffID check then refuses (a whole pull).
+    by_name: HashMap<u64, u32>,
     /// The compressed tar-split, in an anonymous file.
     tar_split: std::fs::File,
     /// The uncompressed TOC (stored with the layer).
@@ -264,6 +266,12 @@ impl ChunkedLayer {
     }
 }
 
+/// The key of a cleaned name in [`ChunkedLayer`]'s table.
+fn name_key(name: &[u8]) -> u64 {
+    // The low half of the 128-bit hash.
+    storage_format::path_hash(name) as u64
+}
+
 /// The regular files with content the TOC lists, and their indexes by cleaned name, gathered
 /// entry by entry.
 #[derive(Default)]
@@ -271,16 +279,16 @@ struct FilesOf {
     files: Vec<RemoteFile>,
     /// Where each file's frames end (its entry's `endOffset`).
     ends: Vec<u64>,
-    by_name: HashMap<u128, usize>,
+    by_name: HashMap<u64, u32>,
     /// The file whose `chunk` entries may follow: its name's hash and index.
-    current: Option<(u128, usize)>,
+    current: Option<(u64, usize)>,
 }
 
 impl FilesOf {
     /// Takes the next entry of the TOC.
     fn push(&mut self, e: &TocEntry<'_>) -> std::result::Result<(), String> {
         let name = clean_name(e.name.as_bytes()).ok_or_else(|| format!("it names {:?}", e.name))?;
-        let key = storage_format::path_hash(&name);
+        let key = name_key(&name);
         let zeros = e.chunk_type.as_deref() == Some("zeros");
         match &*e.kind {
             "reg" if e.size > 0 => {
@@ -307,7 +315,8 @@ impl FilesOf {
                 });
                 self.ends.push(e.end_offset);
                 let i = self.files.len() - 1;
-                if self.by_name.insert(key, i).is_some() {
+                let at = u32::try_from(i).map_err(|_| "too many files in it".to_string())?;
+                if self.by_name.insert(key, at).is_some() {
                     return Err(format!("{} is twice in it", e.name));
                 }
                 self.current = Some((key, i));
@@ -331,7 +340,7 @@ impl FilesOf {
 
     /// The files, their chunks' ends filled in and checked.
     #[allow(clippy::type_complexity)]
-    fn finish(self) -> Result<(Vec<RemoteFile>, HashMap<u128, usize>)> {
+    fn finish(self) -> Result<(Vec<RemoteFile>, HashMap<u64, u32>)> {
         let FilesOf {
             mut files,
             ends,
@@ -455,12 +464,7 @@ impl Rebuild<'_> {
             TarSplitEntry::File { name, size, .. } => {
                 let shown = || String::from_utf8_lossy(&name).into_owned();
                 let i = clean_name(&name)
-                    .and_then(|n| {
-                        self.layer
-                            .by_name
-                            .get(&storage_format::path_hash(&n))
-                            .copied()
-                    })
+                    .and_then(|n| self.layer.by_name.get(&name_key(&n)).map(|&i| i as usize))
                     .filter(|&i| self.layer.files[i].size == size)
                     .ok_or_else(|| {
                         io_bad(format!("{} is not in the TOC with its size", shown()))
