@@ -4,6 +4,7 @@
 pub mod blob_ranges;
 pub mod decompress;
 pub mod entry;
+pub mod file_digests;
 pub mod gzip_members;
 pub(crate) mod hashing_writer;
 mod page_buf;

@@ -25,23 +25,6 @@ impl<W: Write> TocEntries for TocOut<W> {
     }
 }
 
-/// The cleaned name of each entry a TOC lists, with a regular file's content digest, in tar
-/// order: what a zstd:chunked layer's own TOC is checked against once the layer is written
-/// ([`matches_digests`](super::zstd_chunked_toc::matches_digests)).
-#[derive(Debug, Default)]
-pub struct FileDigests(pub Vec<super::zstd_chunked_toc::WrittenEntry>);
-
-impl TocEntries for FileDigests {
-    fn entry(&mut self, h: &TarHeader, digest: Option<&[u8; 32]>) -> Result<()> {
-        if super::zstd_chunked_toc::toc_type(h.kind).is_some() {
-            let (comps, _) = super::path::clean_components(&h.name);
-            self.0
-                .push((super::path::join(&comps).into(), digest.copied()));
-        }
-        Ok(())
-    }
-}
-
 /// A TOC being written.
 #[derive(Debug)]
 pub struct TocOut<W: Write> {

@@ -83,16 +83,17 @@ impl TocRef {
     }
 
     /// The uncompressed TOC from the bytes kept aside, when they are what the annotations say
-    /// (digest, lengths, a zstd frame holding a JSON object with entries); `Err` says why not.
-    pub fn checked(&self, compressed: &[u8]) -> Result<Vec<u8>, String> {
-        let toc = self.decompressed(compressed)?;
-        // A JSON object with an array of entries, checked without building it in memory.
-        #[derive(serde::Deserialize)]
-        struct Shape {
-            #[allow(dead_code, reason = "its presence and shape are what is checked")]
-            entries: Vec<serde::de::IgnoredAny>,
-        }
-        match serde_json::from_slice::<Shape>(&toc) {
+    /// (digest, lengths, a zstd frame holding a JSON object with entries), in an anonymous
+    /// temporary file (it may be tens of MB; its shape is checked reading it entry by entry);
+    /// `Err` says why not.
+    pub fn checked_to_file(&self, compressed: &[u8]) -> Result<TocBytes, String> {
+        let file = tempfile::tempfile().map_err(|e| format!("a temporary file: {e}"))?;
+        let mut out = std::io::BufWriter::with_capacity(64 * 1024, &file);
+        self.decompress_into(compressed, &mut out)?;
+        std::io::Write::flush(&mut out).map_err(|e| format!("a temporary file: {e}"))?;
+        drop(out);
+        let toc = TocBytes::File(file);
+        match toc.read(|_| Ok(())) {
             Ok(_) => Ok(toc),
             Err(_) => Err("it is not a TOC (a JSON object with entries)".into()),
         }
@@ -100,7 +101,7 @@ impl TocRef {
 
     /// Reads the compressed TOC from `compressed` (its first [`length`](Self::length) bytes)
     /// and writes it decompressed to `out`, in pieces: a TOC of tens of MB is never in memory.
-    /// `Err` says why it is not what the annotations say (as [`decompressed`](Self::decompressed)
+    /// `Err` says why it is not what the annotations say (as [`checked_to_file`](Self::checked_to_file)
     /// does) or why it could not be read.
     pub fn decompress_into(
         &self,
@@ -127,16 +128,16 @@ impl TocRef {
             hash: sha2::Sha256::new(),
             n: 0,
         };
-        let mut decoder = zstd::stream::read::Decoder::new(&mut input)
-            .map_err(|e| format!("it does not decompress: {e}"))?;
-        // One byte more than the annotation says shows a TOC that is longer.
-        let written = std::io::copy(
-            &mut std::io::Read::take(&mut decoder, self.uncompressed + 1),
-            out,
-        )
-        .map_err(|e| format!("it does not decompress: {e}"))?;
-        drop(decoder);
-        // The rest of the frame's bytes (a trailing skippable frame, say) are hashed too.
+        let decoded = (|| -> std::io::Result<u64> {
+            let mut decoder = zstd::stream::read::Decoder::new(&mut input)?;
+            // One byte more than the annotation says shows a TOC that is longer.
+            std::io::copy(
+                &mut std::io::Read::take(&mut decoder, self.uncompressed + 1),
+                out,
+            )
+        })();
+        // The rest of the bytes (a trailing skippable frame, say, or all of them when they do
+        // not decode) are hashed too: a digest that differs is what is reported first.
         std::io::copy(&mut input, &mut std::io::sink()).map_err(|e| format!("reading it: {e}"))?;
         if input.n != self.length {
             return Err(format!(
@@ -148,6 +149,7 @@ impl TocRef {
         if actual != self.checksum {
             return Err(format!("its digest is {actual}, not {}", self.checksum));
         }
+        let written = decoded.map_err(|e| format!("it does not decompress: {e}"))?;
         if written != self.uncompressed {
             return Err(format!(
                 "it decompresses to {written} bytes, not {}",
@@ -156,52 +158,20 @@ impl TocRef {
         }
         Ok(())
     }
-
-    /// The TOC decompressed from `compressed` when its length and digest are the annotations'
-    /// and it decompresses to the length they give (its JSON is not looked at); `Err` says why
-    /// not.
-    pub fn decompressed(&self, compressed: &[u8]) -> Result<Vec<u8>, String> {
-        if compressed.len() as u64 != self.length {
-            return Err(format!(
-                "{} bytes where the annotation says {}",
-                compressed.len(),
-                self.length
-            ));
-        }
-        let actual = Digest::of_bytes(compressed);
-        if actual != self.checksum {
-            return Err(format!("its digest is {actual}, not {}", self.checksum));
-        }
-        let toc = zstd::bulk::decompress(compressed, self.uncompressed as usize)
-            .map_err(|e| format!("it does not decompress: {e}"))?;
-        if toc.len() as u64 != self.uncompressed {
-            return Err(format!(
-                "it decompresses to {} bytes, not {}",
-                toc.len(),
-                self.uncompressed
-            ));
-        }
-        Ok(toc)
-    }
 }
 
-/// An entry of a written layer as its TOC is checked against: its cleaned name and, for a
-/// regular file with content, the sha256 of that content.
-pub type WrittenEntry = (Box<[u8]>, Option<[u8; 32]>);
-
 /// Whether the TOC tells the truth about the files it names by digest, in the layer as it was
-/// written from the whole blob: `written` is each entry of the layer's tar (cleaned name; a
+/// written from the whole blob: `written` holds each entry of the layer's tar (cleaned name; a
 /// regular file's sha256, computed as the sink wrote it), in tar order. Each regular file the TOC
 /// names with a digest must be, in the same order, a regular file of the layer with that content,
 /// not replaced by a later entry of the same name. A TOC is kept only if it is true, since podman
 /// takes files from a layer by the digests its TOC gives. `Err` names the first file that
-/// differs.
-pub fn matches_digests(manifest: &TocBytes, written: &[WrittenEntry]) -> Result<(), String> {
-    let mut last = std::collections::HashMap::new();
-    for (k, (name, _)) in written.iter().enumerate() {
-        last.insert(name.as_ref(), k);
-    }
-    let mut k = 0;
+/// differs. Both sides are read in order, neither is held in memory.
+pub fn matches_digests(
+    manifest: &TocBytes,
+    written: super::file_digests::FileDigests,
+) -> Result<(), String> {
+    let mut w = written.finish().map_err(|e| e.to_string())?;
     manifest
         .read(|e| {
             if e.kind != "reg" || e.size == 0 {
@@ -212,26 +182,25 @@ pub fn matches_digests(manifest: &TocBytes, written: &[WrittenEntry]) -> Result<
             if escaped {
                 return Err(format!("{name}: a name that climbs out"));
             }
-            let clean = super::path::join(&comps);
-            while written
-                .get(k)
-                .is_some_and(|w| w.0.as_ref() != clean.as_slice())
-            {
-                k += 1;
-            }
-            let Some((_, digest)) = written.get(k) else {
-                return Err(format!(
-                    "{name}: not a file of the layer (in the TOC's order)"
-                ));
+            let h = storage_format::path_hash(&super::path::join(&comps));
+            let digest = loop {
+                match w.next_record().map_err(|e| e.to_string())? {
+                    Some((at, d)) if at == h => break d,
+                    Some(_) => {}
+                    None => {
+                        return Err(format!(
+                            "{name}: not a file of the layer (in the TOC's order)"
+                        ));
+                    }
+                }
             };
             let want = e.digest.as_deref().unwrap_or_default();
             if digest.is_none_or(|d| sha256_bytes(want) != Some(d)) {
                 return Err(format!("{name}: the TOC says {want}, the file differs"));
             }
-            if last.get(clean.as_slice()) != Some(&k) {
+            if !w.is_last(h, w.index()) {
                 return Err(format!("{name}: replaced later in the layer"));
             }
-            k += 1;
             Ok(())
         })
         .map(|_| ())
@@ -531,22 +500,21 @@ mod tests {
             r#"{{"version":1,"entries":[{{"type":"dir","name":"./"}},{{"type":"reg","name":"./a","size":3,"digest":"{}"}},{{"type":"chunk","name":"./a"}},{{"type":"reg","name":"e"}}]}}"#,
             hex(1)
         );
-        let files = |a: u8| -> Vec<WrittenEntry> {
-            vec![
-                (Box::from(&b""[..]), None),
-                (Box::from(&b"a"[..]), Some(d(a))),
-                (Box::from(&b"e"[..]), None),
-            ]
+        let written = |entries: &[(&[u8], Option<[u8; 32]>)]| {
+            let mut w = super::super::file_digests::FileDigests::default();
+            for (name, d) in entries {
+                w.push(name, d.as_ref()).expect("push");
+            }
+            w
         };
-        assert_eq!(
-            matches_digests(&TocBytes::Mem(toc.clone().into_bytes()), &files(1)),
-            Ok(())
-        );
-        assert!(matches_digests(&TocBytes::Mem(toc.clone().into_bytes()), &files(2)).is_err());
+        let files = |a: u8| vec![(&b""[..], None), (&b"a"[..], Some(d(a))), (&b"e"[..], None)];
+        let mem = |t: &str| TocBytes::Mem(t.as_bytes().to_vec());
+        assert_eq!(matches_digests(&mem(&toc), written(&files(1))), Ok(()));
+        assert!(matches_digests(&mem(&toc), written(&files(2))).is_err());
         let mut more = files(1);
-        more.push((Box::from(&b"a"[..]), None));
+        more.push((&b"a"[..], None));
         assert!(
-            matches_digests(&TocBytes::Mem(toc.clone().into_bytes()), &more).is_err(),
+            matches_digests(&mem(&toc), written(&more)).is_err(),
             "an entry the TOC lacks"
         );
         let replaced = toc.replace(
@@ -554,9 +522,9 @@ mod tests {
             r#"{"type":"symlink","name":"a"}"#,
         );
         let mut then_link = files(1);
-        then_link[2].0 = Box::from(&b"a"[..]);
+        then_link[2].0 = &b"a"[..];
         assert!(
-            matches_digests(&TocBytes::Mem(replaced.into_bytes()), &then_link).is_err(),
+            matches_digests(&mem(&replaced), written(&then_link)).is_err(),
             "replaced later"
         );
     }
@@ -606,10 +574,15 @@ mod tests {
         );
         let r = TocRef::from_annotations(&a).expect("a TOC");
         assert_eq!(r.range(), (100, compressed.len() as u64));
-        assert_eq!(r.checked(&compressed).expect("checks"), toc.to_vec());
+        let mut back = Vec::new();
+        r.checked_to_file(&compressed)
+            .expect("checks")
+            .write_to(&mut back)
+            .expect("read back");
+        assert_eq!(back, toc.to_vec());
         let mut bad = compressed.clone();
         bad[0] ^= 1;
-        assert!(r.checked(&bad).unwrap_err().contains("digest"));
+        assert!(r.checked_to_file(&bad).unwrap_err().contains("digest"));
         a.insert(POSITION_ANNOTATION.to_string(), "1:2:3:2".into());
         assert!(TocRef::from_annotations(&a).is_none(), "type 2 is not ours");
         assert!(TocRef::from_annotations(&BTreeMap::new()).is_none());

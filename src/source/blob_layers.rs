@@ -11,7 +11,7 @@ use crate::layer::decompress::{Compression, decompress_buffered};
 use crate::layer::pipe::{spawn_hasher, spawn_pump, spawn_pump_hashed};
 use crate::layer::sink::LayerSink;
 use crate::layer::tar_stream::feed_tar;
-use crate::layer::zstd_chunked_toc::{StoredToc, TocBytes};
+use crate::layer::zstd_chunked_toc::StoredToc;
 use crate::store::image_input::{LayerBytes, LayerInput};
 use crate::store::producer::{LayerProducer, Produced};
 
@@ -152,16 +152,18 @@ impl LayerProducer for BlobLayers<'_> {
         // A zstd:chunked TOC, checked (the blob's digest already was); one that does not check
         // is ignored, as c/storage ignores it.
         let toc = match (&layer.toc, hashes.kept.as_deref()) {
-            (Some(t), Some(bytes)) if compression == Compression::Zstd => match t.checked(bytes) {
-                Ok(manifest) => Some(StoredToc {
-                    digest: t.checksum.clone(),
-                    manifest: TocBytes::Mem(manifest),
-                }),
-                Err(why) => {
-                    tracing::warn!(layer = %layer.blob_digest, "the zstd:chunked TOC is ignored: {why}");
-                    None
+            (Some(t), Some(bytes)) if compression == Compression::Zstd => {
+                match t.checked_to_file(bytes) {
+                    Ok(manifest) => Some(StoredToc {
+                        digest: t.checksum.clone(),
+                        manifest,
+                    }),
+                    Err(why) => {
+                        tracing::warn!(layer = %layer.blob_digest, "the zstd:chunked TOC is ignored: {why}");
+                        None
+                    }
                 }
-            },
+            }
             _ => None,
         };
         Ok(Produced {

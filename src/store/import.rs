@@ -15,8 +15,8 @@ use super::txn::{LayerTxn, TxnKind};
 use crate::crashpoint::hit;
 use crate::error::{Error, Result};
 use crate::layer::decompress::Compression;
+use crate::layer::file_digests::FileDigests;
 use crate::layer::sink::{LayerSink, LayerSummary};
-use crate::layer::toc_out::FileDigests;
 use crate::layer::tree_writer::TreeWriter;
 use crate::layer::zstd_chunked_toc::{self, StoredToc};
 
@@ -415,7 +415,8 @@ impl Store {
         } = produced;
         if let Some(t) = &toc
             && !partial
-            && let Err(why) = zstd_chunked_toc::matches_digests(&t.manifest, &digests.0)
+            && let Err(why) =
+                zstd_chunked_toc::matches_digests(&t.manifest, std::mem::take(&mut digests))
         {
             tracing::warn!(layer = %layer.blob_digest, "the zstd:chunked TOC is not kept: {why}");
             toc = None;
