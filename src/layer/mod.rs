@@ -7,6 +7,7 @@ pub mod entry;
 pub mod file_digests;
 pub mod gzip_members;
 pub(crate) mod hashing_writer;
+pub mod kept_range;
 mod page_buf;
 pub mod path;
 pub mod pipe;

@@ -55,7 +55,7 @@ enum ToHash {
 }
 
 /// What the hasher computed, once both streams ended.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Hashes {
     /// SHA-256 and length of the blob.
     pub blob: (Digest, u64),
@@ -67,7 +67,7 @@ pub struct Hashes {
     /// whose trailer says 0 (the decoder fails first on such input).
     pub bad_member: Option<(u64, u32, u32)>,
     /// The blob's bytes in the range asked to be kept aside ([`spawn_hasher`]'s `keep`).
-    pub kept: Option<Vec<u8>>,
+    pub kept: Option<super::kept_range::Kept>,
 }
 
 /// A pool of buffers: the sending half returns them, the receiving half reuses them (no mapping
@@ -169,17 +169,12 @@ pub fn spawn_hasher<'scope, R: Read + Send + 'scope>(
         let (mut blob_sha, mut blob_size) = (Sha256::new(), 0u64);
         let mut stream: Option<(Sha256, u64)> = None;
         let mut members: Option<MemberCrcs> = None;
-        let mut kept: Option<Vec<u8>> = keep.map(|_| Vec::new());
+        let mut kept = keep.map(|(start, len)| super::kept_range::KeptRange::new(start, len));
         for msg in rx {
             match msg {
                 ToHash::Blob(c) => {
-                    if let (Some((start, len)), Some(k)) = (keep, kept.as_mut()) {
-                        // The part of this chunk inside [start, start + len).
-                        let (from, to) = (blob_size, blob_size + c.len() as u64);
-                        let (lo, hi) = (start.max(from), (start + len).min(to));
-                        if lo < hi {
-                            k.extend_from_slice(&c[(lo - from) as usize..(hi - from) as usize]);
-                        }
+                    if let Some(k) = kept.as_mut() {
+                        k.chunk(blob_size, &c[..]);
                     }
                     blob_sha.update(&c[..]);
                     blob_size += c.len() as u64;
@@ -206,7 +201,7 @@ pub fn spawn_hasher<'scope, R: Read + Send + 'scope>(
             blob: (Digest::from_sha256(blob_sha.finalize().into()), blob_size),
             stream: stream.map(|(sha, size)| (Digest::from_sha256(sha.finalize().into()), size)),
             bad_member: members.and_then(MemberCrcs::result),
-            kept,
+            kept: kept.and_then(super::kept_range::KeptRange::finish),
         }
     });
     let reader = HashedBlob {

@@ -86,7 +86,7 @@ impl TocRef {
     /// (digest, lengths, a zstd frame holding a JSON object with entries), in an anonymous
     /// temporary file (it may be tens of MB; its shape is checked reading it entry by entry);
     /// `Err` says why not.
-    pub fn checked_to_file(&self, compressed: &[u8]) -> Result<TocBytes, String> {
+    pub fn checked_to_file(&self, compressed: impl std::io::Read) -> Result<TocBytes, String> {
         let file = tempfile::tempfile().map_err(|e| format!("a temporary file: {e}"))?;
         let mut out = std::io::BufWriter::with_capacity(64 * 1024, &file);
         self.decompress_into(compressed, &mut out)?;
@@ -575,14 +575,14 @@ mod tests {
         let r = TocRef::from_annotations(&a).expect("a TOC");
         assert_eq!(r.range(), (100, compressed.len() as u64));
         let mut back = Vec::new();
-        r.checked_to_file(&compressed)
+        r.checked_to_file(&compressed[..])
             .expect("checks")
             .write_to(&mut back)
             .expect("read back");
         assert_eq!(back, toc.to_vec());
         let mut bad = compressed.clone();
         bad[0] ^= 1;
-        assert!(r.checked_to_file(&bad).unwrap_err().contains("digest"));
+        assert!(r.checked_to_file(&bad[..]).unwrap_err().contains("digest"));
         a.insert(POSITION_ANNOTATION.to_string(), "1:2:3:2".into());
         assert!(TocRef::from_annotations(&a).is_none(), "type 2 is not ours");
         assert!(TocRef::from_annotations(&BTreeMap::new()).is_none());

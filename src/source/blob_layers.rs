@@ -151,9 +151,9 @@ impl LayerProducer for BlobLayers<'_> {
         });
         // A zstd:chunked TOC, checked (the blob's digest already was); one that does not check
         // is ignored, as c/storage ignores it.
-        let toc = match (&layer.toc, hashes.kept.as_deref()) {
+        let toc = match (&layer.toc, hashes.kept.as_ref()) {
             (Some(t), Some(bytes)) if compression == Compression::Zstd => {
-                match t.checked_to_file(bytes) {
+                match t.checked_to_file(bytes.reader()) {
                     Ok(manifest) => Some(StoredToc {
                         digest: t.checksum.clone(),
                         manifest,
@@ -163,6 +163,10 @@ impl LayerProducer for BlobLayers<'_> {
                         None
                     }
                 }
+            }
+            (Some(_), None) if compression == Compression::Zstd => {
+                tracing::warn!(layer = %layer.blob_digest, "the zstd:chunked TOC is ignored: it could not be kept aside (a temporary file failed)");
+                None
             }
             _ => None,
         };
