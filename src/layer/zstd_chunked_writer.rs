@@ -336,6 +336,86 @@ fn each_piece<R: Read>(
     }
 }
 
+/// A part of the blob (the TOC, the tar-split) zstd-compressed as it is made, into an anonymous
+/// temporary file: its plain length counted, the compressed bytes hashed.
+struct Spooled {
+    enc: zstd::stream::write::Encoder<
+        'static,
+        super::hashing_writer::HashingWriter<std::io::BufWriter<std::fs::File>>,
+    >,
+    plain: u64,
+}
+
+/// A [`Spooled`] part, compressed and complete.
+struct SpooledDone {
+    file: std::fs::File,
+    /// The compressed bytes' digest and length.
+    digest: Digest,
+    compressed: u64,
+    /// The uncompressed length.
+    plain: u64,
+}
+
+impl Spooled {
+    fn new() -> Result<Spooled> {
+        let file = tempfile::tempfile().map_err(|e| Error::Io {
+            what: "creating a temporary file in",
+            path: std::env::temp_dir(),
+            source: e,
+        })?;
+        let out = super::hashing_writer::HashingWriter::new(std::io::BufWriter::with_capacity(
+            64 * 1024,
+            file,
+        ));
+        Ok(Spooled {
+            enc: zstd::stream::write::Encoder::new(out, LEVEL).map_err(write_err)?,
+            plain: 0,
+        })
+    }
+
+    fn finish(self) -> Result<SpooledDone> {
+        let out = self.enc.finish().map_err(write_err)?;
+        let (buf, digest, compressed) = out.finish();
+        let file = buf.into_inner().map_err(|e| write_err(e.into_error()))?;
+        Ok(SpooledDone {
+            file,
+            digest,
+            compressed,
+            plain: self.plain,
+        })
+    }
+}
+
+impl Write for Spooled {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.enc.write(buf)?;
+        self.plain += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.enc.flush()
+    }
+}
+
+impl SpooledDone {
+    /// Writes the part to `out` as a skippable frame.
+    fn copy_skippable(&self, out: &mut impl Write) -> Result<()> {
+        let len = u32::try_from(self.compressed)
+            .map_err(|_| Error::Unsupported("a zstd:chunked TOC or tar-split over 4 GiB".into()))?;
+        out.write_all(&SKIPPABLE).map_err(write_err)?;
+        out.write_all(&len.to_le_bytes()).map_err(write_err)?;
+        let copied =
+            std::io::copy(&mut crate::fsutil::ReadAt::new(&self.file), out).map_err(write_err)?;
+        if copied != self.compressed {
+            return Err(Error::Internal(format!(
+                "a temporary file gave {copied} bytes of {}",
+                self.compressed
+            )));
+        }
+        Ok(())
+    }
+}
+
 /// A skippable frame holding `data`.
 fn skippable(data: &[u8]) -> Result<Vec<u8>> {
     let len = u32::try_from(data.len())
@@ -358,12 +438,13 @@ pub fn write_zstd_chunked<R: Read, W: Write>(tar: R, out: W) -> Result<(W, Chunk
         pending: Vec::new(),
     };
     let mut diff = Sha256::new();
-    // The tar-split compressed as it is written (its uncompressed length counted).
-    let mut split = TarSplitWriter::new(Counting {
-        inner: zstd::stream::write::Encoder::new(Vec::new(), LEVEL).map_err(write_err)?,
-        written: 0,
-    });
-    let mut entries: Vec<serde_json::Value> = Vec::new();
+    // The tar-split and the TOC compressed as they are made, into temporary files (tens of MB
+    // each for a layer of a million entries), copied into the blob at the end.
+    let mut split = TarSplitWriter::new(Spooled::new()?);
+    let mut toc = Spooled::new()?;
+    toc.write_all(br#"{"version":1,"entries":["#)
+        .map_err(write_err)?;
+    let mut toc_entries = 0u64;
     let mut buf = vec![0u8; 256 << 10];
     loop {
         match stream.next_event()? {
@@ -399,8 +480,15 @@ pub fn write_zstd_chunked<R: Read, W: Write>(tar: R, out: W) -> Result<(W, Chunk
                     None
                 };
                 split.file(&header.name, got, (got > 0).then(|| crc.finish()))?;
-                if let Some(e) = toc_entry(&header, content.as_ref().map(|(d, c)| (d, c))) {
-                    entries.extend(e);
+                for e in toc_entry(&header, content.as_ref().map(|(d, c)| (d, c)))
+                    .into_iter()
+                    .flatten()
+                {
+                    if toc_entries > 0 {
+                        toc.write_all(b",").map_err(write_err)?;
+                    }
+                    serde_json::to_writer(&mut toc, &e).map_err(|e| write_err(e.into()))?;
+                    toc_entries += 1;
                 }
             }
             Event::Trailer(t) => {
@@ -412,29 +500,23 @@ pub fn write_zstd_chunked<R: Read, W: Write>(tar: R, out: W) -> Result<(W, Chunk
         }
     }
     meta.flush(&mut out)?;
-    let split = split.finish()?;
-    let split_len = split.written;
-    let split_z = split.inner.finish().map_err(write_err)?;
-    let toc = serde_json::to_vec(&serde_json::json!({
-        "version": 1,
-        "entries": entries,
-        "tarSplitDigest": Digest::of_bytes(&split_z).to_string(),
-    }))
-    .map_err(|e| Error::Internal(format!("the TOC: {e}")))?;
-    let toc_z =
-        zstd::bulk::compress(&toc, LEVEL).map_err(|e| Error::Internal(format!("zstd: {e}")))?;
+    let split = split.finish()?.finish()?;
+    write!(toc, r#"],"tarSplitDigest":"{}"}}"#, split.digest).map_err(write_err)?;
+    let toc = toc.finish()?;
     let toc_offset = out.written + 8;
-    out.write_all(&skippable(&toc_z)?).map_err(write_err)?;
+    toc.copy_skippable(&mut out)?;
     let split_offset = out.written + 8;
-    out.write_all(&skippable(&split_z)?).map_err(write_err)?;
+    split.copy_skippable(&mut out)?;
+    let split_len = split.plain;
+    let (toc_z_len, toc_len) = (toc.compressed, toc.plain);
     let mut footer = Vec::with_capacity(64);
     for v in [
         toc_offset,
-        toc_z.len() as u64,
-        toc.len() as u64,
+        toc_z_len,
+        toc_len,
         1,
         split_offset,
-        split_z.len() as u64,
+        split.compressed,
         split_len,
     ] {
         footer.extend_from_slice(&v.to_le_bytes());
@@ -442,17 +524,14 @@ pub fn write_zstd_chunked<R: Read, W: Write>(tar: R, out: W) -> Result<(W, Chunk
     footer.extend_from_slice(FOOTER_MAGIC);
     out.write_all(&skippable(&footer)?).map_err(write_err)?;
     let mut annotations = BTreeMap::new();
-    annotations.insert(
-        CHECKSUM_ANNOTATION.to_string(),
-        Digest::of_bytes(&toc_z).to_string(),
-    );
+    annotations.insert(CHECKSUM_ANNOTATION.to_string(), toc.digest.to_string());
     annotations.insert(
         POSITION_ANNOTATION.to_string(),
-        format!("{toc_offset}:{}:{}:1", toc_z.len(), toc.len()),
+        format!("{toc_offset}:{toc_z_len}:{toc_len}:1"),
     );
     annotations.insert(
         TARSPLIT_POSITION_ANNOTATION.to_string(),
-        format!("{split_offset}:{}:{split_len}", split_z.len()),
+        format!("{split_offset}:{}:{split_len}", split.compressed),
     );
     Ok((
         out.inner,
