@@ -37,6 +37,8 @@
 
 #[path = "common/constrain.rs"]
 mod constrain;
+#[path = "common/copy_runs.rs"]
+mod copy_runs;
 #[path = "common/fixtures.rs"]
 mod fixtures;
 #[path = "common/measure.rs"]
@@ -47,10 +49,11 @@ mod measure;
 mod storefs;
 
 use anyhow::{Result, anyhow, bail};
-use fixtures::{FIXTURES, FixtureInfo, FixtureSpec, IMAGE_NAME, TAG, check_store, ensure_fixtures};
+use copy_runs::{CopyBench, Peer};
+use fixtures::{FIXTURES, FixtureInfo, FixtureSpec, TAG, ensure_fixtures};
 use measure::{
-    RSS_TARGET_MB, Sample, ToolResult, fmt_opt, load_average, measure, overlay_store_args,
-    runs_from_env, settle, small_from_env, version_of,
+    RSS_TARGET_MB, Sample, ToolResult, fmt_opt, load_average, measure, runs_from_env,
+    small_from_env, version_of,
 };
 use std::fmt::Write as _;
 use std::fs;
@@ -164,6 +167,10 @@ fn run() -> Result<bool> {
     if skopeo.is_none() {
         println!("WARNING: skopeo not found; measuring bootc-image alone");
     }
+    let peer = match &baseline {
+        Some(b) => Some(Peer::Baseline(b.clone())),
+        None => skopeo.as_ref().map(|_| Peer::Skopeo),
+    };
     let scratch = target_dir.join("bench-scratch");
     fs::create_dir_all(&scratch)?;
     let constrained = constrain::Constrained::from_env(&scratch)?;
@@ -179,6 +186,18 @@ fn run() -> Result<bool> {
             None => measure(program, args, &scratch),
         }
     };
+    let peer_oom = |e: &str| {
+        constrained.as_ref().is_some_and(|c| c.limits_memory()) && constrain::oom_killed(e)
+    };
+    let clean = |name: &str| store_fs.clean(name);
+    let bench = CopyBench {
+        store_fs: &store_fs,
+        ours: &ours,
+        peer: peer.as_ref(),
+        run_under: &run_under,
+        peer_oom: &peer_oom,
+        clean: &clean,
+    };
 
     // 3. Measure.
     let load_start = load_average();
@@ -192,59 +211,13 @@ fn run() -> Result<bool> {
             .to_str()
             .ok_or_else(|| anyhow!("non-UTF-8 path {}", layout.display()))?;
         let source = format!("oci:{layout_str}:{TAG}");
-        let mut sk_result = skopeo.as_ref().map(|_| ToolResult::default());
-        let mut our_result = ToolResult::default();
-        let mut skopeo_oom = false;
-        for run in 1..=runs {
-            if let Some(res) = sk_result.as_mut() {
-                store_fs.clean("sk")?;
-                let (root, runroot) = store_fs.store("sk");
-                let dest = format!(
-                    "containers-storage:[overlay@{}+{}]{IMAGE_NAME}",
-                    root.display(),
-                    runroot.display()
-                );
-                let (tool, args) = match &baseline {
-                    Some(b) => (b.as_path(), copy_args(&root, &runroot, &source)),
-                    None => (
-                        Path::new("skopeo"),
-                        vec![
-                            "copy".into(),
-                            "--insecure-policy".into(),
-                            source.clone(),
-                            dest,
-                        ],
-                    ),
-                };
-                settle(&mut warned, tool);
-                let r = run_under(tool, &args)?.and_then(|s| check_store(&root, &info).map(|()| s));
-                report_run(spec.name, "skopeo", run, runs, &r);
-                match r {
-                    Err(e)
-                        if constrained.as_ref().is_some_and(|c| c.limits_memory())
-                            && constrain::oom_killed(&e) =>
-                    {
-                        skopeo_oom = true;
-                    }
-                    r => res.record(r),
-                }
-                store_fs.clean("sk")?;
-            }
-            store_fs.clean("ou")?;
-            let (root, runroot) = store_fs.store("ou");
-            settle(&mut warned, &ours);
-            let args = copy_args(&root, &runroot, &source);
-            let r = run_under(&ours, &args)?.and_then(|s| check_store(&root, &info).map(|()| s));
-            report_run(spec.name, "ours", run, runs, &r);
-            our_result.record(r);
-            store_fs.clean("ou")?;
-        }
+        let outcome = bench.runs(spec.name, &source, &info, runs, &mut warned)?;
         rows.push(Row {
             spec,
             info,
-            skopeo: sk_result,
-            ours: our_result,
-            skopeo_oom,
+            skopeo: outcome.peer,
+            ours: outcome.ours,
+            skopeo_oom: outcome.peer_oom,
         });
     }
     drop(store_fs);
@@ -282,24 +255,6 @@ fn run() -> Result<bool> {
         .iter()
         .any(|r| r.ours.error.is_some() || r.skopeo.as_ref().is_some_and(|s| s.error.is_some()));
     Ok(!failed)
-}
-
-/// `bootc-image copy-to-storage` of `source` into the store at `root`/`runroot`.
-fn copy_args(root: &Path, runroot: &Path, source: &str) -> Vec<String> {
-    let mut args = overlay_store_args(root, runroot);
-    args.extend([
-        "copy-to-storage".into(),
-        "--source".into(),
-        source.to_string(),
-        "--target".into(),
-        IMAGE_NAME.into(),
-    ]);
-    args
-}
-
-/// Prints one run's outcome as it happens.
-fn report_run(fixture: &str, tool: &str, run: usize, runs: usize, r: &Result<Sample, String>) {
-    measure::report_run(&format!("{fixture:8} {tool:6}"), run, runs, r, 2, "");
 }
 
 fn main() -> ExitCode {

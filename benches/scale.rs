@@ -27,6 +27,9 @@
     clippy::expect_used
 )]
 
+#[path = "common/copy_runs.rs"]
+#[allow(dead_code, reason = "shared between the benches; each uses a part")]
+mod copy_runs;
 #[path = "common/fixtures.rs"]
 #[allow(dead_code, reason = "shared between the benches; each uses a part")]
 mod fixtures;
@@ -38,11 +41,11 @@ mod measure;
 mod storefs;
 
 use anyhow::{Result, anyhow, bail};
+use copy_runs::{CopyBench, Peer};
 use fixtures::scale_trees::{SCALES, ScaleSpec, ScaleStats, ensure_scale_fixture};
-use fixtures::{FixtureInfo, IMAGE_NAME, TAG, check_store};
+use fixtures::{FixtureInfo, TAG};
 use measure::{
-    RSS_TARGET_MB, ToolResult, fmt_opt, load_average, measure, overlay_store_args, runs_from_env,
-    settle, version_of,
+    RSS_TARGET_MB, ToolResult, fmt_opt, load_average, measure, runs_from_env, version_of,
 };
 use std::fmt::Write as _;
 use std::fs;
@@ -161,6 +164,18 @@ fn run() -> Result<bool> {
     let scratch = target_dir.join("bench-scratch");
     fs::create_dir_all(&scratch)?;
 
+    let peer = skopeo.as_ref().map(|_| Peer::Skopeo);
+    let run_under = |program: &Path, args: &[String]| measure(program, args, &scratch);
+    let clean = |name: &str| clean(&store_fs, name);
+    let bench = CopyBench {
+        store_fs: &store_fs,
+        ours: &ours,
+        peer: peer.as_ref(),
+        run_under: &run_under,
+        peer_oom: &|_| false,
+        clean: &clean,
+    };
+
     // 3. Measure.
     let load_start = load_average();
     println!("load average (1/5/15 min): {load_start}");
@@ -172,54 +187,13 @@ fn run() -> Result<bool> {
             .to_str()
             .ok_or_else(|| anyhow!("non-UTF-8 path {}", layout.display()))?;
         let source = format!("oci:{layout_str}:{TAG}");
-        let mut sk_result = skopeo.as_ref().map(|_| ToolResult::default());
-        let mut our_result = ToolResult::default();
-        for run in 1..=runs {
-            if let Some(res) = sk_result.as_mut() {
-                clean(&store_fs, "sk")?;
-                let (root, runroot) = store_fs.store("sk");
-                let dest = format!(
-                    "containers-storage:[overlay@{}+{}]{IMAGE_NAME}",
-                    root.display(),
-                    runroot.display()
-                );
-                let skopeo_bin = Path::new("skopeo");
-                settle(&mut warned, skopeo_bin);
-                let args = vec![
-                    "copy".into(),
-                    "--insecure-policy".into(),
-                    source.clone(),
-                    dest,
-                ];
-                let r = measure(skopeo_bin, &args, &scratch)?
-                    .and_then(|s| check_store(&root, &info).map(|()| s));
-                report_run(spec.name, "skopeo", run, runs, &r);
-                res.record(r);
-                clean(&store_fs, "sk")?;
-            }
-            clean(&store_fs, "ou")?;
-            let (root, runroot) = store_fs.store("ou");
-            settle(&mut warned, &ours);
-            let mut args = overlay_store_args(&root, &runroot);
-            args.extend([
-                "copy-to-storage".into(),
-                "--source".into(),
-                source.clone(),
-                "--target".into(),
-                IMAGE_NAME.into(),
-            ]);
-            let r = measure(&ours, &args, &scratch)?
-                .and_then(|s| check_store(&root, &info).map(|()| s));
-            report_run(spec.name, "ours", run, runs, &r);
-            our_result.record(r);
-            clean(&store_fs, "ou")?;
-        }
+        let outcome = bench.runs(spec.name, &source, &info, runs, &mut warned)?;
         rows.push(Row {
             spec,
             stats,
             info,
-            skopeo: sk_result,
-            ours: our_result,
+            skopeo: outcome.peer,
+            ours: outcome.ours,
         });
     }
     drop(store_fs);
@@ -248,17 +222,6 @@ fn run() -> Result<bool> {
         .iter()
         .any(|r| r.ours.error.is_some() || r.skopeo.as_ref().is_some_and(|s| s.error.is_some()));
     Ok(!failed)
-}
-
-/// Prints one run's outcome as it happens.
-fn report_run(
-    fixture: &str,
-    tool: &str,
-    run: usize,
-    runs: usize,
-    r: &Result<measure::Sample, String>,
-) {
-    measure::report_run(&format!("{fixture:5} {tool:6}"), run, runs, r, 2, "");
 }
 
 fn main() -> ExitCode {
