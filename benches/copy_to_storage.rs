@@ -49,7 +49,7 @@ mod measure;
 mod storefs;
 
 use anyhow::{Result, anyhow, bail};
-use copy_runs::{CopyBench, Peer};
+use copy_runs::{CopyBench, Outcome, Peer};
 use fixtures::{FIXTURES, FixtureInfo, FixtureSpec, TAG, ensure_fixtures};
 use measure::{
     RSS_TARGET_MB, Sample, ToolResult, fmt_opt, load_average, measure, runs_from_env,
@@ -68,12 +68,8 @@ struct Row {
     spec: FixtureSpec,
     /// Its metadata.
     info: FixtureInfo,
-    /// skopeo's results (None when skopeo is not installed).
-    skopeo: Option<ToolResult>,
-    /// Our results.
-    ours: ToolResult,
-    /// skopeo was killed for memory (a constrained run): a result, not a failure.
-    skopeo_oom: bool,
+    /// skopeo's results and ours.
+    runs: Outcome,
 }
 
 /// Renders the results as a Markdown table (also readable on a terminal).
@@ -88,33 +84,25 @@ fn render_table(rows: &[Row]) -> String {
         "|---------|-------:|---------:|---------:|-------:|---------:|-------:|-------------:|-----------:|--------------:|------------:|-----------:|--------|"
     );
     for r in rows {
-        let sk = r.skopeo.as_ref().and_then(ToolResult::secs);
-        let ours = r.ours.secs();
+        let sk = r.runs.peer.as_ref().and_then(ToolResult::secs);
+        let ours = r.runs.ours.secs();
         let ratio = sk.zip(ours).map(|(a, b)| a / b);
         let ratio_ok = match (ratio, r.spec.target_ratio) {
             (Some(x), Some(t)) => Some(x >= t),
             _ => None,
         };
-        let rss = r.ours.rss();
+        let rss = r.runs.ours.rss();
         let rss_ok = rss.map(|m| m <= RSS_TARGET_MB);
-        let status = if let Some(e) = &r.ours.error {
-            format!("ours failed: {e}")
-        } else if r.skopeo_oom {
-            "skopeo OOM-killed".to_owned()
-        } else if let Some(e) = r.skopeo.as_ref().and_then(|t| t.error.as_ref()) {
-            format!("skopeo failed: {e}")
-        } else if ratio_ok == Some(false) || rss_ok == Some(false) {
-            "below target".to_owned()
-        } else {
-            "ok".to_owned()
-        };
+        let status = r
+            .runs
+            .status(ratio_ok == Some(false) || rss_ok == Some(false));
         let _ = writeln!(
             s,
             "| {} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} | ≤ {RSS_TARGET_MB:.0} | {} |",
             r.spec.name,
             r.spec.layers,
             r.info.blob_bytes as f64 / 1e6,
-            if r.skopeo_oom {
+            if r.runs.peer_oom {
                 "OOM-killed".to_owned()
             } else {
                 fmt_opt(sk, 2)
@@ -124,9 +112,9 @@ fn render_table(rows: &[Row]) -> String {
             r.spec
                 .target_ratio
                 .map_or_else(|| "—".to_owned(), |t| format!("≥ {t}×")),
-            fmt_opt(r.skopeo.as_ref().and_then(ToolResult::cpu), 2),
-            fmt_opt(r.ours.cpu(), 2),
-            fmt_opt(r.skopeo.as_ref().and_then(ToolResult::rss), 0),
+            fmt_opt(r.runs.peer.as_ref().and_then(ToolResult::cpu), 2),
+            fmt_opt(r.runs.ours.cpu(), 2),
+            fmt_opt(r.runs.peer.as_ref().and_then(ToolResult::rss), 0),
             fmt_opt(rss, 1),
             status
         );
@@ -215,9 +203,7 @@ fn run() -> Result<bool> {
         rows.push(Row {
             spec,
             info,
-            skopeo: outcome.peer,
-            ours: outcome.ours,
-            skopeo_oom: outcome.peer_oom,
+            runs: outcome,
         });
     }
     drop(store_fs);
@@ -251,9 +237,7 @@ fn run() -> Result<bool> {
     let results = target_dir.join("bench-results.md");
     fs::write(&results, md)?;
     println!("written to {}", results.display());
-    let failed = rows
-        .iter()
-        .any(|r| r.ours.error.is_some() || r.skopeo.as_ref().is_some_and(|s| s.error.is_some()));
+    let failed = rows.iter().any(|r| r.runs.failed());
     Ok(!failed)
 }
 

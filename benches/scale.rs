@@ -41,7 +41,7 @@ mod measure;
 mod storefs;
 
 use anyhow::{Result, anyhow, bail};
-use copy_runs::{CopyBench, Peer};
+use copy_runs::{CopyBench, Outcome, Peer};
 use fixtures::scale_trees::{SCALES, ScaleSpec, ScaleStats, ensure_scale_fixture};
 use fixtures::{FixtureInfo, TAG};
 use measure::{
@@ -71,10 +71,8 @@ struct Row {
     stats: ScaleStats,
     /// Its layout's metadata.
     info: FixtureInfo,
-    /// skopeo's results (None when skopeo is not installed).
-    skopeo: Option<ToolResult>,
-    /// Our results.
-    ours: ToolResult,
+    /// skopeo's results and ours.
+    runs: Outcome,
 }
 
 /// Renders the results as a Markdown table (also readable on a terminal).
@@ -89,18 +87,10 @@ fn render_table(rows: &[Row]) -> String {
         "|---------|--------:|-------:|--------:|---------:|-------:|---------:|-------------:|-----------:|--------------:|------------:|-----------:|--------|"
     );
     for r in rows {
-        let sk = r.skopeo.as_ref().and_then(ToolResult::secs);
-        let ours = r.ours.secs();
-        let rss = r.ours.rss();
-        let status = if let Some(e) = &r.ours.error {
-            format!("ours failed: {e}")
-        } else if let Some(e) = r.skopeo.as_ref().and_then(|t| t.error.as_ref()) {
-            format!("skopeo failed: {e}")
-        } else if rss.is_some_and(|m| m > RSS_TARGET_MB) {
-            "RSS above target".to_owned()
-        } else {
-            "ok".to_owned()
-        };
+        let sk = r.runs.peer.as_ref().and_then(ToolResult::secs);
+        let ours = r.runs.ours.secs();
+        let rss = r.runs.ours.rss();
+        let status = r.runs.status(rss.is_some_and(|m| m > RSS_TARGET_MB));
         let _ = writeln!(
             s,
             "| {} | {} | {:.2} | {:.0} | {} | {} | {} | {} | {} | {} | {} | ≤ {RSS_TARGET_MB:.0} | {} |",
@@ -112,9 +102,9 @@ fn render_table(rows: &[Row]) -> String {
             fmt_opt(ours, 2),
             sk.zip(ours)
                 .map_or_else(|| "—".to_owned(), |(a, b)| format!("{:.1}×", a / b)),
-            fmt_opt(r.skopeo.as_ref().and_then(ToolResult::cpu), 1),
-            fmt_opt(r.ours.cpu(), 1),
-            fmt_opt(r.skopeo.as_ref().and_then(ToolResult::rss), 0),
+            fmt_opt(r.runs.peer.as_ref().and_then(ToolResult::cpu), 1),
+            fmt_opt(r.runs.ours.cpu(), 1),
+            fmt_opt(r.runs.peer.as_ref().and_then(ToolResult::rss), 0),
             fmt_opt(rss, 1),
             status
         );
@@ -192,8 +182,7 @@ fn run() -> Result<bool> {
             spec,
             stats,
             info,
-            skopeo: outcome.peer,
-            ours: outcome.ours,
+            runs: outcome,
         });
     }
     drop(store_fs);
@@ -218,9 +207,7 @@ fn run() -> Result<bool> {
     let results = target_dir.join("bench-scale-results.md");
     fs::write(&results, md)?;
     println!("written to {}", results.display());
-    let failed = rows
-        .iter()
-        .any(|r| r.ours.error.is_some() || r.skopeo.as_ref().is_some_and(|s| s.error.is_some()));
+    let failed = rows.iter().any(|r| r.runs.failed());
     Ok(!failed)
 }
 

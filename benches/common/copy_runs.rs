@@ -50,6 +50,29 @@ pub struct Outcome {
     pub peer_oom: bool,
 }
 
+impl Outcome {
+    /// Whether a run of either tool failed (the peer's kill for memory is a result).
+    pub fn failed(&self) -> bool {
+        self.ours.error.is_some() || self.peer.as_ref().is_some_and(|s| s.error.is_some())
+    }
+
+    /// The table's status: the first failure, the peer's kill for memory, "below target" when
+    /// `below_target`, else "ok".
+    pub fn status(&self, below_target: bool) -> String {
+        if let Some(e) = &self.ours.error {
+            format!("ours failed: {e}")
+        } else if self.peer_oom {
+            "skopeo OOM-killed".to_owned()
+        } else if let Some(e) = self.peer.as_ref().and_then(|t| t.error.as_ref()) {
+            format!("skopeo failed: {e}")
+        } else if below_target {
+            "below target".to_owned()
+        } else {
+            "ok".to_owned()
+        }
+    }
+}
+
 /// `bootc-image copy-to-storage` of `source` into the store at `root`/`runroot`.
 pub fn copy_args(root: &Path, runroot: &Path, source: &str) -> Vec<String> {
     let mut args = overlay_store_args(root, runroot);
