@@ -100,7 +100,10 @@ impl Store {
 
     /// Layer `rec`'s TOC as stored for a tree (a zstd:chunked one or ours), whatever its
     /// `toc-digest`: what c/storage's layers cache reads to find files by content.
-    pub(super) fn stored_manifest(&self, rec: &storage_format::LayerRecord) -> Option<Vec<u8>> {
+    pub(super) fn stored_manifest(
+        &self,
+        rec: &storage_format::LayerRecord,
+    ) -> Option<crate::layer::zstd_chunked_toc::TocBytes> {
         let names = rec.extra.get("big-data-names")?.as_array()?;
         let key = crate::layer::zstd_chunked_toc::MANIFEST_KEY;
         if !names.iter().any(|n| n.as_str() == Some(key)) {
@@ -118,13 +121,14 @@ impl Store {
         let digest = storage_format::Digest::parse(rec.extra.get("toc-digest")?.as_str()?).ok()?;
         Some(crate::layer::zstd_chunked_toc::StoredToc {
             digest,
-            manifest: crate::layer::zstd_chunked_toc::TocBytes::Mem(self.tree_manifest(&rec.id)?),
+            manifest: self.tree_manifest(&rec.id)?,
         })
     }
 
     /// Layer `id`'s `zstd-chunked-manifest` big data, when its `zstd-chunked-layer-data` says
-    /// the layer is a tree (`{"format":0}`).
-    fn tree_manifest(&self, id: &str) -> Option<Vec<u8>> {
+    /// the layer is a tree (`{"format":0}`): the file, open (a TOC may be tens of MB; it is
+    /// read entry by entry).
+    fn tree_manifest(&self, id: &str) -> Option<crate::layer::zstd_chunked_toc::TocBytes> {
         use crate::layer::zstd_chunked_toc as toc;
         let dir = self.layer_big_data_dir(id);
         let read =
@@ -133,6 +137,8 @@ impl Store {
         if data.get("format").and_then(serde_json::Value::as_u64) != Some(0) {
             return None;
         }
-        read(toc::MANIFEST_KEY)
+        std::fs::File::open(dir.join(storage_format::big_data_file_name(toc::MANIFEST_KEY)))
+            .ok()
+            .map(toc::TocBytes::File)
     }
 }

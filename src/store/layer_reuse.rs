@@ -91,7 +91,7 @@ impl Store {
             Some(_) => false,
             None => match self.stored_manifest(rec) {
                 Some(m) => {
-                    self.write_toc(id, &crate::layer::zstd_chunked_toc::TocBytes::Mem(m))?;
+                    self.write_toc(id, &m)?;
                     true
                 }
                 None => false,
