@@ -65,18 +65,22 @@ struct Chunk {
     digest: Option<[u8; 32]>,
 }
 
-/// A regular file of the layer with content.
+/// A regular file of the layer with content; its chunks are `count` of
+/// [`ChunkedLayer`]'s, from `first` (one list for all files, not one allocation each).
 #[derive(Debug)]
 struct RemoteFile {
     size: u64,
     digest: [u8; 32],
-    chunks: Vec<Chunk>,
+    first: u32,
+    count: u32,
 }
 
 /// A zstd:chunked layer's TOC and tar-split, fetched and checked: what a partial pull needs.
 #[derive(Debug)]
 pub struct ChunkedLayer {
     files: Vec<RemoteFile>,
+    /// The files' chunks, file after file.
+    chunks: Vec<Chunk>,
     /// File indexes by a 64-bit hash of their cleaned name (not the name: a TOC may list a
     /// million). Two names of the TOC that collide make it "twice in the TOC" (a whole pull); a
     /// name of the tar-split that collides with another file's gets that file's content, which
@@ -179,13 +183,22 @@ impl ChunkedLayer {
         if got.as_str() != want {
             return Err(bad(format!("the tar-split is {got}, the TOC says {want}")));
         }
-        let (files, by_name) = files.finish()?;
+        let (files, chunks, by_name) = files.finish()?;
         Ok(ChunkedLayer {
             files,
+            chunks,
             by_name,
             tar_split,
             manifest,
         })
+    }
+
+    /// The chunks of `f`.
+    fn chunks_of(&self, f: &RemoteFile) -> &[Chunk] {
+        let from = f.first as usize;
+        self.chunks
+            .get(from..from + f.count as usize)
+            .unwrap_or_default()
     }
 
     /// What to take from the store and what to fetch.
@@ -201,17 +214,17 @@ impl ChunkedLayer {
             } else {
                 plan.remote_files += 1;
                 // Chunks the store holds (of files that changed in part) are read from there.
-                let here: Vec<bool> = f
-                    .chunks
+                let chunks = self.chunks_of(f);
+                let here: Vec<bool> = chunks
                     .iter()
                     .map(|c| !c.zeros && c.digest.is_some_and(|d| local.has_chunk(&d)))
                     .collect();
-                for (c, _) in f.chunks.iter().zip(&here).filter(|(_, h)| **h) {
+                for (c, _) in chunks.iter().zip(&here).filter(|(_, h)| **h) {
                     plan.local_chunks += 1;
                     plan.local_chunk_bytes += c.size;
                 }
                 parts.extend(
-                    f.chunks
+                    chunks
                         .iter()
                         .zip(&here)
                         .filter(|(c, h)| !c.zeros && !**h)
@@ -277,6 +290,7 @@ fn name_key(name: &[u8]) -> u64 {
 #[derive(Default)]
 struct FilesOf {
     files: Vec<RemoteFile>,
+    chunks: Vec<Chunk>,
     /// Where each file's frames end (its entry's `endOffset`).
     ends: Vec<u64>,
     by_name: HashMap<u64, u32>,
@@ -302,16 +316,20 @@ impl FilesOf {
                 } else {
                     e.size
                 };
+                let first =
+                    u32::try_from(self.chunks.len()).map_err(|_| "too many chunks in it")?;
+                self.chunks.push(Chunk {
+                    offset: e.offset,
+                    end: 0,
+                    size,
+                    zeros,
+                    digest: e.chunk_digest.as_deref().and_then(sha256_bytes),
+                });
                 self.files.push(RemoteFile {
                     size: e.size,
                     digest,
-                    chunks: vec![Chunk {
-                        offset: e.offset,
-                        end: 0,
-                        size,
-                        zeros,
-                        digest: e.chunk_digest.as_deref().and_then(sha256_bytes),
-                    }],
+                    first,
+                    count: 1,
                 });
                 self.ends.push(e.end_offset);
                 let i = self.files.len() - 1;
@@ -322,10 +340,17 @@ impl FilesOf {
                 self.current = Some((key, i));
             }
             "chunk" => {
-                let Some(&(_, i)) = self.current.as_ref().filter(|(n, _)| *n == key) else {
+                // The file's entry came just before its chunks: its chunks are the last ones.
+                let Some(f) = self
+                    .current
+                    .filter(|&(n, i)| n == key && i + 1 == self.files.len())
+                    .and_then(|_| self.files.last_mut())
+                else {
                     return Err(format!("a chunk of {} is out of place in it", e.name));
                 };
-                self.files[i].chunks.push(Chunk {
+                f.count = f.count.checked_add(1).ok_or("too many chunks in it")?;
+                u32::try_from(self.chunks.len()).map_err(|_| "too many chunks in it")?;
+                self.chunks.push(Chunk {
                     offset: e.offset,
                     end: e.end_offset,
                     size: e.chunk_size,
@@ -340,33 +365,38 @@ impl FilesOf {
 
     /// The files, their chunks' ends filled in and checked.
     #[allow(clippy::type_complexity)]
-    fn finish(self) -> Result<(Vec<RemoteFile>, HashMap<u64, u32>)> {
+    fn finish(self) -> Result<(Vec<RemoteFile>, Vec<Chunk>, HashMap<u64, u32>)> {
         let FilesOf {
             mut files,
+            mut chunks,
             ends,
             mut by_name,
             ..
         } = self;
         // A chunk without an end of its own ends where the next one starts (the first, whose
         // entry's end is the file's, too); the last where the file's frames end.
-        for (f, end) in files.iter_mut().zip(ends) {
-            f.chunks.shrink_to_fit();
-            for k in 0..f.chunks.len() {
-                let next = f.chunks.get(k + 1).map_or(end, |c| c.offset);
-                if let Some(c) = f.chunks.get_mut(k)
+        for (f, end) in files.iter().zip(ends) {
+            let from = f.first as usize;
+            let Some(mine) = chunks.get_mut(from..from + f.count as usize) else {
+                return Err(bad("the TOC's chunks do not add up to their file"));
+            };
+            for k in 0..mine.len() {
+                let next = mine.get(k + 1).map_or(end, |c| c.offset);
+                if let Some(c) = mine.get_mut(k)
                     && c.end == 0
                 {
                     c.end = next;
                 }
             }
-            let total: u64 = f.chunks.iter().map(|c| c.size).sum();
-            if total != f.size || f.chunks.iter().any(|c| !c.zeros && c.end <= c.offset) {
+            let total: u64 = mine.iter().map(|c| c.size).sum();
+            if total != f.size || mine.iter().any(|c| !c.zeros && c.end <= c.offset) {
                 return Err(bad("the TOC's chunks do not add up to their file"));
             }
         }
         files.shrink_to_fit();
+        chunks.shrink_to_fit();
         by_name.shrink_to_fit();
-        Ok((files, by_name))
+        Ok((files, chunks, by_name))
     }
 }
 
@@ -490,7 +520,7 @@ impl Rebuild<'_> {
                 if let Cur::Remote(r) = &mut self.cur {
                     start_chunk(
                         r,
-                        &self.layer.files[i],
+                        self.layer.chunks_of(&self.layer.files[i]),
                         &mut self.ranges,
                         self.plan,
                         self.local,
@@ -502,16 +532,19 @@ impl Rebuild<'_> {
     }
 }
 
-/// Starts chunk `r.chunk` of `f`: read from the store when the plan says the store holds it,
-/// else its frames opened for decoding (the ranges move into the decoder), or zeros.
+/// Starts chunk `r.chunk` of a file's `chunks`: read from the store when the plan says the
+/// store holds it, else its frames opened for decoding (the ranges move into the decoder), or
+/// zeros.
 fn start_chunk<'a>(
     r: &mut Remote<'a>,
-    f: &RemoteFile,
+    chunks: &[Chunk],
     ranges: &mut Option<Ranges<'a>>,
     plan: &Plan,
     local: &dyn LocalFiles,
 ) -> std::io::Result<()> {
-    let c = &f.chunks[r.chunk];
+    let c = chunks
+        .get(r.chunk)
+        .ok_or_else(|| io_bad("a chunk past the file's"))?;
     r.left = c.size;
     let here = plan
         .chunks_here
@@ -576,8 +609,9 @@ impl Read for Rebuild<'_> {
                         }
                         r.stored = None;
                         r.chunk += 1;
-                        if r.chunk < f.chunks.len() {
-                            start_chunk(r, f, &mut self.ranges, self.plan, self.local)?;
+                        let chunks = self.layer.chunks_of(f);
+                        if r.chunk < chunks.len() {
+                            start_chunk(r, chunks, &mut self.ranges, self.plan, self.local)?;
                             continue;
                         }
                         let got: [u8; 32] = std::mem::take(&mut r.sha).finalize().into();
