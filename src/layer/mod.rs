@@ -19,6 +19,7 @@ pub mod tar_header;
 pub mod tar_stream;
 pub mod toc_out;
 pub mod tree_writer;
+mod zstd_chunked_files;
 pub mod zstd_chunked_partial;
 pub mod zstd_chunked_toc;
 pub mod zstd_chunked_writer;

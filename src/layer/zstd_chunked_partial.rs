@@ -22,6 +22,7 @@ use storage_format::{Digest, TarSplitEntry, TarSplitReader};
 
 pub use super::blob_ranges::OpenRange;
 use super::blob_ranges::{Ranges, merge_ranges};
+use super::zstd_chunked_files::{Chunk, FilesOf, RemoteFile, clean_name, name_key};
 use super::zstd_chunked_toc::TocRef;
 pub use super::zstd_chunked_toc::{TocBytes, TocEntry, read_toc, sha256_bytes};
 use crate::error::{Error, Result};
@@ -47,34 +48,6 @@ pub trait LocalFiles: Sync {
     }
 }
 
-/// A name as the tar-split and the TOC are matched by: its components, cleaned; `None` for a
-/// name that climbs out.
-fn clean_name(name: &[u8]) -> Option<Vec<u8>> {
-    let (comps, escaped) = super::path::clean_components(name);
-    (!escaped).then(|| super::path::join(&comps))
-}
-
-/// One chunk of a file: its uncompressed size and, unless it is a run of zeros, its frames.
-#[derive(Debug, Clone)]
-struct Chunk {
-    offset: u64,
-    end: u64,
-    size: u64,
-    zeros: bool,
-    /// The chunk's content digest, when the TOC gives one.
-    digest: Option<[u8; 32]>,
-}
-
-/// A regular file of the layer with content; its chunks are `count` of
-/// [`ChunkedLayer`]'s, from `first` (one list for all files, not one allocation each).
-#[derive(Debug)]
-struct RemoteFile {
-    size: u64,
-    digest: [u8; 32],
-    first: u32,
-    count: u32,
-}
-
 /// A zstd:chunked layer's TOC and tar-split, fetched and checked: what a partial pull needs.
 #[derive(Debug)]
 pub struct ChunkedLayer {
@@ -93,7 +66,7 @@ pub struct ChunkedLayer {
 }
 
 /// An error of a partial pull (the caller falls back to the whole blob).
-fn bad(why: impl std::fmt::Display) -> Error {
+pub(super) fn bad(why: impl std::fmt::Display) -> Error {
     Error::Unsupported(format!("a partial pull: {why}"))
 }
 
@@ -276,127 +249,6 @@ impl ChunkedLayer {
             files_seen: 0,
             ra,
         })
-    }
-}
-
-/// The key of a cleaned name in [`ChunkedLayer`]'s table.
-fn name_key(name: &[u8]) -> u64 {
-    // The low half of the 128-bit hash.
-    storage_format::path_hash(name) as u64
-}
-
-/// The regular files with content the TOC lists, and their indexes by cleaned name, gathered
-/// entry by entry.
-#[derive(Default)]
-struct FilesOf {
-    files: Vec<RemoteFile>,
-    chunks: Vec<Chunk>,
-    /// Where each file's frames end (its entry's `endOffset`).
-    ends: Vec<u64>,
-    by_name: HashMap<u64, u32>,
-    /// The file whose `chunk` entries may follow: its name's hash and index.
-    current: Option<(u64, usize)>,
-}
-
-impl FilesOf {
-    /// Takes the next entry of the TOC.
-    fn push(&mut self, e: &TocEntry<'_>) -> std::result::Result<(), String> {
-        let name = clean_name(e.name.as_bytes()).ok_or_else(|| format!("it names {:?}", e.name))?;
-        let key = name_key(&name);
-        let zeros = e.chunk_type.as_deref() == Some("zeros");
-        match &*e.kind {
-            "reg" if e.size > 0 => {
-                let digest = e
-                    .digest
-                    .as_deref()
-                    .and_then(sha256_bytes)
-                    .ok_or_else(|| format!("{} has no digest in it", e.name))?;
-                let size = if e.chunk_size > 0 {
-                    e.chunk_size
-                } else {
-                    e.size
-                };
-                let first =
-                    u32::try_from(self.chunks.len()).map_err(|_| "too many chunks in it")?;
-                self.chunks.push(Chunk {
-                    offset: e.offset,
-                    end: 0,
-                    size,
-                    zeros,
-                    digest: e.chunk_digest.as_deref().and_then(sha256_bytes),
-                });
-                self.files.push(RemoteFile {
-                    size: e.size,
-                    digest,
-                    first,
-                    count: 1,
-                });
-                self.ends.push(e.end_offset);
-                let i = self.files.len() - 1;
-                let at = u32::try_from(i).map_err(|_| "too many files in it".to_string())?;
-                if self.by_name.insert(key, at).is_some() {
-                    return Err(format!("{} is twice in it", e.name));
-                }
-                self.current = Some((key, i));
-            }
-            "chunk" => {
-                // The file's entry came just before its chunks: its chunks are the last ones.
-                let Some(f) = self
-                    .current
-                    .filter(|&(n, i)| n == key && i + 1 == self.files.len())
-                    .and_then(|_| self.files.last_mut())
-                else {
-                    return Err(format!("a chunk of {} is out of place in it", e.name));
-                };
-                f.count = f.count.checked_add(1).ok_or("too many chunks in it")?;
-                u32::try_from(self.chunks.len()).map_err(|_| "too many chunks in it")?;
-                self.chunks.push(Chunk {
-                    offset: e.offset,
-                    end: e.end_offset,
-                    size: e.chunk_size,
-                    zeros,
-                    digest: e.chunk_digest.as_deref().and_then(sha256_bytes),
-                });
-            }
-            _ => self.current = None,
-        }
-        Ok(())
-    }
-
-    /// The files, their chunks' ends filled in and checked.
-    #[allow(clippy::type_complexity)]
-    fn finish(self) -> Result<(Vec<RemoteFile>, Vec<Chunk>, HashMap<u64, u32>)> {
-        let FilesOf {
-            mut files,
-            mut chunks,
-            ends,
-            mut by_name,
-            ..
-        } = self;
-        // A chunk without an end of its own ends where the next one starts (the first, whose
-        // entry's end is the file's, too); the last where the file's frames end.
-        for (f, end) in files.iter().zip(ends) {
-            let from = f.first as usize;
-            let Some(mine) = chunks.get_mut(from..from + f.count as usize) else {
-                return Err(bad("the TOC's chunks do not add up to their file"));
-            };
-            for k in 0..mine.len() {
-                let next = mine.get(k + 1).map_or(end, |c| c.offset);
-                if let Some(c) = mine.get_mut(k)
-                    && c.end == 0
-                {
-                    c.end = next;
-                }
-            }
-            let total: u64 = mine.iter().map(|c| c.size).sum();
-            if total != f.size || mine.iter().any(|c| !c.zeros && c.end <= c.offset) {
-                return Err(bad("the TOC's chunks do not add up to their file"));
-            }
-        }
-        files.shrink_to_fit();
-        chunks.shrink_to_fit();
-        by_name.shrink_to_fit();
-        Ok((files, chunks, by_name))
     }
 }
 
