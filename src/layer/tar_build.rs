@@ -36,12 +36,14 @@ fn pax_record(out: &mut Vec<u8>, key: &[u8], value: &[u8]) {
     out.push(b'\n');
 }
 
-/// Splits a name into ustar's prefix (≤ 155) and name (≤ 100) at a `/`, if it can be.
+/// Splits a name into ustar's prefix (≤ 155) and name (≤ 100) at a `/`, if it can be. Not at
+/// a leading `/`: an empty prefix reads back without it (Go's `splitUSTARPath` refuses that
+/// split too, and the name goes to a PAX record).
 fn split_name(name: &[u8]) -> Option<(&[u8], &[u8])> {
     if name.len() <= 100 {
         return Some((&[], name));
     }
-    let start = name.len().saturating_sub(101);
+    let start = name.len().saturating_sub(101).max(1);
     (start..name.len().min(156))
         .filter(|&i| name[i] == b'/')
         .map(|i| (&name[..i], &name[i + 1..]))
@@ -161,6 +163,8 @@ mod tests {
             .chain([b'f'; 90])
             .collect::<Vec<u8>>();
         let very_long = vec![b'x'; 300];
+        // 101 bytes whose only `/` leads (found by the fuzz smoke test): not split there.
+        let leading = [&b"/null"[..], &[b'd'; 96]].concat();
         let mut with_xattrs = header(b"usr/bin/ping", EntryKind::Regular);
         with_xattrs.xattrs = vec![
             (b"security.capability".to_vec(), vec![1, 0, 0, 2, 0x20]),
@@ -176,6 +180,7 @@ mod tests {
             header(b"etc/hosts", EntryKind::Regular),
             header(&long, EntryKind::Regular),
             header(&very_long, EntryKind::Directory),
+            header(&leading, EntryKind::Regular),
             with_xattrs,
             link,
             dev,
