@@ -79,6 +79,7 @@ pub mod external_tool;
 pub(crate) mod fsutil;
 pub mod image_ref;
 pub mod layer;
+pub(crate) mod memory_limit;
 pub mod parallel;
 pub mod proxy_server;
 pub mod push;

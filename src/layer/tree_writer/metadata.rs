@@ -141,6 +141,10 @@ fn changes_needed(
 /// Applies `m` to the open file `f` (in `root_path`'s tree), in c/storage's order: owner, xattrs,
 /// mode, times.
 pub(super) fn apply_file_meta(f: &File, m: &FileMeta, root_path: &Path) -> Result<()> {
+    // Under a small memory limit, its pages go to disk now (see `memory_limit`).
+    if crate::memory_limit::early_writeback() {
+        let _ = rustix::fs::fadvise(f, 0, None, rustix::fs::Advice::DontNeed);
+    }
     let full = &m.name;
     // A file we just created often has its owner and mode already (created by that owner, with
     // the header's permission bits): an fstat is much cheaper than a chown and a chmod, which
