@@ -22,6 +22,7 @@ use storage_format::{Digest, TarSplitEntry, TarSplitReader};
 
 pub use super::blob_ranges::OpenRange;
 use super::blob_ranges::{Ranges, merge_ranges};
+use super::hashing_writer::HashingWriter;
 use super::zstd_chunked_files::{Chunk, FilesOf, RemoteFile, clean_name, name_key};
 use super::zstd_chunked_toc::TocRef;
 pub use super::zstd_chunked_toc::{TocBytes, TocEntry, read_toc, sha256_bytes};
@@ -86,14 +87,12 @@ fn read_exactly(mut r: impl Read, n: u64) -> Result<Vec<u8>> {
 /// Copies the `n` bytes of a range's body `r` into an anonymous file in `dir`; returns it and
 /// their digest.
 fn spill_range(r: impl Read, n: u64, dir: &std::path::Path) -> Result<(std::fs::File, Digest)> {
-    use sha2::Digest as _;
+    let write_err = |e| Error::io("writing a temporary file in", dir, e);
     let file = tempfile::tempfile_in(dir)
         .map_err(|e| Error::io("creating a temporary file in", dir, e))?;
-    let mut out = std::io::BufWriter::with_capacity(64 * 1024, &file);
-    let mut hash = sha2::Sha256::new();
+    let mut out = HashingWriter::new(std::io::BufWriter::with_capacity(64 * 1024, &file));
     let mut r = r.take(n);
     let mut buf = vec![0u8; 64 * 1024];
-    let mut got = 0u64;
     loop {
         let k = r
             .read(&mut buf)
@@ -101,18 +100,15 @@ fn spill_range(r: impl Read, n: u64, dir: &std::path::Path) -> Result<(std::fs::
         if k == 0 {
             break;
         }
-        hash.update(&buf[..k]);
-        std::io::Write::write_all(&mut out, &buf[..k])
-            .map_err(|e| Error::io("writing a temporary file in", dir, e))?;
-        got += k as u64;
+        std::io::Write::write_all(&mut out, &buf[..k]).map_err(write_err)?;
     }
+    let (mut buffered, digest, got) = out.finish();
     if got != n {
         return Err(bad(format!("a range of {n} bytes came with {got}")));
     }
-    std::io::Write::flush(&mut out)
-        .map_err(|e| Error::io("writing a temporary file in", dir, e))?;
-    drop(out);
-    Ok((file, Digest::from_sha256(hash.finalize().into())))
+    std::io::Write::flush(&mut buffered).map_err(write_err)?;
+    drop(buffered);
+    Ok((file, digest))
 }
 
 impl ChunkedLayer {

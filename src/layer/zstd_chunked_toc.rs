@@ -249,7 +249,10 @@ impl TocBytes {
         match self {
             TocBytes::Mem(b) => out.write_all(b),
             TocBytes::File(f) => {
-                std::io::copy(&mut crate::fsutil::ReadAt::new(f), out)?;
+                // Through a buffer of 64 KiB: `io::copy` writes what a `BufRead` holds at once.
+                let mut r =
+                    std::io::BufReader::with_capacity(64 * 1024, crate::fsutil::ReadAt::new(f));
+                std::io::copy(&mut r, out)?;
                 Ok(())
             }
         }

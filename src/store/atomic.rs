@@ -24,7 +24,8 @@ pub(crate) fn atomic_write(path: &Path, data: &[u8], mode: u32) -> Result<()> {
     atomic_write_with(path, mode, &mut |f| f.write_all(data))
 }
 
-/// [`atomic_write`] of what `write` writes (in pieces: the content need not be in memory).
+/// [`atomic_write`] of what `write` writes to the file (in pieces: the content need not be in
+/// memory; `write` brings its own buffering).
 pub(crate) fn atomic_write_with(
     path: &Path,
     mode: u32,
@@ -33,16 +34,12 @@ pub(crate) fn atomic_write_with(
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let tmp = temp_path_for(path);
     let result = (|| -> std::io::Result<()> {
-        let f = std::fs::OpenOptions::new()
+        let mut f = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(0o600)
             .open(&tmp)?;
-        let mut w = std::io::BufWriter::with_capacity(64 * 1024, f);
-        write(&mut w)?;
-        let f = w
-            .into_inner()
-            .map_err(std::io::IntoInnerError::into_error)?;
+        write(&mut f)?;
         f.sync_data()?;
         f.set_permissions(std::fs::Permissions::from_mode(mode))?;
         drop(f);
