@@ -57,7 +57,7 @@ pub(super) struct FilesOf {
 
 impl FilesOf {
     /// Takes the next entry of the TOC.
-    pub(super) fn push(&mut self, e: &TocEntry<'_>) -> std::result::Result<(), String> {
+    pub(super) fn push(&mut self, e: &TocEntry) -> std::result::Result<(), String> {
         let name = clean_name(e.name.as_bytes()).ok_or_else(|| format!("it names {:?}", e.name))?;
         let key = name_key(&name);
         let zeros = e.chunk_type.as_deref() == Some("zeros");

@@ -25,7 +25,7 @@ use super::blob_ranges::{Ranges, merge_ranges};
 use super::hashing_writer::HashingWriter;
 use super::zstd_chunked_files::{Chunk, FilesOf, RemoteFile, clean_name, name_key};
 use super::zstd_chunked_toc::TocRef;
-pub use super::zstd_chunked_toc::{TocBytes, TocEntry, read_toc, sha256_bytes};
+pub use super::zstd_chunked_toc::{TocBytes, TocEntry, sha256_bytes};
 use crate::error::{Error, Result};
 
 /// Files of the store found by the sha256 of their content.
@@ -124,26 +124,25 @@ impl ChunkedLayer {
         let (ts_off, ts_len, _) = toc
             .tar_split
             .ok_or_else(|| bad("the layer has no tar-split position"))?;
-        let file = tempfile::tempfile_in(spill_dir)
-            .map_err(|e| Error::io("creating a temporary file in", spill_dir, e))?;
-        let mut out = std::io::BufWriter::with_capacity(64 * 1024, &file);
         // Decompressed and checked against the annotations as it arrives.
         let toc_error = |why: String| bad(format!("the TOC: {why}"));
-        let (tar_split, got) = if ts_off == toc.offset + toc.length + 8 {
+        let ((tar_split, got), manifest) = if ts_off == toc.offset + toc.length + 8 {
             let mut body = open(toc.offset, ts_off + ts_len)?;
-            toc.decompress_into(&mut body, &mut out)
+            let manifest = toc
+                .decompress_to_file(&mut body, Some(spill_dir))
                 .map_err(toc_error)?;
             read_exactly(&mut body, ts_off - toc.offset - toc.length)?;
-            spill_range(body, ts_len, spill_dir)?
+            (spill_range(body, ts_len, spill_dir)?, manifest)
         } else {
             let body = open(toc.offset, toc.offset + toc.length)?;
-            toc.decompress_into(body, &mut out).map_err(toc_error)?;
-            spill_range(open(ts_off, ts_off + ts_len)?, ts_len, spill_dir)?
+            let manifest = toc
+                .decompress_to_file(body, Some(spill_dir))
+                .map_err(toc_error)?;
+            (
+                spill_range(open(ts_off, ts_off + ts_len)?, ts_len, spill_dir)?,
+                manifest,
+            )
         };
-        std::io::Write::flush(&mut out)
-            .map_err(|e| Error::io("writing a temporary file in", spill_dir, e))?;
-        drop(out);
-        let manifest = TocBytes::File(file);
         let mut files = FilesOf::default();
         let split_digest = manifest
             .read(|e| files.push(&e))

@@ -8,7 +8,6 @@
 //! pulls find our files. A TOC that does not check is ignored (as c/storage ignores it and pulls
 //! whole): the layer is recorded as an ordinary zstd layer.
 
-use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
@@ -82,28 +81,32 @@ impl TocRef {
         (self.offset, self.length)
     }
 
-    /// The uncompressed TOC from the bytes kept aside, when they are what the annotations say
-    /// (digest, lengths, a zstd frame holding a JSON object with entries), in an anonymous
-    /// temporary file (it may be tens of MB; its shape is checked reading it entry by entry);
-    /// `Err` says why not.
-    pub fn checked_to_file(&self, compressed: impl std::io::Read) -> Result<TocBytes, String> {
-        let file = tempfile::tempfile().map_err(|e| format!("a temporary file: {e}"))?;
+    /// The uncompressed TOC from `compressed` (the bytes kept aside, or fetched), when they are
+    /// what the annotations say (digest, lengths, a zstd frame), in an anonymous temporary file
+    /// in `dir` (the system's temporary directory when `None`): it may be tens of MB, and is
+    /// read entry by entry ([`TocBytes::read`]), which refuses what is not a TOC. `Err` says
+    /// why not.
+    pub fn decompress_to_file(
+        &self,
+        compressed: impl std::io::Read,
+        dir: Option<&std::path::Path>,
+    ) -> Result<TocBytes, String> {
+        let file = match dir {
+            Some(d) => tempfile::tempfile_in(d),
+            None => tempfile::tempfile(),
+        }
+        .map_err(|e| format!("a temporary file: {e}"))?;
         let mut out = std::io::BufWriter::with_capacity(64 * 1024, &file);
         self.decompress_into(compressed, &mut out)?;
         std::io::Write::flush(&mut out).map_err(|e| format!("a temporary file: {e}"))?;
         drop(out);
-        let toc = TocBytes::File(file);
-        match toc.read(|_| Ok(())) {
-            Ok(_) => Ok(toc),
-            Err(_) => Err("it is not a TOC (a JSON object with entries)".into()),
-        }
+        Ok(TocBytes(file))
     }
 
     /// Reads the compressed TOC from `compressed` (its first [`length`](Self::length) bytes)
     /// and writes it decompressed to `out`, in pieces: a TOC of tens of MB is never in memory.
-    /// `Err` says why it is not what the annotations say (as [`checked_to_file`](Self::checked_to_file)
-    /// does) or why it could not be read.
-    pub fn decompress_into(
+    /// `Err` says why it is not what the annotations say, or why it could not be read.
+    fn decompress_into(
         &self,
         compressed: impl std::io::Read,
         out: &mut dyn std::io::Write,
@@ -177,7 +180,7 @@ pub fn matches_digests(
             if e.kind != "reg" || e.size == 0 {
                 return Ok(());
             }
-            let name = &*e.name;
+            let name = e.name.as_str();
             let (comps, escaped) = super::path::clean_components(name.as_bytes());
             if escaped {
                 return Err(format!("{name}: a name that climbs out"));
@@ -215,66 +218,69 @@ pub struct StoredToc {
     pub manifest: TocBytes,
 }
 
-/// An uncompressed TOC's JSON: in memory, or in an anonymous file (a partial pull's, which may
-/// be tens of MB for a layer of a hundred thousand entries).
+/// An uncompressed TOC's JSON, in a file from its start (an anonymous one as a pull checks it,
+/// or a layer's stored big data): tens of MB for a layer of a hundred thousand entries, so never
+/// read into memory whole. Read with `pread`, so shared reads do not move each other.
 #[derive(Debug)]
-pub enum TocBytes {
-    /// The bytes.
-    Mem(Vec<u8>),
-    /// An anonymous file holding them from its start; read with `pread`, so shared reads do
-    /// not move each other.
-    File(std::fs::File),
-}
+pub struct TocBytes(pub std::fs::File);
 
 impl TocBytes {
-    /// [`read_toc`] of these bytes.
-    pub fn read<'a>(
-        &'a self,
-        each: impl FnMut(TocEntry<'a>) -> Result<(), String>,
+    /// Reads the TOC (c/storage's JSON: an object with an array of entries) entry by entry,
+    /// calling `each` with each in order, without building the list: a TOC of a million entries
+    /// costs one entry's memory. Returns the TOC's `tarSplitDigest`. `Err` says what is wrong:
+    /// the JSON, or the first error `each` returned.
+    pub fn read(
+        &self,
+        mut each: impl FnMut(TocEntry) -> Result<(), String>,
     ) -> Result<Option<String>, String> {
-        match self {
-            TocBytes::Mem(b) => read_toc(b, each),
-            TocBytes::File(f) => read_toc_with(
-                serde_json::Deserializer::from_reader(std::io::BufReader::with_capacity(
-                    64 * 1024,
-                    crate::fsutil::ReadAt::new(f),
-                )),
-                each,
-            ),
+        let mut de = serde_json::Deserializer::from_reader(std::io::BufReader::with_capacity(
+            64 * 1024,
+            crate::fsutil::ReadAt::new(&self.0),
+        ));
+        let mut failed: Option<String> = None;
+        let mut call = |e: TocEntry| -> bool {
+            match each(e) {
+                Ok(()) => true,
+                Err(why) => {
+                    failed = Some(why);
+                    false
+                }
+            }
+        };
+        let read = serde::Deserializer::deserialize_map(&mut de, TocVisitor { each: &mut call })
+            .and_then(|split| de.end().map(|()| split));
+        match (failed, read) {
+            (Some(why), _) => Err(why),
+            (None, Ok(split)) => Ok(split),
+            (None, Err(e)) => Err(format!("the TOC: {e}")),
         }
     }
 
     /// Writes the bytes to `out`.
     pub fn write_to(&self, out: &mut dyn std::io::Write) -> std::io::Result<()> {
-        match self {
-            TocBytes::Mem(b) => out.write_all(b),
-            TocBytes::File(f) => {
-                // Through a buffer of 64 KiB: `io::copy` writes what a `BufRead` holds at once.
-                let mut r =
-                    std::io::BufReader::with_capacity(64 * 1024, crate::fsutil::ReadAt::new(f));
-                std::io::copy(&mut r, out)?;
-                Ok(())
-            }
-        }
+        // Through a buffer of 64 KiB: `io::copy` writes what a `BufRead` holds at once.
+        let mut r =
+            std::io::BufReader::with_capacity(64 * 1024, crate::fsutil::ReadAt::new(&self.0));
+        std::io::copy(&mut r, out)?;
+        Ok(())
     }
 }
 
-/// One TOC entry (c/storage's `FileMetadata`), the fields a partial pull reads; its strings are
-/// borrowed from the TOC's bytes where the JSON has no escapes in them.
+/// One TOC entry (c/storage's `FileMetadata`), the fields a partial pull reads.
 #[derive(Debug, Deserialize)]
-pub struct TocEntry<'a> {
+pub struct TocEntry {
     /// `reg`, `chunk`, `dir`, `symlink`, …
-    #[serde(rename = "type", borrow)]
-    pub kind: Cow<'a, str>,
+    #[serde(rename = "type")]
+    pub kind: String,
     /// The entry's name.
-    #[serde(default, borrow)]
-    pub name: Cow<'a, str>,
+    #[serde(default)]
+    pub name: String,
     /// A regular file's size.
     #[serde(default)]
     pub size: u64,
     /// sha256 of a regular file's content.
-    #[serde(default, borrow)]
-    pub digest: Option<Cow<'a, str>>,
+    #[serde(default)]
+    pub digest: Option<String>,
     /// Where the (first chunk's) frames start in the blob.
     #[serde(default)]
     pub offset: u64,
@@ -285,50 +291,15 @@ pub struct TocEntry<'a> {
     #[serde(default, rename = "chunkSize")]
     pub chunk_size: u64,
     /// `zeros` for a run of zeros (nothing to fetch).
-    #[serde(default, rename = "chunkType", borrow)]
-    pub chunk_type: Option<Cow<'a, str>>,
+    #[serde(default, rename = "chunkType")]
+    pub chunk_type: Option<String>,
     /// sha256 of the chunk's content (a file cut into several chunks: on the file's entry for
     /// its first chunk, on each `chunk` entry for the others).
-    #[serde(default, rename = "chunkDigest", borrow)]
-    pub chunk_digest: Option<Cow<'a, str>>,
+    #[serde(default, rename = "chunkDigest")]
+    pub chunk_digest: Option<String>,
     /// Where the chunk starts in its file.
     #[serde(default, rename = "chunkOffset")]
     pub chunk_offset: u64,
-}
-
-/// Reads the TOC JSON `manifest` (c/storage's: a JSON object with an array of entries) entry by
-/// entry, calling `each` with each in order, without building the list: a TOC of a million
-/// entries costs one entry's memory. Returns the TOC's `tarSplitDigest`. `Err` says what is
-/// wrong: the JSON, or the first error `each` returned.
-pub fn read_toc<'a>(
-    manifest: &'a [u8],
-    each: impl FnMut(TocEntry<'a>) -> Result<(), String>,
-) -> Result<Option<String>, String> {
-    read_toc_with(serde_json::Deserializer::from_slice(manifest), each)
-}
-
-/// [`read_toc`] from any of serde_json's readers.
-fn read_toc_with<'de, R: serde_json::de::Read<'de>>(
-    mut de: serde_json::Deserializer<R>,
-    mut each: impl FnMut(TocEntry<'de>) -> Result<(), String>,
-) -> Result<Option<String>, String> {
-    let mut failed: Option<String> = None;
-    let mut call = |e: TocEntry<'de>| -> bool {
-        match each(e) {
-            Ok(()) => true,
-            Err(why) => {
-                failed = Some(why);
-                false
-            }
-        }
-    };
-    let read = serde::Deserializer::deserialize_map(&mut de, TocVisitor { each: &mut call })
-        .and_then(|split| de.end().map(|()| split));
-    match (failed, read) {
-        (Some(why), _) => Err(why),
-        (None, Ok(split)) => Ok(split),
-        (None, Err(e)) => Err(format!("the TOC: {e}")),
-    }
 }
 
 /// The top-level object of a TOC: `entries` streamed, `tarSplitDigest` kept, the rest skipped.
@@ -336,7 +307,7 @@ struct TocVisitor<'f, F> {
     each: &'f mut F,
 }
 
-impl<'de, F: FnMut(TocEntry<'de>) -> bool> serde::de::Visitor<'de> for TocVisitor<'_, F> {
+impl<'de, F: FnMut(TocEntry) -> bool> serde::de::Visitor<'de> for TocVisitor<'_, F> {
     type Value = Option<String>;
 
     fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -347,8 +318,8 @@ impl<'de, F: FnMut(TocEntry<'de>) -> bool> serde::de::Visitor<'de> for TocVisito
         use serde::de::Error as _;
         let mut split = None;
         let mut entries = false;
-        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
-            match &*key {
+        while let Some(key) = map.next_key::<String>()? {
+            match key.as_str() {
                 "entries" if !entries => {
                     map.next_value_seed(EntriesSeed {
                         each: &mut *self.each,
@@ -373,7 +344,7 @@ struct EntriesSeed<'f, F> {
     each: &'f mut F,
 }
 
-impl<'de, F: FnMut(TocEntry<'de>) -> bool> serde::de::DeserializeSeed<'de> for EntriesSeed<'_, F> {
+impl<'de, F: FnMut(TocEntry) -> bool> serde::de::DeserializeSeed<'de> for EntriesSeed<'_, F> {
     type Value = ();
 
     fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
@@ -381,7 +352,7 @@ impl<'de, F: FnMut(TocEntry<'de>) -> bool> serde::de::DeserializeSeed<'de> for E
     }
 }
 
-impl<'de, F: FnMut(TocEntry<'de>) -> bool> serde::de::Visitor<'de> for EntriesSeed<'_, F> {
+impl<'de, F: FnMut(TocEntry) -> bool> serde::de::Visitor<'de> for EntriesSeed<'_, F> {
     type Value = ();
 
     fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -390,7 +361,7 @@ impl<'de, F: FnMut(TocEntry<'de>) -> bool> serde::de::Visitor<'de> for EntriesSe
 
     fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
         use serde::de::Error as _;
-        while let Some(e) = seq.next_element::<TocEntry<'de>>()? {
+        while let Some(e) = seq.next_element::<TocEntry>()? {
             if !(self.each)(e) {
                 return Err(A::Error::custom("stopped"));
             }
@@ -511,7 +482,7 @@ mod tests {
             w
         };
         let files = |a: u8| vec![(&b""[..], None), (&b"a"[..], Some(d(a))), (&b"e"[..], None)];
-        let mem = |t: &str| TocBytes::Mem(t.as_bytes().to_vec());
+        let mem = |t: &str| toc_file(t.as_bytes());
         assert_eq!(matches_digests(&mem(&toc), written(&files(1))), Ok(()));
         assert!(matches_digests(&mem(&toc), written(&files(2))).is_err());
         let mut more = files(1);
@@ -532,12 +503,20 @@ mod tests {
         );
     }
 
+    /// `bytes` as a TOC in a file.
+    fn toc_file(bytes: &[u8]) -> TocBytes {
+        use std::io::Write as _;
+        let mut f = tempfile::tempfile().expect("tempfile");
+        f.write_all(bytes).expect("write");
+        TocBytes(f)
+    }
+
     #[test]
     fn toc_read_entry_by_entry() {
         let toc = br#"{"version":1,"entries":[{"type":"dir","name":"./"},{"type":"reg","name":"a\u0041","size":3,"x":[1,{"y":2}]}],"tarSplitDigest":"sha256:ab"}"#;
         let mut names = Vec::new();
-        let split = read_toc(toc, |e| {
-            names.push((e.kind.into_owned(), e.name.into_owned(), e.size));
+        let split = toc_file(toc).read(|e| {
+            names.push((e.kind, e.name, e.size));
             Ok(())
         });
         assert_eq!(split, Ok(Some("sha256:ab".to_string())));
@@ -550,16 +529,16 @@ mod tests {
         );
         // The first error of the callback, as it gave it; the rest is not read.
         let mut seen = 0;
-        let r = read_toc(toc, |_| {
+        let r = toc_file(toc).read(|_| {
             seen += 1;
             Err("no".into())
         });
         assert_eq!((r, seen), (Err("no".to_string()), 1));
         // Not a TOC.
-        assert!(read_toc(br#"{"version":1}"#, |_| Ok(())).is_err());
-        assert!(read_toc(br#"{"entries":{}}"#, |_| Ok(())).is_err());
-        assert!(read_toc(br#"{"entries":[]} x"#, |_| Ok(())).is_err());
-        assert_eq!(read_toc(br#"{"entries":[]}"#, |_| Ok(())), Ok(None));
+        assert!(toc_file(br#"{"version":1}"#).read(|_| Ok(())).is_err());
+        assert!(toc_file(br#"{"entries":{}}"#).read(|_| Ok(())).is_err());
+        assert!(toc_file(br#"{"entries":[]} x"#).read(|_| Ok(())).is_err());
+        assert_eq!(toc_file(br#"{"entries":[]}"#).read(|_| Ok(())), Ok(None));
     }
 
     #[test]
@@ -578,14 +557,18 @@ mod tests {
         let r = TocRef::from_annotations(&a).expect("a TOC");
         assert_eq!(r.range(), (100, compressed.len() as u64));
         let mut back = Vec::new();
-        r.checked_to_file(&compressed[..])
+        r.decompress_to_file(&compressed[..], None)
             .expect("checks")
             .write_to(&mut back)
             .expect("read back");
         assert_eq!(back, toc.to_vec());
         let mut bad = compressed.clone();
         bad[0] ^= 1;
-        assert!(r.checked_to_file(&bad[..]).unwrap_err().contains("digest"));
+        assert!(
+            r.decompress_to_file(&bad[..], None)
+                .unwrap_err()
+                .contains("digest")
+        );
         a.insert(POSITION_ANNOTATION.to_string(), "1:2:3:2".into());
         assert!(TocRef::from_annotations(&a).is_none(), "type 2 is not ours");
         assert!(TocRef::from_annotations(&BTreeMap::new()).is_none());

@@ -153,7 +153,7 @@ impl LayerProducer for BlobLayers<'_> {
         // is ignored, as c/storage ignores it.
         let toc = match (&layer.toc, hashes.kept.as_ref()) {
             (Some(t), Some(bytes)) if compression == Compression::Zstd => {
-                match t.checked_to_file(bytes.reader()) {
+                match t.decompress_to_file(bytes.reader(), None) {
                     Ok(manifest) => Some(StoredToc {
                         digest: t.checksum.clone(),
                         manifest,

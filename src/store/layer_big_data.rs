@@ -139,6 +139,6 @@ impl Store {
         }
         std::fs::File::open(dir.join(storage_format::big_data_file_name(toc::MANIFEST_KEY)))
             .ok()
-            .map(toc::TocBytes::File)
+            .map(toc::TocBytes)
     }
 }
