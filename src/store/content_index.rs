@@ -74,9 +74,7 @@ impl ContentIndex {
                 continue;
             };
             let tree = u32::try_from(index.trees.len()).unwrap_or(u32::MAX);
-            let mut files = std::mem::take(&mut index.files);
-            let mut chunks = std::mem::take(&mut index.chunks);
-            let mut names = std::mem::take(&mut index.names);
+            let (files, chunks, names) = (&mut index.files, &mut index.chunks, &mut index.names);
             let names_before = names.len();
             let mut last = None;
             // Read entry by entry (a TOC may list a million); a file's first chunk is on its own
@@ -94,7 +92,7 @@ impl ContentIndex {
                 if file.is_none() && chunk.is_none() {
                     return Ok(());
                 }
-                let Some(loc) = intern(&mut names, &mut last, tree, e.name.as_bytes()) else {
+                let Some(loc) = intern(names, &mut last, tree, e.name.as_bytes()) else {
                     return Err("more names than an index holds".into());
                 };
                 if let Some(d) = file {
@@ -115,9 +113,6 @@ impl ContentIndex {
             } else {
                 index.trees.push(store.driver().tree_path(&rec.id));
             }
-            index.names = names;
-            index.files = files;
-            index.chunks = chunks;
         }
         index
     }
