@@ -70,15 +70,7 @@ impl FileDigests {
     /// The entries, to read in order.
     pub fn finish(self) -> Result<Written> {
         // Names given twice, and where each is given last.
-        let mut twice: HashSet<u128> = HashSet::new();
-        let mut prev: Option<u128> = None;
-        for h in self.names.into_sorted()? {
-            let h = h?;
-            if prev == Some(h) {
-                twice.insert(h);
-            }
-            prev = Some(h);
-        }
+        let twice: HashSet<u128> = self.names.repeated(usize::MAX)?.into_iter().collect();
         let file = match self.out {
             Some(out) => Some(out.into_inner().map_err(|e| spill_error(e.into_error()))?),
             None => None,

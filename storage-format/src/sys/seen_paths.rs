@@ -81,15 +81,7 @@ impl SeenPaths {
             return Ok(true);
         }
         self.spill()?;
-        let mut last: Option<u128> = None;
-        for h in std::mem::take(&mut self.older).into_sorted()? {
-            let h = h?;
-            if last == Some(h) {
-                return Ok(false);
-            }
-            last = Some(h);
-        }
-        Ok(true)
+        Ok(std::mem::take(&mut self.older).repeated(1)?.is_empty())
     }
 }
 

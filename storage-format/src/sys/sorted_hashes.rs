@@ -121,6 +121,26 @@ impl SortedHashes {
     }
 }
 
+impl SortedHashes {
+    /// The hashes added more than once, each once, ascending; at most `limit` of them (the
+    /// merge stops there).
+    pub fn repeated(self, limit: usize) -> Result<Vec<u128>> {
+        let mut out = Vec::new();
+        let mut prev: Option<u128> = None;
+        for h in self.into_sorted()? {
+            let h = h?;
+            if out.len() >= limit {
+                break;
+            }
+            if prev == Some(h) && out.last() != Some(&h) {
+                out.push(h);
+            }
+            prev = Some(h);
+        }
+        Ok(out)
+    }
+}
+
 /// The hashes of a [`SortedHashes`], ascending: a k-way merge of its runs (each read at its own
 /// offset with `pread`, the runs sharing one file) and the ones left in memory.
 #[derive(Debug)]
@@ -220,6 +240,17 @@ mod tests {
         want.sort_unstable();
         let got: Vec<u128> = s.into_sorted()?.collect::<Result<_>>()?;
         assert_eq!(got, want);
+        // The repeated ones, across runs: every tenth, once each; or the first few.
+        let build = || -> Result<SortedHashes> {
+            let mut s = SortedHashes::new();
+            for v in &want {
+                s.push(*v)?;
+            }
+            Ok(s)
+        };
+        let tenths: Vec<u128> = (0..n as u128).filter(|v| v.is_multiple_of(10)).collect();
+        assert_eq!(build()?.repeated(usize::MAX)?, tenths);
+        assert_eq!(build()?.repeated(2)?, vec![0, 10]);
         // In memory only.
         let mut s = SortedHashes::new();
         for v in [5u128, 1, 3] {
